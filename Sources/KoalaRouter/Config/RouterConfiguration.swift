@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+
+/// Every setting of the service. Built from the environment; CLI flags override single fields.
+public struct RouterConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 8080
+    public var routesDirectory = "routes"
+    /// A SQLite file path (optionally `sqlite:` prefixed).
+    public var database = "data/koala-router.sqlite"
+    public var koalaAPIURL = "https://api2.getkoala.com"
+    /// Koala's public project key; nil runs the sender in dry-run mode.
+    public var koalaPublicKey: String?
+    public var maxBodyBytes = 1 << 20
+    public var delivery = DeliveryPolicy()
+    public var logLevel: Logger.Level = .info
+    /// Where secrets referenced by rule files are looked up.
+    public var environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let setting: String
+        public let problem: String
+        public var description: String { "invalid setting \(setting): \(problem)" }
+    }
+
+    /// Reads `KOALA_*` settings from the environment; a bad value names the setting.
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> RouterConfiguration {
+        var config = RouterConfiguration(environment: env)
+        func string(_ name: String) -> String? {
+            if let value = env[name], !value.isEmpty { return value }
+            if let file = env[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
+                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            return nil
+        }
+        func number(_ name: String, _ range: ClosedRange<Double>) throws -> Double? {
+            guard let text = string(name) else { return nil }
+            guard let value = Double(text), range.contains(value) else {
+                throw Invalid(setting: name, problem: "'\(text)' is not a number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return value
+        }
+        if let v = string("KOALA_ROUTER_HOST") { config.host = v }
+        if let v = try number("KOALA_ROUTER_PORT", 0...65535) { config.port = Int(v) }
+        if let v = string("KOALA_ROUTER_ROUTES") { config.routesDirectory = v }
+        if let v = string("KOALA_ROUTER_DATABASE") { config.database = v }
+        if let v = string("KOALA_API_URL") {
+            guard let url = URL(string: v), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw Invalid(setting: "KOALA_API_URL", problem: "'\(v)' is not an http(s) URL")
+            }
+            config.koalaAPIURL = v
+        }
+        config.koalaPublicKey = string("KOALA_PUBLIC_API_KEY")
+        if let v = try number("KOALA_ROUTER_MAX_BODY_BYTES", 1...(256 * 1024 * 1024)) { config.maxBodyBytes = Int(v) }
+        if let v = try number("KOALA_ROUTER_LINGER_MS", 0...60000) { config.delivery.linger = v / 1000 }
+        if let v = try number("KOALA_ROUTER_CONCURRENCY", 1...1024) { config.delivery.concurrency = Int(v) }
+        if let v = try number("KOALA_ROUTER_REQUEST_TIMEOUT_S", 0.1...600) { config.delivery.requestTimeout = v }
+        if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }
+        if let v = try number("KOALA_ROUTER_INITIAL_BACKOFF_S", 0.001...3600) { config.delivery.initialBackoff = v }
+        if let v = try number("KOALA_ROUTER_RETRY_BUDGET_H", 0.001...8760) { config.delivery.retryBudget = v * 3600 }
+        if let v = string("LOG_LEVEL") {
+            guard let level = Logger.Level(rawValue: v.lowercased()) else {
+                throw Invalid(setting: "LOG_LEVEL", problem: "'\(v)' is not one of trace, debug, info, notice, warning, error, critical")
+            }
+            config.logLevel = level
+        }
+        return config
+    }
+
+    /// The SQLite path named by `database`.
+    public var sqlitePath: String? {
+        if database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") { return nil }
+        if database.hasPrefix("sqlite://") { return String(database.dropFirst("sqlite://".count)) }
+        if database.hasPrefix("sqlite:") { return String(database.dropFirst("sqlite:".count)) }
+        return database
+    }
+}

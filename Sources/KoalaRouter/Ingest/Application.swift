@@ -1,0 +1,123 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// Opens the store named by the configuration.
+public func openStore(_ configuration: RouterConfiguration) async throws -> any WebhookStore {
+    guard let path = configuration.sqlitePath else {
+        throw StoreError.unsupportedURL(configuration.database)
+    }
+    return try await SQLiteStore(path: path)
+}
+
+/// Closes the store when the service group shuts down (after the server and sender have stopped).
+struct StoreCloser: Service {
+    let store: any WebhookStore
+    let logger: Logger
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 3_600_000_000_000)
+            }
+        } onGracefulShutdown: {}
+        try? await gracefulShutdown()
+        try await store.close()
+        logger.info("store closed")
+    }
+}
+
+/// Everything the service is made of; `buildApplication` wires it, tests reach into it.
+public struct RouterComponents: Sendable {
+    public let rules: RulesHolder
+    public let store: any WebhookStore
+    public let sender: Sender
+    public let ingest: Ingest
+}
+
+/// Builds the whole service: used by `koala-router serve` and by the tests.
+public func buildApplication(
+    _ configuration: RouterConfiguration,
+    logger: Logger,
+    store existingStore: (any WebhookStore)? = nil,
+    httpClient: HTTPClient = .shared
+) async throws -> (some ApplicationProtocol, RouterComponents) {
+    let table: RuleTable
+    do {
+        table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)
+    }
+    for warning in table.warnings { logger.warning("\(warning)") }
+    logger.info("rules loaded", metadata: [
+        "version": "\(table.version)", "sources": "\(table.sources.keys.sorted().joined(separator: ","))",
+    ])
+    let store: any WebhookStore
+    if let existingStore {
+        store = existingStore
+    } else {
+        store = try await openStore(configuration)
+    }
+    let rules = RulesHolder(table)
+    let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,
+                             timeout: configuration.delivery.requestTimeout, logger: logger)
+    let sender = Sender(store: store, client: client, policy: configuration.delivery, logger: logger)
+    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, logger: logger)
+    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest)
+
+    let router = Router<BasicRequestContext>()
+    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
+
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router"),
+        logger: logger
+    )
+    app.addServices(StoreCloser(store: store, logger: logger), sender)
+    return (app, components)
+}
+
+func jsonResponse(_ status: HTTPResponse.Status, _ body: JSONValue) -> Response {
+    Response(
+        status: status,
+        headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(string: body.encoded() + "\n"))
+    )
+}
+
+func addRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, maxBodyBytes: Int) {
+    router.post("/webhooks/:source") { request, context -> Response in
+        let source = context.parameters.get("source") ?? ""
+        if let early = components.ingest.precheck(source: source) {
+            return jsonResponse(early.status, early.body)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")])
+        }
+        let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer))
+        return jsonResponse(answer.status, answer.body)
+    }
+    router.get("/healthz") { _, _ -> Response in
+        jsonResponse(.ok, ["status": "ok"])
+    }
+    router.get("/readyz") { _, _ -> Response in
+        let table = components.rules.table
+        let storeOK = await components.store.ping()
+        var sources: [String: JSONValue] = [:]
+        for (name, source) in table.sources {
+            sources[name] = source.verifier == nil ? .string(source.disabledReason ?? "disabled") : "enabled"
+        }
+        let body: JSONValue = [
+            "status": .string(storeOK ? "ready" : "not ready"),
+            "store": .string(storeOK ? "ok" : "unavailable"),
+            "rules_version": .string(table.version),
+            "sources": .object(sources),
+        ]
+        return jsonResponse(storeOK ? .ok : .serviceUnavailable, body)
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import HTTPTypes
+import Logging
+
+/// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
+public struct Ingest: Sendable {
+    public let rules: RulesHolder
+    public let store: any WebhookStore
+    public let linger: TimeInterval
+    let logger: Logger
+
+    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, logger: Logger) {
+        self.rules = rules
+        self.store = store
+        self.linger = linger
+        self.logger = logger
+    }
+
+    public struct Answer: Sendable, Equatable {
+        public let status: HTTPResponse.Status
+        public let body: JSONValue
+    }
+
+    /// Headers that carry credentials are never stored.
+    static func isSensitive(_ name: String) -> Bool {
+        let n = name.lowercased()
+        return n.contains("authorization") || n.contains("cookie") || n.contains("signature") || n.contains("hmac")
+            || n.contains("token") || n.contains("secret") || n.contains("api-key") || n.contains("apikey")
+    }
+
+    /// Checks that `source` exists and is enabled before the body is read.
+    public func precheck(source name: String) -> Answer? {
+        let table = rules.table
+        guard let source = table.sources[name] else {
+            return Answer(status: .notFound, body: [
+                "error": .string("unknown source '\(name)'"),
+                "hint": .string("webhooks go to /webhooks/<source>, where <source> is declared by a file in the routes folder"),
+            ])
+        }
+        if source.verifier == nil {
+            return Answer(status: .serviceUnavailable, body: ["error": .string(source.disabledReason ?? "source '\(name)' is disabled")])
+        }
+        return nil
+    }
+
+    public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date()) async -> Answer {
+        if let early = precheck(source: name) { return early }
+        let table = rules.table
+        let source = table.sources[name]!
+        let verifier = source.verifier!
+
+        let verification: Verification
+        switch verifier.verify(headers: headers, body: body, now: now) {
+        case .success(let v): verification = v
+        case .failure(let failure):
+            logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.code)", "detail": "\(failure.reason)"])
+            return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
+        }
+
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(body)
+        } catch {
+            logger.warning("webhook body is not JSON", metadata: ["source": "\(name)", "detail": "\(error)"])
+            return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
+        }
+
+        var headerMap: [String: String] = [:]
+        for field in headers {
+            let key = field.name.canonicalName
+            headerMap[key] = headerMap[key].map { $0 + ", " + field.value } ?? field.value
+        }
+        let context = EvaluationContext(body: json, headers: headerMap, webhook: .object([:]))
+        guard let webhookID = source.webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
+            return Answer(status: .badRequest, body: ["error": .string("webhook id not found at \(source.webhookID)")])
+        }
+        guard let eventType = source.eventType.evaluate(in: context)?.textValue, !eventType.isEmpty else {
+            return Answer(status: .badRequest, body: ["error": .string("event type not found at \(source.eventType)")])
+        }
+        let eventTime = source.eventTime.flatMap { Timestamps.date(from: $0.evaluate(in: context)) } ?? now
+
+        let webhook = VerifiedWebhook(
+            source: name, webhookID: webhookID, eventType: eventType, eventTime: eventTime, receivedAt: now,
+            headers: headerMap.filter { !Self.isSensitive($0.key) }, body: body, json: json,
+            secretLabel: verification.secretLabel, rulesVersion: table.version
+        )
+        let messages = WebhookRouter(source: source).route(webhook)
+        do {
+            let outcome = try await store.accept(webhook, messages: messages, linger: linger)
+            switch outcome {
+            case .accepted(let queued, let dead):
+                logger.info("webhook accepted", metadata: [
+                    "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
+                    "queued": "\(queued)", "dead_lettered": "\(dead)", "secret": "\(verification.secretLabel)",
+                ])
+                return Answer(status: .ok, body: [
+                    "status": "accepted", "source": .string(name), "webhook_id": .string(webhookID),
+                    "messages": .int(Int64(queued)), "dead_lettered": .int(Int64(dead)),
+                ])
+            case .duplicate:
+                logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
+                return Answer(status: .ok, body: [
+                    "status": "duplicate", "source": .string(name), "webhook_id": .string(webhookID),
+                ])
+            }
+        } catch {
+            logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
+            return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
+        }
+    }
+}

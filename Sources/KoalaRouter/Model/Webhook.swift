@@ -1,0 +1,139 @@
+import Foundation
+
+/// A webhook that passed signature verification and whose body is valid JSON. Everything after
+/// ingest works on this value; nothing unverified ever becomes one.
+public struct VerifiedWebhook: Sendable {
+    public let source: String
+    public let webhookID: String
+    public let eventType: String
+    /// The provider's own event time when the rules say where it is, else the time we received it.
+    public let eventTime: Date
+    public let receivedAt: Date
+    /// Header names lower-cased; credentials (authorization, cookies, signatures) are removed before storing.
+    public let headers: [String: String]
+    public let body: [UInt8]
+    public let json: JSONValue
+    public let secretLabel: String
+    /// Version of the rule table that routed it.
+    public let rulesVersion: String
+
+    public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
+                headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String) {
+        self.source = source
+        self.webhookID = webhookID
+        self.eventType = eventType
+        self.eventTime = eventTime
+        self.receivedAt = receivedAt
+        self.headers = headers
+        self.body = body
+        self.json = json
+        self.secretLabel = secretLabel
+        self.rulesVersion = rulesVersion
+    }
+}
+
+/// Which Koala endpoint a message goes to.
+public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
+    /// `/web/projects/{key}/batch`, one visitor per request.
+    case person
+    /// `/web/projects/{key}/accounts/batch`, one account per request.
+    case account
+
+    public var path: String {
+        switch self {
+        case .person: "batch"
+        case .account: "accounts/batch"
+        }
+    }
+}
+
+/// Who a message is about: a visitor (email and/or profile id) or an account (domain or account id).
+public struct KoalaIdentity: Sendable, Hashable {
+    public var email: String?
+    public var profileID: String?
+    public var domain: String?
+    public var accountID: String?
+
+    public init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil) {
+        self.email = email
+        self.profileID = profileID
+        self.domain = domain
+        self.accountID = accountID
+    }
+
+    /// Messages with equal keys may share one request and are sent in order, one request at a time.
+    public var key: String {
+        if domain != nil || accountID != nil {
+            return "a|\(domain ?? "")|\(accountID ?? "")"
+        }
+        return "p|\(email ?? "")|\(profileID ?? "")"
+    }
+
+    /// The top-level identity fields of a Koala request body.
+    public var topLevel: [(String, String)] {
+        var out: [(String, String)] = []
+        if let profileID { out.append(("profile_id", profileID)) }
+        if let email { out.append(("email", email)) }
+        if let domain { out.append(("domain", domain)) }
+        if let accountID { out.append(("account_id", accountID)) }
+        return out
+    }
+}
+
+/// One Koala item (a custom event or an identify) produced by one route output for one webhook.
+public struct KoalaMessage: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        case track, identify
+    }
+
+    public let messageID: String
+    public let source: String
+    public let webhookID: String
+    public let route: String
+    /// `track`, `identify` or `account`.
+    public let output: String
+    public let endpoint: KoalaEndpoint
+    public let kind: Kind
+    public let identity: KoalaIdentity
+    /// The element of `events[]` or `identifies[]`, including `message_id` and `sent_at`.
+    public let item: JSONValue
+    public let eventTime: Date
+    /// Set when the message cannot be sent as routed (e.g. no email); it goes straight to the dead letters.
+    public let problem: String?
+
+    public init(messageID: String, source: String, webhookID: String, route: String, output: String,
+                endpoint: KoalaEndpoint, kind: Kind, identity: KoalaIdentity, item: JSONValue,
+                eventTime: Date, problem: String? = nil) {
+        self.messageID = messageID
+        self.source = source
+        self.webhookID = webhookID
+        self.route = route
+        self.output = output
+        self.endpoint = endpoint
+        self.kind = kind
+        self.identity = identity
+        self.item = item
+        self.eventTime = eventTime
+        self.problem = problem
+    }
+}
+
+/// The stable contract for `message_id`: the first 16 bytes of
+/// SHA-256("koala-router:v1" ‖ len:source ‖ len:webhook id ‖ len:route ‖ len:output), where `len:x` is the
+/// decimal UTF-8 byte length of x, a colon and x itself; formatted as a UUID (version 8, RFC 9562).
+/// The same webhook routed by the same route and output always gets the same id, so retries and replays
+/// are absorbed by Koala's idempotency.
+public enum MessageID {
+    public static func derive(source: String, webhookID: String, route: String, output: String) -> String {
+        var input = Array("koala-router:v1".utf8)
+        for part in [source, webhookID, route, output] {
+            input += Array("\(part.utf8.count):".utf8) + Array(part.utf8)
+        }
+        var bytes = Array(Crypto.digest(.sha256, input).prefix(16))
+        bytes[6] = (bytes[6] & 0x0F) | 0x80  // version 8
+        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
+        let hex = Hex.encode(bytes)
+        let h = Array(hex)
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+    }
+}

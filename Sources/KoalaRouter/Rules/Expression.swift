@@ -1,0 +1,197 @@
+import Foundation
+
+/// A value computed from a webhook: a literal, a path into the body, headers or resolved person,
+/// a string template, optionally followed by a pipeline of filters.
+public indirect enum Expression: Sendable, CustomStringConvertible {
+    case literal(JSONValue)
+    case path(Path)
+    case template([TemplatePart])
+    case call(String, [Expression])
+    case piped(Expression, [Filter])
+
+    public enum TemplatePart: Sendable {
+        case text(String)
+        case expression(Expression)
+    }
+
+    public var description: String {
+        switch self {
+        case .literal(let value): value.encoded()
+        case .path(let path): path.description
+        case .template(let parts):
+            parts.map { part -> String in
+                switch part {
+                case .text(let t): t
+                case .expression(let e): "{{ \(e) }}"
+                }
+            }.joined()
+        case .call(let name, let args): "\(name)(\(args.map(\.description).joined(separator: ", ")))"
+        case .piped(let base, let filters): ([base.description] + filters.map(\.description)).joined(separator: " | ")
+        }
+    }
+
+    /// Paths this expression reads, for checks and explanations.
+    public var paths: [Path] {
+        switch self {
+        case .literal: []
+        case .path(let p): [p]
+        case .template(let parts):
+            parts.flatMap { part -> [Path] in
+                if case .expression(let e) = part { return e.paths }
+                return []
+            }
+        case .call(_, let args): args.flatMap(\.paths)
+        case .piped(let base, let filters): base.paths + filters.flatMap { $0.arguments.flatMap(\.paths) }
+        }
+    }
+}
+
+/// A path such as `body.data.object.items.data[0].price.nickname` or `headers.x-event-name`.
+public struct Path: Sendable, CustomStringConvertible, Equatable {
+    public enum Root: String, Sendable, CaseIterable {
+        case body, headers, person, webhook
+    }
+
+    public enum Component: Sendable, Equatable {
+        case key(String)
+        case index(Int)
+    }
+
+    public let root: Root
+    public let components: [Component]
+
+    public init(root: Root, components: [Component]) {
+        self.root = root
+        self.components = components
+    }
+
+    public var description: String {
+        var out = root.rawValue
+        for component in components {
+            switch component {
+            case .key(let k):
+                if k.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) && !k.isEmpty {
+                    out += ".\(k)"
+                } else {
+                    out += "[\"\(k)\"]"
+                }
+            case .index(let i): out += "[\(i)]"
+            }
+        }
+        return out
+    }
+}
+
+/// One step of a pipeline, e.g. `cents`, `default('unknown')`, `join(', ')`.
+public struct Filter: Sendable, CustomStringConvertible {
+    public let name: String
+    public let arguments: [Expression]
+    let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
+
+    public var description: String {
+        arguments.isEmpty ? name : "\(name)(\(arguments.map(\.description).joined(separator: ", ")))"
+    }
+}
+
+/// Everything an expression can read while a webhook is routed.
+public struct EvaluationContext: Sendable {
+    public let body: JSONValue
+    /// Header names lower-cased.
+    public let headers: [String: String]
+    public var person: JSONValue
+    public let webhook: JSONValue
+
+    public init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:])) {
+        self.body = body
+        self.headers = headers
+        self.webhook = webhook
+        self.person = person
+    }
+}
+
+extension Expression {
+    /// Evaluates to a value, or nil when a path is missing (JSON `null` stays `.null`).
+    public func evaluate(in context: EvaluationContext) -> JSONValue? {
+        switch self {
+        case .literal(let value):
+            return value
+        case .path(let path):
+            return path.resolve(in: context)
+        case .template(let parts):
+            var out = ""
+            for part in parts {
+                switch part {
+                case .text(let t): out += t
+                case .expression(let e):
+                    guard let value = e.evaluate(in: context) else { continue }
+                    if let text = value.textValue { out += text } else if !value.isNull { out += value.encoded() }
+                }
+            }
+            return .string(out)
+        case .call(let name, let args):
+            return Functions.call(name, args.map { $0.evaluate(in: context) })
+        case .piped(let base, let filters):
+            var value = base.evaluate(in: context)
+            for filter in filters {
+                value = filter.apply(value, filter.arguments.map { $0.evaluate(in: context) })
+            }
+            return value
+        }
+    }
+}
+
+extension Path {
+    public func resolve(in context: EvaluationContext) -> JSONValue? {
+        var current: JSONValue
+        var rest = components[...]
+        switch root {
+        case .body: current = context.body
+        case .person: current = context.person
+        case .webhook: current = context.webhook
+        case .headers:
+            guard let first = rest.first else {
+                return .object(context.headers.mapValues { .string($0) })
+            }
+            guard case .key(let name) = first, let value = context.headers[name.lowercased()] else { return nil }
+            current = .string(value)
+            rest = rest.dropFirst()
+        }
+        for component in rest {
+            switch (component, current) {
+            case (.key(let key), .object(let object)):
+                guard let next = object[key] else { return nil }
+                current = next
+            case (.index(let index), .array(let items)):
+                let position = index < 0 ? items.count + index : index
+                guard position >= 0, position < items.count else { return nil }
+                current = items[position]
+            default:
+                return nil
+            }
+        }
+        return current
+    }
+}
+
+/// Functions callable in expressions.
+enum Functions {
+    static let names: [String: ClosedRange<Int>] = [
+        "coalesce": 1...16,
+    ]
+
+    static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {
+        switch name {
+        case "coalesce":
+            return args.first { value in
+                guard let value else { return false }
+                switch value {
+                case .null: return false
+                case .string(let s): return !s.trimmingCharacters(in: .whitespaces).isEmpty
+                default: return true
+                }
+            } ?? nil
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,497 @@
+import Foundation
+import Yams
+
+/// Reads rule files and validates them completely, collecting every error with its file, line and column.
+public struct RuleLoader: Sendable {
+    public let environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    /// Loads every `*.yaml` / `*.yml` file directly inside `directory` (sub-folders such as `tests/` are not rules).
+    public func load(directory: String) throws(RuleTableErrors) -> RuleTable {
+        let url = URL(fileURLWithPath: directory)
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw RuleTableErrors(errors: [RuleError(file: directory, line: 0, column: 0,
+                message: "cannot read the rules directory",
+                hint: "set KOALA_ROUTER_ROUTES (or --routes) to a folder of rule files")])
+        }
+        let files = names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        var inputs: [(path: String, text: String)] = []
+        var errors: [RuleError] = []
+        for name in files {
+            let path = url.appendingPathComponent(name).path
+            let displayPath = directory == "." ? name : (directory.hasSuffix("/") ? directory + name : directory + "/" + name)
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                errors.append(RuleError(file: displayPath, line: 0, column: 0, message: "cannot read the file as UTF-8 text", hint: "save it as UTF-8"))
+                continue
+            }
+            inputs.append((displayPath, text))
+        }
+        if inputs.isEmpty && errors.isEmpty {
+            throw RuleTableErrors(errors: [RuleError(file: directory, line: 0, column: 0,
+                message: "no rule files (*.yaml) found", hint: "add a rule file, e.g. copy routes/stripe.yaml from the project")])
+        }
+        let result = Result { () throws(RuleTableErrors) -> RuleTable in try load(files: inputs) }
+        switch result {
+        case .success(let table):
+            if !errors.isEmpty { throw RuleTableErrors(errors: errors) }
+            return table
+        case .failure(let failure):
+            throw RuleTableErrors(errors: errors + failure.errors)
+        }
+    }
+
+    /// Loads rule files given as (path, text) pairs.
+    public func load(files: [(path: String, text: String)]) throws(RuleTableErrors) -> RuleTable {
+        var errors: [RuleError] = []
+        var warnings: [String] = []
+        var sources: [String: SourceDefinition] = [:]
+        var sourceFiles: [String: String] = [:]
+        var hashInput = [UInt8]()
+        for (path, text) in files {
+            hashInput += Array(path.utf8) + [0] + Array(text.utf8) + [0]
+            var file = FileParser(path: path, text: text, environment: environment)
+            if let source = file.parse() {
+                if let previous = sourceFiles[source.name] {
+                    errors.append(RuleError(file: path, line: 1, column: 1,
+                        message: "source '\(source.name)' is already defined in \(previous)",
+                        hint: "give each source its own name; one file per source"))
+                } else {
+                    sources[source.name] = source
+                    sourceFiles[source.name] = path
+                }
+            }
+            errors += file.errors
+            warnings += file.warnings
+        }
+        guard errors.isEmpty else { throw RuleTableErrors(errors: errors) }
+        let version = String(Hex.encode(Crypto.digest(.sha256, hashInput)).prefix(12))
+        return RuleTable(version: version, sources: sources, warnings: warnings)
+    }
+}
+
+/// Parses one rule file.
+struct FileParser {
+    let path: String
+    let text: String
+    let environment: [String: String]
+    var errors: [RuleError] = []
+    var warnings: [String] = []
+
+    init(path: String, text: String, environment: [String: String]) {
+        self.path = path
+        self.text = text
+        self.environment = environment
+    }
+
+    static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
+    static let verifyKeys = ["scheme", "secrets", "tolerance"]
+    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account"]
+    static let whenKeys = ["type"]
+    static let personKeys = ["email", "profile_id"]
+    static let trackKeys = ["event", "properties"]
+    static let identifyKeys = ["traits"]
+    static let accountKeys = ["domain", "account_id", "group_id", "traits"]
+
+    mutating func parse() -> SourceDefinition? {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                errors.append(RuleError(file: path, line: 1, column: 1, message: "the file is empty",
+                                        hint: "start with 'source: <name>'"))
+                return nil
+            }
+            root = node
+        } catch let error as YamlError {
+            errors.append(yamlError(error))
+            return nil
+        } catch {
+            errors.append(RuleError(file: path, line: 1, column: 1, message: "cannot parse YAML: \(error)", hint: "fix the YAML syntax"))
+            return nil
+        }
+        guard let top = mapping(root, what: "the top level of a rule file", allowed: Self.sourceKeys) else { return nil }
+
+        guard let nameNode = require(top, "source", in: root, hint: "name the source, e.g. 'source: stripe'; webhooks arrive at POST /webhooks/<source>"),
+              let name = plainString(nameNode, what: "source") else { return nil }
+        if !Self.isName(name) {
+            errors.append(location(nameNode).error("source name '\(name)' is not allowed",
+                hint: "use lower-case letters, digits, '-' and '_' (it becomes the URL path /webhooks/\(name))"))
+        }
+
+        // verify
+        var scheme = "stripe"
+        var verifier: (any SignatureVerifier)?
+        var disabledReason: String?
+        var schemeDefinition: Schemes.Definition?
+        if let verifyNode = require(top, "verify", in: root, hint: "every source verifies its webhooks, e.g. 'verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }'"),
+           let verify = mapping(verifyNode, what: "verify", allowed: Self.verifyKeys) {
+            if let schemeNode = require(verify, "scheme", in: verifyNode, hint: "name a scheme: \(Schemes.all.keys.sorted().joined(separator: ", "))"),
+               let schemeName = plainString(schemeNode, what: "verify.scheme") {
+                scheme = schemeName
+                if let definition = Schemes.all[schemeName] {
+                    schemeDefinition = definition
+                } else {
+                    let suggestion = Suggest.closest(to: schemeName, in: Array(Schemes.all.keys)).map { "did you mean '\($0)'? " } ?? ""
+                    errors.append(location(schemeNode).error("unknown signature scheme '\(schemeName)'",
+                        hint: "\(suggestion)supported schemes: \(Schemes.all.keys.sorted().joined(separator: ", "))"))
+                }
+            }
+            var tolerance = schemeDefinition?.defaultTolerance ?? 0
+            if let toleranceNode = verify["tolerance"], let seconds = duration(toleranceNode, what: "verify.tolerance") {
+                tolerance = seconds
+            }
+            let secretNames = secretReferences(verify["secrets"], parent: verifyNode, source: name)
+            if let definition = schemeDefinition, !secretNames.isEmpty {
+                var secrets: [WebhookSecret] = []
+                for reference in secretNames {
+                    if let value = resolveSecret(reference), !value.isEmpty {
+                        secrets.append(WebhookSecret(label: reference, value: value))
+                    }
+                }
+                if secrets.isEmpty {
+                    let reason = "source '\(name)' is disabled: set \(secretNames[0]) (or \(secretNames[0])_FILE) to its webhook signing secret"
+                    disabledReason = reason
+                    warnings.append("\(path): \(reason)")
+                } else {
+                    verifier = definition.make(secrets, tolerance)
+                }
+            }
+        }
+
+        let webhookID = expression(top["id"], default: schemeDefinition?.defaultID, what: "id")
+        let eventType = expression(top["type"], default: schemeDefinition?.defaultType, what: "type")
+        let eventTime = expression(top["time"], default: schemeDefinition?.defaultTime, what: "time")
+        if top["id"] == nil, schemeDefinition == nil {
+            errors.append(location(root).error("missing 'id'", hint: "say where the webhook id lives, e.g. 'id: body.id'"))
+        }
+
+        var routes: [Route] = []
+        if let routesNode = require(top, "routes", in: root, hint: "add a list of routes, each with a name, 'when' and outputs") {
+            if case .sequence(let items) = routesNode {
+                var seen: [String: SourceLocation] = [:]
+                for item in items {
+                    if let route = parseRoute(item) {
+                        if let first = seen[route.name] {
+                            errors.append(route.location.error("route name '\(route.name)' is used twice (first at line \(first.line))",
+                                hint: "route names are part of every message id: make each unique within the source"))
+                        } else {
+                            seen[route.name] = route.location
+                            routes.append(route)
+                        }
+                    }
+                }
+            } else {
+                errors.append(location(routesNode).error("'routes' must be a list", hint: "start each route with '- name: …'"))
+            }
+        }
+
+        guard let webhookID, let eventType else { return nil }
+        return SourceDefinition(
+            name: name, file: path, scheme: scheme, verifier: verifier, disabledReason: disabledReason,
+            webhookID: webhookID, eventType: eventType, eventTime: eventTime, routes: routes
+        )
+    }
+
+    // MARK: Routes
+
+    mutating func parseRoute(_ node: Node) -> Route? {
+        guard let map = mapping(node, what: "a route", allowed: Self.routeKeys) else { return nil }
+        guard let nameNode = require(map, "name", in: node, hint: "give the route a unique name, e.g. 'name: invoice-paid'"),
+              let name = plainString(nameNode, what: "route name") else { return nil }
+        if !Self.isName(name) {
+            errors.append(location(nameNode).error("route name '\(name)' is not allowed",
+                hint: "use lower-case letters, digits, '-' and '_'; the name is part of every message id"))
+        }
+        var types: [TypePattern] = []
+        if let whenNode = require(map, "when", in: node, hint: "say which events this route takes, e.g. 'when: { type: invoice.paid }'"),
+           let when = mapping(whenNode, what: "when", allowed: Self.whenKeys) {
+            if let typeNode = require(when, "type", in: whenNode, hint: "name an event type, a list of them, or a glob such as customer.subscription.*") {
+                for (text, _) in stringList(typeNode, what: "when.type") {
+                    types.append(TypePattern(text))
+                }
+            }
+        }
+
+        var person: PersonSpec?
+        if let personNode = map["person"], let p = mapping(personNode, what: "person", allowed: Self.personKeys) {
+            let email = expression(p["email"], default: nil, what: "person.email")
+            let profileID = expression(p["profile_id"], default: nil, what: "person.profile_id")
+            if email == nil && profileID == nil {
+                errors.append(location(personNode).error("person needs 'email' or 'profile_id'",
+                    hint: "Koala ties every visitor message to an email or a profile_id, e.g. 'email: body.data.object.customer_email'"))
+            }
+            person = PersonSpec(email: email, profileID: profileID)
+        }
+
+        var track: TrackOutput?
+        if let trackNode = map["track"], let t = mapping(trackNode, what: "track", allowed: Self.trackKeys) {
+            if let eventNode = require(t, "event", in: trackNode, hint: "name the Koala event, e.g. 'event: Invoice Paid'"),
+               let event = expression(eventNode, default: nil, what: "track.event") {
+                track = TrackOutput(event: event, properties: fields(t["properties"], what: "track.properties"))
+            }
+        }
+        var identify: IdentifyOutput?
+        if let identifyNode = map["identify"], let i = mapping(identifyNode, what: "identify", allowed: Self.identifyKeys) {
+            if let traitsNode = require(i, "traits", in: identifyNode, hint: "list the visitor traits to set") {
+                identify = IdentifyOutput(traits: fields(traitsNode, what: "identify.traits"))
+            }
+        }
+        var account: AccountOutput?
+        if let accountNode = map["account"], let a = mapping(accountNode, what: "account", allowed: Self.accountKeys) {
+            let domain = expression(a["domain"], default: nil, what: "account.domain")
+            let accountID = expression(a["account_id"], default: nil, what: "account.account_id")
+            if domain == nil && accountID == nil {
+                errors.append(location(accountNode).error("account needs 'domain' or 'account_id'",
+                    hint: "Koala keys account traits by domain, e.g. 'domain: person.email | email_domain'"))
+            }
+            account = AccountOutput(domain: domain, accountID: accountID,
+                                    groupID: expression(a["group_id"], default: nil, what: "account.group_id"),
+                                    traits: fields(a["traits"], what: "account.traits"))
+        }
+        if (track != nil || identify != nil) && person == nil {
+            errors.append(location(node).error("route '\(name)' sends visitor data but has no 'person'",
+                hint: "add 'person: { email: … }' so Koala knows whose event or traits these are"))
+        }
+        if track == nil && identify == nil && account == nil && map["track"] == nil && map["identify"] == nil && map["account"] == nil {
+            errors.append(location(node).error("route '\(name)' has no output",
+                hint: "add at least one of 'track', 'identify' or 'account'"))
+        }
+        return Route(name: name, location: location(node), types: types, person: person,
+                     track: track, identify: identify, account: account)
+    }
+
+    // MARK: Secrets
+
+    mutating func secretReferences(_ node: Node?, parent: Node, source: String) -> [String] {
+        guard let node else {
+            errors.append(location(parent).error("missing 'secrets'",
+                hint: "name the environment variable holding the signing secret, e.g. 'secrets: [\(source.uppercased().replacingOccurrences(of: "-", with: "_"))_WEBHOOK_SECRET]'"))
+            return []
+        }
+        var names: [String] = []
+        for (text, at) in stringList(node, what: "verify.secrets") {
+            var reference = text
+            if reference.hasPrefix("${") && reference.hasSuffix("}") {
+                reference = String(reference.dropFirst(2).dropLast())
+            }
+            guard Self.isEnvironmentName(reference) else {
+                errors.append(at.error("secrets are referenced by environment variable name, never written inline",
+                    hint: "put the secret in an environment variable (e.g. \(source.uppercased().replacingOccurrences(of: "-", with: "_"))_WEBHOOK_SECRET) and write its name here"))
+                continue
+            }
+            names.append(reference)
+        }
+        return names
+    }
+
+    /// `NAME` from the environment, or the contents of the file named by `NAME_FILE`.
+    func resolveSecret(_ name: String) -> String? {
+        if let value = environment[name] { return value }
+        if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return nil
+    }
+
+    // MARK: Values
+
+    mutating func fields(_ node: Node?, what: String) -> FieldList {
+        guard let node else { return [] }
+        guard case .mapping(let map) = node else {
+            errors.append(location(node).error("'\(what)' must be a mapping of name: value", hint: "write e.g. 'amount: body.data.object.amount_paid | cents'"))
+            return []
+        }
+        var out: FieldList = []
+        for (keyNode, valueNode) in map {
+            guard let key = keyNode.string, !key.isEmpty else {
+                errors.append(location(keyNode).error("field names in '\(what)' must be text", hint: "quote the name"))
+                continue
+            }
+            if let value = expression(valueNode, default: nil, what: "\(what).\(key)") {
+                out.append((key, value))
+            }
+        }
+        return out
+    }
+
+    /// A value position: YAML numbers, booleans and null are literals; text is an expression when it starts
+    /// with a path root or function, a template when it contains `{{ }}`, and literal text otherwise.
+    mutating func expression(_ node: Node?, default defaultText: String?, what: String) -> Expression? {
+        guard let node else {
+            guard let defaultText else { return nil }
+            var parser = try! ExpressionParser(defaultText)
+            return try! parser.parseComplete()
+        }
+        switch node {
+        case .scalar(let scalar):
+            let at = location(node)
+            if scalar.style == .plain && node.null != nil { return .literal(.null) }
+            if scalar.style == .plain {
+                if let b = node.bool { return .literal(.bool(b)) }
+                if let i = node.int { return .literal(.int(Int64(i))) }
+                if let d = node.float { return .literal(.double(d)) }
+            }
+            let text = scalar.string
+            if scalar.tag.rawValue == "!literal" { return .literal(.string(text)) }
+            let contentOffset = (scalar.style == .singleQuoted || scalar.style == .doubleQuoted) ? 1 : 0
+            if text.contains("{{") {
+                return template(text, at: at.offset(by: contentOffset), what: what)
+            }
+            if ExpressionParser.looksLikeExpression(text) {
+                do {
+                    var parser = try ExpressionParser(text)
+                    return try parser.parseComplete()
+                } catch {
+                    errors.append(at.offset(by: contentOffset + error.offset).error("in \(what): \(error.message)", hint: error.hint))
+                    return nil
+                }
+            }
+            return .literal(.string(text))
+        case .sequence(let items):
+            var values: [Expression] = []
+            for item in items {
+                if let e = expression(item, default: nil, what: what) { values.append(e) }
+            }
+            if values.allSatisfy({ if case .literal = $0 { return true } else { return false } }) {
+                return .literal(.array(values.map { if case .literal(let v) = $0 { return v } else { return .null } }))
+            }
+            errors.append(location(node).error("in \(what): lists may only hold literal values", hint: "build text with a template instead"))
+            return nil
+        case .mapping:
+            errors.append(location(node).error("in \(what): expected a single value, found a mapping",
+                hint: "write a path such as body.data.object.email, literal text, or a template"))
+            return nil
+        case .alias:
+            errors.append(location(node).error("in \(what): YAML aliases are not supported", hint: "write the value out"))
+            return nil
+        }
+    }
+
+    mutating func template(_ text: String, at: SourceLocation, what: String) -> Expression? {
+        var parts: [Expression.TemplatePart] = []
+        var rest = Substring(text)
+        var offset = 0
+        while let open = rest.range(of: "{{") {
+            let prefix = rest[rest.startIndex..<open.lowerBound]
+            if !prefix.isEmpty { parts.append(.text(String(prefix))) }
+            offset += prefix.unicodeScalars.count + 2
+            guard let close = rest[open.upperBound...].range(of: "}}") else {
+                errors.append(at.offset(by: offset - 2).error("in \(what): '{{' is not closed", hint: "close it with '}}'"))
+                return nil
+            }
+            let inner = String(rest[open.upperBound..<close.lowerBound])
+            do {
+                var parser = try ExpressionParser(inner)
+                parts.append(.expression(try parser.parseComplete()))
+            } catch {
+                errors.append(at.offset(by: offset + error.offset).error("in \(what): \(error.message)", hint: error.hint))
+                return nil
+            }
+            offset += inner.unicodeScalars.count + 2
+            rest = rest[close.upperBound...]
+        }
+        if !rest.isEmpty { parts.append(.text(String(rest))) }
+        return .template(parts)
+    }
+
+    mutating func duration(_ node: Node, what: String) -> Double? {
+        if let d = node.float, case .scalar(let s) = node, s.style == .plain { return d }
+        let text = node.string ?? ""
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value >= 0 {
+                return value * factor
+            }
+        }
+        errors.append(location(node).error("\(what) '\(text)' is not a duration", hint: "write seconds (300) or a number with a unit: 500ms, 300s, 5m, 1h"))
+        return nil
+    }
+
+    // MARK: YAML helpers
+
+    mutating func mapping(_ node: Node, what: String, allowed: [String]) -> [String: Node]? {
+        guard case .mapping(let map) = node else {
+            errors.append(location(node).error("\(what) must be a mapping", hint: "write key: value pairs"))
+            return nil
+        }
+        var out: [String: Node] = [:]
+        for (keyNode, value) in map {
+            guard let key = keyNode.string else { continue }
+            if !allowed.contains(key) {
+                let suggestion = Suggest.closest(to: key, in: allowed).map { "did you mean '\($0)'? " } ?? ""
+                errors.append(location(keyNode).error("unknown key '\(key)' in \(what)",
+                    hint: "\(suggestion)allowed keys: \(allowed.joined(separator: ", "))"))
+                continue
+            }
+            if out[key] != nil {
+                errors.append(location(keyNode).error("key '\(key)' appears twice in \(what)", hint: "keep one"))
+            }
+            out[key] = value
+        }
+        return out
+    }
+
+    mutating func require(_ map: [String: Node], _ key: String, in parent: Node, hint: String) -> Node? {
+        if let node = map[key] { return node }
+        errors.append(location(parent).error("missing '\(key)'", hint: hint))
+        return nil
+    }
+
+    mutating func plainString(_ node: Node, what: String) -> String? {
+        guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+            errors.append(location(node).error("\(what) must be text", hint: "write a single word"))
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func stringList(_ node: Node, what: String) -> [(String, SourceLocation)] {
+        switch node {
+        case .scalar(let scalar):
+            return [(scalar.string, location(node))]
+        case .sequence(let items):
+            var out: [(String, SourceLocation)] = []
+            for item in items {
+                guard case .scalar(let s) = item else {
+                    errors.append(location(item).error("\(what) must be a list of text", hint: "one entry per line, e.g. '- invoice.paid'"))
+                    continue
+                }
+                out.append((s.string, location(item)))
+            }
+            if out.isEmpty { errors.append(location(node).error("\(what) is empty", hint: "add at least one entry")) }
+            return out
+        default:
+            errors.append(location(node).error("\(what) must be text or a list of text", hint: "e.g. [invoice.paid, invoice.payment_failed]"))
+            return []
+        }
+    }
+
+    func location(_ node: Node) -> SourceLocation {
+        let mark = node.mark
+        return SourceLocation(file: path, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    }
+
+    func yamlError(_ error: YamlError) -> RuleError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return RuleError(file: path, line: mark.line, column: mark.column, message: "invalid YAML: \(problem)",
+                             hint: "check indentation and quoting around this position")
+        default:
+            return RuleError(file: path, line: 1, column: 1, message: "invalid YAML: \(error)", hint: "fix the YAML syntax")
+        }
+    }
+
+    static func isName(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 64 && s.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" }
+    }
+
+    static func isEnvironmentName(_ s: String) -> Bool {
+        guard let first = s.unicodeScalars.first, ("A"..."Z").contains(first) || first == "_" else { return false }
+        return s.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+
+/// The whole validated rule table: one definition per source. Immutable; a reload builds a new one.
+public struct RuleTable: Sendable {
+    /// Content hash of every loaded file; recorded with each webhook routed by this table.
+    public let version: String
+    public let sources: [String: SourceDefinition]
+    /// Problems that do not stop the table from serving (e.g. a source whose secret is not set).
+    public let warnings: [String]
+
+    public init(version: String, sources: [String: SourceDefinition], warnings: [String] = []) {
+        self.version = version
+        self.sources = sources
+        self.warnings = warnings
+    }
+}
+
+/// Everything a rule file says about one source.
+public struct SourceDefinition: Sendable {
+    public let name: String
+    public let file: String
+    public let scheme: String
+    /// nil when the source is disabled, e.g. its secret is not set.
+    public let verifier: (any SignatureVerifier)?
+    public let disabledReason: String?
+    public let webhookID: Expression
+    public let eventType: Expression
+    public let eventTime: Expression?
+    public let routes: [Route]
+}
+
+public struct Route: Sendable {
+    public let name: String
+    public let location: SourceLocation
+    public let types: [TypePattern]
+    public let person: PersonSpec?
+    public let track: TrackOutput?
+    public let identify: IdentifyOutput?
+    public let account: AccountOutput?
+}
+
+/// An event type pattern: exact text, or a glob where `*` matches any run of characters.
+public struct TypePattern: Sendable, CustomStringConvertible {
+    public let pattern: String
+
+    public init(_ pattern: String) { self.pattern = pattern }
+
+    public var description: String { pattern }
+
+    public func matches(_ type: String) -> Bool {
+        guard pattern.contains("*") || pattern.contains("?") else { return pattern == type }
+        return Self.glob(Array(pattern.unicodeScalars)[...], Array(type.unicodeScalars)[...])
+    }
+
+    private static func glob(_ p: ArraySlice<Unicode.Scalar>, _ s: ArraySlice<Unicode.Scalar>) -> Bool {
+        var p = p, s = s
+        var star: (ArraySlice<Unicode.Scalar>, ArraySlice<Unicode.Scalar>)?
+        while !s.isEmpty {
+            if let c = p.first, c == "?" || c == s.first! {
+                p = p.dropFirst()
+                s = s.dropFirst()
+            } else if p.first == "*" {
+                p = p.dropFirst()
+                star = (p, s)
+            } else if let (sp, ss) = star {
+                p = sp
+                s = ss.dropFirst()
+                star = (sp, s)
+            } else {
+                return false
+            }
+        }
+        return p.allSatisfy { $0 == "*" }
+    }
+}
+
+public struct PersonSpec: Sendable {
+    public let email: Expression?
+    public let profileID: Expression?
+}
+
+/// Ordered name → value pairs (properties, traits), kept in file order for stable output.
+public typealias FieldList = [(name: String, value: Expression)]
+
+public struct TrackOutput: Sendable {
+    public let event: Expression
+    public let properties: FieldList
+}
+
+public struct IdentifyOutput: Sendable {
+    public let traits: FieldList
+}
+
+public struct AccountOutput: Sendable {
+    public let domain: Expression?
+    public let accountID: Expression?
+    public let groupID: Expression?
+    public let traits: FieldList
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Delivery policy knobs.
+public struct DeliveryPolicy: Sendable {
+    /// How long a new message waits so a burst for one person coalesces into one request.
+    public var linger: TimeInterval = 0.1
+    /// How often the outbox is polled when idle.
+    public var pollInterval: TimeInterval = 0.05
+    /// Messages leased per round.
+    public var claimLimit: Int = 1000
+    /// A lease outlives any request: request timeout plus margin.
+    public var lease: TimeInterval = 60
+    /// Requests in flight at once (each to a different person).
+    public var concurrency: Int = 16
+    /// First retry delay; doubles per attempt up to `maxBackoff`, with jitter.
+    public var initialBackoff: TimeInterval = 1
+    public var maxBackoff: TimeInterval = 600
+    /// After this long since a message was accepted, it goes to the dead letters.
+    public var retryBudget: TimeInterval = 72 * 3600
+    public var requestTimeout: TimeInterval = 10
+
+    public init() {}
+
+    /// Backoff for the n-th failed attempt (1-based): exponential with "equal jitter".
+    public func backoff(attempt: Int) -> TimeInterval {
+        let exponent = min(max(attempt - 1, 0), 30)
+        let base = min(maxBackoff, initialBackoff * pow(2, Double(exponent)))
+        return base / 2 + Double.random(in: 0...(base / 2))
+    }
+}
+
+/// Background service that drains the outbox into Koala: claims due messages, batches them per person,
+/// sends with bounded concurrency, and records each outcome.
+public final class Sender: Service, Sendable {
+    let store: any WebhookStore
+    let client: KoalaClient
+    let policy: DeliveryPolicy
+    let logger: Logger
+
+    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, logger: Logger) {
+        self.store = store
+        self.client = client
+        self.policy = policy
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        if client.isDryRun {
+            logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and marked delivered, nothing is sent to Koala")
+        }
+        await cancelWhenGracefulShutdown {
+            await self.loop()
+        }
+    }
+
+    func loop() async {
+        while !Task.isCancelled {
+            let worked: Bool
+            do {
+                worked = try await runOnce()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.error("sender round failed; will retry", metadata: ["error": "\(error)"])
+                worked = false
+            }
+            if !worked {
+                try? await Task.sleep(nanoseconds: UInt64(policy.pollInterval * 1_000_000_000))
+            }
+        }
+    }
+
+    /// One round: claim, send, record. Returns whether anything was claimed.
+    @discardableResult
+    public func runOnce() async throws -> Bool {
+        let due = try await store.claimDue(now: Date(), limit: policy.claimLimit, lease: policy.lease)
+        guard !due.isEmpty else { return false }
+        let plan = Batcher.plan(due)
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for batches in plan {
+                if running >= policy.concurrency {
+                    await group.next()
+                    running -= 1
+                }
+                group.addTask { await self.deliver(batches) }
+                running += 1
+            }
+        }
+        return true
+    }
+
+    /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
+    func deliver(_ batches: [KoalaBatch]) async {
+        for (index, batch) in batches.enumerated() {
+            let result = await client.send(batch)
+            let now = Date()
+            do {
+                switch result {
+                case .delivered:
+                    try await store.markDelivered(batch.seqs, at: now)
+                case .retry(let reason, let retryAfter):
+                    let remaining = batches[index...].flatMap(\.seqs)
+                    if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
+                        logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
+                        try await store.deadLetter(remaining, reason: "retry budget exhausted", detail: reason, at: now)
+                        return
+                    }
+                    let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
+                    logger.warning("delivery will be retried", metadata: [
+                        "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
+                    ])
+                    try await store.scheduleRetry(remaining, at: now.addingTimeInterval(delay), error: reason)
+                    return
+                case .rejected(let status, let body):
+                    logger.error("Koala rejected a request; dead-lettering", metadata: [
+                        "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
+                    ])
+                    try await store.deadLetter(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now)
+                }
+            } catch {
+                // The lease expires and the messages are retried; Koala's idempotency absorbs a repeat.
+                logger.error("could not record a delivery outcome", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+import GRDB
+
+/// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a webhook is on
+/// disk before it is acknowledged.
+public final class SQLiteStore: WebhookStore {
+    let pool: DatabasePool
+    public let path: String
+
+    public init(path: String) async throws {
+        self.path = path
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.label = "koala-router"
+        pool = try DatabasePool(path: path, configuration: configuration)
+        // GRDB puts a pool's writer in synchronous=NORMAL; a crash-safe acknowledgement needs FULL.
+        try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            let level = try Int.fetchOne(db, sql: "PRAGMA synchronous")
+            guard level == 2 else { throw StoreError.notDurable("PRAGMA synchronous is \(level ?? -1), expected 2 (FULL)") }
+        }
+        try Self.migrator.migrate(pool)
+        // A single process owns a SQLite file: leases left by a previous run are void.
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status = 0 AND lease_until > 0")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE webhooks (
+                    source TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    event_type TEXT NOT NULL,
+                    event_time REAL NOT NULL,
+                    received_at REAL NOT NULL,
+                    headers TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    secret_label TEXT NOT NULL,
+                    rules_version TEXT NOT NULL,
+                    PRIMARY KEY (source, webhook_id)
+                );
+                CREATE INDEX webhooks_received ON webhooks(source, received_at);
+                CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    message_id TEXT NOT NULL UNIQUE,
+                    source TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    output TEXT NOT NULL,
+                    endpoint TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    person_key TEXT NOT NULL,
+                    email TEXT,
+                    profile_id TEXT,
+                    domain TEXT,
+                    account_id TEXT,
+                    item TEXT NOT NULL,
+                    event_time REAL NOT NULL,
+                    created_at REAL NOT NULL,
+                    status INTEGER NOT NULL DEFAULT 0,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at REAL NOT NULL,
+                    lease_until REAL NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    dead_reason TEXT,
+                    dead_detail TEXT,
+                    finished_at REAL
+                );
+                CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 0;
+                CREATE INDEX outbox_person ON outbox(person_key, seq) WHERE status = 0;
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
+                """)
+        }
+        return migrator
+    }
+
+    enum Status: Int {
+        case pending = 0, delivered = 1, dead = 2
+    }
+
+    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], linger: TimeInterval) async throws -> AcceptOutcome {
+        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
+        return try await pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """,
+                arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
+                            webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
+                            webhook.rulesVersion])
+            guard db.changesCount == 1 else { return .duplicate }
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
+                """)
+            let now = webhook.receivedAt.timeIntervalSince1970
+            var queued = 0, dead = 0
+            for message in messages {
+                let status: Status = message.problem == nil ? .pending : .dead
+                try insert.execute(arguments: [
+                    message.messageID, message.source, message.webhookID, message.route, message.output,
+                    message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                    message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                    message.eventTime.timeIntervalSince1970, now, status.rawValue, now + linger, message.problem,
+                    status == .dead ? now : nil,
+                ])
+                if db.changesCount == 1 { if status == .dead { dead += 1 } else { queued += 1 } }
+            }
+            return .accepted(queued: queued, deadLettered: dead)
+        }
+    }
+
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+        let t = now.timeIntervalSince1970
+        return try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, item,
+                       event_time, created_at, attempts
+                FROM outbox o
+                WHERE o.status = 0 AND o.next_attempt_at <= :now AND o.lease_until <= :now
+                  AND NOT EXISTS (
+                    SELECT 1 FROM outbox p
+                    WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
+                      AND (p.next_attempt_at > :now OR p.lease_until > :now))
+                ORDER BY o.seq
+                LIMIT :limit
+                """, arguments: ["now": t, "limit": limit])
+            guard !rows.isEmpty else { return [] }
+            let messages = rows.map { row in
+                OutboxMessage(
+                    seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],
+                    endpoint: KoalaEndpoint(rawValue: row["endpoint"]) ?? .person,
+                    kind: KoalaMessage.Kind(rawValue: row["kind"]) ?? .track,
+                    identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"]),
+                    itemJSON: row["item"], eventTime: Date(timeIntervalSince1970: row["event_time"]),
+                    createdAt: Date(timeIntervalSince1970: row["created_at"]), attempts: row["attempts"])
+            }
+            try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + lease], messages.map(\.seq))
+            return messages
+        }
+    }
+
+    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
+        guard !seqs.isEmpty else { return }
+        try await pool.write { db in
+            try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE seq IN",
+                            [at.timeIntervalSince1970], seqs)
+        }
+    }
+
+    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
+        guard !seqs.isEmpty else { return }
+        try await pool.write { db in
+            try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                            [at.timeIntervalSince1970, error], seqs)
+        }
+    }
+
+    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
+        guard !seqs.isEmpty else { return }
+        try await pool.write { db in
+            try Self.update(db, "UPDATE outbox SET status = 2, lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                            [reason, detail, at.timeIntervalSince1970], seqs)
+        }
+    }
+
+    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT seq, message_id, source, webhook_id, route, dead_reason, dead_detail, item, finished_at
+                FROM outbox WHERE status = 2 ORDER BY seq LIMIT ?
+                """, arguments: [limit]).map { row in
+                DeadLetter(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
+                           route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
+                           itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
+            }
+        }
+    }
+
+    public func counts() async throws -> OutboxCounts {
+        try await pool.read { db in
+            var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status") {
+                let n: Int = row["n"]
+                switch Status(rawValue: row["status"]) {
+                case .pending: counts.pending = n
+                case .delivered: counts.delivered = n
+                case .dead: counts.dead = n
+                case nil: break
+                }
+            }
+            counts.webhooks = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM webhooks") ?? 0
+            return counts
+        }
+    }
+
+    public func ping() async -> Bool {
+        (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+    }
+
+    public func close() async throws {
+        try pool.close()
+    }
+
+    private static func update(_ db: Database, _ sql: String, _ leading: [(any DatabaseValueConvertible)?], _ seqs: [Int64]) throws {
+        for chunk in stride(from: 0, to: seqs.count, by: 500).map({ Array(seqs[$0..<min($0 + 500, seqs.count)]) }) {
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            var arguments = StatementArguments(leading)
+            arguments += StatementArguments(chunk)
+            try db.execute(sql: "\(sql) (\(placeholders))", arguments: arguments)
+        }
+    }
+}

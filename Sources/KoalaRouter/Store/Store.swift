@@ -1,0 +1,81 @@
+import Foundation
+
+/// What happened when a webhook was offered to the store.
+public enum AcceptOutcome: Sendable, Equatable {
+    /// Stored for the first time, with this many messages queued (and this many dead-lettered at once).
+    case accepted(queued: Int, deadLettered: Int)
+    /// A webhook with the same (source, webhook id) was stored before; nothing changed.
+    case duplicate
+}
+
+/// A message waiting in (or leased from) the outbox.
+public struct OutboxMessage: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let route: String
+    public let endpoint: KoalaEndpoint
+    public let kind: KoalaMessage.Kind
+    public let identity: KoalaIdentity
+    /// The item exactly as it goes into `events[]` / `identifies[]`, already JSON-encoded.
+    public let itemJSON: String
+    public let eventTime: Date
+    public let createdAt: Date
+    public let attempts: Int
+}
+
+/// A message that will not be sent without an operator's action.
+public struct DeadLetter: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let webhookID: String
+    public let route: String
+    public let reason: String
+    public let detail: String?
+    public let itemJSON: String
+    public let failedAt: Date
+}
+
+public struct OutboxCounts: Sendable, Equatable {
+    public var pending: Int
+    public var delivered: Int
+    public var dead: Int
+    public var webhooks: Int
+}
+
+/// The durable store behind ingest and delivery. Accepting a webhook and queueing its messages is one
+/// transaction; every other call moves messages through pending → delivered | dead.
+/// Backends: SQLite (embedded default); PostgreSQL follows the same contract.
+public protocol WebhookStore: Sendable {
+    /// Stores the verified webhook and its messages atomically, or reports a duplicate and changes nothing.
+    /// Messages with a `problem` are stored directly as dead letters. Pending messages become due after `linger`.
+    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], linger: TimeInterval) async throws -> AcceptOutcome
+
+    /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
+    /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
+    func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage]
+
+    func markDelivered(_ seqs: [Int64], at: Date) async throws
+    /// Releases the lease and makes the messages due again at `at`.
+    func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws
+    func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws
+
+    func deadLetters(limit: Int) async throws -> [DeadLetter]
+    func counts() async throws -> OutboxCounts
+    /// Whether the store can take writes right now (for `/readyz`).
+    func ping() async -> Bool
+    func close() async throws
+}
+
+public enum StoreError: Error, CustomStringConvertible {
+    case unsupportedURL(String)
+    case notDurable(String)
+
+    public var description: String {
+        switch self {
+        case .unsupportedURL(let url): "unsupported database '\(url)': use a file path, sqlite:PATH or postgres://…"
+        case .notDurable(let detail): "the database is not configured durably: \(detail)"
+        }
+    }
+}

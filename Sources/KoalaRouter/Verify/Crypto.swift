@@ -1,0 +1,93 @@
+import COpenSSL
+
+/// HMAC, digests and constant-time comparison, all through OpenSSL's libcrypto.
+public enum Crypto {
+    public enum Algorithm: String, Sendable, CaseIterable {
+        case sha1, sha256, sha512
+
+        var md: OpaquePointer? {
+            switch self {
+            case .sha1: EVP_sha1()
+            case .sha256: EVP_sha256()
+            case .sha512: EVP_sha512()
+            }
+        }
+
+        public var digestLength: Int {
+            switch self {
+            case .sha1: 20
+            case .sha256: 32
+            case .sha512: 64
+            }
+        }
+    }
+
+    /// HMAC of `data` with `key`.
+    public static func hmac(_ algorithm: Algorithm, key: some ContiguousBytesLike, data: some ContiguousBytesLike) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var outLength: UInt32 = 0
+        key.withBytes { keyBytes in
+            data.withBytes { dataBytes in
+                out.withUnsafeMutableBufferPointer { outBuffer in
+                    // A zero-length key must still be a valid pointer for OpenSSL.
+                    var empty: UInt8 = 0
+                    let keyPointer = keyBytes.baseAddress ?? withUnsafePointer(to: &empty) { UnsafeRawPointer($0) }
+                    let dataPointer = dataBytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
+                    _ = HMAC(
+                        algorithm.md, keyPointer, Int32(keyBytes.count),
+                        dataPointer, dataBytes.count,
+                        outBuffer.baseAddress, &outLength
+                    )
+                }
+            }
+        }
+        return Array(out.prefix(Int(outLength)))
+    }
+
+    /// Message digest of `data`.
+    public static func digest(_ algorithm: Algorithm, _ data: some ContiguousBytesLike) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var outLength: UInt32 = 0
+        data.withBytes { dataBytes in
+            out.withUnsafeMutableBufferPointer { outBuffer in
+                _ = EVP_Digest(dataBytes.baseAddress, dataBytes.count, outBuffer.baseAddress, &outLength, algorithm.md, nil)
+            }
+        }
+        return Array(out.prefix(Int(outLength)))
+    }
+
+    /// Constant-time equality (`CRYPTO_memcmp`). Lengths are public; contents are not.
+    public static func constantTimeEquals(_ a: some ContiguousBytesLike, _ b: some ContiguousBytesLike) -> Bool {
+        a.withBytes { aBytes in
+            b.withBytes { bBytes in
+                guard aBytes.count == bBytes.count else { return false }
+                guard aBytes.count > 0 else { return true }
+                return CRYPTO_memcmp(aBytes.baseAddress, bBytes.baseAddress, aBytes.count) == 0
+            }
+        }
+    }
+}
+
+/// Anything whose bytes can be read contiguously without copying.
+public protocol ContiguousBytesLike {
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension Array: ContiguousBytesLike where Element == UInt8 {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try self.withUnsafeBytes(body)
+    }
+}
+
+extension ArraySlice: ContiguousBytesLike where Element == UInt8 {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try self.withUnsafeBytes(body)
+    }
+}
+
+extension String: ContiguousBytesLike {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var copy = self
+        return try copy.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+
+/// One webhook secret. The label (the environment variable it came from) may be logged and exported;
+/// the key never is.
+public struct WebhookSecret: Sendable, CustomStringConvertible {
+    public let label: String
+    public let key: [UInt8]
+
+    public init(label: String, key: [UInt8]) {
+        self.label = label
+        self.key = key
+    }
+
+    public init(label: String, value: String) {
+        self.init(label: label, key: Array(value.utf8))
+    }
+
+    public var description: String { "WebhookSecret(\(label), <redacted>)" }
+}
+
+/// Why a webhook failed verification. `reason` is short and safe to send back to the provider;
+/// it never contains a secret, a signature or a header value.
+public enum VerificationFailure: Error, Equatable, Sendable {
+    case missingHeader(String)
+    case malformedHeader(String)
+    case timestampOutsideTolerance
+    case signatureMismatch
+
+    public var reason: String {
+        switch self {
+        case .missingHeader(let name): "missing header \(name)"
+        case .malformedHeader(let name): "malformed header \(name)"
+        case .timestampOutsideTolerance: "timestamp outside tolerance"
+        case .signatureMismatch: "signature mismatch"
+        }
+    }
+
+    /// A stable, low-cardinality name for metrics and logs.
+    public var code: String {
+        switch self {
+        case .missingHeader: "missing_header"
+        case .malformedHeader: "malformed_header"
+        case .timestampOutsideTolerance: "stale_timestamp"
+        case .signatureMismatch: "signature_mismatch"
+        }
+    }
+}
+
+/// What a verifier learned from a webhook it accepted.
+public struct Verification: Sendable, Equatable {
+    /// Label of the secret that matched.
+    public let secretLabel: String
+}
+
+/// A signature scheme bound to a source's secrets and tolerance.
+public protocol SignatureVerifier: Sendable {
+    /// Name of the scheme, as written in a rule file.
+    var scheme: String { get }
+    func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
+}
+
+extension HTTPFields {
+    /// The value of a header by case-insensitive name, nil if absent or if the name is not a valid field name.
+    public func value(named name: String) -> String? {
+        guard let fieldName = HTTPField.Name(name) else { return nil }
+        return self[fieldName]
+    }
+}
+
+/// Shared helpers for the HMAC family of schemes.
+enum SignatureCheck {
+    /// Returns the label of the first secret whose HMAC over `signed` equals one of `candidates`.
+    static func match(
+        _ algorithm: Crypto.Algorithm,
+        secrets: [WebhookSecret],
+        signed: [UInt8],
+        candidates: [[UInt8]]
+    ) -> String? {
+        var matched: String?
+        for secret in secrets {
+            let expected = Crypto.hmac(algorithm, key: secret.key, data: signed)
+            for candidate in candidates where Crypto.constantTimeEquals(expected, candidate) {
+                // Keep looping over the remaining candidates would leak nothing useful; stop at the first.
+                matched = secret.label
+                break
+            }
+            if matched != nil { break }
+        }
+        return matched
+    }
+
+    /// Checks a timestamp (seconds) against `now` within `tolerance`, in both directions.
+    static func withinTolerance(_ timestamp: Double, now: Date, tolerance: Double) -> Bool {
+        guard tolerance > 0 else { return true }
+        return abs(now.timeIntervalSince1970 - timestamp) <= tolerance
+    }
+}

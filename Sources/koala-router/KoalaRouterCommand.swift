@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import KoalaRouter
+import Logging
+
+@main
+struct KoalaRouterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "koala-router",
+        abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
+        version: KoalaRouterVersion.string,
+        subcommands: [Serve.self, Check.self, Sign.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Flags shared by commands that read the rule files.
+struct RoutesOption: ParsableArguments {
+    @Option(name: .long, help: "Folder of rule files (env KOALA_ROUTER_ROUTES, default: routes).")
+    var routes: String?
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the webhook receiver and the Koala sender.")
+
+    @Option(name: .long, help: "Address to listen on (env KOALA_ROUTER_HOST, default 0.0.0.0).")
+    var host: String?
+    @Option(name: .long, help: "Port to listen on (env KOALA_ROUTER_PORT, default 8080).")
+    var port: Int?
+    @OptionGroup var routesOption: RoutesOption
+    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    var database: String?
+    @Option(name: .long, help: "Koala API base URL (env KOALA_API_URL, default https://api2.getkoala.com).")
+    var koalaApiUrl: String?
+
+    func run() async throws {
+        var config: RouterConfiguration
+        do {
+            config = try RouterConfiguration.fromEnvironment()
+        } catch {
+            FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if let host { config.host = host }
+        if let port { config.port = port }
+        if let routes = routesOption.routes { config.routesDirectory = routes }
+        if let database { config.database = database }
+        if let koalaApiUrl { config.koalaAPIURL = koalaApiUrl }
+
+        let level = config.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "koala-router")
+        logger.logLevel = level
+        do {
+            let (app, _) = try await buildApplication(config, logger: logger)
+            logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(config.database)"])
+            try await app.runService()
+        } catch let errors as RuleTableErrors {
+            FileHandle.standardError.write(Data("koala-router: the rule table is broken, refusing to start:\n\(errors)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the rule files; print every error as file:line:column and exit non-zero if any.")
+
+    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES or routes).")
+    var directory: String?
+    @OptionGroup var routesOption: RoutesOption
+
+    func run() throws {
+        let env = ProcessInfo.processInfo.environment
+        let directory = directory ?? routesOption.routes ?? env["KOALA_ROUTER_ROUTES"] ?? "routes"
+        do {
+            let table = try RuleLoader(environment: env).load(directory: directory)
+            for warning in table.warnings { print("warning: \(warning)") }
+            for name in table.sources.keys.sorted() {
+                let source = table.sources[name]!
+                print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
+            }
+            print("rules version \(table.version)")
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Sign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a Stripe-Signature header for a payload file, for sending test webhooks.",
+        discussion: "Example: curl -H \"Stripe-Signature: $(koala-router sign routes/samples/stripe/invoice.paid.json)\" --data-binary @routes/samples/stripe/invoice.paid.json localhost:8080/webhooks/stripe")
+
+    @Argument(help: "The payload file, sent byte for byte.")
+    var file: String
+    @Option(name: .long, help: "Environment variable holding the secret.")
+    var secretEnv = "STRIPE_WEBHOOK_SECRET"
+    @Option(name: .long, help: "Timestamp to sign (default: now).")
+    var timestamp: Int64?
+
+    func run() throws {
+        guard let secret = ProcessInfo.processInfo.environment[secretEnv], !secret.isEmpty else {
+            FileHandle.standardError.write(Data("koala-router: set \(secretEnv) to the secret to sign with\n".utf8))
+            throw ExitCode(2)
+        }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            FileHandle.standardError.write(Data("koala-router: cannot read \(file)\n".utf8))
+            throw ExitCode(2)
+        }
+        let ts = timestamp ?? Int64(Date().timeIntervalSince1970)
+        print(StripeVerifier.sign(body: [UInt8](data), secret: secret, timestamp: ts))
+    }
+}
