@@ -20,11 +20,8 @@ struct StoreCloser: Service {
     let logger: Logger
 
     func run() async throws {
-        await withGracefulShutdownHandler {
-            while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 3_600_000_000_000)
-            }
-        } onGracefulShutdown: {}
+        // Returns when graceful shutdown starts (services stop in reverse order, so this one stops last)
+        // or throws when the task is cancelled; either way the store is closed.
         try? await gracefulShutdown()
         try await store.close()
         logger.info("store closed")

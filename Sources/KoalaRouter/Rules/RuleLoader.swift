@@ -221,7 +221,7 @@ struct FileParser {
         if let personNode = map["person"], let p = mapping(personNode, what: "person", allowed: Self.personKeys) {
             let email = expression(p["email"], default: nil, what: "person.email")
             let profileID = expression(p["profile_id"], default: nil, what: "person.profile_id")
-            if email == nil && profileID == nil {
+            if p["email"] == nil && p["profile_id"] == nil {
                 errors.append(location(personNode).error("person needs 'email' or 'profile_id'",
                     hint: "Koala ties every visitor message to an email or a profile_id, e.g. 'email: body.data.object.customer_email'"))
             }
@@ -245,7 +245,7 @@ struct FileParser {
         if let accountNode = map["account"], let a = mapping(accountNode, what: "account", allowed: Self.accountKeys) {
             let domain = expression(a["domain"], default: nil, what: "account.domain")
             let accountID = expression(a["account_id"], default: nil, what: "account.account_id")
-            if domain == nil && accountID == nil {
+            if a["domain"] == nil && a["account_id"] == nil {
                 errors.append(location(accountNode).error("account needs 'domain' or 'account_id'",
                     hint: "Koala keys account traits by domain, e.g. 'domain: person.email | email_domain'"))
             }

@@ -1,11 +1,13 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a webhook is on
 /// disk before it is acknowledged.
 public final class SQLiteStore: WebhookStore {
     let pool: DatabasePool
     public let path: String
+    private let closed = Mutex(false)
 
     public init(path: String) async throws {
         self.path = path
@@ -207,7 +209,13 @@ public final class SQLiteStore: WebhookStore {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
     }
 
+    /// Closes the database; later calls are no-ops, later reads and writes fail.
     public func close() async throws {
+        let alreadyClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        guard !alreadyClosed else { return }
         try pool.close()
     }
 

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+@testable import KoalaRouter
+
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    func webhook(_ id: String, source: String = "stripe") -> VerifiedWebhook {
+        let body = Array(#"{"id":"\#(id)"}"#.utf8)
+        return VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
+                               receivedAt: Date(), headers: ["content-type": "application/json"], body: body,
+                               json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+    }
+
+    func message(_ webhookID: String, _ output: String, email: String, problem: String? = nil, time: Double = 100) -> KoalaMessage {
+        let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: output)
+        return KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: output, endpoint: .person,
+                            kind: .track, identity: KoalaIdentity(email: email),
+                            item: ["message_id": .string(id), "type": "track", "event": "E"],
+                            eventTime: Date(timeIntervalSince1970: time), problem: problem)
+    }
+
+    @Test func acceptIsAtomicAndDeduplicates() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], linger: 0)
+        #expect(first == .accepted(queued: 1, deadLettered: 0))
+        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], linger: 0)
+        #expect(again == .duplicate)
+        // Same id from another source is a different webhook.
+        let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], linger: 0)
+        #expect(other == .accepted(queued: 0, deadLettered: 0))
+        let counts = try await store.counts()
+        #expect(counts.pending == 1)
+        #expect(counts.webhooks == 2)
+        try await store.close()
+    }
+
+    @Test func synchronousIsFull() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let level = try await store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(level == 2)
+        let mode = try await store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+        #expect(mode == "wal")
+        try await store.close()
+    }
+
+    @Test func problemsAreDeadLetteredAtOnce() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", "track", email: "", problem: "identity missing")], linger: 0)
+        #expect(outcome == .accepted(queued: 0, deadLettered: 1))
+        let dead = try await store.deadLetters(limit: 10)
+        #expect(dead.map(\.reason) == ["identity missing"])
+        #expect(try await store.claimDue(now: Date(), limit: 10, lease: 60).isEmpty)
+        try await store.close()
+    }
+
+    @Test func lingerDelaysAndLeasesHideClaimedMessages() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let now = Date()
+        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", "track", email: "a@x.io")], linger: 5)
+        #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
+        let claimed = try await store.claimDue(now: now.addingTimeInterval(10), limit: 10, lease: 60)
+        #expect(claimed.count == 1)
+        #expect(try await store.claimDue(now: now.addingTimeInterval(11), limit: 10, lease: 60).isEmpty)
+        // After the lease runs out the message is due again (a crashed sender's work is picked up).
+        #expect(try await store.claimDue(now: now.addingTimeInterval(80), limit: 10, lease: 60).count == 1)
+        try await store.close()
+    }
+
+    @Test func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        _ = try await store.accept(webhook("w1"), messages: [message("w1", "track", email: "a@x.io")], linger: 0)
+        let now = Date().addingTimeInterval(1)
+        let first = try await store.claimDue(now: now, limit: 10, lease: 60)
+        try await store.scheduleRetry(first.map(\.seq), at: now.addingTimeInterval(30), error: "503")
+        _ = try await store.accept(webhook("w2"), messages: [message("w2", "track", email: "a@x.io")], linger: 0)
+        _ = try await store.accept(webhook("w3"), messages: [message("w3", "track", email: "b@x.io")], linger: 0)
+        let next = try await store.claimDue(now: now.addingTimeInterval(1), limit: 10, lease: 60)
+        #expect(next.map(\.identity.email) == ["b@x.io"])
+        let later = try await store.claimDue(now: now.addingTimeInterval(31), limit: 10, lease: 60)
+        #expect(later.map(\.identity.email) == ["a@x.io", "a@x.io"])
+        #expect(later.first?.attempts == 1)
+        try await store.close()
+    }
+
+    @Test func outcomesMoveMessagesAndSurviveReopen() async throws {
+        let path = temporaryDirectory() + "/db.sqlite"
+        do {
+            let store = try await SQLiteStore(path: path)
+            _ = try await store.accept(webhook("w1"), messages: [
+                message("w1", "a", email: "a@x.io"), message("w1", "b", email: "b@x.io"), message("w1", "c", email: "c@x.io"),
+            ], linger: 0)
+            let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
+            #expect(claimed.count == 3)
+            try await store.markDelivered([claimed[0].seq], at: Date())
+            try await store.deadLetter([claimed[1].seq], reason: "koala rejected (400)", detail: "{\"error\":\"bad\"}", at: Date())
+            // claimed[2] stays leased: the process "dies" here.
+            try await store.close()
+        }
+        let reopened = try await SQLiteStore(path: path)
+        let counts = try await reopened.counts()
+        #expect(counts == OutboxCounts(pending: 1, delivered: 1, dead: 1, webhooks: 1))
+        // The lease of the dead process is void on reopen: the message is due at once.
+        let due = try await reopened.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
+        #expect(due.map(\.identity.email) == ["c@x.io"])
+        let dead = try await reopened.deadLetters(limit: 10)
+        #expect(dead.first?.detail == "{\"error\":\"bad\"}")
+        try await reopened.close()
+    }
+}
