@@ -70,7 +70,7 @@ public struct Ingest: Sendable {
             let key = field.name.canonicalName
             headerMap[key] = headerMap[key].map { $0 + ", " + field.value } ?? field.value
         }
-        let context = EvaluationContext(body: json, headers: headerMap, webhook: .object([:]))
+        let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(Hex.encode(Crypto.digest(.sha256, body)))])
         guard let webhookID = source.webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
             return Answer(status: .badRequest, body: ["error": .string("webhook id not found at \(source.webhookID)")])
         }

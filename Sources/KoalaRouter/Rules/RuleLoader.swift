@@ -90,7 +90,7 @@ struct FileParser {
     }
 
     static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
-    static let verifyKeys = ["scheme", "secrets", "tolerance"]
+    static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
     static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account"]
     static let whenKeys = ["type"]
     static let personKeys = ["email", "profile_id"]
@@ -141,28 +141,10 @@ struct FileParser {
                         hint: "\(suggestion)supported schemes: \(Schemes.all.keys.sorted().joined(separator: ", "))"))
                 }
             }
-            var tolerance = schemeDefinition?.defaultTolerance ?? 0
-            if let toleranceNode = verify["tolerance"], let seconds = duration(toleranceNode, what: "verify.tolerance") {
-                tolerance = seconds
-            }
-            let secretNames = secretReferences(verify["secrets"], parent: verifyNode, source: name)
-            if let definition = schemeDefinition, !secretNames.isEmpty {
-                var secrets: [WebhookSecret] = []
-                for reference in secretNames {
-                    if let value = resolveSecret(reference), !value.isEmpty {
-                        secrets.append(WebhookSecret(label: reference, value: value))
-                    }
-                }
-                if secrets.isEmpty {
-                    let reason = "source '\(name)' is disabled: set \(secretNames[0]) (or \(secretNames[0])_FILE) to its webhook signing secret"
-                    disabledReason = reason
-                    warnings.append("\(path): \(reason)")
-                } else {
-                    verifier = definition.make(secrets, tolerance)
-                }
+            if let definition = schemeDefinition {
+                (verifier, disabledReason) = buildVerifier(definition, verify: verify, verifyNode: verifyNode, source: name)
             }
         }
-
         let webhookID = expression(top["id"], default: schemeDefinition?.defaultID, what: "id")
         let eventType = expression(top["type"], default: schemeDefinition?.defaultType, what: "type")
         let eventTime = expression(top["time"], default: schemeDefinition?.defaultTime, what: "time")
@@ -265,6 +247,96 @@ struct FileParser {
                      track: track, identify: identify, account: account)
     }
 
+    // MARK: Verification
+
+    /// Builds the source's verifier, or says why the source is disabled (a secret is not set).
+    mutating func buildVerifier(_ definition: Schemes.Definition, verify: [String: Node], verifyNode: Node, source: String)
+        -> ((any SignatureVerifier)?, String?)
+    {
+        var options: Schemes.Options = [:]
+        var optionLocations: [String: SourceLocation] = [:]
+        for (key, node) in verify where !["scheme", "secrets", "tolerance"].contains(key) {
+            guard definition.options.contains(key) else {
+                errors.append(location(node).error("'\(key)' is not an option of the \(definition.name) scheme",
+                    hint: "options of \(definition.name): \(definition.options.joined(separator: ", "))"))
+                continue
+            }
+            guard case .scalar(let scalar) = node else {
+                errors.append(location(node).error("verify.\(key) must be text", hint: "write a single value"))
+                continue
+            }
+            options[key] = scalar.string
+            optionLocations[key] = location(node)
+        }
+        var tolerance = definition.defaultTolerance ?? 0
+        if let toleranceNode = verify["tolerance"] {
+            if definition.defaultTolerance == nil {
+                errors.append(location(toleranceNode).error("the \(definition.name) scheme signs no timestamp, so 'tolerance' has no effect",
+                    hint: "remove it; replays of such webhooks are stopped by the webhook-id dedupe"))
+            } else if let seconds = duration(toleranceNode, what: "verify.tolerance") {
+                tolerance = seconds
+            }
+        }
+        var encoding = definition.defaultSecretEncoding
+        if let text = options.removeValue(forKey: "secret_encoding") {
+            if let e = Schemes.SecretEncoding(rawValue: text) {
+                encoding = e
+            } else {
+                errors.append(optionLocations["secret_encoding"]!.error("unknown secret_encoding '\(text)'",
+                    hint: "use raw (the secret's bytes), base64 (whsec_… decoded) or hex"))
+            }
+        }
+        let secretNames = secretReferences(verify["secrets"], parent: verifyNode, source: source)
+        var missing: [String] = []
+        for key in definition.referenceOptions {
+            guard let reference = options[key] else { continue }
+            guard Self.isEnvironmentName(reference) else {
+                errors.append(optionLocations[key]!.error("verify.\(key) names an environment variable, it is not the value itself",
+                    hint: "put the value in an environment variable and write its name here"))
+                continue
+            }
+            if let value = resolveSecret(reference), !value.isEmpty { options[key] = value } else { missing.append(reference) }
+        }
+        let factory: (any SignatureVerifier)?
+        do {
+            factory = try definition.make(options, [], tolerance)
+        } catch {
+            errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
+            return (nil, nil)
+        }
+        guard factory != nil, !secretNames.isEmpty else { return (nil, nil) }
+        var secrets: [WebhookSecret] = []
+        var undecodable: [String] = []
+        for reference in secretNames {
+            guard let value = resolveSecret(reference), !value.isEmpty else { continue }
+            if let key = encoding.decode(value) {
+                secrets.append(WebhookSecret(label: reference, key: key))
+            } else {
+                undecodable.append(reference)
+            }
+        }
+        if secrets.isEmpty || !missing.isEmpty {
+            let reason: String
+            if let bad = undecodable.first, secrets.isEmpty {
+                reason = "source '\(source)' is disabled: \(bad) is not a valid \(encoding.rawValue) secret"
+            } else {
+                let needed = missing.first ?? secretNames[0]
+                reason = "source '\(source)' is disabled: set \(needed) (or \(needed)_FILE)"
+            }
+            warnings.append("\(path): \(reason)")
+            return (nil, reason)
+        }
+        for bad in undecodable {
+            warnings.append("\(path): \(bad) is not a valid \(encoding.rawValue) secret and is ignored")
+        }
+        do {
+            return (try definition.make(options, secrets, tolerance), nil)
+        } catch {
+            errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
+            return (nil, nil)
+        }
+    }
+
     // MARK: Secrets
 
     mutating func secretReferences(_ node: Node?, parent: Node, source: String) -> [String] {
@@ -324,6 +396,9 @@ struct FileParser {
     mutating func expression(_ node: Node?, default defaultText: String?, what: String) -> Expression? {
         guard let node else {
             guard let defaultText else { return nil }
+            if defaultText.contains("{{") {
+                return template(defaultText, at: SourceLocation(file: path, line: 1, column: 1), what: what)
+            }
             var parser = try! ExpressionParser(defaultText)
             return try! parser.parseComplete()
         }

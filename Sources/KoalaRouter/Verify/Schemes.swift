@@ -1,26 +1,166 @@
 import Foundation
 
-/// The signature schemes a rule file can name in `verify.scheme`, with each scheme's defaults.
+/// The signature schemes a rule file can name in `verify.scheme`, with each scheme's defaults and options.
 public enum Schemes {
+    /// Scalar options from a rule file's `verify` block (besides scheme, secrets, tolerance).
+    public typealias Options = [String: String]
+
+    /// An option with a bad value; the loader turns it into an error at the option's position.
+    public struct OptionError: Error {
+        public let option: String
+        public let message: String
+        public let hint: String
+    }
+
     public struct Definition: Sendable {
         public let name: String
-        /// Default replay tolerance in seconds; nil for schemes that sign no timestamp.
+        public let summary: String
+        /// Default replay tolerance in seconds; nil for schemes that sign no timestamp (they rely on
+        /// webhook-id dedupe against replays).
         public let defaultTolerance: Double?
         /// Where the webhook id, type and time live unless the rule file says otherwise.
         public let defaultID: String
         public let defaultType: String
         public let defaultTime: String?
-        let make: @Sendable (_ secrets: [WebhookSecret], _ tolerance: Double) -> any SignatureVerifier
+        /// How secret values are turned into key bytes unless `secret_encoding` says otherwise.
+        public let defaultSecretEncoding: SecretEncoding
+        /// Option keys this scheme accepts in the `verify` block.
+        public let options: [String]
+        /// Options whose value names an environment variable; the loader passes the variable's value.
+        public var referenceOptions: [String] = []
+        let make: @Sendable (_ options: Options, _ secrets: [WebhookSecret], _ tolerance: Double) throws(OptionError) -> any SignatureVerifier
     }
 
-    public static let all: [String: Definition] = [
-        "stripe": Definition(
-            name: "stripe",
-            defaultTolerance: StripeVerifier.defaultTolerance,
-            defaultID: "body.id",
-            defaultType: "body.type",
-            defaultTime: "body.created | unix_seconds",
-            make: { StripeVerifier(secrets: $0, tolerance: $1) }
-        ),
-    ]
+    public enum SecretEncoding: String, Sendable, CaseIterable {
+        /// The secret text's UTF-8 bytes, as given (Stripe keeps the `whsec_` prefix in the key).
+        case raw
+        /// `whsec_<base64>` (Standard Webhooks): prefix removed, base64-decoded.
+        case base64
+        /// Hex text decoded to bytes (Outseta).
+        case hex
+
+        public func decode(_ text: String) -> [UInt8]? {
+            switch self {
+            case .raw: Array(text.utf8)
+            case .base64: StandardWebhooksVerifier.decodeSecret(text)
+            case .hex: Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+    }
+
+    static let common = ["scheme", "secrets", "tolerance", "secret_encoding"]
+
+    public static let all: [String: Definition] = {
+        var all: [String: Definition] = [:]
+        func add(_ d: Definition) { all[d.name] = d }
+        func timestamped(_ format: TimestampedHeaderVerifier.Format, summary: String, tolerance: Double, id: String, type: String, time: String) -> Definition {
+            Definition(name: format.scheme, summary: summary, defaultTolerance: tolerance, defaultID: id, defaultType: type,
+                       defaultTime: time, defaultSecretEncoding: .raw, options: common,
+                       make: { _, secrets, tolerance in TimestampedHeaderVerifier(format: format, secrets: secrets, tolerance: tolerance) })
+        }
+        func preset(_ format: HMACVerifier.Format, summary: String, tolerance: Double?, id: String, type: String, time: String?) -> Definition {
+            Definition(name: format.scheme, summary: summary, defaultTolerance: tolerance, defaultID: id, defaultType: type,
+                       defaultTime: time, defaultSecretEncoding: .raw, options: common,
+                       make: { _, secrets, tolerance in HMACVerifier(format: format, secrets: secrets, tolerance: tolerance) })
+        }
+        add(timestamped(TimestampedHeaderVerifier.stripe, summary: "Stripe-Signature: t=…,v1=<hex>; HMAC-SHA256 of \"{t}.{body}\"", tolerance: 300,
+                        id: "body.id", type: "body.type", time: "body.created | unix_seconds"))
+        add(timestamped(TimestampedHeaderVerifier.paddle, summary: "Paddle-Signature: ts=…;h1=<hex>; HMAC-SHA256 of \"{ts}:{body}\"", tolerance: 300,
+                        id: "body.event_id", type: "body.event_type", time: "body.occurred_at | iso8601"))
+        add(timestamped(TimestampedHeaderVerifier.workos, summary: "WorkOS-Signature: t=<ms>, v1=<hex>; HMAC-SHA256 of \"{t}.{body}\"", tolerance: 180,
+                        id: "body.id", type: "body.event", time: "body.created_at | iso8601"))
+        add(timestamped(TimestampedHeaderVerifier.recurly, summary: "recurly-signature: <ms>,<hex>[,<hex>]; HMAC-SHA256 of \"{ms}.{body}\"", tolerance: 300,
+                        id: "body.id", type: "{{ body.object_type }}.{{ body.event_type }}", time: "body.event_time | iso8601"))
+        add(Definition(
+            name: "standard-webhooks",
+            summary: "webhook-id/-timestamp/-signature (or svix-*); v1,<base64> HMAC-SHA256 of \"{id}.{ts}.{body}\"",
+            defaultTolerance: StandardWebhooksVerifier.defaultTolerance,
+            defaultID: "coalesce(headers.webhook-id, headers.svix-id)", defaultType: "body.type",
+            defaultTime: "coalesce(headers.webhook-timestamp, headers.svix-timestamp) | unix_seconds",
+            defaultSecretEncoding: .base64, options: common,
+            make: { _, secrets, tolerance in StandardWebhooksVerifier(secrets: secrets, tolerance: tolerance) }))
+        add(preset(HMACVerifier.orb, summary: "X-Orb-Signature: v1=<hex> with X-Orb-Timestamp; HMAC-SHA256 of \"v1:{ts}:{body}\"",
+                   tolerance: 300, id: "body.id", type: "body.type", time: "body.created_at | iso8601"))
+        add(preset(HMACVerifier.github, summary: "X-Hub-Signature-256: sha256=<hex> of the body (GitHub, Outseta)", tolerance: nil,
+                   id: "headers.x-github-delivery", type: "headers.x-github-event", time: nil))
+        add(preset(HMACVerifier.shopify, summary: "X-Shopify-Hmac-Sha256: <base64> of the body", tolerance: nil,
+                   id: "coalesce(headers.x-shopify-event-id, headers.x-shopify-webhook-id)", type: "headers.x-shopify-topic",
+                   time: "headers.x-shopify-triggered-at | iso8601"))
+        add(preset(HMACVerifier.lemonSqueezy, summary: "X-Signature: <hex> of the body", tolerance: nil,
+                   id: "webhook.body_sha256", type: "coalesce(body.meta.event_name, headers.x-event-name)",
+                   time: "body.data.attributes.updated_at | iso8601"))
+        add(Definition(
+            name: "basic-auth", summary: "Authorization: Basic (Chargebee); username and password compared in constant time",
+            defaultTolerance: nil, defaultID: "body.id", defaultType: "body.event_type", defaultTime: "body.occurred_at | unix_seconds",
+            defaultSecretEncoding: .raw, options: common + ["username"], referenceOptions: ["username"],
+            make: { options, secrets, _ throws(OptionError) in
+                guard let username = options["username"] else {
+                    throw OptionError(option: "username", message: "basic-auth needs 'username'",
+                                      hint: "name the environment variable holding it, e.g. 'username: CHARGEBEE_WEBHOOK_USERNAME'")
+                }
+                return CredentialVerifier(kind: .basic(usernames: [WebhookSecret(label: "username", value: username)]), secrets: secrets)
+            }))
+        add(Definition(
+            name: "bearer-token", summary: "a static token in Authorization (optionally 'Bearer …') or another header (Auth0 log streams)",
+            defaultTolerance: nil, defaultID: "body.id", defaultType: "body.type", defaultTime: nil,
+            defaultSecretEncoding: .raw, options: common + ["header"],
+            make: { options, secrets, _ in CredentialVerifier(kind: .bearer(header: options["header"] ?? "Authorization"), secrets: secrets) }))
+        add(Definition(
+            name: "hmac", summary: "generic: header, algorithm, encoding, prefix, timestamp header and signed template",
+            defaultTolerance: 300, defaultID: "body.id", defaultType: "body.type", defaultTime: nil,
+            defaultSecretEncoding: .raw,
+            options: common + ["header", "algorithm", "encoding", "prefix", "separator", "timestamp_header", "timestamp_format", "id_header", "signed"],
+            make: { options, secrets, tolerance throws(OptionError) in
+                try HMACVerifier(format: genericFormat(options), secrets: secrets, tolerance: tolerance)
+            }))
+        return all
+    }()
+
+    static func genericFormat(_ options: Options) throws(OptionError) -> HMACVerifier.Format {
+        guard let header = options["header"] else {
+            throw OptionError(option: "header", message: "the hmac scheme needs 'header'", hint: "name the header carrying the signature, e.g. 'header: X-Signature'")
+        }
+        var format = HMACVerifier.Format(scheme: "hmac", header: header)
+        if let a = options["algorithm"] {
+            guard let algorithm = Crypto.Algorithm(rawValue: a.lowercased()) else {
+                throw OptionError(option: "algorithm", message: "unknown algorithm '\(a)'", hint: "use sha1, sha256 or sha512")
+            }
+            format.algorithm = algorithm
+        }
+        if let e = options["encoding"] {
+            guard let encoding = HMACVerifier.Encoding(rawValue: e.lowercased()) else {
+                throw OptionError(option: "encoding", message: "unknown encoding '\(e)'", hint: "use hex or base64")
+            }
+            format.encoding = encoding
+        }
+        format.prefix = options["prefix"] ?? ""
+        if let s = options["separator"] {
+            guard s.count == 1 else { throw OptionError(option: "separator", message: "separator must be one character", hint: "e.g. ' ' or ','") }
+            format.listSeparator = s.first
+        }
+        format.timestampHeader = options["timestamp_header"]
+        format.idHeader = options["id_header"]
+        if let f = options["timestamp_format"] {
+            guard let tf = HMACVerifier.TimestampFormat(rawValue: f.lowercased()) else {
+                throw OptionError(option: "timestamp_format", message: "unknown timestamp_format '\(f)'", hint: "use seconds, milliseconds or iso8601")
+            }
+            format.timestampFormat = tf
+        }
+        if let template = options["signed"] {
+            guard let parts = HMACVerifier.Format.parseTemplate(template) else {
+                throw OptionError(option: "signed", message: "signed template '\(template)' is not valid",
+                                  hint: "use {body}, {timestamp} and {id} with literal text between, e.g. '{timestamp}.{body}'")
+            }
+            if parts.contains(.timestamp) && format.timestampHeader == nil {
+                throw OptionError(option: "signed", message: "the template uses {timestamp} but no timestamp_header is set", hint: "add 'timestamp_header: X-…-Timestamp'")
+            }
+            if parts.contains(.id) && format.idHeader == nil {
+                throw OptionError(option: "signed", message: "the template uses {id} but no id_header is set", hint: "add 'id_header: X-…-Id'")
+            }
+            format.signed = parts
+        } else if format.timestampHeader != nil {
+            format.signed = [.timestamp, .text("."), .body]
+        }
+        return format
+    }
 }

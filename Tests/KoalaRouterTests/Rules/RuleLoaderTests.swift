@@ -58,7 +58,7 @@ struct RuleLoaderTests {
         let file = dir + "/secret"
         try "whsec_from_file\n".write(toFile: file, atomically: true, encoding: .utf8)
         let table = try load(Self.minimal, env: ["STRIPE_WEBHOOK_SECRET_FILE": file])
-        let verifier = try #require(table.sources["shop"]?.verifier as? StripeVerifier)
+        let verifier = try #require(table.sources["shop"]?.verifier as? TimestampedHeaderVerifier)
         #expect(verifier.secrets.first?.key == Array("whsec_from_file".utf8))
     }
 

@@ -16,8 +16,9 @@ struct StripeVerifierTests {
     func verify(_ header: String?, _ body: String, secrets: [String] = ["whsec_test_secret"], now: Double, tolerance: Double = 300) -> Result<Verification, VerificationFailure> {
         var headers = HTTPFields()
         if let header { headers[HTTPField.Name("Stripe-Signature")!] = header }
-        let verifier = StripeVerifier(secrets: secrets.enumerated().map { WebhookSecret(label: "SECRET_\($0.offset)", value: $0.element) },
-                                      tolerance: tolerance)
+        let verifier = TimestampedHeaderVerifier(format: TimestampedHeaderVerifier.stripe,
+                                                 secrets: secrets.enumerated().map { WebhookSecret(label: "SECRET_\($0.offset)", value: $0.element) },
+                                                 tolerance: tolerance)
         return verifier.verify(headers: headers, body: Array(body.utf8), now: Date(timeIntervalSince1970: now))
     }
 

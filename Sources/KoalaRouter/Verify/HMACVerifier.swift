@@ -1,0 +1,206 @@
+import Foundation
+import HTTPTypes
+
+/// A signature in one header over a template of the body and optionally a timestamp and id from other
+/// headers. Presets cover GitHub, Shopify, Lemon Squeezy and Orb; the `hmac` scheme exposes every knob.
+public struct HMACVerifier: SignatureVerifier {
+    public enum Encoding: String, Sendable, CaseIterable {
+        case hex, base64
+    }
+
+    public enum TimestampFormat: String, Sendable, CaseIterable {
+        case seconds, milliseconds, iso8601
+    }
+
+    /// A piece of the signed bytes.
+    public enum Part: Sendable, Equatable {
+        case text(String)
+        case body
+        case timestamp
+        case id
+    }
+
+    public struct Format: Sendable {
+        public var scheme: String
+        public var header: String
+        public var algorithm: Crypto.Algorithm = .sha256
+        public var encoding: Encoding = .hex
+        /// Stripped from each signature; signatures without it are ignored (e.g. `sha256=`, `v1=`).
+        public var prefix: String = ""
+        /// Separates several signatures in the header (nil: the header holds one).
+        public var listSeparator: Character?
+        public var timestampHeader: String?
+        public var timestampFormat: TimestampFormat = .seconds
+        public var idHeader: String?
+        public var signed: [Part] = [.body]
+
+        public init(scheme: String, header: String) {
+            self.scheme = scheme
+            self.header = header
+        }
+
+        /// Parses a template such as `{timestamp}.{body}` or `v1:{timestamp}:{body}`.
+        public static func parseTemplate(_ text: String) -> [Part]? {
+            var parts: [Part] = []
+            var rest = Substring(text)
+            while let open = rest.firstIndex(of: "{") {
+                if open > rest.startIndex { parts.append(.text(String(rest[rest.startIndex..<open]))) }
+                guard let close = rest[open...].firstIndex(of: "}") else { return nil }
+                switch rest[rest.index(after: open)..<close] {
+                case "body": parts.append(.body)
+                case "timestamp": parts.append(.timestamp)
+                case "id": parts.append(.id)
+                default: return nil
+                }
+                rest = rest[rest.index(after: close)...]
+            }
+            if !rest.isEmpty { parts.append(.text(String(rest))) }
+            return parts.contains(.body) ? parts : nil
+        }
+    }
+
+    public let format: Format
+    public let secrets: [WebhookSecret]
+    public let tolerance: Double
+    public var scheme: String { format.scheme }
+
+    public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
+        self.format = format
+        self.secrets = secrets
+        self.tolerance = tolerance
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        guard let header = headers.value(named: format.header) else { return .failure(.missingHeader(format.header)) }
+        var timestampText = ""
+        var timestamp: Double?
+        if let name = format.timestampHeader {
+            guard let text = headers.value(named: name)?.trimmingCharacters(in: .whitespaces) else { return .failure(.missingHeader(name)) }
+            switch format.timestampFormat {
+            case .seconds: timestamp = Double(text)
+            case .milliseconds: timestamp = Double(text).map { $0 / 1000 }
+            case .iso8601: timestamp = Timestamps.parseISO(text)?.timeIntervalSince1970
+            }
+            guard timestamp != nil else { return .failure(.malformedHeader(name)) }
+            timestampText = text
+        }
+        var idText = ""
+        if let name = format.idHeader {
+            guard let text = headers.value(named: name) else { return .failure(.missingHeader(name)) }
+            idText = text
+        }
+        let entries = format.listSeparator.map { header.split(separator: $0).map(String.init) } ?? [header]
+        var candidates: [[UInt8]] = []
+        for entry in entries {
+            let trimmed = entry.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix(format.prefix) else { continue }
+            let value = trimmed.dropFirst(format.prefix.count)
+            let decoded = format.encoding == .hex ? Hex.decode(value) : Base64.decode(value)
+            if let decoded, decoded.count == format.algorithm.digestLength { candidates.append(decoded) }
+        }
+        guard !candidates.isEmpty else { return .failure(.malformedHeader(format.header)) }
+        var signed: [UInt8] = []
+        signed.reserveCapacity(body.count + 64)
+        for part in format.signed {
+            switch part {
+            case .text(let t): signed += Array(t.utf8)
+            case .body: signed += body
+            case .timestamp: signed += Array(timestampText.utf8)
+            case .id: signed += Array(idText.utf8)
+            }
+        }
+        guard let label = SignatureCheck.match(format.algorithm, secrets: secrets, signed: signed, candidates: candidates) else {
+            return .failure(.signatureMismatch)
+        }
+        if let timestamp, !SignatureCheck.withinTolerance(timestamp, now: now, tolerance: tolerance) {
+            return .failure(.timestampOutsideTolerance)
+        }
+        return .success(Verification(secretLabel: label))
+    }
+
+    /// GitHub (and Outseta): `X-Hub-Signature-256: sha256=<hex>` over the body.
+    public static var github: Format {
+        var f = Format(scheme: "github", header: "X-Hub-Signature-256")
+        f.prefix = "sha256="
+        return f
+    }
+
+    /// Shopify: `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    public static var shopify: Format {
+        var f = Format(scheme: "shopify", header: "X-Shopify-Hmac-Sha256")
+        f.encoding = .base64
+        return f
+    }
+
+    /// Lemon Squeezy: `X-Signature: <hex>` over the body.
+    public static var lemonSqueezy: Format {
+        Format(scheme: "lemon-squeezy", header: "X-Signature")
+    }
+
+    /// Orb: `X-Orb-Signature: v1=<hex>[ v1=…]` over `"v1:{X-Orb-Timestamp}:{body}"`.
+    public static var orb: Format {
+        var f = Format(scheme: "orb", header: "X-Orb-Signature")
+        f.prefix = "v1="
+        f.listSeparator = " "
+        f.timestampHeader = "X-Orb-Timestamp"
+        f.timestampFormat = .iso8601
+        f.signed = [.text("v1:"), .timestamp, .text(":"), .body]
+        return f
+    }
+}
+
+/// Shared-secret schemes without a signature: HTTP Basic auth (Chargebee) and a static token (Auth0 log streams).
+public struct CredentialVerifier: SignatureVerifier {
+    public enum Kind: Sendable {
+        /// `Authorization: Basic base64(username:password)`; the username must match too.
+        case basic(usernames: [WebhookSecret])
+        /// `<header>: [Bearer ]<token>`.
+        case bearer(header: String)
+    }
+
+    public let kind: Kind
+    /// Passwords or tokens.
+    public let secrets: [WebhookSecret]
+
+    public var scheme: String {
+        if case .basic = kind { return "basic-auth" }
+        return "bearer-token"
+    }
+
+    public init(kind: Kind, secrets: [WebhookSecret]) {
+        self.kind = kind
+        self.secrets = secrets
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        switch kind {
+        case .basic(let usernames):
+            guard let value = headers.value(named: "Authorization") else { return .failure(.missingHeader("Authorization")) }
+            let parts = value.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "basic", let decoded = Base64.decode(parts[1]),
+                  let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else {
+                return .failure(.malformedHeader("Authorization"))
+            }
+            let user = Array(decoded[..<colon]), password = Array(decoded[(colon + 1)...])
+            var userOK = false
+            for expected in usernames where Crypto.constantTimeEquals(Crypto.digest(.sha256, expected.key), Crypto.digest(.sha256, user)) {
+                userOK = true
+            }
+            // Compare digests so neither the length nor the content of a secret leaks through timing.
+            let given = Crypto.digest(.sha256, password)
+            for secret in secrets where Crypto.constantTimeEquals(Crypto.digest(.sha256, secret.key), given) {
+                if userOK { return .success(Verification(secretLabel: secret.label)) }
+            }
+            return .failure(.signatureMismatch)
+        case .bearer(let header):
+            guard let value = headers.value(named: header) else { return .failure(.missingHeader(header)) }
+            var token = Substring(value.trimmingCharacters(in: .whitespaces))
+            if token.lowercased().hasPrefix("bearer ") { token = token.dropFirst(7) }
+            let given = Crypto.digest(.sha256, Array(token.utf8))
+            for secret in secrets where Crypto.constantTimeEquals(Crypto.digest(.sha256, secret.key), given) {
+                return .success(Verification(secretLabel: secret.label))
+            }
+            return .failure(.signatureMismatch)
+        }
+    }
+}

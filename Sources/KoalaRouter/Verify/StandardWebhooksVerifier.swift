@@ -1,0 +1,63 @@
+import Foundation
+import HTTPTypes
+
+/// Standard Webhooks (and Svix, which wrote it): `webhook-id`, `webhook-timestamp`, `webhook-signature`
+/// (or the `svix-*` spellings); signs `"{id}.{timestamp}.{body}"` with HMAC-SHA256; the signature header is a
+/// space-separated list of `v1,<base64>` entries, any of which may match; other versions are skipped.
+public struct StandardWebhooksVerifier: SignatureVerifier {
+    public static let defaultTolerance: Double = 300
+
+    public let secrets: [WebhookSecret]
+    public let tolerance: Double
+    public var scheme: String { "standard-webhooks" }
+
+    public init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
+        self.secrets = secrets
+        self.tolerance = tolerance
+    }
+
+    /// `whsec_<base64>` → the decoded key bytes. Also accepts the bare base64, missing padding, and Supabase's
+    /// `v1,whsec_<base64>` display form. Nil if the text is not base64.
+    public static func decodeSecret(_ text: String) -> [UInt8]? {
+        var s = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if s.hasPrefix("v1,") { s.removeFirst(3) }
+        if s.hasPrefix("whsec_") { s.removeFirst(6) }
+        return Base64.decode(s)
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        let svix = headers.value(named: "webhook-signature") == nil && headers.value(named: "svix-signature") != nil
+        let prefix = svix ? "svix-" : "webhook-"
+        guard let id = headers.value(named: prefix + "id") else { return .failure(.missingHeader(prefix + "id")) }
+        guard let timestampText = headers.value(named: prefix + "timestamp") else { return .failure(.missingHeader(prefix + "timestamp")) }
+        guard let signatureHeader = headers.value(named: prefix + "signature") else { return .failure(.missingHeader(prefix + "signature")) }
+        guard let timestamp = Int64(timestampText.trimmingCharacters(in: .whitespaces)) else {
+            return .failure(.malformedHeader(prefix + "timestamp"))
+        }
+        var candidates: [[UInt8]] = []
+        for entry in signatureHeader.split(separator: " ") {
+            let parts = entry.split(separator: ",", maxSplits: 1)
+            guard parts.count == 2, parts[0] == "v1", let bytes = Base64.decode(parts[1]) else { continue }
+            candidates.append(bytes)
+        }
+        guard !candidates.isEmpty else { return .failure(.malformedHeader(prefix + "signature")) }
+        var signed = Array(id.utf8)
+        signed.append(UInt8(ascii: "."))
+        signed += Array(timestampText.trimmingCharacters(in: .whitespaces).utf8)
+        signed.append(UInt8(ascii: "."))
+        signed += body
+        guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: candidates) else {
+            return .failure(.signatureMismatch)
+        }
+        guard SignatureCheck.withinTolerance(Double(timestamp), now: now, tolerance: tolerance) else {
+            return .failure(.timestampOutsideTolerance)
+        }
+        return .success(Verification(secretLabel: label))
+    }
+
+    /// `v1,<base64>` for the given key bytes.
+    public static func sign(id: String, timestamp: Int64, body: [UInt8], key: [UInt8]) -> String {
+        let signed = Array("\(id).\(timestamp).".utf8) + body
+        return "v1," + Base64.encode(Crypto.hmac(.sha256, key: key, data: signed))
+    }
+}

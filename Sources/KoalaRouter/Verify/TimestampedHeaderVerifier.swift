@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+
+/// Schemes whose one header carries both a timestamp and one or more hex HMAC-SHA256 signatures over
+/// `"{timestamp}{separator}{body}"`: Stripe, Paddle Billing, WorkOS, Recurly.
+public struct TimestampedHeaderVerifier: SignatureVerifier {
+    public struct Format: Sendable {
+        public let scheme: String
+        public let header: String
+        /// Between the timestamp text and the body in the signed bytes.
+        public let separator: String
+        /// Timestamp unit: 1 for seconds, 1000 for milliseconds.
+        public let unitsPerSecond: Double
+        /// Splits the header into (timestamp text, hex signatures); nil when malformed.
+        public let parse: @Sendable (String) -> (timestamp: Substring, signatures: [Substring])?
+    }
+
+    public let format: Format
+    public let secrets: [WebhookSecret]
+    public let tolerance: Double
+    public var scheme: String { format.scheme }
+
+    public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
+        self.format = format
+        self.secrets = secrets
+        self.tolerance = tolerance
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        guard let header = headers.value(named: format.header) else { return .failure(.missingHeader(format.header)) }
+        guard let parsed = format.parse(header), let timestamp = Double(parsed.timestamp), timestamp.isFinite else {
+            return .failure(.malformedHeader(format.header))
+        }
+        let candidates = parsed.signatures.compactMap { Hex.decode($0) }
+        guard !candidates.isEmpty else { return .failure(.malformedHeader(format.header)) }
+        var signed = Array(parsed.timestamp.utf8) + Array(format.separator.utf8)
+        signed.append(contentsOf: body)
+        guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: candidates) else {
+            return .failure(.signatureMismatch)
+        }
+        // Checked after the signature so an unsigned request cannot probe the tolerance.
+        guard SignatureCheck.withinTolerance(timestamp / format.unitsPerSecond, now: now, tolerance: tolerance) else {
+            return .failure(.timestampOutsideTolerance)
+        }
+        return .success(Verification(secretLabel: label))
+    }
+
+    /// Splits `k=v` items on `itemSeparator`, returning the value of `timestampKey` and all values of `signatureKey`.
+    static func keyValues(_ header: String, itemSeparator: Character, timestampKey: String, signatureKey: String)
+        -> (timestamp: Substring, signatures: [Substring])?
+    {
+        var timestamp: Substring?
+        var signatures: [Substring] = []
+        for item in header.split(separator: itemSeparator) {
+            let pair = item.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2 else { continue }
+            let key = pair[0].trimmingCharacters(in: .whitespaces)
+            let value = Substring(pair[1].trimmingCharacters(in: .whitespaces))
+            if key == timestampKey { timestamp = value } else if key == signatureKey { signatures.append(value) }
+        }
+        guard let timestamp, !signatures.isEmpty else { return nil }
+        return (timestamp, signatures)
+    }
+
+    /// Stripe: `Stripe-Signature: t=<s>,v1=<hex>[,v1=…]`; other schemes such as `v0` are ignored.
+    public static let stripe = Format(scheme: "stripe", header: "Stripe-Signature", separator: ".", unitsPerSecond: 1) {
+        keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
+    }
+
+    /// Paddle Billing: `Paddle-Signature: ts=<s>;h1=<hex>[;h1=…]`, signed `"{ts}:{body}"`.
+    public static let paddle = Format(scheme: "paddle", header: "Paddle-Signature", separator: ":", unitsPerSecond: 1) {
+        keyValues($0, itemSeparator: ";", timestampKey: "ts", signatureKey: "h1")
+    }
+
+    /// WorkOS: `WorkOS-Signature: t=<ms>, v1=<hex>`.
+    public static let workos = Format(scheme: "workos", header: "WorkOS-Signature", separator: ".", unitsPerSecond: 1000) {
+        keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
+    }
+
+    /// Recurly: `recurly-signature: <ms>,<hex>[,<hex>…]`.
+    public static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000) { header in
+        let parts = header.split(separator: ",").map { Substring($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count >= 2 else { return nil }
+        return (parts[0], Array(parts.dropFirst()))
+    }
+}
+
+/// Builds the `Stripe-Signature` header for a body, the way Stripe signs. Used by tests, `sign` and benchmarks.
+public enum StripeVerifier {
+    public static let defaultTolerance: Double = 300
+
+    public static func sign(body: [UInt8], secret: String, timestamp: Int64) -> String {
+        var signed = Array(String(timestamp).utf8)
+        signed.append(UInt8(ascii: "."))
+        signed.append(contentsOf: body)
+        return "t=\(timestamp),v1=\(Hex.encode(Crypto.hmac(.sha256, key: Array(secret.utf8), data: signed)))"
+    }
+}
