@@ -34,6 +34,7 @@ public struct RouterComponents: Sendable {
     public let store: any WebhookStore
     public let sender: Sender
     public let ingest: Ingest
+    public let metrics: RouterMetrics
 }
 
 /// Builds the whole service: used by `koala-router serve` and by the tests.
@@ -60,9 +61,10 @@ public func buildApplication(
     let rules = RulesHolder(table)
     let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,
                              timeout: configuration.delivery.requestTimeout, logger: logger)
-    let sender = Sender(store: store, client: client, policy: configuration.delivery, logger: logger)
-    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, logger: logger)
-    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest)
+    let metrics = RouterMetrics()
+    let sender = Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger)
+    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, metrics: metrics, logger: logger)
+    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics)
 
     let router = Router<BasicRequestContext>()
     addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
@@ -94,10 +96,18 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         do {
             buffer = try await request.body.collect(upTo: maxBodyBytes)
         } catch is NIOTooManyBytesError {
+            components.metrics.webhookReceived(source: source, outcome: "too_large")
             return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")])
         }
         let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer))
         return jsonResponse(answer.status, answer.body)
+    }
+    router.get("/metrics") { _, _ -> Response in
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: components.metrics.exposition()))
+        )
     }
     router.get("/healthz") { _, _ -> Response in
         jsonResponse(.ok, ["status": "ok"])

@@ -7,12 +7,14 @@ public struct Ingest: Sendable {
     public let rules: RulesHolder
     public let store: any WebhookStore
     public let linger: TimeInterval
+    public let metrics: RouterMetrics
     let logger: Logger
 
-    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, logger: Logger) {
+    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.rules = rules
         self.store = store
         self.linger = linger
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -32,12 +34,14 @@ public struct Ingest: Sendable {
     public func precheck(source name: String) -> Answer? {
         let table = rules.table
         guard let source = table.sources[name] else {
+            metrics.webhookReceived(source: "unknown", outcome: "unknown_source")
             return Answer(status: .notFound, body: [
                 "error": .string("unknown source '\(name)'"),
                 "hint": .string("webhooks go to /webhooks/<source>, where <source> is declared by a file in the routes folder"),
             ])
         }
         if source.verifier == nil {
+            metrics.webhookReceived(source: name, outcome: "source_disabled")
             return Answer(status: .serviceUnavailable, body: ["error": .string(source.disabledReason ?? "source '\(name)' is disabled")])
         }
         return nil
@@ -51,8 +55,11 @@ public struct Ingest: Sendable {
 
         let verification: Verification
         switch verifier.verify(headers: headers, body: body, now: now) {
-        case .success(let v): verification = v
+        case .success(let v):
+            verification = v
+            metrics.secretUsed(source: name, label: v.secretLabel)
         case .failure(let failure):
+            metrics.webhookReceived(source: name, outcome: failure.code)
             logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.code)", "detail": "\(failure.reason)"])
             return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
         }
@@ -62,6 +69,7 @@ public struct Ingest: Sendable {
             json = try JSONValue.parse(body)
         } catch {
             logger.warning("webhook body is not JSON", metadata: ["source": "\(name)", "detail": "\(error)"])
+            metrics.webhookReceived(source: name, outcome: "invalid_json")
             return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
         }
 
@@ -72,9 +80,11 @@ public struct Ingest: Sendable {
         }
         let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(Hex.encode(Crypto.digest(.sha256, body)))])
         guard let webhookID = source.webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
+            metrics.webhookReceived(source: name, outcome: "missing_id")
             return Answer(status: .badRequest, body: ["error": .string("webhook id not found at \(source.webhookID)")])
         }
         guard let eventType = source.eventType.evaluate(in: context)?.textValue, !eventType.isEmpty else {
+            metrics.webhookReceived(source: name, outcome: "missing_type")
             return Answer(status: .badRequest, body: ["error": .string("event type not found at \(source.eventType)")])
         }
         let eventTime = source.eventTime.flatMap { Timestamps.date(from: $0.evaluate(in: context)) } ?? now
@@ -89,6 +99,11 @@ public struct Ingest: Sendable {
             let outcome = try await store.accept(webhook, messages: messages, linger: linger)
             switch outcome {
             case .accepted(let queued, let dead):
+                metrics.webhookReceived(source: name, outcome: "accepted")
+                for (route, group) in Dictionary(grouping: messages.filter { $0.problem == nil }, by: \.route) {
+                    metrics.messagesQueued(source: name, route: route, count: group.count)
+                }
+                if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: "dead_lettered", count: dead) }
                 logger.info("webhook accepted", metadata: [
                     "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
                     "queued": "\(queued)", "dead_lettered": "\(dead)", "secret": "\(verification.secretLabel)",
@@ -98,12 +113,14 @@ public struct Ingest: Sendable {
                     "messages": .int(Int64(queued)), "dead_lettered": .int(Int64(dead)),
                 ])
             case .duplicate:
+                metrics.webhookReceived(source: name, outcome: "duplicate")
                 logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
                 return Answer(status: .ok, body: [
                     "status": "duplicate", "source": .string(name), "webhook_id": .string(webhookID),
                 ])
             }
         } catch {
+            metrics.webhookReceived(source: name, outcome: "store_unavailable")
             logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
             return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
         }

@@ -47,14 +47,17 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
 }
 
 /// A path such as `body.data.object.items.data[0].price.nickname` or `headers.x-event-name`.
-public struct Path: Sendable, CustomStringConvertible, Equatable {
+public struct Path: Sendable, CustomStringConvertible {
     public enum Root: String, Sendable, CaseIterable {
         case body, headers, person, webhook
     }
 
-    public enum Component: Sendable, Equatable {
+    public enum Component: Sendable {
         case key(String)
         case index(Int)
+        /// The first array element whose `field` equals (or, negated, differs from) `value`,
+        /// e.g. `email_addresses[id == body.data.primary_email_address_id]`.
+        case select(field: [String], negated: Bool, value: Expression)
     }
 
     public let root: Root
@@ -76,6 +79,7 @@ public struct Path: Sendable, CustomStringConvertible, Equatable {
                     out += "[\"\(k)\"]"
                 }
             case .index(let i): out += "[\(i)]"
+            case .select(let field, let negated, let value): out += "[\(field.joined(separator: ".")) \(negated ? "!=" : "==") \(value)]"
             }
         }
         return out
@@ -141,6 +145,15 @@ extension Expression {
 }
 
 extension Path {
+    /// Equality used by selections and conditions: numbers compare by value, text and numbers by their text.
+    static func looselyEqual(_ a: JSONValue?, _ b: JSONValue?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        if a == b { return true }
+        if let x = a.doubleValue, let y = b.doubleValue, a.stringValue == nil || b.stringValue == nil { return x == y }
+        if let x = a.textValue, let y = b.textValue { return x == y }
+        return false
+    }
+
     public func resolve(in context: EvaluationContext) -> JSONValue? {
         var current: JSONValue
         var rest = components[...]
@@ -157,6 +170,17 @@ extension Path {
             rest = rest.dropFirst()
         }
         for component in rest {
+            if case .select(let field, let negated, let valueExpression) = component {
+                guard case .array(let items) = current else { return nil }
+                let wanted = valueExpression.evaluate(in: context)
+                guard let found = items.first(where: { item in
+                    var value: JSONValue? = item
+                    for key in field { value = value?[key] }
+                    return Path.looselyEqual(value, wanted) != negated
+                }) else { return nil }
+                current = found
+                continue
+            }
             switch (component, current) {
             case (.key(let key), .object(let object)):
                 guard let next = object[key] else { return nil }

@@ -141,9 +141,29 @@ struct ExpressionParser {
                 case .string(let key):
                     advance()
                     components.append(.key(key))
+                case .word(let first):
+                    // A selection: [field == value] or [field.sub != value]
+                    advance()
+                    var field = [first]
+                    while peek.kind == .punct(".") {
+                        advance()
+                        guard case .word(let next) = peek.kind else {
+                            throw Failure(offset: peek.offset, message: "expected a field name after '.'", hint: "write e.g. [price.id == 'pro']")
+                        }
+                        field.append(next)
+                        advance()
+                    }
+                    guard peek.kind == .punct("==") || peek.kind == .punct("!=") else {
+                        throw Failure(offset: peek.offset, message: "expected '==' or '!=' in the selection",
+                                      hint: "select an element with [field == value], e.g. email_addresses[id == body.data.primary_email_address_id]")
+                    }
+                    let negated = peek.kind == .punct("!=")
+                    advance()
+                    let value = try parseExpression()
+                    components.append(.select(field: field, negated: negated, value: value))
                 default:
-                    throw Failure(offset: inner.offset, message: "expected an array index or a quoted key inside [ ]",
-                                  hint: "write e.g. items[0] or metadata[\"plan name\"]")
+                    throw Failure(offset: inner.offset, message: "expected an array index, a quoted key or a selection inside [ ]",
+                                  hint: "write e.g. items[0], metadata[\"plan name\"] or items[id == body.item_id]")
                 }
                 guard peek.kind == .punct("]") else {
                     throw Failure(offset: peek.offset, message: "missing ']'", hint: "close the brackets")
@@ -279,6 +299,9 @@ struct ExpressionParser {
                     throw Failure(offset: start, message: "unterminated quoted text", hint: "close it with \(c)")
                 }
                 tokens.append(Token(kind: .string(String(value)), offset: start))
+            } else if (c == "=" || c == "!"), i + 1 < chars.count, chars[i + 1] == "=" {
+                tokens.append(Token(kind: .punct(String(c) + "="), offset: start))
+                i += 2
             } else if ".[](),|".unicodeScalars.contains(c) {
                 tokens.append(Token(kind: .punct(String(c)), offset: start))
                 i += 1

@@ -13,6 +13,20 @@ public enum DeliveryResult: Sendable, Equatable {
     case rejected(status: Int, body: String)
 }
 
+extension DeliveryResult {
+    /// Low-cardinality label for `koala_router_koala_responses_total`.
+    public var metricLabel: String {
+        switch self {
+        case .delivered(let status): status == 0 ? "dry_run" : String(status)
+        case .rejected(let status, _): String(status)
+        case .retry(let reason, _):
+            if reason.hasPrefix("Koala answered ") { String(reason.dropFirst("Koala answered ".count)) }
+            else if reason.hasPrefix("timeout") { "timeout" }
+            else { "connection_error" }
+        }
+    }
+}
+
 /// Sends batches to Koala's server-side API, or, without a project key, logs them (dry run).
 public struct KoalaClient: Sendable {
     public static var userAgent: String { "koala-router/\(KoalaRouterVersion.string)" }

@@ -37,12 +37,14 @@ public final class Sender: Service, Sendable {
     let store: any WebhookStore
     let client: KoalaClient
     let policy: DeliveryPolicy
+    let metrics: RouterMetrics
     let logger: Logger
 
-    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, logger: Logger) {
+    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.store = store
         self.client = client
         self.policy = policy
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -96,16 +98,19 @@ public final class Sender: Service, Sendable {
     func deliver(_ batches: [KoalaBatch]) async {
         for (index, batch) in batches.enumerated() {
             let result = await client.send(batch)
+            metrics.koalaResponse(status: result.metricLabel)
             let now = Date()
             do {
                 switch result {
                 case .delivered:
                     try await store.markDelivered(batch.seqs, at: now)
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
                 case .retry(let reason, let retryAfter):
                     let remaining = batches[index...].flatMap(\.seqs)
                     if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
                         logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
                         try await store.deadLetter(remaining, reason: "retry budget exhausted", detail: reason, at: now)
+                        metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: remaining.count)
                         return
                     }
                     let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
@@ -113,12 +118,14 @@ public final class Sender: Service, Sendable {
                         "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
                     ])
                     try await store.scheduleRetry(remaining, at: now.addingTimeInterval(delay), error: reason)
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
                     return
                 case .rejected(let status, let body):
                     logger.error("Koala rejected a request; dead-lettering", metadata: [
                         "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
                     ])
                     try await store.deadLetter(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now)
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: batch.seqs.count)
                 }
             } catch {
                 // The lease expires and the messages are retried; Koala's idempotency absorbs a repeat.

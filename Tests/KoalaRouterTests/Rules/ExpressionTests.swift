@@ -43,6 +43,30 @@ struct ExpressionTests {
         #expect(try eval("webhook.id") == "evt_1")
     }
 
+    @Test func selectingAnArrayElement() throws {
+        let clerk = EvaluationContext(body: [
+            "data": [
+                "primary_email_address_id": "idn_2",
+                "email_addresses": [
+                    ["id": "idn_1", "email_address": "old@acme.io", "verification": ["status": "unverified"]],
+                    ["id": "idn_2", "email_address": "primary@acme.io", "verification": ["status": "verified"]],
+                ],
+                "items": [["qty": 1, "sku": "a"], ["qty": 2, "sku": "b"]],
+            ],
+        ], headers: [:], webhook: [:])
+        func eval(_ text: String) throws -> JSONValue? {
+            var parser = try ExpressionParser(text)
+            return try parser.parseComplete().evaluate(in: clerk)
+        }
+        #expect(try eval("body.data.email_addresses[id == body.data.primary_email_address_id].email_address") == "primary@acme.io")
+        #expect(try eval("body.data.email_addresses[verification.status == 'unverified'].email_address") == "old@acme.io")
+        #expect(try eval("body.data.email_addresses[id != 'idn_1'].email_address") == "primary@acme.io")
+        #expect(try eval("body.data.email_addresses[id == 'idn_9'].email_address") == nil)
+        #expect(try eval("body.data.items[qty == 2].sku") == "b")
+        #expect(try eval("body.data.items[qty == '2'].sku") == "b")
+        #expect(try eval("body.data.primary_email_address_id[id == 'x']") == nil)
+    }
+
     @Test func textFilters() throws {
         #expect(try eval("body.data.object.email | trim | lower") == "ada@example.io")
         #expect(try eval("body.data.object.email | email") == "ada@example.io")

@@ -129,7 +129,7 @@ struct RuleLoaderTests {
                   email: body.data.object.lines[x].email
                 track: { event: Invoice Paid }
             """
-        #expect(errors(text) == ["routes/test.yaml:7:37: in person.email: expected an array index or a quoted key inside [ ]; write e.g. items[0] or metadata[\"plan name\"]"])
+        #expect(errors(text) == ["routes/test.yaml:7:38: in person.email: expected '==' or '!=' in the selection; select an element with [field == value], e.g. email_addresses[id == body.data.primary_email_address_id]"])
     }
 
     @Test func everyErrorIsReportedNotJustTheFirst() {

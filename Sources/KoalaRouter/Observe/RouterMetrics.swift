@@ -1,0 +1,59 @@
+import Foundation
+import Prometheus
+
+/// The service's metrics, in a registry of its own (so several routers in one test process never mix).
+/// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
+/// and routes come from the rule files, secret labels are environment variable names.
+public final class RouterMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    public init() {}
+
+    /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
+    public func webhookReceived(source: String, outcome: String) {
+        registry.makeCounter(
+            name: "koala_router_webhooks_received_total",
+            labels: [("source", source), ("outcome", outcome)],
+            help: "Webhooks received, by source and outcome (accepted, duplicate, or why they were refused)."
+        ).increment()
+    }
+
+    /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
+    public func secretUsed(source: String, label: String) {
+        registry.makeCounter(
+            name: "koala_router_webhook_secret_verified_total",
+            labels: [("source", source), ("secret", label)],
+            help: "Webhooks verified, by source and by the label of the secret that matched."
+        ).increment()
+    }
+
+    public func messagesQueued(source: String, route: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            name: "koala_router_messages_queued_total", labels: [("source", source), ("route", route)],
+            help: "Koala messages produced by routes and queued for delivery."
+        ).increment(by: Int64(count))
+    }
+
+    public func messagesFinished(endpoint: KoalaEndpoint, outcome: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            name: "koala_router_messages_total", labels: [("endpoint", endpoint.rawValue), ("outcome", outcome)],
+            help: "Koala messages by endpoint and delivery outcome (delivered, retried, dead_lettered)."
+        ).increment(by: Int64(count))
+    }
+
+    public func koalaResponse(status: String) {
+        registry.makeCounter(
+            name: "koala_router_koala_responses_total", labels: [("status", status)],
+            help: "Answers from Koala by HTTP status (or timeout / connection_error)."
+        ).increment()
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+}
