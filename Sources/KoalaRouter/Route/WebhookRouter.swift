@@ -32,7 +32,11 @@ public struct WebhookRouter: Sendable {
                                    reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",
                                    messages: [])
             }
-            return RouteResult(route: route.name, matched: true, reason: "type '\(webhook.eventType)' matched",
+            if let condition = route.condition, let failure = condition.explain(in: base) {
+                return RouteResult(route: route.name, matched: false, reason: failure, messages: [])
+            }
+            return RouteResult(route: route.name, matched: true,
+                               reason: route.condition == nil ? "type '\(webhook.eventType)' matched" : "type '\(webhook.eventType)' and the condition matched",
                                messages: messages(for: route, webhook: webhook, context: base))
         }
     }

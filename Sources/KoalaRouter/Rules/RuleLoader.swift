@@ -92,7 +92,7 @@ struct FileParser {
     static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
     static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account"]
-    static let whenKeys = ["type"]
+    static let whenKeys = ["type", "where"]
     static let personKeys = ["email", "profile_id"]
     static let trackKeys = ["event", "properties"]
     static let identifyKeys = ["traits"]
@@ -190,12 +190,16 @@ struct FileParser {
                 hint: "use lower-case letters, digits, '-' and '_'; the name is part of every message id"))
         }
         var types: [TypePattern] = []
+        var condition: Condition?
         if let whenNode = require(map, "when", in: node, hint: "say which events this route takes, e.g. 'when: { type: invoice.paid }'"),
            let when = mapping(whenNode, what: "when", allowed: Self.whenKeys) {
             if let typeNode = require(when, "type", in: whenNode, hint: "name an event type, a list of them, or a glob such as customer.subscription.*") {
                 for (text, _) in stringList(typeNode, what: "when.type") {
                     types.append(TypePattern(text))
                 }
+            }
+            if let whereNode = when["where"] {
+                condition = parseCondition(whereNode)
             }
         }
 
@@ -243,7 +247,7 @@ struct FileParser {
             errors.append(location(node).error("route '\(name)' has no output",
                 hint: "add at least one of 'track', 'identify' or 'account'"))
         }
-        return Route(name: name, location: location(node), types: types, person: person,
+        return Route(name: name, location: location(node), types: types, condition: condition, person: person,
                      track: track, identify: identify, account: account)
     }
 
@@ -334,6 +338,48 @@ struct FileParser {
         } catch {
             errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
             return (nil, nil)
+        }
+    }
+
+    // MARK: Conditions
+
+    /// `where:` as text (`a == b and c in [x, y]`), a list (all must hold), or `{all: […]}`, `{any: […]}`, `{not: …}`.
+    mutating func parseCondition(_ node: Node) -> Condition? {
+        switch node {
+        case .scalar(let scalar):
+            let at = location(node)
+            let offset = (scalar.style == .singleQuoted || scalar.style == .doubleQuoted) ? 1 : 0
+            do {
+                var parser = try ExpressionParser(scalar.string)
+                return try parser.parseCompleteCondition()
+            } catch {
+                errors.append(at.offset(by: offset + error.offset).error("in when.where: \(error.message)", hint: error.hint))
+                return nil
+            }
+        case .sequence(let items):
+            let parsed = items.compactMap { parseCondition($0) }
+            return parsed.count == items.count ? .all(parsed) : nil
+        case .mapping(let map):
+            guard map.count == 1, let (keyNode, value) = map.first, let key = keyNode.string, ["all", "any", "not"].contains(key) else {
+                errors.append(location(node).error("a condition mapping takes exactly one of 'all', 'any' or 'not'",
+                    hint: "e.g. 'any: [body.a == 1, body.b exists]'"))
+                return nil
+            }
+            switch key {
+            case "not":
+                return parseCondition(value).map { .not($0) }
+            default:
+                guard case .sequence(let items) = value else {
+                    errors.append(location(value).error("'\(key)' takes a list of conditions", hint: "write '\(key): [condition, condition]'"))
+                    return nil
+                }
+                let parsed = items.compactMap { parseCondition($0) }
+                guard parsed.count == items.count else { return nil }
+                return key == "all" ? .all(parsed) : .any(parsed)
+            }
+        case .alias:
+            errors.append(location(node).error("YAML aliases are not supported in conditions", hint: "write the condition out"))
+            return nil
         }
     }
 

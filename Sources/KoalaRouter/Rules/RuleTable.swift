@@ -33,6 +33,8 @@ public struct Route: Sendable {
     public let name: String
     public let location: SourceLocation
     public let types: [TypePattern]
+    /// `when.where`: must hold too (nil: no condition).
+    public let condition: Condition?
     public let person: PersonSpec?
     public let track: TrackOutput?
     public let identify: IdentifyOutput?

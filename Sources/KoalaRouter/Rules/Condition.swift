@@ -1,0 +1,129 @@
+import Foundation
+
+/// A test on a webhook, from a route's `when.where`: comparisons, `in` lists, `exists` / `missing`,
+/// regular expressions, combined with `and`, `or`, `not` (in text) or `all` / `any` / `not` (in YAML).
+public indirect enum Condition: Sendable, CustomStringConvertible {
+    public enum Comparison: String, Sendable {
+        case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
+    }
+
+    case compare(Expression, Comparison, Expression)
+    case member(Expression, [JSONValue], negated: Bool)
+    case exists(Expression)
+    case missing(Expression)
+    case matches(Expression, Pattern)
+    case truthy(Expression)
+    case all([Condition])
+    case any([Condition])
+    case not(Condition)
+
+    /// A compiled regular expression with its source text.
+    public struct Pattern: @unchecked Sendable {
+        public let source: String
+        let regex: NSRegularExpression
+
+        init?(_ source: String) {
+            guard let regex = try? NSRegularExpression(pattern: source) else { return nil }
+            self.source = source
+            self.regex = regex
+        }
+
+        func matches(_ text: String) -> Bool {
+            regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .compare(let a, let op, let b): "\(a) \(op.rawValue) \(b)"
+        case .member(let a, let list, let negated): "\(a) \(negated ? "not in" : "in") [\(list.map { $0.textValue ?? $0.encoded() }.joined(separator: ", "))]"
+        case .exists(let a): "\(a) exists"
+        case .missing(let a): "\(a) missing"
+        case .matches(let a, let p): "\(a) matches '\(p.source)'"
+        case .truthy(let a): a.description
+        case .all(let cs): cs.map { "(\($0))" }.joined(separator: " and ")
+        case .any(let cs): cs.map { "(\($0))" }.joined(separator: " or ")
+        case .not(let c): "not (\(c))"
+        }
+    }
+
+    public func evaluate(in context: EvaluationContext) -> Bool {
+        explain(in: context) == nil
+    }
+
+    /// nil when the condition holds; otherwise the part that failed, with the value it saw.
+    public func explain(in context: EvaluationContext) -> String? {
+        func shown(_ value: JSONValue?) -> String { value.map { $0.encoded() } ?? "missing" }
+        switch self {
+        case .compare(let a, let op, let b):
+            let x = a.evaluate(in: context), y = b.evaluate(in: context)
+            return Self.compare(x, op, y) ? nil : "\(self) is false (\(a) is \(shown(x)))"
+        case .member(let a, let list, let negated):
+            let x = a.evaluate(in: context)
+            let found = list.contains { Path.looselyEqual(x, $0) }
+            return found != negated ? nil : "\(self) is false (\(a) is \(shown(x)))"
+        case .exists(let a):
+            let x = a.evaluate(in: context)
+            return x != nil && x != .null ? nil : "\(a) is missing"
+        case .missing(let a):
+            let x = a.evaluate(in: context)
+            return x == nil || x == .null ? nil : "\(a) is present (\(shown(x)))"
+        case .matches(let a, let pattern):
+            let x = a.evaluate(in: context)
+            guard let text = x?.textValue else { return "\(self) is false (\(a) is \(shown(x)))" }
+            return pattern.matches(text) ? nil : "\(self) is false (\(a) is \(shown(x)))"
+        case .truthy(let a):
+            let x = a.evaluate(in: context)
+            return Self.isTruthy(x) ? nil : "\(a) is not true (it is \(shown(x)))"
+        case .all(let conditions):
+            for c in conditions { if let failure = c.explain(in: context) { return failure } }
+            return nil
+        case .any(let conditions):
+            var failures: [String] = []
+            for c in conditions {
+                guard let failure = c.explain(in: context) else { return nil }
+                failures.append(failure)
+            }
+            return "none of: " + failures.joined(separator: "; ")
+        case .not(let c):
+            return c.explain(in: context) == nil ? "not (\(c)) is false" : nil
+        }
+    }
+
+    static func isTruthy(_ value: JSONValue?) -> Bool {
+        switch value {
+        case nil, .null?, .bool(false)?: false
+        case .string(let s)?: !s.isEmpty
+        case .int(let i)?: i != 0
+        case .double(let d)?: d != 0
+        default: true
+        }
+    }
+
+    static func compare(_ a: JSONValue?, _ op: Comparison, _ b: JSONValue?) -> Bool {
+        switch op {
+        case .equal: return Path.looselyEqual(a, b)
+        case .notEqual: return !Path.looselyEqual(a, b)
+        default: break
+        }
+        let ordering: Int?
+        if case .int(let x)? = a, case .int(let y)? = b {
+            ordering = x < y ? -1 : (x == y ? 0 : 1)
+        } else if let x = a?.doubleValue, let y = b?.doubleValue {
+            ordering = x < y ? -1 : (x == y ? 0 : 1)
+        } else if case .string(let x)? = a, case .string(let y)? = b {
+            // ISO-8601 timestamps and other text compare lexically.
+            ordering = x < y ? -1 : (x == y ? 0 : 1)
+        } else {
+            ordering = nil
+        }
+        guard let ordering else { return false }
+        switch op {
+        case .less: return ordering < 0
+        case .lessOrEqual: return ordering <= 0
+        case .greater: return ordering > 0
+        case .greaterOrEqual: return ordering >= 0
+        default: return false
+        }
+    }
+}
