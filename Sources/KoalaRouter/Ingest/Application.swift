@@ -63,7 +63,9 @@ public func buildApplication(
                              timeout: configuration.delivery.requestTimeout, logger: logger)
     let metrics = RouterMetrics()
     let sender = Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger)
-    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, metrics: metrics, logger: logger)
+    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
+                        metrics: metrics, logger: logger)
+    let resolver = IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger)
     let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics)
 
     let router = Router<BasicRequestContext>()
@@ -74,7 +76,7 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router"),
         logger: logger
     )
-    app.addServices(StoreCloser(store: store, logger: logger), sender)
+    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver)
     return (app, components)
 }
 

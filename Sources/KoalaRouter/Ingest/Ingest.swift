@@ -7,13 +7,17 @@ public struct Ingest: Sendable {
     public let rules: RulesHolder
     public let store: any WebhookStore
     public let linger: TimeInterval
+    /// How long a message whose `recall` missed waits for the identity before it is dead-lettered.
+    public let identityWait: TimeInterval
     public let metrics: RouterMetrics
     let logger: Logger
 
-    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
+    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
+                metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.rules = rules
         self.store = store
         self.linger = linger
+        self.identityWait = identityWait
         self.metrics = metrics
         self.logger = logger
     }
@@ -94,24 +98,31 @@ public struct Ingest: Sendable {
             headers: headerMap.filter { !Self.isSensitive($0.key) }, body: body, json: json,
             secretLabel: verification.secretLabel, rulesVersion: table.version
         )
-        let messages = WebhookRouter(source: source).route(webhook)
+        let router = WebhookRouter(source: source)
         do {
-            let outcome = try await store.accept(webhook, messages: messages, linger: linger)
+            let recallKeys = router.recallKeys(webhook)
+            let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: name, keys: recallKeys)
+            let routing = router.routing(webhook, memory: memory)
+            let messages = routing.messages
+            let outcome = try await store.accept(webhook, messages: messages, remembers: routing.remembers,
+                                                 linger: linger, identityWait: identityWait)
             switch outcome {
-            case .accepted(let queued, let dead):
+            case .accepted(let queued, let dead, let waiting):
                 metrics.webhookReceived(source: name, outcome: "accepted")
-                for (route, group) in Dictionary(grouping: messages.filter { $0.problem == nil }, by: \.route) {
+                for (route, group) in Dictionary(grouping: messages.filter { $0.problem == nil && $0.waitingFor == nil }, by: \.route) {
                     metrics.messagesQueued(source: name, route: route, count: group.count)
                 }
                 if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: "dead_lettered", count: dead) }
                 logger.info("webhook accepted", metadata: [
                     "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
-                    "queued": "\(queued)", "dead_lettered": "\(dead)", "secret": "\(verification.secretLabel)",
+                    "queued": "\(queued)", "dead_lettered": "\(dead)", "waiting": "\(waiting)", "secret": "\(verification.secretLabel)",
                 ])
-                return Answer(status: .ok, body: [
+                var body: [String: JSONValue] = [
                     "status": "accepted", "source": .string(name), "webhook_id": .string(webhookID),
                     "messages": .int(Int64(queued)), "dead_lettered": .int(Int64(dead)),
-                ])
+                ]
+                if waiting > 0 { body["waiting_for_identity"] = .int(Int64(waiting)) }
+                return Answer(status: .ok, body: .object(body))
             case .duplicate:
                 metrics.webhookReceived(source: name, outcome: "duplicate")
                 logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])

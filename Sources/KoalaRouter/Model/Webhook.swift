@@ -100,10 +100,12 @@ public struct KoalaMessage: Sendable, Equatable {
     public let eventTime: Date
     /// Set when the message cannot be sent as routed (e.g. no email); it goes straight to the dead letters.
     public let problem: String?
+    /// Set when the identity comes from a `recall` that missed: the message waits for that memory entry.
+    public let waitingFor: MemoryKey?
 
     public init(messageID: String, source: String, webhookID: String, route: String, output: String,
                 endpoint: KoalaEndpoint, kind: Kind, identity: KoalaIdentity, item: JSONValue,
-                eventTime: Date, problem: String? = nil) {
+                eventTime: Date, problem: String? = nil, waitingFor: MemoryKey? = nil) {
         self.messageID = messageID
         self.source = source
         self.webhookID = webhookID
@@ -115,6 +117,27 @@ public struct KoalaMessage: Sendable, Equatable {
         self.item = item
         self.eventTime = eventTime
         self.problem = problem
+        self.waitingFor = waitingFor
+    }
+}
+
+/// An identity a route remembered under a provider id, for later webhooks to `recall`.
+public struct Remembered: Sendable, Equatable {
+    public let key: MemoryKey
+    public let identity: KoalaIdentity
+
+    public init(key: MemoryKey, identity: KoalaIdentity) {
+        self.key = key
+        self.identity = identity
+    }
+
+    /// The value `recall(...)` returns: `{email, profile_id, domain}`.
+    public var value: JSONValue {
+        var object: [String: JSONValue] = [:]
+        if let email = identity.email { object["email"] = .string(email) }
+        if let id = identity.profileID { object["profile_id"] = .string(id) }
+        if let domain = identity.domain { object["domain"] = .string(domain) }
+        return .object(object)
     }
 }
 

@@ -16,29 +16,78 @@ public struct WebhookRouter: Sendable {
         public let messages: [KoalaMessage]
     }
 
-    public func route(_ webhook: VerifiedWebhook) -> [KoalaMessage] {
-        explain(webhook).flatMap(\.messages)
+    /// Everything one webhook produces: messages, identities to remember, and why each route did or did not match.
+    public struct Routing: Sendable {
+        public let messages: [KoalaMessage]
+        public let remembers: [Remembered]
+        public let results: [RouteResult]
     }
 
-    public func explain(_ webhook: VerifiedWebhook) -> [RouteResult] {
-        let base = EvaluationContext(
+    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [KoalaMessage] {
+        routing(webhook, memory: memory).messages
+    }
+
+    public func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [RouteResult] {
+        routing(webhook, memory: memory).results
+    }
+
+    /// The memory entries the routes matching this webhook's type would recall.
+    public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        var keys: [MemoryKey] = []
+        for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
+            for recall in route.recalls {
+                if let key = recall.key.evaluate(in: context)?.textValue, !key.isEmpty {
+                    keys.append(MemoryKey(namespace: recall.namespace, key: key))
+                }
+            }
+        }
+        return keys
+    }
+
+    /// Routes in file order; an identity remembered by one route is visible to the routes after it.
+    public func routing(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> Routing {
+        var base = EvaluationContext(
             body: webhook.json,
             headers: webhook.headers,
-            webhook: Self.webhookValue(webhook)
+            webhook: Self.webhookValue(webhook),
+            memory: memory.reduce(into: [:]) { $0[$1.key] = Remembered(key: $1.key, identity: $1.value).value }
         )
-        return source.routes.map { route in
+        var results: [RouteResult] = []
+        var remembers: [Remembered] = []
+        for route in source.routes {
             guard route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) else {
-                return RouteResult(route: route.name, matched: false,
-                                   reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",
-                                   messages: [])
+                results.append(RouteResult(route: route.name, matched: false,
+                                           reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",
+                                           messages: []))
+                continue
             }
             if let condition = route.condition, let failure = condition.explain(in: base) {
-                return RouteResult(route: route.name, matched: false, reason: failure, messages: [])
+                results.append(RouteResult(route: route.name, matched: false, reason: failure, messages: []))
+                continue
             }
-            return RouteResult(route: route.name, matched: true,
-                               reason: route.condition == nil ? "type '\(webhook.eventType)' matched" : "type '\(webhook.eventType)' and the condition matched",
-                               messages: messages(for: route, webhook: webhook, context: base))
+            let (messages, remembered) = self.messages(for: route, webhook: webhook, context: base)
+            for entry in remembered {
+                base.memory[entry.key] = entry.value
+                remembers.append(entry)
+            }
+            results.append(RouteResult(route: route.name, matched: true,
+                                       reason: route.condition == nil ? "type '\(webhook.eventType)' matched" : "type '\(webhook.eventType)' and the condition matched",
+                                       messages: messages))
         }
+        return Routing(messages: results.flatMap(\.messages), remembers: remembers, results: results)
+    }
+
+    /// The first `recall` among `expressions` whose key is present but not (yet) in memory.
+    private func missedRecall(_ expressions: [Expression?], _ context: EvaluationContext) -> MemoryKey? {
+        for expression in expressions.compactMap({ $0 }) {
+            for recall in expression.recalls {
+                guard let key = recall.key.evaluate(in: context)?.textValue, !key.isEmpty else { continue }
+                let memoryKey = MemoryKey(namespace: recall.namespace, key: key)
+                if context.memory[memoryKey] == nil { return memoryKey }
+            }
+        }
+        return nil
     }
 
     static func webhookValue(_ webhook: VerifiedWebhook) -> JSONValue {
@@ -52,13 +101,14 @@ public struct WebhookRouter: Sendable {
         ])
     }
 
-    private func messages(for route: Route, webhook: VerifiedWebhook, context base: EvaluationContext) -> [KoalaMessage] {
+    private func messages(for route: Route, webhook: VerifiedWebhook, context base: EvaluationContext) -> ([KoalaMessage], [Remembered]) {
         var context = base
         let sentAt = JSONValue.string(Timestamps.iso(webhook.eventTime))
         var out: [KoalaMessage] = []
 
         var personIdentity = KoalaIdentity()
         var personProblem: String?
+        var personWaits: MemoryKey?
         if let person = route.person {
             var problems: [String] = []
             if let expression = person.email, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
@@ -76,7 +126,11 @@ public struct WebhookRouter: Sendable {
                 }
             }
             if personIdentity.email == nil && personIdentity.profileID == nil {
-                personProblem = problems.first ?? "identity missing: person has no email or profile_id in this webhook"
+                if problems.isEmpty, let missed = missedRecall([person.email, person.profileID], context) {
+                    personWaits = missed
+                } else {
+                    personProblem = problems.first ?? "identity missing: person has no email or profile_id in this webhook"
+                }
             }
             var personValue: [String: JSONValue] = [:]
             if let email = personIdentity.email { personValue["email"] = .string(email) }
@@ -85,7 +139,7 @@ public struct WebhookRouter: Sendable {
         }
 
         func message(_ output: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind, identity: KoalaIdentity,
-                     fields: [String: JSONValue], problem: String?) -> KoalaMessage {
+                     fields: [String: JSONValue], problem: String?, waits: MemoryKey? = nil) -> KoalaMessage {
             let id = MessageID.derive(source: source.name, webhookID: webhook.webhookID, route: route.name, output: output)
             var item = fields
             item["message_id"] = .string(id)
@@ -93,19 +147,20 @@ public struct WebhookRouter: Sendable {
             item["sent_at"] = sentAt
             return KoalaMessage(messageID: id, source: source.name, webhookID: webhook.webhookID, route: route.name,
                                 output: output, endpoint: endpoint, kind: kind, identity: identity,
-                                item: .object(item), eventTime: webhook.eventTime, problem: problem)
+                                item: .object(item), eventTime: webhook.eventTime,
+                                problem: waits == nil ? problem : nil, waitingFor: problem == nil ? waits : nil)
         }
 
         if let track = route.track {
             let name = track.event.evaluate(in: context)?.textValue ?? ""
-            let problem = personProblem ?? (name.isEmpty ? "track.event evaluated to nothing" : nil)
+            let problem = personProblem ?? (name.isEmpty && personWaits == nil ? "track.event evaluated to nothing" : nil)
             out.append(message("track", endpoint: .person, kind: .track, identity: personIdentity,
                                fields: ["event": .string(name), "properties": .object(evaluate(track.properties, context))],
-                               problem: problem))
+                               problem: problem, waits: personWaits))
         }
         if let identify = route.identify {
             out.append(message("identify", endpoint: .person, kind: .identify, identity: personIdentity,
-                               fields: ["traits": .object(evaluate(identify.traits, context))], problem: personProblem))
+                               fields: ["traits": .object(evaluate(identify.traits, context))], problem: personProblem, waits: personWaits))
         }
         if let account = route.account {
             var identity = KoalaIdentity()
@@ -119,13 +174,31 @@ public struct WebhookRouter: Sendable {
             if let group = account.groupID?.evaluate(in: context), !Filters.isEmpty(group) {
                 traits["group_id"] = group
             }
-            let problem = identity.domain == nil && identity.accountID == nil
-                ? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
-                : nil
+            var problem: String?
+            var waits: MemoryKey?
+            if identity.domain == nil && identity.accountID == nil {
+                waits = personWaits ?? missedRecall([account.domain, account.accountID], context)
+                if waits == nil {
+                    problem = "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
+                }
+            }
             out.append(message("account", endpoint: .account, kind: .identify, identity: identity,
-                               fields: ["traits": .object(traits)], problem: problem))
+                               fields: ["traits": .object(traits)], problem: problem, waits: waits))
         }
-        return out
+
+        var remembered: [Remembered] = []
+        if !route.remember.isEmpty {
+            var identity = personIdentity
+            identity.domain = out.first(where: { $0.endpoint == .account && $0.problem == nil && $0.waitingFor == nil })?.identity.domain
+                ?? personIdentity.email.flatMap { Identity.companyDomain(ofEmail: $0) }
+            if identity.email != nil || identity.profileID != nil || identity.domain != nil {
+                for field in route.remember {
+                    guard let key = field.value.evaluate(in: context)?.textValue, !key.isEmpty else { continue }
+                    remembered.append(Remembered(key: MemoryKey(namespace: field.name, key: key), identity: identity))
+                }
+            }
+        }
+        return (out, remembered)
     }
 
     private func evaluate(_ fields: FieldList, _ context: EvaluationContext) -> [String: JSONValue] {

@@ -7,6 +7,8 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
     case path(Path)
     case template([TemplatePart])
     case call(String, [Expression])
+    /// Fields of a computed value, e.g. `recall(stripe_customer, body.data.object.customer).email`.
+    case access(Expression, [Path.Component])
     case piped(Expression, [Filter])
 
     public enum TemplatePart: Sendable {
@@ -26,7 +28,25 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
                 }
             }.joined()
         case .call(let name, let args): "\(name)(\(args.map(\.description).joined(separator: ", ")))"
+        case .access(let base, let components): base.description + Path(root: .body, components: components).description.dropFirst(4)
         case .piped(let base, let filters): ([base.description] + filters.map(\.description)).joined(separator: " | ")
+        }
+    }
+
+    /// The `recall(namespace, key)` calls inside this expression.
+    public var recalls: [(namespace: String, key: Expression)] {
+        switch self {
+        case .literal, .path: []
+        case .template(let parts):
+            parts.flatMap { part -> [(namespace: String, key: Expression)] in
+                if case .expression(let e) = part { return e.recalls }
+                return []
+            }
+        case .call("recall", let args):
+            if args.count == 2, case .literal(.string(let namespace)) = args[0] { [(namespace, args[1])] } else { [] }
+        case .call(_, let args): args.flatMap(\.recalls)
+        case .access(let base, _): base.recalls
+        case .piped(let base, let filters): base.recalls + filters.flatMap { $0.arguments.flatMap(\.recalls) }
         }
     }
 
@@ -41,6 +61,7 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
                 return []
             }
         case .call(_, let args): args.flatMap(\.paths)
+        case .access(let base, _): base.paths
         case .piped(let base, let filters): base.paths + filters.flatMap { $0.arguments.flatMap(\.paths) }
         }
     }
@@ -104,12 +125,27 @@ public struct EvaluationContext: Sendable {
     public let headers: [String: String]
     public var person: JSONValue
     public let webhook: JSONValue
+    /// Identities remembered by earlier webhooks, as `recall` sees them: `{email, profile_id, domain}`.
+    public var memory: [MemoryKey: JSONValue]
 
-    public init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:])) {
+    public init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
+                memory: [MemoryKey: JSONValue] = [:]) {
         self.body = body
         self.headers = headers
         self.webhook = webhook
         self.person = person
+        self.memory = memory
+    }
+}
+
+/// One entry of identity memory within a source: `namespace` (e.g. `stripe_customer`) and the provider's id.
+public struct MemoryKey: Sendable, Hashable {
+    public let namespace: String
+    public let key: String
+
+    public init(namespace: String, key: String) {
+        self.namespace = namespace
+        self.key = key
     }
 }
 
@@ -132,8 +168,15 @@ extension Expression {
                 }
             }
             return .string(out)
+        case .call("recall", let args):
+            guard args.count == 2, case .literal(.string(let namespace)) = args[0],
+                  let key = args[1].evaluate(in: context)?.textValue, !key.isEmpty else { return nil }
+            return context.memory[MemoryKey(namespace: namespace, key: key)]
         case .call(let name, let args):
             return Functions.call(name, args.map { $0.evaluate(in: context) })
+        case .access(let base, let components):
+            guard let value = base.evaluate(in: context) else { return nil }
+            return Path.walk(value, components[...], in: context)
         case .piped(let base, let filters):
             var value = base.evaluate(in: context)
             for filter in filters {
@@ -169,7 +212,13 @@ extension Path {
             current = .string(value)
             rest = rest.dropFirst()
         }
-        for component in rest {
+        return Path.walk(current, rest, in: context)
+    }
+
+    /// Follows `components` from `value`; nil as soon as one is missing or does not fit.
+    static func walk(_ value: JSONValue, _ components: ArraySlice<Component>, in context: EvaluationContext) -> JSONValue? {
+        var current = value
+        for component in components {
             if case .select(let field, let negated, let valueExpression) = component {
                 guard case .array(let items) = current else { return nil }
                 let wanted = valueExpression.evaluate(in: context)
@@ -201,6 +250,7 @@ extension Path {
 enum Functions {
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
+        "recall": 2...2,
     ]
 
     static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {

@@ -96,12 +96,20 @@ struct ExpressionParser {
                     throw Failure(offset: peek.offset, message: "function '\(word)' needs arguments",
                                   hint: "write \(word)(value, …)")
                 }
-                let args = try parseArguments()
+                let args = try parseArguments(bareFirst: word == "recall")
                 guard arity.contains(args.count) else {
                     throw Failure(offset: token.offset, message: "function '\(word)' takes \(describe(arity)) arguments, got \(args.count)",
                                   hint: "check the call")
                 }
-                return .call(word, args)
+                if word == "recall" {
+                    guard case .literal(.string(let namespace)) = args[0], FileParser.isName(namespace) else {
+                        throw Failure(offset: token.offset, message: "recall's first argument names a memory",
+                                      hint: "write recall(stripe_customer, body.data.object.customer): a name made of lower-case letters, digits, '-' and '_'")
+                    }
+                }
+                let call = Expression.call(word, args)
+                let components = try parsePathComponents(root: .body).components
+                return components.isEmpty ? call : .access(call, components)
             }
             throw Failure(
                 offset: token.offset,
@@ -179,7 +187,7 @@ struct ExpressionParser {
         return Path(root: root, components: components)
     }
 
-    private mutating func parseArguments() throws(Failure) -> [Expression] {
+    private mutating func parseArguments(bareFirst: Bool = false) throws(Failure) -> [Expression] {
         advance()  // (
         var args: [Expression] = []
         if peek.kind == .punct(")") {
@@ -187,7 +195,12 @@ struct ExpressionParser {
             return args
         }
         while true {
-            args.append(try parseExpression())
+            if bareFirst, args.isEmpty, case .word(let name) = peek.kind, Path.Root(rawValue: name) == nil {
+                advance()
+                args.append(.literal(.string(name)))
+            } else {
+                args.append(try parseExpression())
+            }
             if peek.kind == .punct(",") {
                 advance()
                 continue

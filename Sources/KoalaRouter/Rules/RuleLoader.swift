@@ -91,7 +91,7 @@ struct FileParser {
 
     static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
-    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account"]
+    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember"]
     static let whenKeys = ["type", "where"]
     static let personKeys = ["email", "profile_id"]
     static let trackKeys = ["event", "properties"]
@@ -247,8 +247,17 @@ struct FileParser {
             errors.append(location(node).error("route '\(name)' has no output",
                 hint: "add at least one of 'track', 'identify' or 'account'"))
         }
+        let remember = fields(map["remember"], what: "remember")
+        for field in remember where !Self.isName(field.name) {
+            errors.append(location(map["remember"]!).error("memory name '\(field.name)' is not allowed",
+                hint: "use lower-case letters, digits, '-' and '_', e.g. 'stripe_customer: body.data.object.id'"))
+        }
+        if !remember.isEmpty && person == nil && account == nil {
+            errors.append(location(map["remember"]!).error("route '\(name)' remembers an identity but resolves none",
+                hint: "add 'person: { email: … }' (or an account) whose identity is remembered"))
+        }
         return Route(name: name, location: location(node), types: types, condition: condition, person: person,
-                     track: track, identify: identify, account: account)
+                     track: track, identify: identify, account: account, remember: remember)
     }
 
     // MARK: Verification

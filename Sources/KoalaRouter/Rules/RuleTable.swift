@@ -39,6 +39,18 @@ public struct Route: Sendable {
     public let track: TrackOutput?
     public let identify: IdentifyOutput?
     public let account: AccountOutput?
+    /// `remember`: namespace → the provider id under which this route's resolved person is remembered.
+    public let remember: FieldList
+
+    /// Every `recall` used by this route, so ingest can look them up before routing.
+    public var recalls: [(namespace: String, key: Expression)] {
+        var expressions: [Expression] = []
+        if let person { expressions += [person.email, person.profileID].compactMap { $0 } }
+        if let track { expressions += [track.event] + track.properties.map(\.value) }
+        if let identify { expressions += identify.traits.map(\.value) }
+        if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
+        return expressions.flatMap(\.recalls)
+    }
 }
 
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.

@@ -28,7 +28,7 @@ public final class SQLiteStore: WebhookStore {
         try Self.migrator.migrate(pool)
         // A single process owns a SQLite file: leases left by a previous run are void.
         try await pool.write { db in
-            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status = 0 AND lease_until > 0")
+            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (0, 3) AND lease_until > 0")
         }
     }
 
@@ -80,14 +80,33 @@ public final class SQLiteStore: WebhookStore {
                 CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
                 """)
         }
+        migrator.registerMigration("v2: identity memory") { db in
+            try db.execute(sql: """
+                CREATE TABLE identities (
+                    source TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    email TEXT,
+                    profile_id TEXT,
+                    domain TEXT,
+                    updated_at REAL NOT NULL,
+                    PRIMARY KEY (source, namespace, key)
+                );
+                CREATE INDEX identities_email ON identities(email);
+                ALTER TABLE outbox ADD COLUMN wait_namespace TEXT;
+                ALTER TABLE outbox ADD COLUMN wait_key TEXT;
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
+                """)
+        }
         return migrator
     }
 
     enum Status: Int {
-        case pending = 0, delivered = 1, dead = 2
+        case pending = 0, delivered = 1, dead = 2, waiting = 3
     }
 
-    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], linger: TimeInterval) async throws -> AcceptOutcome {
+    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
         return try await pool.write { db in
             try db.execute(
@@ -101,23 +120,122 @@ public final class SQLiteStore: WebhookStore {
             guard db.changesCount == 1 else { return .duplicate }
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
+                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                    wait_namespace, wait_key)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
                 """)
             let now = webhook.receivedAt.timeIntervalSince1970
-            var queued = 0, dead = 0
+            var queued = 0, dead = 0, waiting = 0
             for message in messages {
-                let status: Status = message.problem == nil ? .pending : .dead
+                let status: Status = message.problem != nil ? .dead : (message.waitingFor != nil ? .waiting : .pending)
                 try insert.execute(arguments: [
                     message.messageID, message.source, message.webhookID, message.route, message.output,
                     message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
                     message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
-                    message.eventTime.timeIntervalSince1970, now, status.rawValue, now + linger, message.problem,
-                    status == .dead ? now : nil,
+                    message.eventTime.timeIntervalSince1970, now, status.rawValue,
+                    status == .waiting ? now + identityWait : now + linger, message.problem,
+                    status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
                 ])
-                if db.changesCount == 1 { if status == .dead { dead += 1 } else { queued += 1 } }
+                if db.changesCount == 1 {
+                    switch status {
+                    case .dead: dead += 1
+                    case .waiting: waiting += 1
+                    default: queued += 1
+                    }
+                }
             }
-            return .accepted(queued: queued, deadLettered: dead)
+            try Self.remember(db, source: webhook.source, remembers, at: now)
+            return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
+        }
+    }
+
+    /// Upserts memory entries; a known field is never erased by a later webhook that lacks it.
+    static func remember(_ db: Database, source: String, _ remembers: [Remembered], at now: Double) throws {
+        guard !remembers.isEmpty else { return }
+        let upsert = try db.cachedStatement(sql: """
+            INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (source, namespace, key) DO UPDATE SET
+                email = coalesce(excluded.email, identities.email),
+                profile_id = coalesce(excluded.profile_id, identities.profile_id),
+                domain = coalesce(excluded.domain, identities.domain),
+                updated_at = excluded.updated_at
+            """)
+        for entry in remembers {
+            try upsert.execute(arguments: [source, entry.key.namespace, entry.key.key, entry.identity.email,
+                                           entry.identity.profileID, entry.identity.domain, now])
+        }
+    }
+
+    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] {
+        guard !keys.isEmpty else { return [:] }
+        return try await pool.read { db in
+            var out: [MemoryKey: KoalaIdentity] = [:]
+            let select = try db.cachedStatement(sql: "SELECT email, profile_id, domain FROM identities WHERE source = ? AND namespace = ? AND key = ?")
+            for key in Set(keys) {
+                if let row = try Row.fetchOne(select, arguments: [source, key.namespace, key.key]) {
+                    out[key] = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"])
+                }
+            }
+            return out
+        }
+    }
+
+    public func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
+        let t = now.timeIntervalSince1970
+        return try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT seq, message_id, source, webhook_id, wait_namespace, wait_key, next_attempt_at FROM outbox o
+                WHERE o.status = 3 AND o.lease_until <= :now
+                  AND (o.next_attempt_at <= :now OR EXISTS (
+                    SELECT 1 FROM identities i WHERE i.source = o.source AND i.namespace = o.wait_namespace AND i.key = o.wait_key))
+                ORDER BY o.seq LIMIT :limit
+                """, arguments: ["now": t, "limit": limit])
+            let waiting = rows.map { row in
+                WaitingMessage(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
+                               waitingFor: MemoryKey(namespace: row["wait_namespace"] ?? "", key: row["wait_key"] ?? ""),
+                               deadline: Date(timeIntervalSince1970: row["next_attempt_at"]))
+            }
+            try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + 60], waiting.map(\.seq))
+            return waiting
+        }
+    }
+
+    public func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws {
+        let t = at.timeIntervalSince1970
+        try await pool.write { db in
+            if let deadReason {
+                try db.execute(sql: """
+                    UPDATE outbox SET status = 2, dead_reason = ?, finished_at = ?, lease_until = 0 WHERE seq = ? AND status = 3
+                    """, arguments: [deadReason, t, seq])
+            } else if let message, let waits = message.waitingFor {
+                try db.execute(sql: "UPDATE outbox SET wait_namespace = ?, wait_key = ?, lease_until = 0 WHERE seq = ? AND status = 3",
+                               arguments: [waits.namespace, waits.key, seq])
+            } else if let message {
+                try db.execute(sql: """
+                    UPDATE outbox SET status = 0, person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
+                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL WHERE seq = ? AND status = 3
+                    """, arguments: [message.identity.key, message.identity.email, message.identity.profileID, message.identity.domain,
+                                     message.identity.accountID, message.item.encoded(), t + linger, seq])
+            }
+        }
+    }
+
+    public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                WHERE source = ? AND webhook_id = ?
+                """, arguments: [source, webhookID]) else { return nil }
+            let body = [UInt8]((row["body"] as Data?) ?? Data())
+            var headers: [String: String] = [:]
+            if case .object(let object)? = try? JSONValue.parse(Array(((row["headers"] as String?) ?? "{}").utf8)) {
+                for (k, v) in object { if let text = v.stringValue { headers[k] = text } }
+            }
+            return VerifiedWebhook(source: source, webhookID: webhookID, eventType: row["event_type"],
+                                   eventTime: Date(timeIntervalSince1970: row["event_time"]),
+                                   receivedAt: Date(timeIntervalSince1970: row["received_at"]), headers: headers, body: body,
+                                   json: (try? JSONValue.parse(body)) ?? .null, secretLabel: row["secret_label"],
+                                   rulesVersion: row["rules_version"])
         }
     }
 
@@ -197,6 +315,7 @@ public final class SQLiteStore: WebhookStore {
                 case .pending: counts.pending = n
                 case .delivered: counts.delivered = n
                 case .dead: counts.dead = n
+                case .waiting: counts.waiting = n
                 case nil: break
                 }
             }

@@ -2,8 +2,8 @@ import Foundation
 
 /// What happened when a webhook was offered to the store.
 public enum AcceptOutcome: Sendable, Equatable {
-    /// Stored for the first time, with this many messages queued (and this many dead-lettered at once).
-    case accepted(queued: Int, deadLettered: Int)
+    /// Stored for the first time, with this many messages queued, dead-lettered at once, and waiting for an identity.
+    case accepted(queued: Int, deadLettered: Int, waiting: Int)
     /// A webhook with the same (source, webhook id) was stored before; nothing changed.
     case duplicate
 }
@@ -42,15 +42,39 @@ public struct OutboxCounts: Sendable, Equatable {
     public var delivered: Int
     public var dead: Int
     public var webhooks: Int
+    public var waiting: Int = 0
+}
+
+/// A message whose identity comes from a `recall` that missed when it was routed, and whose memory entry
+/// has since arrived (or whose wait has run out).
+public struct WaitingMessage: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let webhookID: String
+    public let waitingFor: MemoryKey
+    public let deadline: Date
 }
 
 /// The durable store behind ingest and delivery. Accepting a webhook and queueing its messages is one
 /// transaction; every other call moves messages through pending → delivered | dead.
 /// Backends: SQLite (embedded default); PostgreSQL follows the same contract.
 public protocol WebhookStore: Sendable {
-    /// Stores the verified webhook and its messages atomically, or reports a duplicate and changes nothing.
-    /// Messages with a `problem` are stored directly as dead letters. Pending messages become due after `linger`.
-    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], linger: TimeInterval) async throws -> AcceptOutcome
+    /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
+    /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
+    /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
+    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome
+
+    /// Identities remembered for `source` under these keys.
+    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity]
+
+    /// Leases waiting messages whose memory entry now exists or whose wait has run out.
+    func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage]
+    /// Settles a waiting message: routed again (pending, or still waiting on another key), or dead.
+    func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws
+    /// A stored webhook, as it was accepted.
+    func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook?
 
     /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
     /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.

@@ -158,7 +158,8 @@ struct PipelineTests {
         #expect(koala.violations.isEmpty)
         #expect(koala.concurrentPersonViolations == 0)
         #expect(koala.received.allSatisfy { $0.events.count <= 30 })
-        #expect(koala.received.count == 3)
+        // At least 3 requests (75 / 30); more only if some messages arrived after an earlier request left.
+        #expect(koala.received.count >= 3, "request sizes: \(koala.received.map(\.events.count))")
         #expect(Set(koala.deliveredMessageIDs).count == 75)
         // In event-time order across the requests.
         let amounts = koala.received.flatMap(\.events).compactMap { $0["properties"]?["amount"]?.doubleValue }

@@ -64,7 +64,7 @@ struct RuleLoaderTests {
 
     @Test func unknownKeyIsReportedWithPositionAndSuggestion() {
         let text = Self.minimal.replacingOccurrences(of: "    person:", with: "    persn:")
-        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account")
+        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember")
     }
 
     @Test func unknownFilterPointsAtTheFilter() {

@@ -21,13 +21,13 @@ struct SQLiteStoreTests {
 
     @Test func acceptIsAtomicAndDeduplicates() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], linger: 0)
-        #expect(first == .accepted(queued: 1, deadLettered: 0))
-        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], linger: 0)
+        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
+        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         #expect(again == .duplicate)
         // Same id from another source is a different webhook.
-        let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], linger: 0)
-        #expect(other == .accepted(queued: 0, deadLettered: 0))
+        let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], remembers: [], linger: 0, identityWait: 60)
+        #expect(other == .accepted(queued: 0, deadLettered: 0, waiting: 0))
         let counts = try await store.counts()
         #expect(counts.pending == 1)
         #expect(counts.webhooks == 2)
@@ -45,8 +45,8 @@ struct SQLiteStoreTests {
 
     @Test func problemsAreDeadLetteredAtOnce() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", "track", email: "", problem: "identity missing")], linger: 0)
-        #expect(outcome == .accepted(queued: 0, deadLettered: 1))
+        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", "track", email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
+        #expect(outcome == .accepted(queued: 0, deadLettered: 1, waiting: 0))
         let dead = try await store.deadLetters(limit: 10)
         #expect(dead.map(\.reason) == ["identity missing"])
         #expect(try await store.claimDue(now: Date(), limit: 10, lease: 60).isEmpty)
@@ -56,7 +56,7 @@ struct SQLiteStoreTests {
     @Test func lingerDelaysAndLeasesHideClaimedMessages() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
         let now = Date()
-        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", "track", email: "a@x.io")], linger: 5)
+        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", "track", email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
         #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
         let claimed = try await store.claimDue(now: now.addingTimeInterval(10), limit: 10, lease: 60)
         #expect(claimed.count == 1)
@@ -68,12 +68,12 @@ struct SQLiteStoreTests {
 
     @Test func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        _ = try await store.accept(webhook("w1"), messages: [message("w1", "track", email: "a@x.io")], linger: 0)
+        _ = try await store.accept(webhook("w1"), messages: [message("w1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         let now = Date().addingTimeInterval(1)
         let first = try await store.claimDue(now: now, limit: 10, lease: 60)
         try await store.scheduleRetry(first.map(\.seq), at: now.addingTimeInterval(30), error: "503")
-        _ = try await store.accept(webhook("w2"), messages: [message("w2", "track", email: "a@x.io")], linger: 0)
-        _ = try await store.accept(webhook("w3"), messages: [message("w3", "track", email: "b@x.io")], linger: 0)
+        _ = try await store.accept(webhook("w2"), messages: [message("w2", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        _ = try await store.accept(webhook("w3"), messages: [message("w3", "track", email: "b@x.io")], remembers: [], linger: 0, identityWait: 60)
         let next = try await store.claimDue(now: now.addingTimeInterval(1), limit: 10, lease: 60)
         #expect(next.map(\.identity.email) == ["b@x.io"])
         let later = try await store.claimDue(now: now.addingTimeInterval(31), limit: 10, lease: 60)
@@ -88,7 +88,7 @@ struct SQLiteStoreTests {
             let store = try await SQLiteStore(path: path)
             _ = try await store.accept(webhook("w1"), messages: [
                 message("w1", "a", email: "a@x.io"), message("w1", "b", email: "b@x.io"), message("w1", "c", email: "c@x.io"),
-            ], linger: 0)
+            ], remembers: [], linger: 0, identityWait: 60)
             let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
             #expect(claimed.count == 3)
             try await store.markDelivered([claimed[0].seq], at: Date())
