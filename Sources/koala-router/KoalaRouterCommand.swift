@@ -9,7 +9,7 @@ struct KoalaRouterCommand: AsyncParsableCommand {
         commandName: "koala-router",
         abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
         version: KoalaRouterVersion.string,
-        subcommands: [Serve.self, Check.self, Sign.self],
+        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, Sign.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -32,6 +32,8 @@ struct Serve: AsyncParsableCommand {
     var database: String?
     @Option(name: .long, help: "Koala API base URL (env KOALA_API_URL, default https://api2.getkoala.com).")
     var koalaApiUrl: String?
+    @Option(name: .long, help: "Koala project public key (env KOALA_PUBLIC_API_KEY; without it: dry run).")
+    var koalaPublicApiKey: String?
 
     func run() async throws {
         var config: RouterConfiguration
@@ -46,6 +48,7 @@ struct Serve: AsyncParsableCommand {
         if let routes = routesOption.routes { config.routesDirectory = routes }
         if let database { config.database = database }
         if let koalaApiUrl { config.koalaAPIURL = koalaApiUrl }
+        if let koalaPublicApiKey { config.koalaPublicKey = koalaPublicApiKey }
 
         let level = config.logLevel
         LoggingSystem.bootstrap { label in

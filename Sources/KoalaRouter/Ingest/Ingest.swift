@@ -28,7 +28,7 @@ public struct Ingest: Sendable {
     }
 
     /// Headers that carry credentials are never stored.
-    static func isSensitive(_ name: String) -> Bool {
+    public static func isSensitive(_ name: String) -> Bool {
         let n = name.lowercased()
         return n.contains("authorization") || n.contains("cookie") || n.contains("signature") || n.contains("hmac")
             || n.contains("token") || n.contains("secret") || n.contains("api-key") || n.contains("apikey")
@@ -77,27 +77,16 @@ public struct Ingest: Sendable {
             return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
         }
 
-        var headerMap: [String: String] = [:]
-        for field in headers {
-            let key = field.name.canonicalName
-            headerMap[key] = headerMap[key].map { $0 + ", " + field.value } ?? field.value
+        let webhook: VerifiedWebhook
+        switch source.webhook(body: body, json: json, headers: headers, receivedAt: now, secretLabel: verification.secretLabel,
+                              rulesVersion: table.version) {
+        case .success(let w):
+            webhook = w
+        case .failure(let problem):
+            metrics.webhookReceived(source: name, outcome: problem.outcome)
+            return Answer(status: .badRequest, body: ["error": .string(problem.message)])
         }
-        let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(Hex.encode(Crypto.digest(.sha256, body)))])
-        guard let webhookID = source.webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
-            metrics.webhookReceived(source: name, outcome: "missing_id")
-            return Answer(status: .badRequest, body: ["error": .string("webhook id not found at \(source.webhookID)")])
-        }
-        guard let eventType = source.eventType.evaluate(in: context)?.textValue, !eventType.isEmpty else {
-            metrics.webhookReceived(source: name, outcome: "missing_type")
-            return Answer(status: .badRequest, body: ["error": .string("event type not found at \(source.eventType)")])
-        }
-        let eventTime = source.eventTime.flatMap { Timestamps.date(from: $0.evaluate(in: context)) } ?? now
-
-        let webhook = VerifiedWebhook(
-            source: name, webhookID: webhookID, eventType: eventType, eventTime: eventTime, receivedAt: now,
-            headers: headerMap.filter { !Self.isSensitive($0.key) }, body: body, json: json,
-            secretLabel: verification.secretLabel, rulesVersion: table.version
-        )
+        let webhookID = webhook.webhookID, eventType = webhook.eventType
         let router = WebhookRouter(source: source)
         do {
             let recallKeys = router.recallKeys(webhook)

@@ -22,6 +22,21 @@ public struct OutboxMessage: Sendable, Equatable {
     public let eventTime: Date
     public let createdAt: Date
     public let attempts: Int
+
+    public init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
+                identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {
+        self.seq = seq
+        self.messageID = messageID
+        self.source = source
+        self.route = route
+        self.endpoint = endpoint
+        self.kind = kind
+        self.identity = identity
+        self.itemJSON = itemJSON
+        self.eventTime = eventTime
+        self.createdAt = createdAt
+        self.attempts = attempts
+    }
 }
 
 /// A message that will not be sent without an operator's action.

@@ -1,0 +1,301 @@
+import Foundation
+import HTTPTypes
+import Yams
+
+/// Rule tests kept beside the rules (`routes/tests/*.yaml`), like `vector test`: a sample webhook in, the
+/// exact Koala messages expected out. Verification is skipped (tests hold no secrets); everything after it
+/// runs as in production: id/type/time extraction, conditions, identity memory, every output.
+public struct RuleTestRunner: Sendable {
+    public let table: RuleTable
+
+    public init(table: RuleTable) {
+        self.table = table
+    }
+
+    public struct Outcome: Sendable {
+        public let file: String
+        public let line: Int
+        public let name: String
+        /// Empty when the test passed.
+        public let failures: [String]
+        public var passed: Bool { failures.isEmpty }
+    }
+
+    public struct Report: Sendable {
+        public var outcomes: [Outcome] = []
+        /// Problems with the test files themselves, as `file:line:column: …`.
+        public var errors: [RuleError] = []
+        /// `source/route` pairs no test produced a message for.
+        public var untested: [String] = []
+        public var passed: Bool { errors.isEmpty && outcomes.allSatisfy(\.passed) }
+    }
+
+    /// Runs every `*.yaml` in `directory` (default: `<routes>/tests`).
+    public func run(directory: String) -> Report {
+        var report = Report()
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        if names.isEmpty {
+            report.errors.append(RuleError(file: directory, line: 0, column: 0, message: "no rule tests (*.yaml) found",
+                                           hint: "add tests such as routes/tests/stripe.yaml"))
+        }
+        var covered = Set<String>()
+        for name in names {
+            let path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                report.errors.append(RuleError(file: path, line: 0, column: 0, message: "cannot read the file", hint: "save it as UTF-8"))
+                continue
+            }
+            var file = TestFile(path: path, text: text, table: table)
+            file.run()
+            report.outcomes += file.outcomes
+            report.errors += file.errors
+            covered.formUnion(file.covered)
+        }
+        for (name, source) in table.sources {
+            for route in source.routes where !covered.contains("\(name)/\(route.name)") {
+                report.untested.append("\(name)/\(route.name)")
+            }
+        }
+        report.untested.sort()
+        return report
+    }
+}
+
+/// One test file.
+struct TestFile {
+    let path: String
+    let text: String
+    let table: RuleTable
+    var outcomes: [RuleTestRunner.Outcome] = []
+    var errors: [RuleError] = []
+    var covered = Set<String>()
+
+    init(path: String, text: String, table: RuleTable) {
+        self.path = path
+        self.text = text
+        self.table = table
+    }
+
+    func at(_ node: Node) -> SourceLocation {
+        SourceLocation(file: path, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+    }
+
+    mutating func fail(_ node: Node, _ message: String, _ hint: String) {
+        errors.append(at(node).error(message, hint: hint))
+    }
+
+    mutating func run() {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                errors.append(RuleError(file: path, line: 1, column: 1, message: "the file is empty", hint: "start with 'source: <name>' and 'tests:'"))
+                return
+            }
+            root = node
+        } catch let error as YamlError {
+            var parser = FileParser(path: path, text: text, environment: [:])
+            errors.append(parser.yamlError(error))
+            return
+        } catch {
+            errors.append(RuleError(file: path, line: 1, column: 1, message: "invalid YAML: \(error)", hint: "fix the YAML syntax"))
+            return
+        }
+        guard case .mapping(let top) = root, let sourceName = top["source"]?.string else {
+            fail(root, "a test file needs 'source' and 'tests'", "start with 'source: stripe' and a list under 'tests:'")
+            return
+        }
+        guard let source = table.sources[sourceName] else {
+            fail(top["source"]!, "no rule file declares source '\(sourceName)'", "name a source from the routes folder: \(table.sources.keys.sorted().joined(separator: ", "))")
+            return
+        }
+        guard case .sequence(let tests)? = top["tests"] else {
+            fail(root, "missing 'tests' list", "add 'tests:' with one '- name: …' entry per sample webhook")
+            return
+        }
+        for test in tests {
+            runTest(test, source: source)
+        }
+    }
+
+    static let testKeys = ["name", "webhook", "body", "headers", "memory", "expect"]
+    static let expectKeys = ["route", "output", "email", "profile_id", "domain", "account_id", "event", "properties", "traits",
+                             "sent_at", "message_id", "problem", "waiting_for"]
+
+    mutating func runTest(_ node: Node, source: SourceDefinition) {
+        guard case .mapping(let map) = node else {
+            fail(node, "a test must be a mapping", "write '- name: …' with webhook and expect")
+            return
+        }
+        for (key, _) in map {
+            if let k = key.string, !Self.testKeys.contains(k) {
+                fail(key, "unknown key '\(k)' in a test", "allowed keys: \(Self.testKeys.joined(separator: ", "))")
+            }
+        }
+        let name = map["name"]?.string ?? "test at line \(at(node).line)"
+        // The webhook body: a file next to the test, or inline.
+        var body: [UInt8]
+        if let file = map["webhook"]?.string {
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : base.appendingPathComponent(file)
+            guard let data = FileManager.default.contents(atPath: url.path) else {
+                fail(map["webhook"]!, "cannot read webhook file '\(file)'", "paths are relative to \(base.path)")
+                return
+            }
+            body = [UInt8](data)
+        } else if let inline = map["body"] {
+            body = Array(Self.json(inline).encoded().utf8)
+        } else {
+            fail(node, "test '\(name)' has no webhook", "add 'webhook: ../samples/<source>/<event>.json' or an inline 'body:'")
+            return
+        }
+        var headers = HTTPFields()
+        if case .mapping(let h)? = map["headers"] {
+            for (k, v) in h {
+                guard let key = k.string, let field = HTTPField.Name(key) else { continue }
+                headers[field] = Self.json(v).textValue ?? ""
+            }
+        }
+        var memory: [MemoryKey: KoalaIdentity] = [:]
+        if case .mapping(let namespaces)? = map["memory"] {
+            for (ns, entries) in namespaces {
+                guard let namespace = ns.string, case .mapping(let keys) = entries else { continue }
+                for (k, v) in keys {
+                    guard let key = k.string else { continue }
+                    let value = Self.json(v)
+                    memory[MemoryKey(namespace: namespace, key: key)] = KoalaIdentity(
+                        email: value["email"]?.stringValue, profileID: value["profile_id"]?.stringValue, domain: value["domain"]?.stringValue)
+                }
+            }
+        }
+        guard let expectNode = map["expect"] else {
+            fail(node, "test '\(name)' has no 'expect'", "list the expected messages, or write 'expect: []' for no output")
+            return
+        }
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(body)
+        } catch {
+            outcomes.append(.init(file: path, line: at(node).line, name: name, failures: ["the webhook is not valid JSON: \(error)"]))
+            return
+        }
+        let webhook: VerifiedWebhook
+        switch source.webhook(body: body, json: json, headers: headers, receivedAt: Date(timeIntervalSince1970: 0),
+                              secretLabel: "test", rulesVersion: table.version) {
+        case .success(let w): webhook = w
+        case .failure(let problem):
+            outcomes.append(.init(file: path, line: at(node).line, name: name, failures: [problem.message]))
+            return
+        }
+        let routing = WebhookRouter(source: source).routing(webhook, memory: memory)
+        for message in routing.messages { covered.insert("\(source.name)/\(message.route)") }
+
+        var expected: [Node] = []
+        switch expectNode {
+        case .sequence(let items): expected = Array(items)
+        case .scalar(let s) where ["none", "nothing", "[]"].contains(s.string): expected = []
+        default:
+            fail(expectNode, "'expect' must be a list of messages", "write one '- route: …' entry per expected message, or 'expect: []'")
+            return
+        }
+        var failures: [String] = []
+        let actual = routing.messages
+        if expected.count != actual.count {
+            failures.append("expected \(expected.count) message(s), got \(actual.count): \(actual.map { "\($0.route)/\($0.output)" }.joined(separator: ", "))")
+            let unmatched = routing.results.filter { !$0.matched }.map { "  \($0.route): \($0.reason)" }
+            if actual.isEmpty && !unmatched.isEmpty { failures.append("routes that did not match:\n" + unmatched.joined(separator: "\n")) }
+        }
+        for (index, expectation) in expected.enumerated() {
+            guard case .mapping(let e) = expectation else {
+                fail(expectation, "an expected message must be a mapping", "write 'route:', 'output:' and the fields to check")
+                continue
+            }
+            for (key, _) in e {
+                if let k = key.string, !Self.expectKeys.contains(k) {
+                    fail(key, "unknown key '\(k)' in an expected message", "allowed keys: \(Self.expectKeys.joined(separator: ", "))")
+                }
+            }
+            guard index < actual.count else { continue }
+            failures += compare(e, actual[index], index: index + 1)
+        }
+        outcomes.append(.init(file: path, line: at(node).line, name: name, failures: failures))
+    }
+
+    func compare(_ e: Node.Mapping, _ m: KoalaMessage, index: Int) -> [String] {
+        var diffs: [String] = []
+        let label = "message \(index) (\(m.route)/\(m.output))"
+        func check(_ key: String, _ actual: JSONValue?) {
+            guard let node = e[key] else { return }
+            let wanted = Self.json(node)
+            diffs += Self.diff(wanted, actual ?? .null, path: key).map { "\(label): \($0)" }
+        }
+        check("route", .string(m.route))
+        check("output", .string(m.output))
+        let identityKeys = ["email", "profile_id", "domain", "account_id"]
+        if identityKeys.contains(where: { e[$0] != nil }) {
+            // The identity is compared whole: fields not written are expected to be absent.
+            let actual: [String: String?] = ["email": m.identity.email, "profile_id": m.identity.profileID,
+                                             "domain": m.identity.domain, "account_id": m.identity.accountID]
+            for key in identityKeys {
+                let wanted = e[key].map(Self.json) ?? .null
+                let got = actual[key]!.map { JSONValue.string($0) } ?? .null
+                if wanted != got { diffs.append("\(label): \(key): expected \(Self.show(wanted)), got \(Self.show(got))") }
+            }
+        }
+        check("event", m.item["event"])
+        check("properties", m.item["properties"])
+        check("traits", m.item["traits"])
+        check("sent_at", m.item["sent_at"])
+        check("message_id", m.item["message_id"])
+        check("problem", m.problem.map { .string($0) })
+        check("waiting_for", m.waitingFor.map { .string("\($0.namespace) \($0.key)") })
+        return diffs
+    }
+
+    static func show(_ value: JSONValue) -> String {
+        value == .null ? "nothing" : value.encoded()
+    }
+
+    /// Differences between an expected and an actual value, each as `path: expected X, got Y`.
+    static func diff(_ wanted: JSONValue, _ actual: JSONValue, path: String) -> [String] {
+        switch (wanted, actual) {
+        case (.object(let w), .object(let a)):
+            var out: [String] = []
+            for key in Set(w.keys).union(a.keys).sorted() {
+                out += diff(w[key] ?? .null, a[key] ?? .null, path: "\(path).\(key)")
+            }
+            return out
+        default:
+            if Path.looselyEqual(wanted, actual) && sameKind(wanted, actual) { return [] }
+            return ["\(path): expected \(show(wanted)), got \(show(actual))"]
+        }
+    }
+
+    static func sameKind(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.string, .string), (.bool, .bool), (.null, .null), (.array, .array), (.object, .object): true
+        case (.int, .int), (.int, .double), (.double, .int), (.double, .double): true
+        default: false
+        }
+    }
+
+    /// YAML → JSON, with YAML's own typing of plain scalars.
+    static func json(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            if scalar.style == .plain {
+                if node.null != nil { return .null }
+                if let b = node.bool { return .bool(b) }
+                if let i = node.int { return .int(Int64(i)) }
+                if let d = node.float { return .double(d) }
+            }
+            return .string(scalar.string)
+        case .sequence(let items): return .array(items.map(json))
+        case .mapping(let map):
+            var out: [String: JSONValue] = [:]
+            for (k, v) in map { out[k.string ?? ""] = json(v) }
+            return .object(out)
+        case .alias: return .null
+        }
+    }
+}

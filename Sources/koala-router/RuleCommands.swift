@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import HTTPTypes
+import KoalaRouter
+
+/// Loads the rule table for offline commands: missing secrets only disable verification, which these skip.
+func loadTable(_ directory: String) throws -> RuleTable {
+    do {
+        return try RuleLoader(environment: ProcessInfo.processInfo.environment).load(directory: directory)
+    } catch {
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+func routesDirectory(_ option: String?) -> String {
+    option ?? ProcessInfo.processInfo.environment["KOALA_ROUTER_ROUTES"] ?? "routes"
+}
+
+struct TestRules: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test",
+        abstract: "Run the rule tests (routes/tests/*.yaml): sample webhooks in, exact Koala messages out.")
+
+    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES or routes).")
+    var directory: String?
+    @OptionGroup var routesOption: RoutesOption
+    @Option(name: .long, help: "Folder of test files (default: <rules>/tests).")
+    var tests: String?
+
+    func run() throws {
+        let directory = directory ?? routesDirectory(routesOption.routes)
+        let table = try loadTable(directory)
+        let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"))
+        for error in report.errors { print("error: \(error)") }
+        for outcome in report.outcomes {
+            if outcome.passed {
+                print("PASS \(outcome.file):\(outcome.line) \(outcome.name)")
+            } else {
+                print("FAIL \(outcome.file):\(outcome.line) \(outcome.name)")
+                for failure in outcome.failures { print("  " + failure.replacingOccurrences(of: "\n", with: "\n  ")) }
+            }
+        }
+        if !report.untested.isEmpty {
+            print("warning: no test produces a message from: \(report.untested.joined(separator: ", "))")
+        }
+        let failed = report.outcomes.filter { !$0.passed }.count
+        print("\(report.outcomes.count - failed) passed, \(failed) failed")
+        if !report.passed { throw ExitCode(1) }
+    }
+}
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Route one payload through the rules: which routes match and why the others do not, and the exact Koala requests.",
+        discussion: """
+            Examples:
+              koala-router simulate stripe routes/samples/stripe/invoice.paid.json
+              koala-router simulate clerk user.json --header 'svix-id: msg_1'
+              koala-router simulate stripe sub.json --memory stripe_customer:cus_9=ada@acme.io
+              koala-router simulate stripe --stored evt_123     (a webhook already in the database)
+            """)
+
+    @Argument(help: "The source, as named by a rule file.")
+    var source: String
+    @Argument(help: "The payload file (omit with --stored).")
+    var file: String?
+    @OptionGroup var routesOption: RoutesOption
+    @Option(name: .long, parsing: .singleValue, help: "A header to send along, 'Name: value' (repeatable).")
+    var header: [String] = []
+    @Option(name: .long, parsing: .singleValue, help: "A remembered identity, namespace:key=email (repeatable).")
+    var memory: [String] = []
+    @Option(name: .long, help: "Explain a stored webhook by its id instead of a file.")
+    var stored: String?
+    @Option(name: .long, help: "SQLite file for --stored (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    var database: String?
+
+    func run() async throws {
+        let table = try loadTable(routesDirectory(routesOption.routes))
+        guard let definition = table.sources[source] else {
+            FileHandle.standardError.write(Data("unknown source '\(source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))\n".utf8))
+            throw ExitCode(2)
+        }
+        var remembered: [MemoryKey: KoalaIdentity] = [:]
+        for entry in memory {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            let key = parts.first?.split(separator: ":", maxSplits: 1) ?? []
+            guard parts.count == 2, key.count == 2 else { throw ValidationError("--memory takes namespace:key=email, got '\(entry)'") }
+            remembered[MemoryKey(namespace: String(key[0]), key: String(key[1]))] = KoalaIdentity(email: String(parts[1]))
+        }
+        let webhook: VerifiedWebhook
+        if let stored {
+            var config = try RouterConfiguration.fromEnvironment()
+            if let database { config.database = database }
+            let store = try await openStore(config)
+            guard let w = try await store.storedWebhook(source: source, webhookID: stored) else {
+                FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(config.database)\n".utf8))
+                throw ExitCode(1)
+            }
+            webhook = w
+            let keys = WebhookRouter(source: definition).recallKeys(w)
+            for (k, v) in try await store.recall(source: source, keys: keys) where remembered[k] == nil { remembered[k] = v }
+            try await store.close()
+            print("stored webhook \(source)/\(stored), received \(Timestamps.iso(w.receivedAt)), routed then by rules \(w.rulesVersion), now by \(table.version)")
+        } else {
+            guard let file, let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("give a payload file (or --stored ID)")
+            }
+            var headers = HTTPFields()
+            for h in header {
+                let parts = h.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, let name = HTTPField.Name(parts[0].trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("--header takes 'Name: value', got '\(h)'")
+                }
+                headers[name] = parts[1].trimmingCharacters(in: .whitespaces)
+            }
+            let body = [UInt8](data)
+            let json: JSONValue
+            do { json = try JSONValue.parse(body) } catch {
+                print("400: body is not valid JSON: \(error)")
+                throw ExitCode(1)
+            }
+            switch definition.webhook(body: body, json: json, headers: headers, receivedAt: Date(), secretLabel: "simulate", rulesVersion: table.version) {
+            case .success(let w): webhook = w
+            case .failure(let problem):
+                print("400: \(problem.message)")
+                throw ExitCode(1)
+            }
+        }
+        print("webhook id \(webhook.webhookID), type \(webhook.eventType), time \(Timestamps.iso(webhook.eventTime))")
+        let routing = WebhookRouter(source: definition).routing(webhook, memory: remembered)
+        for result in routing.results {
+            print("\(result.matched ? "✓" : "✗") \(result.route): \(result.reason)")
+            for m in result.messages {
+                var state = "queued"
+                if let problem = m.problem { state = "dead letter: \(problem)" }
+                if let waits = m.waitingFor { state = "waits for \(waits.namespace) '\(waits.key)'" }
+                print("    \(m.output) \(m.messageID) → \(m.endpoint.path) \(m.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")) [\(state)]")
+            }
+        }
+        for r in routing.remembers {
+            print("remembers \(r.key.namespace) '\(r.key.key)' → \(Remembered(key: r.key, identity: r.identity).value.encoded())")
+        }
+        let sendable = routing.messages.filter { $0.problem == nil && $0.waitingFor == nil }
+        let outbox = sendable.enumerated().map { index, m in
+            OutboxMessage(seq: Int64(index), messageID: m.messageID, source: m.source, route: m.route, endpoint: m.endpoint, kind: m.kind,
+                          identity: m.identity, itemJSON: m.item.encoded(), eventTime: m.eventTime, createdAt: Date(), attempts: 0)
+        }
+        for batch in Batcher.plan(outbox).flatMap({ $0 }) {
+            print("POST /web/projects/<key>/\(batch.endpoint.path)\n\(batch.body)")
+        }
+        if routing.messages.isEmpty { print("no output") }
+    }
+}
