@@ -35,6 +35,7 @@ public struct RouterComponents: Sendable {
     public let sender: Sender
     public let ingest: Ingest
     public let metrics: RouterMetrics
+    public let reloader: RulesReloader
 }
 
 /// Builds the whole service: used by `koala-router serve` and by the tests.
@@ -66,7 +67,10 @@ public func buildApplication(
     let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
                         metrics: metrics, logger: logger)
     let resolver = IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger)
-    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics)
+    let reloader = RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
+                                 pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
+                                 handleSignals: configuration.reloadOnSIGHUP)
+    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics, reloader: reloader)
 
     let router = Router<BasicRequestContext>()
     addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
@@ -76,7 +80,7 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router"),
         logger: logger
     )
-    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver)
+    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver, reloader)
     return (app, components)
 }
 
@@ -121,12 +125,15 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         for (name, source) in table.sources {
             sources[name] = source.verifier == nil ? .string(source.disabledReason ?? "disabled") : "enabled"
         }
-        let body: JSONValue = [
+        var body: [String: JSONValue] = [
             "status": .string(storeOK ? "ready" : "not ready"),
             "store": .string(storeOK ? "ok" : "unavailable"),
             "rules_version": .string(table.version),
             "sources": .object(sources),
         ]
-        return jsonResponse(storeOK ? .ok : .serviceUnavailable, body)
+        if let error = components.rules.lastReloadError {
+            body["rules_reload_error"] = .string(error)
+        }
+        return jsonResponse(storeOK ? .ok : .serviceUnavailable, .object(body))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The service's metrics, in a registry of its own (so several routers in one test process never mix).
 /// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
@@ -49,6 +50,27 @@ public final class RouterMetrics: Sendable {
             help: "Answers from Koala by HTTP status (or timeout / connection_error)."
         ).increment()
     }
+
+    public func rulesReloaded(success: Bool) {
+        registry.makeCounter(
+            name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],
+            help: "Rule table reloads, by result; a failed reload keeps the previous table."
+        ).increment()
+    }
+
+    /// `koala_router_rules_info{version="…"} 1` for the table in service.
+    public func rulesVersion(_ version: String) {
+        let previous = currentVersion.withLock { old -> String? in
+            defer { old = version }
+            return old
+        }
+        if let previous, previous != version {
+            registry.makeGauge(name: "koala_router_rules_info", labels: [("version", previous)], help: "The rule table version in service.").set(to: 0.0)
+        }
+        registry.makeGauge(name: "koala_router_rules_info", labels: [("version", version)], help: "The rule table version in service.").set(to: 1.0)
+    }
+
+    private let currentVersion = Mutex<String?>(nil)
 
     /// The Prometheus text exposition.
     public func exposition() -> String {

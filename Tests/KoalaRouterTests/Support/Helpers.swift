@@ -65,5 +65,7 @@ func testConfiguration(database: String, koala: FakeKoala?, routes: String = rep
     config.delivery.initialBackoff = 0.05
     config.delivery.maxBackoff = 0.2
     config.delivery.requestTimeout = 2
+    config.reloadOnSIGHUP = false
+    config.rulesPollInterval = 0
     return config
 }
