@@ -14,6 +14,8 @@ public struct RouterConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     public var identityWait: TimeInterval = 900
+    /// A file that adds to (or, with `!domain`, removes from) the shipped free-mail / disposable list.
+    public var freeMailDomainsFile: String?
     /// How often rule files are checked for changes (0: only on SIGHUP).
     public var rulesPollInterval: TimeInterval = 2
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
@@ -65,6 +67,12 @@ public struct RouterConfiguration: Sendable {
         if let v = try number("KOALA_ROUTER_LINGER_MS", 0...60000) { config.delivery.linger = v / 1000 }
         if let v = try number("KOALA_ROUTER_IDENTITY_WAIT_S", 0...604_800) { config.identityWait = v }
         if let v = try number("KOALA_ROUTER_RULES_POLL_S", 0...3600) { config.rulesPollInterval = v }
+        if let v = string("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE") {
+            guard FileManager.default.isReadableFile(atPath: v) else {
+                throw Invalid(setting: "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", problem: "cannot read '\(v)'")
+            }
+            config.freeMailDomainsFile = v
+        }
         if let v = try number("KOALA_ROUTER_CONCURRENCY", 1...1024) { config.delivery.concurrency = Int(v) }
         if let v = try number("KOALA_ROUTER_REQUEST_TIMEOUT_S", 0.1...600) { config.delivery.requestTimeout = v }
         if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }

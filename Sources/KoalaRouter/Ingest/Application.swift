@@ -45,6 +45,9 @@ public func buildApplication(
     store existingStore: (any WebhookStore)? = nil,
     httpClient: HTTPClient = .shared
 ) async throws -> (some ApplicationProtocol, RouterComponents) {
+    if let file = configuration.freeMailDomainsFile {
+        try FreeMailDomains.configure(file: file)
+    }
     let table: RuleTable
     do {
         table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)

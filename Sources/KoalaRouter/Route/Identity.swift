@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Email and domain rules shared by the rule language and the router.
 public enum Identity {
@@ -50,7 +51,30 @@ public enum Identity {
 
 /// Free-mail and disposable email providers whose domain is never a company.
 public enum FreeMailDomains {
+    /// Site-specific changes to the shipped list: domains added, and shipped domains that are companies here.
+    private static let overrides = Mutex<(added: Set<String>, removed: Set<String>)>(([], []))
+
+    /// Applies a list file: one domain per line adds it, `!domain` removes a shipped one, `#` starts a comment.
+    public static func configure(file path: String) throws {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        var added = Set<String>(), removed = Set<String>()
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first?
+                .trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+            if line.isEmpty { continue }
+            if line.hasPrefix("!") { removed.insert(String(line.dropFirst())) } else { added.insert(line) }
+        }
+        configure(added: added, removed: removed)
+    }
+
+    public static func configure(added: Set<String>, removed: Set<String>) {
+        overrides.withLock { $0 = (added, removed) }
+    }
+
     public static func contains(_ domain: String) -> Bool {
+        let (added, removed) = overrides.withLock { $0 }
+        if added.contains(domain) { return true }
+        if removed.contains(domain) { return false }
         if list.contains(domain) { return true }
         // Regional variants such as yahoo.co.uk, hotmail.fr, gmx.de.
         let labels = domain.split(separator: ".")

@@ -15,6 +15,7 @@ struct ShippedRoutesTests {
         "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon-secret",
         "CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         "WORKOS_WEBHOOK_SECRET": "workos-secret",
+        "RECURLY_WEBHOOK_SECRET": "354fab5bd35f5a0d50845ee7e30165244468b13c2c343f104e4e730a59326d9d",
     ]
 
     func sample(_ source: String, _ name: String) throws -> [UInt8] {
@@ -45,6 +46,10 @@ struct ShippedRoutesTests {
             let ms = seconds * 1000
             let h = Hex.encode(Crypto.hmac(.sha256, key: env["WORKOS_WEBHOOK_SECRET"]!, data: Array("\(ms).".utf8) + body))
             return fields(["WorkOS-Signature": "t=\(ms), v1=\(h)"])
+        case "recurly":
+            let ms = seconds * 1000
+            let h = Hex.encode(Crypto.hmac(.sha256, key: env["RECURLY_WEBHOOK_SECRET"]!, data: Array("\(ms).".utf8) + body))
+            return fields(["recurly-signature": "\(ms),\(h)"])
         default:
             return [:]
         }
@@ -77,6 +82,9 @@ struct ShippedRoutesTests {
         Expected(source: "clerk", sample: "user.created", webhookID: "msg_2koalaSvix0001",
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
                  identity: KoalaIdentity(email: "alan@bletchley-park.io"), account: nil),
+        Expected(source: "recurly", sample: "subscription.created", webhookID: "rjxkoala0sub0created",
+                 outputs: ["subscription-active/account"],
+                 identity: KoalaIdentity(), account: KoalaIdentity(accountID: "acct_koala_0001")),
         Expected(source: "workos", sample: "user.created", webhookID: "event_01JKOALAWORKOS0000000001",
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
                  identity: KoalaIdentity(email: "barbara.liskov@substitution.dev"), account: nil),

@@ -157,3 +157,17 @@ struct ExpressionTests {
         #expect(Identity.normalizeProfileID("ko_123") == nil)
     }
 }
+
+@Suite("Free-mail list", .serialized)
+struct FreeMailListTests {
+    @Test func theListCanBeExtendedAndTrimmed() throws {
+        defer { FreeMailDomains.configure(added: [], removed: []) }
+        let file = temporaryDirectory() + "/free-mail.txt"
+        try "# ours\nstaff-mail.example\n!fastmail.com   # our customers' company mail\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == nil)
+        try FreeMailDomains.configure(file: file)
+        #expect(Identity.companyDomain(ofEmail: "a@staff-mail.example") == nil)
+        #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == "fastmail.com")
+        #expect(Identity.companyDomain(ofEmail: "a@gmail.com") == nil)
+    }
+}
