@@ -56,7 +56,8 @@ let benchmarks: @Sendable () -> Void = {
     for (scheme, options, headers) in cases {
         let definition = Schemes.all[scheme]!
         let key = scheme == "standard-webhooks" ? StandardWebhooksVerifier.decodeSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")! : secret
-        let verifier = try! definition.make(options, [WebhookSecret(label: "S", key: key)], definition.defaultTolerance ?? 0)
+        let verifier = try! definition.verifier(options: options, secrets: [WebhookSecret(label: "S", key: key)],
+                                                tolerance: definition.defaultTolerance ?? 0)
         guard case .success = verifier.verify(headers: headers, body: body, now: now) else {
             fatalError("benchmark case \(scheme) does not verify")
         }

@@ -29,6 +29,11 @@ public enum Schemes {
         /// Options whose value names an environment variable; the loader passes the variable's value.
         public var referenceOptions: [String] = []
         let make: @Sendable (_ options: Options, _ secrets: [WebhookSecret], _ tolerance: Double) throws(OptionError) -> any SignatureVerifier
+
+        /// A verifier of this scheme for the given options, secrets and tolerance (what a rule file builds).
+        public func verifier(options: Options, secrets: [WebhookSecret], tolerance: Double) throws(OptionError) -> any SignatureVerifier {
+            try make(options, secrets, tolerance)
+        }
     }
 
     public enum SecretEncoding: String, Sendable, CaseIterable {
