@@ -105,48 +105,113 @@ public final class SQLiteStore: WebhookStore {
         case pending = 0, delivered = 1, dead = 2, waiting = 3
     }
 
+    /// One webhook waiting to be committed.
+    struct AcceptRequest: Sendable {
+        let webhook: VerifiedWebhook
+        let messages: [KoalaMessage]
+        let remembers: [Remembered]
+        let linger: TimeInterval
+        let identityWait: TimeInterval
+        let continuation: CheckedContinuation<AcceptOutcome, any Error>
+    }
+
+    /// Group commit: concurrent accepts share one transaction and one fsync. A request is answered only
+    /// after the transaction holding it has committed; each request has its own savepoint, so one that
+    /// fails does not take the others with it.
+    private let acceptQueue = Mutex<(requests: [AcceptRequest], writing: Bool)>(([], false))
+
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
-        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
-        return try await pool.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """,
-                arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
-                            webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
-                            webhook.rulesVersion])
-            guard db.changesCount == 1 else { return .duplicate }
-            let insert = try db.cachedStatement(sql: """
-                INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
-                    wait_namespace, wait_key)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
-                """)
-            let now = webhook.receivedAt.timeIntervalSince1970
-            var queued = 0, dead = 0, waiting = 0
-            for message in messages {
-                let status: Status = message.problem != nil ? .dead : (message.waitingFor != nil ? .waiting : .pending)
-                try insert.execute(arguments: [
-                    message.messageID, message.source, message.webhookID, message.route, message.output,
-                    message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
-                    message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
-                    message.eventTime.timeIntervalSince1970, now, status.rawValue,
-                    status == .waiting ? now + identityWait : now + linger, message.problem,
-                    status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
-                ])
-                if db.changesCount == 1 {
-                    switch status {
-                    case .dead: dead += 1
-                    case .waiting: waiting += 1
-                    default: queued += 1
+        try await withCheckedThrowingContinuation { continuation in
+            let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
+                                        identityWait: identityWait, continuation: continuation)
+            let startWriter = acceptQueue.withLock { queue -> Bool in
+                queue.requests.append(request)
+                if queue.writing { return false }
+                queue.writing = true
+                return true
+            }
+            if startWriter {
+                Task { await self.drainAccepts() }
+            }
+        }
+    }
+
+    /// Commits whatever has queued up, again and again, until the queue is empty. While one transaction
+    /// commits, the next batch gathers: the busier the service, the more each fsync carries.
+    private func drainAccepts() async {
+        while true {
+            let batch = acceptQueue.withLock { queue -> [AcceptRequest] in
+                let batch = queue.requests
+                queue.requests = []
+                if batch.isEmpty { queue.writing = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            do {
+                let results = try await pool.write { db -> [Result<AcceptOutcome, any Error>] in
+                    batch.map { request in
+                        var outcome: AcceptOutcome = .duplicate
+                        do {
+                            try db.inSavepoint {
+                                outcome = try Self.acceptOne(db, request)
+                                return .commit
+                            }
+                            return .success(outcome)
+                        } catch {
+                            return .failure(error)
+                        }
                     }
                 }
+                for (request, result) in zip(batch, results) {
+                    request.continuation.resume(with: result)
+                }
+            } catch {
+                for request in batch { request.continuation.resume(throwing: error) }
             }
-            try Self.remember(db, source: webhook.source, remembers, at: now)
-            return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
         }
+    }
+
+    static func acceptOne(_ db: Database, _ request: AcceptRequest) throws -> AcceptOutcome {
+        let webhook = request.webhook
+        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
+        try db.execute(
+            sql: """
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """,
+            arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
+                        webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
+                        webhook.rulesVersion])
+        guard db.changesCount == 1 else { return .duplicate }
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                wait_namespace, wait_key)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
+            """)
+        let now = webhook.receivedAt.timeIntervalSince1970
+        var queued = 0, dead = 0, waiting = 0
+        for message in request.messages {
+            let status: Status = message.problem != nil ? .dead : (message.waitingFor != nil ? .waiting : .pending)
+            try insert.execute(arguments: [
+                message.messageID, message.source, message.webhookID, message.route, message.output,
+                message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                message.eventTime.timeIntervalSince1970, now, status.rawValue,
+                status == .waiting ? now + request.identityWait : now + request.linger, message.problem,
+                status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
+            ])
+            if db.changesCount == 1 {
+                switch status {
+                case .dead: dead += 1
+                case .waiting: waiting += 1
+                default: queued += 1
+                }
+            }
+        }
+        try remember(db, source: webhook.source, request.remembers, at: now)
+        return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
     }
 
     /// Upserts memory entries; a known field is never erased by a later webhook that lacks it.

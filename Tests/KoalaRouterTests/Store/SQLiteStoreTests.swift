@@ -34,6 +34,30 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
+    @Test func concurrentAcceptsShareCommitsAndStayExact() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        // 300 distinct webhooks, each offered twice at the same moment.
+        let outcomes = try await withThrowingTaskGroup(of: (String, AcceptOutcome).self) { group in
+            for i in 0..<600 {
+                let id = "evt_gc_\(i % 300)"
+                group.addTask {
+                    (id, try await store.accept(self.webhook(id), messages: [self.message(id, "track", email: "p\(i % 300)@x.io")],
+                                                remembers: [], linger: 0, identityWait: 0))
+                }
+            }
+            var all: [(String, AcceptOutcome)] = []
+            for try await outcome in group { all.append(outcome) }
+            return all
+        }
+        let accepted = outcomes.filter { $0.1 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }
+        #expect(accepted.count == 300)
+        #expect(Set(accepted.map(\.0)).count == 300)
+        #expect(outcomes.filter { $0.1 == .duplicate }.count == 300)
+        let counts = try await store.counts()
+        #expect(counts.webhooks == 300 && counts.pending == 300)
+        try await store.close()
+    }
+
     @Test func synchronousIsFull() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
         let level = try await store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
