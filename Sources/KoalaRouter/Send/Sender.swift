@@ -74,64 +74,71 @@ public final class Sender: Service, Sendable {
         }
     }
 
-    /// One round: claim, send, record. Returns whether anything was claimed.
+    /// One round: claim, send, then record every outcome of the round in one transaction.
+    /// Returns whether anything was claimed.
     @discardableResult
     public func runOnce() async throws -> Bool {
         let due = try await store.claimDue(now: Date(), limit: policy.claimLimit, lease: policy.lease)
         guard !due.isEmpty else { return false }
         let plan = Batcher.plan(due)
-        await withTaskGroup(of: Void.self) { group in
+        let outcomes = await withTaskGroup(of: [DeliveryOutcome].self) { group in
             var running = 0
+            var all: [DeliveryOutcome] = []
             for batches in plan {
-                if running >= policy.concurrency {
-                    await group.next()
+                if running >= policy.concurrency, let done = await group.next() {
+                    all += done
                     running -= 1
                 }
                 group.addTask { await self.deliver(batches) }
                 running += 1
             }
+            for await done in group { all += done }
+            return all
+        }
+        do {
+            try await store.record(outcomes)
+        } catch {
+            // The leases run out and the messages are sent again; Koala's idempotency absorbs the repeat.
+            logger.error("could not record delivery outcomes", metadata: ["error": "\(error)"])
+            throw error
         }
         return true
     }
 
     /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
-    func deliver(_ batches: [KoalaBatch]) async {
+    func deliver(_ batches: [KoalaBatch]) async -> [DeliveryOutcome] {
+        var outcomes: [DeliveryOutcome] = []
         for (index, batch) in batches.enumerated() {
             let result = await client.send(batch)
             metrics.koalaResponse(status: result.metricLabel)
             let now = Date()
-            do {
-                switch result {
-                case .delivered:
-                    try await store.markDelivered(batch.seqs, at: now)
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
-                case .retry(let reason, let retryAfter):
-                    let remaining = batches[index...].flatMap(\.seqs)
-                    if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
-                        logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
-                        try await store.deadLetter(remaining, reason: "retry budget exhausted", detail: reason, at: now)
-                        metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: remaining.count)
-                        return
-                    }
-                    let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
-                    logger.warning("delivery will be retried", metadata: [
-                        "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
-                    ])
-                    try await store.scheduleRetry(remaining, at: now.addingTimeInterval(delay), error: reason)
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
-                    return
-                case .rejected(let status, let body):
-                    logger.error("Koala rejected a request; dead-lettering", metadata: [
-                        "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
-                    ])
-                    try await store.deadLetter(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now)
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: batch.seqs.count)
+            switch result {
+            case .delivered:
+                outcomes.append(.delivered(batch.seqs, at: now))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
+            case .retry(let reason, let retryAfter):
+                let remaining = batches[index...].flatMap(\.seqs)
+                if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
+                    logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
+                    outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: remaining.count)
+                    return outcomes
                 }
-            } catch {
-                // The lease expires and the messages are retried; Koala's idempotency absorbs a repeat.
-                logger.error("could not record a delivery outcome", metadata: ["error": "\(error)"])
-                return
+                let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
+                logger.warning("delivery will be retried", metadata: [
+                    "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
+                ])
+                outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
+                return outcomes
+            case .rejected(let status, let body):
+                logger.error("Koala rejected a request; dead-lettering", metadata: [
+                    "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
+                ])
+                outcomes.append(.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: batch.seqs.count)
             }
         }
+        return outcomes
     }
 }

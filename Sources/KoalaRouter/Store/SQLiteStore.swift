@@ -334,28 +334,35 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
-        guard !seqs.isEmpty else { return }
+    public func record(_ outcomes: [DeliveryOutcome]) async throws {
+        guard !outcomes.isEmpty else { return }
         try await pool.write { db in
-            try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE seq IN",
-                            [at.timeIntervalSince1970], seqs)
+            for outcome in outcomes {
+                switch outcome {
+                case .delivered(let seqs, let at):
+                    try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [at.timeIntervalSince1970], seqs)
+                case .retry(let seqs, let next, let error):
+                    try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [next.timeIntervalSince1970, error], seqs)
+                case .dead(let seqs, let reason, let detail, let at):
+                    try Self.update(db, "UPDATE outbox SET status = 2, lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [reason, detail, at.timeIntervalSince1970], seqs)
+                }
+            }
         }
+    }
+
+    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
+        try await record([.delivered(seqs, at: at)])
     }
 
     public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
-        guard !seqs.isEmpty else { return }
-        try await pool.write { db in
-            try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
-                            [at.timeIntervalSince1970, error], seqs)
-        }
+        try await record([.retry(seqs, next: at, error: error)])
     }
 
     public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
-        guard !seqs.isEmpty else { return }
-        try await pool.write { db in
-            try Self.update(db, "UPDATE outbox SET status = 2, lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
-                            [reason, detail, at.timeIntervalSince1970], seqs)
-        }
+        try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
     }
 
     public func deadLetters(limit: Int) async throws -> [DeadLetter] {
@@ -404,6 +411,7 @@ public final class SQLiteStore: WebhookStore {
     }
 
     private static func update(_ db: Database, _ sql: String, _ leading: [(any DatabaseValueConvertible)?], _ seqs: [Int64]) throws {
+        guard !seqs.isEmpty else { return }
         for chunk in stride(from: 0, to: seqs.count, by: 500).map({ Array(seqs[$0..<min($0 + 500, seqs.count)]) }) {
             let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
             var arguments = StatementArguments(leading)

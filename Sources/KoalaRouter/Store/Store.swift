@@ -39,6 +39,14 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// What happened to some leased messages.
+public enum DeliveryOutcome: Sendable, Equatable {
+    case delivered([Int64], at: Date)
+    /// Lease released; due again at `next`.
+    case retry([Int64], next: Date, error: String)
+    case dead([Int64], reason: String, detail: String?, at: Date)
+}
+
 /// A message that will not be sent without an operator's action.
 public struct DeadLetter: Sendable, Equatable {
     public let seq: Int64
@@ -94,6 +102,9 @@ public protocol WebhookStore: Sendable {
     /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
     /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
     func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage]
+
+    /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
+    func record(_ outcomes: [DeliveryOutcome]) async throws
 
     func markDelivered(_ seqs: [Int64], at: Date) async throws
     /// Releases the lease and makes the messages due again at `at`.
