@@ -14,26 +14,14 @@ public enum JSONValue: Sendable, Hashable {
         public let description: String
     }
 
-    /// Parses JSON bytes; the top level may be any JSON value.
+    /// Parses JSON bytes (RFC 8259, strict); the top level may be any JSON value.
     public static func parse(_ bytes: some ContiguousBytesLike) throws -> JSONValue {
-        let data = bytes.withBytes { Data($0) }
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let error as DecodingError {
-            throw ParseError(description: Self.describe(error))
+        let result = bytes.withBytes { raw in
+            Result { () throws(JSONParser.Failure) -> JSONValue in try JSONParser.parse(raw.bindMemory(to: UInt8.self)) }
         }
-    }
-
-    private static func describe(_ error: DecodingError) -> String {
-        switch error {
-        case .dataCorrupted(let context):
-            if let underlying = context.underlyingError as NSError?,
-               let detail = underlying.userInfo[NSDebugDescriptionErrorKey] as? String {
-                return detail
-            }
-            return context.debugDescription
-        default:
-            return "not valid JSON"
+        switch result {
+        case .success(let value): return value
+        case .failure(let failure): throw ParseError(description: failure.description)
         }
     }
 

@@ -171,3 +171,34 @@ struct FreeMailListTests {
         #expect(Identity.companyDomain(ofEmail: "a@gmail.com") == nil)
     }
 }
+
+@Suite("JSON parser")
+struct JSONParserTests {
+    func parse(_ s: String) -> JSONValue? { try? JSONValue.parse(Array(s.utf8)) }
+
+    @Test func valuesRoundTrip() {
+        #expect(parse(#"{"a":[1,-2,3.5,1e3,true,false,null,"x"],"b":{}}"#) == ["a": [1, -2, .double(3.5), .double(1000), true, false, nil, "x"], "b": [:]])
+        #expect(parse(#""\u00e9\ud83d\ude00\n\"\\\/""#) == .string("é😀\n\"\\/"))
+        #expect(parse(" 42 ") == 42)
+        #expect(parse("9223372036854775807") == .int(Int64.max))
+        #expect(parse("9223372036854775808") == .double(9_223_372_036_854_775_808))
+        #expect(parse(#""Zoë 😀""#) == "Zoë 😀")
+    }
+
+    @Test func invalidInputIsRefused() {
+        for bad in ["", "{", "[1,]", "{\"a\" 1}", "01", "1.", "-", "tru", "\"\\x\"", "\"\u{01}\"", "{\"a\":1} x", "[\"\\ud800\"]", "nul", "'a'"] {
+            #expect(parse(bad) == nil, "\(bad)")
+        }
+        #expect(parse(String(repeating: "[", count: 600) + String(repeating: "]", count: 600)) == nil)
+        #expect((try? JSONValue.parse(Array("{\"a\":}".utf8))) == nil)
+        do {
+            _ = try JSONValue.parse(Array("{\"id\": \"evt_1\", oops".utf8))
+        } catch {
+            #expect("\(error)" == "expected a quoted key at byte 16")
+        }
+    }
+
+    @Test func invalidUTF8IsRefused() {
+        #expect((try? JSONValue.parse([0x22, 0xFF, 0x22] as [UInt8])) == nil)
+    }
+}
