@@ -29,10 +29,13 @@ public struct Ingest: Sendable {
 
     /// Headers that carry credentials are never stored.
     public static func isSensitive(_ name: String) -> Bool {
-        let n = name.lowercased()
-        return n.contains("authorization") || n.contains("cookie") || n.contains("signature") || n.contains("hmac")
-            || n.contains("token") || n.contains("secret") || n.contains("api-key") || n.contains("apikey")
+        let lower = Array(name.lowercased().utf8)
+        return sensitiveFragments.contains { lower.firstRange(of: $0) != nil }
     }
+
+    static let sensitiveFragments: [[UInt8]] = [
+        "authorization", "cookie", "signature", "hmac", "token", "secret", "api-key", "apikey",
+    ].map { Array($0.utf8) }
 
     /// Checks that `source` exists and is enabled before the body is read.
     public func precheck(source name: String) -> Answer? {

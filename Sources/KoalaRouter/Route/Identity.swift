@@ -5,7 +5,10 @@ import Synchronization
 public enum Identity {
     /// Trimmed, lower-cased, and shaped like `local@domain.tld`; nil otherwise.
     public static func normalizeEmail(_ raw: String) -> String? {
-        let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        var view = Substring(raw)
+        while let c = view.first, c.isWhitespace { view = view.dropFirst() }
+        while let c = view.last, c.isWhitespace { view = view.dropLast() }
+        let email = view.lowercased()
         guard email.count <= 254 else { return nil }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, parts[0].count <= 64 else { return nil }

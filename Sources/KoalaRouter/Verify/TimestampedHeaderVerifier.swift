@@ -54,8 +54,8 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         for item in header.split(separator: itemSeparator) {
             let pair = item.split(separator: "=", maxSplits: 1)
             guard pair.count == 2 else { continue }
-            let key = pair[0].trimmingCharacters(in: .whitespaces)
-            let value = Substring(pair[1].trimmingCharacters(in: .whitespaces))
+            let key = trimmed(pair[0])
+            let value = trimmed(pair[1])
             if key == timestampKey { timestamp = value } else if key == signatureKey { signatures.append(value) }
         }
         guard let timestamp, !signatures.isEmpty else { return nil }
@@ -79,10 +79,18 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
 
     /// Recurly: `recurly-signature: <ms>,<hex>[,<hex>…]`.
     public static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000) { header in
-        let parts = header.split(separator: ",").map { Substring($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = header.split(separator: ",").map { trimmed($0) }
         guard parts.count >= 2 else { return nil }
         return (parts[0], Array(parts.dropFirst()))
     }
+}
+
+/// Spaces and tabs removed from both ends (without Foundation's CharacterSet machinery on the hot path).
+func trimmed(_ s: Substring) -> Substring {
+    var s = s
+    while let c = s.first, c == " " || c == "\t" { s = s.dropFirst() }
+    while let c = s.last, c == " " || c == "\t" { s = s.dropLast() }
+    return s
 }
 
 /// Builds the `Stripe-Signature` header for a body, the way Stripe signs. Used by tests, `sign` and benchmarks.
