@@ -9,7 +9,7 @@ struct KoalaRouterCommand: AsyncParsableCommand {
         commandName: "koala-router",
         abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
         version: KoalaRouterVersion.string,
-        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, Sign.self],
+        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, DeadLetters.self, Sign.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -92,7 +92,7 @@ struct Simulate: AsyncParsableCommand {
         if let stored {
             var config = try RouterConfiguration.fromEnvironment()
             if let database { config.database = database }
-            let store = try await openStore(config)
+            let store = try await openStore(config, serving: false)
             guard let w = try await store.storedWebhook(source: source, webhookID: stored) else {
                 FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(config.database)\n".utf8))
                 throw ExitCode(1)

@@ -14,6 +14,8 @@ public struct RouterConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     public var identityWait: TimeInterval = 900
+    /// Bearer token of the admin API; nil turns the admin API off.
+    public var adminToken: String?
     /// A file that adds to (or, with `!domain`, removes from) the shipped free-mail / disposable list.
     public var freeMailDomainsFile: String?
     /// How often rule files are checked for changes (0: only on SIGHUP).
@@ -63,6 +65,12 @@ public struct RouterConfiguration: Sendable {
             config.koalaAPIURL = v
         }
         config.koalaPublicKey = string("KOALA_PUBLIC_API_KEY")
+        if let token = string("KOALA_ROUTER_ADMIN_TOKEN") {
+            guard token.count >= 16 else {
+                throw Invalid(setting: "KOALA_ROUTER_ADMIN_TOKEN", problem: "too short; use at least 16 random characters (e.g. openssl rand -hex 24)")
+            }
+            config.adminToken = token
+        }
         if let v = try number("KOALA_ROUTER_MAX_BODY_BYTES", 1...(256 * 1024 * 1024)) { config.maxBodyBytes = Int(v) }
         if let v = try number("KOALA_ROUTER_LINGER_MS", 0...60000) { config.delivery.linger = v / 1000 }
         if let v = try number("KOALA_ROUTER_IDENTITY_WAIT_S", 0...604_800) { config.identityWait = v }

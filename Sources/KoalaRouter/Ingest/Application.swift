@@ -7,11 +7,12 @@ import NIOCore
 import ServiceLifecycle
 
 /// Opens the store named by the configuration.
-public func openStore(_ configuration: RouterConfiguration) async throws -> any WebhookStore {
+/// `serving`: this process runs the sender and owns the database (false for operator commands).
+public func openStore(_ configuration: RouterConfiguration, serving: Bool = true) async throws -> any WebhookStore {
     guard let path = configuration.sqlitePath else {
         throw StoreError.unsupportedURL(configuration.database)
     }
-    return try await SQLiteStore(path: path)
+    return try await SQLiteStore(path: path, ownsDatabase: serving)
 }
 
 /// Closes the store when the service group shuts down (after the server and sender have stopped).
@@ -27,6 +28,7 @@ struct StoreCloser: Service {
         logger.info("store closed")
     }
 }
+
 
 /// Everything the service is made of; `buildApplication` wires it, tests reach into it.
 public struct RouterComponents: Sendable {
@@ -77,6 +79,11 @@ public func buildApplication(
 
     let router = Router<BasicRequestContext>()
     addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
+    if let token = configuration.adminToken {
+        addAdminRoutes(to: router, components: components, token: token)
+    } else {
+        logger.info("admin API off (set KOALA_ROUTER_ADMIN_TOKEN to enable it)")
+    }
 
     var app = Application(
         router: router,

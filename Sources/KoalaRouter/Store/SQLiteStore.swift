@@ -9,7 +9,9 @@ public final class SQLiteStore: WebhookStore {
     public let path: String
     private let closed = Mutex(false)
 
-    public init(path: String) async throws {
+    /// `ownsDatabase`: the serving process owns the file, so leases left by a crashed predecessor are void.
+    /// Operator commands open it alongside a running server and must leave its leases alone.
+    public init(path: String, ownsDatabase: Bool = true) async throws {
         self.path = path
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !directory.isEmpty {
@@ -26,9 +28,11 @@ public final class SQLiteStore: WebhookStore {
             guard level == 2 else { throw StoreError.notDurable("PRAGMA synchronous is \(level ?? -1), expected 2 (FULL)") }
         }
         try Self.migrator.migrate(pool)
-        // A single process owns a SQLite file: leases left by a previous run are void.
-        try await pool.write { db in
-            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (0, 3) AND lease_until > 0")
+        // A single serving process owns a SQLite file: leases left by a previous run are void.
+        if ownsDatabase {
+            try await pool.write { db in
+                try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (0, 3) AND lease_until > 0")
+            }
         }
     }
 
@@ -366,15 +370,69 @@ public final class SQLiteStore: WebhookStore {
     }
 
     public func deadLetters(limit: Int) async throws -> [DeadLetter] {
-        try await pool.read { db in
+        try await deadLetters(matching: DeadLetterFilter(), limit: limit)
+    }
+
+    /// SQL and arguments selecting the dead letters a filter means.
+    static func whereClause(_ filter: DeadLetterFilter) -> (String, StatementArguments) {
+        var clauses = ["status = 2"]
+        var arguments = StatementArguments()
+        if !filter.messageIDs.isEmpty {
+            clauses.append("message_id IN (\(Array(repeating: "?", count: filter.messageIDs.count).joined(separator: ",")))")
+            arguments += StatementArguments(filter.messageIDs)
+        }
+        if let source = filter.source { clauses.append("source = ?"); arguments += [source] }
+        if let route = filter.route { clauses.append("route = ?"); arguments += [route] }
+        if let reason = filter.reason { clauses.append("instr(dead_reason, ?) > 0"); arguments += [reason] }
+        if let since = filter.since { clauses.append("finished_at >= ?"); arguments += [since.timeIntervalSince1970] }
+        if let until = filter.until { clauses.append("finished_at < ?"); arguments += [until.timeIntervalSince1970] }
+        return (clauses.joined(separator: " AND "), arguments)
+    }
+
+    public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        var combined = arguments
+        combined += [limit]
+        let all = combined
+        return try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT seq, message_id, source, webhook_id, route, dead_reason, dead_detail, item, finished_at
-                FROM outbox WHERE status = 2 ORDER BY seq LIMIT ?
-                """, arguments: [limit]).map { row in
-                DeadLetter(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
-                           route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
-                           itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
+                SELECT seq, message_id, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
+                       dead_reason, dead_detail, item, finished_at, attempts, created_at
+                FROM outbox WHERE \(whereSQL) ORDER BY finished_at, seq LIMIT ?
+                """, arguments: all).map { row in
+                var letter = DeadLetter(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
+                                        route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
+                                        itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
+                letter.output = row["output"]
+                letter.endpoint = KoalaEndpoint(rawValue: row["endpoint"]) ?? .person
+                letter.identity = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"])
+                letter.attempts = row["attempts"]
+                letter.createdAt = Date(timeIntervalSince1970: row["created_at"])
+                return letter
             }
+        }
+    }
+
+    public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        var combined: StatementArguments = [at.timeIntervalSince1970, at.timeIntervalSince1970]
+        combined += arguments
+        let all = combined
+        return try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE outbox SET status = 0, next_attempt_at = ?, created_at = ?, attempts = 0, lease_until = 0,
+                    dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
+                WHERE \(whereSQL) AND (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL)
+                """, arguments: all)
+            return db.changesCount
+        }
+    }
+
+    public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        return try await pool.write { db in
+            try db.execute(sql: "DELETE FROM outbox WHERE \(whereSQL)", arguments: arguments)
+            return db.changesCount
         }
     }
 

@@ -58,6 +58,52 @@ public struct DeadLetter: Sendable, Equatable {
     public let detail: String?
     public let itemJSON: String
     public let failedAt: Date
+    public var output: String = ""
+    public var endpoint: KoalaEndpoint = .person
+    public var identity = KoalaIdentity()
+    public var attempts = 0
+    public var createdAt = Date(timeIntervalSince1970: 0)
+
+    /// Whether a retry can send it: it has someone to send it for.
+    public var hasIdentity: Bool {
+        identity.email != nil || identity.profileID != nil || identity.domain != nil || identity.accountID != nil
+    }
+
+    public var json: JSONValue {
+        var object: [String: JSONValue] = [
+            "message_id": .string(messageID), "source": .string(source), "webhook_id": .string(webhookID),
+            "route": .string(route), "output": .string(output), "endpoint": .string(endpoint.path),
+            "reason": .string(reason), "failed_at": .string(Timestamps.iso(failedAt)),
+            "accepted_at": .string(Timestamps.iso(createdAt)), "attempts": .int(Int64(attempts)),
+            "item": (try? JSONValue.parse(Array(itemJSON.utf8))) ?? .string(itemJSON),
+        ]
+        if let detail { object["detail"] = .string(detail) }
+        var who: [String: JSONValue] = [:]
+        for (k, v) in identity.topLevel { who[k] = .string(v) }
+        object["identity"] = .object(who)
+        return .object(object)
+    }
+}
+
+/// Which dead letters an operator means. Empty fields match everything.
+public struct DeadLetterFilter: Sendable, Equatable {
+    public var messageIDs: [String] = []
+    public var source: String?
+    public var route: String?
+    /// Matches when the reason contains this text.
+    public var reason: String?
+    public var since: Date?
+    public var until: Date?
+
+    public init(messageIDs: [String] = [], source: String? = nil, route: String? = nil, reason: String? = nil,
+                since: Date? = nil, until: Date? = nil) {
+        self.messageIDs = messageIDs
+        self.source = source
+        self.route = route
+        self.reason = reason
+        self.since = since
+        self.until = until
+    }
 }
 
 public struct OutboxCounts: Sendable, Equatable {
@@ -112,6 +158,14 @@ public protocol WebhookStore: Sendable {
     func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws
 
     func deadLetters(limit: Int) async throws -> [DeadLetter]
+    /// Dead letters matching `filter`, oldest failure first.
+    func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter]
+    /// Queues matching dead letters again with the same message ids and a fresh retry budget. Messages
+    /// without an identity (nobody to send them for) are left in place; replay their webhook instead.
+    /// Returns how many were queued.
+    func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int
+    /// Deletes matching dead letters. Returns how many.
+    func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int
     func counts() async throws -> OutboxCounts
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import KoalaRouter
+
+/// Filters shared by the dead-letter subcommands.
+struct DeadLetterOptions: ParsableArguments {
+    @Option(name: .long, help: "Only this source.")
+    var source: String?
+    @Option(name: .long, help: "Only this route.")
+    var route: String?
+    @Option(name: .long, help: "Only reasons containing this text, e.g. 'identity unresolved' or 'koala rejected'.")
+    var reason: String?
+    @Option(name: .long, help: "Failed at or after: ISO-8601, or an age such as 2h or 7d.")
+    var since: String?
+    @Option(name: .long, help: "Failed before: ISO-8601, or an age such as 30m.")
+    var until: String?
+    @Option(name: .long, parsing: .singleValue, help: "A message id (repeatable).")
+    var id: [String] = []
+    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    var database: String?
+
+    func filter() throws -> DeadLetterFilter {
+        func time(_ text: String?, _ name: String) throws -> Date? {
+            guard let text else { return nil }
+            guard let date = parseTimeArgument(text) else { throw ValidationError("--\(name) takes ISO-8601 or an age such as 2h, got '\(text)'") }
+            return date
+        }
+        return DeadLetterFilter(messageIDs: id, source: source, route: route, reason: reason,
+                                since: try time(since, "since"), until: try time(until, "until"))
+    }
+
+    func store() async throws -> any WebhookStore {
+        var config = try RouterConfiguration.fromEnvironment()
+        if let database { config.database = database }
+        return try await openStore(config, serving: false)
+    }
+}
+
+struct DeadLetters: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dead-letters",
+        abstract: "List, show, retry or drop messages that could not be delivered.",
+        discussion: "Works on the database of a running service (SQLite allows it); the admin HTTP API offers the same.",
+        subcommands: [List.self, Show.self, Retry.self, Drop.self],
+        defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List dead letters, oldest failure first.")
+        @OptionGroup var options: DeadLetterOptions
+        @Option(name: .long, help: "At most this many.") var limit = 100
+        @Flag(name: .long, help: "One JSON object per line.") var json = false
+
+        func run() async throws {
+            let store = try await options.store()
+            let letters = try await store.deadLetters(matching: try options.filter(), limit: limit)
+            try await store.close()
+            for letter in letters {
+                if json {
+                    print(letter.json.encoded())
+                } else {
+                    let who = letter.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+                    print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(letter.source)/\(letter.route)/\(letter.output)  \(who.isEmpty ? "-" : who)  \(letter.reason)")
+                }
+            }
+            if !json { print("\(letters.count) dead letter(s)") }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one dead letter in full, with Koala's answer if there was one.")
+        @Argument(help: "The message id.") var messageID: String
+        @Option(name: .long, help: "SQLite file.") var database: String?
+
+        func run() async throws {
+            var options = DeadLetterOptions()
+            options.database = database
+            let store = try await options.store()
+            let letter = try await store.deadLetters(matching: DeadLetterFilter(messageIDs: [messageID]), limit: 1).first
+            try await store.close()
+            guard let letter else {
+                FileHandle.standardError.write(Data("no dead letter with message id \(messageID)\n".utf8))
+                throw ExitCode(1)
+            }
+            print(letter.json.encoded())
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Queue matching dead letters again, with the same message ids and a fresh retry budget.",
+            discussion: "Messages with no identity (e.g. 'identity missing') cannot be sent as they are: fix the rule and replay the webhook.")
+        @OptionGroup var options: DeadLetterOptions
+
+        func run() async throws {
+            let store = try await options.store()
+            let count = try await store.retryDeadLetters(matching: try options.filter(), at: Date())
+            try await store.close()
+            print("\(count) message(s) queued again")
+        }
+    }
+
+    struct Drop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete matching dead letters for good.")
+        @OptionGroup var options: DeadLetterOptions
+        @Flag(name: .long, help: "Required when no filter is given: drop every dead letter.") var all = false
+
+        func run() async throws {
+            let filter = try options.filter()
+            let dropAll = all
+            guard filter != DeadLetterFilter() || dropAll else {
+                throw ValidationError("give a filter (--id, --source, --route, --reason, --since, --until) or --all")
+            }
+            let store = try await options.store()
+            let count = try await store.dropDeadLetters(matching: filter)
+            try await store.close()
+            print("\(count) dead letter(s) dropped")
+        }
+    }
+}
