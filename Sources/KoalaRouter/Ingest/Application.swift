@@ -144,6 +144,7 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         if let error = components.rules.lastReloadError {
             body["rules_reload_error"] = .string(error)
         }
+        body["koala"] = components.sender.health.json
         return jsonResponse(storeOK ? .ok : .serviceUnavailable, .object(body))
     }
 }

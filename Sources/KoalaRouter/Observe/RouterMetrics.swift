@@ -51,6 +51,13 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    public func koalaRefusing() {
+        registry.makeCounter(
+            name: "koala_router_koala_refusals_total",
+            help: "Koala answers meaning it refuses every request (401/403/404, or 'ingest suspended')."
+        ).increment()
+    }
+
     public func rulesReloaded(success: Bool) {
         registry.makeCounter(
             name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],

@@ -38,13 +38,16 @@ public final class Sender: Service, Sendable {
     let client: KoalaClient
     let policy: DeliveryPolicy
     let metrics: RouterMetrics
+    public let health: DeliveryHealth
     let logger: Logger
 
-    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
+    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
+                health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
         self.store = store
         self.client = client
         self.policy = policy
         self.metrics = metrics
+        self.health = health
         self.logger = logger
     }
 
@@ -52,13 +55,14 @@ public final class Sender: Service, Sendable {
         if client.isDryRun {
             logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and marked delivered, nothing is sent to Koala")
         }
-        await cancelWhenGracefulShutdown {
-            await self.loop()
-        }
+        await loop()
+        logger.info("sender stopped; anything not confirmed by Koala is sent after the next start")
     }
 
+    /// Rounds until shutdown. A round in flight when shutdown starts finishes (its requests are bounded by
+    /// the request timeout), so its outcomes are recorded rather than left to lease expiry.
     func loop() async {
-        while !Task.isCancelled {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let worked: Bool
             do {
                 worked = try await runOnce()
@@ -78,7 +82,11 @@ public final class Sender: Service, Sendable {
     /// Returns whether anything was claimed.
     @discardableResult
     public func runOnce() async throws -> Bool {
-        let due = try await store.claimDue(now: Date(), limit: policy.claimLimit, lease: policy.lease)
+        let gate = health.mayProceed(now: Date())
+        guard gate.proceed else { return false }
+        if gate.probe { logger.info("circuit open: probing Koala") }
+        // A probe is one message: one request tells whether Koala is back.
+        let due = try await store.claimDue(now: Date(), limit: gate.probe ? 1 : policy.claimLimit, lease: policy.lease)
         guard !due.isEmpty else { return false }
         let plan = Batcher.plan(due)
         let outcomes = await withTaskGroup(of: [DeliveryOutcome].self) { group in
@@ -89,7 +97,7 @@ public final class Sender: Service, Sendable {
                     all += done
                     running -= 1
                 }
-                group.addTask { await self.deliver(batches) }
+                group.addTask { await self.deliver(batches, probe: gate.probe) }
                 running += 1
             }
             for await done in group { all += done }
@@ -106,18 +114,35 @@ public final class Sender: Service, Sendable {
     }
 
     /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
-    func deliver(_ batches: [KoalaBatch]) async -> [DeliveryOutcome] {
+    func deliver(_ batches: [KoalaBatch], probe: Bool = false) async -> [DeliveryOutcome] {
         var outcomes: [DeliveryOutcome] = []
         for (index, batch) in batches.enumerated() {
+            // The circuit opened while this round was running: hold the rest back until the next probe.
+            let snapshot = health.snapshot
+            if snapshot.circuitOpen && !probe {
+                let remaining = batches[index...].flatMap(\.seqs)
+                outcomes.append(.retry(remaining, next: snapshot.nextProbe ?? Date().addingTimeInterval(1), error: "circuit open"))
+                return outcomes
+            }
             let result = await client.send(batch)
             metrics.koalaResponse(status: result.metricLabel)
             let now = Date()
             switch result {
             case .delivered:
+                if health.snapshot.circuitOpen || health.snapshot.refusing != nil {
+                    logger.notice("Koala answers again: sending at full speed")
+                }
+                health.recordSuccess(now: now)
                 outcomes.append(.delivered(batch.seqs, at: now))
                 metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
             case .retry(let reason, let retryAfter):
                 let remaining = batches[index...].flatMap(\.seqs)
+                if !reason.hasSuffix(" 429"), health.recordFailure(reason, now: now, probe: probe), !probe {
+                    logger.error("Koala keeps failing: circuit open, probing at a low rate", metadata: [
+                        "reason": "\(reason)", "consecutive_failures": "\(health.snapshot.consecutiveFailures)",
+                        "next_probe_in_s": "\(health.snapshot.probeInterval)",
+                    ])
+                }
                 if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
                     logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
                     outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
@@ -132,6 +157,14 @@ public final class Sender: Service, Sendable {
                 metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
                 return outcomes
             case .rejected(let status, let body):
+                if DeliveryHealth.isRefusal(status: status, body: body) {
+                    let description = "Koala answered \(status): \(body.prefix(200))"
+                    health.recordRefusal(description)
+                    metrics.koalaRefusing()
+                    logger.critical("Koala refuses requests from this service (wrong KOALA_PUBLIC_API_KEY, or ingest suspended); messages go to the dead letters until it accepts again", metadata: [
+                        "status": "\(status)", "answer": "\(body.prefix(200))",
+                    ])
+                }
                 logger.error("Koala rejected a request; dead-lettering", metadata: [
                     "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
                 ])
