@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KoalaRouter
 import Logging
+import ServiceLifecycle
 
 @main
 struct KoalaRouterCommand: AsyncParsableCommand {
@@ -9,7 +10,7 @@ struct KoalaRouterCommand: AsyncParsableCommand {
         commandName: "koala-router",
         abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
         version: KoalaRouterVersion.string,
-        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, DeadLetters.self, Sign.self],
+        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, DeadLetters.self, Forget.self, Sign.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -61,7 +62,10 @@ struct Serve: AsyncParsableCommand {
         do {
             let (app, _) = try await buildApplication(config, logger: logger)
             logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(config.database)"])
-            try await app.runService()
+            // SIGTERM/SIGINT: stop accepting, let the sender's round finish, close the store; give up after the grace period.
+            var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            group.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownGrace * 1000))
+            try await ServiceGroup(configuration: group).run()
         } catch let errors as RuleTableErrors {
             FileHandle.standardError.write(Data("koala-router: the rule table is broken, refusing to start:\n\(errors)\n".utf8))
             throw ExitCode(1)
@@ -118,5 +122,24 @@ struct Sign: ParsableCommand {
         }
         let ts = timestamp ?? Int64(Date().timeIntervalSince1970)
         print(StripeVerifier.sign(body: [UInt8](data), secret: secret, timestamp: ts))
+    }
+}
+
+struct Forget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove everything stored about a person: webhooks that mention the email, its messages, identity memory.")
+
+    @Option(name: .long, help: "The email address.")
+    var email: String
+    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    var database: String?
+
+    func run() async throws {
+        var config = try RouterConfiguration.fromEnvironment()
+        if let database { config.database = database }
+        let store = try await openStore(config, serving: false)
+        let report = try await store.forget(email: email)
+        try await store.close()
+        print("removed \(report.webhooks) webhook(s), \(report.messages) message(s), \(report.identities) identity memory entr\(report.identities == 1 ? "y" : "ies")")
     }
 }

@@ -14,6 +14,10 @@ public struct RouterConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     public var identityWait: TimeInterval = 900
+    /// How long raw webhooks and delivered messages are kept.
+    public var retention: TimeInterval = 7 * 86400
+    /// How long SIGTERM/SIGINT may take to drain before the process stops.
+    public var shutdownGrace: TimeInterval = 25
     /// Bearer token of the admin API; nil turns the admin API off.
     public var adminToken: String?
     /// A file that adds to (or, with `!domain`, removes from) the shipped free-mail / disposable list.
@@ -75,6 +79,8 @@ public struct RouterConfiguration: Sendable {
         if let v = try number("KOALA_ROUTER_LINGER_MS", 0...60000) { config.delivery.linger = v / 1000 }
         if let v = try number("KOALA_ROUTER_IDENTITY_WAIT_S", 0...604_800) { config.identityWait = v }
         if let v = try number("KOALA_ROUTER_RULES_POLL_S", 0...3600) { config.rulesPollInterval = v }
+        if let v = try number("KOALA_ROUTER_RETENTION_DAYS", 0.001...3650) { config.retention = v * 86400 }
+        if let v = try number("KOALA_ROUTER_SHUTDOWN_GRACE_S", 1...3600) { config.shutdownGrace = v }
         if let v = string("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE") {
             guard FileManager.default.isReadableFile(atPath: v) else {
                 throw Invalid(setting: "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", problem: "cannot read '\(v)'")

@@ -90,7 +90,8 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router"),
         logger: logger
     )
-    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver, reloader)
+    let retention = Retention(store: store, keep: configuration.retention, logger: logger)
+    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver, reloader, retention)
     return (app, components)
 }
 

@@ -369,6 +369,35 @@ public final class SQLiteStore: WebhookStore {
         try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
     }
 
+    public func prune(before cutoff: Date) async throws -> PruneReport {
+        let t = cutoff.timeIntervalSince1970
+        return try await pool.write { db in
+            var report = PruneReport()
+            try db.execute(sql: "DELETE FROM outbox WHERE status = 1 AND finished_at < ?", arguments: [t])
+            report.messages = db.changesCount
+            try db.execute(sql: """
+                DELETE FROM webhooks WHERE received_at < ? AND NOT EXISTS (
+                    SELECT 1 FROM outbox o WHERE o.source = webhooks.source AND o.webhook_id = webhooks.webhook_id AND o.status IN (0, 3))
+                """, arguments: [t])
+            report.webhooks = db.changesCount
+            return report
+        }
+    }
+
+    public func forget(email raw: String) async throws -> PruneReport {
+        let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
+        return try await pool.write { db in
+            var report = PruneReport()
+            try db.execute(sql: "DELETE FROM outbox WHERE email = ? OR instr(lower(item), ?) > 0", arguments: [email, email])
+            report.messages = db.changesCount
+            try db.execute(sql: "DELETE FROM webhooks WHERE instr(lower(CAST(body AS TEXT)), ?) > 0", arguments: [email])
+            report.webhooks = db.changesCount
+            try db.execute(sql: "DELETE FROM identities WHERE email = ?", arguments: [email])
+            report.identities = db.changesCount
+            return report
+        }
+    }
+
     public func deadLetters(limit: Int) async throws -> [DeadLetter] {
         try await deadLetters(matching: DeadLetterFilter(), limit: limit)
     }

@@ -39,6 +39,19 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// What a retention run or a `forget` removed.
+public struct PruneReport: Sendable, Equatable {
+    public var webhooks = 0
+    public var messages = 0
+    public var identities = 0
+
+    public init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
+        self.webhooks = webhooks
+        self.messages = messages
+        self.identities = identities
+    }
+}
+
 /// What happened to some leased messages.
 public enum DeliveryOutcome: Sendable, Equatable {
     case delivered([Int64], at: Date)
@@ -156,6 +169,13 @@ public protocol WebhookStore: Sendable {
     /// Releases the lease and makes the messages due again at `at`.
     func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws
     func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws
+
+    /// Deletes stored webhooks received before `cutoff` (except those whose messages still wait or are
+    /// pending) and delivered messages finished before it. Dead letters stay until handled.
+    func prune(before cutoff: Date) async throws -> PruneReport
+    /// Removes everything stored about an email address: webhooks whose payload mentions it, its messages
+    /// in any state, and identity memory entries.
+    func forget(email: String) async throws -> PruneReport
 
     func deadLetters(limit: Int) async throws -> [DeadLetter]
     /// Dead letters matching `filter`, oldest failure first.

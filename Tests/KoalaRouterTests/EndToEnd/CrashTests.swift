@@ -130,6 +130,30 @@ struct CrashTests {
         #expect(koala.violations.isEmpty)
     }
 
+    @Test func sigtermDrainsAndExitsCleanly() async throws {
+        let binary = try #require(Self.binary)
+        let database = temporaryDirectory() + "/db.sqlite"
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        koala.script(Array(repeating: .delay(seconds: 0.3), count: 5))
+        let router = try Router(binary: binary, database: database, koala: koala)
+        #expect(await router.ready())
+        for i in 0..<5 { #expect(await Self.post("evt_term_\(i)", port: router.port)) }
+        try await Task.sleep(nanoseconds: 150_000_000)  // requests to Koala are in flight
+        let start = Date()
+        kill(router.process.processIdentifier, SIGTERM)
+        router.process.waitUntilExit()
+        #expect(router.process.terminationReason == .exit)
+        #expect(router.process.terminationStatus == 0)
+        #expect(Date().timeIntervalSince(start) < 10)
+        // Whatever Koala had not confirmed goes out after the next start.
+        let again = try Router(binary: binary, database: database, koala: koala)
+        #expect(await again.ready())
+        let expected = Set((0..<5).map { MessageID.derive(source: "stripe", webhookID: "evt_term_\($0)", route: "invoice-paid", output: "track") })
+        #expect(await eventually(timeout: 20) { expected.isSubset(of: Set(koala.deliveredMessageIDs)) })
+        again.kill9()
+    }
+
     final class Acknowledged: @unchecked Sendable {
         private let lock = NSLock()
         private var set: [String] = []
