@@ -102,6 +102,9 @@ public final class SQLiteStore: WebhookStore {
                 CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
                 """)
         }
+        migrator.registerMigration("v3: replay lane") { db in
+            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 
@@ -308,21 +311,31 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
+    public static let replayPerRound = 100
+
     public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
-            let rows = try Row.fetchAll(db, sql: """
+            let select = """
                 SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, item,
                        event_time, created_at, attempts
                 FROM outbox o
-                WHERE o.status = 0 AND o.next_attempt_at <= :now AND o.lease_until <= :now
+                WHERE o.status = 0 AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
                   AND NOT EXISTS (
                     SELECT 1 FROM outbox p
                     WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
                       AND (p.next_attempt_at > :now OR p.lease_until > :now))
                 ORDER BY o.seq
                 LIMIT :limit
-                """, arguments: ["now": t, "limit": limit])
+                """
+            // Live traffic first; the replay lane gets a small, capped share of each round.
+            var rows = try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": limit, "lane": 0])
+            let replayShare = min(Self.replayPerRound, max(0, limit - rows.count))
+            if replayShare > 0 {
+                // A replayed message of a person who also has live messages joins them in the same batch.
+                rows += try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": replayShare, "lane": 1])
+            }
             guard !rows.isEmpty else { return [] }
             let messages = rows.map { row in
                 OutboxMessage(
@@ -395,6 +408,77 @@ public final class SQLiteStore: WebhookStore {
             try db.execute(sql: "DELETE FROM identities WHERE email = ?", arguments: [email])
             report.identities = db.changesCount
             return report
+        }
+    }
+
+    public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
+        let keys = try await pool.read { db -> [(String, Double)] in
+            let rows: [Row]
+            if let cursor {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT webhook_id, received_at FROM webhooks WHERE source = ? AND received_at >= ? AND received_at < ?
+                      AND (received_at > ? OR (received_at = ? AND webhook_id > ?))
+                    ORDER BY received_at, webhook_id LIMIT ?
+                    """, arguments: [source, since.timeIntervalSince1970, until.timeIntervalSince1970,
+                                     cursor.receivedAt.timeIntervalSince1970, cursor.receivedAt.timeIntervalSince1970, cursor.webhookID, limit])
+            } else {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT webhook_id, received_at FROM webhooks WHERE source = ? AND received_at >= ? AND received_at < ?
+                    ORDER BY received_at, webhook_id LIMIT ?
+                    """, arguments: [source, since.timeIntervalSince1970, until.timeIntervalSince1970, limit])
+            }
+            return rows.map { ($0["webhook_id"], $0["received_at"]) }
+        }
+        var out: [VerifiedWebhook] = []
+        for (id, _) in keys {
+            if let webhook = try await storedWebhook(source: source, webhookID: id) { out.append(webhook) }
+        }
+        return out
+    }
+
+    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+        try await pool.read { db in
+            var out: [String: StoredMessage] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ?",
+                                        arguments: [source, webhookID]) {
+                let state: StoredMessage.State
+                switch Status(rawValue: row["status"]) {
+                case .delivered: state = .delivered
+                case .dead: state = .dead
+                case .waiting: state = .waiting
+                default: state = .pending
+                }
+                let id: String = row["message_id"]
+                out[id] = StoredMessage(messageID: id, route: row["route"], itemJSON: row["item"], state: state)
+            }
+            return out
+        }
+    }
+
+    public func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
+        let now = at.timeIntervalSince1970
+        return try await pool.write { db in
+            var queued = 0
+            for message in messages where message.problem == nil && message.waitingFor == nil {
+                try db.execute(sql: """
+                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1)
+                    ON CONFLICT (message_id) DO UPDATE SET
+                        item = excluded.item, person_key = excluded.person_key, email = excluded.email,
+                        profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
+                        status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
+                        attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
+                    WHERE outbox.status <> 1
+                    """, arguments: [
+                        message.messageID, message.source, message.webhookID, message.route, message.output,
+                        message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                        message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                        message.eventTime.timeIntervalSince1970, now, now,
+                    ])
+                queued += db.changesCount
+            }
+            return queued
         }
     }
 

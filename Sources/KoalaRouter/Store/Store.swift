@@ -39,6 +39,21 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// Where a page of stored webhooks ended.
+public struct StoredCursor: Sendable, Equatable {
+    public let receivedAt: Date
+    public let webhookID: String
+}
+
+/// A message as stored, for comparing a replay with what was routed before.
+public struct StoredMessage: Sendable, Equatable {
+    public enum State: String, Sendable { case pending, delivered, dead, waiting }
+    public let messageID: String
+    public let route: String
+    public let itemJSON: String
+    public let state: State
+}
+
 /// What a retention run or a `forget` removed.
 public struct PruneReport: Sendable, Equatable {
     public var webhooks = 0
@@ -178,6 +193,14 @@ public protocol WebhookStore: Sendable {
     func forget(email: String) async throws -> PruneReport
 
     func deadLetters(limit: Int) async throws -> [DeadLetter]
+
+    /// Stored webhooks of a source received in [since, until), oldest first, after `cursor` (paging).
+    func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook]
+    /// The messages stored for one webhook (any state), by message id.
+    func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage]
+    /// Queues replayed messages in the replay lane: new ids are inserted; existing ones not yet delivered
+    /// take the new content and are queued again; delivered ones are left alone. Returns how many were queued.
+    func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int
     /// Dead letters matching `filter`, oldest failure first.
     func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter]
     /// Queues matching dead letters again with the same message ids and a fresh retry budget. Messages
