@@ -3,6 +3,9 @@ import Foundation
 import KoalaRouter
 import Logging
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct KoalaRouterCommand: AsyncParsableCommand {
@@ -10,7 +13,7 @@ struct KoalaRouterCommand: AsyncParsableCommand {
         commandName: "koala-router",
         abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
         version: KoalaRouterVersion.string,
-        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, DeadLetters.self, ReplayCommand.self, Forget.self, Sign.self],
+        subcommands: [Serve.self, Check.self, TestRules.self, Simulate.self, DeadLetters.self, ReplayCommand.self, Forget.self, ConfigCommand.self, HealthCheck.self, Sign.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -52,7 +55,13 @@ struct Serve: AsyncParsableCommand {
         if let koalaPublicApiKey { config.koalaPublicKey = koalaPublicApiKey }
 
         let level = config.logLevel
+        let json = config.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -141,5 +150,53 @@ struct Forget: AsyncParsableCommand {
         let report = try await store.forget(email: email)
         try await store.close()
         print("removed \(report.webhooks) webhook(s), \(report.messages) message(s), \(report.identities) identity memory entr\(report.identities == 1 ? "y" : "ies")")
+    }
+}
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Print the effective configuration (environment and defaults), secrets redacted.")
+
+    func run() throws {
+        do {
+            let config = try RouterConfiguration.fromEnvironment()
+            for (name, value) in config.described { print("\(name)=\(value)") }
+        } catch {
+            FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// For container HEALTHCHECKs, where no curl is installed.
+struct HealthCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "healthcheck", abstract: "Exit 0 if the local service answers /healthz (for Docker HEALTHCHECK).")
+
+    @Option(name: .long, help: "URL to check (default: http://127.0.0.1:$KOALA_ROUTER_PORT/healthz).")
+    var url: String?
+
+    func run() throws {
+        let port = ProcessInfo.processInfo.environment["KOALA_ROUTER_PORT"] ?? "8080"
+        let target = url ?? "http://127.0.0.1:\(port)/healthz"
+        guard let components = URLComponents(string: target), let host = components.host else { throw ExitCode(2) }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(components.port ?? 80).bigEndian)
+        address.sin_addr.s_addr = inet_addr(host == "localhost" ? "127.0.0.1" : host)
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw ExitCode(1) }
+        let request = "GET \(components.path.isEmpty ? "/" : components.path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        let head = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
+        guard head.hasPrefix("HTTP/1.1 200") || head.hasPrefix("HTTP/1.0 200") else { throw ExitCode(1) }
     }
 }

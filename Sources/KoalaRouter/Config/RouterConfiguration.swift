@@ -28,6 +28,8 @@ public struct RouterConfiguration: Sendable {
     public var reloadOnSIGHUP = true
     public var delivery = DeliveryPolicy()
     public var logLevel: Logger.Level = .info
+    /// `text` for people, `json` (one object per line) for log pipelines.
+    public var logFormat = "text"
     /// Where secrets referenced by rule files are looked up.
     public var environment: [String: String]
 
@@ -92,6 +94,12 @@ public struct RouterConfiguration: Sendable {
         if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }
         if let v = try number("KOALA_ROUTER_INITIAL_BACKOFF_S", 0.001...3600) { config.delivery.initialBackoff = v }
         if let v = try number("KOALA_ROUTER_RETRY_BUDGET_H", 0.001...8760) { config.delivery.retryBudget = v * 3600 }
+        if let v = string("LOG_FORMAT") {
+            guard ["json", "text"].contains(v.lowercased()) else {
+                throw Invalid(setting: "LOG_FORMAT", problem: "'\(v)' is not json or text")
+            }
+            config.logFormat = v.lowercased()
+        }
         if let v = string("LOG_LEVEL") {
             guard let level = Logger.Level(rawValue: v.lowercased()) else {
                 throw Invalid(setting: "LOG_LEVEL", problem: "'\(v)' is not one of trace, debug, info, notice, warning, error, critical")
@@ -99,6 +107,24 @@ public struct RouterConfiguration: Sendable {
             config.logLevel = level
         }
         return config
+    }
+
+    /// Every setting and its effective value, secrets redacted (for `koala-router config`).
+    public var described: [(String, String)] {
+        [
+            ("KOALA_ROUTER_HOST", host), ("KOALA_ROUTER_PORT", String(port)), ("KOALA_ROUTER_ROUTES", routesDirectory),
+            ("KOALA_ROUTER_DATABASE", database), ("KOALA_API_URL", koalaAPIURL),
+            ("KOALA_PUBLIC_API_KEY", koalaPublicKey == nil ? "(not set: dry run)" : "(set, redacted)"),
+            ("KOALA_ROUTER_MAX_BODY_BYTES", String(maxBodyBytes)), ("KOALA_ROUTER_LINGER_MS", String(Int(delivery.linger * 1000))),
+            ("KOALA_ROUTER_CONCURRENCY", String(delivery.concurrency)), ("KOALA_ROUTER_REQUEST_TIMEOUT_S", String(delivery.requestTimeout)),
+            ("KOALA_ROUTER_INITIAL_BACKOFF_S", String(delivery.initialBackoff)), ("KOALA_ROUTER_MAX_BACKOFF_S", String(delivery.maxBackoff)),
+            ("KOALA_ROUTER_RETRY_BUDGET_H", String(delivery.retryBudget / 3600)), ("KOALA_ROUTER_IDENTITY_WAIT_S", String(identityWait)),
+            ("KOALA_ROUTER_RULES_POLL_S", String(rulesPollInterval)), ("KOALA_ROUTER_RETENTION_DAYS", String(retention / 86400)),
+            ("KOALA_ROUTER_SHUTDOWN_GRACE_S", String(shutdownGrace)),
+            ("KOALA_ROUTER_ADMIN_TOKEN", adminToken == nil ? "(not set: admin API off)" : "(set, redacted)"),
+            ("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", freeMailDomainsFile ?? "(not set)"),
+            ("LOG_LEVEL", logLevel.rawValue), ("LOG_FORMAT", logFormat),
+        ]
     }
 
     /// The SQLite path named by `database`.
