@@ -120,7 +120,10 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         return jsonResponse(answer.status, answer.body)
     }
     router.get("/metrics") { _, _ -> Response in
-        Response(
+        if let stats = try? await components.store.queueStats(now: Date()) {
+            components.metrics.queue(stats)
+        }
+        return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: components.metrics.exposition()))

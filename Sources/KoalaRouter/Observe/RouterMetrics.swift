@@ -51,6 +51,29 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+        .seconds(15), .seconds(60), .seconds(300), .seconds(1800), .seconds(3600), .seconds(21600), .seconds(86400),
+    ]
+
+    /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
+    public func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double) {
+        registry.makeDurationHistogram(
+            name: "koala_router_delivery_latency_seconds", labels: [("endpoint", endpoint.rawValue)], buckets: Self.latencyBuckets,
+            help: "Accepted to confirmed by Koala, per message."
+        ).recordNanoseconds(Int64(max(0, seconds) * 1_000_000_000))
+    }
+
+    /// Queue state, refreshed at each scrape from the store.
+    public func queue(_ stats: QueueStats) {
+        for (state, value) in [("pending", stats.pending), ("waiting", stats.waiting), ("dead", stats.dead)] {
+            registry.makeGauge(name: "koala_router_queue_messages", labels: [("state", state)],
+                               help: "Messages in the store by state (pending, waiting for identity, dead letters).").set(to: Double(value))
+        }
+        registry.makeGauge(name: "koala_router_queue_oldest_pending_age_seconds",
+                           help: "Age of the oldest message not yet delivered (0 when none).").set(to: stats.oldestPendingAge)
+    }
+
     public func koalaRefusing() {
         registry.makeCounter(
             name: "koala_router_koala_refusals_total",

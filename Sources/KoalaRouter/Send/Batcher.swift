@@ -11,6 +11,8 @@ public struct KoalaBatch: Sendable, Equatable {
     public let oldestCreatedAt: Date
     /// Failed attempts so far of the most-tried message in the batch.
     public let attempts: Int
+    /// When each message was accepted, for the delivery latency.
+    public var acceptedAt: [Date] = []
 }
 
 /// Groups leased messages into Koala requests. Pure and deterministic.
@@ -68,9 +70,11 @@ public enum Batcher {
             needsComma = true
         }
         body += "}"
-        return KoalaBatch(endpoint: first.endpoint, identity: first.identity, seqs: all.map(\.seq),
+        var batch = KoalaBatch(endpoint: first.endpoint, identity: first.identity, seqs: all.map(\.seq),
                           messageIDs: all.map(\.messageID), body: body,
                           oldestCreatedAt: all.map(\.createdAt).min() ?? first.createdAt,
                           attempts: all.map(\.attempts).max() ?? 0)
+        batch.acceptedAt = all.map(\.createdAt)
+        return batch
     }
 }

@@ -134,6 +134,9 @@ public final class Sender: Service, Sendable {
                 }
                 health.recordSuccess(now: now)
                 outcomes.append(.delivered(batch.seqs, at: now))
+                for accepted in batch.acceptedAt {
+                    metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted))
+                }
                 metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
             case .retry(let reason, let retryAfter):
                 let remaining = batches[index...].flatMap(\.seqs)

@@ -567,6 +567,24 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    public func queueStats(now: Date) async throws -> QueueStats {
+        try await pool.read { db in
+            var stats = QueueStats()
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status") {
+                let n: Int = row["n"]
+                switch Status(rawValue: row["status"]) {
+                case .pending:
+                    stats.pending = n
+                    if let oldest: Double = row["oldest"] { stats.oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest) }
+                case .waiting: stats.waiting = n
+                case .dead: stats.dead = n
+                default: break
+                }
+            }
+            return stats
+        }
+    }
+
     public func ping() async -> Bool {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
     }

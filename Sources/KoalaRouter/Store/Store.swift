@@ -39,6 +39,13 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+public struct QueueStats: Sendable, Equatable {
+    public var pending = 0
+    public var waiting = 0
+    public var dead = 0
+    public var oldestPendingAge: Double = 0
+}
+
 /// Where a page of stored webhooks ended.
 public struct StoredCursor: Sendable, Equatable {
     public let receivedAt: Date
@@ -210,6 +217,8 @@ public protocol WebhookStore: Sendable {
     /// Deletes matching dead letters. Returns how many.
     func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int
     func counts() async throws -> OutboxCounts
+    /// Queue depth and age, for metrics.
+    func queueStats(now: Date) async throws -> QueueStats
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
     func close() async throws
