@@ -116,7 +116,8 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
             components.metrics.webhookReceived(source: source, outcome: "too_large")
             return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")])
         }
-        let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer))
+        let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer),
+                                                    requestID: context.id)
         return jsonResponse(answer.status, answer.body)
     }
     router.get("/metrics") { _, _ -> Response in

@@ -54,7 +54,9 @@ public struct Ingest: Sendable {
         return nil
     }
 
-    public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date()) async -> Answer {
+    public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+        var logger = self.logger
+        if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
         if let early = precheck(source: name) { return early }
         let table = rules.table
         let source = table.sources[name]!
