@@ -117,7 +117,7 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
             return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")])
         }
         let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer),
-                                                    requestID: context.id)
+                                                    requestID: context.logger[metadataKey: "hb.request.id"]?.description)
         return jsonResponse(answer.status, answer.body)
     }
     router.get("/metrics") { _, _ -> Response in
