@@ -49,22 +49,6 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
         case .piped(let base, let filters): base.recalls + filters.flatMap { $0.arguments.flatMap(\.recalls) }
         }
     }
-
-    /// Paths this expression reads, for checks and explanations.
-    public var paths: [Path] {
-        switch self {
-        case .literal: []
-        case .path(let p): [p]
-        case .template(let parts):
-            parts.flatMap { part -> [Path] in
-                if case .expression(let e) = part { return e.paths }
-                return []
-            }
-        case .call(_, let args): args.flatMap(\.paths)
-        case .access(let base, _): base.paths
-        case .piped(let base, let filters): base.paths + filters.flatMap { $0.arguments.flatMap(\.paths) }
-        }
-    }
 }
 
 /// A path such as `body.data.object.items.data[0].price.nickname` or `headers.x-event-name`.
