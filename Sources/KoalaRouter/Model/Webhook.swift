@@ -16,9 +16,12 @@ public struct VerifiedWebhook: Sendable {
     public let secretLabel: String
     /// Version of the rule table that routed it.
     public let rulesVersion: String
+    /// Hex SHA-256 of the raw body (`webhook.body_sha256`), computed once.
+    public let bodySHA256: String
 
     public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
-                headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String) {
+                headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,
+                bodySHA256: String? = nil) {
         self.source = source
         self.webhookID = webhookID
         self.eventType = eventType
@@ -29,6 +32,7 @@ public struct VerifiedWebhook: Sendable {
         self.json = json
         self.secretLabel = secretLabel
         self.rulesVersion = rulesVersion
+        self.bodySHA256 = bodySHA256 ?? Hex.encode(Crypto.digest(.sha256, body))
     }
 }
 

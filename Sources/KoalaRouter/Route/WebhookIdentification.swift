@@ -17,8 +17,8 @@ extension SourceDefinition {
             let key = field.name.canonicalName
             headerMap[key] = headerMap[key].map { $0 + ", " + field.value } ?? field.value
         }
-        let context = EvaluationContext(body: json, headers: headerMap,
-                                        webhook: ["body_sha256": .string(Hex.encode(Crypto.digest(.sha256, body)))])
+        let digest = Hex.encode(Crypto.digest(.sha256, body))
+        let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(digest)])
         guard let webhookID = webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
             return .failure(IdentificationProblem(outcome: "missing_id", message: "webhook id not found at \(self.webhookID)"))
         }
@@ -29,6 +29,6 @@ extension SourceDefinition {
         return .success(VerifiedWebhook(
             source: name, webhookID: webhookID, eventType: eventType, eventTime: eventTime, receivedAt: receivedAt,
             headers: headerMap.filter { !Ingest.isSensitive($0.key) }, body: body, json: json,
-            secretLabel: secretLabel, rulesVersion: rulesVersion))
+            secretLabel: secretLabel, rulesVersion: rulesVersion, bodySHA256: digest))
     }
 }

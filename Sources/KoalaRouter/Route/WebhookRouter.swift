@@ -97,7 +97,7 @@ public struct WebhookRouter: Sendable {
             "time": .string(Timestamps.iso(webhook.eventTime)),
             "source": .string(webhook.source),
             "received_at": .string(Timestamps.iso(webhook.receivedAt)),
-            "body_sha256": .string(Hex.encode(Crypto.digest(.sha256, webhook.body))),
+            "body_sha256": .string(webhook.bodySHA256),
         ])
     }
 
