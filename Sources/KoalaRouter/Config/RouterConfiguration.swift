@@ -63,7 +63,14 @@ public struct RouterConfiguration: Sendable {
         if let v = string("KOALA_ROUTER_HOST") { config.host = v }
         if let v = try number("KOALA_ROUTER_PORT", 0...65535) { config.port = Int(v) }
         if let v = string("KOALA_ROUTER_ROUTES") { config.routesDirectory = v }
-        if let v = string("KOALA_ROUTER_DATABASE") { config.database = v }
+        if let v = string("KOALA_ROUTER_DATABASE") {
+            if PostgresURL.isPostgres(v) {
+                do { _ = try PostgresURL(v) } catch let error as PostgresURL.Invalid {
+                    throw Invalid(setting: "KOALA_ROUTER_DATABASE", problem: error.problem)
+                }
+            }
+            config.database = v
+        }
         if let v = string("KOALA_API_URL") {
             guard let url = URL(string: v), url.scheme == "http" || url.scheme == "https", url.host != nil else {
                 throw Invalid(setting: "KOALA_API_URL", problem: "'\(v)' is not an http(s) URL")
@@ -91,6 +98,11 @@ public struct RouterConfiguration: Sendable {
         }
         if let v = try number("KOALA_ROUTER_CONCURRENCY", 1...1024) { config.delivery.concurrency = Int(v) }
         if let v = try number("KOALA_ROUTER_REQUEST_TIMEOUT_S", 0.1...600) { config.delivery.requestTimeout = v }
+        if let v = try number("KOALA_ROUTER_LEASE_S", 1...3600) { config.delivery.lease = v }
+        if config.delivery.lease <= config.delivery.requestTimeout {
+            throw Invalid(setting: "KOALA_ROUTER_LEASE_S",
+                          problem: "the lease (\(config.delivery.lease) s) must outlast KOALA_ROUTER_REQUEST_TIMEOUT_S (\(config.delivery.requestTimeout) s), or a slow request is sent twice")
+        }
         if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }
         if let v = try number("KOALA_ROUTER_INITIAL_BACKOFF_S", 0.001...3600) { config.delivery.initialBackoff = v }
         if let v = try number("KOALA_ROUTER_RETRY_BUDGET_H", 0.001...8760) { config.delivery.retryBudget = v * 3600 }
@@ -113,10 +125,11 @@ public struct RouterConfiguration: Sendable {
     public var described: [(String, String)] {
         [
             ("KOALA_ROUTER_HOST", host), ("KOALA_ROUTER_PORT", String(port)), ("KOALA_ROUTER_ROUTES", routesDirectory),
-            ("KOALA_ROUTER_DATABASE", database), ("KOALA_API_URL", koalaAPIURL),
+            ("KOALA_ROUTER_DATABASE", PostgresURL.redacted(database)), ("KOALA_API_URL", koalaAPIURL),
             ("KOALA_PUBLIC_API_KEY", koalaPublicKey == nil ? "(not set: dry run)" : "(set, redacted)"),
             ("KOALA_ROUTER_MAX_BODY_BYTES", String(maxBodyBytes)), ("KOALA_ROUTER_LINGER_MS", String(Int(delivery.linger * 1000))),
             ("KOALA_ROUTER_CONCURRENCY", String(delivery.concurrency)), ("KOALA_ROUTER_REQUEST_TIMEOUT_S", String(delivery.requestTimeout)),
+            ("KOALA_ROUTER_LEASE_S", String(delivery.lease)),
             ("KOALA_ROUTER_INITIAL_BACKOFF_S", String(delivery.initialBackoff)), ("KOALA_ROUTER_MAX_BACKOFF_S", String(delivery.maxBackoff)),
             ("KOALA_ROUTER_RETRY_BUDGET_H", String(delivery.retryBudget / 3600)), ("KOALA_ROUTER_IDENTITY_WAIT_S", String(identityWait)),
             ("KOALA_ROUTER_RULES_POLL_S", String(rulesPollInterval)), ("KOALA_ROUTER_RETENTION_DAYS", String(retention / 86400)),
@@ -129,7 +142,7 @@ public struct RouterConfiguration: Sendable {
 
     /// The SQLite path named by `database`.
     public var sqlitePath: String? {
-        if database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") { return nil }
+        if PostgresURL.isPostgres(database) { return nil }
         if database.hasPrefix("sqlite://") { return String(database.dropFirst("sqlite://".count)) }
         if database.hasPrefix("sqlite:") { return String(database.dropFirst("sqlite:".count)) }
         return database

@@ -8,7 +8,12 @@ import ServiceLifecycle
 
 /// Opens the store named by the configuration.
 /// `serving`: this process runs the sender and owns the database (false for operator commands).
-public func openStore(_ configuration: RouterConfiguration, serving: Bool = true) async throws -> any WebhookStore {
+public func openStore(_ configuration: RouterConfiguration, serving: Bool = true,
+                      logger: Logger = Logger(label: "koala-router.store")) async throws -> any WebhookStore {
+    if PostgresURL.isPostgres(configuration.database) {
+        // Replicas share it: leases are never voided at start-up, they run out.
+        return try await PostgresStore(url: configuration.database, logger: logger)
+    }
     guard let path = configuration.sqlitePath else {
         throw StoreError.unsupportedURL(configuration.database)
     }
@@ -62,7 +67,7 @@ public func buildApplication(
     if let existingStore {
         store = existingStore
     } else {
-        store = try await openStore(configuration)
+        store = try await openStore(configuration, logger: logger)
     }
     let rules = RulesHolder(table)
     let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,

@@ -41,7 +41,7 @@ struct CrashTests {
         let process = Process()
         let port: Int
 
-        init(binary: String, database: String, koala: FakeKoala) throws {
+        init(binary: String, database: String, koala: FakeKoala, extra: [String: String] = [:]) throws {
             port = CrashTests.freePort()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["serve"]
@@ -50,7 +50,7 @@ struct CrashTests {
                 "KOALA_ROUTER_HOST": "127.0.0.1", "KOALA_ROUTER_ROUTES": repositoryRoot + "/routes", "KOALA_API_URL": koala.baseURL,
                 "KOALA_PUBLIC_API_KEY": koala.key, "KOALA_ROUTER_INITIAL_BACKOFF_S": "0.05", "KOALA_ROUTER_MAX_BACKOFF_S": "0.3",
                 "KOALA_ROUTER_LINGER_MS": "10", "KOALA_ROUTER_REQUEST_TIMEOUT_S": "2", "LOG_LEVEL": "critical",
-            ]
+            ].merging(extra) { $1 }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -72,13 +72,18 @@ struct CrashTests {
 
     /// Posts one webhook; true only for a 200.
     static func post(_ id: String, port: Int) async -> Bool {
+        await status(id, port: port) == 200
+    }
+
+    /// Posts one webhook; its status code, or nil when no answer came.
+    static func status(_ id: String, port: Int) async -> Int? {
         let body = invoicePaid(id: id, email: "person\(id.hashValue & 7)@acme.io")
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/stripe")
         request.method = .POST
         for field in stripeHeaders(body) { request.headers.add(name: field.name.rawName, value: field.value) }
         request.body = .bytes(ByteBuffer(bytes: body))
-        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)) else { return false }
-        return response.status.code == 200
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(8)) else { return nil }
+        return Int(response.status.code)
     }
 
     @Test func killedMidBatchLosesNothing() async throws {

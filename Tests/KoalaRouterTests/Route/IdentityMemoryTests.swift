@@ -54,9 +54,9 @@ struct IdentityMemoryTests {
         #expect(router.route(incomplete).isEmpty)
     }
 
-    @Test func aWaitingMessageIsReleasedWhenTheIdentityArrives() async throws {
+    @Test(arguments: Backend.allCases) func aWaitingMessageIsReleasedWhenTheIdentityArrives(_ backend: Backend) async throws {
         let table = try table()
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let store = try await makeStore(backend)
         let holder = RulesHolder(table)
         let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 600, logger: quietLogger)
         let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
@@ -83,9 +83,9 @@ struct IdentityMemoryTests {
         try await store.close()
     }
 
-    @Test func aWaitThatRunsOutIsDeadLetteredAsIdentityUnresolved() async throws {
+    @Test(arguments: Backend.allCases) func aWaitThatRunsOutIsDeadLetteredAsIdentityUnresolved(_ backend: Backend) async throws {
         let table = try table()
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        let store = try await makeStore(backend)
         let holder = RulesHolder(table)
         let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 0, logger: quietLogger)
         let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
@@ -98,8 +98,8 @@ struct IdentityMemoryTests {
         try await store.close()
     }
 
-    @Test func memoryKeepsKnownFieldsAndIsPerSource() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func memoryKeepsKnownFieldsAndIsPerSource(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         func accept(_ id: String, source: String, _ identity: KoalaIdentity) async throws {
             let body = Array(#"{"id":"\#(id)"}"#.utf8)
             let w = VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],

@@ -31,8 +31,8 @@ struct ReplayTests {
         try RuleLoader(environment: ["S": testSecret]).load(files: [("shop.yaml", text)])
     }
 
-    @Test func dryRunReportsAndARealRunQueuesInTheReplayLane() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func dryRunReportsAndARealRunQueuesInTheReplayLane(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let v1 = try table(Self.rules(event: "Paid", emailPath: "body.data.object.customer_email", extra: false))
         let ingest = Ingest(rules: RulesHolder(v1), store: store, linger: 0, logger: quietLogger)
         for i in 0..<3 {
@@ -66,8 +66,8 @@ struct ReplayTests {
         try await store.close()
     }
 
-    @Test func aFixedRuleRevivesItsDeadLetters() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func aFixedRuleRevivesItsDeadLetters(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let broken = try table(Self.rules(event: "Paid", emailPath: "body.data.object.email_typo", extra: false))
         let ingest = Ingest(rules: RulesHolder(broken), store: store, linger: 0, logger: quietLogger)
         let body = invoicePaid(id: "evt_fix", email: "fix@acme.io")
@@ -81,8 +81,8 @@ struct ReplayTests {
         try await store.close()
     }
 
-    @Test func theReplayLaneGetsACappedShareOfEachRound() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func theReplayLaneGetsACappedShareOfEachRound(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         var replayed: [KoalaMessage] = []
         for i in 0..<300 {
             let id = "old_\(i)"

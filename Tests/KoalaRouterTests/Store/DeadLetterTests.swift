@@ -9,8 +9,8 @@ import Testing
 @Suite("Dead letters")
 struct DeadLetterTests {
     /// A store with three dead letters: two Koala rejections (different routes) and one without identity.
-    func seeded() async throws -> (SQLiteStore, [String]) {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    func seeded(_ backend: Backend) async throws -> (any WebhookStore, [String]) {
+        let store = try await makeStore(backend)
         var ids: [String] = []
         for (n, (route, email, problem)) in [("paid", "a@acme.io", nil), ("refund", "b@acme.io", nil), ("paid", nil, "identity missing: no email")].enumerated() {
             let body = Array(#"{"id":"w\#(n)"}"#.utf8)
@@ -28,8 +28,8 @@ struct DeadLetterTests {
         return (store, ids)
     }
 
-    @Test func filterRetryAndDrop() async throws {
-        let (store, ids) = try await seeded()
+    @Test(arguments: Backend.allCases) func filterRetryAndDrop(_ backend: Backend) async throws {
+        let (store, ids) = try await seeded(backend)
         #expect(try await store.deadLetters(matching: DeadLetterFilter(), limit: 10).count == 3)
         #expect(try await store.deadLetters(matching: DeadLetterFilter(route: "paid"), limit: 10).count == 2)
         #expect(try await store.deadLetters(matching: DeadLetterFilter(reason: "koala rejected"), limit: 10).map(\.messageID).sorted() == [ids[0], ids[1]].sorted())

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Retention and forget")
 struct RetentionTests {
-    func accept(_ store: SQLiteStore, _ id: String, email: String, at: Date, remember: Bool = false) async throws -> Int64? {
+    func accept(_ store: any WebhookStore, _ id: String, email: String, at: Date, remember: Bool = false) async throws -> Int64? {
         let body = Array(#"{"id":"\#(id)","data":{"object":{"customer_email":"\#(email)"}}}"#.utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: at, receivedAt: at, headers: [:],
                                       body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
@@ -17,8 +17,8 @@ struct RetentionTests {
         return try await store.claimDue(now: Date().addingTimeInterval(1), limit: 100, lease: 60).first { $0.messageID == mid }?.seq
     }
 
-    @Test func oldDeliveredDataIsPrunedButPendingAndDeadStay() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func oldDeliveredDataIsPrunedButPendingAndDeadStay(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let old = Date().addingTimeInterval(-10 * 86400)
         let delivered = try await accept(store, "w_delivered", email: "a@acme.io", at: old)
         try await store.markDelivered([delivered!], at: old)
@@ -39,8 +39,8 @@ struct RetentionTests {
         try await store.close()
     }
 
-    @Test func forgetRemovesEverythingAboutAPerson() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func forgetRemovesEverythingAboutAPerson(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         _ = try await accept(store, "w1", email: "ada@acme.io", at: Date(), remember: true)
         _ = try await accept(store, "w2", email: "grace@acme.io", at: Date(), remember: true)
         let report = try await store.forget(email: " Ada@Acme.io ")

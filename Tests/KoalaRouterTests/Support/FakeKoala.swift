@@ -15,6 +15,8 @@ final class FakeKoala: Sendable {
         let endpoint: KoalaEndpoint
         let body: JSONValue
         let userAgent: String
+        /// When the fake answered it.
+        var at = Date()
         var email: String? { body["email"]?.stringValue }
         var domain: String? { body["domain"]?.stringValue }
         var events: [JSONValue] { if case .array(let a)? = body["events"] { a } else { [] } }

@@ -2,8 +2,8 @@ import Foundation
 import Testing
 @testable import KoalaRouter
 
-@Suite("SQLite store")
-struct SQLiteStoreTests {
+@Suite("Store (SQLite and PostgreSQL)")
+struct StoreTests {
     func webhook(_ id: String, source: String = "stripe") -> VerifiedWebhook {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
@@ -19,8 +19,8 @@ struct SQLiteStoreTests {
                             eventTime: Date(timeIntervalSince1970: time), problem: problem)
     }
 
-    @Test func acceptIsAtomicAndDeduplicates() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func acceptIsAtomicAndDeduplicates(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
         let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
@@ -34,8 +34,8 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
-    @Test func concurrentAcceptsShareCommitsAndStayExact() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func concurrentAcceptsShareCommitsAndStayExact(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         // 300 distinct webhooks, each offered twice at the same moment.
         let outcomes = try await withThrowingTaskGroup(of: (String, AcceptOutcome).self) { group in
             for i in 0..<600 {
@@ -67,8 +67,8 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
-    @Test func problemsAreDeadLetteredAtOnce() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func problemsAreDeadLetteredAtOnce(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", "track", email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
         #expect(outcome == .accepted(queued: 0, deadLettered: 1, waiting: 0))
         let dead = try await store.deadLetters(limit: 10)
@@ -77,8 +77,8 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
-    @Test func lingerDelaysAndLeasesHideClaimedMessages() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func lingerDelaysAndLeasesHideClaimedMessages(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         let now = Date()
         _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", "track", email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
         #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
@@ -90,8 +90,8 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
-    @Test func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.allCases) func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         _ = try await store.accept(webhook("w1"), messages: [message("w1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         let now = Date().addingTimeInterval(1)
         let first = try await store.claimDue(now: now, limit: 10, lease: 60)
