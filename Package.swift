@@ -53,6 +53,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Load-benchmark helpers (scripts/bench/run): the bare verify-only baseline and a fast fake Koala.
+        .executableTarget(
+            name: "koala-router-bench",
+            dependencies: [
+                "KoalaRouter",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         .testTarget(
             name: "KoalaRouterTests",
             dependencies: [
