@@ -30,7 +30,7 @@ struct DeadLetterOptions: ParsableArguments {
     }
 
     func store() async throws -> any WebhookStore {
-        var config = try RouterConfiguration.fromEnvironment()
+        var config = try await RouterConfiguration.load()
         if let database { config.database = database }
         return try await openStore(config, serving: false)
     }
@@ -145,7 +145,7 @@ struct ReplayCommand: AsyncParsableCommand {
             untilDate = parsed
         }
         let table = try loadTable(routesDirectory(routesOption.routes))
-        var config = try RouterConfiguration.fromEnvironment()
+        var config = try await RouterConfiguration.load()
         if let database { config.database = database }
         let store = try await openStore(config, serving: false)
         let report = try await Replay(store: store, table: table)

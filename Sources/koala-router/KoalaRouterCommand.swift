@@ -32,27 +32,30 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Port to listen on (env KOALA_ROUTER_PORT, default 8080).")
     var port: Int?
     @OptionGroup var routesOption: RoutesOption
-    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
     @Option(name: .long, help: "Koala API base URL (env KOALA_API_URL, default https://api2.getkoala.com).")
     var koalaApiUrl: String?
     @Option(name: .long, help: "Koala project public key (env KOALA_PUBLIC_API_KEY; without it: dry run).")
     var koalaPublicApiKey: String?
+    @Option(name: .long, help: "YAML config file (env KOALA_ROUTER_CONFIG). Flags win over the environment, which wins over the file.")
+    var config: String?
 
     func run() async throws {
-        var config: RouterConfiguration
+        var flags: [String: String] = [:]
+        flags["KOALA_ROUTER_HOST"] = host
+        flags["KOALA_ROUTER_PORT"] = port.map(String.init)
+        flags["KOALA_ROUTER_ROUTES"] = routesOption.routes
+        flags["KOALA_ROUTER_DATABASE"] = database
+        flags["KOALA_API_URL"] = koalaApiUrl
+        flags["KOALA_PUBLIC_API_KEY"] = koalaPublicApiKey
+        let config: RouterConfiguration
         do {
-            config = try RouterConfiguration.fromEnvironment()
+            config = try await RouterConfiguration.load(flags: flags, configFile: self.config)
         } catch {
             FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        if let host { config.host = host }
-        if let port { config.port = port }
-        if let routes = routesOption.routes { config.routesDirectory = routes }
-        if let database { config.database = database }
-        if let koalaApiUrl { config.koalaAPIURL = koalaApiUrl }
-        if let koalaPublicApiKey { config.koalaPublicKey = koalaPublicApiKey }
 
         let level = config.logLevel
         let json = config.logFormat == "json"
@@ -140,11 +143,11 @@ struct Forget: AsyncParsableCommand {
 
     @Option(name: .long, help: "The email address.")
     var email: String
-    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
 
     func run() async throws {
-        var config = try RouterConfiguration.fromEnvironment()
+        var config = try await RouterConfiguration.load()
         if let database { config.database = database }
         let store = try await openStore(config, serving: false)
         let report = try await store.forget(email: email)
@@ -153,13 +156,16 @@ struct Forget: AsyncParsableCommand {
     }
 }
 
-struct ConfigCommand: ParsableCommand {
+struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "config", abstract: "Print the effective configuration (environment and defaults), secrets redacted.")
+        commandName: "config", abstract: "Print the effective configuration (environment, config file and defaults), secrets redacted.")
 
-    func run() throws {
+    @Option(name: .long, help: "YAML config file (env KOALA_ROUTER_CONFIG).")
+    var config: String?
+
+    func run() async throws {
         do {
-            let config = try RouterConfiguration.fromEnvironment()
+            let config = try await RouterConfiguration.load(configFile: self.config)
             for (name, value) in config.described { print("\(name)=\(value)") }
         } catch {
             FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))

@@ -90,7 +90,7 @@ struct Simulate: AsyncParsableCommand {
         }
         let webhook: VerifiedWebhook
         if let stored {
-            var config = try RouterConfiguration.fromEnvironment()
+            var config = try await RouterConfiguration.load()
             if let database { config.database = database }
             let store = try await openStore(config, serving: false)
             guard let w = try await store.storedWebhook(source: source, webhookID: stored) else {

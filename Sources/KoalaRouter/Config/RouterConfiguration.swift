@@ -1,5 +1,7 @@
+import Configuration
 import Foundation
 import Logging
+import SystemPackage
 
 /// Every setting of the service. Built from the environment; CLI flags override single fields.
 public struct RouterConfiguration: Sendable {
@@ -32,6 +34,8 @@ public struct RouterConfiguration: Sendable {
     public var logFormat = "text"
     /// Where secrets referenced by rule files are looked up.
     public var environment: [String: String]
+    /// The YAML config file the settings were read from, if any.
+    public var configFile: String?
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment
@@ -43,15 +47,75 @@ public struct RouterConfiguration: Sendable {
         public var description: String { "invalid setting \(setting): \(problem)" }
     }
 
-    /// Reads `KOALA_*` settings from the environment; a bad value names the setting.
-    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> RouterConfiguration {
-        var config = RouterConfiguration(environment: env)
-        func string(_ name: String) -> String? {
-            if let value = env[name], !value.isEmpty { return value }
-            if let file = env[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
-                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    /// Every setting's environment name. In a config file the same setting is `prefix: { rest: value }`
+    /// with the name lower-cased and split after `KOALA_ROUTER_`, `KOALA_` or `LOG_` (see `key(for:)`).
+    public static let settingNames = [
+        "KOALA_ROUTER_HOST", "KOALA_ROUTER_PORT", "KOALA_ROUTER_ROUTES", "KOALA_ROUTER_DATABASE", "KOALA_API_URL",
+        "KOALA_PUBLIC_API_KEY", "KOALA_ROUTER_ADMIN_TOKEN", "KOALA_ROUTER_MAX_BODY_BYTES", "KOALA_ROUTER_LINGER_MS",
+        "KOALA_ROUTER_IDENTITY_WAIT_S", "KOALA_ROUTER_RULES_POLL_S", "KOALA_ROUTER_RETENTION_DAYS",
+        "KOALA_ROUTER_SHUTDOWN_GRACE_S", "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", "KOALA_ROUTER_CONCURRENCY",
+        "KOALA_ROUTER_REQUEST_TIMEOUT_S", "KOALA_ROUTER_LEASE_S", "KOALA_ROUTER_MAX_BACKOFF_S",
+        "KOALA_ROUTER_INITIAL_BACKOFF_S", "KOALA_ROUTER_RETRY_BUDGET_H", "LOG_FORMAT", "LOG_LEVEL",
+    ]
+    /// Settings whose values are never printed.
+    public static let secretNames: Set<String> = ["KOALA_PUBLIC_API_KEY", "KOALA_ROUTER_ADMIN_TOKEN", "KOALA_ROUTER_DATABASE"]
+
+    /// The configuration key of a setting: `KOALA_ROUTER_LINGER_MS` → `koala_router.linger_ms`,
+    /// `KOALA_API_URL` → `koala.api_url`, `LOG_LEVEL` → `log.level`. swift-configuration's environment
+    /// provider maps each key back to exactly the environment name.
+    public static func key(for name: String) -> [String] {
+        for prefix in ["KOALA_ROUTER_", "KOALA_", "LOG_"] where name.hasPrefix(prefix) {
+            return [String(prefix.dropLast()).lowercased(), String(name.dropFirst(prefix.count)).lowercased()]
+        }
+        return [name.lowercased()]
+    }
+
+    /// Loads the settings through swift-configuration, first match wins:
+    /// 1. command-line flags (`flags`, by environment name),
+    /// 2. environment variables, then `NAME_FILE` (a file holding the value: Docker and Kubernetes secrets),
+    /// 3. the YAML config file named by `configFile` or `KOALA_ROUTER_CONFIG`, if any,
+    /// 4. the defaults.
+    /// A bad value stops start-up with a message naming the setting.
+    public static func load(environment env: [String: String] = ProcessInfo.processInfo.environment,
+                            flags: [String: String] = [:], configFile: String? = nil) async throws -> RouterConfiguration {
+        var providers: [any ConfigProvider] = []
+        func values(_ pairs: [String: String]) -> [AbsoluteConfigKey: ConfigValue] {
+            var out: [AbsoluteConfigKey: ConfigValue] = [:]
+            for (name, value) in pairs where !value.isEmpty {
+                out[AbsoluteConfigKey(key(for: name))] = ConfigValue(.string(value), isSecret: secretNames.contains(name))
             }
-            return nil
+            return out
+        }
+        if !flags.isEmpty { providers.append(InMemoryProvider(name: "command-line flags", values: values(flags))) }
+        providers.append(EnvironmentVariablesProvider(environmentVariables: env.filter { !$0.value.isEmpty },
+                                                      secretsSpecifier: .specific(secretNames)))
+        var fromFiles: [String: String] = [:]
+        for name in settingNames {
+            guard let path = env[name + "_FILE"], !path.isEmpty else { continue }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw Invalid(setting: name + "_FILE", problem: "cannot read '\(path)'; mount the secret there or unset \(name)_FILE")
+            }
+            fromFiles[name] = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if !fromFiles.isEmpty { providers.append(InMemoryProvider(name: "*_FILE secrets", values: values(fromFiles))) }
+        var config = RouterConfiguration(environment: env)
+        if let path = configFile ?? env["KOALA_ROUTER_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            try ConfigFile.check(path)
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(path)))
+            } catch {
+                throw Invalid(setting: "KOALA_ROUTER_CONFIG", problem: "\(path): \(error)")
+            }
+            config.configFile = path
+        }
+        return try resolve(ConfigReader(providers: providers), into: config)
+    }
+
+    /// Reads every setting from `reader` into `config`.
+    static func resolve(_ reader: ConfigReader, into config: RouterConfiguration) throws -> RouterConfiguration {
+        var config = config
+        func string(_ name: String) -> String? {
+            reader.string(forKey: ConfigKey(key(for: name)), isSecret: secretNames.contains(name)).flatMap { $0.isEmpty ? nil : $0 }
         }
         func number(_ name: String, _ range: ClosedRange<Double>) throws -> Double? {
             guard let text = string(name) else { return nil }
@@ -137,6 +201,7 @@ public struct RouterConfiguration: Sendable {
             ("KOALA_ROUTER_ADMIN_TOKEN", adminToken == nil ? "(not set: admin API off)" : "(set, redacted)"),
             ("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", freeMailDomainsFile ?? "(not set)"),
             ("LOG_LEVEL", logLevel.rawValue), ("LOG_FORMAT", logFormat),
+            ("KOALA_ROUTER_CONFIG", configFile ?? "(not set)"),
         ]
     }
 

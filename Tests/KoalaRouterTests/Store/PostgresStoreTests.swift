@@ -132,7 +132,7 @@ struct PostgresStoreTests {
         #expect(Date().timeIntervalSince(started) < 60)
     }
 
-    @Test func settingsAreParsedAndPasswordsRedacted() throws {
+    @Test func settingsAreParsedAndPasswordsRedacted() async throws {
         let url = try PostgresURL("postgres://router:s3cr%40t@db.internal:6432/koala?sslmode=require&schema=koala&pool_size=4&statement_timeout_ms=2000")
         #expect(url.host == "db.internal" && url.port == 6432 && url.username == "router" && url.password == "s3cr@t")
         #expect(url.database == "koala" && url.sslmode == .require && url.schema == "koala" && url.poolSize == 4)
@@ -143,13 +143,13 @@ struct PostgresStoreTests {
         #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?pool=3") }
         // Start-up refuses a bad address and names the setting, without echoing the password.
         do {
-            _ = try RouterConfiguration.fromEnvironment(["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k?sslmode=nope"])
+            _ = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k?sslmode=nope"])
             Issue.record("a bad sslmode was accepted")
         } catch {
             #expect("\(error)".contains("KOALA_ROUTER_DATABASE"))
             #expect(!"\(error)".contains("hunter2"))
         }
-        let config = try RouterConfiguration.fromEnvironment(["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k"])
+        let config = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k"])
         #expect(!config.described.map(\.1).joined().contains("hunter2"))
     }
 }
