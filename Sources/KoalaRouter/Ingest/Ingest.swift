@@ -29,8 +29,23 @@ public struct Ingest: Sendable {
 
     /// Headers that carry credentials are never stored.
     public static func isSensitive(_ name: String) -> Bool {
-        let lower = Array(name.lowercased().utf8)
-        return sensitiveFragments.contains { lower.firstRange(of: $0) != nil }
+        // A plain byte scan: the generic `firstRange(of:)` allocated a dozen times per call, and this runs
+        // for every header of every webhook.
+        var lower = Array(name.utf8)
+        for i in lower.indices where lower[i] >= 65 && lower[i] <= 90 { lower[i] += 32 }
+        return sensitiveFragments.contains { fragment in
+            guard lower.count >= fragment.count else { return false }
+            return lower.withUnsafeBufferPointer { bytes in
+                fragment.withUnsafeBufferPointer { needle in
+                    for start in 0...(bytes.count - needle.count) {
+                        var i = 0
+                        while i < needle.count && bytes[start + i] == needle[i] { i += 1 }
+                        if i == needle.count { return true }
+                    }
+                    return false
+                }
+            }
+        }
     }
 
     static let sensitiveFragments: [[UInt8]] = [

@@ -38,7 +38,7 @@ public enum Identity {
     }
 
     public static func companyDomain(from raw: String) -> String? {
-        if raw.contains("@") { return companyDomain(ofEmail: raw) }
+        if raw.utf8.contains(UInt8(ascii: "@")) { return companyDomain(ofEmail: raw) }
         let domain = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
         guard isDomain(domain), !FreeMailDomains.contains(domain) else { return nil }
         return domain

@@ -62,7 +62,8 @@ public struct TypePattern: Sendable, CustomStringConvertible {
     public var description: String { pattern }
 
     public func matches(_ type: String) -> Bool {
-        guard pattern.contains("*") || pattern.contains("?") else { return pattern == type }
+        // Byte checks: String.contains(String) goes through the generic searcher, which allocates.
+        guard pattern.utf8.contains(UInt8(ascii: "*")) || pattern.utf8.contains(UInt8(ascii: "?")) else { return pattern == type }
         return Self.glob(Array(pattern.unicodeScalars)[...], Array(type.unicodeScalars)[...])
     }
 
