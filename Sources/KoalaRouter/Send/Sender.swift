@@ -62,18 +62,28 @@ public final class Sender: Service, Sendable {
     /// Rounds until shutdown. A round in flight when shutdown starts finishes (its requests are bounded by
     /// the request timeout), so its outcomes are recorded rather than left to lease expiry.
     func loop() async {
+        // Consecutive failed rounds (the store unreachable, say): wait longer each time, up to 5 s, and log
+        // the first failure and the recovery rather than every poll.
+        var failures = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let worked: Bool
+            var worked = false
             do {
                 worked = try await runOnce()
+                if failures > 0 {
+                    logger.notice("sender rounds work again", metadata: ["failed_rounds": "\(failures)"])
+                    failures = 0
+                }
             } catch is CancellationError {
                 return
             } catch {
-                logger.error("sender round failed; will retry", metadata: ["error": "\(error)"])
-                worked = false
+                failures += 1
+                if failures == 1 || failures.isMultiple(of: 100) {
+                    logger.error("sender round failed; will retry", metadata: ["error": "\(error)", "failed_rounds": "\(failures)"])
+                }
             }
             if !worked {
-                try? await Task.sleep(nanoseconds: UInt64(policy.pollInterval * 1_000_000_000))
+                let wait = failures == 0 ? policy.pollInterval : min(5, policy.pollInterval * pow(2, Double(min(failures, 10))))
+                try? await Task.sleep(nanoseconds: UInt64(wait * 1_000_000_000))
             }
         }
     }

@@ -146,55 +146,83 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Ingest
 
+    /// One statement, so one round trip and one implicit transaction: the webhook row, then (only if it was
+    /// new) its messages and memory entries, through data-modifying CTEs fed by arrays.
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
-        try await withTransaction("accept") { connection, logger in
-            let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
-            let now = webhook.receivedAt.timeIntervalSince1970
-            let inserted = try await connection.query("""
+        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
+        let now = webhook.receivedAt.timeIntervalSince1970
+        // Arrays cannot hold NULL here: absent text travels as "" and becomes NULL again through NULLIF.
+        var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
+        var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
+        var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
+        var waitNamespaces: [String] = [], waitKeys: [String] = []
+        for message in messages {
+            let status: Int64 = message.problem != nil ? 2 : (message.waitingFor != nil ? 3 : 0)
+            ids.append(message.messageID); routes.append(message.route); outputs.append(message.output)
+            endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
+            emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
+            domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
+            items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
+            statuses.append(status); dues.append(status == 3 ? now + identityWait : now + linger)
+            problems.append(message.problem ?? "")
+            waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
+        }
+        // One entry per key (the last wins, as sequential upserts would), in key order so two webhooks
+        // remembering the same keys never deadlock.
+        var latest: [MemoryKey: KoalaIdentity] = [:]
+        for entry in remembers { latest[entry.key] = entry.identity }
+        let memory = latest.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
+        let namespaces = memory.map(\.key.namespace), keys = memory.map(\.key.key)
+        let memEmails = memory.map { $0.value.email ?? "" }, memProfiles = memory.map { $0.value.profileID ?? "" }
+        let memDomains = memory.map { $0.value.domain ?? "" }
+        let query: PostgresQuery = """
+            WITH hook AS (
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
                 VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
                         \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion))
                 ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger).count()
-            guard inserted == 1 else { return .duplicate }
-            var queued = 0, dead = 0, waiting = 0
-            for message in messages {
-                let status: Int = message.problem != nil ? 2 : (message.waitingFor != nil ? 3 : 0)
-                let due = status == 3 ? now + identityWait : now + linger
-                let finished: Double? = status == 2 ? now : nil
-                let stored = try await connection.query("""
-                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                        domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
-                        wait_namespace, wait_key)
-                    VALUES (\(message.messageID), \(message.source), \(message.webhookID), \(message.route), \(message.output),
-                        \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
-                        \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
-                        \(message.eventTime.timeIntervalSince1970), \(now), \(status), \(due), \(message.problem), \(finished),
-                        \(message.waitingFor?.namespace), \(message.waitingFor?.key))
-                    ON CONFLICT (message_id) DO NOTHING RETURNING 1
-                    """, logger: logger).count()
-                guard stored == 1 else { continue }
-                switch status {
-                case 2: dead += 1
-                case 3: waiting += 1
-                default: queued += 1
-                }
-            }
-            // Upserts in key order, so two webhooks remembering the same keys never deadlock.
-            for entry in remembers.sorted(by: { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }) {
-                try await connection.query("""
-                    INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at)
-                    VALUES (\(webhook.source), \(entry.key.namespace), \(entry.key.key), \(entry.identity.email),
-                            \(entry.identity.profileID), \(entry.identity.domain), \(now))
-                    ON CONFLICT (source, namespace, key) DO UPDATE SET
-                        email = coalesce(excluded.email, identities.email),
-                        profile_id = coalesce(excluded.profile_id, identities.profile_id),
-                        domain = coalesce(excluded.domain, identities.domain),
-                        updated_at = excluded.updated_at
-                    """, logger: logger)
-            }
-            return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
+            ), queued AS (
+                INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                    wait_namespace, wait_key)
+                SELECT m.id, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
+                       NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
+                       m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
+                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, '')
+                FROM unnest(\(ids)::text[], \(routes)::text[], \(outputs)::text[], \(endpoints)::text[], \(kinds)::text[],
+                            \(personKeys)::text[], \(emails)::text[], \(profiles)::text[], \(domains)::text[], \(accounts)::text[],
+                            \(items)::text[], \(eventTimes)::float8[], \(statuses)::int8[], \(dues)::float8[], \(problems)::text[],
+                            \(waitNamespaces)::text[], \(waitKeys)::text[])
+                     AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
+                          status, due, problem, wait_namespace, wait_key)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (message_id) DO NOTHING
+                RETURNING status
+            ), remembered AS (
+                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at)
+                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now)
+                FROM unnest(\(namespaces)::text[], \(keys)::text[], \(memEmails)::text[], \(memProfiles)::text[], \(memDomains)::text[])
+                     AS r(namespace, key, email, profile_id, domain)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (source, namespace, key) DO UPDATE SET
+                    email = coalesce(excluded.email, identities.email),
+                    profile_id = coalesce(excluded.profile_id, identities.profile_id),
+                    domain = coalesce(excluded.domain, identities.domain),
+                    updated_at = excluded.updated_at
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM hook) AS stored,
+                   (SELECT count(*) FROM queued WHERE status = 0) AS pending,
+                   (SELECT count(*) FROM queued WHERE status = 2) AS dead,
+                   (SELECT count(*) FROM queued WHERE status = 3) AS waiting,
+                   (SELECT count(*) FROM remembered) AS remembered
+            """
+        return try await withConnection("accept") { connection, logger in
+            let rows = try await connection.query(query, logger: logger).rows()
+            guard let row = rows.first, try row.get("stored", as: Int64.self) == 1 else { return .duplicate }
+            return .accepted(queued: Int(try row.get("pending", as: Int64.self)), deadLettered: Int(try row.get("dead", as: Int64.self)),
+                             waiting: Int(try row.get("waiting", as: Int64.self)))
         }
     }
 
