@@ -76,13 +76,13 @@ struct CrashTests {
     }
 
     /// Posts one webhook; its status code, or nil when no answer came.
-    static func status(_ id: String, port: Int) async -> Int? {
+    static func status(_ id: String, port: Int, client: HTTPClient = .shared) async -> Int? {
         let body = invoicePaid(id: id, email: "person\(id.hashValue & 7)@acme.io")
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/stripe")
         request.method = .POST
         for field in stripeHeaders(body) { request.headers.add(name: field.name.rawName, value: field.value) }
         request.body = .bytes(ByteBuffer(bytes: body))
-        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(8)) else { return nil }
+        guard let response = try? await client.execute(request, timeout: .seconds(8)) else { return nil }
         return Int(response.status.code)
     }
 
