@@ -361,16 +361,30 @@ public final class PostgresStore: WebhookStore {
     public func record(_ outcomes: [DeliveryOutcome]) async throws {
         guard !outcomes.isEmpty else { return }
         let now = Date().timeIntervalSince1970
-        try await withTransaction("record outcomes") { [owner] connection, logger in
-            for outcome in outcomes {
+        // A round is mostly deliveries: all of them go in one statement; retries and dead letters are rare.
+        var deliveredSeqs: [Int64] = [], deliveredAt: [Double] = []
+        var others: [DeliveryOutcome] = []
+        for outcome in outcomes {
+            if case .delivered(let seqs, let at) = outcome {
+                deliveredSeqs += seqs
+                deliveredAt += Array(repeating: at.timeIntervalSince1970, count: seqs.count)
+            } else {
+                others.append(outcome)
+            }
+        }
+        try await withTransaction("record outcomes") { [owner, deliveredSeqs, deliveredAt, others] connection, logger in
+            if !deliveredSeqs.isEmpty {
+                // Delivered is a fact, whoever holds the lease now.
+                try await connection.query("""
+                    UPDATE outbox SET status = 1, lease_until = 0, lease_owner = NULL, finished_at = d.at, attempts = attempts + 1
+                    FROM unnest(\(deliveredSeqs)::int8[], \(deliveredAt)::float8[]) AS d(seq, at)
+                    WHERE outbox.seq = d.seq AND outbox.status = 0
+                    """, logger: logger)
+            }
+            for outcome in others {
                 switch outcome {
-                case .delivered(let seqs, let at):
-                    // Delivered is a fact, whoever holds the lease now.
-                    try await connection.query("""
-                        UPDATE outbox SET status = 1, lease_until = 0, lease_owner = NULL, finished_at = \(at.timeIntervalSince1970),
-                            attempts = attempts + 1
-                        WHERE status = 0 AND seq = ANY(\(seqs))
-                        """, logger: logger)
+                case .delivered:
+                    break
                 case .retry(let seqs, let next, let error):
                     try await connection.query("""
                         UPDATE outbox SET lease_until = 0, lease_owner = NULL, next_attempt_at = \(next.timeIntervalSince1970),
