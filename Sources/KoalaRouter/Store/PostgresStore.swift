@@ -402,18 +402,6 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
-        try await record([.delivered(seqs, at: at)])
-    }
-
-    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
-        try await record([.retry(seqs, next: at, error: error)])
-    }
-
-    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
-        try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
-    }
-
     // MARK: Retention
 
     /// Runs a data-changing statement and returns how many rows it changed.
@@ -537,10 +525,6 @@ public final class PostgresStore: WebhookStore {
         if let since = filter.since { clauses.append("finished_at >= \(sql.bind(since.timeIntervalSince1970))") }
         if let until = filter.until { clauses.append("finished_at < \(sql.bind(until.timeIntervalSince1970))") }
         sql.text += clauses.joined(separator: " AND ")
-    }
-
-    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
-        try await deadLetters(matching: DeadLetterFilter(), limit: limit)
     }
 
     public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {

@@ -15,11 +15,6 @@ struct SQLBuilder {
         return "$\(binds.count)"
     }
 
-    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value?) -> String {
-        binds.append(value)
-        return "$\(binds.count)"
-    }
-
     var query: PostgresQuery { PostgresQuery(unsafeSQL: text, binds: binds) }
 }
 

@@ -370,18 +370,6 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
-        try await record([.delivered(seqs, at: at)])
-    }
-
-    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
-        try await record([.retry(seqs, next: at, error: error)])
-    }
-
-    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
-        try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
-    }
-
     public func prune(before cutoff: Date) async throws -> PruneReport {
         let t = cutoff.timeIntervalSince1970
         return try await pool.write { db in
@@ -480,10 +468,6 @@ public final class SQLiteStore: WebhookStore {
             }
             return queued
         }
-    }
-
-    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
-        try await deadLetters(matching: DeadLetterFilter(), limit: limit)
     }
 
     /// SQL and arguments selecting the dead letters a filter means.

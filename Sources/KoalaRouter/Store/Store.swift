@@ -187,10 +187,6 @@ public protocol WebhookStore: Sendable {
     /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
     func record(_ outcomes: [DeliveryOutcome]) async throws
 
-    func markDelivered(_ seqs: [Int64], at: Date) async throws
-    /// Releases the lease and makes the messages due again at `at`.
-    func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws
-    func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws
 
     /// Deletes stored webhooks received before `cutoff` (except those whose messages still wait or are
     /// pending) and delivered messages finished before it. Dead letters stay until handled.
@@ -199,7 +195,6 @@ public protocol WebhookStore: Sendable {
     /// in any state, and identity memory entries.
     func forget(email: String) async throws -> PruneReport
 
-    func deadLetters(limit: Int) async throws -> [DeadLetter]
 
     /// Stored webhooks of a source received in [since, until), oldest first, after `cursor` (paging).
     func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook]
@@ -222,6 +217,26 @@ public protocol WebhookStore: Sendable {
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
     func close() async throws
+}
+
+extension WebhookStore {
+    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
+        try await record([.delivered(seqs, at: at)])
+    }
+
+    /// Releases the lease and makes the messages due again at `at`.
+    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
+        try await record([.retry(seqs, next: at, error: error)])
+    }
+
+    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
+        try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
+    }
+
+    /// The oldest dead letters, unfiltered.
+    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
+        try await deadLetters(matching: DeadLetterFilter(), limit: limit)
+    }
 }
 
 public enum StoreError: Error, CustomStringConvertible {

@@ -45,7 +45,7 @@ struct ReplicaTests {
             #expect(await replica.ready(), "replica \(n) did not become ready")
         }
         let acknowledged = CrashTests.Acknowledged()
-        let killedAt = KillTime()
+        let killedAt = Moment()
         let total = 240
         var sentTwice = 0
         await withTaskGroup(of: Void.self) { group in
@@ -97,9 +97,9 @@ struct ReplicaTests {
         #expect(await router.ready())
         let acknowledged = CrashTests.Acknowledged()
         let statuses = StatusCounts()
-        let back = KillTime()
-        let readyWhileDown = KillTime()
-        let firstAfter = KillTime()
+        let back = Moment()
+        let readyWhileDown = Moment()
+        let firstAfter = Moment()
         let total = 300
         // Enough connections that slow answers during the outage do not queue inside the test's own client.
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
@@ -147,7 +147,7 @@ struct ReplicaTests {
         #expect(koala.violations.isEmpty)
     }
 
-    final class KillTime: @unchecked Sendable {
+    final class Moment: @unchecked Sendable {
         private let lock = NSLock()
         private var date: Date?
         func set(_ value: Date) { lock.lock(); date = value; lock.unlock() }

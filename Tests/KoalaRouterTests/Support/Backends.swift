@@ -37,11 +37,3 @@ func makeStore(_ backend: Backend) async throws -> any WebhookStore {
     case .postgres: return try await PostgresStore(url: try freshPostgresURL(), logger: quietLogger)
     }
 }
-
-/// The database setting (`KOALA_ROUTER_DATABASE`) of an empty store of the given backend.
-func freshDatabaseSetting(_ backend: Backend) throws -> String {
-    switch backend {
-    case .sqlite: return temporaryDirectory() + "/db.sqlite"
-    case .postgres: return try freshPostgresURL()
-    }
-}
