@@ -65,15 +65,17 @@ struct Serve: AsyncParsableCommand {
                 handler.logLevel = level
                 return handler
             }
-            var handler = StreamLogHandler.standardError(label: label)
+            // Escaped: a value from a payload can never start a forged log line.
+            var handler = EscapingLogHandler(StreamLogHandler.standardError(label: label))
             handler.logLevel = level
             return handler
         }
         var logger = Logger(label: "koala-router")
         logger.logLevel = level
+        raiseOpenFileLimit(need: config.connections.maxConnections + 256, logger: logger)
         do {
             let (app, _) = try await buildApplication(config, logger: logger)
-            logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(config.database)"])
+            logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(PostgresURL.redacted(config.database))"])
             // SIGTERM/SIGINT: stop accepting, let the sender's round finish, close the store; give up after the grace period.
             var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             group.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownGrace * 1000))
@@ -204,5 +206,21 @@ struct HealthCheck: ParsableCommand {
         let n = recv(fd, &buffer, buffer.count, 0)
         let head = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
         guard head.hasPrefix("HTTP/1.1 200") || head.hasPrefix("HTTP/1.0 200") else { throw ExitCode(1) }
+    }
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the hard one, and say so when even that is
+/// below what `KOALA_ROUTER_MAX_CONNECTIONS` needs (past it, new connections fail instead of waiting).
+func raiseOpenFileLimit(need: Int, logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    if limit.rlim_cur < rlim_t(need) {
+        logger.warning("the open-file limit is below what KOALA_ROUTER_MAX_CONNECTIONS needs", metadata: [
+            "limit": "\(limit.rlim_cur)", "needed": "\(need)", "fix": "raise 'ulimit -n' (Docker: --ulimit nofile=...) or lower KOALA_ROUTER_MAX_CONNECTIONS",
+        ])
     }
 }

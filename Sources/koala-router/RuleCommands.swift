@@ -94,7 +94,7 @@ struct Simulate: AsyncParsableCommand {
             if let database { config.database = database }
             let store = try await openStore(config, serving: false)
             guard let w = try await store.storedWebhook(source: source, webhookID: stored) else {
-                FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(config.database)\n".utf8))
+                FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(PostgresURL.redacted(config.database))\n".utf8))
                 throw ExitCode(1)
             }
             webhook = w
@@ -128,6 +128,7 @@ struct Simulate: AsyncParsableCommand {
             }
         }
         print("webhook id \(webhook.webhookID), type \(webhook.eventType), time \(Timestamps.iso(webhook.eventTime))")
+        if let problem = webhook.eventTimeProblem { print("warning: \(problem); the time of receipt is used") }
         let routing = WebhookRouter(source: definition).routing(webhook, memory: remembered)
         for result in routing.results {
             print("\(result.matched ? "✓" : "✗") \(result.route): \(result.reason)")

@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import Logging
+import NIOCore
 import SystemPackage
 
 /// Every setting of the service. Built from the environment; CLI flags override single fields.
@@ -29,6 +30,8 @@ public struct RouterConfiguration: Sendable {
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
     public var reloadOnSIGHUP = true
     public var delivery = DeliveryPolicy()
+    /// Connection deadlines and memory limits for incoming requests.
+    public var connections = ConnectionLimits()
     public var logLevel: Logger.Level = .info
     /// `text` for people, `json` (one object per line) for log pipelines.
     public var logFormat = "text"
@@ -55,7 +58,9 @@ public struct RouterConfiguration: Sendable {
         "KOALA_ROUTER_IDENTITY_WAIT_S", "KOALA_ROUTER_RULES_POLL_S", "KOALA_ROUTER_RETENTION_DAYS",
         "KOALA_ROUTER_SHUTDOWN_GRACE_S", "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", "KOALA_ROUTER_CONCURRENCY",
         "KOALA_ROUTER_REQUEST_TIMEOUT_S", "KOALA_ROUTER_LEASE_S", "KOALA_ROUTER_MAX_BACKOFF_S",
-        "KOALA_ROUTER_INITIAL_BACKOFF_S", "KOALA_ROUTER_RETRY_BUDGET_H", "LOG_FORMAT", "LOG_LEVEL",
+        "KOALA_ROUTER_INITIAL_BACKOFF_S", "KOALA_ROUTER_RETRY_BUDGET_H", "KOALA_ROUTER_IDLE_TIMEOUT_S",
+        "KOALA_ROUTER_HEADER_TIMEOUT_S", "KOALA_ROUTER_BODY_TIMEOUT_S", "KOALA_ROUTER_MAX_CONNECTIONS",
+        "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", "LOG_FORMAT", "LOG_LEVEL",
     ]
     /// Settings whose values are never printed.
     public static let secretNames: Set<String> = ["KOALA_PUBLIC_API_KEY", "KOALA_ROUTER_ADMIN_TOKEN", "KOALA_ROUTER_DATABASE"]
@@ -170,6 +175,20 @@ public struct RouterConfiguration: Sendable {
         if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }
         if let v = try number("KOALA_ROUTER_INITIAL_BACKOFF_S", 0.001...3600) { config.delivery.initialBackoff = v }
         if let v = try number("KOALA_ROUTER_RETRY_BUDGET_H", 0.001...8760) { config.delivery.retryBudget = v * 3600 }
+        func timeout(_ name: String) throws -> TimeAmount? {
+            try number(name, 0.1...3600).map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        }
+        if let v = try timeout("KOALA_ROUTER_IDLE_TIMEOUT_S") { config.connections.idleTimeout = v }
+        if let v = try timeout("KOALA_ROUTER_HEADER_TIMEOUT_S") { config.connections.headerTimeout = v }
+        if let v = try timeout("KOALA_ROUTER_BODY_TIMEOUT_S") { config.connections.bodyTimeout = v }
+        if let v = try number("KOALA_ROUTER_MAX_CONNECTIONS", 16...1_000_000) { config.connections.maxConnections = Int(v) }
+        if let v = try number("KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", 1024...(16 * 1024 * 1024 * 1024)) {
+            config.connections.maxBodyBytesInFlight = Int(v)
+        }
+        if config.connections.maxBodyBytesInFlight < config.maxBodyBytes {
+            throw Invalid(setting: "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT",
+                          problem: "\(config.connections.maxBodyBytesInFlight) is below KOALA_ROUTER_MAX_BODY_BYTES (\(config.maxBodyBytes)): no body of the largest allowed size could ever be read")
+        }
         if let v = string("LOG_FORMAT") {
             guard ["json", "text"].contains(v.lowercased()) else {
                 throw Invalid(setting: "LOG_FORMAT", problem: "'\(v)' is not json or text")
@@ -198,11 +217,20 @@ public struct RouterConfiguration: Sendable {
             ("KOALA_ROUTER_RETRY_BUDGET_H", String(delivery.retryBudget / 3600)), ("KOALA_ROUTER_IDENTITY_WAIT_S", String(identityWait)),
             ("KOALA_ROUTER_RULES_POLL_S", String(rulesPollInterval)), ("KOALA_ROUTER_RETENTION_DAYS", String(retention / 86400)),
             ("KOALA_ROUTER_SHUTDOWN_GRACE_S", String(shutdownGrace)),
+            ("KOALA_ROUTER_IDLE_TIMEOUT_S", Self.seconds(connections.idleTimeout)),
+            ("KOALA_ROUTER_HEADER_TIMEOUT_S", Self.seconds(connections.headerTimeout)),
+            ("KOALA_ROUTER_BODY_TIMEOUT_S", Self.seconds(connections.bodyTimeout)),
+            ("KOALA_ROUTER_MAX_CONNECTIONS", String(connections.maxConnections)),
+            ("KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", String(connections.maxBodyBytesInFlight)),
             ("KOALA_ROUTER_ADMIN_TOKEN", adminToken == nil ? "(not set: admin API off)" : "(set, redacted)"),
             ("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", freeMailDomainsFile ?? "(not set)"),
             ("LOG_LEVEL", logLevel.rawValue), ("LOG_FORMAT", logFormat),
             ("KOALA_ROUTER_CONFIG", configFile ?? "(not set)"),
         ]
+    }
+
+    static func seconds(_ amount: TimeAmount) -> String {
+        String(Double(amount.nanoseconds) / 1e9)
     }
 
     /// The SQLite path named by `database`.

@@ -83,16 +83,20 @@ public func buildApplication(
     let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics, reloader: reloader)
 
     let router = Router<BasicRequestContext>()
-    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
+    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes,
+              budget: BodyBudget(limit: configuration.connections.maxBodyBytesInFlight))
     if let token = configuration.adminToken {
         addAdminRoutes(to: router, components: components, token: token)
     } else {
         logger.info("admin API off (set KOALA_ROUTER_ADMIN_TOKEN to enable it)")
     }
 
+    let limits = configuration.connections
     var app = Application(
         router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router"),
+        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits)])),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
+                             backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
         logger: logger
     )
     let retention = Retention(store: store, keep: configuration.retention, logger: logger)
@@ -100,30 +104,84 @@ public func buildApplication(
     return (app, components)
 }
 
-func jsonResponse(_ status: HTTPResponse.Status, _ body: JSONValue) -> Response {
-    Response(
-        status: status,
-        headers: [.contentType: "application/json"],
-        body: .init(byteBuffer: ByteBuffer(string: body.encoded() + "\n"))
-    )
+func jsonResponse(_ status: HTTPResponse.Status, _ body: JSONValue, close: Bool = false, retryAfter: Int? = nil) -> Response {
+    var headers: HTTPFields = [.contentType: "application/json"]
+    // Answered without reading the body: the connection is closed after the answer rather than drained.
+    if close { headers[.connection] = "close" }
+    if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body.encoded() + "\n")))
 }
 
-func addRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, maxBodyBytes: Int) {
+/// The largest unread request body discarded to keep a connection alive after a refusal.
+let unreadBodyKeptAlive = 64 * 1024
+
+/// A webhook body read within the size limit and the memory budget; its bytes go back to the budget on `release`.
+enum BodyRead {
+    case body([UInt8], reserved: Int)
+    case tooLarge
+    case overBudget
+}
+
+/// Reads a request body up to `limit` bytes, taking each chunk from `budget` before keeping it.
+func readBody(_ body: RequestBody, declaredLength: Int?, limit: Int, budget: BodyBudget) async throws -> BodyRead {
+    if let declaredLength, declaredLength > limit { return .tooLarge }
+    var reserved = 0
+    // With a declared length the whole body is reserved up front, so a burst of large bodies is refused
+    // before any of them is read.
+    if let declaredLength {
+        guard budget.reserve(declaredLength) else { return .overBudget }
+        reserved = declaredLength
+    }
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(min(declaredLength ?? 16 * 1024, limit))
+    do {
+        for try await chunk in body {
+            guard bytes.count + chunk.readableBytes <= limit else {
+                budget.release(reserved)
+                return .tooLarge
+            }
+            let needed = bytes.count + chunk.readableBytes - reserved
+            if needed > 0 {
+                guard budget.reserve(needed) else {
+                    budget.release(reserved)
+                    return .overBudget
+                }
+                reserved += needed
+            }
+            bytes.append(contentsOf: chunk.readableBytesView)
+        }
+    } catch {
+        budget.release(reserved)
+        throw error
+    }
+    return .body(bytes, reserved: reserved)
+}
+
+func addRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, maxBodyBytes: Int, budget: BodyBudget) {
     router.post("/webhooks/:source") { request, context -> Response in
         let source = context.parameters.get("source") ?? ""
-        if let early = components.ingest.precheck(source: source) {
-            return jsonResponse(early.status, early.body)
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        // A refusal leaves the body unread. As Go's net/http does, a small one is discarded so the connection
+        // can be kept; a large or chunked one closes it, so a refused client cannot make us read megabytes.
+        let discardable = request.headers[.transferEncoding] == nil && (declared ?? 0) <= unreadBodyKeptAlive
+        let admitted: Ingest.Admitted
+        switch components.ingest.admit(source: source, headers: request.headers) {
+        case .refused(let answer): return jsonResponse(answer.status, answer.body, close: !discardable)
+        case .admitted(let a): admitted = a
         }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: maxBodyBytes)
-        } catch is NIOTooManyBytesError {
+        switch try await readBody(request.body, declaredLength: declared, limit: maxBodyBytes, budget: budget) {
+        case .tooLarge:
             components.metrics.webhookReceived(source: source, outcome: "too_large")
-            return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")])
+            return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")], close: !discardable)
+        case .overBudget:
+            components.metrics.webhookReceived(source: source, outcome: "overloaded")
+            return jsonResponse(.serviceUnavailable, ["error": "too many webhook bodies in flight, retry later"], close: true, retryAfter: 1)
+        case .body(let bytes, let reserved):
+            defer { budget.release(reserved) }
+            let answer = await components.ingest.handle(admitted, headers: request.headers, body: bytes,
+                                                        requestID: context.logger[metadataKey: "hb.request.id"]?.description)
+            return jsonResponse(answer.status, answer.body)
         }
-        let answer = await components.ingest.handle(source: source, headers: request.headers, body: Array(buffer: buffer),
-                                                    requestID: context.logger[metadataKey: "hb.request.id"]?.description)
-        return jsonResponse(answer.status, answer.body)
     }
     router.get("/metrics") { _, _ -> Response in
         if let stats = try? await components.store.queueStats(now: Date()) {
@@ -143,7 +201,10 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         let storeOK = await components.store.ping()
         var sources: [String: JSONValue] = [:]
         for (name, source) in table.sources {
-            sources[name] = source.verifier == nil ? .string(source.disabledReason ?? "disabled") : "enabled"
+            switch source.state {
+            case .enabled: sources[name] = "enabled"
+            case .disabled(let reason): sources[name] = .string(reason)
+            }
         }
         var body: [String: JSONValue] = [
             "status": .string(storeOK ? "ready" : "not ready"),

@@ -27,58 +27,61 @@ public struct Ingest: Sendable {
         public let body: JSONValue
     }
 
-    /// Headers that carry credentials are never stored.
-    public static func isSensitive(_ name: String) -> Bool {
-        // A plain byte scan: the generic `firstRange(of:)` allocated a dozen times per call, and this runs
-        // for every header of every webhook.
-        var lower = Array(name.utf8)
-        for i in lower.indices where lower[i] >= 65 && lower[i] <= 90 { lower[i] += 32 }
-        return sensitiveFragments.contains { fragment in
-            guard lower.count >= fragment.count else { return false }
-            return lower.withUnsafeBufferPointer { bytes in
-                fragment.withUnsafeBufferPointer { needle in
-                    for start in 0...(bytes.count - needle.count) {
-                        var i = 0
-                        while i < needle.count && bytes[start + i] == needle[i] { i += 1 }
-                        if i == needle.count { return true }
-                    }
-                    return false
-                }
-            }
-        }
+    /// A request let in before its body is read: its source, from one read of the rule table, which then
+    /// verifies and routes it whatever a concurrent reload does.
+    public struct Admitted: Sendable {
+        public let source: SourceDefinition
+        public let verifier: any SignatureVerifier
+        public let rulesVersion: String
     }
 
-    static let sensitiveFragments: [[UInt8]] = [
-        "authorization", "cookie", "signature", "hmac", "token", "secret", "api-key", "apikey",
-    ].map { Array($0.utf8) }
+    public enum Admission: Sendable {
+        case admitted(Admitted)
+        /// Answer without reading the body.
+        case refused(Answer)
+    }
 
-    /// Checks that `source` exists and is enabled before the body is read.
-    public func precheck(source name: String) -> Answer? {
+    /// Decides from the path and headers alone: the source must exist and be enabled, and the request must
+    /// carry one of the headers its scheme reads the signature or credential from.
+    public func admit(source name: String, headers: HTTPFields) -> Admission {
         let table = rules.table
         guard let source = table.sources[name] else {
             metrics.webhookReceived(source: "unknown", outcome: "unknown_source")
-            return Answer(status: .notFound, body: [
-                "error": .string("unknown source '\(name)'"),
+            return .refused(Answer(status: .notFound, body: [
+                "error": .string("unknown source '\(LogText.bounded(LogText.escaped(name), limit: 64))'"),
                 "hint": .string("webhooks go to /webhooks/<source>, where <source> is declared by a file in the routes folder"),
-            ])
+            ]))
         }
-        if source.verifier == nil {
+        switch source.state {
+        case .disabled(let reason):
             metrics.webhookReceived(source: name, outcome: "source_disabled")
-            return Answer(status: .serviceUnavailable, body: ["error": .string(source.disabledReason ?? "source '\(name)' is disabled")])
+            return .refused(Answer(status: .serviceUnavailable, body: ["error": .string(reason)]))
+        case .enabled(let verifier):
+            let names = verifier.credentialHeaders
+            if !names.isEmpty, !names.contains(where: { headers.value(named: $0) != nil }) {
+                let failure = VerificationFailure.missingHeader(names[0])
+                metrics.webhookReceived(source: name, outcome: failure.code)
+                return .refused(Answer(status: .unauthorized, body: ["error": .string(failure.reason)]))
+            }
+            return .admitted(Admitted(source: source, verifier: verifier, rulesVersion: table.version))
         }
-        return nil
     }
 
+    /// Admits, verifies, parses, routes and stores one webhook (what `POST /webhooks/{source}` does).
     public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+        switch admit(source: name, headers: headers) {
+        case .refused(let answer): return answer
+        case .admitted(let admitted): return await handle(admitted, headers: headers, body: body, now: now, requestID: requestID)
+        }
+    }
+
+    public func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
         var logger = self.logger
         if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
-        if let early = precheck(source: name) { return early }
-        let table = rules.table
-        let source = table.sources[name]!
-        let verifier = source.verifier!
+        let source = admitted.source, name = source.name
 
         let verification: Verification
-        switch verifier.verify(headers: headers, body: body, now: now) {
+        switch admitted.verifier.verify(headers: headers, body: body, now: now) {
         case .success(let v):
             verification = v
             metrics.secretUsed(source: name, label: v.secretLabel)
@@ -99,12 +102,18 @@ public struct Ingest: Sendable {
 
         let webhook: VerifiedWebhook
         switch source.webhook(body: body, json: json, headers: headers, receivedAt: now, secretLabel: verification.secretLabel,
-                              rulesVersion: table.version) {
+                              rulesVersion: admitted.rulesVersion) {
         case .success(let w):
             webhook = w
         case .failure(let problem):
             metrics.webhookReceived(source: name, outcome: problem.outcome)
+            logger.warning("webhook refused", metadata: ["source": "\(name)", "reason": "\(problem.outcome)", "detail": "\(problem.message)"])
             return Answer(status: .badRequest, body: ["error": .string(problem.message)])
+        }
+        if let problem = webhook.eventTimeProblem {
+            logger.warning("event time unusable; using the time of receipt", metadata: [
+                "source": "\(name)", "webhook_id": "\(webhook.webhookID)", "detail": "\(problem)",
+            ])
         }
         let webhookID = webhook.webhookID, eventType = webhook.eventType
         let router = WebhookRouter(source: source)

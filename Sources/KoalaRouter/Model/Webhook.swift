@@ -18,6 +18,8 @@ public struct VerifiedWebhook: Sendable {
     public let rulesVersion: String
     /// Hex SHA-256 of the raw body (`webhook.body_sha256`), computed once.
     public let bodySHA256: String
+    /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
+    public var eventTimeProblem: String?
 
     public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
                 headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,

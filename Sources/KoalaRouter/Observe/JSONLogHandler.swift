@@ -22,11 +22,11 @@ public struct JSONLogHandler: LogHandler {
         var object: [String: JSONValue] = [
             "time": .string(Timestamps.iso(Date())),
             "level": .string(level.rawValue),
-            "message": .string(message.description),
+            "message": .string(LogText.escaped(message.description)),
             "logger": .string(label),
         ]
         for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { _, new in new }) {
-            object[key] = Self.json(value)
+            object[key] = Self.json(LogText.escaped(value))
         }
         let line = JSONValue.object(object).encoded() + "\n"
         FileHandle.standardError.write(Data(line.utf8))

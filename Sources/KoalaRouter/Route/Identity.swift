@@ -1,32 +1,119 @@
 import Foundation
 import Synchronization
 
-/// Email and domain rules shared by the rule language and the router.
+/// Email and domain rules shared by the rule language and the router. Every input is hostile: the
+/// result is either an address Koala can key a person by, or nil.
 public enum Identity {
-    /// Trimmed, lower-cased, and shaped like `local@domain.tld`; nil otherwise.
+    /// RFC 5321 limits, in bytes: local part, domain, and the whole address (a 256-byte path minus `<>`).
+    public static let maxLocalBytes = 64, maxDomainBytes = 255, maxEmailBytes = 254
+
+    /// `local@domain` normalised, or nil when it is not a usable address:
+    /// - surrounding whitespace is trimmed; control, format (bidi overrides, zero-width) and separator
+    ///   characters anywhere refuse the address;
+    /// - the local part is a dot-atom (no quoted forms, no leading, trailing or doubled dots); only its ASCII
+    ///   letters are lower-cased, so `\u{212A}elvin` (Kelvin sign) never becomes another person's `kelvin`
+    ///   and `İLKER` becomes `İlker`, not `i̇lker`;
+    /// - the domain is normalised as IDNA does (NFKC, lower case, ideographic full stops as dots) and written
+    ///   in ASCII (`xn--` labels), so `ｇｍａｉｌ.com` is `gmail.com`;
+    /// - byte limits: 64 for the local part, 255 for the domain, 254 for the whole.
     public static func normalizeEmail(_ raw: String) -> String? {
-        var view = Substring(raw)
-        while let c = view.first, c.isWhitespace { view = view.dropFirst() }
-        while let c = view.last, c.isWhitespace { view = view.dropLast() }
-        let email = view.lowercased()
-        guard email.count <= 254 else { return nil }
-        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[0].isEmpty, parts[0].count <= 64 else { return nil }
-        let local = parts[0], domain = parts[1]
-        guard !local.contains(where: { $0.isWhitespace || $0 == "," || $0 == "<" || $0 == ">" }) else { return nil }
-        guard isDomain(String(domain)) else { return nil }
+        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.utf8.count <= 4 * maxEmailBytes else { return nil }  // nothing that long normalises under the limit
+        guard let at = trimmed.lastIndex(of: "@") else { return nil }
+        let localRaw = trimmed[..<at], domainRaw = trimmed[trimmed.index(after: at)...]
+        guard let local = normalizeLocalPart(localRaw), let domain = normalizeDomain(String(domainRaw)) else { return nil }
+        let email = local + "@" + domain
+        guard email.utf8.count <= maxEmailBytes else { return nil }
         return email
     }
 
-    /// A syntactically valid DNS name with at least two labels.
-    public static func isDomain(_ domain: String) -> Bool {
-        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        guard labels.count >= 2, domain.count <= 253 else { return false }
-        for label in labels {
-            guard !label.isEmpty, label.count <= 63, label.first != "-", label.last != "-" else { return false }
-            guard label.allSatisfy({ ($0.isLetter || $0.isNumber || $0 == "-") }) else { return false }
+    /// ASCII characters a dot-atom may hold besides letters and digits (RFC 5322 `atext`).
+    static let atextSymbols = Set("!#$%&'*+-/=?^_`{|}~".utf8)
+
+    static func normalizeLocalPart(_ local: Substring) -> String? {
+        guard !local.isEmpty, local.utf8.count <= maxLocalBytes else { return nil }
+        guard local.first != ".", local.last != ".", !local.contains("..") else { return nil }
+        var out = String.UnicodeScalarView()
+        for scalar in local.unicodeScalars {
+            if scalar.isASCII {
+                let byte = UInt8(scalar.value)
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): out.append(Unicode.Scalar(byte + 32))
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."): out.append(scalar)
+                default:
+                    guard atextSymbols.contains(byte) else { return nil }
+                    out.append(scalar)
+                }
+            } else {
+                // RFC 6531 allows UTF-8 local parts; letters, marks, numbers and symbols only, kept as written.
+                guard isVisibleWordScalar(scalar) || isSymbol(scalar) else { return nil }
+                out.append(scalar)
+            }
         }
-        return labels.last!.allSatisfy(\.isLetter) || labels.last!.hasPrefix("xn--")
+        return String(out)
+    }
+
+    /// A domain in the ASCII form DNS uses, or nil: IDNA-style mapping (NFKC, lower case, `。．｡` as dots),
+    /// every label letters, digits and inner hyphens (any script; non-ASCII labels become `xn--` Punycode),
+    /// at least two labels, a top-level label of letters (or `xn--`), at most 63 bytes a label and 255 in all.
+    public static func normalizeDomain(_ raw: String) -> String? {
+        guard !raw.isEmpty, raw.utf8.count <= 4 * maxDomainBytes else { return nil }
+        var text = raw
+        if !text.utf8.allSatisfy({ $0 < 0x80 }) {
+            if text.unicodeScalars.contains(where: { !$0.isASCII && !isVisibleWordScalar($0) && !isDot($0) && !isSymbol($0) }) { return nil }
+            text = String(String.UnicodeScalarView(text.unicodeScalars.map { isDot($0) ? "." : $0 }))
+            text = text.precomposedStringWithCompatibilityMapping
+        }
+        text = text.lowercased()
+        var labels: [String] = []
+        for label in text.split(separator: ".", omittingEmptySubsequences: false) {
+            guard !label.isEmpty, label.first != "-", label.last != "-" else { return nil }
+            if label.utf8.allSatisfy({ $0 < 0x80 }) {
+                guard label.utf8.allSatisfy({ isLDH($0) }) else { return nil }
+                labels.append(String(label))
+            } else {
+                guard label.unicodeScalars.allSatisfy({ $0 == "-" || ($0.isASCII ? isLDH(UInt8($0.value)) : isVisibleWordScalar($0)) }),
+                      let encoded = Punycode.encode(String(label)) else { return nil }
+                labels.append("xn--" + encoded)
+            }
+            guard labels.last!.utf8.count <= 63 else { return nil }
+        }
+        guard labels.count >= 2, let tld = labels.last,
+              tld.utf8.allSatisfy({ ($0 | 0x20) >= UInt8(ascii: "a") && ($0 | 0x20) <= UInt8(ascii: "z") }) || tld.hasPrefix("xn--") else { return nil }
+        let domain = labels.joined(separator: ".")
+        return domain.utf8.count <= maxDomainBytes ? domain : nil
+    }
+
+    /// A syntactically valid domain (see `normalizeDomain`) already in its normal form.
+    public static func isDomain(_ domain: String) -> Bool {
+        normalizeDomain(domain) == domain
+    }
+
+    static func isLDH(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            || byte == UInt8(ascii: "-") || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+    }
+
+    static func isDot(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "." || scalar == "\u{3002}" || scalar == "\u{FF0E}" || scalar == "\u{FF61}"
+    }
+
+    /// Letters, combining marks and numbers, in any script.
+    static func isVisibleWordScalar(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+             .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .letterNumber, .otherNumber:
+            return true
+        default:
+            return false
+        }
+    }
+
+    static func isSymbol(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol: return true
+        default: return false
+        }
     }
 
     /// The company domain of an email address: nil for invalid addresses and for free-mail or
@@ -39,16 +126,80 @@ public enum Identity {
 
     public static func companyDomain(from raw: String) -> String? {
         if raw.utf8.contains(UInt8(ascii: "@")) { return companyDomain(ofEmail: raw) }
-        let domain = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-        guard isDomain(domain), !FreeMailDomains.contains(domain) else { return nil }
+        guard let domain = normalizeDomain(raw.trimmingCharacters(in: .whitespacesAndNewlines)),
+              !FreeMailDomains.contains(domain) else { return nil }
         return domain
     }
 
     /// Koala profile ids are UUIDs (the `ko_id` cookie).
     public static func normalizeProfileID(_ raw: String) -> String? {
         let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let uuid = UUID(uuidString: trimmed) else { return nil }
+        guard trimmed.utf8.count == 36, let uuid = UUID(uuidString: trimmed) else { return nil }
         return uuid.uuidString.lowercased()
+    }
+
+    /// A provider's id used as an identity or memory key (`account_id`, `remember`, `recall`): printable text
+    /// of at most 255 bytes. A control character (a NUL would cut it short in C APIs) or more bytes refuse it.
+    public static func isUsableKey(_ text: String) -> Bool {
+        !text.isEmpty && SourceDefinition.identifierProblem(text) == nil
+    }
+}
+
+/// RFC 3492 Punycode, the encoding half IDNA needs for `xn--` labels.
+enum Punycode {
+    static let base = 36, tMin = 1, tMax = 26, skew = 38, damp = 700, initialBias = 72, initialN = 128
+
+    /// The Punycode form of `label` (without `xn--`), or nil on overflow.
+    static func encode(_ label: String) -> String? {
+        let input = label.unicodeScalars.map { Int($0.value) }
+        var output = input.filter { $0 < 0x80 }.map { Character(Unicode.Scalar(UInt8($0))) }
+        let basicCount = output.count
+        var handled = basicCount
+        if basicCount > 0 { output.append("-") }
+        var n = initialN, delta = 0, bias = initialBias
+        while handled < input.count {
+            guard let m = input.filter({ $0 >= n }).min() else { return nil }
+            let (product, overflow) = (m - n).multipliedReportingOverflow(by: handled + 1)
+            guard !overflow, delta <= Int(Int32.max) - product else { return nil }
+            delta += product
+            n = m
+            for c in input {
+                if c < n { delta += 1; guard delta <= Int(Int32.max) else { return nil } }
+                if c == n {
+                    var q = delta
+                    var k = base
+                    while true {
+                        let t = k <= bias ? tMin : (k >= bias + tMax ? tMax : k - bias)
+                        if q < t { break }
+                        output.append(digit(t + (q - t) % (base - t)))
+                        q = (q - t) / (base - t)
+                        k += base
+                    }
+                    output.append(digit(q))
+                    bias = adapt(delta, handled + 1, handled == basicCount)
+                    delta = 0
+                    handled += 1
+                }
+            }
+            delta += 1
+            n += 1
+        }
+        return String(output)
+    }
+
+    static func digit(_ d: Int) -> Character {
+        Character(Unicode.Scalar(UInt8(d < 26 ? 97 + d : 22 + d)))
+    }
+
+    static func adapt(_ delta: Int, _ count: Int, _ first: Bool) -> Int {
+        var delta = first ? delta / damp : delta / 2
+        delta += delta / count
+        var k = 0
+        while delta > ((base - tMin) * tMax) / 2 {
+            delta /= base - tMin
+            k += base
+        }
+        return k + (base - tMin + 1) * delta / (delta + skew)
     }
 }
 
@@ -74,16 +225,41 @@ public enum FreeMailDomains {
         overrides.withLock { $0 = (added, removed) }
     }
 
+    /// Whether `domain` (normalised) is a free-mail or disposable provider's: the domain or one of its parent
+    /// domains is listed, or is a regional provider's (`yahoo.co.uk`, `gmx.de`). Whole registrable domains only:
+    /// `mail.acme-corp.io` is a company's, even though `mail` names a provider elsewhere.
     public static func contains(_ domain: String) -> Bool {
         let (added, removed) = overrides.withLock { $0 }
-        if added.contains(domain) { return true }
-        if removed.contains(domain) { return false }
-        if list.contains(domain) { return true }
-        // Regional variants such as yahoo.co.uk, hotmail.fr, gmx.de.
-        let labels = domain.split(separator: ".")
-        if let first = labels.first, labels.count >= 2, regionalProviders.contains(String(first)) { return true }
-        return false
+        var candidate = Substring(domain)
+        while true {
+            let name = String(candidate)
+            if added.contains(name) { return true }
+            if removed.contains(name) { return false }
+            if list.contains(name) || isRegionalProvider(candidate) { return true }
+            // Up one level, while at least two labels are left.
+            guard let dot = candidate.firstIndex(of: "."), candidate[candidate.index(after: dot)...].contains(".") else { return false }
+            candidate = candidate[candidate.index(after: dot)...]
+        }
     }
+
+    /// `provider.<country suffix>`: a regional provider's name followed by exactly a country-code suffix such as
+    /// `de`, `co.uk`, `com.au` or `ne.jp` (never `.com`: `orange.com` is a company; global domains are listed).
+    static func isRegionalProvider(_ domain: Substring) -> Bool {
+        guard let dot = domain.firstIndex(of: "."), regionalProviders.contains(String(domain[..<dot])) else { return false }
+        let suffix = domain[domain.index(after: dot)...].split(separator: ".")
+        func isCountry(_ label: Substring) -> Bool {
+            label.utf8.count == 2 && label.utf8.allSatisfy { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") } && !vanityCountryCodes.contains(String(label))
+        }
+        switch suffix.count {
+        case 1: return isCountry(suffix[0])
+        case 2: return secondLevelSuffixes.contains(String(suffix[0])) && isCountry(suffix[1])
+        default: return false
+        }
+    }
+
+    /// Country codes sold as generic names: a provider's name under them is likely a company.
+    static let vanityCountryCodes: Set<String> = ["io", "ai", "co", "tv", "me", "ly", "gg", "so", "sh", "fm", "am", "to", "cc", "ws", "vc", "gl", "sc"]
+    static let secondLevelSuffixes: Set<String> = ["co", "com", "net", "org", "ne", "or", "gen"]
 
     static let regionalProviders: Set<String> = [
         "yahoo", "hotmail", "outlook", "live", "msn", "gmx", "web", "aol", "ymail", "rocketmail", "libero",
@@ -92,6 +268,9 @@ public enum FreeMailDomains {
     ]
 
     static let list: Set<String> = [
+        // Free mail: global domains of the regional providers
+        "yahoo.com", "hotmail.com", "outlook.com", "live.com", "msn.com", "aol.com", "ymail.com", "rocketmail.com",
+        "yandex.com", "bigpond.com", "btinternet.com", "rediffmail.com", "laposte.net", "sky.com", "libero.it",
         // Free mail
         "gmail.com", "googlemail.com", "icloud.com", "me.com", "mac.com", "proton.me", "protonmail.com",
         "protonmail.ch", "pm.me", "tutanota.com", "tuta.io", "tutamail.com", "zoho.com", "zohomail.com",

@@ -37,8 +37,8 @@ public struct WebhookRouter: Sendable {
         var keys: [MemoryKey] = []
         for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
             for recall in route.recalls {
-                if let key = recall.key.evaluate(in: context)?.textValue, !key.isEmpty {
-                    keys.append(MemoryKey(namespace: recall.namespace, key: key))
+                if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key) {
+                    keys.append(memoryKey)
                 }
             }
         }
@@ -82,8 +82,8 @@ public struct WebhookRouter: Sendable {
     private func missedRecall(_ expressions: [Expression?], _ context: EvaluationContext) -> MemoryKey? {
         for expression in expressions.compactMap({ $0 }) {
             for recall in expression.recalls {
-                guard let key = recall.key.evaluate(in: context)?.textValue, !key.isEmpty else { continue }
-                let memoryKey = MemoryKey(namespace: recall.namespace, key: key)
+                guard let key = recall.key.evaluate(in: context)?.textValue,
+                      let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key) else { continue }
                 if context.memory[memoryKey] == nil { return memoryKey }
             }
         }
@@ -167,8 +167,13 @@ public struct WebhookRouter: Sendable {
             if let raw = account.domain?.evaluate(in: context)?.textValue {
                 identity.domain = Identity.companyDomain(from: raw)
             }
+            var accountProblem: String?
             if let raw = account.accountID?.evaluate(in: context)?.textValue, !raw.isEmpty {
-                identity.accountID = raw
+                if Identity.isUsableKey(raw) {
+                    identity.accountID = raw
+                } else {
+                    accountProblem = "account.account_id is not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes"
+                }
             }
             var traits = evaluate(account.traits, context)
             if let group = account.groupID?.evaluate(in: context), !Filters.isEmpty(group) {
@@ -179,7 +184,7 @@ public struct WebhookRouter: Sendable {
             if identity.domain == nil && identity.accountID == nil {
                 waits = personWaits ?? missedRecall([account.domain, account.accountID], context)
                 if waits == nil {
-                    problem = "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
+                    problem = accountProblem ?? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
                 }
             }
             out.append(message("account", endpoint: .account, kind: .identify, identity: identity,
@@ -193,8 +198,9 @@ public struct WebhookRouter: Sendable {
                 ?? personIdentity.email.flatMap { Identity.companyDomain(ofEmail: $0) }
             if identity.email != nil || identity.profileID != nil || identity.domain != nil {
                 for field in route.remember {
-                    guard let key = field.value.evaluate(in: context)?.textValue, !key.isEmpty else { continue }
-                    remembered.append(Remembered(key: MemoryKey(namespace: field.name, key: key), identity: identity))
+                    guard let key = field.value.evaluate(in: context)?.textValue,
+                          let memoryKey = MemoryKey(namespace: field.name, payloadKey: key) else { continue }
+                    remembered.append(Remembered(key: memoryKey, identity: identity))
                 }
             }
         }
@@ -204,9 +210,10 @@ public struct WebhookRouter: Sendable {
     private func evaluate(_ fields: FieldList, _ context: EvaluationContext) -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         for field in fields {
-            if let value = field.value.evaluate(in: context) {
-                out[field.name] = value
-            }
+            guard let value = field.value.evaluate(in: context) else { continue }
+            // A number out of a Double's range (`1e999`) is no value: the property is left out, not sent as null.
+            if case .double(let d) = value, !d.isFinite { continue }
+            out[field.name] = value
         }
         return out
     }

@@ -131,6 +131,13 @@ public struct MemoryKey: Sendable, Hashable {
         self.namespace = namespace
         self.key = key
     }
+
+    /// A key read from a webhook: nil unless it is usable (`Identity.isUsableKey`), so a provider id with a
+    /// control character or of unbounded length never reaches identity memory.
+    public init?(namespace: String, payloadKey: String) {
+        guard Identity.isUsableKey(payloadKey) else { return nil }
+        self.init(namespace: namespace, key: payloadKey)
+    }
 }
 
 extension Expression {
@@ -147,15 +154,19 @@ extension Expression {
                 switch part {
                 case .text(let t): out += t
                 case .expression(let e):
-                    guard let value = e.evaluate(in: context) else { continue }
-                    if let text = value.textValue { out += text } else if !value.isNull { out += value.encoded() }
+                    switch e.evaluate(in: context) {
+                    case let value? where value.textValue != nil: out += value.textValue!
+                    case let value? where value.isContainer: out += value.encoded()
+                    default: continue  // missing, null, or a number out of range
+                    }
                 }
             }
             return .string(out)
         case .call("recall", let args):
             guard args.count == 2, case .literal(.string(let namespace)) = args[0],
-                  let key = args[1].evaluate(in: context)?.textValue, !key.isEmpty else { return nil }
-            return context.memory[MemoryKey(namespace: namespace, key: key)]
+                  let key = args[1].evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: namespace, payloadKey: key)
+            else { return nil }
+            return context.memory[memoryKey]
         case .call(let name, let args):
             return Functions.call(name, args.map { $0.evaluate(in: context) })
         case .access(let base, let components):

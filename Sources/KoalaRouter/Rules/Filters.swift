@@ -30,9 +30,15 @@ enum Filters {
         },
         "round": .init(arity: 0...1, summary: "rounds a number to N decimal places (default 0)") { value, args in
             guard let d = value?.doubleValue else { return nil }
-            let places = args.first??.doubleValue.map { Int($0) } ?? 0
+            var places = 0
+            if let argument = args.first {
+                // A count of places outside 0...12 (or not a whole number) is no rounding we can do: missing.
+                guard let p = argument?.doubleValue, p.rounded() == p, (0...12).contains(p) else { return nil }
+                places = Int(p)
+            }
             let factor = pow(10.0, Double(places))
             let rounded = (d * factor).rounded() / factor
+            guard rounded.isFinite else { return nil }
             return places == 0 && abs(rounded) < 9e15 ? .int(Int64(rounded)) : .double(rounded)
         },
         "cents": .init(arity: 0...0, summary: "minor currency units to a decimal amount (1999 → 19.99)") { value, _ in
@@ -44,11 +50,11 @@ enum Filters {
             default: return nil
             }
         },
-        "unix_seconds": .init(arity: 0...0, summary: "unix seconds to ISO-8601 UTC") { value, _ in
-            value?.doubleValue.map { .string(Timestamps.iso(Date(timeIntervalSince1970: $0))) }
+        "unix_seconds": .init(arity: 0...0, summary: "unix seconds to ISO-8601 UTC (missing outside years 1-9999)") { value, _ in
+            value?.doubleValue.flatMap { Timestamps.date(unixSeconds: $0) }.map { .string(Timestamps.iso($0)) }
         },
-        "unix_millis": .init(arity: 0...0, summary: "unix milliseconds to ISO-8601 UTC") { value, _ in
-            value?.doubleValue.map { .string(Timestamps.iso(Date(timeIntervalSince1970: $0 / 1000))) }
+        "unix_millis": .init(arity: 0...0, summary: "unix milliseconds to ISO-8601 UTC (missing outside years 1-9999)") { value, _ in
+            value?.doubleValue.flatMap { Timestamps.date(unixSeconds: $0 / 1000) }.map { .string(Timestamps.iso($0)) }
         },
         "iso8601": .init(arity: 0...0, summary: "ISO-8601 text (any offset) to ISO-8601 UTC") { value, _ in
             value?.stringValue.flatMap(Timestamps.parseISO).map { .string(Timestamps.iso($0)) }
@@ -85,7 +91,8 @@ enum Filters {
 
     static func number(_ value: JSONValue?) -> JSONValue? {
         switch value {
-        case .int?, .double?: return value
+        case .int?: return value
+        case .double(let d)?: return d.isFinite ? value : nil
         case .string(let s)?:
             let t = s.trimmingCharacters(in: .whitespaces)
             if let i = Int64(t) { return .int(i) }
@@ -105,9 +112,22 @@ enum Filters {
 }
 
 public enum Timestamps {
+    /// The times a payload may name: years 0001 through 9999, what ISO-8601's four-digit years can write.
+    /// Anything outside (or not a number at all) is a missing time, never a trap.
+    public static let representableSeconds: ClosedRange<Double> = -62_135_596_800 ... 253_402_300_799.999
+
+    /// The date `seconds` after the Unix epoch, or nil when it is not a number or outside `representableSeconds`.
+    public static func date(unixSeconds seconds: Double) -> Date? {
+        representableSeconds.contains(seconds) ? Date(timeIntervalSince1970: seconds) : nil
+    }
+
     /// ISO-8601 UTC with milliseconds, as Koala's examples show: `2023-11-30T02:51:36.840Z`.
+    /// Total: every date from a payload was checked against `representableSeconds` on the way in; any other
+    /// (a clock gone mad) is written clamped to that range rather than trapping.
     public static func iso(_ date: Date) -> String {
-        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let since1970 = date.timeIntervalSince1970
+        let clamped = since1970.isNaN ? 0 : min(max(since1970, representableSeconds.lowerBound), representableSeconds.upperBound)
+        let millis = Int64((clamped * 1000).rounded(.down))
         let seconds = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
         let ms = millis - seconds * 1000
         var days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
@@ -136,7 +156,7 @@ public enum Timestamps {
         switch value {
         case .int?, .double?:
             guard let d = value?.doubleValue else { return nil }
-            return Date(timeIntervalSince1970: abs(d) > 1e11 ? d / 1000 : d)
+            return date(unixSeconds: abs(d) > 1e11 ? d / 1000 : d)
         case .string(let s)?:
             if let d = Double(s) { return date(from: .double(d)) }
             return parseISO(s)

@@ -125,8 +125,8 @@ struct FileParser {
 
         // verify
         var scheme = "stripe"
-        var verifier: (any SignatureVerifier)?
-        var disabledReason: String?
+        var state = SourceState.disabled(reason: "source '\(name)' has no valid verify block")
+        var credentialHeaders: [String] = []
         var schemeDefinition: Schemes.Definition?
         if let verifyNode = require(top, "verify", in: root, hint: "every source verifies its webhooks, e.g. 'verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }'"),
            let verify = mapping(verifyNode, what: "verify", allowed: Self.verifyKeys) {
@@ -142,7 +142,9 @@ struct FileParser {
                 }
             }
             if let definition = schemeDefinition {
-                (verifier, disabledReason) = buildVerifier(definition, verify: verify, verifyNode: verifyNode, source: name)
+                if let built = buildVerifier(definition, verify: verify, verifyNode: verifyNode, source: name) {
+                    (state, credentialHeaders) = built
+                }
             }
         }
         let webhookID = expression(top["id"], default: schemeDefinition?.defaultID, what: "id")
@@ -174,7 +176,7 @@ struct FileParser {
 
         guard let webhookID, let eventType else { return nil }
         return SourceDefinition(
-            name: name, file: path, scheme: scheme, verifier: verifier, disabledReason: disabledReason,
+            name: name, file: path, scheme: scheme, state: state, credentialHeaders: credentialHeaders,
             webhookID: webhookID, eventType: eventType, eventTime: eventTime, routes: routes
         )
     }
@@ -262,9 +264,10 @@ struct FileParser {
 
     // MARK: Verification
 
-    /// Builds the source's verifier, or says why the source is disabled (a secret is not set).
+    /// Builds the source's verifier, or says why the source is disabled (a secret is not set), with the
+    /// headers the scheme reads credentials from; nil when the verify block has errors (recorded).
     mutating func buildVerifier(_ definition: Schemes.Definition, verify: [String: Node], verifyNode: Node, source: String)
-        -> ((any SignatureVerifier)?, String?)
+        -> (state: SourceState, credentialHeaders: [String])?
     {
         var options: Schemes.Options = [:]
         var optionLocations: [String: SourceLocation] = [:]
@@ -310,14 +313,21 @@ struct FileParser {
             }
             if let value = resolveSecret(reference), !value.isEmpty { options[key] = value } else { missing.append(reference) }
         }
-        let factory: (any SignatureVerifier)?
+        // Built without secrets first: it checks the options and names the credential headers even when
+        // the source ends up disabled.
+        let credentialHeaders: [String]
         do {
-            factory = try definition.make(options, [], tolerance)
+            credentialHeaders = try definition.make(options, [], tolerance).credentialHeaders
         } catch {
             errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
-            return (nil, nil)
+            return nil
         }
-        guard factory != nil, !secretNames.isEmpty else { return (nil, nil) }
+        guard !secretNames.isEmpty else {
+            if verify["secrets"] == nil { return nil }  // the missing key is an error already
+            let reason = "source '\(source)' is disabled: verify.secrets names no environment variable"
+            warnings.append("\(path): \(reason)")
+            return (.disabled(reason: reason), credentialHeaders)
+        }
         var secrets: [WebhookSecret] = []
         var undecodable: [String] = []
         for reference in secretNames {
@@ -337,16 +347,16 @@ struct FileParser {
                 reason = "source '\(source)' is disabled: set \(needed) (or \(needed)_FILE)"
             }
             warnings.append("\(path): \(reason)")
-            return (nil, reason)
+            return (.disabled(reason: reason), credentialHeaders)
         }
         for bad in undecodable {
             warnings.append("\(path): \(bad) is not a valid \(encoding.rawValue) secret and is ignored")
         }
         do {
-            return (try definition.make(options, secrets, tolerance), nil)
+            return (.enabled(try definition.make(options, secrets, tolerance)), credentialHeaders)
         } catch {
             errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
-            return (nil, nil)
+            return nil
         }
     }
 

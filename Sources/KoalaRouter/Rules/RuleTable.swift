@@ -15,18 +15,38 @@ public struct RuleTable: Sendable {
     }
 }
 
+/// Whether a source takes webhooks.
+public enum SourceState: Sendable {
+    case enabled(any SignatureVerifier)
+    /// Webhooks are answered 503 with this reason, e.g. the source's secret is not set.
+    case disabled(reason: String)
+}
+
 /// Everything a rule file says about one source.
 public struct SourceDefinition: Sendable {
     public let name: String
     public let file: String
     public let scheme: String
-    /// nil when the source is disabled, e.g. its secret is not set.
-    public let verifier: (any SignatureVerifier)?
-    public let disabledReason: String?
+    public let state: SourceState
+    /// The headers the scheme reads a signature or credential from, as the scheme spells them, whether or
+    /// not the source is enabled. They are never stored, and a request without any is refused before its body is read.
+    public let credentialHeaders: [String]
     public let webhookID: Expression
     public let eventType: Expression
     public let eventTime: Expression?
     public let routes: [Route]
+
+    /// The verifier of an enabled source.
+    public var verifier: (any SignatureVerifier)? {
+        if case .enabled(let verifier) = state { return verifier }
+        return nil
+    }
+
+    /// Why a disabled source is disabled.
+    public var disabledReason: String? {
+        if case .disabled(let reason) = state { return reason }
+        return nil
+    }
 }
 
 public struct Route: Sendable {

@@ -75,7 +75,7 @@ public struct KoalaClient: Sendable {
     }
 
     static func describe(_ error: any Error) -> String {
-        String(describing: error).prefix(200).description
+        LogText.bounded(LogText.escaped(String(describing: error)), limit: 200)
     }
 
     public static func classify(status: Int, body: String, retryAfter: String?) -> DeliveryResult {
@@ -85,19 +85,24 @@ public struct KoalaClient: Sendable {
         case 408, 429, 500..<600:
             return .retry(reason: "Koala answered \(status)", retryAfter: retryAfter.flatMap(parseRetryAfter))
         default:
-            return .rejected(status: status, body: String(body.prefix(4096)))
+            // Kept with the dead letter: escaped (a NUL would cut stored text short) and bounded in bytes.
+            return .rejected(status: status, body: LogText.bounded(LogText.escaped(body), limit: 4096))
         }
     }
 
-    /// `Retry-After` as delta-seconds or an HTTP date.
+    /// The longest `Retry-After` honoured: a day.
+    public static let maxRetryAfter: TimeInterval = 86400
+
+    /// `Retry-After` as delta-seconds or an HTTP date, at most `maxRetryAfter`.
     public static func parseRetryAfter(_ value: String) -> TimeInterval? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Double(trimmed), seconds >= 0 { return seconds }
+        // Bounded: an absurd or infinite value must not park a message beyond every retry.
+        if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return min(seconds, maxRetryAfter) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        if let date = formatter.date(from: trimmed) { return max(0, date.timeIntervalSinceNow) }
+        if let date = formatter.date(from: trimmed) { return min(max(0, date.timeIntervalSinceNow), maxRetryAfter) }
         return nil
     }
 }

@@ -71,11 +71,14 @@ public struct PostgresURL: Sendable, Equatable {
         }
     }
 
-    /// The address with its password replaced, for logs and `koala-router config`.
+    /// Any database address (a URL of any scheme, or a file path) with its password replaced, for logs,
+    /// errors and `koala-router config`. Works on text no URL parser accepts (a password with an unescaped
+    /// `@`, `/` or `#`): everything between `scheme://` and the last `@` is the user information.
     public static func redacted(_ text: String) -> String {
-        guard var components = URLComponents(string: text), components.password != nil else { return text }
-        components.password = "REDACTED"
-        return components.string ?? "postgres://(unparseable, redacted)"
+        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
+        let userinfo = text[scheme.upperBound..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return text }
+        return String(text[..<colon]) + ":REDACTED" + String(text[at...])
     }
 
     var clientConfiguration: PostgresClient.Configuration {

@@ -245,7 +245,7 @@ public enum StoreError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unsupportedURL(let url): "unsupported database '\(url)': use a file path, sqlite:PATH or postgres://…"
+        case .unsupportedURL(let url): "unsupported database '\(PostgresURL.redacted(url))': use a file path, sqlite:PATH or postgres://…"
         case .notDurable(let detail): "the database is not configured durably: \(detail)"
         }
     }

@@ -35,19 +35,29 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
+    /// An array or an object.
+    public var isContainer: Bool {
+        switch self {
+        case .array, .object: true
+        default: false
+        }
+    }
+
     public var isNull: Bool {
         if case .null = self { return true }
         return false
     }
 
-    /// The value as a number, if it is one (or a string holding one).
+    /// The value as a number, if it is one (or a string holding one). A number too large for a Double
+    /// (`1e999` parses as infinity) or text such as `nan` is no number: nil.
     public var doubleValue: Double? {
-        switch self {
+        let d: Double? = switch self {
         case .int(let i): Double(i)
         case .double(let d): d
         case .string(let s): Double(s.trimmingCharacters(in: .whitespaces))
         default: nil
         }
+        return d.flatMap { $0.isFinite ? $0 : nil }
     }
 
     /// Text form used when a value is interpolated or used as a key: strings as-is, numbers and bools as JSON.
@@ -55,7 +65,7 @@ public enum JSONValue: Sendable, Hashable {
         switch self {
         case .string(let s): s
         case .int(let i): String(i)
-        case .double(let d): JSONValue.format(d)
+        case .double(let d): d.isFinite ? JSONValue.format(d) : nil
         case .bool(let b): b ? "true" : "false"
         case .null, .array, .object: nil
         }

@@ -63,6 +63,7 @@ public struct HMACVerifier: SignatureVerifier {
     public let secrets: [WebhookSecret]
     public let tolerance: Double
     public var scheme: String { format.scheme }
+    public var credentialHeaders: [String] { [format.header] }
 
     public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format
@@ -165,6 +166,13 @@ public struct CredentialVerifier: SignatureVerifier {
     public var scheme: String {
         if case .basic = kind { return "basic-auth" }
         return "bearer-token"
+    }
+
+    public var credentialHeaders: [String] {
+        switch kind {
+        case .basic: ["Authorization"]
+        case .bearer(let header): [header]
+        }
     }
 
     public init(kind: Kind, secrets: [WebhookSecret]) {

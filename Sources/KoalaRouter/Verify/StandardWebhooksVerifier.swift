@@ -10,6 +10,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     public let secrets: [WebhookSecret]
     public let tolerance: Double
     public var scheme: String { "standard-webhooks" }
+    public var credentialHeaders: [String] { ["webhook-signature", "svix-signature"] }
 
     public init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
         self.secrets = secrets

@@ -19,6 +19,7 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
     public let secrets: [WebhookSecret]
     public let tolerance: Double
     public var scheme: String { format.scheme }
+    public var credentialHeaders: [String] { [format.header] }
 
     public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format

@@ -57,6 +57,9 @@ public struct Verification: Sendable, Equatable {
 public protocol SignatureVerifier: Sendable {
     /// Name of the scheme, as written in a rule file.
     var scheme: String { get }
+    /// The headers a signature or credential is read from, as the scheme spells them (any one may carry it).
+    /// They are never stored, and a request carrying none of them is refused before its body is read.
+    var credentialHeaders: [String] { get }
     func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
 }
 

@@ -41,7 +41,8 @@ struct CrashTests {
         let process = Process()
         let port: Int
 
-        init(binary: String, database: String, koala: FakeKoala, extra: [String: String] = [:]) throws {
+        /// `log`: a file that receives the router's standard error (discarded otherwise).
+        init(binary: String, database: String, koala: FakeKoala, extra: [String: String] = [:], log: String? = nil) throws {
             port = CrashTests.freePort()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["serve"]
@@ -52,7 +53,12 @@ struct CrashTests {
                 "KOALA_ROUTER_LINGER_MS": "10", "KOALA_ROUTER_REQUEST_TIMEOUT_S": "2", "LOG_LEVEL": "critical",
             ].merging(extra) { $1 }
             process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+            if let log {
+                FileManager.default.createFile(atPath: log, contents: nil)
+                process.standardError = FileHandle(forWritingAtPath: log)
+            } else {
+                process.standardError = FileHandle.nullDevice
+            }
             try process.run()
         }
 

@@ -181,7 +181,7 @@ final class FakeKoala: Sendable {
                     problems.append("an item of \(name) has no ISO sent_at"); continue
                 }
                 if name == "events", item["event"]?.stringValue?.isEmpty != false { problems.append("an event has no name") }
-                if let traitEmail = item["traits"]?["email"]?.stringValue, let email, traitEmail.lowercased() != email {
+                if let traitEmail = item["traits"]?["email"]?.stringValue, let email, (Identity.normalizeEmail(traitEmail) ?? traitEmail) != email {
                     problems.append("an identify for \(traitEmail) in a request for \(email) (mixed people)")
                 }
             }
