@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "koala-router", targets: ["koala-router"]),
         .library(name: "KoalaRouter", targets: ["KoalaRouter"]),
+        // The fuzz targets' bodies, for the libFuzzer builds in Fuzz/ and the regression tests.
+        .library(name: "FuzzHarness", targets: ["FuzzHarness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -57,6 +59,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(
+            name: "FuzzHarness",
+            dependencies: [
+                "KoalaRouter",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Load-benchmark helpers (scripts/bench/run): the bare verify-only baseline and a fast fake Koala.
         .executableTarget(
             name: "koala-router-bench",
@@ -69,6 +79,7 @@ let package = Package(
             name: "KoalaRouterTests",
             dependencies: [
                 "KoalaRouter",
+                "FuzzHarness",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,8 +1,8 @@
 import Foundation
 
 /// Parses the expression text found in rule files. Positions in errors are columns within the text,
-/// added to the scalar's own location by the caller.
-struct ExpressionParser {
+/// added to the scalar's own location by the caller. Public for the fuzz harness.
+public struct ExpressionParser {
     enum TokenKind: Equatable {
         case word(String)
         case number(String)
@@ -16,17 +16,17 @@ struct ExpressionParser {
         let offset: Int
     }
 
-    struct Failure: Error {
-        let offset: Int
-        let message: String
-        let hint: String
+    public struct Failure: Error {
+        public let offset: Int
+        public let message: String
+        public let hint: String
     }
 
     let text: String
     private var tokens: [Token] = []
     private var position = 0
 
-    init(_ text: String) throws(Failure) {
+    public init(_ text: String) throws(Failure) {
         self.text = text
         self.tokens = try Self.tokenize(text)
     }
@@ -35,7 +35,7 @@ struct ExpressionParser {
 
     /// Whether a plain YAML string is meant as an expression rather than literal text: it starts with a
     /// path root (`body`, `headers`, `person`, `webhook`) or a function call such as `coalesce(`.
-    static func looksLikeExpression(_ text: String) -> Bool {
+    public static func looksLikeExpression(_ text: String) -> Bool {
         guard let tokens = try? tokenize(text), let first = tokens.first, case .word(let word) = first.kind else {
             return false
         }
@@ -60,7 +60,7 @@ struct ExpressionParser {
         return filters.isEmpty ? base : .piped(base, filters)
     }
 
-    mutating func parseComplete() throws(Failure) -> Expression {
+    public mutating func parseComplete() throws(Failure) -> Expression {
         let expression = try parseExpression()
         guard peek.kind == .end else {
             throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in expression",
@@ -246,7 +246,7 @@ struct ExpressionParser {
         return items.count == 1 ? items[0] : .any(items)
     }
 
-    mutating func parseCompleteCondition() throws(Failure) -> Condition {
+    public mutating func parseCompleteCondition() throws(Failure) -> Condition {
         let condition = try parseCondition()
         guard peek.kind == .end else {
             throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in condition",
