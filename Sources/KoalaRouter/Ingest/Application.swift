@@ -94,7 +94,7 @@ public func buildApplication(
     let limits = configuration.connections
     var app = Application(
         router: router,
-        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits)])),
+        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, timedOut: metrics.connectionTimedOut)])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
                              backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
         logger: logger

@@ -33,16 +33,19 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    enum Phase { case idle, readingHead, readingBody, responding }
+    enum Phase: String { case idle, readingHead = "headers", readingBody = "body", responding }
 
     private let limits: ConnectionLimits
+    private let timedOut: @Sendable (String) -> Void
     private var phase = Phase.idle
     private var deadline: Scheduled<Void>?
     private var closeAfterResponse = false
     private var context: ChannelHandlerContext?
 
-    init(limits: ConnectionLimits) {
+    /// `timedOut` is told the phase (`idle`, `headers`, `body`) whose deadline closed a connection.
+    init(limits: ConnectionLimits, timedOut: @escaping @Sendable (String) -> Void = { _ in }) {
         self.limits = limits
+        self.timedOut = timedOut
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -119,6 +122,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         deadline = loop.scheduleTask(in: limit) { [weak self] in
             guard let self, let context = self.context else { return }
             self.deadline = nil
+            self.timedOut(next.rawValue)
             context.close(promise: nil)
         }
     }

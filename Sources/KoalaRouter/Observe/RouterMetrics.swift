@@ -19,6 +19,14 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
+    public func connectionTimedOut(phase: String) {
+        registry.makeCounter(
+            name: "koala_router_connections_timed_out_total", labels: [("phase", phase)],
+            help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
+        ).increment()
+    }
+
     /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
     public func secretUsed(source: String, label: String) {
         registry.makeCounter(

@@ -262,6 +262,12 @@ struct HostileInputTests {
         #expect(RawConnection.status(declaredAnswer.text) == 413 && declaredAnswer.closed)
 
         #expect(try await storedWebhooks(running) == 1)
+        // Each deadline is counted, for alerting on slow clients.
+        let metrics = try await get(running, "/metrics").body
+        for phase in ["idle", "headers", "body"] {
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("koala_router_connections_timed_out_total{phase=\"\(phase)\"}") }
+            #expect(line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 1 } == true, "\(phase): \(String(describing: line))")
+        }
         try await checkAliveAndClean(running)
     }
 
