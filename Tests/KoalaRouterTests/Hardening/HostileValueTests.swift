@@ -118,6 +118,24 @@ struct HostileValueTests {
         #expect(try await store.counts().webhooks == 1)
     }
 
+    /// What the id rule lets through (any printable text up to 255 bytes) is stored and read back exactly by
+    /// both backends, and so is a body whose JSON carries a NUL.
+    @Test(arguments: Backend.allCases) func allowedTextRoundTripsThroughTheStore(_ backend: Backend) async throws {
+        let table = try RuleLoader(environment: Self.environment).load(directory: repositoryRoot + "/routes")
+        let store = try await makeStore(backend)
+        let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+        let id = "évt_😀_\u{05D0}\u{2028}_" + String(repeating: "x", count: 200)
+        let body = Array(#"{"id":"\#(id)","object":"event","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme-corp.io","amount_paid":1,"number":"INV\u0000-1"}}}"#.utf8)
+        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+        #expect(answer.body["status"] == "accepted", "\(answer.body)")
+        let stored = try #require(try await store.storedWebhook(source: "stripe", webhookID: id))
+        #expect(stored.webhookID.unicodeScalars.elementsEqual(id.unicodeScalars))
+        #expect(stored.body == body)
+        let message = try #require(try await store.storedMessages(source: "stripe", webhookID: id).values.first)
+        #expect(try JSONValue.parse(Array(message.itemJSON.utf8))["properties"]?["invoice_number"] == .string("INV\u{0}-1"))
+        try await store.close()
+    }
+
     @Test func anOverlongIdIsRefused() async throws {
         let (ingest, _) = try await ingest()
         let id = String(repeating: "é", count: 200)  // 200 characters, 400 bytes
