@@ -12,3 +12,10 @@ public func runFuzzer(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePo
     var argv = argv
     return LLVMFuzzerRunDriver(&argc, &argv, target)
 }
+
+/// One libFuzzer input through a harness function: a finding stops the run as a crash, which libFuzzer keeps.
+public func check(_ data: UnsafePointer<UInt8>?, _ size: Int, _ harness: ([UInt8]) -> String?) -> CInt {
+    let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
+    if let finding = harness(bytes) { fatalError("finding: \(finding)") }
+    return 0
+}

@@ -12,13 +12,9 @@ let ingestor: Ingestor = {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
-    if let finding = blocking({ await ingestor.run(bytes) }) { fatalError("finding: \(finding)") }
-    return 0
+    check(data, size) { bytes in blocking { await ingestor.run(bytes) } }
 }
 
-/// SwiftPM links an executable's entry point as `<target>_main`; hand control to libFuzzer's driver.
+/// SwiftPM links an executable's entry point as `<target>_main`; it hands control to libFuzzer's driver.
 @_cdecl("FuzzIngest_main")
-public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    runFuzzer(argc, argv, fuzz)
-}
+public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { runFuzzer(argc, argv, fuzz) }
