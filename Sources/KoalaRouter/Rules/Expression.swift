@@ -154,11 +154,9 @@ extension Expression {
                 switch part {
                 case .text(let t): out += t
                 case .expression(let e):
-                    switch e.evaluate(in: context) {
-                    case let value? where value.textValue != nil: out += value.textValue!
-                    case let value? where value.isContainer: out += value.encoded()
-                    default: continue  // missing, null, or a number out of range
-                    }
+                    // Missing, null and numbers out of range add nothing.
+                    guard let value = e.evaluate(in: context) else { continue }
+                    if let text = value.textValue { out += text } else if value.isContainer { out += value.encoded() }
                 }
             }
             return .string(out)
