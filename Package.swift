@@ -6,7 +6,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "koala-router", targets: ["koala-router"]),
-        .library(name: "KoalaRouter", targets: ["KoalaRouter"]),
+        // The library, one target per pipeline stage (see README, Development).
+        .library(name: "KoalaRouter", targets: ["KoalaCore", "KoalaStore", "KoalaDelivery", "KoalaApp"]),
         // The fuzz targets' bodies, for the libFuzzer builds in Fuzz/ and the regression tests.
         .library(name: "FuzzHarness", targets: ["FuzzHarness"]),
     ],
@@ -19,7 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
@@ -33,36 +35,80 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // The pure core: model values, the rule language, signature verification, routing. No server library.
         .target(
-            name: "KoalaRouter",
+            name: "KoalaCore",
             dependencies: [
                 "COpenSSL",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The durable journal and outbox: the store protocol, SQLite and PostgreSQL, retention.
+        .target(
+            name: "KoalaStore",
+            dependencies: [
+                "KoalaCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Delivery to Koala: batching, the client, the sender and its health; the metrics registry.
+        .target(
+            name: "KoalaDelivery",
+            dependencies: [
+                "KoalaCore",
+                "KoalaStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // The service: HTTP ingest and admin API (Hummingbird), configuration, rule reloading, background services.
+        .target(
+            name: "KoalaApp",
+            dependencies: [
+                "KoalaCore",
+                "KoalaStore",
+                "KoalaDelivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
             name: "koala-router",
             dependencies: [
-                "KoalaRouter",
+                "KoalaCore",
+                "KoalaStore",
+                "KoalaDelivery",
+                "KoalaApp",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(
             name: "FuzzHarness",
             dependencies: [
-                "KoalaRouter",
+                "KoalaCore",
+                "KoalaStore",
+                "KoalaApp",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,18 +117,28 @@ let package = Package(
         .executableTarget(
             name: "koala-router-bench",
             dependencies: [
-                "KoalaRouter",
+                "KoalaCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "KoalaRouterTests",
             dependencies: [
-                "KoalaRouter",
+                "KoalaCore",
+                "KoalaStore",
+                "KoalaDelivery",
+                "KoalaApp",
                 "FuzzHarness",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
     ]

@@ -1,6 +1,8 @@
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaStore
 import Logging
 
 /// The fuzz targets' bodies, one function per target. Each takes one input and returns a finding (what went

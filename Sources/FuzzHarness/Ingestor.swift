@@ -1,6 +1,8 @@
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaStore
 import Logging
 
 /// The whole ingest path over the shipped routes and a real SQLite store: a fuzzed body, signed for a

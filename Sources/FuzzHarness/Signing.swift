@@ -1,5 +1,7 @@
 import Foundation
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaStore
 
 /// Signs a body the way each provider does, so fuzzed bodies get past verification and reach the code behind it.
 public enum FuzzSigner {

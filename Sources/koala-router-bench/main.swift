@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import KoalaRouter
+import KoalaCore
 import Logging
 import Synchronization
 

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 
 /// Filters shared by the dead-letter subcommands.
 struct DeadLetterOptions: ParsableArguments {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 import Logging
 import ServiceLifecycle
 #if canImport(Glibc)

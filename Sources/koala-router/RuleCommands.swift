@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 
 /// Loads the rule table for offline commands: missing secrets only disable verification, which these skip.
 func loadTable(_ directory: String) throws -> RuleTable {

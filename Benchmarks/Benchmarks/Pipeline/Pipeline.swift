@@ -1,7 +1,9 @@
 import Benchmark
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 
 /// The per-webhook work after verification: parsing the body, routing it through each shipped route (with
 /// its sample payload from routes/samples), and assembling and encoding the Koala requests for a round.

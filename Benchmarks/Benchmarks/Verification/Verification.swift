@@ -1,7 +1,7 @@
 import Benchmark
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaCore
 
 /// Cost of verifying one 2 KB webhook, per scheme, with the bare HMAC-SHA256 of the same bytes as baseline.
 let body: [UInt8] = {

@@ -4,7 +4,10 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Signed webhooks in through the real HTTP server, Koala requests out to the strict fake on loopback.
 @Suite("End to end")

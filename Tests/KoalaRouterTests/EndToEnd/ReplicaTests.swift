@@ -1,7 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,10 @@
 import Foundation
 import HTTPTypes
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Every shipped rule file with its sample payloads: signed the provider's way, accepted, routed to the
 /// expected Koala messages with no problems.

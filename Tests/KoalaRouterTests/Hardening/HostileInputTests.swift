@@ -3,7 +3,10 @@ import GRDB
 import HTTPTypes
 import NIOCore
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 #if canImport(Glibc)
 import Glibc

@@ -3,7 +3,10 @@ import HTTPTypes
 import Logging
 import Synchronization
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Correctly signed webhooks whose values are hostile: each case once crashed the process, stored
 /// something other than what arrived, or sent a wrong identity to Koala.

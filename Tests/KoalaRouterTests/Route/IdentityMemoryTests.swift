@@ -4,7 +4,10 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Stripe subscription events carry only the customer id: the shipped routes remember the email from
 /// customer / checkout / invoice events and recall it for subscriptions.

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 @Suite("Expressions and filters")
 struct ExpressionTests {

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Random expressions and randomly damaged rule files never crash the loader: each gives a table or
 /// positioned errors. Seeded, so a failure reproduces.

@@ -2,7 +2,10 @@ import Foundation
 import Logging
 import PostgresNIO
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// What only the shared backend has to get right: several replicas on one database.
 @Suite("PostgreSQL store: replicas on one database")

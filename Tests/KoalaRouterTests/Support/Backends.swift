@@ -1,7 +1,10 @@
 import Foundation
 import Logging
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// The two store backends; every store test runs against both.
 enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {

@@ -1,7 +1,10 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 import Logging
 import NIOCore
 import ServiceLifecycle

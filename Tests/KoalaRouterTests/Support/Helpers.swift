@@ -1,6 +1,9 @@
 import Foundation
 import HTTPTypes
-import KoalaRouter
+import KoalaApp
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
 import Logging
 import Testing
 

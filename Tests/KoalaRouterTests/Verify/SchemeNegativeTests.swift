@@ -1,7 +1,10 @@
 import Foundation
 import HTTPTypes
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// The same attacks against every scheme: a flipped byte, the wrong secret, stale and future timestamps,
 /// a missing and a malformed header, and a rotated secret that must still verify.

@@ -1,7 +1,10 @@
 import Foundation
 import HTTPTypes
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 /// Builds a scheme's verifier the way a rule file would, with secrets labelled SECRET_0, SECRET_1, …
 func verifier(_ scheme: String, secrets: [[UInt8]], tolerance: Double? = nil, options: Schemes.Options = [:]) throws -> any SignatureVerifier {

@@ -1,7 +1,10 @@
 import Foundation
 import HTTPTypes
 import Testing
-@testable import KoalaRouter
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 
 @Suite("Stripe signature verification")
 struct StripeVerifierTests {

@@ -1,0 +1,75 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import NIOCore
+
+/// Time arguments: ISO-8601 (`2024-11-29T09:00:00Z`) or an age (`90s`, `30m`, `2h`, `7d`) counted back from now.
+public func parseTimeArgument(_ text: String, now: Date = Date()) -> Date? {
+    if let date = Timestamps.parseISO(text) { return date }
+    let units: [(String, Double)] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+    for (suffix, factor) in units where text.hasSuffix(suffix) {
+        if let value = Double(text.dropLast()), value >= 0 { return now.addingTimeInterval(-value * factor) }
+    }
+    return nil
+}
+
+/// The admin HTTP API (dead letters), on only when `KOALA_ROUTER_ADMIN_TOKEN` is set; every request must
+/// carry `Authorization: Bearer <token>`, compared in constant time.
+func addAdminRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, token: String) {
+    let expected = Crypto.digest(.sha256, Array("Bearer \(token)".utf8))
+    @Sendable func authorized(_ request: Request) -> Bool {
+        guard let given = request.headers[.authorization] else { return false }
+        return Crypto.constantTimeEquals(Crypto.digest(.sha256, Array(given.utf8)), expected)
+    }
+    @Sendable func filter(_ request: Request) throws -> DeadLetterFilter {
+        let query = request.uri.queryParameters
+        var filter = DeadLetterFilter()
+        filter.messageIDs = query.getAll("id").flatMap { $0.split(separator: ",").map(String.init) }
+        filter.source = query.get("source")
+        filter.route = query.get("route")
+        filter.reason = query.get("reason")
+        func time(_ name: String) throws -> Date? {
+            guard let text = query.get(name) else { return nil }
+            guard let date = parseTimeArgument(text) else {
+                throw HTTPError(.badRequest, message: "\(name) must be ISO-8601 or an age such as 2h")
+            }
+            return date
+        }
+        filter.since = try time("since")
+        filter.until = try time("until")
+        return filter
+    }
+    let unauthorized = jsonResponse(.unauthorized, ["error": "admin API: missing or wrong bearer token"])
+
+    router.get("/admin/dead-letters") { request, _ -> Response in
+        guard authorized(request) else { return unauthorized }
+        let limit = request.uri.queryParameters.get("limit").flatMap(Int.init) ?? 100
+        let letters = try await components.store.deadLetters(matching: try filter(request), limit: min(max(limit, 1), 10000))
+        return jsonResponse(.ok, ["dead_letters": .array(letters.map(\.json)), "count": .int(Int64(letters.count))])
+    }
+    router.get("/admin/dead-letters/:id") { request, context -> Response in
+        guard authorized(request) else { return unauthorized }
+        let id = context.parameters.get("id") ?? ""
+        guard let letter = try await components.store.deadLetters(matching: DeadLetterFilter(messageIDs: [id]), limit: 1).first else {
+            return jsonResponse(.notFound, ["error": .string("no dead letter with message id \(id)")])
+        }
+        return jsonResponse(.ok, letter.json)
+    }
+    router.post("/admin/dead-letters/retry") { request, _ -> Response in
+        guard authorized(request) else { return unauthorized }
+        let count = try await components.store.retryDeadLetters(matching: try filter(request), at: Date())
+        return jsonResponse(.ok, ["retried": .int(Int64(count))])
+    }
+    router.post("/admin/dead-letters/drop") { request, _ -> Response in
+        guard authorized(request) else { return unauthorized }
+        let f = try filter(request)
+        guard f != DeadLetterFilter() else {
+            return jsonResponse(.badRequest, ["error": "refusing to drop every dead letter: give id, source, route, reason, since or until"])
+        }
+        let count = try await components.store.dropDeadLetters(matching: f)
+        return jsonResponse(.ok, ["dropped": .int(Int64(count))])
+    }
+}

@@ -1,0 +1,224 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// Opens the store named by the configuration.
+/// `serving`: this process runs the sender and owns the database (false for operator commands).
+public func openStore(_ configuration: RouterConfiguration, serving: Bool = true,
+                      logger: Logger = Logger(label: "koala-router.store")) async throws -> any WebhookStore {
+    if PostgresURL.isPostgres(configuration.database) {
+        // Replicas share it: leases are never voided at start-up, they run out.
+        return try await PostgresStore(url: configuration.database, logger: logger)
+    }
+    guard let path = configuration.sqlitePath else {
+        throw StoreError.unsupportedURL(configuration.database)
+    }
+    return try await SQLiteStore(path: path, ownsDatabase: serving)
+}
+
+/// Closes the store when the service group shuts down (after the server and sender have stopped).
+struct StoreCloser: Service {
+    let store: any WebhookStore
+    let logger: Logger
+
+    func run() async throws {
+        // Returns when graceful shutdown starts (services stop in reverse order, so this one stops last)
+        // or throws when the task is cancelled; either way the store is closed.
+        try? await gracefulShutdown()
+        try await store.close()
+        logger.info("store closed")
+    }
+}
+
+
+/// Everything the service is made of; `buildApplication` wires it, tests reach into it.
+public struct RouterComponents: Sendable {
+    public let rules: RulesHolder
+    public let store: any WebhookStore
+    public let sender: Sender
+    public let ingest: Ingest
+    public let metrics: RouterMetrics
+    public let reloader: RulesReloader
+}
+
+/// Builds the whole service: used by `koala-router serve` and by the tests.
+public func buildApplication(
+    _ configuration: RouterConfiguration,
+    logger: Logger,
+    store existingStore: (any WebhookStore)? = nil,
+    httpClient: HTTPClient = .shared
+) async throws -> (some ApplicationProtocol, RouterComponents) {
+    if let file = configuration.freeMailDomainsFile {
+        try FreeMailDomains.configure(file: file)
+    }
+    let table: RuleTable
+    do {
+        table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)
+    }
+    for warning in table.warnings { logger.warning("\(warning)") }
+    logger.info("rules loaded", metadata: [
+        "version": "\(table.version)", "sources": "\(table.sources.keys.sorted().joined(separator: ","))",
+    ])
+    let store: any WebhookStore
+    if let existingStore {
+        store = existingStore
+    } else {
+        store = try await openStore(configuration, logger: logger)
+    }
+    let rules = RulesHolder(table)
+    let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,
+                             timeout: configuration.delivery.requestTimeout, logger: logger)
+    let metrics = RouterMetrics()
+    let sender = Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger)
+    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
+                        metrics: metrics, logger: logger)
+    let resolver = IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger)
+    let reloader = RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
+                                 pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
+                                 handleSignals: configuration.reloadOnSIGHUP)
+    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics, reloader: reloader)
+
+    let router = Router<BasicRequestContext>()
+    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes,
+              budget: BodyBudget(limit: configuration.connections.maxBodyBytesInFlight))
+    if let token = configuration.adminToken {
+        addAdminRoutes(to: router, components: components, token: token)
+    } else {
+        logger.info("admin API off (set KOALA_ROUTER_ADMIN_TOKEN to enable it)")
+    }
+
+    let limits = configuration.connections
+    var app = Application(
+        router: router,
+        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, timedOut: metrics.connectionTimedOut)])),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
+                             backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
+        logger: logger
+    )
+    let retention = Retention(store: store, keep: configuration.retention, logger: logger)
+    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver, reloader, retention)
+    return (app, components)
+}
+
+func jsonResponse(_ status: HTTPResponse.Status, _ body: JSONValue, close: Bool = false, retryAfter: Int? = nil) -> Response {
+    var headers: HTTPFields = [.contentType: "application/json"]
+    // Answered without reading the body: the connection is closed after the answer rather than drained.
+    if close { headers[.connection] = "close" }
+    if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body.encoded() + "\n")))
+}
+
+/// The largest unread request body discarded to keep a connection alive after a refusal.
+let unreadBodyKeptAlive = 64 * 1024
+
+/// A webhook body read within the size limit and the memory budget; its bytes go back to the budget on `release`.
+enum BodyRead {
+    case body([UInt8], reserved: Int)
+    case tooLarge
+    case overBudget
+}
+
+/// Reads a request body up to `limit` bytes, taking each chunk from `budget` before keeping it.
+func readBody(_ body: RequestBody, declaredLength: Int?, limit: Int, budget: BodyBudget) async throws -> BodyRead {
+    if let declaredLength, declaredLength > limit { return .tooLarge }
+    var reserved = 0
+    // With a declared length the whole body is reserved up front, so a burst of large bodies is refused
+    // before any of them is read.
+    if let declaredLength {
+        guard budget.reserve(declaredLength) else { return .overBudget }
+        reserved = declaredLength
+    }
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(min(declaredLength ?? 16 * 1024, limit))
+    do {
+        for try await chunk in body {
+            guard bytes.count + chunk.readableBytes <= limit else {
+                budget.release(reserved)
+                return .tooLarge
+            }
+            let needed = bytes.count + chunk.readableBytes - reserved
+            if needed > 0 {
+                guard budget.reserve(needed) else {
+                    budget.release(reserved)
+                    return .overBudget
+                }
+                reserved += needed
+            }
+            bytes.append(contentsOf: chunk.readableBytesView)
+        }
+    } catch {
+        budget.release(reserved)
+        throw error
+    }
+    return .body(bytes, reserved: reserved)
+}
+
+func addRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, maxBodyBytes: Int, budget: BodyBudget) {
+    router.post("/webhooks/:source") { request, context -> Response in
+        let source = context.parameters.get("source") ?? ""
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        // A refusal leaves the body unread. As Go's net/http does, a small one is discarded so the connection
+        // can be kept; a large or chunked one closes it, so a refused client cannot make us read megabytes.
+        let discardable = request.headers[.transferEncoding] == nil && (declared ?? 0) <= unreadBodyKeptAlive
+        let admitted: Ingest.Admitted
+        switch components.ingest.admit(source: source, headers: request.headers) {
+        case .refused(let answer): return jsonResponse(answer.status, answer.body, close: !discardable)
+        case .admitted(let a): admitted = a
+        }
+        switch try await readBody(request.body, declaredLength: declared, limit: maxBodyBytes, budget: budget) {
+        case .tooLarge:
+            components.metrics.webhookReceived(source: source, outcome: "too_large")
+            return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")], close: !discardable)
+        case .overBudget:
+            components.metrics.webhookReceived(source: source, outcome: "overloaded")
+            return jsonResponse(.serviceUnavailable, ["error": "too many webhook bodies in flight, retry later"], close: true, retryAfter: 1)
+        case .body(let bytes, let reserved):
+            defer { budget.release(reserved) }
+            let answer = await components.ingest.handle(admitted, headers: request.headers, body: bytes,
+                                                        requestID: context.logger[metadataKey: "hb.request.id"]?.description)
+            return jsonResponse(answer.status, answer.body)
+        }
+    }
+    router.get("/metrics") { _, _ -> Response in
+        if let stats = try? await components.store.queueStats(now: Date()) {
+            components.metrics.queue(stats)
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: components.metrics.exposition()))
+        )
+    }
+    router.get("/healthz") { _, _ -> Response in
+        jsonResponse(.ok, ["status": "ok"])
+    }
+    router.get("/readyz") { _, _ -> Response in
+        let table = components.rules.table
+        let storeOK = await components.store.ping()
+        var sources: [String: JSONValue] = [:]
+        for (name, source) in table.sources {
+            switch source.state {
+            case .enabled: sources[name] = "enabled"
+            case .disabled(let reason): sources[name] = .string(reason)
+            }
+        }
+        var body: [String: JSONValue] = [
+            "status": .string(storeOK ? "ready" : "not ready"),
+            "store": .string(storeOK ? "ok" : "unavailable"),
+            "rules_version": .string(table.version),
+            "sources": .object(sources),
+        ]
+        if let error = components.rules.lastReloadError {
+            body["rules_reload_error"] = .string(error)
+        }
+        body["koala"] = components.sender.health.json
+        return jsonResponse(storeOK ? .ok : .serviceUnavailable, .object(body))
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import HTTPTypes
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+
+/// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
+public struct Ingest: Sendable {
+    public let rules: RulesHolder
+    public let store: any WebhookStore
+    public let linger: TimeInterval
+    /// How long a message whose `recall` missed waits for the identity before it is dead-lettered.
+    public let identityWait: TimeInterval
+    public let metrics: RouterMetrics
+    let logger: Logger
+
+    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
+                metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
+        self.rules = rules
+        self.store = store
+        self.linger = linger
+        self.identityWait = identityWait
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public struct Answer: Sendable, Equatable {
+        public let status: HTTPResponse.Status
+        public let body: JSONValue
+    }
+
+    /// A request let in before its body is read: its source, from one read of the rule table, which then
+    /// verifies and routes it whatever a concurrent reload does.
+    public struct Admitted: Sendable {
+        public let source: SourceDefinition
+        public let verifier: any SignatureVerifier
+        public let rulesVersion: String
+    }
+
+    public enum Admission: Sendable {
+        case admitted(Admitted)
+        /// Answer without reading the body.
+        case refused(Answer)
+    }
+
+    /// Decides from the path and headers alone: the source must exist and be enabled, and the request must
+    /// carry one of the headers its scheme reads the signature or credential from.
+    public func admit(source name: String, headers: HTTPFields) -> Admission {
+        let table = rules.table
+        guard let source = table.sources[name] else {
+            metrics.webhookReceived(source: "unknown", outcome: "unknown_source")
+            return .refused(Answer(status: .notFound, body: [
+                "error": .string("unknown source '\(LogText.bounded(LogText.escaped(name), limit: 64))'"),
+                "hint": .string("webhooks go to /webhooks/<source>, where <source> is declared by a file in the routes folder"),
+            ]))
+        }
+        switch source.state {
+        case .disabled(let reason):
+            metrics.webhookReceived(source: name, outcome: "source_disabled")
+            return .refused(Answer(status: .serviceUnavailable, body: ["error": .string(reason)]))
+        case .enabled(let verifier):
+            let names = verifier.credentialHeaders
+            if !names.isEmpty, !names.contains(where: { headers.value(named: $0) != nil }) {
+                let failure = VerificationFailure.missingHeader(names[0])
+                metrics.webhookReceived(source: name, outcome: failure.code)
+                return .refused(Answer(status: .unauthorized, body: ["error": .string(failure.reason)]))
+            }
+            return .admitted(Admitted(source: source, verifier: verifier, rulesVersion: table.version))
+        }
+    }
+
+    /// Admits, verifies, parses, routes and stores one webhook (what `POST /webhooks/{source}` does).
+    public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+        switch admit(source: name, headers: headers) {
+        case .refused(let answer): return answer
+        case .admitted(let admitted): return await handle(admitted, headers: headers, body: body, now: now, requestID: requestID)
+        }
+    }
+
+    public func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+        var logger = self.logger
+        if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
+        let source = admitted.source, name = source.name
+
+        let verification: Verification
+        switch admitted.verifier.verify(headers: headers, body: body, now: now) {
+        case .success(let v):
+            verification = v
+            metrics.secretUsed(source: name, label: v.secretLabel)
+        case .failure(let failure):
+            metrics.webhookReceived(source: name, outcome: failure.code)
+            logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.code)", "detail": "\(failure.reason)"])
+            return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
+        }
+
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(body)
+        } catch {
+            logger.warning("webhook body is not JSON", metadata: ["source": "\(name)", "detail": "\(error)"])
+            metrics.webhookReceived(source: name, outcome: "invalid_json")
+            return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
+        }
+
+        let webhook: VerifiedWebhook
+        switch source.webhook(body: body, json: json, headers: headers, receivedAt: now, secretLabel: verification.secretLabel,
+                              rulesVersion: admitted.rulesVersion) {
+        case .success(let w):
+            webhook = w
+        case .failure(let problem):
+            metrics.webhookReceived(source: name, outcome: problem.outcome)
+            logger.warning("webhook refused", metadata: ["source": "\(name)", "reason": "\(problem.outcome)", "detail": "\(problem.message)"])
+            return Answer(status: .badRequest, body: ["error": .string(problem.message)])
+        }
+        if let problem = webhook.eventTimeProblem {
+            logger.warning("event time unusable; using the time of receipt", metadata: [
+                "source": "\(name)", "webhook_id": "\(webhook.webhookID)", "detail": "\(problem)",
+            ])
+        }
+        let webhookID = webhook.webhookID, eventType = webhook.eventType
+        let router = WebhookRouter(source: source)
+        do {
+            let recallKeys = router.recallKeys(webhook)
+            let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: name, keys: recallKeys)
+            let routing = router.routing(webhook, memory: memory)
+            let messages = routing.messages
+            let outcome = try await store.accept(webhook, messages: messages, remembers: routing.remembers,
+                                                 linger: linger, identityWait: identityWait)
+            switch outcome {
+            case .accepted(let queued, let dead, let waiting):
+                metrics.webhookReceived(source: name, outcome: "accepted")
+                for (route, group) in Dictionary(grouping: messages.filter { $0.problem == nil && $0.waitingFor == nil }, by: \.route) {
+                    metrics.messagesQueued(source: name, route: route, count: group.count)
+                }
+                if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: "dead_lettered", count: dead) }
+                logger.info("webhook accepted", metadata: [
+                    "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
+                    "queued": "\(queued)", "dead_lettered": "\(dead)", "waiting": "\(waiting)", "secret": "\(verification.secretLabel)",
+                ])
+                var body: [String: JSONValue] = [
+                    "status": "accepted", "source": .string(name), "webhook_id": .string(webhookID),
+                    "messages": .int(Int64(queued)), "dead_lettered": .int(Int64(dead)),
+                ]
+                if waiting > 0 { body["waiting_for_identity"] = .int(Int64(waiting)) }
+                return Answer(status: .ok, body: .object(body))
+            case .duplicate:
+                metrics.webhookReceived(source: name, outcome: "duplicate")
+                logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
+                return Answer(status: .ok, body: [
+                    "status": "duplicate", "source": .string(name), "webhook_id": .string(webhookID),
+                ])
+            }
+        } catch {
+            metrics.webhookReceived(source: name, outcome: "store_unavailable")
+            logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
+            return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
+        }
+    }
+}

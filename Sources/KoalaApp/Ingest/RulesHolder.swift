@@ -1,0 +1,34 @@
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Synchronization
+
+/// The current rule table, swapped atomically on reload. A webhook reads it once and is routed
+/// entirely by that version.
+public final class RulesHolder: Sendable {
+    private let current: Mutex<RuleTable>
+    private let reloadError: Mutex<String?>
+
+    public init(_ table: RuleTable) {
+        current = Mutex(table)
+        reloadError = Mutex(nil)
+    }
+
+    public var table: RuleTable {
+        current.withLock { $0 }
+    }
+
+    /// Why the last reload was refused (nil once a reload succeeds).
+    public var lastReloadError: String? {
+        reloadError.withLock { $0 }
+    }
+
+    public func replace(with table: RuleTable) {
+        current.withLock { $0 = table }
+        reloadError.withLock { $0 = nil }
+    }
+
+    public func recordReloadFailure(_ message: String) {
+        reloadError.withLock { $0 = message }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// Reloads the rule table on SIGHUP and when a rule file changes. The new table is validated as a whole
+/// and swapped in atomically; a broken one is refused, logged, counted, shown in `/readyz`, and the old
+/// table keeps serving.
+public final class RulesReloader: Service, Sendable {
+    let holder: RulesHolder
+    let directory: String
+    let environment: [String: String]
+    let pollInterval: TimeInterval
+    let metrics: RouterMetrics
+    let logger: Logger
+    let handleSignals: Bool
+
+    public init(holder: RulesHolder, directory: String, environment: [String: String], pollInterval: TimeInterval,
+                metrics: RouterMetrics, logger: Logger, handleSignals: Bool = true) {
+        self.holder = holder
+        self.directory = directory
+        self.environment = environment
+        self.pollInterval = pollInterval
+        self.metrics = metrics
+        self.logger = logger
+        self.handleSignals = handleSignals
+    }
+
+    public func run() async throws {
+        metrics.rulesVersion(holder.table.version)
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                if self.handleSignals {
+                    group.addTask {
+                        let signals = await UnixSignalsSequence(trapping: .sighup)
+                        for await _ in signals {
+                            self.logger.info("SIGHUP: reloading rules")
+                            self.reload()
+                        }
+                    }
+                }
+                if self.pollInterval > 0 {
+                    group.addTask { await self.watch() }
+                }
+                // A service that returns early stops the whole service group: stay until shutdown.
+                group.addTask { try? await gracefulShutdown() }
+                await group.waitForAll()
+            }
+        }
+    }
+
+    /// Polls the rule files' names, sizes and modification times (works on every filesystem and with
+    /// Kubernetes ConfigMap symlink swaps, where inotify on the file misses the change).
+    func watch() async {
+        var last = fingerprint()
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: UInt64(pollInterval * 1_000_000_000))
+            let now = fingerprint()
+            if now != last {
+                last = now
+                logger.info("rule files changed: reloading")
+                reload()
+            }
+        }
+    }
+
+    func fingerprint() -> String {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+        return names.map { name -> String in
+            let path = (directory as NSString).appendingPathComponent(name)
+            let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
+            let size = (attributes[.size] as? NSNumber)?.intValue ?? -1
+            let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            return "\(name):\(size):\(modified)"
+        }.joined(separator: "|")
+    }
+
+    /// Loads and validates the whole table; swaps it in only if it is entirely valid. Returns whether it did.
+    @discardableResult
+    public func reload() -> Bool {
+        do {
+            let table = try RuleLoader(environment: environment).load(directory: directory)
+            let previous = holder.table.version
+            holder.replace(with: table)
+            metrics.rulesReloaded(success: true)
+            metrics.rulesVersion(table.version)
+            for warning in table.warnings { logger.warning("\(warning)") }
+            logger.info("rules reloaded", metadata: ["version": "\(table.version)", "previous": "\(previous)"])
+            return true
+        } catch {
+            holder.recordReloadFailure(error.description)
+            metrics.rulesReloaded(success: false)
+            logger.error("rules reload refused; the previous table keeps serving", metadata: [
+                "version": "\(holder.table.version)", "errors": "\(error.description)",
+            ])
+            return false
+        }
+    }
+}

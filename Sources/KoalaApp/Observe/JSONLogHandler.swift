@@ -1,0 +1,46 @@
+import Foundation
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+
+/// One JSON object per line on standard error, for log pipelines: `time`, `level`, `message`, `logger`,
+/// then the metadata (source, webhook_id, route, message ids, …). `LOG_FORMAT=json` selects it.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    let label: String
+
+    public init(label: String) {
+        self.label = label
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
+                    file: String, function: String, line: UInt) {
+        var object: [String: JSONValue] = [
+            "time": .string(Timestamps.iso(Date())),
+            "level": .string(level.rawValue),
+            "message": .string(LogText.escaped(message.description)),
+            "logger": .string(label),
+        ]
+        for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { _, new in new }) {
+            object[key] = Self.json(LogText.escaped(value))
+        }
+        let line = JSONValue.object(object).encoded() + "\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    static func json(_ value: Logger.Metadata.Value) -> JSONValue {
+        switch value {
+        case .string(let s): .string(s)
+        case .stringConvertible(let c): .string(c.description)
+        case .array(let items): .array(items.map(json))
+        case .dictionary(let d): .object(d.mapValues(json))
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+import ServiceLifecycle
+
+/// Background service for identity memory: a message whose `recall` missed waits; when the memory entry
+/// arrives it is routed again from the stored webhook (same message id) and queued, and when the wait runs
+/// out it goes to the dead letters with reason `identity unresolved`.
+public final class IdentityResolver: Service, Sendable {
+    let store: any WebhookStore
+    let rules: RulesHolder
+    let linger: TimeInterval
+    let interval: TimeInterval
+    let logger: Logger
+
+    public init(store: any WebhookStore, rules: RulesHolder, linger: TimeInterval, interval: TimeInterval = 0.5, logger: Logger) {
+        self.store = store
+        self.rules = rules
+        self.linger = linger
+        self.interval = interval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let worked = (try? await self.runOnce()) ?? false
+                if !worked { try? await Task.sleep(nanoseconds: UInt64(self.interval * 1_000_000_000)) }
+            }
+        }
+    }
+
+    /// Settles every waiting message that can be settled now. Returns whether there were any.
+    @discardableResult
+    public func runOnce(now: Date = Date()) async throws -> Bool {
+        let waiting = try await store.claimWaiting(now: now, limit: 500)
+        guard !waiting.isEmpty else { return false }
+        let table = rules.table
+        for (key, group) in Dictionary(grouping: waiting, by: { "\($0.source)\u{0}\($0.webhookID)" }) {
+            _ = key
+            let first = group[0]
+            guard let source = table.sources[first.source],
+                  let webhook = try await store.storedWebhook(source: first.source, webhookID: first.webhookID) else {
+                for message in group {
+                    try await store.resolveWaiting(message.seq, with: nil, deadReason: "source '\(first.source)' no longer exists", linger: linger, at: now)
+                }
+                continue
+            }
+            let router = WebhookRouter(source: source)
+            let memory = try await store.recall(source: first.source, keys: router.recallKeys(webhook))
+            let routed = Dictionary(router.route(webhook, memory: memory).map { ($0.messageID, $0) }, uniquingKeysWith: { a, _ in a })
+            for message in group {
+                guard let fresh = routed[message.messageID] else {
+                    try await store.resolveWaiting(message.seq, with: nil, deadReason: "the current rules no longer produce this message", linger: linger, at: now)
+                    continue
+                }
+                if let problem = fresh.problem {
+                    try await store.resolveWaiting(message.seq, with: nil, deadReason: problem, linger: linger, at: now)
+                } else if fresh.waitingFor != nil {
+                    if now >= message.deadline {
+                        try await store.resolveWaiting(message.seq, with: nil,
+                            deadReason: "identity unresolved: nothing remembered under \(message.waitingFor.namespace) '\(message.waitingFor.key)'",
+                            linger: linger, at: now)
+                    } else {
+                        try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
+                    }
+                } else {
+                    logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)"])
+                    try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
+                }
+            }
+        }
+        return true
+    }
+}

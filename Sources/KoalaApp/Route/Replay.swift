@@ -1,0 +1,103 @@
+import Foundation
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+
+/// Re-routes stored webhooks through the current rule table and compares with what was routed before.
+/// Message ids are deterministic, so unchanged outputs are harmless to send again; the report says what
+/// is new, changed and gone before anything is queued (`dryRun`).
+public struct Replay: Sendable {
+    public struct Options: Sendable {
+        public var source: String
+        public var since: Date
+        public var until: Date
+        public var route: String?
+        public var dryRun: Bool
+
+        public init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool) {
+            self.source = source
+            self.since = since
+            self.until = until
+            self.route = route
+            self.dryRun = dryRun
+        }
+    }
+
+    public struct Change: Sendable, Equatable {
+        public enum Kind: String, Sendable { case new, changed, removed }
+        public let kind: Kind
+        public let webhookID: String
+        public let messageID: String
+        public let route: String
+        /// For changed messages already delivered: Koala keeps the version it first accepted for a message id.
+        public let note: String?
+    }
+
+    public struct Report: Sendable {
+        public var webhooks = 0
+        public var unchanged = 0
+        public var changes: [Change] = []
+        public var queued = 0
+        public var count: [Change.Kind: Int] {
+            Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
+        }
+    }
+
+    let store: any WebhookStore
+    let table: RuleTable
+
+    public init(store: any WebhookStore, table: RuleTable) {
+        self.store = store
+        self.table = table
+    }
+
+    public func run(_ options: Options) async throws -> Report {
+        guard let source = table.sources[options.source] else {
+            throw RuleTableErrors(errors: [RuleError(file: "", line: 0, column: 0, message: "unknown source '\(options.source)'",
+                                                     hint: "sources: \(table.sources.keys.sorted().joined(separator: ", "))")])
+        }
+        let router = WebhookRouter(source: source)
+        var report = Report()
+        var cursor: StoredCursor?
+        while true {
+            let page = try await store.storedWebhooks(source: options.source, since: options.since, until: options.until, after: cursor, limit: 200)
+            guard let last = page.last else { break }
+            cursor = StoredCursor(receivedAt: last.receivedAt, webhookID: last.webhookID)
+            for webhook in page {
+                report.webhooks += 1
+                let memory = try await store.recall(source: options.source, keys: router.recallKeys(webhook))
+                var routed = router.route(webhook, memory: memory)
+                var before = try await store.storedMessages(source: options.source, webhookID: webhook.webhookID)
+                if let only = options.route {
+                    routed = routed.filter { $0.route == only }
+                    before = before.filter { $0.value.route == only }
+                }
+                var toQueue: [KoalaMessage] = []
+                for message in routed {
+                    guard let old = before.removeValue(forKey: message.messageID) else {
+                        report.changes.append(Change(kind: .new, webhookID: webhook.webhookID, messageID: message.messageID, route: message.route, note: nil))
+                        toQueue.append(message)
+                        continue
+                    }
+                    if old.itemJSON == message.item.encoded() {
+                        report.unchanged += 1
+                        if old.state == .dead { toQueue.append(message) }
+                    } else {
+                        let note = old.state == .delivered
+                            ? "already delivered: Koala keeps the version it first accepted for this message id" : nil
+                        report.changes.append(Change(kind: .changed, webhookID: webhook.webhookID, messageID: message.messageID, route: message.route, note: note))
+                        if old.state != .delivered { toQueue.append(message) }
+                    }
+                }
+                for (id, old) in before {
+                    report.changes.append(Change(kind: .removed, webhookID: webhook.webhookID, messageID: id, route: old.route,
+                                                 note: old.state == .delivered ? "already delivered; Koala keeps it" : nil))
+                }
+                if !options.dryRun, !toQueue.isEmpty {
+                    report.queued += try await store.enqueueReplay(toQueue, at: Date())
+                }
+            }
+        }
+        return report
+    }
+}

@@ -1,0 +1,474 @@
+import Foundation
+
+/// Parses the expression text found in rule files. Positions in errors are columns within the text,
+/// added to the scalar's own location by the caller. Public for the fuzz harness.
+public struct ExpressionParser {
+    enum TokenKind: Equatable {
+        case word(String)
+        case number(String)
+        case string(String)
+        case punct(String)
+        case end
+    }
+
+    struct Token {
+        let kind: TokenKind
+        let offset: Int
+    }
+
+    public struct Failure: Error {
+        public let offset: Int
+        public let message: String
+        public let hint: String
+    }
+
+    let text: String
+    private var tokens: [Token] = []
+    private var position = 0
+
+    public init(_ text: String) throws(Failure) {
+        self.text = text
+        self.tokens = try Self.tokenize(text)
+    }
+
+    // MARK: Classification
+
+    /// Whether a plain YAML string is meant as an expression rather than literal text: it starts with a
+    /// path root (`body`, `headers`, `person`, `webhook`) or a function call such as `coalesce(`.
+    public static func looksLikeExpression(_ text: String) -> Bool {
+        guard let tokens = try? tokenize(text), let first = tokens.first, case .word(let word) = first.kind else {
+            return false
+        }
+        let next = tokens.count > 1 ? tokens[1].kind : .end
+        if Path.Root(rawValue: word) != nil {
+            return next == .end || next == .punct(".") || next == .punct("[") || next == .punct("|")
+        }
+        if Functions.names[word] != nil { return next == .punct("(") }
+        return false
+    }
+
+    // MARK: Grammar
+
+    /// expression := term ( '|' filter )*
+    mutating func parseExpression() throws(Failure) -> Expression {
+        let base = try parseTerm()
+        var filters: [Filter] = []
+        while peek.kind == .punct("|") {
+            advance()
+            filters.append(try parseFilter())
+        }
+        return filters.isEmpty ? base : .piped(base, filters)
+    }
+
+    public mutating func parseComplete() throws(Failure) -> Expression {
+        let expression = try parseExpression()
+        guard peek.kind == .end else {
+            throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in expression",
+                          hint: "write one value, optionally followed by '| filter'")
+        }
+        return expression
+    }
+
+    private mutating func parseTerm() throws(Failure) -> Expression {
+        let token = peek
+        switch token.kind {
+        case .string(let s):
+            advance()
+            return .literal(.string(s))
+        case .number(let n):
+            advance()
+            if let i = Int64(n) { return .literal(.int(i)) }
+            if let d = Double(n) { return .literal(.double(d)) }
+            throw Failure(offset: token.offset, message: "invalid number '\(n)'", hint: "write a decimal number")
+        case .word(let word):
+            advance()
+            switch word {
+            case "true": return .literal(.bool(true))
+            case "false": return .literal(.bool(false))
+            case "null": return .literal(.null)
+            default: break
+            }
+            if let root = Path.Root(rawValue: word) {
+                return .path(try parsePathComponents(root: root))
+            }
+            if let arity = Functions.names[word] {
+                guard peek.kind == .punct("(") else {
+                    throw Failure(offset: peek.offset, message: "function '\(word)' needs arguments",
+                                  hint: "write \(word)(value, …)")
+                }
+                let args = try parseArguments(bareFirst: word == "recall")
+                guard arity.contains(args.count) else {
+                    throw Failure(offset: token.offset, message: "function '\(word)' takes \(describe(arity)) arguments, got \(args.count)",
+                                  hint: "check the call")
+                }
+                if word == "recall" {
+                    guard case .literal(.string(let namespace)) = args[0], FileParser.isName(namespace) else {
+                        throw Failure(offset: token.offset, message: "recall's first argument names a memory",
+                                      hint: "write recall(stripe_customer, body.data.object.customer): a name made of lower-case letters, digits, '-' and '_'")
+                    }
+                }
+                let call = Expression.call(word, args)
+                let components = try parsePathComponents(root: .body).components
+                return components.isEmpty ? call : .access(call, components)
+            }
+            throw Failure(
+                offset: token.offset,
+                message: "unknown name '\(word)'",
+                hint: "a value starts with one of \(Path.Root.allCases.map(\.rawValue).joined(separator: ", ")), a function (\(Functions.names.keys.sorted().joined(separator: ", "))) or a quoted 'text'"
+            )
+        default:
+            throw Failure(offset: token.offset, message: "expected a value, found \(describe(token.kind))",
+                          hint: "write a path such as body.data.object.id, a quoted 'text' or a number")
+        }
+    }
+
+    private mutating func parsePathComponents(root: Path.Root) throws(Failure) -> Path {
+        var components: [Path.Component] = []
+        while true {
+            if peek.kind == .punct(".") {
+                advance()
+                switch peek.kind {
+                case .word(let key), .number(let key):
+                    advance()
+                    components.append(.key(key))
+                default:
+                    throw Failure(offset: peek.offset, message: "expected a field name after '.'",
+                                  hint: "write e.g. body.data.object.email")
+                }
+            } else if peek.kind == .punct("[") {
+                advance()
+                let inner = peek
+                switch inner.kind {
+                case .number(let n):
+                    guard let index = Int(n) else {
+                        throw Failure(offset: inner.offset, message: "array index must be a whole number",
+                                      hint: "write e.g. [0] or [-1] for the last item")
+                    }
+                    advance()
+                    components.append(.index(index))
+                case .string(let key):
+                    advance()
+                    components.append(.key(key))
+                case .word(let first):
+                    // A selection: [field == value] or [field.sub != value]
+                    advance()
+                    var field = [first]
+                    while peek.kind == .punct(".") {
+                        advance()
+                        guard case .word(let next) = peek.kind else {
+                            throw Failure(offset: peek.offset, message: "expected a field name after '.'", hint: "write e.g. [price.id == 'pro']")
+                        }
+                        field.append(next)
+                        advance()
+                    }
+                    guard peek.kind == .punct("==") || peek.kind == .punct("!=") else {
+                        throw Failure(offset: peek.offset, message: "expected '==' or '!=' in the selection",
+                                      hint: "select an element with [field == value], e.g. email_addresses[id == body.data.primary_email_address_id]")
+                    }
+                    let negated = peek.kind == .punct("!=")
+                    advance()
+                    let value = try parseExpression()
+                    components.append(.select(field: field, negated: negated, value: value))
+                default:
+                    throw Failure(offset: inner.offset, message: "expected an array index, a quoted key or a selection inside [ ]",
+                                  hint: "write e.g. items[0], metadata[\"plan name\"] or items[id == body.item_id]")
+                }
+                guard peek.kind == .punct("]") else {
+                    throw Failure(offset: peek.offset, message: "missing ']'", hint: "close the brackets")
+                }
+                advance()
+            } else {
+                break
+            }
+        }
+        if root == .headers, let first = components.first, case .index = first {
+            throw Failure(offset: 0, message: "headers are looked up by name", hint: "write headers.x-event-name")
+        }
+        return Path(root: root, components: components)
+    }
+
+    private mutating func parseArguments(bareFirst: Bool = false) throws(Failure) -> [Expression] {
+        advance()  // (
+        var args: [Expression] = []
+        if peek.kind == .punct(")") {
+            advance()
+            return args
+        }
+        while true {
+            if bareFirst, args.isEmpty, case .word(let name) = peek.kind, Path.Root(rawValue: name) == nil {
+                advance()
+                args.append(.literal(.string(name)))
+            } else {
+                args.append(try parseExpression())
+            }
+            if peek.kind == .punct(",") {
+                advance()
+                continue
+            }
+            guard peek.kind == .punct(")") else {
+                throw Failure(offset: peek.offset, message: "expected ',' or ')'", hint: "close the argument list")
+            }
+            advance()
+            return args
+        }
+    }
+
+    private mutating func parseFilter() throws(Failure) -> Filter {
+        let token = peek
+        guard case .word(let name) = token.kind else {
+            throw Failure(offset: token.offset, message: "expected a filter name after '|'",
+                          hint: "filters: \(Filters.all.keys.sorted().joined(separator: ", "))")
+        }
+        advance()
+        guard let definition = Filters.all[name] else {
+            let suggestion = Suggest.closest(to: name, in: Array(Filters.all.keys)).map { "did you mean '\($0)'? " } ?? ""
+            throw Failure(offset: token.offset, message: "unknown filter '\(name)'",
+                          hint: "\(suggestion)filters: \(Filters.all.keys.sorted().joined(separator: ", "))")
+        }
+        let args = peek.kind == .punct("(") ? try parseArguments() : []
+        guard definition.arity.contains(args.count) else {
+            throw Failure(offset: token.offset,
+                          message: "filter '\(name)' takes \(describe(definition.arity)) arguments, got \(args.count)",
+                          hint: "\(name): \(definition.summary)")
+        }
+        return Filter(name: name, arguments: args, apply: definition.apply)
+    }
+
+    // MARK: Conditions
+
+    /// condition := and ('or' and)* ; and := unary ('and' unary)* ; unary := 'not' unary | '(' condition ')' | test
+    mutating func parseCondition() throws(Failure) -> Condition {
+        var items = [try parseAnd()]
+        while peek.kind == .word("or") {
+            advance()
+            items.append(try parseAnd())
+        }
+        return items.count == 1 ? items[0] : .any(items)
+    }
+
+    public mutating func parseCompleteCondition() throws(Failure) -> Condition {
+        let condition = try parseCondition()
+        guard peek.kind == .end else {
+            throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in condition",
+                          hint: "combine tests with 'and', 'or', 'not' and parentheses")
+        }
+        return condition
+    }
+
+    private mutating func parseAnd() throws(Failure) -> Condition {
+        var items = [try parseUnary()]
+        while peek.kind == .word("and") {
+            advance()
+            items.append(try parseUnary())
+        }
+        return items.count == 1 ? items[0] : .all(items)
+    }
+
+    private mutating func parseUnary() throws(Failure) -> Condition {
+        if peek.kind == .word("not") {
+            advance()
+            return .not(try parseUnary())
+        }
+        if peek.kind == .punct("(") {
+            advance()
+            let inner = try parseCondition()
+            guard peek.kind == .punct(")") else {
+                throw Failure(offset: peek.offset, message: "missing ')'", hint: "close the parenthesis")
+            }
+            advance()
+            return inner
+        }
+        return try parseTest()
+    }
+
+    private mutating func parseTest() throws(Failure) -> Condition {
+        let lhs = try parseExpression()
+        switch peek.kind {
+        case .punct(let p) where Condition.Comparison(rawValue: p) != nil:
+            advance()
+            return .compare(lhs, Condition.Comparison(rawValue: p)!, try parseOperand())
+        case .word("in"):
+            advance()
+            return .member(lhs, try parseList(), negated: false)
+        case .word("not") where position + 1 < tokens.count && tokens[position + 1].kind == .word("in"):
+            advance()
+            advance()
+            return .member(lhs, try parseList(), negated: true)
+        case .word("exists"):
+            advance()
+            return .exists(lhs)
+        case .word("missing"):
+            advance()
+            return .missing(lhs)
+        case .word("matches"):
+            advance()
+            guard case .string(let source) = peek.kind else {
+                throw Failure(offset: peek.offset, message: "'matches' needs a quoted regular expression", hint: "write e.g. matches '^pro_'")
+            }
+            guard let pattern = Condition.Pattern(source) else {
+                throw Failure(offset: peek.offset, message: "invalid regular expression '\(source)'", hint: "check the pattern's syntax (ICU regular expressions)")
+            }
+            advance()
+            return .matches(lhs, pattern)
+        default:
+            return .truthy(lhs)
+        }
+    }
+
+    /// A value on the right of a comparison: an expression, or a bare word taken as text (`status == active`).
+    private mutating func parseOperand() throws(Failure) -> Expression {
+        if case .word(let word) = peek.kind, Path.Root(rawValue: word) == nil, Functions.names[word] == nil,
+           !["true", "false", "null"].contains(word) {
+            advance()
+            return .literal(.string(word))
+        }
+        return try parseExpression()
+    }
+
+    private mutating func parseList() throws(Failure) -> [JSONValue] {
+        guard peek.kind == .punct("[") else {
+            throw Failure(offset: peek.offset, message: "'in' needs a list", hint: "write e.g. in [active, trialing]")
+        }
+        advance()
+        var items: [JSONValue] = []
+        while peek.kind != .punct("]") {
+            switch peek.kind {
+            case .string(let s): items.append(.string(s))
+            case .number(let n): items.append(Int64(n).map { .int($0) } ?? Double(n).map { .double($0) } ?? .string(n))
+            case .word("true"): items.append(.bool(true))
+            case .word("false"): items.append(.bool(false))
+            case .word("null"): items.append(.null)
+            case .word(let w): items.append(.string(w))
+            default:
+                throw Failure(offset: peek.offset, message: "expected a list item, found \(describe(peek.kind))", hint: "list literal values: [active, 'past due', 3]")
+            }
+            advance()
+            if peek.kind == .punct(",") { advance() } else if peek.kind != .punct("]") {
+                throw Failure(offset: peek.offset, message: "expected ',' or ']'", hint: "separate items with commas and close the list")
+            }
+        }
+        advance()
+        return items
+    }
+
+    // MARK: Tokens
+
+    private var peek: Token { tokens[position] }
+    private mutating func advance() { if position < tokens.count - 1 { position += 1 } }
+
+    private func describe(_ kind: TokenKind) -> String {
+        switch kind {
+        case .word(let w): "'\(w)'"
+        case .number(let n): "number \(n)"
+        case .string: "quoted text"
+        case .punct(let p): "'\(p)'"
+        case .end: "end of text"
+        }
+    }
+
+    private func describe(_ range: ClosedRange<Int>) -> String {
+        range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)"
+    }
+
+    static func tokenize(_ text: String) throws(Failure) -> [Token] {
+        let chars = Array(text.unicodeScalars)
+        var tokens: [Token] = []
+        var i = 0
+        func isWordStart(_ c: Unicode.Scalar) -> Bool { c.properties.isAlphabetic || c == "_" || c == "$" }
+        func isWordChar(_ c: Unicode.Scalar) -> Bool {
+            c.properties.isAlphabetic || c == "_" || c == "$" || c == "-" || ("0"..."9").contains(c)
+        }
+        while i < chars.count {
+            let c = chars[i]
+            if c == " " || c == "\t" {
+                i += 1
+                continue
+            }
+            let start = i
+            if isWordStart(c) {
+                while i < chars.count, isWordChar(chars[i]) { i += 1 }
+                tokens.append(Token(kind: .word(String(String.UnicodeScalarView(chars[start..<i]))), offset: start))
+            } else if ("0"..."9").contains(c) || (c == "-" && i + 1 < chars.count && ("0"..."9").contains(chars[i + 1])) {
+                i += 1
+                let previousIsDot = tokens.last?.kind == .punct(".")
+                while i < chars.count {
+                    let d = chars[i]
+                    if ("0"..."9").contains(d) { i += 1; continue }
+                    if !previousIsDot, d == "." || d == "e" || d == "E" { i += 1; continue }
+                    if !previousIsDot, (d == "+" || d == "-"), chars[i - 1] == "e" || chars[i - 1] == "E" { i += 1; continue }
+                    if isWordChar(d), previousIsDot { i += 1; continue }
+                    break
+                }
+                let word = String(String.UnicodeScalarView(chars[start..<i]))
+                tokens.append(Token(kind: word.allSatisfy({ $0.isNumber || $0 == "-" || $0 == "." || $0 == "e" || $0 == "E" || $0 == "+" }) ? .number(word) : .word(word), offset: start))
+            } else if c == "'" || c == "\"" {
+                i += 1
+                var value = String.UnicodeScalarView()
+                var closed = false
+                while i < chars.count {
+                    let d = chars[i]
+                    if d == "\\", i + 1 < chars.count {
+                        let e = chars[i + 1]
+                        switch e {
+                        case "n": value.append("\n")
+                        case "t": value.append("\t")
+                        default: value.append(e)
+                        }
+                        i += 2
+                        continue
+                    }
+                    if d == c {
+                        closed = true
+                        i += 1
+                        break
+                    }
+                    value.append(d)
+                    i += 1
+                }
+                guard closed else {
+                    throw Failure(offset: start, message: "unterminated quoted text", hint: "close it with \(c)")
+                }
+                tokens.append(Token(kind: .string(String(value)), offset: start))
+            } else if (c == "=" || c == "!" || c == "<" || c == ">"), i + 1 < chars.count, chars[i + 1] == "=" {
+                tokens.append(Token(kind: .punct(String(c) + "="), offset: start))
+                i += 2
+            } else if c == "<" || c == ">" {
+                tokens.append(Token(kind: .punct(String(c)), offset: start))
+                i += 1
+            } else if ".[](),|".unicodeScalars.contains(c) {
+                tokens.append(Token(kind: .punct(String(c)), offset: start))
+                i += 1
+            } else {
+                throw Failure(offset: start, message: "unexpected character '\(c)'",
+                              hint: "quote literal text, e.g. 'A & B'")
+            }
+        }
+        tokens.append(Token(kind: .end, offset: chars.count))
+        return tokens
+    }
+}
+
+/// "Did you mean …?" for names in rule files and configuration files.
+public enum Suggest {
+    /// The candidate with the smallest edit distance, if it is close enough to be a likely typo.
+    public static func closest(to word: String, in candidates: [String]) -> String? {
+        let scored = candidates.map { ($0, distance(word.lowercased(), $0.lowercased())) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= max(2, word.count / 3) else { return nil }
+        return best.0
+    }
+
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}

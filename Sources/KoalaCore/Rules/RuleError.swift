@@ -1,0 +1,57 @@
+/// A mistake in a rule file, located precisely enough for an editor to jump to it.
+public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let file: String
+    public let line: Int
+    public let column: Int
+    /// What is wrong.
+    public let message: String
+    /// What to do about it.
+    public let hint: String
+
+    public init(file: String, line: Int, column: Int, message: String, hint: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+        self.hint = hint
+    }
+
+    /// `file:line:column: what is wrong; what to do`
+    public var description: String {
+        hint.isEmpty ? "\(file):\(line):\(column): \(message)" : "\(file):\(line):\(column): \(message); \(hint)"
+    }
+}
+
+/// Every error found while loading a rule table; loading never stops at the first.
+public struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
+    public let errors: [RuleError]
+
+    public init(errors: [RuleError]) {
+        self.errors = errors
+    }
+
+    public var description: String { errors.map(\.description).joined(separator: "\n") }
+}
+
+/// A position inside a rule file.
+public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
+    public let file: String
+    public let line: Int
+    public let column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public func offset(by columns: Int) -> SourceLocation {
+        SourceLocation(file: file, line: line, column: column + columns)
+    }
+
+    public func error(_ message: String, hint: String = "") -> RuleError {
+        RuleError(file: file, line: line, column: column, message: message, hint: hint)
+    }
+
+    public var description: String { "\(file):\(line):\(column)" }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import KoalaCore
+import KoalaStore
+import Prometheus
+import Synchronization
+
+/// The service's metrics, in a registry of its own (so several routers in one test process never mix).
+/// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
+/// and routes come from the rule files, secret labels are environment variable names.
+public final class RouterMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    public init() {}
+
+    /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
+    public func webhookReceived(source: String, outcome: String) {
+        registry.makeCounter(
+            name: "koala_router_webhooks_received_total",
+            labels: [("source", source), ("outcome", outcome)],
+            help: "Webhooks received, by source and outcome (accepted, duplicate, or why they were refused)."
+        ).increment()
+    }
+
+    /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
+    public func connectionTimedOut(phase: String) {
+        registry.makeCounter(
+            name: "koala_router_connections_timed_out_total", labels: [("phase", phase)],
+            help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
+        ).increment()
+    }
+
+    /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
+    public func secretUsed(source: String, label: String) {
+        registry.makeCounter(
+            name: "koala_router_webhook_secret_verified_total",
+            labels: [("source", source), ("secret", label)],
+            help: "Webhooks verified, by source and by the label of the secret that matched."
+        ).increment()
+    }
+
+    public func messagesQueued(source: String, route: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            name: "koala_router_messages_queued_total", labels: [("source", source), ("route", route)],
+            help: "Koala messages produced by routes and queued for delivery."
+        ).increment(by: Int64(count))
+    }
+
+    public func messagesFinished(endpoint: KoalaEndpoint, outcome: String, count: Int) {
+        guard count > 0 else { return }
+        registry.makeCounter(
+            name: "koala_router_messages_total", labels: [("endpoint", endpoint.rawValue), ("outcome", outcome)],
+            help: "Koala messages by endpoint and delivery outcome (delivered, retried, dead_lettered)."
+        ).increment(by: Int64(count))
+    }
+
+    public func koalaResponse(status: String) {
+        registry.makeCounter(
+            name: "koala_router_koala_responses_total", labels: [("status", status)],
+            help: "Answers from Koala by HTTP status (or timeout / connection_error)."
+        ).increment()
+    }
+
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+        .seconds(15), .seconds(60), .seconds(300), .seconds(1800), .seconds(3600), .seconds(21600), .seconds(86400),
+    ]
+
+    /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
+    public func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double) {
+        registry.makeDurationHistogram(
+            name: "koala_router_delivery_latency_seconds", labels: [("endpoint", endpoint.rawValue)], buckets: Self.latencyBuckets,
+            help: "Accepted to confirmed by Koala, per message."
+        ).recordNanoseconds(Int64(max(0, seconds) * 1_000_000_000))
+    }
+
+    /// Queue state, refreshed at each scrape from the store.
+    public func queue(_ stats: QueueStats) {
+        for (state, value) in [("pending", stats.pending), ("waiting", stats.waiting), ("dead", stats.dead)] {
+            registry.makeGauge(name: "koala_router_queue_messages", labels: [("state", state)],
+                               help: "Messages in the store by state (pending, waiting for identity, dead letters).").set(to: Double(value))
+        }
+        registry.makeGauge(name: "koala_router_queue_oldest_pending_age_seconds",
+                           help: "Age of the oldest message not yet delivered (0 when none).").set(to: stats.oldestPendingAge)
+    }
+
+    public func koalaRefusing() {
+        registry.makeCounter(
+            name: "koala_router_koala_refusals_total",
+            help: "Koala answers meaning it refuses every request (401/403/404, or 'ingest suspended')."
+        ).increment()
+    }
+
+    public func rulesReloaded(success: Bool) {
+        registry.makeCounter(
+            name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],
+            help: "Rule table reloads, by result; a failed reload keeps the previous table."
+        ).increment()
+    }
+
+    /// `koala_router_rules_info{version="…"} 1` for the table in service.
+    public func rulesVersion(_ version: String) {
+        let previous = currentVersion.withLock { old -> String? in
+            defer { old = version }
+            return old
+        }
+        if let previous, previous != version {
+            registry.makeGauge(name: "koala_router_rules_info", labels: [("version", previous)], help: "The rule table version in service.").set(to: 0.0)
+        }
+        registry.makeGauge(name: "koala_router_rules_info", labels: [("version", version)], help: "The rule table version in service.").set(to: 1.0)
+    }
+
+    private let currentVersion = Mutex<String?>(nil)
+
+    /// The Prometheus text exposition.
+    public func exposition() -> String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import KoalaCore
+import KoalaStore
+
+/// One HTTP request to Koala: one person (or account), at most `maxPerType` events and identifies.
+public struct KoalaBatch: Sendable, Equatable {
+    public let endpoint: KoalaEndpoint
+    public let identity: KoalaIdentity
+    public let seqs: [Int64]
+    public let messageIDs: [String]
+    /// The request body, ready to send.
+    public let body: String
+    public let oldestCreatedAt: Date
+    /// Failed attempts so far of the most-tried message in the batch.
+    public let attempts: Int
+    /// When each message was accepted, for the delivery latency.
+    public var acceptedAt: [Date] = []
+}
+
+/// Groups leased messages into Koala requests. Pure and deterministic.
+public enum Batcher {
+    /// Koala's documented cap per type and request.
+    public static let maxPerType = 30
+
+    /// One list of batches per person (or account), in the order they must be sent. Messages are taken
+    /// in event-time order (ties by arrival) and a new request starts when either type reaches the cap.
+    public static func plan(_ messages: [OutboxMessage], maxPerType: Int = Batcher.maxPerType) -> [[KoalaBatch]] {
+        var order: [String] = []
+        var groups: [String: [OutboxMessage]] = [:]
+        for message in messages {
+            let key = message.endpoint.rawValue + "|" + message.identity.key
+            if groups[key] == nil { order.append(key) }
+            groups[key, default: []].append(message)
+        }
+        return order.map { key in
+            let sorted = groups[key]!.sorted { ($0.eventTime, $0.seq) < ($1.eventTime, $1.seq) }
+            var batches: [KoalaBatch] = []
+            var events: [OutboxMessage] = [], identifies: [OutboxMessage] = []
+            var current: [OutboxMessage] = []
+            func flush() {
+                guard !current.isEmpty else { return }
+                batches.append(build(current, events: events, identifies: identifies))
+                current = []; events = []; identifies = []
+            }
+            for message in sorted {
+                let full = message.kind == .track ? events.count >= maxPerType : identifies.count >= maxPerType
+                if full { flush() }
+                current.append(message)
+                if message.kind == .track { events.append(message) } else { identifies.append(message) }
+            }
+            flush()
+            return batches
+        }
+    }
+
+    static func build(_ all: [OutboxMessage], events: [OutboxMessage], identifies: [OutboxMessage]) -> KoalaBatch {
+        let first = all[0]
+        var body = "{"
+        var needsComma = false
+        for (name, value) in first.identity.topLevel {
+            if needsComma { body += "," }
+            JSONValue.writeString(name, to: &body)
+            body += ":"
+            JSONValue.writeString(value, to: &body)
+            needsComma = true
+        }
+        for (name, items) in [("events", events), ("identifies", identifies)] where !items.isEmpty {
+            if needsComma { body += "," }
+            body += "\"\(name)\":["
+            body += items.map(\.itemJSON).joined(separator: ",")
+            body += "]"
+            needsComma = true
+        }
+        body += "}"
+        var batch = KoalaBatch(endpoint: first.endpoint, identity: first.identity, seqs: all.map(\.seq),
+                          messageIDs: all.map(\.messageID), body: body,
+                          oldestCreatedAt: all.map(\.createdAt).min() ?? first.createdAt,
+                          attempts: all.map(\.attempts).max() ?? 0)
+        batch.acceptedAt = all.map(\.createdAt)
+        return batch
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import KoalaCore
+import KoalaStore
+import Synchronization
+
+/// How Koala is answering, shared by the sender (which updates it) and `/readyz` (which shows it).
+/// Also the circuit breaker: after a streak of failures the sender stops sending and probes at a low,
+/// growing rate until Koala answers again, while ingest keeps accepting and storing.
+public final class DeliveryHealth: Sendable {
+    public struct Snapshot: Sendable, Equatable {
+        public var consecutiveFailures = 0
+        public var circuitOpen = false
+        public var nextProbe: Date?
+        public var probeInterval: TimeInterval = 0
+        public var lastError: String?
+        /// Koala answering 4xx in a way that means "not for any request" (wrong key, ingest suspended).
+        public var refusing: String?
+        public var lastSuccess: Date?
+    }
+
+    let failureThreshold: Int
+    let firstProbeInterval: TimeInterval
+    let maxProbeInterval: TimeInterval
+    private let state = Mutex(Snapshot())
+
+    public init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
+        self.failureThreshold = failureThreshold
+        self.firstProbeInterval = firstProbeInterval
+        self.maxProbeInterval = maxProbeInterval
+    }
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// Whether the sender may send now; when the circuit is open, only one probe round per interval.
+    public func mayProceed(now: Date) -> (proceed: Bool, probe: Bool) {
+        state.withLock { s in
+            guard s.circuitOpen else { return (true, false) }
+            guard let next = s.nextProbe, now >= next else { return (false, false) }
+            s.nextProbe = now.addingTimeInterval(s.probeInterval)  // one probe per interval
+            return (true, true)
+        }
+    }
+
+    public func recordSuccess(now: Date) {
+        state.withLock { s in
+            s.consecutiveFailures = 0
+            s.circuitOpen = false
+            s.nextProbe = nil
+            s.probeInterval = 0
+            s.refusing = nil
+            s.lastSuccess = now
+        }
+    }
+
+    /// A failure that says nothing about the request itself (5xx, timeout, connection error). Returns true
+    /// when this failure opened (or kept open) the circuit.
+    /// A failed probe doubles the wait before the next one.
+    @discardableResult
+    public func recordFailure(_ reason: String, now: Date, probe: Bool = false) -> Bool {
+        state.withLock { s in
+            s.consecutiveFailures += 1
+            s.lastError = reason
+            if s.circuitOpen {
+                if probe {
+                    s.probeInterval = min(maxProbeInterval, max(firstProbeInterval, s.probeInterval * 2))
+                    s.nextProbe = now.addingTimeInterval(s.probeInterval)
+                }
+                return true
+            }
+            guard s.consecutiveFailures >= failureThreshold else { return false }
+            s.probeInterval = firstProbeInterval
+            s.circuitOpen = true
+            s.nextProbe = now.addingTimeInterval(s.probeInterval)
+            return true
+        }
+    }
+
+    public func recordRefusal(_ description: String) {
+        state.withLock { $0.refusing = description }
+    }
+
+    /// For `/readyz`.
+    public var json: JSONValue {
+        let s = snapshot
+        var object: [String: JSONValue] = [
+            "circuit": .string(s.circuitOpen ? "open" : "closed"),
+            "consecutive_failures": .int(Int64(s.consecutiveFailures)),
+        ]
+        if let e = s.lastError { object["last_error"] = .string(e) }
+        if let r = s.refusing { object["refusing"] = .string(r) }
+        if let next = s.nextProbe { object["next_probe"] = .string(Timestamps.iso(next)) }
+        if let ok = s.lastSuccess { object["last_success"] = .string(Timestamps.iso(ok)) }
+        return .object(object)
+    }
+
+    /// A 4xx that no retry can fix for any message: a wrong project key or suspended ingest.
+    static func isRefusal(status: Int, body: String) -> Bool {
+        status == 401 || status == 403 || status == 404 || body.lowercased().contains("ingest suspended")
+    }
+}

@@ -1,0 +1,110 @@
+import AsyncHTTPClient
+import Foundation
+import KoalaCore
+import KoalaStore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// What Koala's answer means for a batch.
+public enum DeliveryResult: Sendable, Equatable {
+    case delivered(status: Int)
+    /// Try again later: 408, 429, 5xx, timeouts, connection errors. `retryAfter` from the response, if any.
+    case retry(reason: String, retryAfter: TimeInterval?)
+    /// Koala refused the request for good (other 4xx); the body is kept with the dead letter.
+    case rejected(status: Int, body: String)
+}
+
+extension DeliveryResult {
+    /// Low-cardinality label for `koala_router_koala_responses_total`.
+    public var metricLabel: String {
+        switch self {
+        case .delivered(let status): status == 0 ? "dry_run" : String(status)
+        case .rejected(let status, _): String(status)
+        case .retry(let reason, _):
+            if reason.hasPrefix("Koala answered ") { String(reason.dropFirst("Koala answered ".count)) }
+            else if reason.hasPrefix("timeout") { "timeout" }
+            else { "connection_error" }
+        }
+    }
+}
+
+/// Sends batches to Koala's server-side API, or, without a project key, logs them (dry run).
+public struct KoalaClient: Sendable {
+    public static var userAgent: String { "koala-router/\(KoalaRouterVersion.string)" }
+
+    let http: HTTPClient
+    let baseURL: String
+    let publicKey: String?
+    let timeout: TimeInterval
+    let logger: Logger
+
+    public init(http: HTTPClient, baseURL: String, publicKey: String?, timeout: TimeInterval, logger: Logger) {
+        self.http = http
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.publicKey = publicKey
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    public var isDryRun: Bool { publicKey == nil }
+
+    public func send(_ batch: KoalaBatch) async -> DeliveryResult {
+        guard let publicKey else {
+            logger.notice("dry run: would POST", metadata: [
+                "endpoint": "/web/projects/<key>/\(batch.endpoint.path)",
+                "body": "\(batch.body)",
+                "message_ids": "\(batch.messageIDs.joined(separator: ","))",
+            ])
+            return .delivered(status: 0)
+        }
+        let key = publicKey.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? publicKey
+        var request = HTTPClientRequest(url: "\(baseURL)/web/projects/\(key)/\(batch.endpoint.path)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "User-Agent", value: Self.userAgent)
+        request.body = .bytes(ByteBuffer(string: batch.body))
+        do {
+            let response = try await http.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+            let status = Int(response.status.code)
+            let body = (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
+            return Self.classify(status: status, body: body, retryAfter: response.headers.first(name: "Retry-After"))
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
+            return .retry(reason: "timeout after \(timeout)s", retryAfter: nil)
+        } catch {
+            return .retry(reason: "connection error: \(Self.describe(error))", retryAfter: nil)
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        LogText.bounded(LogText.escaped(String(describing: error)), limit: 200)
+    }
+
+    public static func classify(status: Int, body: String, retryAfter: String?) -> DeliveryResult {
+        switch status {
+        case 200..<300:
+            return .delivered(status: status)
+        case 408, 429, 500..<600:
+            return .retry(reason: "Koala answered \(status)", retryAfter: retryAfter.flatMap(parseRetryAfter))
+        default:
+            // Kept with the dead letter: escaped (a NUL would cut stored text short) and bounded in bytes.
+            return .rejected(status: status, body: LogText.bounded(LogText.escaped(body), limit: 4096))
+        }
+    }
+
+    /// The longest `Retry-After` honoured: a day.
+    public static let maxRetryAfter: TimeInterval = 86400
+
+    /// `Retry-After` as delta-seconds or an HTTP date, at most `maxRetryAfter`.
+    public static func parseRetryAfter(_ value: String) -> TimeInterval? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        // Bounded: an absurd or infinite value must not park a message beyond every retry.
+        if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return min(seconds, maxRetryAfter) }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        if let date = formatter.date(from: trimmed) { return min(max(0, date.timeIntervalSinceNow), maxRetryAfter) }
+        return nil
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import KoalaCore
+import KoalaStore
+import Logging
+import ServiceLifecycle
+
+/// Delivery policy knobs.
+public struct DeliveryPolicy: Sendable {
+    /// How long a new message waits so a burst for one person coalesces into one request.
+    public var linger: TimeInterval = 0.1
+    /// How often the outbox is polled when idle.
+    public var pollInterval: TimeInterval = 0.05
+    /// Messages leased per round.
+    public var claimLimit: Int = 1000
+    /// A lease outlives any request: request timeout plus margin.
+    public var lease: TimeInterval = 60
+    /// Requests in flight at once (each to a different person).
+    public var concurrency: Int = 16
+    /// First retry delay; doubles per attempt up to `maxBackoff`, with jitter.
+    public var initialBackoff: TimeInterval = 1
+    public var maxBackoff: TimeInterval = 600
+    /// After this long since a message was accepted, it goes to the dead letters.
+    public var retryBudget: TimeInterval = 72 * 3600
+    public var requestTimeout: TimeInterval = 10
+
+    public init() {}
+
+    /// Backoff for the n-th failed attempt (1-based): exponential with "equal jitter".
+    public func backoff(attempt: Int) -> TimeInterval {
+        let exponent = min(max(attempt - 1, 0), 30)
+        let base = min(maxBackoff, initialBackoff * pow(2, Double(exponent)))
+        return base / 2 + Double.random(in: 0...(base / 2))
+    }
+}
+
+/// Background service that drains the outbox into Koala: claims due messages, batches them per person,
+/// sends with bounded concurrency, and records each outcome.
+public final class Sender: Service, Sendable {
+    let store: any WebhookStore
+    let client: KoalaClient
+    let policy: DeliveryPolicy
+    let metrics: RouterMetrics
+    public let health: DeliveryHealth
+    let logger: Logger
+
+    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
+                health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
+        self.store = store
+        self.client = client
+        self.policy = policy
+        self.metrics = metrics
+        self.health = health
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        if client.isDryRun {
+            logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and marked delivered, nothing is sent to Koala")
+        }
+        await loop()
+        logger.info("sender stopped; anything not confirmed by Koala is sent after the next start")
+    }
+
+    /// Rounds until shutdown. A round in flight when shutdown starts finishes (its requests are bounded by
+    /// the request timeout), so its outcomes are recorded rather than left to lease expiry.
+    func loop() async {
+        // Consecutive failed rounds (the store unreachable, say): wait longer each time, up to 5 s, and log
+        // the first failure and the recovery rather than every poll.
+        var failures = 0
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            var worked = false
+            do {
+                worked = try await runOnce()
+                if failures > 0 {
+                    logger.notice("sender rounds work again", metadata: ["failed_rounds": "\(failures)"])
+                    failures = 0
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                if failures == 1 || failures.isMultiple(of: 100) {
+                    logger.error("sender round failed; will retry", metadata: ["error": "\(error)", "failed_rounds": "\(failures)"])
+                }
+            }
+            if !worked {
+                let wait = failures == 0 ? policy.pollInterval : min(5, policy.pollInterval * pow(2, Double(min(failures, 10))))
+                try? await Task.sleep(nanoseconds: UInt64(wait * 1_000_000_000))
+            }
+        }
+    }
+
+    /// One round: claim, send, then record every outcome of the round in one transaction.
+    /// Returns whether anything was claimed.
+    @discardableResult
+    public func runOnce() async throws -> Bool {
+        let gate = health.mayProceed(now: Date())
+        guard gate.proceed else { return false }
+        if gate.probe { logger.info("circuit open: probing Koala") }
+        // A probe is one message: one request tells whether Koala is back.
+        let due = try await store.claimDue(now: Date(), limit: gate.probe ? 1 : policy.claimLimit, lease: policy.lease)
+        guard !due.isEmpty else { return false }
+        let plan = Batcher.plan(due)
+        let outcomes = await withTaskGroup(of: [DeliveryOutcome].self) { group in
+            var running = 0
+            var all: [DeliveryOutcome] = []
+            for batches in plan {
+                if running >= policy.concurrency, let done = await group.next() {
+                    all += done
+                    running -= 1
+                }
+                group.addTask { await self.deliver(batches, probe: gate.probe) }
+                running += 1
+            }
+            for await done in group { all += done }
+            return all
+        }
+        do {
+            try await store.record(outcomes)
+        } catch {
+            // The leases run out and the messages are sent again; Koala's idempotency absorbs the repeat.
+            logger.error("could not record delivery outcomes", metadata: ["error": "\(error)"])
+            throw error
+        }
+        return true
+    }
+
+    /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
+    func deliver(_ batches: [KoalaBatch], probe: Bool = false) async -> [DeliveryOutcome] {
+        var outcomes: [DeliveryOutcome] = []
+        for (index, batch) in batches.enumerated() {
+            // The circuit opened while this round was running: hold the rest back until the next probe.
+            let snapshot = health.snapshot
+            if snapshot.circuitOpen && !probe {
+                let remaining = batches[index...].flatMap(\.seqs)
+                outcomes.append(.retry(remaining, next: snapshot.nextProbe ?? Date().addingTimeInterval(1), error: "circuit open"))
+                return outcomes
+            }
+            let result = await client.send(batch)
+            metrics.koalaResponse(status: result.metricLabel)
+            let now = Date()
+            switch result {
+            case .delivered:
+                if health.snapshot.circuitOpen || health.snapshot.refusing != nil {
+                    logger.notice("Koala answers again: sending at full speed")
+                }
+                health.recordSuccess(now: now)
+                outcomes.append(.delivered(batch.seqs, at: now))
+                for accepted in batch.acceptedAt {
+                    metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted))
+                }
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
+            case .retry(let reason, let retryAfter):
+                let remaining = batches[index...].flatMap(\.seqs)
+                if !reason.hasSuffix(" 429"), health.recordFailure(reason, now: now, probe: probe), !probe {
+                    logger.error("Koala keeps failing: circuit open, probing at a low rate", metadata: [
+                        "reason": "\(reason)", "consecutive_failures": "\(health.snapshot.consecutiveFailures)",
+                        "next_probe_in_s": "\(health.snapshot.probeInterval)",
+                    ])
+                }
+                if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
+                    logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
+                    outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: remaining.count)
+                    return outcomes
+                }
+                let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
+                logger.warning("delivery will be retried", metadata: [
+                    "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
+                ])
+                outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
+                return outcomes
+            case .rejected(let status, let body):
+                if DeliveryHealth.isRefusal(status: status, body: body) {
+                    let description = "Koala answered \(status): \(body.prefix(200))"
+                    health.recordRefusal(description)
+                    metrics.koalaRefusing()
+                    logger.critical("Koala refuses requests from this service (wrong KOALA_PUBLIC_API_KEY, or ingest suspended); messages go to the dead letters until it accepts again", metadata: [
+                        "status": "\(status)", "answer": "\(body.prefix(200))",
+                    ])
+                }
+                logger.error("Koala rejected a request; dead-lettering", metadata: [
+                    "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
+                ])
+                outcomes.append(.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: batch.seqs.count)
+            }
+        }
+        return outcomes
+    }
+}

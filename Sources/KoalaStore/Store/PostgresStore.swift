@@ -1,0 +1,645 @@
+import Foundation
+import KoalaCore
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// The shared store for several replicas: one PostgreSQL database (postgres-nio's pooled client).
+///
+/// Same contract as `SQLiteStore`, with what sharing needs on top:
+/// - dedupe across replicas by the primary key (source, webhook_id): a second replica's insert waits for the
+///   first's transaction and then finds the row;
+/// - claims take `FOR UPDATE SKIP LOCKED` rows and stamp a lease (`lease_until`, `lease_owner`); a replica that
+///   dies mid-batch leaves leases that run out and are claimed again by another;
+/// - claims run one at a time across replicas (a transaction-scoped advisory lock) so the per-person check sees
+///   every lease already taken: SKIP LOCKED alone would let two replicas each claim one message of the same person;
+/// - an outcome other than "delivered" is recorded only by the lease holder (or once the lease has run out).
+public final class PostgresStore: WebhookStore {
+    let client: PostgresClient
+    let settings: PostgresURL
+    let logger: Logger
+    /// Who holds the leases this process takes.
+    public let owner: String
+    private let runner: Task<Void, Never>
+    private let closed = Mutex(false)
+
+    static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
+    static let claimLock: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
+
+    public init(url: String, logger: Logger) async throws {
+        settings = try PostgresURL(url)
+        self.logger = logger
+        client = PostgresClient(configuration: settings.clientConfiguration, backgroundLogger: logger)
+        let client = self.client
+        runner = Task { await client.run() }
+        owner = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
+        do {
+            try await withDeadline(10, "connect and migrate") { [settings, logger] in
+                try await client.withConnection { connection in
+                    try await Self.checkDurable(connection, logger: logger)
+                    try await Self.migrate(connection, schema: settings.schema, logger: logger)
+                }
+            }
+        } catch {
+            runner.cancel()
+            throw error
+        }
+    }
+
+    var timeout: Double { Double(settings.operationTimeoutMS) / 1000 }
+
+    /// Runs one store call on a pooled connection, within the operation timeout.
+    private func withConnection<T: Sendable>(_ name: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
+        try await withDeadline(timeout, name) { [client, logger] in
+            try await client.withConnection { connection in try await body(connection, logger) }
+        }
+    }
+
+    /// Runs one store call in a transaction, within the operation timeout.
+    private func withTransaction<T: Sendable>(_ name: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
+        try await withDeadline(timeout, name) { [client, logger] in
+            try await client.withTransaction(logger: logger) { connection in try await body(connection, logger) }
+        }
+    }
+
+    // MARK: Schema
+
+    static func checkDurable(_ connection: PostgresConnection, logger: Logger) async throws {
+        for setting in ["fsync", "synchronous_commit"] {
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: "SHOW \(setting)"), logger: logger).rows()
+            let value: String = try rows.first?.get(setting) ?? ""
+            if value == "off" {
+                throw StoreError.notDurable("PostgreSQL has \(setting) = off, so a committed webhook can be lost in a crash; turn it on")
+            }
+        }
+    }
+
+    /// Versioned migrations, each in its own transaction, under a session advisory lock so replicas starting
+    /// together apply each exactly once.
+    static let migrations: [(version: Int64, name: String, statements: [String])] = [
+        (1, "webhooks, outbox, identities", [
+            """
+            CREATE TABLE webhooks (
+                source text NOT NULL, webhook_id text NOT NULL, event_type text NOT NULL,
+                event_time double precision NOT NULL, received_at double precision NOT NULL,
+                headers text NOT NULL, body bytea NOT NULL, secret_label text NOT NULL, rules_version text NOT NULL,
+                PRIMARY KEY (source, webhook_id))
+            """,
+            "CREATE INDEX webhooks_received ON webhooks (source, received_at)",
+            """
+            CREATE TABLE outbox (
+                seq bigserial PRIMARY KEY, message_id text NOT NULL UNIQUE,
+                source text NOT NULL, webhook_id text NOT NULL, route text NOT NULL, output text NOT NULL,
+                endpoint text NOT NULL, kind text NOT NULL, person_key text NOT NULL,
+                email text, profile_id text, domain text, account_id text, item text NOT NULL,
+                event_time double precision NOT NULL, created_at double precision NOT NULL,
+                status bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0,
+                next_attempt_at double precision NOT NULL, lease_until double precision NOT NULL DEFAULT 0,
+                lease_owner text, last_error text, dead_reason text, dead_detail text, finished_at double precision,
+                wait_namespace text, wait_key text, lane bigint NOT NULL DEFAULT 0)
+            """,
+            "CREATE INDEX outbox_due ON outbox (lane, next_attempt_at) WHERE status = 0",
+            "CREATE INDEX outbox_person ON outbox (person_key, seq) WHERE status = 0",
+            "CREATE INDEX outbox_dead ON outbox (finished_at) WHERE status = 2",
+            "CREATE INDEX outbox_waiting ON outbox (source, wait_namespace, wait_key) WHERE status = 3",
+            "CREATE INDEX outbox_webhook ON outbox (source, webhook_id)",
+            "CREATE INDEX outbox_email ON outbox (email)",
+            """
+            CREATE TABLE identities (
+                source text NOT NULL, namespace text NOT NULL, key text NOT NULL,
+                email text, profile_id text, domain text, updated_at double precision NOT NULL,
+                PRIMARY KEY (source, namespace, key))
+            """,
+            "CREATE INDEX identities_email ON identities (email)",
+        ]),
+    ]
+
+    static func migrate(_ connection: PostgresConnection, schema: String?, logger: Logger) async throws {
+        try await connection.query("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
+        do {
+            if let schema {
+                try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)
+            }
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS koala_router_migrations (
+                    version bigint PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)
+                """, logger: logger)
+            let applied = Set(try await connection.query("SELECT version FROM koala_router_migrations", logger: logger)
+                .rows().map { try $0.get("version", as: Int64.self) })
+            for migration in migrations where !applied.contains(migration.version) {
+                try await connection.withTransaction(logger: logger) { connection in
+                    for statement in migration.statements {
+                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    }
+                    try await connection.query("""
+                        INSERT INTO koala_router_migrations (version, name, applied_at)
+                        VALUES (\(migration.version), \(migration.name), \(Date().timeIntervalSince1970))
+                        """, logger: logger)
+                }
+                logger.info("database migrated", metadata: ["version": "\(migration.version)", "migration": "\(migration.name)"])
+            }
+        } catch {
+            _ = try? await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+            throw error
+        }
+        try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+    }
+
+    // MARK: Ingest
+
+    /// One statement, so one round trip and one implicit transaction: the webhook row, then (only if it was
+    /// new) its messages and memory entries, through data-modifying CTEs fed by arrays.
+    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
+        let now = webhook.receivedAt.timeIntervalSince1970
+        // Arrays cannot hold NULL here: absent text travels as "" and becomes NULL again through NULLIF.
+        var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
+        var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
+        var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
+        var waitNamespaces: [String] = [], waitKeys: [String] = []
+        for message in messages {
+            let status: Int64 = message.problem != nil ? 2 : (message.waitingFor != nil ? 3 : 0)
+            ids.append(message.messageID); routes.append(message.route); outputs.append(message.output)
+            endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
+            emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
+            domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
+            items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
+            statuses.append(status); dues.append(status == 3 ? now + identityWait : now + linger)
+            problems.append(message.problem ?? "")
+            waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
+        }
+        // One entry per key (the last wins, as sequential upserts would), in key order so two webhooks
+        // remembering the same keys never deadlock.
+        var latest: [MemoryKey: KoalaIdentity] = [:]
+        for entry in remembers { latest[entry.key] = entry.identity }
+        let memory = latest.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
+        let namespaces = memory.map(\.key.namespace), keys = memory.map(\.key.key)
+        let memEmails = memory.map { $0.value.email ?? "" }, memProfiles = memory.map { $0.value.profileID ?? "" }
+        let memDomains = memory.map { $0.value.domain ?? "" }
+        let query: PostgresQuery = """
+            WITH hook AS (
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
+                VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
+                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion))
+                ON CONFLICT DO NOTHING RETURNING 1
+            ), queued AS (
+                INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                    wait_namespace, wait_key)
+                SELECT m.id, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
+                       NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
+                       m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
+                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, '')
+                FROM unnest(\(ids)::text[], \(routes)::text[], \(outputs)::text[], \(endpoints)::text[], \(kinds)::text[],
+                            \(personKeys)::text[], \(emails)::text[], \(profiles)::text[], \(domains)::text[], \(accounts)::text[],
+                            \(items)::text[], \(eventTimes)::float8[], \(statuses)::int8[], \(dues)::float8[], \(problems)::text[],
+                            \(waitNamespaces)::text[], \(waitKeys)::text[])
+                     AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
+                          status, due, problem, wait_namespace, wait_key)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (message_id) DO NOTHING
+                RETURNING status
+            ), remembered AS (
+                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at)
+                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now)
+                FROM unnest(\(namespaces)::text[], \(keys)::text[], \(memEmails)::text[], \(memProfiles)::text[], \(memDomains)::text[])
+                     AS r(namespace, key, email, profile_id, domain)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (source, namespace, key) DO UPDATE SET
+                    email = coalesce(excluded.email, identities.email),
+                    profile_id = coalesce(excluded.profile_id, identities.profile_id),
+                    domain = coalesce(excluded.domain, identities.domain),
+                    updated_at = excluded.updated_at
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM hook) AS stored,
+                   (SELECT count(*) FROM queued WHERE status = 0) AS pending,
+                   (SELECT count(*) FROM queued WHERE status = 2) AS dead,
+                   (SELECT count(*) FROM queued WHERE status = 3) AS waiting,
+                   (SELECT count(*) FROM remembered) AS remembered
+            """
+        return try await withConnection("accept") { connection, logger in
+            let rows = try await connection.query(query, logger: logger).rows()
+            guard let row = rows.first, try row.get("stored", as: Int64.self) == 1 else { return .duplicate }
+            return .accepted(queued: Int(try row.get("pending", as: Int64.self)), deadLettered: Int(try row.get("dead", as: Int64.self)),
+                             waiting: Int(try row.get("waiting", as: Int64.self)))
+        }
+    }
+
+    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] {
+        guard !keys.isEmpty else { return [:] }
+        let unique = Array(Set(keys))
+        return try await withConnection("recall") { connection, logger in
+            let rows = try await connection.query("""
+                SELECT namespace, key, email, profile_id, domain FROM identities
+                WHERE source = \(source) AND (namespace, key) IN (SELECT * FROM unnest(\(unique.map(\.namespace)), \(unique.map(\.key))))
+                """, logger: logger).rows()
+            var out: [MemoryKey: KoalaIdentity] = [:]
+            for row in rows {
+                let key = MemoryKey(namespace: try row.get("namespace"), key: try row.get("key"))
+                out[key] = KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"), domain: try row.get("domain"))
+            }
+            return out
+        }
+    }
+
+    public func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
+        let t = now.timeIntervalSince1970
+        return try await withTransaction("claim waiting") { [owner] connection, logger in
+            try await connection.query("""
+                WITH claimed AS (
+                    SELECT o.seq FROM outbox o
+                    WHERE o.status = 3 AND o.lease_until <= \(t)
+                      AND (o.next_attempt_at <= \(t) OR EXISTS (
+                        SELECT 1 FROM identities i WHERE i.source = o.source AND i.namespace = o.wait_namespace AND i.key = o.wait_key))
+                    ORDER BY o.seq LIMIT \(limit)
+                    FOR UPDATE OF o SKIP LOCKED)
+                UPDATE outbox SET lease_until = \(t + 60), lease_owner = \(owner) FROM claimed WHERE outbox.seq = claimed.seq
+                RETURNING outbox.seq, outbox.message_id, outbox.source, outbox.webhook_id, outbox.wait_namespace, outbox.wait_key,
+                          outbox.next_attempt_at
+                """, logger: logger).rows().map { row in
+                WaitingMessage(seq: try row.get("seq"), messageID: try row.get("message_id"), source: try row.get("source"),
+                               webhookID: try row.get("webhook_id"),
+                               waitingFor: MemoryKey(namespace: try row.get("wait_namespace", as: String?.self) ?? "",
+                                                     key: try row.get("wait_key", as: String?.self) ?? ""),
+                               deadline: Date(timeIntervalSince1970: try row.get("next_attempt_at")))
+            }.sorted { $0.seq < $1.seq }
+        }
+    }
+
+    public func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws {
+        let t = at.timeIntervalSince1970
+        try await withConnection("resolve waiting") { connection, logger in
+            if let deadReason {
+                try await connection.query("""
+                    UPDATE outbox SET status = 2, dead_reason = \(deadReason), finished_at = \(t), lease_until = 0, lease_owner = NULL
+                    WHERE seq = \(seq) AND status = 3
+                    """, logger: logger)
+            } else if let message, let waits = message.waitingFor {
+                try await connection.query("""
+                    UPDATE outbox SET wait_namespace = \(waits.namespace), wait_key = \(waits.key), lease_until = 0, lease_owner = NULL
+                    WHERE seq = \(seq) AND status = 3
+                    """, logger: logger)
+            } else if let message {
+                try await connection.query("""
+                    UPDATE outbox SET status = 0, person_key = \(message.identity.key), email = \(message.identity.email),
+                        profile_id = \(message.identity.profileID), domain = \(message.identity.domain),
+                        account_id = \(message.identity.accountID), item = \(message.item.encoded()), next_attempt_at = \(t + linger),
+                        lease_until = 0, lease_owner = NULL, wait_namespace = NULL, wait_key = NULL
+                    WHERE seq = \(seq) AND status = 3
+                    """, logger: logger)
+            }
+        }
+    }
+
+    public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
+        try await withConnection("read webhook") { connection, logger in
+            let rows = try await connection.query("""
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                WHERE source = \(source) AND webhook_id = \(webhookID)
+                """, logger: logger).rows()
+            return try rows.first.map { try Self.webhook($0, source: source) }
+        }
+    }
+
+    static func webhook(_ row: PostgresRandomAccessRow, source: String) throws -> VerifiedWebhook {
+        let body = [UInt8](try row.get("body", as: ByteBuffer.self).readableBytesView)
+        var headers: [String: String] = [:]
+        if case .object(let object)? = try? JSONValue.parse(Array(try row.get("headers", as: String.self).utf8)) {
+            for (k, v) in object { if let text = v.stringValue { headers[k] = text } }
+        }
+        return VerifiedWebhook(source: source, webhookID: try row.get("webhook_id"), eventType: try row.get("event_type"),
+                               eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
+                               receivedAt: Date(timeIntervalSince1970: try row.get("received_at")), headers: headers, body: body,
+                               json: (try? JSONValue.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
+                               rulesVersion: try row.get("rules_version"))
+    }
+
+    // MARK: Delivery
+
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+        let t = now.timeIntervalSince1970
+        return try await withTransaction("claim") { [owner] connection, logger in
+            // One claimer at a time across replicas; released at commit, when the leases become visible.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.claimLock))", logger: logger)
+            func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
+                try await connection.query("""
+                    WITH due AS (
+                        SELECT o.seq FROM outbox o
+                        WHERE o.status = 0 AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
+                          AND NOT EXISTS (
+                            SELECT 1 FROM outbox p
+                            WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
+                              AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)))
+                        ORDER BY o.seq LIMIT \(limit)
+                        FOR UPDATE OF o SKIP LOCKED)
+                    UPDATE outbox SET lease_until = \(t + lease), lease_owner = \(owner) FROM due WHERE outbox.seq = due.seq
+                    RETURNING outbox.seq, outbox.message_id, outbox.source, outbox.route, outbox.endpoint, outbox.kind, outbox.email,
+                              outbox.profile_id, outbox.domain, outbox.account_id, outbox.item, outbox.event_time, outbox.created_at,
+                              outbox.attempts
+                    """, logger: logger).rows().map(Self.outboxMessage).sorted { $0.seq < $1.seq }
+            }
+            // Live traffic first; the replay lane gets a small, capped share of each round.
+            var messages = try await claim(lane: 0, limit: limit)
+            let replayShare = min(SQLiteStore.replayPerRound, max(0, limit - messages.count))
+            if replayShare > 0 { messages += try await claim(lane: 1, limit: replayShare) }
+            return messages
+        }
+    }
+
+    static func outboxMessage(_ row: PostgresRandomAccessRow) throws -> OutboxMessage {
+        OutboxMessage(
+            seq: try row.get("seq"), messageID: try row.get("message_id"), source: try row.get("source"), route: try row.get("route"),
+            endpoint: KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person,
+            kind: KoalaMessage.Kind(rawValue: try row.get("kind")) ?? .track,
+            identity: KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"), domain: try row.get("domain"),
+                                    accountID: try row.get("account_id")),
+            itemJSON: try row.get("item"), eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
+            createdAt: Date(timeIntervalSince1970: try row.get("created_at")), attempts: Int(try row.get("attempts", as: Int64.self)))
+    }
+
+    public func record(_ outcomes: [DeliveryOutcome]) async throws {
+        guard !outcomes.isEmpty else { return }
+        let now = Date().timeIntervalSince1970
+        // A round is mostly deliveries: all of them go in one statement; retries and dead letters are rare.
+        var deliveredSeqs: [Int64] = [], deliveredAt: [Double] = []
+        var others: [DeliveryOutcome] = []
+        for outcome in outcomes {
+            if case .delivered(let seqs, let at) = outcome {
+                deliveredSeqs += seqs
+                deliveredAt += Array(repeating: at.timeIntervalSince1970, count: seqs.count)
+            } else {
+                others.append(outcome)
+            }
+        }
+        try await withTransaction("record outcomes") { [owner, deliveredSeqs, deliveredAt, others] connection, logger in
+            if !deliveredSeqs.isEmpty {
+                // Delivered is a fact, whoever holds the lease now.
+                try await connection.query("""
+                    UPDATE outbox SET status = 1, lease_until = 0, lease_owner = NULL, finished_at = d.at, attempts = attempts + 1
+                    FROM unnest(\(deliveredSeqs)::int8[], \(deliveredAt)::float8[]) AS d(seq, at)
+                    WHERE outbox.seq = d.seq AND outbox.status = 0
+                    """, logger: logger)
+            }
+            for outcome in others {
+                switch outcome {
+                case .delivered:
+                    break
+                case .retry(let seqs, let next, let error):
+                    try await connection.query("""
+                        UPDATE outbox SET lease_until = 0, lease_owner = NULL, next_attempt_at = \(next.timeIntervalSince1970),
+                            last_error = \(error), attempts = attempts + 1
+                        WHERE status = 0 AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
+                        """, logger: logger)
+                case .dead(let seqs, let reason, let detail, let at):
+                    try await connection.query("""
+                        UPDATE outbox SET status = 2, lease_until = 0, lease_owner = NULL, dead_reason = \(reason),
+                            dead_detail = \(detail), finished_at = \(at.timeIntervalSince1970), attempts = attempts + 1
+                        WHERE status = 0 AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
+                        """, logger: logger)
+                }
+            }
+        }
+    }
+
+    // MARK: Retention
+
+    /// Runs a data-changing statement and returns how many rows it changed.
+    private static func changed(_ connection: PostgresConnection, _ statement: SQLBuilder, logger: Logger) async throws -> Int {
+        var wrapped = statement
+        wrapped.text = "WITH changed AS (\(statement.text) RETURNING 1) SELECT count(*) AS n FROM changed"
+        let rows = try await connection.query(wrapped.query, logger: logger).rows()
+        return Int(try rows.first?.get("n", as: Int64.self) ?? 0)
+    }
+
+    public func prune(before cutoff: Date) async throws -> PruneReport {
+        let t = cutoff.timeIntervalSince1970
+        return try await withTransaction("prune") { connection, logger in
+            var report = PruneReport()
+            var messages = SQLBuilder()
+            messages.text = "DELETE FROM outbox WHERE status = 1 AND finished_at < \(messages.bind(t))"
+            report.messages = try await Self.changed(connection, messages, logger: logger)
+            var webhooks = SQLBuilder()
+            webhooks.text = """
+                DELETE FROM webhooks w WHERE w.received_at < \(webhooks.bind(t)) AND NOT EXISTS (
+                    SELECT 1 FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status IN (0, 3))
+                """
+            report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
+            return report
+        }
+    }
+
+    public func forget(email raw: String) async throws -> PruneReport {
+        let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
+        return try await withTransaction("forget") { connection, logger in
+            var report = PruneReport()
+            var messages = SQLBuilder()
+            let e1 = messages.bind(email)
+            messages.text = "DELETE FROM outbox WHERE email = \(e1) OR strpos(lower(item), \(e1)) > 0"
+            report.messages = try await Self.changed(connection, messages, logger: logger)
+            var webhooks = SQLBuilder()
+            // Bodies are bytes; 'escape' keeps ASCII as is, which is all an address needs to be found.
+            webhooks.text = "DELETE FROM webhooks WHERE strpos(lower(encode(body, 'escape')), \(webhooks.bind(email))) > 0"
+            report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
+            var identities = SQLBuilder()
+            identities.text = "DELETE FROM identities WHERE email = \(identities.bind(email))"
+            report.identities = try await Self.changed(connection, identities, logger: logger)
+            return report
+        }
+    }
+
+    // MARK: Replay
+
+    public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
+        try await withConnection("read webhooks") { connection, logger in
+            var sql = SQLBuilder()
+            sql.text = """
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                WHERE source = \(sql.bind(source)) AND received_at >= \(sql.bind(since.timeIntervalSince1970))
+                  AND received_at < \(sql.bind(until.timeIntervalSince1970))
+                """
+            if let cursor {
+                let at = sql.bind(cursor.receivedAt.timeIntervalSince1970)
+                sql.text += " AND (received_at > \(at) OR (received_at = \(at) AND webhook_id > \(sql.bind(cursor.webhookID))))"
+            }
+            sql.text += " ORDER BY received_at, webhook_id LIMIT \(sql.bind(limit))"
+            return try await connection.query(sql.query, logger: logger).rows().map { try Self.webhook($0, source: source) }
+        }
+    }
+
+    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+        try await withConnection("read messages") { connection, logger in
+            var out: [String: StoredMessage] = [:]
+            for row in try await connection.query("""
+                SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID)
+                """, logger: logger).rows() {
+                let state: StoredMessage.State
+                switch try row.get("status", as: Int64.self) {
+                case 1: state = .delivered
+                case 2: state = .dead
+                case 3: state = .waiting
+                default: state = .pending
+                }
+                let id: String = try row.get("message_id")
+                out[id] = StoredMessage(messageID: id, route: try row.get("route"), itemJSON: try row.get("item"), state: state)
+            }
+            return out
+        }
+    }
+
+    public func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
+        let now = at.timeIntervalSince1970
+        return try await withTransaction("enqueue replay") { connection, logger in
+            var queued = 0
+            for message in messages where message.problem == nil && message.waitingFor == nil {
+                queued += try await connection.query("""
+                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
+                    VALUES (\(message.messageID), \(message.source), \(message.webhookID), \(message.route), \(message.output),
+                        \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
+                        \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
+                        \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1)
+                    ON CONFLICT (message_id) DO UPDATE SET
+                        item = excluded.item, person_key = excluded.person_key, email = excluded.email,
+                        profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
+                        status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
+                        attempts = 0, lease_until = 0, lease_owner = NULL, dead_reason = NULL, dead_detail = NULL,
+                        finished_at = NULL, lane = 1
+                    WHERE outbox.status <> 1
+                    RETURNING 1
+                    """, logger: logger).count()
+            }
+            return queued
+        }
+    }
+
+    // MARK: Dead letters
+
+    /// Appends the conditions selecting the dead letters a filter means.
+    static func whereClause(_ filter: DeadLetterFilter, into sql: inout SQLBuilder) {
+        var clauses = ["status = 2"]
+        if !filter.messageIDs.isEmpty { clauses.append("message_id = ANY(\(sql.bind(filter.messageIDs)))") }
+        if let source = filter.source { clauses.append("source = \(sql.bind(source))") }
+        if let route = filter.route { clauses.append("route = \(sql.bind(route))") }
+        if let reason = filter.reason { clauses.append("strpos(dead_reason, \(sql.bind(reason))) > 0") }
+        if let since = filter.since { clauses.append("finished_at >= \(sql.bind(since.timeIntervalSince1970))") }
+        if let until = filter.until { clauses.append("finished_at < \(sql.bind(until.timeIntervalSince1970))") }
+        sql.text += clauses.joined(separator: " AND ")
+    }
+
+    public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+        var sql = SQLBuilder("""
+            SELECT seq, message_id, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
+                   dead_reason, dead_detail, item, finished_at, attempts, created_at
+            FROM outbox WHERE
+            """ + " ")
+        Self.whereClause(filter, into: &sql)
+        sql.text += " ORDER BY finished_at, seq LIMIT \(sql.bind(limit))"
+        let query = sql.query
+        return try await withConnection("read dead letters") { connection, logger in
+            try await connection.query(query, logger: logger).rows().map { row in
+                var letter = DeadLetter(seq: try row.get("seq"), messageID: try row.get("message_id"), source: try row.get("source"),
+                                        webhookID: try row.get("webhook_id"), route: try row.get("route"),
+                                        reason: try row.get("dead_reason", as: String?.self) ?? "", detail: try row.get("dead_detail"),
+                                        itemJSON: try row.get("item"),
+                                        failedAt: Date(timeIntervalSince1970: try row.get("finished_at", as: Double?.self) ?? 0))
+                letter.output = try row.get("output")
+                letter.endpoint = KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person
+                letter.identity = KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"),
+                                                domain: try row.get("domain"), accountID: try row.get("account_id"))
+                letter.attempts = Int(try row.get("attempts", as: Int64.self))
+                letter.createdAt = Date(timeIntervalSince1970: try row.get("created_at"))
+                return letter
+            }
+        }
+    }
+
+    public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
+        var sql = SQLBuilder()
+        let t = sql.bind(at.timeIntervalSince1970)
+        sql.text = """
+            UPDATE outbox SET status = 0, next_attempt_at = \(t), created_at = \(t), attempts = 0, lease_until = 0, lease_owner = NULL,
+                dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
+            WHERE (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL) AND
+            """ + " "
+        Self.whereClause(filter, into: &sql)
+        let statement = sql
+        return try await withTransaction("retry dead letters") { connection, logger in
+            try await Self.changed(connection, statement, logger: logger)
+        }
+    }
+
+    public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
+        var sql = SQLBuilder("DELETE FROM outbox WHERE ")
+        Self.whereClause(filter, into: &sql)
+        let statement = sql
+        return try await withTransaction("drop dead letters") { connection, logger in
+            try await Self.changed(connection, statement, logger: logger)
+        }
+    }
+
+    // MARK: Status
+
+    public func counts() async throws -> OutboxCounts {
+        try await withConnection("counts") { connection, logger in
+            var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
+            for row in try await connection.query("SELECT status, count(*) AS n FROM outbox GROUP BY status", logger: logger).rows() {
+                let n = Int(try row.get("n", as: Int64.self))
+                switch try row.get("status", as: Int64.self) {
+                case 0: counts.pending = n
+                case 1: counts.delivered = n
+                case 2: counts.dead = n
+                case 3: counts.waiting = n
+                default: break
+                }
+            }
+            let webhooks = try await connection.query("SELECT count(*) AS n FROM webhooks", logger: logger).rows()
+            counts.webhooks = Int(try webhooks.first?.get("n", as: Int64.self) ?? 0)
+            return counts
+        }
+    }
+
+    public func queueStats(now: Date) async throws -> QueueStats {
+        try await withConnection("queue stats") { connection, logger in
+            var stats = QueueStats()
+            for row in try await connection.query("""
+                SELECT status, count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status
+                """, logger: logger).rows() {
+                let n = Int(try row.get("n", as: Int64.self))
+                switch try row.get("status", as: Int64.self) {
+                case 0:
+                    stats.pending = n
+                    if let oldest = try row.get("oldest", as: Double?.self) {
+                        stats.oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest)
+                    }
+                case 2: stats.dead = n
+                case 3: stats.waiting = n
+                default: break
+                }
+            }
+            return stats
+        }
+    }
+
+    public func ping() async -> Bool {
+        let client = self.client, logger = self.logger
+        let answer = try? await withDeadline(2, "ping") {
+            try await client.withConnection { connection in
+                try await connection.query("SELECT 1 AS one", logger: logger).rows().first?.get("one", as: Int32.self)
+            }
+        }
+        return answer == 1
+    }
+
+    /// Stops the connection pool; later calls fail.
+    public func close() async throws {
+        let alreadyClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        guard !alreadyClosed else { return }
+        runner.cancel()
+        _ = await runner.value
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import KoalaCore
+import PostgresNIO
+import Synchronization
+
+/// A query assembled piece by piece, with `$n` placeholders for its binds (for dynamic WHERE clauses).
+struct SQLBuilder {
+    var text = ""
+    var binds = PostgresBindings()
+
+    init(_ text: String = "") { self.text = text }
+
+    /// Appends a placeholder for `value` and returns it.
+    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    var query: PostgresQuery { PostgresQuery(unsafeSQL: text, binds: binds) }
+}
+
+extension PostgresRandomAccessRow {
+    func get<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T {
+        try self[column].decode(T.self, context: .default)
+    }
+}
+
+extension PostgresRowSequence {
+    /// All rows, with random access by column name.
+    func rows() async throws -> [PostgresRandomAccessRow] {
+        var out: [PostgresRandomAccessRow] = []
+        for try await row in self { out.append(row.makeRandomAccess()) }
+        return out
+    }
+
+    /// How many rows came back (queries end in `RETURNING 1` to count what they changed).
+    func count() async throws -> Int {
+        var n = 0
+        for try await _ in self { n += 1 }
+        return n
+    }
+}
+
+/// A store call that took too long: the database is down, unreachable or overloaded.
+public struct StoreUnavailable: Error, CustomStringConvertible {
+    public let operation: String
+    public let seconds: Double
+    public var description: String {
+        "the database did not answer '\(operation)' within \(seconds) s (is PostgreSQL up and reachable?)"
+    }
+}
+
+/// Who answers a deadline-bound call first: the operation or its timer.
+private final class DeadlineRace<T: Sendable>: Sendable {
+    private let state = Mutex<(done: Bool, timer: Task<Void, Never>?)>((false, nil))
+    let continuation: CheckedContinuation<T, any Error>
+
+    init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = continuation }
+
+    /// Resumes the caller unless the other side already has.
+    func finish(with result: Result<T, any Error>) {
+        let winner = state.withLock { s -> (won: Bool, timer: Task<Void, Never>?) in
+            if s.done { return (false, nil) }
+            s.done = true
+            return (true, s.timer)
+        }
+        guard winner.won else { return }
+        winner.timer?.cancel()
+        continuation.resume(with: result)
+    }
+
+    func setTimer(_ timer: Task<Void, Never>) {
+        let done = state.withLock { s -> Bool in
+            if !s.done { s.timer = timer }
+            return s.done
+        }
+        if done { timer.cancel() }
+    }
+}
+
+/// Runs `operation`, but gives up after `seconds` without waiting for it: a request whose database is gone
+/// gets its 503 promptly. The operation keeps running in the background; if it commits after all, the
+/// provider's retry finds a duplicate and is answered 200, so nothing acknowledged is lost.
+func withDeadline<T: Sendable>(_ seconds: Double, _ name: String,
+                               _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let race = DeadlineRace(continuation)
+        let work = Task {
+            do { race.finish(with: .success(try await operation())) } catch { race.finish(with: .failure(error)) }
+        }
+        race.setTimer(Task {
+            try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            if Task.isCancelled { return }
+            work.cancel()
+            race.finish(with: .failure(StoreUnavailable(operation: name, seconds: seconds)))
+        })
+    }
+}

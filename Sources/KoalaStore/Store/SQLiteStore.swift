@@ -1,0 +1,596 @@
+import Foundation
+import GRDB
+import KoalaCore
+import Synchronization
+
+/// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a webhook is on
+/// disk before it is acknowledged.
+public final class SQLiteStore: WebhookStore {
+    let pool: DatabasePool
+    public let path: String
+    private let closed = Mutex(false)
+
+    /// `ownsDatabase`: the serving process owns the file, so leases left by a crashed predecessor are void.
+    /// Operator commands open it alongside a running server and must leave its leases alone.
+    public init(path: String, ownsDatabase: Bool = true) async throws {
+        self.path = path
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.label = "koala-router"
+        pool = try DatabasePool(path: path, configuration: configuration)
+        // GRDB puts a pool's writer in synchronous=NORMAL; a crash-safe acknowledgement needs FULL.
+        try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            let level = try Int.fetchOne(db, sql: "PRAGMA synchronous")
+            guard level == 2 else { throw StoreError.notDurable("PRAGMA synchronous is \(level ?? -1), expected 2 (FULL)") }
+        }
+        try Self.migrator.migrate(pool)
+        // A single serving process owns a SQLite file: leases left by a previous run are void.
+        if ownsDatabase {
+            try await pool.write { db in
+                try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (0, 3) AND lease_until > 0")
+            }
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE webhooks (
+                    source TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    event_type TEXT NOT NULL,
+                    event_time REAL NOT NULL,
+                    received_at REAL NOT NULL,
+                    headers TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    secret_label TEXT NOT NULL,
+                    rules_version TEXT NOT NULL,
+                    PRIMARY KEY (source, webhook_id)
+                );
+                CREATE INDEX webhooks_received ON webhooks(source, received_at);
+                CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    message_id TEXT NOT NULL UNIQUE,
+                    source TEXT NOT NULL,
+                    webhook_id TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    output TEXT NOT NULL,
+                    endpoint TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    person_key TEXT NOT NULL,
+                    email TEXT,
+                    profile_id TEXT,
+                    domain TEXT,
+                    account_id TEXT,
+                    item TEXT NOT NULL,
+                    event_time REAL NOT NULL,
+                    created_at REAL NOT NULL,
+                    status INTEGER NOT NULL DEFAULT 0,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at REAL NOT NULL,
+                    lease_until REAL NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    dead_reason TEXT,
+                    dead_detail TEXT,
+                    finished_at REAL
+                );
+                CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 0;
+                CREATE INDEX outbox_person ON outbox(person_key, seq) WHERE status = 0;
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
+                """)
+        }
+        migrator.registerMigration("v2: identity memory") { db in
+            try db.execute(sql: """
+                CREATE TABLE identities (
+                    source TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    email TEXT,
+                    profile_id TEXT,
+                    domain TEXT,
+                    updated_at REAL NOT NULL,
+                    PRIMARY KEY (source, namespace, key)
+                );
+                CREATE INDEX identities_email ON identities(email);
+                ALTER TABLE outbox ADD COLUMN wait_namespace TEXT;
+                ALTER TABLE outbox ADD COLUMN wait_key TEXT;
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
+                """)
+        }
+        migrator.registerMigration("v3: replay lane") { db in
+            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
+        }
+        return migrator
+    }
+
+    enum Status: Int {
+        case pending = 0, delivered = 1, dead = 2, waiting = 3
+    }
+
+    /// One webhook waiting to be committed.
+    struct AcceptRequest: Sendable {
+        let webhook: VerifiedWebhook
+        let messages: [KoalaMessage]
+        let remembers: [Remembered]
+        let linger: TimeInterval
+        let identityWait: TimeInterval
+        let continuation: CheckedContinuation<AcceptOutcome, any Error>
+    }
+
+    /// Group commit: concurrent accepts share one transaction and one fsync. A request is answered only
+    /// after the transaction holding it has committed; each request has its own savepoint, so one that
+    /// fails does not take the others with it.
+    private let acceptQueue = Mutex<(requests: [AcceptRequest], writing: Bool)>(([], false))
+
+    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+        try await withCheckedThrowingContinuation { continuation in
+            let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
+                                        identityWait: identityWait, continuation: continuation)
+            let startWriter = acceptQueue.withLock { queue -> Bool in
+                queue.requests.append(request)
+                if queue.writing { return false }
+                queue.writing = true
+                return true
+            }
+            if startWriter {
+                Task { await self.drainAccepts() }
+            }
+        }
+    }
+
+    /// Commits whatever has queued up, again and again, until the queue is empty. While one transaction
+    /// commits, the next batch gathers: the busier the service, the more each fsync carries.
+    private func drainAccepts() async {
+        while true {
+            let batch = acceptQueue.withLock { queue -> [AcceptRequest] in
+                let batch = queue.requests
+                queue.requests = []
+                if batch.isEmpty { queue.writing = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            do {
+                let results = try await pool.write { db -> [Result<AcceptOutcome, any Error>] in
+                    batch.map { request in
+                        var outcome: AcceptOutcome = .duplicate
+                        do {
+                            try db.inSavepoint {
+                                outcome = try Self.acceptOne(db, request)
+                                return .commit
+                            }
+                            return .success(outcome)
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                for (request, result) in zip(batch, results) {
+                    request.continuation.resume(with: result)
+                }
+            } catch {
+                for request in batch { request.continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    static func acceptOne(_ db: Database, _ request: AcceptRequest) throws -> AcceptOutcome {
+        let webhook = request.webhook
+        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
+        try db.execute(
+            sql: """
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """,
+            arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
+                        webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
+                        webhook.rulesVersion])
+        guard db.changesCount == 1 else { return .duplicate }
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                wait_namespace, wait_key)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
+            """)
+        let now = webhook.receivedAt.timeIntervalSince1970
+        var queued = 0, dead = 0, waiting = 0
+        for message in request.messages {
+            let status: Status = message.problem != nil ? .dead : (message.waitingFor != nil ? .waiting : .pending)
+            try insert.execute(arguments: [
+                message.messageID, message.source, message.webhookID, message.route, message.output,
+                message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                message.eventTime.timeIntervalSince1970, now, status.rawValue,
+                status == .waiting ? now + request.identityWait : now + request.linger, message.problem,
+                status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
+            ])
+            if db.changesCount == 1 {
+                switch status {
+                case .dead: dead += 1
+                case .waiting: waiting += 1
+                default: queued += 1
+                }
+            }
+        }
+        try remember(db, source: webhook.source, request.remembers, at: now)
+        return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
+    }
+
+    /// Upserts memory entries; a known field is never erased by a later webhook that lacks it.
+    static func remember(_ db: Database, source: String, _ remembers: [Remembered], at now: Double) throws {
+        guard !remembers.isEmpty else { return }
+        let upsert = try db.cachedStatement(sql: """
+            INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (source, namespace, key) DO UPDATE SET
+                email = coalesce(excluded.email, identities.email),
+                profile_id = coalesce(excluded.profile_id, identities.profile_id),
+                domain = coalesce(excluded.domain, identities.domain),
+                updated_at = excluded.updated_at
+            """)
+        for entry in remembers {
+            try upsert.execute(arguments: [source, entry.key.namespace, entry.key.key, entry.identity.email,
+                                           entry.identity.profileID, entry.identity.domain, now])
+        }
+    }
+
+    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] {
+        guard !keys.isEmpty else { return [:] }
+        return try await pool.read { db in
+            var out: [MemoryKey: KoalaIdentity] = [:]
+            let select = try db.cachedStatement(sql: "SELECT email, profile_id, domain FROM identities WHERE source = ? AND namespace = ? AND key = ?")
+            for key in Set(keys) {
+                if let row = try Row.fetchOne(select, arguments: [source, key.namespace, key.key]) {
+                    out[key] = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"])
+                }
+            }
+            return out
+        }
+    }
+
+    public func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
+        let t = now.timeIntervalSince1970
+        return try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT seq, message_id, source, webhook_id, wait_namespace, wait_key, next_attempt_at FROM outbox o
+                WHERE o.status = 3 AND o.lease_until <= :now
+                  AND (o.next_attempt_at <= :now OR EXISTS (
+                    SELECT 1 FROM identities i WHERE i.source = o.source AND i.namespace = o.wait_namespace AND i.key = o.wait_key))
+                ORDER BY o.seq LIMIT :limit
+                """, arguments: ["now": t, "limit": limit])
+            let waiting = rows.map { row in
+                WaitingMessage(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
+                               waitingFor: MemoryKey(namespace: row["wait_namespace"] ?? "", key: row["wait_key"] ?? ""),
+                               deadline: Date(timeIntervalSince1970: row["next_attempt_at"]))
+            }
+            try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + 60], waiting.map(\.seq))
+            return waiting
+        }
+    }
+
+    public func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws {
+        let t = at.timeIntervalSince1970
+        try await pool.write { db in
+            if let deadReason {
+                try db.execute(sql: """
+                    UPDATE outbox SET status = 2, dead_reason = ?, finished_at = ?, lease_until = 0 WHERE seq = ? AND status = 3
+                    """, arguments: [deadReason, t, seq])
+            } else if let message, let waits = message.waitingFor {
+                try db.execute(sql: "UPDATE outbox SET wait_namespace = ?, wait_key = ?, lease_until = 0 WHERE seq = ? AND status = 3",
+                               arguments: [waits.namespace, waits.key, seq])
+            } else if let message {
+                try db.execute(sql: """
+                    UPDATE outbox SET status = 0, person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
+                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL WHERE seq = ? AND status = 3
+                    """, arguments: [message.identity.key, message.identity.email, message.identity.profileID, message.identity.domain,
+                                     message.identity.accountID, message.item.encoded(), t + linger, seq])
+            }
+        }
+    }
+
+    public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                WHERE source = ? AND webhook_id = ?
+                """, arguments: [source, webhookID]) else { return nil }
+            let body = [UInt8]((row["body"] as Data?) ?? Data())
+            var headers: [String: String] = [:]
+            if case .object(let object)? = try? JSONValue.parse(Array(((row["headers"] as String?) ?? "{}").utf8)) {
+                for (k, v) in object { if let text = v.stringValue { headers[k] = text } }
+            }
+            return VerifiedWebhook(source: source, webhookID: webhookID, eventType: row["event_type"],
+                                   eventTime: Date(timeIntervalSince1970: row["event_time"]),
+                                   receivedAt: Date(timeIntervalSince1970: row["received_at"]), headers: headers, body: body,
+                                   json: (try? JSONValue.parse(body)) ?? .null, secretLabel: row["secret_label"],
+                                   rulesVersion: row["rules_version"])
+        }
+    }
+
+    /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
+    public static let replayPerRound = 100
+
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+        let t = now.timeIntervalSince1970
+        return try await pool.write { db in
+            let select = """
+                SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, item,
+                       event_time, created_at, attempts
+                FROM outbox o
+                WHERE o.status = 0 AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
+                  AND NOT EXISTS (
+                    SELECT 1 FROM outbox p
+                    WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
+                      AND (p.next_attempt_at > :now OR p.lease_until > :now))
+                ORDER BY o.seq
+                LIMIT :limit
+                """
+            // Live traffic first; the replay lane gets a small, capped share of each round.
+            var rows = try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": limit, "lane": 0])
+            let replayShare = min(Self.replayPerRound, max(0, limit - rows.count))
+            if replayShare > 0 {
+                // A replayed message of a person who also has live messages joins them in the same batch.
+                rows += try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": replayShare, "lane": 1])
+            }
+            guard !rows.isEmpty else { return [] }
+            let messages = rows.map { row in
+                OutboxMessage(
+                    seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],
+                    endpoint: KoalaEndpoint(rawValue: row["endpoint"]) ?? .person,
+                    kind: KoalaMessage.Kind(rawValue: row["kind"]) ?? .track,
+                    identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"]),
+                    itemJSON: row["item"], eventTime: Date(timeIntervalSince1970: row["event_time"]),
+                    createdAt: Date(timeIntervalSince1970: row["created_at"]), attempts: row["attempts"])
+            }
+            try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + lease], messages.map(\.seq))
+            return messages
+        }
+    }
+
+    public func record(_ outcomes: [DeliveryOutcome]) async throws {
+        guard !outcomes.isEmpty else { return }
+        try await pool.write { db in
+            for outcome in outcomes {
+                switch outcome {
+                case .delivered(let seqs, let at):
+                    try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [at.timeIntervalSince1970], seqs)
+                case .retry(let seqs, let next, let error):
+                    try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [next.timeIntervalSince1970, error], seqs)
+                case .dead(let seqs, let reason, let detail, let at):
+                    try Self.update(db, "UPDATE outbox SET status = 2, lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [reason, detail, at.timeIntervalSince1970], seqs)
+                }
+            }
+        }
+    }
+
+    public func prune(before cutoff: Date) async throws -> PruneReport {
+        let t = cutoff.timeIntervalSince1970
+        return try await pool.write { db in
+            var report = PruneReport()
+            try db.execute(sql: "DELETE FROM outbox WHERE status = 1 AND finished_at < ?", arguments: [t])
+            report.messages = db.changesCount
+            try db.execute(sql: """
+                DELETE FROM webhooks WHERE received_at < ? AND NOT EXISTS (
+                    SELECT 1 FROM outbox o WHERE o.source = webhooks.source AND o.webhook_id = webhooks.webhook_id AND o.status IN (0, 3))
+                """, arguments: [t])
+            report.webhooks = db.changesCount
+            return report
+        }
+    }
+
+    public func forget(email raw: String) async throws -> PruneReport {
+        let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
+        return try await pool.write { db in
+            var report = PruneReport()
+            try db.execute(sql: "DELETE FROM outbox WHERE email = ? OR instr(lower(item), ?) > 0", arguments: [email, email])
+            report.messages = db.changesCount
+            try db.execute(sql: "DELETE FROM webhooks WHERE instr(lower(CAST(body AS TEXT)), ?) > 0", arguments: [email])
+            report.webhooks = db.changesCount
+            try db.execute(sql: "DELETE FROM identities WHERE email = ?", arguments: [email])
+            report.identities = db.changesCount
+            return report
+        }
+    }
+
+    public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
+        let keys = try await pool.read { db -> [(String, Double)] in
+            let rows: [Row]
+            if let cursor {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT webhook_id, received_at FROM webhooks WHERE source = ? AND received_at >= ? AND received_at < ?
+                      AND (received_at > ? OR (received_at = ? AND webhook_id > ?))
+                    ORDER BY received_at, webhook_id LIMIT ?
+                    """, arguments: [source, since.timeIntervalSince1970, until.timeIntervalSince1970,
+                                     cursor.receivedAt.timeIntervalSince1970, cursor.receivedAt.timeIntervalSince1970, cursor.webhookID, limit])
+            } else {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT webhook_id, received_at FROM webhooks WHERE source = ? AND received_at >= ? AND received_at < ?
+                    ORDER BY received_at, webhook_id LIMIT ?
+                    """, arguments: [source, since.timeIntervalSince1970, until.timeIntervalSince1970, limit])
+            }
+            return rows.map { ($0["webhook_id"], $0["received_at"]) }
+        }
+        var out: [VerifiedWebhook] = []
+        for (id, _) in keys {
+            if let webhook = try await storedWebhook(source: source, webhookID: id) { out.append(webhook) }
+        }
+        return out
+    }
+
+    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+        try await pool.read { db in
+            var out: [String: StoredMessage] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ?",
+                                        arguments: [source, webhookID]) {
+                let state: StoredMessage.State
+                switch Status(rawValue: row["status"]) {
+                case .delivered: state = .delivered
+                case .dead: state = .dead
+                case .waiting: state = .waiting
+                default: state = .pending
+                }
+                let id: String = row["message_id"]
+                out[id] = StoredMessage(messageID: id, route: row["route"], itemJSON: row["item"], state: state)
+            }
+            return out
+        }
+    }
+
+    public func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
+        let now = at.timeIntervalSince1970
+        return try await pool.write { db in
+            var queued = 0
+            for message in messages where message.problem == nil && message.waitingFor == nil {
+                try db.execute(sql: """
+                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1)
+                    ON CONFLICT (message_id) DO UPDATE SET
+                        item = excluded.item, person_key = excluded.person_key, email = excluded.email,
+                        profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
+                        status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
+                        attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
+                    WHERE outbox.status <> 1
+                    """, arguments: [
+                        message.messageID, message.source, message.webhookID, message.route, message.output,
+                        message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                        message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                        message.eventTime.timeIntervalSince1970, now, now,
+                    ])
+                queued += db.changesCount
+            }
+            return queued
+        }
+    }
+
+    /// SQL and arguments selecting the dead letters a filter means.
+    static func whereClause(_ filter: DeadLetterFilter) -> (String, StatementArguments) {
+        var clauses = ["status = 2"]
+        var arguments = StatementArguments()
+        if !filter.messageIDs.isEmpty {
+            clauses.append("message_id IN (\(Array(repeating: "?", count: filter.messageIDs.count).joined(separator: ",")))")
+            arguments += StatementArguments(filter.messageIDs)
+        }
+        if let source = filter.source { clauses.append("source = ?"); arguments += [source] }
+        if let route = filter.route { clauses.append("route = ?"); arguments += [route] }
+        if let reason = filter.reason { clauses.append("instr(dead_reason, ?) > 0"); arguments += [reason] }
+        if let since = filter.since { clauses.append("finished_at >= ?"); arguments += [since.timeIntervalSince1970] }
+        if let until = filter.until { clauses.append("finished_at < ?"); arguments += [until.timeIntervalSince1970] }
+        return (clauses.joined(separator: " AND "), arguments)
+    }
+
+    public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        var combined = arguments
+        combined += [limit]
+        let all = combined
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT seq, message_id, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
+                       dead_reason, dead_detail, item, finished_at, attempts, created_at
+                FROM outbox WHERE \(whereSQL) ORDER BY finished_at, seq LIMIT ?
+                """, arguments: all).map { row in
+                var letter = DeadLetter(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
+                                        route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
+                                        itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
+                letter.output = row["output"]
+                letter.endpoint = KoalaEndpoint(rawValue: row["endpoint"]) ?? .person
+                letter.identity = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"])
+                letter.attempts = row["attempts"]
+                letter.createdAt = Date(timeIntervalSince1970: row["created_at"])
+                return letter
+            }
+        }
+    }
+
+    public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        var combined: StatementArguments = [at.timeIntervalSince1970, at.timeIntervalSince1970]
+        combined += arguments
+        let all = combined
+        return try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE outbox SET status = 0, next_attempt_at = ?, created_at = ?, attempts = 0, lease_until = 0,
+                    dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
+                WHERE \(whereSQL) AND (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL)
+                """, arguments: all)
+            return db.changesCount
+        }
+    }
+
+    public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
+        let (whereSQL, arguments) = Self.whereClause(filter)
+        return try await pool.write { db in
+            try db.execute(sql: "DELETE FROM outbox WHERE \(whereSQL)", arguments: arguments)
+            return db.changesCount
+        }
+    }
+
+    public func counts() async throws -> OutboxCounts {
+        try await pool.read { db in
+            var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status") {
+                let n: Int = row["n"]
+                switch Status(rawValue: row["status"]) {
+                case .pending: counts.pending = n
+                case .delivered: counts.delivered = n
+                case .dead: counts.dead = n
+                case .waiting: counts.waiting = n
+                case nil: break
+                }
+            }
+            counts.webhooks = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM webhooks") ?? 0
+            return counts
+        }
+    }
+
+    public func queueStats(now: Date) async throws -> QueueStats {
+        try await pool.read { db in
+            var stats = QueueStats()
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status") {
+                let n: Int = row["n"]
+                switch Status(rawValue: row["status"]) {
+                case .pending:
+                    stats.pending = n
+                    if let oldest: Double = row["oldest"] { stats.oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest) }
+                case .waiting: stats.waiting = n
+                case .dead: stats.dead = n
+                default: break
+                }
+            }
+            return stats
+        }
+    }
+
+    public func ping() async -> Bool {
+        (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+    }
+
+    /// Closes the database; later calls are no-ops, later reads and writes fail.
+    public func close() async throws {
+        let alreadyClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        guard !alreadyClosed else { return }
+        try pool.close()
+    }
+
+    private static func update(_ db: Database, _ sql: String, _ leading: [(any DatabaseValueConvertible)?], _ seqs: [Int64]) throws {
+        guard !seqs.isEmpty else { return }
+        for chunk in stride(from: 0, to: seqs.count, by: 500).map({ Array(seqs[$0..<min($0 + 500, seqs.count)]) }) {
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            var arguments = StatementArguments(leading)
+            arguments += StatementArguments(chunk)
+            try db.execute(sql: "\(sql) (\(placeholders))", arguments: arguments)
+        }
+    }
+}

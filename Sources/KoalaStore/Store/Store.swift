@@ -1,0 +1,258 @@
+import Foundation
+import KoalaCore
+
+/// What happened when a webhook was offered to the store.
+public enum AcceptOutcome: Sendable, Equatable {
+    /// Stored for the first time, with this many messages queued, dead-lettered at once, and waiting for an identity.
+    case accepted(queued: Int, deadLettered: Int, waiting: Int)
+    /// A webhook with the same (source, webhook id) was stored before; nothing changed.
+    case duplicate
+}
+
+/// A message waiting in (or leased from) the outbox.
+public struct OutboxMessage: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let route: String
+    public let endpoint: KoalaEndpoint
+    public let kind: KoalaMessage.Kind
+    public let identity: KoalaIdentity
+    /// The item exactly as it goes into `events[]` / `identifies[]`, already JSON-encoded.
+    public let itemJSON: String
+    public let eventTime: Date
+    public let createdAt: Date
+    public let attempts: Int
+
+    public init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
+                identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {
+        self.seq = seq
+        self.messageID = messageID
+        self.source = source
+        self.route = route
+        self.endpoint = endpoint
+        self.kind = kind
+        self.identity = identity
+        self.itemJSON = itemJSON
+        self.eventTime = eventTime
+        self.createdAt = createdAt
+        self.attempts = attempts
+    }
+}
+
+public struct QueueStats: Sendable, Equatable {
+    public var pending = 0
+    public var waiting = 0
+    public var dead = 0
+    public var oldestPendingAge: Double = 0
+}
+
+/// Where a page of stored webhooks ended.
+public struct StoredCursor: Sendable, Equatable {
+    public let receivedAt: Date
+    public let webhookID: String
+
+    public init(receivedAt: Date, webhookID: String) {
+        self.receivedAt = receivedAt
+        self.webhookID = webhookID
+    }
+}
+
+/// A message as stored, for comparing a replay with what was routed before.
+public struct StoredMessage: Sendable, Equatable {
+    public enum State: String, Sendable { case pending, delivered, dead, waiting }
+    public let messageID: String
+    public let route: String
+    public let itemJSON: String
+    public let state: State
+}
+
+/// What a retention run or a `forget` removed.
+public struct PruneReport: Sendable, Equatable {
+    public var webhooks = 0
+    public var messages = 0
+    public var identities = 0
+
+    public init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
+        self.webhooks = webhooks
+        self.messages = messages
+        self.identities = identities
+    }
+}
+
+/// What happened to some leased messages.
+public enum DeliveryOutcome: Sendable, Equatable {
+    case delivered([Int64], at: Date)
+    /// Lease released; due again at `next`.
+    case retry([Int64], next: Date, error: String)
+    case dead([Int64], reason: String, detail: String?, at: Date)
+}
+
+/// A message that will not be sent without an operator's action.
+public struct DeadLetter: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let webhookID: String
+    public let route: String
+    public let reason: String
+    public let detail: String?
+    public let itemJSON: String
+    public let failedAt: Date
+    public var output: String = ""
+    public var endpoint: KoalaEndpoint = .person
+    public var identity = KoalaIdentity()
+    public var attempts = 0
+    public var createdAt = Date(timeIntervalSince1970: 0)
+
+    /// Whether a retry can send it: it has someone to send it for.
+    public var hasIdentity: Bool {
+        identity.email != nil || identity.profileID != nil || identity.domain != nil || identity.accountID != nil
+    }
+
+    public var json: JSONValue {
+        var object: [String: JSONValue] = [
+            "message_id": .string(messageID), "source": .string(source), "webhook_id": .string(webhookID),
+            "route": .string(route), "output": .string(output), "endpoint": .string(endpoint.path),
+            "reason": .string(reason), "failed_at": .string(Timestamps.iso(failedAt)),
+            "accepted_at": .string(Timestamps.iso(createdAt)), "attempts": .int(Int64(attempts)),
+            "item": (try? JSONValue.parse(Array(itemJSON.utf8))) ?? .string(itemJSON),
+        ]
+        if let detail { object["detail"] = .string(detail) }
+        var who: [String: JSONValue] = [:]
+        for (k, v) in identity.topLevel { who[k] = .string(v) }
+        object["identity"] = .object(who)
+        return .object(object)
+    }
+}
+
+/// Which dead letters an operator means. Empty fields match everything.
+public struct DeadLetterFilter: Sendable, Equatable {
+    public var messageIDs: [String] = []
+    public var source: String?
+    public var route: String?
+    /// Matches when the reason contains this text.
+    public var reason: String?
+    public var since: Date?
+    public var until: Date?
+
+    public init(messageIDs: [String] = [], source: String? = nil, route: String? = nil, reason: String? = nil,
+                since: Date? = nil, until: Date? = nil) {
+        self.messageIDs = messageIDs
+        self.source = source
+        self.route = route
+        self.reason = reason
+        self.since = since
+        self.until = until
+    }
+}
+
+public struct OutboxCounts: Sendable, Equatable {
+    public var pending: Int
+    public var delivered: Int
+    public var dead: Int
+    public var webhooks: Int
+    public var waiting: Int = 0
+}
+
+/// A message whose identity comes from a `recall` that missed when it was routed, and whose memory entry
+/// has since arrived (or whose wait has run out).
+public struct WaitingMessage: Sendable, Equatable {
+    public let seq: Int64
+    public let messageID: String
+    public let source: String
+    public let webhookID: String
+    public let waitingFor: MemoryKey
+    public let deadline: Date
+}
+
+/// The durable store behind ingest and delivery. Accepting a webhook and queueing its messages is one
+/// transaction; every other call moves messages through pending → delivered | dead.
+/// Backends: SQLite (embedded default); PostgreSQL follows the same contract.
+public protocol WebhookStore: Sendable {
+    /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
+    /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
+    /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
+    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome
+
+    /// Identities remembered for `source` under these keys.
+    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity]
+
+    /// Leases waiting messages whose memory entry now exists or whose wait has run out.
+    func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage]
+    /// Settles a waiting message: routed again (pending, or still waiting on another key), or dead.
+    func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws
+    /// A stored webhook, as it was accepted.
+    func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook?
+
+    /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
+    /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
+    func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage]
+
+    /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
+    func record(_ outcomes: [DeliveryOutcome]) async throws
+
+
+    /// Deletes stored webhooks received before `cutoff` (except those whose messages still wait or are
+    /// pending) and delivered messages finished before it. Dead letters stay until handled.
+    func prune(before cutoff: Date) async throws -> PruneReport
+    /// Removes everything stored about an email address: webhooks whose payload mentions it, its messages
+    /// in any state, and identity memory entries.
+    func forget(email: String) async throws -> PruneReport
+
+
+    /// Stored webhooks of a source received in [since, until), oldest first, after `cursor` (paging).
+    func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook]
+    /// The messages stored for one webhook (any state), by message id.
+    func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage]
+    /// Queues replayed messages in the replay lane: new ids are inserted; existing ones not yet delivered
+    /// take the new content and are queued again; delivered ones are left alone. Returns how many were queued.
+    func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int
+    /// Dead letters matching `filter`, oldest failure first.
+    func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter]
+    /// Queues matching dead letters again with the same message ids and a fresh retry budget. Messages
+    /// without an identity (nobody to send them for) are left in place; replay their webhook instead.
+    /// Returns how many were queued.
+    func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int
+    /// Deletes matching dead letters. Returns how many.
+    func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int
+    func counts() async throws -> OutboxCounts
+    /// Queue depth and age, for metrics.
+    func queueStats(now: Date) async throws -> QueueStats
+    /// Whether the store can take writes right now (for `/readyz`).
+    func ping() async -> Bool
+    func close() async throws
+}
+
+extension WebhookStore {
+    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
+        try await record([.delivered(seqs, at: at)])
+    }
+
+    /// Releases the lease and makes the messages due again at `at`.
+    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
+        try await record([.retry(seqs, next: at, error: error)])
+    }
+
+    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
+        try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
+    }
+
+    /// The oldest dead letters, unfiltered.
+    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
+        try await deadLetters(matching: DeadLetterFilter(), limit: limit)
+    }
+}
+
+public enum StoreError: Error, CustomStringConvertible {
+    case unsupportedURL(String)
+    case notDurable(String)
+
+    public var description: String {
+        switch self {
+        case .unsupportedURL(let url): "unsupported database '\(PostgresURL.redacted(url))': use a file path, sqlite:PATH or postgres://…"
+        case .notDurable(let detail): "the database is not configured durably: \(detail)"
+        }
+    }
+}
