@@ -104,8 +104,7 @@ struct Check: ParsableCommand {
         do {
             let table = try RuleLoader(environment: env).load(directory: directory)
             for warning in table.warnings { print("warning: \(warning)") }
-            for name in table.sources.keys.sorted() {
-                let source = table.sources[name]!
+            for (name, source) in table.sources.sorted(by: { $0.key < $1.key }) {
                 print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
             }
             print("rules version \(table.version)")

@@ -174,10 +174,10 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
         }
         switch try await readBody(request.body, declaredLength: declared, limit: maxBodyBytes, budget: budget) {
         case .tooLarge:
-            components.metrics.webhookReceived(source: source, outcome: "too_large")
+            components.metrics.webhookReceived(source: source, outcome: .tooLarge)
             return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")], close: !discardable)
         case .overBudget:
-            components.metrics.webhookReceived(source: source, outcome: "overloaded")
+            components.metrics.webhookReceived(source: source, outcome: .overloaded)
             return jsonResponse(.serviceUnavailable, ["error": "too many webhook bodies in flight, retry later"], close: true, retryAfter: 1)
         case .body(let bytes, let reserved):
             defer { budget.release(reserved) }

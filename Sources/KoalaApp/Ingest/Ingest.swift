@@ -49,7 +49,7 @@ public struct Ingest: Sendable {
     public func admit(source name: String, headers: HTTPFields) -> Admission {
         let table = rules.table
         guard let source = table.sources[name] else {
-            metrics.webhookReceived(source: "unknown", outcome: "unknown_source")
+            metrics.webhookReceived(source: "unknown", outcome: .unknownSource)
             return .refused(Answer(status: .notFound, body: [
                 "error": .string("unknown source '\(LogText.bounded(LogText.escaped(name), limit: 64))'"),
                 "hint": .string("webhooks go to /webhooks/<source>, where <source> is declared by a file in the routes folder"),
@@ -57,13 +57,13 @@ public struct Ingest: Sendable {
         }
         switch source.state {
         case .disabled(let reason):
-            metrics.webhookReceived(source: name, outcome: "source_disabled")
+            metrics.webhookReceived(source: name, outcome: .sourceDisabled)
             return .refused(Answer(status: .serviceUnavailable, body: ["error": .string(reason)]))
         case .enabled(let verifier):
             let names = verifier.credentialHeaders
             if !names.isEmpty, !names.contains(where: { headers.value(named: $0) != nil }) {
                 let failure = VerificationFailure.missingHeader(names[0])
-                metrics.webhookReceived(source: name, outcome: failure.code)
+                metrics.webhookReceived(source: name, outcome: failure.outcome)
                 return .refused(Answer(status: .unauthorized, body: ["error": .string(failure.reason)]))
             }
             return .admitted(Admitted(source: source, verifier: verifier, rulesVersion: table.version))
@@ -89,8 +89,8 @@ public struct Ingest: Sendable {
             verification = v
             metrics.secretUsed(source: name, label: v.secretLabel)
         case .failure(let failure):
-            metrics.webhookReceived(source: name, outcome: failure.code)
-            logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.code)", "detail": "\(failure.reason)"])
+            metrics.webhookReceived(source: name, outcome: failure.outcome)
+            logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.outcome.rawValue)", "detail": "\(failure.reason)"])
             return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
         }
 
@@ -99,7 +99,7 @@ public struct Ingest: Sendable {
             json = try JSONValue.parse(body)
         } catch {
             logger.warning("webhook body is not JSON", metadata: ["source": "\(name)", "detail": "\(error)"])
-            metrics.webhookReceived(source: name, outcome: "invalid_json")
+            metrics.webhookReceived(source: name, outcome: .invalidJSON)
             return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
         }
 
@@ -110,7 +110,7 @@ public struct Ingest: Sendable {
             webhook = w
         case .failure(let problem):
             metrics.webhookReceived(source: name, outcome: problem.outcome)
-            logger.warning("webhook refused", metadata: ["source": "\(name)", "reason": "\(problem.outcome)", "detail": "\(problem.message)"])
+            logger.warning("webhook refused", metadata: ["source": "\(name)", "reason": "\(problem.outcome.rawValue)", "detail": "\(problem.message)"])
             return Answer(status: .badRequest, body: ["error": .string(problem.message)])
         }
         if let problem = webhook.eventTimeProblem {
@@ -129,11 +129,11 @@ public struct Ingest: Sendable {
                                                  linger: linger, identityWait: identityWait)
             switch outcome {
             case .accepted(let queued, let dead, let waiting):
-                metrics.webhookReceived(source: name, outcome: "accepted")
-                for (route, group) in Dictionary(grouping: messages.filter { $0.problem == nil && $0.waitingFor == nil }, by: \.route) {
+                metrics.webhookReceived(source: name, outcome: .accepted)
+                for (route, group) in Dictionary(grouping: messages.filter { $0.disposition == .send }, by: \.route) {
                     metrics.messagesQueued(source: name, route: route, count: group.count)
                 }
-                if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: "dead_lettered", count: dead) }
+                if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: .deadLettered, count: dead) }
                 logger.info("webhook accepted", metadata: [
                     "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
                     "queued": "\(queued)", "dead_lettered": "\(dead)", "waiting": "\(waiting)", "secret": "\(verification.secretLabel)",
@@ -145,14 +145,14 @@ public struct Ingest: Sendable {
                 if waiting > 0 { body["waiting_for_identity"] = .int(Int64(waiting)) }
                 return Answer(status: .ok, body: .object(body))
             case .duplicate:
-                metrics.webhookReceived(source: name, outcome: "duplicate")
+                metrics.webhookReceived(source: name, outcome: .duplicate)
                 logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
                 return Answer(status: .ok, body: [
                     "status": "duplicate", "source": .string(name), "webhook_id": .string(webhookID),
                 ])
             }
         } catch {
-            metrics.webhookReceived(source: name, outcome: "store_unavailable")
+            metrics.webhookReceived(source: name, outcome: .storeUnavailable)
             logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
             return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
         }

@@ -56,17 +56,16 @@ public final class IdentityResolver: Service, Sendable {
                     try await store.resolveWaiting(message.seq, with: nil, deadReason: "the current rules no longer produce this message", linger: linger, at: now)
                     continue
                 }
-                if let problem = fresh.problem {
-                    try await store.resolveWaiting(message.seq, with: nil, deadReason: problem, linger: linger, at: now)
-                } else if fresh.waitingFor != nil {
-                    if now >= message.deadline {
-                        try await store.resolveWaiting(message.seq, with: nil,
-                            deadReason: "identity unresolved: nothing remembered under \(message.waitingFor.namespace) '\(message.waitingFor.key)'",
-                            linger: linger, at: now)
-                    } else {
-                        try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
-                    }
-                } else {
+                switch fresh.disposition {
+                case .dead(let reason):
+                    try await store.resolveWaiting(message.seq, with: nil, deadReason: reason, linger: linger, at: now)
+                case .wait where now >= message.deadline:
+                    try await store.resolveWaiting(message.seq, with: nil,
+                        deadReason: "identity unresolved: nothing remembered under \(message.waitingFor.namespace) '\(message.waitingFor.key)'",
+                        linger: linger, at: now)
+                case .wait:
+                    try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
+                case .send:
                     logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)"])
                     try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
                 }

@@ -92,26 +92,37 @@ public struct KoalaMessage: Sendable, Equatable {
         case track, identify
     }
 
+    /// Which output of a route produced a message. The raw value is part of the `message_id` contract.
+    public enum Output: String, Sendable, Codable, CaseIterable {
+        case track, identify, account
+    }
+
+    /// What becomes of a message once it is stored; decided by the router, carried out by the stores.
+    public enum Disposition: Sendable, Equatable {
+        /// Queued for delivery.
+        case send
+        /// It cannot be sent as routed (e.g. no valid email): straight to the dead letters, with the reason.
+        case dead(reason: String)
+        /// Its identity comes from a `recall` that missed: it waits for that memory entry.
+        case wait(for: MemoryKey)
+    }
+
     public let messageID: String
     public let source: String
     public let webhookID: String
     public let route: String
-    /// `track`, `identify` or `account`.
-    public let output: String
+    public let output: Output
     public let endpoint: KoalaEndpoint
     public let kind: Kind
     public let identity: KoalaIdentity
     /// The element of `events[]` or `identifies[]`, including `message_id` and `sent_at`.
     public let item: JSONValue
     public let eventTime: Date
-    /// Set when the message cannot be sent as routed (e.g. no email); it goes straight to the dead letters.
-    public let problem: String?
-    /// Set when the identity comes from a `recall` that missed: the message waits for that memory entry.
-    public let waitingFor: MemoryKey?
+    public let disposition: Disposition
 
-    public init(messageID: String, source: String, webhookID: String, route: String, output: String,
+    public init(messageID: String, source: String, webhookID: String, route: String, output: Output,
                 endpoint: KoalaEndpoint, kind: Kind, identity: KoalaIdentity, item: JSONValue,
-                eventTime: Date, problem: String? = nil, waitingFor: MemoryKey? = nil) {
+                eventTime: Date, disposition: Disposition = .send) {
         self.messageID = messageID
         self.source = source
         self.webhookID = webhookID
@@ -122,8 +133,19 @@ public struct KoalaMessage: Sendable, Equatable {
         self.identity = identity
         self.item = item
         self.eventTime = eventTime
-        self.problem = problem
-        self.waitingFor = waitingFor
+        self.disposition = disposition
+    }
+
+    /// The dead-letter reason of a message that cannot be sent.
+    public var problem: String? {
+        if case .dead(let reason) = disposition { return reason }
+        return nil
+    }
+
+    /// The memory entry a waiting message waits for.
+    public var waitingFor: MemoryKey? {
+        if case .wait(let key) = disposition { return key }
+        return nil
     }
 }
 
@@ -153,9 +175,9 @@ public struct Remembered: Sendable, Equatable {
 /// The same webhook routed by the same route and output always gets the same id, so retries and replays
 /// are absorbed by Koala's idempotency.
 public enum MessageID {
-    public static func derive(source: String, webhookID: String, route: String, output: String) -> String {
+    public static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
         var input = Array("koala-router:v1".utf8)
-        for part in [source, webhookID, route, output] {
+        for part in [source, webhookID, route, output.rawValue] {
             input += Array("\(part.utf8.count):".utf8) + Array(part.utf8)
         }
         var bytes = Array(Crypto.digest(.sha256, input).prefix(16))

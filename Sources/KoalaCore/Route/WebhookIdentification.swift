@@ -3,15 +3,9 @@ import HTTPTypes
 
 /// Why a verified body could not become a webhook.
 public struct IdentificationProblem: Error, Sendable {
-    public enum Kind: String, Sendable {
-        case missingID = "missing_id", missingType = "missing_type", invalidID = "invalid_id", invalidType = "invalid_type"
-    }
-
-    public let kind: Kind
+    /// `missingID`, `missingType`, `invalidID` or `invalidType`.
+    public let outcome: WebhookOutcome
     public let message: String
-
-    /// Metric outcome.
-    public var outcome: String { kind.rawValue }
 }
 
 extension SourceDefinition {
@@ -31,16 +25,16 @@ extension SourceDefinition {
         let digest = Hex.encode(Crypto.digest(.sha256, body))
         let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(digest)])
         guard let webhookID = webhookID.evaluate(in: context)?.textValue, !webhookID.isEmpty else {
-            return .failure(IdentificationProblem(kind: .missingID, message: "webhook id not found at \(self.webhookID)"))
+            return .failure(IdentificationProblem(outcome: .missingID, message: "webhook id not found at \(self.webhookID)"))
         }
         if let problem = Self.identifierProblem(webhookID) {
-            return .failure(IdentificationProblem(kind: .invalidID, message: "webhook id at \(self.webhookID) \(problem)"))
+            return .failure(IdentificationProblem(outcome: .invalidID, message: "webhook id at \(self.webhookID) \(problem)"))
         }
         guard let eventType = eventType.evaluate(in: context)?.textValue, !eventType.isEmpty else {
-            return .failure(IdentificationProblem(kind: .missingType, message: "event type not found at \(self.eventType)"))
+            return .failure(IdentificationProblem(outcome: .missingType, message: "event type not found at \(self.eventType)"))
         }
         if let problem = Self.identifierProblem(eventType) {
-            return .failure(IdentificationProblem(kind: .invalidType, message: "event type at \(self.eventType) \(problem)"))
+            return .failure(IdentificationProblem(outcome: .invalidType, message: "event type at \(self.eventType) \(problem)"))
         }
         // The provider's time when the rules say where it is and it is a time we can write; otherwise the
         // time of receipt, and the webhook says why (ingest logs it).

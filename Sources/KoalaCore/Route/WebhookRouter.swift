@@ -138,28 +138,29 @@ public struct WebhookRouter: Sendable {
             context.person = .object(personValue)
         }
 
-        func message(_ output: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind, identity: KoalaIdentity,
+        /// `wait` wins over `problem`: a message whose identity may still arrive is not dead yet.
+        func message(_ output: KoalaMessage.Output, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind, identity: KoalaIdentity,
                      fields: [String: JSONValue], problem: String?, waits: MemoryKey? = nil) -> KoalaMessage {
             let id = MessageID.derive(source: source.name, webhookID: webhook.webhookID, route: route.name, output: output)
             var item = fields
             item["message_id"] = .string(id)
             item["type"] = .string(kind.rawValue)
             item["sent_at"] = sentAt
+            let disposition: KoalaMessage.Disposition = waits.map { .wait(for: $0) } ?? problem.map { .dead(reason: $0) } ?? .send
             return KoalaMessage(messageID: id, source: source.name, webhookID: webhook.webhookID, route: route.name,
                                 output: output, endpoint: endpoint, kind: kind, identity: identity,
-                                item: .object(item), eventTime: webhook.eventTime,
-                                problem: waits == nil ? problem : nil, waitingFor: problem == nil ? waits : nil)
+                                item: .object(item), eventTime: webhook.eventTime, disposition: disposition)
         }
 
         if let track = route.track {
             let name = track.event.evaluate(in: context)?.textValue ?? ""
             let problem = personProblem ?? (name.isEmpty && personWaits == nil ? "track.event evaluated to nothing" : nil)
-            out.append(message("track", endpoint: .person, kind: .track, identity: personIdentity,
+            out.append(message(.track, endpoint: .person, kind: .track, identity: personIdentity,
                                fields: ["event": .string(name), "properties": .object(evaluate(track.properties, context))],
                                problem: problem, waits: personWaits))
         }
         if let identify = route.identify {
-            out.append(message("identify", endpoint: .person, kind: .identify, identity: personIdentity,
+            out.append(message(.identify, endpoint: .person, kind: .identify, identity: personIdentity,
                                fields: ["traits": .object(evaluate(identify.traits, context))], problem: personProblem, waits: personWaits))
         }
         if let account = route.account {
@@ -187,7 +188,7 @@ public struct WebhookRouter: Sendable {
                     problem = accountProblem ?? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
                 }
             }
-            out.append(message("account", endpoint: .account, kind: .identify, identity: identity,
+            out.append(message(.account, endpoint: .account, kind: .identify, identity: identity,
                                fields: ["traits": .object(traits)], problem: problem, waits: waits))
         }
 

@@ -230,7 +230,7 @@ struct TestFile {
             diffs += Self.diff(wanted, actual ?? .null, path: key).map { "\(label): \($0)" }
         }
         check("route", .string(m.route))
-        check("output", .string(m.output))
+        check("output", .string(m.output.rawValue))
         let identityKeys = ["email", "profile_id", "domain", "account_id"]
         if identityKeys.contains(where: { e[$0] != nil }) {
             // The identity is compared whole: fields not written are expected to be absent.

@@ -36,13 +36,13 @@ public enum VerificationFailure: Error, Equatable, Sendable {
         }
     }
 
-    /// A stable, low-cardinality name for metrics and logs.
-    public var code: String {
+    /// The webhook outcome it stands for, in metrics and logs.
+    public var outcome: WebhookOutcome {
         switch self {
-        case .missingHeader: "missing_header"
-        case .malformedHeader: "malformed_header"
-        case .timestampOutsideTolerance: "stale_timestamp"
-        case .signatureMismatch: "signature_mismatch"
+        case .missingHeader: .missingHeader
+        case .malformedHeader: .malformedHeader
+        case .timestampOutsideTolerance: .staleTimestamp
+        case .signatureMismatch: .signatureMismatch
         }
     }
 }

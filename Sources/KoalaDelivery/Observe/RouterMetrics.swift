@@ -4,6 +4,12 @@ import KoalaStore
 import Prometheus
 import Synchronization
 
+/// How a message's delivery ended (the `outcome` of `koala_router_messages_total`).
+public enum MessageOutcome: String, Sendable, CaseIterable {
+    case delivered, retried
+    case deadLettered = "dead_lettered"
+}
+
 /// The service's metrics, in a registry of its own (so several routers in one test process never mix).
 /// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
 /// and routes come from the rule files, secret labels are environment variable names.
@@ -13,10 +19,10 @@ public final class RouterMetrics: Sendable {
     public init() {}
 
     /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
-    public func webhookReceived(source: String, outcome: String) {
+    public func webhookReceived(source: String, outcome: WebhookOutcome) {
         registry.makeCounter(
             name: "koala_router_webhooks_received_total",
-            labels: [("source", source), ("outcome", outcome)],
+            labels: [("source", source), ("outcome", outcome.rawValue)],
             help: "Webhooks received, by source and outcome (accepted, duplicate, or why they were refused)."
         ).increment()
     }
@@ -46,10 +52,10 @@ public final class RouterMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
-    public func messagesFinished(endpoint: KoalaEndpoint, outcome: String, count: Int) {
+    public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int) {
         guard count > 0 else { return }
         registry.makeCounter(
-            name: "koala_router_messages_total", labels: [("endpoint", endpoint.rawValue), ("outcome", outcome)],
+            name: "koala_router_messages_total", labels: [("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
             help: "Koala messages by endpoint and delivery outcome (delivered, retried, dead_lettered)."
         ).increment(by: Int64(count))
     }

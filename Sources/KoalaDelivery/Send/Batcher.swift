@@ -33,7 +33,7 @@ public enum Batcher {
             groups[key, default: []].append(message)
         }
         return order.map { key in
-            let sorted = groups[key]!.sorted { ($0.eventTime, $0.seq) < ($1.eventTime, $1.seq) }
+            let sorted = groups[key, default: []].sorted { ($0.eventTime, $0.seq) < ($1.eventTime, $1.seq) }
             var batches: [KoalaBatch] = []
             var events: [OutboxMessage] = [], identifies: [OutboxMessage] = []
             var current: [OutboxMessage] = []

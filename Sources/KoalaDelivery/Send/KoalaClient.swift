@@ -6,11 +6,33 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
+/// Why a request to Koala is worth trying again.
+public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
+    /// Koala answered 408, 429 or 5xx.
+    case status(Int)
+    /// No answer within the request timeout (seconds).
+    case timeout(TimeInterval)
+    /// The connection failed; the error, escaped and bounded.
+    case connection(String)
+
+    /// Koala asked us to slow down: a 429 says nothing about Koala's health, so it never opens the circuit.
+    public var isRateLimit: Bool { self == .status(429) }
+
+    /// For logs and `last_error`.
+    public var description: String {
+        switch self {
+        case .status(let status): "Koala answered \(status)"
+        case .timeout(let seconds): "timeout after \(seconds)s"
+        case .connection(let error): "connection error: \(error)"
+        }
+    }
+}
+
 /// What Koala's answer means for a batch.
 public enum DeliveryResult: Sendable, Equatable {
     case delivered(status: Int)
-    /// Try again later: 408, 429, 5xx, timeouts, connection errors. `retryAfter` from the response, if any.
-    case retry(reason: String, retryAfter: TimeInterval?)
+    /// Try again later. `retryAfter` from the response, if any.
+    case retry(RetryCause, retryAfter: TimeInterval?)
     /// Koala refused the request for good (other 4xx); the body is kept with the dead letter.
     case rejected(status: Int, body: String)
 }
@@ -21,10 +43,9 @@ extension DeliveryResult {
         switch self {
         case .delivered(let status): status == 0 ? "dry_run" : String(status)
         case .rejected(let status, _): String(status)
-        case .retry(let reason, _):
-            if reason.hasPrefix("Koala answered ") { String(reason.dropFirst("Koala answered ".count)) }
-            else if reason.hasPrefix("timeout") { "timeout" }
-            else { "connection_error" }
+        case .retry(.status(let status), _): String(status)
+        case .retry(.timeout, _): "timeout"
+        case .retry(.connection, _): "connection_error"
         }
     }
 }
@@ -70,9 +91,9 @@ public struct KoalaClient: Sendable {
             let body = (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
             return Self.classify(status: status, body: body, retryAfter: response.headers.first(name: "Retry-After"))
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
-            return .retry(reason: "timeout after \(timeout)s", retryAfter: nil)
+            return .retry(.timeout(timeout), retryAfter: nil)
         } catch {
-            return .retry(reason: "connection error: \(Self.describe(error))", retryAfter: nil)
+            return .retry(.connection(Self.describe(error)), retryAfter: nil)
         }
     }
 
@@ -85,7 +106,7 @@ public struct KoalaClient: Sendable {
         case 200..<300:
             return .delivered(status: status)
         case 408, 429, 500..<600:
-            return .retry(reason: "Koala answered \(status)", retryAfter: retryAfter.flatMap(parseRetryAfter))
+            return .retry(.status(status), retryAfter: retryAfter.flatMap(parseRetryAfter))
         default:
             // Kept with the dead letter: escaped (a NUL would cut stored text short) and bounded in bytes.
             return .rejected(status: status, body: LogText.bounded(LogText.escaped(body), limit: 4096))

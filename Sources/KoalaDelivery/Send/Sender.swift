@@ -149,10 +149,11 @@ public final class Sender: Service, Sendable {
                 for accepted in batch.acceptedAt {
                     metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted))
                 }
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "delivered", count: batch.seqs.count)
-            case .retry(let reason, let retryAfter):
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .delivered, count: batch.seqs.count)
+            case .retry(let cause, let retryAfter):
+                let reason = cause.description
                 let remaining = batches[index...].flatMap(\.seqs)
-                if !reason.hasSuffix(" 429"), health.recordFailure(reason, now: now, probe: probe), !probe {
+                if !cause.isRateLimit, health.recordFailure(reason, now: now, probe: probe), !probe {
                     logger.error("Koala keeps failing: circuit open, probing at a low rate", metadata: [
                         "reason": "\(reason)", "consecutive_failures": "\(health.snapshot.consecutiveFailures)",
                         "next_probe_in_s": "\(health.snapshot.probeInterval)",
@@ -161,7 +162,7 @@ public final class Sender: Service, Sendable {
                 if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
                     logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
                     outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: remaining.count)
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: remaining.count)
                     return outcomes
                 }
                 let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
@@ -169,7 +170,7 @@ public final class Sender: Service, Sendable {
                     "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
                 ])
                 outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "retried", count: remaining.count)
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .retried, count: remaining.count)
                 return outcomes
             case .rejected(let status, let body):
                 if DeliveryHealth.isRefusal(status: status, body: body) {
@@ -184,7 +185,7 @@ public final class Sender: Service, Sendable {
                     "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
                 ])
                 outcomes.append(.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: "dead_lettered", count: batch.seqs.count)
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count)
             }
         }
         return outcomes

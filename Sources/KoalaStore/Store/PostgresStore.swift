@@ -159,13 +159,13 @@ public final class PostgresStore: WebhookStore {
         var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
         var waitNamespaces: [String] = [], waitKeys: [String] = []
         for message in messages {
-            let status: Int64 = message.problem != nil ? 2 : (message.waitingFor != nil ? 3 : 0)
-            ids.append(message.messageID); routes.append(message.route); outputs.append(message.output)
+            let status = OutboxStatus(message.disposition)
+            ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
             endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
             emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
             domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
             items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
-            statuses.append(status); dues.append(status == 3 ? now + identityWait : now + linger)
+            statuses.append(status.rawValue); dues.append(status.firstDue(acceptedAt: now, linger: linger, identityWait: identityWait))
             problems.append(message.problem ?? "")
             waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
         }
@@ -474,13 +474,7 @@ public final class PostgresStore: WebhookStore {
             for row in try await connection.query("""
                 SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID)
                 """, logger: logger).rows() {
-                let state: StoredMessage.State
-                switch try row.get("status", as: Int64.self) {
-                case 1: state = .delivered
-                case 2: state = .dead
-                case 3: state = .waiting
-                default: state = .pending
-                }
+                let state = OutboxStatus(rawValue: try row.get("status", as: Int64.self)) ?? .pending
                 let id: String = try row.get("message_id")
                 out[id] = StoredMessage(messageID: id, route: try row.get("route"), itemJSON: try row.get("item"), state: state)
             }
@@ -492,11 +486,11 @@ public final class PostgresStore: WebhookStore {
         let now = at.timeIntervalSince1970
         return try await withTransaction("enqueue replay") { connection, logger in
             var queued = 0
-            for message in messages where message.problem == nil && message.waitingFor == nil {
+            for message in messages where message.disposition == .send {
                 queued += try await connection.query("""
                     INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                         domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
-                    VALUES (\(message.messageID), \(message.source), \(message.webhookID), \(message.route), \(message.output),
+                    VALUES (\(message.messageID), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
                         \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
                         \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
                         \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1)
@@ -585,14 +579,7 @@ public final class PostgresStore: WebhookStore {
         try await withConnection("counts") { connection, logger in
             var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
             for row in try await connection.query("SELECT status, count(*) AS n FROM outbox GROUP BY status", logger: logger).rows() {
-                let n = Int(try row.get("n", as: Int64.self))
-                switch try row.get("status", as: Int64.self) {
-                case 0: counts.pending = n
-                case 1: counts.delivered = n
-                case 2: counts.dead = n
-                case 3: counts.waiting = n
-                default: break
-                }
+                counts.add(OutboxStatus(rawValue: try row.get("status", as: Int64.self)), count: Int(try row.get("n", as: Int64.self)))
             }
             let webhooks = try await connection.query("SELECT count(*) AS n FROM webhooks", logger: logger).rows()
             counts.webhooks = Int(try webhooks.first?.get("n", as: Int64.self) ?? 0)
@@ -606,17 +593,8 @@ public final class PostgresStore: WebhookStore {
             for row in try await connection.query("""
                 SELECT status, count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status
                 """, logger: logger).rows() {
-                let n = Int(try row.get("n", as: Int64.self))
-                switch try row.get("status", as: Int64.self) {
-                case 0:
-                    stats.pending = n
-                    if let oldest = try row.get("oldest", as: Double?.self) {
-                        stats.oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest)
-                    }
-                case 2: stats.dead = n
-                case 3: stats.waiting = n
-                default: break
-                }
+                stats.add(OutboxStatus(rawValue: try row.get("status", as: Int64.self)), count: Int(try row.get("n", as: Int64.self)),
+                          oldest: try row.get("oldest", as: Double?.self), now: now)
             }
             return stats
         }

@@ -109,10 +109,6 @@ public final class SQLiteStore: WebhookStore {
         return migrator
     }
 
-    enum Status: Int {
-        case pending = 0, delivered = 1, dead = 2, waiting = 3
-    }
-
     /// One webhook waiting to be committed.
     struct AcceptRequest: Sendable {
         let webhook: VerifiedWebhook
@@ -201,13 +197,13 @@ public final class SQLiteStore: WebhookStore {
         let now = webhook.receivedAt.timeIntervalSince1970
         var queued = 0, dead = 0, waiting = 0
         for message in request.messages {
-            let status: Status = message.problem != nil ? .dead : (message.waitingFor != nil ? .waiting : .pending)
+            let status = OutboxStatus(message.disposition)
             try insert.execute(arguments: [
-                message.messageID, message.source, message.webhookID, message.route, message.output,
+                message.messageID, message.source, message.webhookID, message.route, message.output.rawValue,
                 message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
                 message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
                 message.eventTime.timeIntervalSince1970, now, status.rawValue,
-                status == .waiting ? now + request.identityWait : now + request.linger, message.problem,
+                status.firstDue(acceptedAt: now, linger: request.linger, identityWait: request.identityWait), message.problem,
                 status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
             ])
             if db.changesCount == 1 {
@@ -430,13 +426,7 @@ public final class SQLiteStore: WebhookStore {
             var out: [String: StoredMessage] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ?",
                                         arguments: [source, webhookID]) {
-                let state: StoredMessage.State
-                switch Status(rawValue: row["status"]) {
-                case .delivered: state = .delivered
-                case .dead: state = .dead
-                case .waiting: state = .waiting
-                default: state = .pending
-                }
+                let state = OutboxStatus(rawValue: row["status"]) ?? .pending
                 let id: String = row["message_id"]
                 out[id] = StoredMessage(messageID: id, route: row["route"], itemJSON: row["item"], state: state)
             }
@@ -448,7 +438,7 @@ public final class SQLiteStore: WebhookStore {
         let now = at.timeIntervalSince1970
         return try await pool.write { db in
             var queued = 0
-            for message in messages where message.problem == nil && message.waitingFor == nil {
+            for message in messages where message.disposition == .send {
                 try db.execute(sql: """
                     INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                         domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
@@ -460,7 +450,7 @@ public final class SQLiteStore: WebhookStore {
                         attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
                     WHERE outbox.status <> 1
                     """, arguments: [
-                        message.messageID, message.source, message.webhookID, message.route, message.output,
+                        message.messageID, message.source, message.webhookID, message.route, message.output.rawValue,
                         message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
                         message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
                         message.eventTime.timeIntervalSince1970, now, now,
@@ -538,14 +528,7 @@ public final class SQLiteStore: WebhookStore {
         try await pool.read { db in
             var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
             for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status") {
-                let n: Int = row["n"]
-                switch Status(rawValue: row["status"]) {
-                case .pending: counts.pending = n
-                case .delivered: counts.delivered = n
-                case .dead: counts.dead = n
-                case .waiting: counts.waiting = n
-                case nil: break
-                }
+                counts.add(OutboxStatus(rawValue: row["status"]), count: row["n"])
             }
             counts.webhooks = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM webhooks") ?? 0
             return counts
@@ -556,15 +539,7 @@ public final class SQLiteStore: WebhookStore {
         try await pool.read { db in
             var stats = QueueStats()
             for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status") {
-                let n: Int = row["n"]
-                switch Status(rawValue: row["status"]) {
-                case .pending:
-                    stats.pending = n
-                    if let oldest: Double = row["oldest"] { stats.oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest) }
-                case .waiting: stats.waiting = n
-                case .dead: stats.dead = n
-                default: break
-                }
+                stats.add(OutboxStatus(rawValue: row["status"]), count: row["n"], oldest: row["oldest"], now: now)
             }
             return stats
         }

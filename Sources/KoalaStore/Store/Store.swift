@@ -45,6 +45,18 @@ public struct QueueStats: Sendable, Equatable {
     public var waiting = 0
     public var dead = 0
     public var oldestPendingAge: Double = 0
+
+    /// Counts `n` messages of `status`; `oldest` is the creation time of the oldest, for pending ones.
+    mutating func add(_ status: OutboxStatus?, count n: Int, oldest: Double?, now: Date) {
+        switch status {
+        case .pending?:
+            pending = n
+            if let oldest { oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest) }
+        case .waiting?: waiting = n
+        case .dead?: dead = n
+        case .delivered?, nil: break
+        }
+    }
 }
 
 /// Where a page of stored webhooks ended.
@@ -58,9 +70,29 @@ public struct StoredCursor: Sendable, Equatable {
     }
 }
 
+/// A message's place in the outbox. The raw values are what both backends keep in `outbox.status` (their SQL
+/// uses the same numbers); this is the one place the states are defined.
+public enum OutboxStatus: Int64, Sendable, CaseIterable {
+    case pending = 0, delivered = 1, dead = 2, waiting = 3
+
+    /// The status a newly accepted message starts in, as the router disposed of it.
+    public init(_ disposition: KoalaMessage.Disposition) {
+        switch disposition {
+        case .send: self = .pending
+        case .dead: self = .dead
+        case .wait: self = .waiting
+        }
+    }
+
+    /// When a newly accepted message is first due: after the linger, or, when waiting, once its identity wait runs out.
+    public func firstDue(acceptedAt now: Double, linger: TimeInterval, identityWait: TimeInterval) -> Double {
+        self == .waiting ? now + identityWait : now + linger
+    }
+}
+
 /// A message as stored, for comparing a replay with what was routed before.
 public struct StoredMessage: Sendable, Equatable {
-    public enum State: String, Sendable { case pending, delivered, dead, waiting }
+    public typealias State = OutboxStatus
     public let messageID: String
     public let route: String
     public let itemJSON: String
@@ -153,6 +185,16 @@ public struct OutboxCounts: Sendable, Equatable {
     public var dead: Int
     public var webhooks: Int
     public var waiting: Int = 0
+
+    mutating func add(_ status: OutboxStatus?, count n: Int) {
+        switch status {
+        case .pending?: pending = n
+        case .delivered?: delivered = n
+        case .dead?: dead = n
+        case .waiting?: waiting = n
+        case nil: break
+        }
+    }
 }
 
 /// A message whose identity comes from a `recall` that missed when it was routed, and whose memory entry

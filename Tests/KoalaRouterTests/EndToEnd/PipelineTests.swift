@@ -30,7 +30,7 @@ struct PipelineTests {
             #expect(await eventually { koala.received.count == 1 })
         }
         let request = try #require(koala.received.first)
-        let id = MessageID.derive(source: "stripe", webhookID: "evt_e2e_1", route: "invoice-paid", output: "track")
+        let id = MessageID.derive(source: "stripe", webhookID: "evt_e2e_1", route: "invoice-paid", output: .track)
         #expect(request.endpoint == .person)
         #expect(request.userAgent == "koala-router/\(KoalaRouterVersion.string)")
         #expect(request.body == [
@@ -236,6 +236,6 @@ struct PipelineTests {
             #expect(await eventually { (try? await components.store.counts().delivered) == 1 })
         }
         #expect(koala.attempts >= 2)
-        #expect(Set(koala.deliveredMessageIDs) == [MessageID.derive(source: "stripe", webhookID: "evt_slow", route: "invoice-paid", output: "track")])
+        #expect(Set(koala.deliveredMessageIDs) == [MessageID.derive(source: "stripe", webhookID: "evt_slow", route: "invoice-paid", output: .track)])
     }
 }

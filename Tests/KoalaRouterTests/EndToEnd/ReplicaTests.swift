@@ -28,7 +28,7 @@ struct ReplicaTests {
     }
 
     static func expectedIDs(_ webhookIDs: [String]) -> Set<String> {
-        Set(webhookIDs.map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: "track") })
+        Set(webhookIDs.map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
     }
 
     @Test func threeReplicasShareTheQueueAndOneIsKilled() async throws {

@@ -89,7 +89,7 @@ struct ReplayTests {
         var replayed: [KoalaMessage] = []
         for i in 0..<300 {
             let id = "old_\(i)"
-            replayed.append(KoalaMessage(messageID: id, source: "s", webhookID: id, route: "r", output: "track", endpoint: .person,
+            replayed.append(KoalaMessage(messageID: id, source: "s", webhookID: id, route: "r", output: .track, endpoint: .person,
                                          kind: .track, identity: KoalaIdentity(email: "old\(i)@acme.io"), item: ["message_id": .string(id)],
                                          eventTime: Date()))
         }
@@ -97,7 +97,7 @@ struct ReplayTests {
         let body = Array(#"{"id":"live"}"#.utf8)
         let live = VerifiedWebhook(source: "s", webhookID: "live", eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
                                    body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
-        _ = try await store.accept(live, messages: [KoalaMessage(messageID: "live", source: "s", webhookID: "live", route: "r", output: "track",
+        _ = try await store.accept(live, messages: [KoalaMessage(messageID: "live", source: "s", webhookID: "live", route: "r", output: .track,
                                                                   endpoint: .person, kind: .track, identity: KoalaIdentity(email: "new@acme.io"),
                                                                   item: ["message_id": "live"], eventTime: Date())],
                                    remembers: [], linger: 0, identityWait: 0)

@@ -27,7 +27,7 @@ struct WebhookRouterTests {
         #expect(m.kind == .track)
         #expect(m.identity == KoalaIdentity(email: "ada@analytical-engines.io"))
         #expect(m.problem == nil)
-        #expect(m.messageID == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "invoice-paid", output: "track"))
+        #expect(m.messageID == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "invoice-paid", output: .track))
         #expect(m.item == [
             "type": "track", "event": "Invoice Paid", "message_id": .string(m.messageID), "sent_at": "2024-11-29T09:12:00.000Z",
             "properties": ["amount": .double(49.99), "currency": "USD", "invoice_id": "in_evt_1", "invoice_number": "INV-1",
@@ -41,7 +41,7 @@ struct WebhookRouterTests {
             "customer_email": nil, "customer_details": ["email": "Grace@Hopper.dev", "name": "Grace Hopper"],
         ])
         let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "checkout.session.completed", id: "evt_2"))
-        #expect(messages.map(\.output) == ["track", "identify"])
+        #expect(messages.map(\.output) == [.track, .identify])
         #expect(messages.allSatisfy { $0.identity == KoalaIdentity(email: "grace@hopper.dev") })
         #expect(messages[1].item["traits"] == ["email": "grace@hopper.dev", "name": "Grace Hopper", "stripe_customer_id": "cus_9", "is_customer": true])
         #expect(Set(messages.map(\.messageID)).count == 2)
@@ -70,14 +70,14 @@ struct WebhookRouterTests {
     }
 
     @Test func messageIDsAreStableAndDistinct() {
-        let a = MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: "track")
-        #expect(a == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: "track"))
-        #expect(a != MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: "identify"))
+        let a = MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .track)
+        #expect(a == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .track))
+        #expect(a != MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .identify))
         // Length-prefixing keeps boundaries unambiguous.
-        #expect(MessageID.derive(source: "ab", webhookID: "c", route: "r", output: "o") != MessageID.derive(source: "a", webhookID: "bc", route: "r", output: "o"))
+        #expect(MessageID.derive(source: "ab", webhookID: "c", route: "r", output: .track) != MessageID.derive(source: "a", webhookID: "bc", route: "r", output: .track))
         #expect(UUID(uuidString: a) != nil)
         // Pinned: the derivation is a public contract (README); changing it would double-count replays.
-        #expect(MessageID.derive(source: "stripe", webhookID: "evt_1QkoalaInvoicePaid0001", route: "invoice-paid", output: "track")
+        #expect(MessageID.derive(source: "stripe", webhookID: "evt_1QkoalaInvoicePaid0001", route: "invoice-paid", output: .track)
                 == "f8e4a02d-451a-890e-af93-77781b7d4fdf")
     }
 

@@ -50,9 +50,9 @@ struct BatcherTests {
     @Test func responsesAreClassified() {
         #expect(KoalaClient.classify(status: 200, body: "", retryAfter: nil) == .delivered(status: 200))
         #expect(KoalaClient.classify(status: 204, body: "", retryAfter: nil) == .delivered(status: 204))
-        #expect(KoalaClient.classify(status: 429, body: "", retryAfter: "7") == .retry(reason: "Koala answered 429", retryAfter: 7))
-        #expect(KoalaClient.classify(status: 503, body: "", retryAfter: nil) == .retry(reason: "Koala answered 503", retryAfter: nil))
-        #expect(KoalaClient.classify(status: 408, body: "", retryAfter: nil) == .retry(reason: "Koala answered 408", retryAfter: nil))
+        #expect(KoalaClient.classify(status: 429, body: "", retryAfter: "7") == .retry(.status(429), retryAfter: 7))
+        #expect(KoalaClient.classify(status: 503, body: "", retryAfter: nil) == .retry(.status(503), retryAfter: nil))
+        #expect(KoalaClient.classify(status: 408, body: "", retryAfter: nil) == .retry(.status(408), retryAfter: nil))
         #expect(KoalaClient.classify(status: 400, body: "bad", retryAfter: nil) == .rejected(status: 400, body: "bad"))
         #expect(KoalaClient.parseRetryAfter("120") == 120)
         #expect(KoalaClient.parseRetryAfter("soon") == nil)

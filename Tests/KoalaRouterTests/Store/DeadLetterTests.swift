@@ -19,11 +19,11 @@ struct DeadLetterTests {
             let body = Array(#"{"id":"w\#(n)"}"#.utf8)
             let webhook = VerifiedWebhook(source: "stripe", webhookID: "w\(n)", eventType: "t", eventTime: Date(), receivedAt: Date(),
                                           headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
-            let id = MessageID.derive(source: "stripe", webhookID: "w\(n)", route: route, output: "track")
+            let id = MessageID.derive(source: "stripe", webhookID: "w\(n)", route: route, output: .track)
             ids.append(id)
-            let message = KoalaMessage(messageID: id, source: "stripe", webhookID: "w\(n)", route: route, output: "track", endpoint: .person,
+            let message = KoalaMessage(messageID: id, source: "stripe", webhookID: "w\(n)", route: route, output: .track, endpoint: .person,
                                        kind: .track, identity: KoalaIdentity(email: email), item: ["message_id": .string(id), "type": "track"],
-                                       eventTime: Date(), problem: problem)
+                                       eventTime: Date(), disposition: problem.map { .dead(reason: $0) } ?? .send)
             _ = try await store.accept(webhook, messages: [message], remembers: [], linger: 0, identityWait: 0)
         }
         let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
@@ -86,7 +86,7 @@ struct DeadLetterTests {
             let list = try await client.executeRequest(uri: "/admin/dead-letters?source=stripe&reason=rejected", method: .get, headers: auth, body: nil)
             let listed = try JSONValue.parse(Array(buffer: list.body))
             #expect(listed["count"] == 1)
-            let id = MessageID.derive(source: "stripe", webhookID: "evt_admin", route: "invoice-paid", output: "track")
+            let id = MessageID.derive(source: "stripe", webhookID: "evt_admin", route: "invoice-paid", output: .track)
             let show = try await client.executeRequest(uri: "/admin/dead-letters/\(id)", method: .get, headers: auth, body: nil)
             let shown = try JSONValue.parse(Array(buffer: show.body))
             #expect(shown["reason"] == "koala rejected (422)")

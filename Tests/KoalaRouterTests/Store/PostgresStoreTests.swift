@@ -20,8 +20,8 @@ struct PostgresStoreTests {
     }
 
     func message(_ webhookID: String, email: String) -> KoalaMessage {
-        let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: "track")
-        return KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: "track", endpoint: .person,
+        let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: .track)
+        return KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: .track, endpoint: .person,
                             kind: .track, identity: KoalaIdentity(email: email),
                             item: ["message_id": .string(id), "type": "track", "event": "E"],
                             eventTime: Date(timeIntervalSince1970: 100))

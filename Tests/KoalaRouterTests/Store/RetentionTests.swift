@@ -11,8 +11,8 @@ struct RetentionTests {
         let body = Array(#"{"id":"\#(id)","data":{"object":{"customer_email":"\#(email)"}}}"#.utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: at, receivedAt: at, headers: [:],
                                       body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
-        let mid = MessageID.derive(source: "stripe", webhookID: id, route: "r", output: "track")
-        let message = KoalaMessage(messageID: mid, source: "stripe", webhookID: id, route: "r", output: "track", endpoint: .person,
+        let mid = MessageID.derive(source: "stripe", webhookID: id, route: "r", output: .track)
+        let message = KoalaMessage(messageID: mid, source: "stripe", webhookID: id, route: "r", output: .track, endpoint: .person,
                                    kind: .track, identity: KoalaIdentity(email: email), item: ["message_id": .string(mid), "type": "track"],
                                    eventTime: at)
         let remembers = remember ? [Remembered(key: MemoryKey(namespace: "c", key: id), identity: KoalaIdentity(email: email))] : []

@@ -14,19 +14,19 @@ struct StoreTests {
                                json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
-    func message(_ webhookID: String, _ output: String, email: String, problem: String? = nil, time: Double = 100) -> KoalaMessage {
+    func message(_ webhookID: String, _ output: KoalaMessage.Output, email: String, problem: String? = nil, time: Double = 100) -> KoalaMessage {
         let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: output)
         return KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: output, endpoint: .person,
                             kind: .track, identity: KoalaIdentity(email: email),
                             item: ["message_id": .string(id), "type": "track", "event": "E"],
-                            eventTime: Date(timeIntervalSince1970: time), problem: problem)
+                            eventTime: Date(timeIntervalSince1970: time), disposition: problem.map { .dead(reason: $0) } ?? .send)
     }
 
     @Test(arguments: Backend.allCases) func acceptIsAtomicAndDeduplicates(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
-        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         #expect(again == .duplicate)
         // Same id from another source is a different webhook.
         let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], remembers: [], linger: 0, identityWait: 60)
@@ -44,7 +44,7 @@ struct StoreTests {
             for i in 0..<600 {
                 let id = "evt_gc_\(i % 300)"
                 group.addTask {
-                    (id, try await store.accept(self.webhook(id), messages: [self.message(id, "track", email: "p\(i % 300)@x.io")],
+                    (id, try await store.accept(self.webhook(id), messages: [self.message(id, .track, email: "p\(i % 300)@x.io")],
                                                 remembers: [], linger: 0, identityWait: 0))
                 }
             }
@@ -72,7 +72,7 @@ struct StoreTests {
 
     @Test(arguments: Backend.allCases) func problemsAreDeadLetteredAtOnce(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", "track", email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
+        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", .track, email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
         #expect(outcome == .accepted(queued: 0, deadLettered: 1, waiting: 0))
         let dead = try await store.deadLetters(limit: 10)
         #expect(dead.map(\.reason) == ["identity missing"])
@@ -83,7 +83,7 @@ struct StoreTests {
     @Test(arguments: Backend.allCases) func lingerDelaysAndLeasesHideClaimedMessages(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
         let now = Date()
-        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", "track", email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
+        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", .track, email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
         #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
         let claimed = try await store.claimDue(now: now.addingTimeInterval(10), limit: 10, lease: 60)
         #expect(claimed.count == 1)
@@ -95,12 +95,12 @@ struct StoreTests {
 
     @Test(arguments: Backend.allCases) func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        _ = try await store.accept(webhook("w1"), messages: [message("w1", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        _ = try await store.accept(webhook("w1"), messages: [message("w1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
         let now = Date().addingTimeInterval(1)
         let first = try await store.claimDue(now: now, limit: 10, lease: 60)
         try await store.scheduleRetry(first.map(\.seq), at: now.addingTimeInterval(30), error: "503")
-        _ = try await store.accept(webhook("w2"), messages: [message("w2", "track", email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
-        _ = try await store.accept(webhook("w3"), messages: [message("w3", "track", email: "b@x.io")], remembers: [], linger: 0, identityWait: 60)
+        _ = try await store.accept(webhook("w2"), messages: [message("w2", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+        _ = try await store.accept(webhook("w3"), messages: [message("w3", .track, email: "b@x.io")], remembers: [], linger: 0, identityWait: 60)
         let next = try await store.claimDue(now: now.addingTimeInterval(1), limit: 10, lease: 60)
         #expect(next.map(\.identity.email) == ["b@x.io"])
         let later = try await store.claimDue(now: now.addingTimeInterval(31), limit: 10, lease: 60)
@@ -114,7 +114,7 @@ struct StoreTests {
         do {
             let store = try await SQLiteStore(path: path)
             _ = try await store.accept(webhook("w1"), messages: [
-                message("w1", "a", email: "a@x.io"), message("w1", "b", email: "b@x.io"), message("w1", "c", email: "c@x.io"),
+                message("w1", .track, email: "a@x.io"), message("w1", .identify, email: "b@x.io"), message("w1", .account, email: "c@x.io"),
             ], remembers: [], linger: 0, identityWait: 60)
             let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
             #expect(claimed.count == 3)

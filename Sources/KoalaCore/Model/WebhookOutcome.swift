@@ -1,0 +1,22 @@
+/// What became of one webhook request: the `outcome` label of `koala_router_webhooks_received_total` and the
+/// `reason` in logs. The one list of these words.
+public enum WebhookOutcome: String, Sendable, CaseIterable {
+    case accepted, duplicate
+    // Refused before or by verification (401, 404, 413, 503).
+    case unknownSource = "unknown_source"
+    case sourceDisabled = "source_disabled"
+    case missingHeader = "missing_header"
+    case malformedHeader = "malformed_header"
+    case signatureMismatch = "signature_mismatch"
+    case staleTimestamp = "stale_timestamp"
+    case tooLarge = "too_large"
+    case overloaded
+    // Verified, but not a webhook we can take (400).
+    case invalidJSON = "invalid_json"
+    case missingID = "missing_id"
+    case missingType = "missing_type"
+    case invalidID = "invalid_id"
+    case invalidType = "invalid_type"
+    /// The store could not take it (503); the provider retries.
+    case storeUnavailable = "store_unavailable"
+}
