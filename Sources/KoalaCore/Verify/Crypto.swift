@@ -24,21 +24,22 @@ public enum Crypto {
 
     /// HMAC of `data` with `key`.
     public static func hmac(_ algorithm: Algorithm, key: some ContiguousBytesLike, data: some ContiguousBytesLike) -> [UInt8] {
+        key.withBytes { keyBytes in
+            // OpenSSL needs a valid pointer even for an empty key: lend it one that lives through the call.
+            guard let keyPointer = keyBytes.baseAddress, !keyBytes.isEmpty else {
+                return [UInt8(0)].withUnsafeBytes { hmac(algorithm, key: $0.baseAddress!, keyLength: 0, data: data) }
+            }
+            return hmac(algorithm, key: keyPointer, keyLength: keyBytes.count, data: data)
+        }
+    }
+
+    private static func hmac(_ algorithm: Algorithm, key: UnsafeRawPointer, keyLength: Int, data: some ContiguousBytesLike) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var outLength: UInt32 = 0
-        key.withBytes { keyBytes in
-            data.withBytes { dataBytes in
-                out.withUnsafeMutableBufferPointer { outBuffer in
-                    // A zero-length key must still be a valid pointer for OpenSSL.
-                    var empty: UInt8 = 0
-                    let keyPointer = keyBytes.baseAddress ?? withUnsafePointer(to: &empty) { UnsafeRawPointer($0) }
-                    let dataPointer = dataBytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
-                    _ = HMAC(
-                        algorithm.md, keyPointer, Int32(keyBytes.count),
-                        dataPointer, dataBytes.count,
-                        outBuffer.baseAddress, &outLength
-                    )
-                }
+        data.withBytes { dataBytes in
+            out.withUnsafeMutableBufferPointer { outBuffer in
+                _ = HMAC(algorithm.md, key, Int32(keyLength), dataBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), dataBytes.count,
+                         outBuffer.baseAddress, &outLength)
             }
         }
         return Array(out.prefix(Int(outLength)))
