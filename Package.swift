@@ -122,13 +122,43 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers every test target shares: the repository root, temporary folders, signed sample webhooks.
+        .target(
+            name: "KoalaTestSupport",
+            dependencies: [
+                "KoalaCore",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/KoalaTestSupport"
+        ),
+        // Unit tests, one target per library target: no network, no database server, no binary.
         .testTarget(
-            name: "KoalaRouterTests",
+            name: "KoalaCoreTests",
+            dependencies: [
+                "KoalaCore", "KoalaTestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "KoalaDeliveryTests",
+            dependencies: ["KoalaCore", "KoalaStore", "KoalaDelivery", "KoalaTestSupport"]
+        ),
+        .testTarget(
+            name: "KoalaAppTests",
+            dependencies: ["KoalaCore", "KoalaApp", "KoalaTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Integration tests: real SQLite files and a real PostgreSQL server (scripts/test starts it), the HTTP server,
+        // the real koala-router binary, the fuzz corpus.
+        .testTarget(
+            name: "KoalaIntegrationTests",
             dependencies: [
                 "KoalaCore",
                 "KoalaStore",
                 "KoalaDelivery",
                 "KoalaApp",
+                "KoalaTestSupport",
                 "FuzzHarness",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

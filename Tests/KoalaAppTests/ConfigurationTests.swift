@@ -1,0 +1,100 @@
+import Foundation
+import Logging
+import Testing
+@testable import KoalaApp
+@testable import KoalaCore
+import KoalaTestSupport
+
+@Suite("Configuration and logs")
+struct ConfigurationTests {
+    @Test func invalidSettingsNameTheSetting() async {
+        func problem(_ env: [String: String]) async -> String? {
+            do {
+                _ = try await RouterConfiguration.load(environment: env)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(await problem(["KOALA_ROUTER_PORT": "eighty"]) == "invalid setting KOALA_ROUTER_PORT: 'eighty' is not a number in 0.0...65535.0")
+        #expect(await problem(["KOALA_API_URL": "ftp://x"]) == "invalid setting KOALA_API_URL: 'ftp://x' is not an http(s) URL")
+        #expect(await problem(["LOG_FORMAT": "xml"]) == "invalid setting LOG_FORMAT: 'xml' is not json or text")
+        #expect(await problem(["KOALA_ROUTER_ADMIN_TOKEN": "short"])?.hasPrefix("invalid setting KOALA_ROUTER_ADMIN_TOKEN: too short") == true)
+        #expect(await problem([:]) == nil)
+    }
+
+    @Test func secretsAreRedactedAndFilesAreRead() async throws {
+        let file = temporaryDirectory() + "/key"
+        try "pk_from_file\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let config = try await RouterConfiguration.load(environment: ["KOALA_PUBLIC_API_KEY_FILE": file, "KOALA_ROUTER_ADMIN_TOKEN": "a-very-secret-admin-token"])
+        #expect(config.koalaPublicKey == "pk_from_file")
+        let printed = config.described.map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
+        #expect(!printed.contains("pk_from_file") && !printed.contains("a-very-secret-admin-token"))
+        #expect(printed.contains("KOALA_PUBLIC_API_KEY=(set, redacted)"))
+    }
+
+    @Test func flagsWinOverEnvironmentWhichWinsOverTheFile() async throws {
+        let file = temporaryDirectory() + "/koala-router.yaml"
+        try """
+            koala_router:
+              port: 9000
+              host: 127.0.0.1
+              linger_ms: 250
+              lease_s: 90
+            koala:
+              api_url: https://koala.example
+            log:
+              level: debug
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let config = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_PORT": "9100", "KOALA_ROUTER_CONFIG": file],
+                                                        flags: ["KOALA_ROUTER_HOST": "0.0.0.0"])
+        #expect(config.host == "0.0.0.0")                        // flag over file
+        #expect(config.port == 9100)                             // environment over file
+        #expect(config.delivery.linger == 0.25)                  // file over default
+        #expect(config.delivery.lease == 90)
+        #expect(config.koalaAPIURL == "https://koala.example")
+        #expect(config.logLevel == .debug)
+        #expect(config.configFile == file)
+        #expect(config.retention == 7 * 86400)                   // default
+        // A secret from a *_FILE beats the config file, an environment value beats the *_FILE.
+        let secret = temporaryDirectory() + "/admin-token"
+        try "token-from-a-mounted-secret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let fromFile = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_ADMIN_TOKEN_FILE": secret], configFile: file)
+        #expect(fromFile.adminToken == "token-from-a-mounted-secret")
+        let fromEnv = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_ADMIN_TOKEN_FILE": secret,
+                                                                       "KOALA_ROUTER_ADMIN_TOKEN": "token-from-the-environment"])
+        #expect(fromEnv.adminToken == "token-from-the-environment")
+    }
+
+    @Test func aBadConfigFileNamesTheLineAndTheSetting() async throws {
+        let file = temporaryDirectory() + "/koala-router.yaml"
+        try """
+            koala_router:
+              port: 9000
+              lingr_ms: 250
+            loging:
+              level: debug
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        do {
+            _ = try await RouterConfiguration.load(environment: [:], configFile: file)
+            Issue.record("a config file with typos was accepted")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("\(file):3: unknown setting 'koala_router.lingr_ms' (did you mean 'linger_ms'?)"))
+            #expect(text.contains("\(file):4: unknown section 'loging'"))
+        }
+        // A value from the file is checked like any other, and named by its setting.
+        try "koala_router:\n  port: eighty\n".write(toFile: file, atomically: true, encoding: .utf8)
+        await #expect(throws: RouterConfiguration.Invalid.self) { try await RouterConfiguration.load(environment: [:], configFile: file) }
+        await #expect(throws: RouterConfiguration.Invalid.self) {
+            try await RouterConfiguration.load(environment: ["KOALA_ROUTER_CONFIG": "/nonexistent/koala-router.yaml"])
+        }
+        await #expect(throws: RouterConfiguration.Invalid.self) {
+            try await RouterConfiguration.load(environment: ["KOALA_PUBLIC_API_KEY_FILE": "/nonexistent/key"])
+        }
+    }
+
+    @Test func jsonLogLinesCarryMetadata() {
+        #expect(JSONLogHandler.json(.dictionary(["a": .string("b"), "n": .array([.stringConvertible(3)])])) == ["a": "b", "n": ["3"]])
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+@testable import KoalaCore
+import KoalaTestSupport
+
+@Suite("Routing webhooks to Koala messages")
+struct WebhookRouterTests {
+    func stripeSource() throws -> SourceDefinition {
+        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(directory: repositoryRoot + "/routes")
+        return try #require(table.sources["stripe"])
+    }
+
+    func webhook(_ body: [UInt8], type: String, id: String) throws -> VerifiedWebhook {
+        VerifiedWebhook(source: "stripe", webhookID: id, eventType: type, eventTime: Date(timeIntervalSince1970: 1_732_871_520),
+                        receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body),
+                        secretLabel: "STRIPE_WEBHOOK_SECRET", rulesVersion: "test")
+    }
+
+    @Test func invoicePaidBecomesOneTrackEvent() throws {
+        let router = WebhookRouter(source: try stripeSource())
+        let messages = router.route(try webhook(invoicePaid(id: "evt_1", email: " Ada@Analytical-Engines.io", amount: 4999), type: "invoice.paid", id: "evt_1"))
+        #expect(messages.count == 1)
+        let m = try #require(messages.first)
+        #expect(m.endpoint == .person)
+        #expect(m.kind == .track)
+        #expect(m.identity == KoalaIdentity(email: "ada@analytical-engines.io"))
+        #expect(m.problem == nil)
+        #expect(m.messageID == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "invoice-paid", output: .track))
+        #expect(m.item == [
+            "type": "track", "event": "Invoice Paid", "message_id": .string(m.messageID), "sent_at": "2024-11-29T09:12:00.000Z",
+            "properties": ["amount": .double(49.99), "currency": "USD", "invoice_id": "in_evt_1", "invoice_number": "INV-1",
+                           "billing_reason": "subscription_create", "stripe_customer_id": "cus_1"],
+        ])
+    }
+
+    @Test func checkoutBecomesTrackAndIdentify() throws {
+        let body = stripeEvent(id: "evt_2", type: "checkout.session.completed", object: [
+            "id": "cs_1", "amount_total": 4900, "currency": "eur", "mode": "subscription", "customer": "cus_9",
+            "customer_email": nil, "customer_details": ["email": "Grace@Hopper.dev", "name": "Grace Hopper"],
+        ])
+        let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "checkout.session.completed", id: "evt_2"))
+        #expect(messages.map(\.output) == [.track, .identify])
+        #expect(messages.allSatisfy { $0.identity == KoalaIdentity(email: "grace@hopper.dev") })
+        #expect(messages[1].item["traits"] == ["email": "grace@hopper.dev", "name": "Grace Hopper", "stripe_customer_id": "cus_9", "is_customer": true])
+        #expect(Set(messages.map(\.messageID)).count == 2)
+    }
+
+    @Test func missingEmailIsAProblemNotASilentDrop() throws {
+        let body = stripeEvent(id: "evt_3", type: "invoice.paid", object: ["id": "in_3", "customer_email": nil, "amount_paid": 100])
+        let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "invoice.paid", id: "evt_3"))
+        #expect(messages.count == 1)
+        #expect(messages[0].problem?.hasPrefix("identity missing") == true)
+    }
+
+    @Test func invalidEmailIsAProblem() throws {
+        let body = stripeEvent(id: "evt_4", type: "invoice.paid", object: ["id": "in_4", "customer_email": "not an email", "amount_paid": 100])
+        let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "invoice.paid", id: "evt_4"))
+        #expect(messages[0].problem == "person.email is not a valid email address")
+    }
+
+    @Test func unmatchedTypeProducesNothingAndExplainsWhy() throws {
+        let router = WebhookRouter(source: try stripeSource())
+        let w = try webhook(stripeEvent(id: "evt_5", type: "charge.refunded", object: [:]), type: "charge.refunded", id: "evt_5")
+        #expect(router.route(w).isEmpty)
+        let invoice = try #require(router.explain(w).first { $0.route == "invoice-paid" })
+        #expect(!invoice.matched)
+        #expect(invoice.reason == "type 'charge.refunded' is not invoice.paid")
+    }
+
+    @Test func messageIDsAreStableAndDistinct() {
+        let a = MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .track)
+        #expect(a == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .track))
+        #expect(a != MessageID.derive(source: "stripe", webhookID: "evt_1", route: "r", output: .identify))
+        // Length-prefixing keeps boundaries unambiguous.
+        #expect(MessageID.derive(source: "ab", webhookID: "c", route: "r", output: .track) != MessageID.derive(source: "a", webhookID: "bc", route: "r", output: .track))
+        #expect(UUID(uuidString: a) != nil)
+        // Pinned: the derivation is a public contract (README); changing it would double-count replays.
+        #expect(MessageID.derive(source: "stripe", webhookID: "evt_1QkoalaInvoicePaid0001", route: "invoice-paid", output: .track)
+                == "f8e4a02d-451a-890e-af93-77781b7d4fdf")
+    }
+
+    @Test func accountOutputKeysByCompanyDomain() throws {
+        let table = try RuleLoader(environment: ["S": "x"]).load(files: [("t.yaml", """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: plan
+                when: { type: plan.changed }
+                person: { email: body.email }
+                account:
+                  domain: person.email | email_domain
+                  group_id: body.workspace
+                  traits: { billing_plan: body.plan, is_current_customer: true }
+            """)])
+        let router = WebhookRouter(source: try #require(table.sources["shop"]))
+        func run(_ email: String) throws -> KoalaMessage {
+            let body = Array(JSONValue.object(["email": .string(email), "plan": "pro", "workspace": "dev"]).encoded().utf8)
+            let w = VerifiedWebhook(source: "shop", webhookID: "w1", eventType: "plan.changed", eventTime: Date(timeIntervalSince1970: 0),
+                                    receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+            return try #require(router.route(w).first)
+        }
+        let company = try run("ops@Acme.io")
+        #expect(company.endpoint == .account)
+        #expect(company.identity == KoalaIdentity(domain: "acme.io"))
+        #expect(company.item["traits"] == ["billing_plan": "pro", "is_current_customer": true, "group_id": "dev"])
+        let free = try run("someone@gmail.com")
+        #expect(free.problem?.contains("free-mail") == true)
+    }
+}

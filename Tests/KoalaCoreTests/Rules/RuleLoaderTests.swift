@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+@testable import KoalaCore
+import KoalaTestSupport
+
+@Suite("Rule files")
+struct RuleLoaderTests {
+    let env = ["STRIPE_WEBHOOK_SECRET": "whsec_x"]
+
+    func load(_ text: String, env: [String: String]? = nil) throws(RuleTableErrors) -> RuleTable {
+        try RuleLoader(environment: env ?? self.env).load(files: [("routes/test.yaml", text)])
+    }
+
+    func errors(_ text: String) -> [String] {
+        do {
+            _ = try load(text)
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    static let minimal = """
+        source: shop
+        verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+        routes:
+          - name: paid
+            when: { type: invoice.paid }
+            person: { email: body.data.object.customer_email }
+            track: { event: Invoice Paid }
+        """
+
+    @Test func shippedRoutesLoad() throws {
+        let table = try RuleLoader(environment: env).load(directory: repositoryRoot + "/routes")
+        let stripe = try #require(table.sources["stripe"])
+        #expect(stripe.verifier != nil)
+        #expect(stripe.routes.map(\.name).contains("invoice-paid"))
+        #expect(stripe.routes.map(\.name).contains("checkout-completed"))
+        #expect(table.version.count == 12)
+    }
+
+    @Test func minimalFileUsesSchemeDefaults() throws {
+        let table = try load(Self.minimal)
+        let source = try #require(table.sources["shop"])
+        #expect(source.webhookID.description == "body.id")
+        #expect(source.eventType.description == "body.type")
+        #expect(source.eventTime?.description == "body.created | unix_seconds")
+    }
+
+    @Test func missingSecretDisablesTheSourceWithAWarning() throws {
+        let table = try load(Self.minimal, env: [:])
+        #expect(table.sources["shop"]?.verifier == nil)
+        #expect(table.sources["shop"]?.disabledReason?.contains("set STRIPE_WEBHOOK_SECRET") == true)
+        #expect(table.warnings.count == 1)
+    }
+
+    @Test func secretFromFile() throws {
+        let dir = temporaryDirectory()
+        let file = dir + "/secret"
+        try "whsec_from_file\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let table = try load(Self.minimal, env: ["STRIPE_WEBHOOK_SECRET_FILE": file])
+        let verifier = try #require(table.sources["shop"]?.verifier as? TimestampedHeaderVerifier)
+        #expect(verifier.secrets.first?.key == Array("whsec_from_file".utf8))
+    }
+
+    @Test func unknownKeyIsReportedWithPositionAndSuggestion() {
+        let text = Self.minimal.replacingOccurrences(of: "    person:", with: "    persn:")
+        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember")
+    }
+
+    @Test func unknownFilterPointsAtTheFilter() {
+        let text = Self.minimal.replacingOccurrences(of: "customer_email }", with: "customer_email | lowr }")
+        #expect(errors(text) == ["routes/test.yaml:6:56: in person.email: unknown filter 'lowr'; did you mean 'lower'? filters: cents, count, default, email, email_domain, first, iso8601, join, lower, number, round, string, timestamp, trim, unix_millis, unix_seconds, upper"])
+    }
+
+    @Test func inlineSecretIsRefused() {
+        let text = Self.minimal.replacingOccurrences(of: "secrets: [STRIPE_WEBHOOK_SECRET]", with: "secrets: [whsec_abc123]")
+        #expect(errors(text) == ["routes/test.yaml:2:37: secrets are referenced by environment variable name, never written inline; put the secret in an environment variable (e.g. SHOP_WEBHOOK_SECRET) and write its name here"])
+    }
+
+    @Test func unknownSchemeIsReported() {
+        let text = Self.minimal.replacingOccurrences(of: "scheme: stripe", with: "scheme: strpe")
+        #expect(errors(text).first?.hasPrefix("routes/test.yaml:2:19: unknown signature scheme 'strpe'; did you mean 'stripe'?") == true)
+    }
+
+    @Test func brokenYAMLIsReportedWithPosition() {
+        let e = errors("source: shop\nverify: [unclosed\n")
+        #expect(e.count == 1)
+        #expect(e.first?.hasPrefix("routes/test.yaml:3:1: invalid YAML:") == true)
+    }
+
+    @Test func duplicateRouteNames() {
+        let text = Self.minimal + """
+
+              - name: paid
+                when: { type: invoice.created }
+                person: { email: body.x }
+                track: { event: X }
+            """
+        #expect(errors(text) == ["routes/test.yaml:8:5: route name 'paid' is used twice (first at line 4); route names are part of every message id: make each unique within the source"])
+    }
+
+    @Test func visitorOutputWithoutPerson() {
+        let text = Self.minimal.replacingOccurrences(of: "    person: { email: body.data.object.customer_email }\n", with: "")
+        #expect(errors(text) == ["routes/test.yaml:4:5: route 'paid' sends visitor data but has no 'person'; add 'person: { email: … }' so Koala knows whose event or traits these are"])
+    }
+
+    @Test func routeWithoutOutputAndMissingKeys() {
+        let e = errors("""
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: nothing
+                when: { type: a }
+              - when: { type: b }
+                track: { event: X }
+            """)
+        #expect(e.contains("routes/test.yaml:4:5: route 'nothing' has no output; add at least one of 'track', 'identify' or 'account'"))
+        #expect(e.contains("routes/test.yaml:6:5: missing 'name'; give the route a unique name, e.g. 'name: invoice-paid'"))
+    }
+
+    @Test func badExpressionSyntax() {
+        let text = """
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person:
+                  email: body.data.object.lines[x].email
+                track: { event: Invoice Paid }
+            """
+        #expect(errors(text) == ["routes/test.yaml:7:38: in person.email: expected '==' or '!=' in the selection; select an element with [field == value], e.g. email_addresses[id == body.data.primary_email_address_id]"])
+    }
+
+    @Test func everyErrorIsReportedNotJustTheFirst() {
+        let text = Self.minimal
+            .replacingOccurrences(of: "scheme: stripe", with: "scheme: nope")
+            .replacingOccurrences(of: "    person:", with: "    persn:")
+        #expect(errors(text).count >= 3)
+    }
+
+    @Test func duplicateSourceAcrossFiles() {
+        do {
+            _ = try RuleLoader(environment: env).load(files: [("a.yaml", Self.minimal), ("b.yaml", Self.minimal)])
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.map(\.description) == ["b.yaml:1:1: source 'shop' is already defined in a.yaml; give each source its own name; one file per source"])
+        }
+    }
+
+    @Test func emptyDirectoryIsAnError() {
+        do {
+            _ = try RuleLoader(environment: env).load(directory: temporaryDirectory())
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.first?.message == "no rule files (*.yaml) found")
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+@testable import KoalaCore
+import KoalaTestSupport
+
+@Suite("Rule tests (koala-router test)")
+struct RuleTestRunnerTests {
+    func table() throws -> RuleTable {
+        try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+    }
+
+    @Test func everyShippedRouteIsTestedAndPasses() throws {
+        let report = RuleTestRunner(table: try table()).run(directory: repositoryRoot + "/routes/tests")
+        #expect(report.errors.isEmpty, "\(report.errors)")
+        for outcome in report.outcomes where !outcome.passed {
+            Issue.record("\(outcome.file):\(outcome.line) \(outcome.name): \(outcome.failures.joined(separator: "; "))")
+        }
+        #expect(report.outcomes.count >= 20)
+        #expect(report.untested.isEmpty, "routes without a test: \(report.untested)")
+    }
+
+    func run(_ text: String) throws -> RuleTestRunner.Report {
+        let dir = temporaryDirectory()
+        try text.write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
+        return RuleTestRunner(table: try table()).run(directory: dir)
+    }
+
+    @Test func aWrongExpectationFailsWithAPreciseDiff() throws {
+        let report = try run("""
+            source: stripe
+            tests:
+              - name: wrong amount and missing output
+                body: { id: e1, type: invoice.paid, created: 0, data: { object: { customer_email: a@acme.io, amount_paid: 4950, currency: usd } } }
+                expect:
+                  - route: invoice-paid
+                    output: track
+                    email: b@acme.io
+                    properties: { amount: 49, currency: USD }
+                  - route: invoice-paid
+                    output: identify
+            """)
+        let outcome = try #require(report.outcomes.first)
+        #expect(!outcome.passed)
+        #expect(outcome.failures == [
+            "expected 2 message(s), got 1: invoice-paid/track",
+            #"message 1 (invoice-paid/track): email: expected "b@acme.io", got "a@acme.io""#,
+            "message 1 (invoice-paid/track): properties.amount: expected 49, got 49.5",
+        ])
+    }
+
+    @Test func noOutputExpectedButSomeProduced() throws {
+        let report = try run("""
+            source: stripe
+            tests:
+              - name: should be ignored
+                body: { id: e1, type: invoice.paid, created: 0, data: { object: { customer_email: a@acme.io } } }
+                expect: []
+            """)
+        #expect(report.outcomes.first?.failures.first == "expected 0 message(s), got 1: invoice-paid/track")
+    }
+
+    @Test func mistakesInTestFilesArePositioned() throws {
+        let report = try run("""
+            source: stripe
+            tests:
+              - name: typo
+                webhok: x.json
+                expect: []
+            """)
+        #expect(report.errors.map(\.description).contains("\(temporaryDirectoryPrefix(report))t.yaml:4:5: unknown key 'webhok' in a test; allowed keys: name, webhook, body, headers, memory, expect"))
+        let unknown = try run("source: nope\ntests: []\n")
+        #expect(unknown.errors.first?.message == "no rule file declares source 'nope'")
+    }
+
+    func temporaryDirectoryPrefix(_ report: RuleTestRunner.Report) -> String {
+        let file = report.errors.first?.file ?? ""
+        return String(file.dropLast("t.yaml".count))
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
+import KoalaTestSupport
+
+/// What only the shared backend has to get right: several replicas on one database.
+@Suite("PostgreSQL store: replicas on one database", .enabled(if: Backend.postgresConfigured, "needs the PostgreSQL server scripts/test starts"))
+struct PostgresStoreTests {
+    let logger = quietLogger
+
+    func webhook(_ id: String) -> VerifiedWebhook {
+        let body = Array(#"{"id":"\#(id)"}"#.utf8)
+        return VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
+                               receivedAt: Date(), headers: [:], body: body, json: try! JSONValue.parse(body), secretLabel: "S",
+                               rulesVersion: "v")
+    }
+
+    func message(_ webhookID: String, email: String) -> KoalaMessage {
+        let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: .track)
+        return KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: .track, endpoint: .person,
+                            kind: .track, identity: KoalaIdentity(email: email),
+                            item: ["message_id": .string(id), "type": "track", "event": "E"],
+                            eventTime: Date(timeIntervalSince1970: 100))
+    }
+
+    /// Several stores on one schema, opened at the same moment (each runs the migrations).
+    func replicas(_ n: Int) async throws -> [PostgresStore] {
+        let url = try freshPostgresURL()
+        return try await withThrowingTaskGroup(of: PostgresStore.self) { group in
+            for _ in 0..<n { group.addTask { try await PostgresStore(url: url, logger: self.logger) } }
+            var stores: [PostgresStore] = []
+            for try await store in group { stores.append(store) }
+            return stores
+        }
+    }
+
+    @Test func replicasStartingTogetherMigrateOnce() async throws {
+        let stores = try await replicas(4)
+        let rows = try await stores[0].client.query("SELECT version FROM koala_router_migrations", logger: logger).rows()
+        #expect(rows.count == PostgresStore.migrations.count)
+        for store in stores { try await store.close() }
+    }
+
+    @Test func aWebhookSentToTwoReplicasAtOnceIsStoredOnce() async throws {
+        let stores = try await replicas(2)
+        let outcomes = try await withThrowingTaskGroup(of: AcceptOutcome.self) { group in
+            for i in 0..<200 {
+                let store = stores[i % 2]
+                let id = "evt_dup_\(i / 2)"
+                group.addTask {
+                    try await store.accept(self.webhook(id), messages: [self.message(id, email: "p\(i % 7)@x.io")],
+                                           remembers: [], linger: 0, identityWait: 0)
+                }
+            }
+            var all: [AcceptOutcome] = []
+            for try await outcome in group { all.append(outcome) }
+            return all
+        }
+        #expect(outcomes.filter { $0 == .duplicate }.count == 100)
+        #expect(outcomes.filter { $0 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }.count == 100)
+        let counts = try await stores[0].counts()
+        #expect(counts.webhooks == 100 && counts.pending == 100)
+        for store in stores { try await store.close() }
+    }
+
+    @Test func concurrentClaimsNeverShareAMessageOrAPerson() async throws {
+        let stores = try await replicas(3)
+        // 12 people, 25 messages each.
+        for i in 0..<300 {
+            let id = "evt_claim_\(i)"
+            _ = try await stores[i % 3].accept(webhook(id), messages: [message(id, email: "person\(i % 12)@x.io")],
+                                                remembers: [], linger: 0, identityWait: 0)
+        }
+        let now = Date().addingTimeInterval(1)
+        // Three replicas claim at once, again and again, without finishing anything: each person's messages
+        // may be held by one replica only.
+        var claimedBy: [String: Int] = [:]
+        var seen = Set<Int64>()
+        for _ in 0..<5 {
+            let rounds = try await withThrowingTaskGroup(of: (Int, [OutboxMessage]).self) { group in
+                for (n, store) in stores.enumerated() {
+                    group.addTask { (n, try await store.claimDue(now: now, limit: 7, lease: 60)) }
+                }
+                var all: [(Int, [OutboxMessage])] = []
+                for try await round in group { all.append(round) }
+                return all
+            }
+            for (replica, messages) in rounds {
+                for message in messages {
+                    #expect(seen.insert(message.seq).inserted, "message \(message.seq) claimed twice")
+                    let person = message.identity.email ?? ""
+                    if let holder = claimedBy[person] {
+                        #expect(holder == replica, "\(person) has messages leased by replicas \(holder) and \(replica)")
+                    }
+                    claimedBy[person] = replica
+                }
+            }
+        }
+        #expect(claimedBy.count == 12)
+        for store in stores { try await store.close() }
+    }
+
+    @Test func onlyTheLeaseHolderRecordsARetryAfterTheLeaseMoved() async throws {
+        let stores = try await replicas(2)
+        let (a, b) = (stores[0], stores[1])
+        _ = try await a.accept(webhook("evt_lease"), messages: [message("evt_lease", email: "x@x.io")], remembers: [], linger: 0, identityWait: 0)
+        let now = Date().addingTimeInterval(1)
+        let first = try await a.claimDue(now: now, limit: 10, lease: 5)
+        #expect(first.count == 1)
+        // Replica a stalls past its lease; b takes the message over.
+        #expect(try await b.claimDue(now: now.addingTimeInterval(2), limit: 10, lease: 5).isEmpty)
+        let taken = try await b.claimDue(now: now.addingTimeInterval(6), limit: 10, lease: 60)
+        #expect(taken.map(\.seq) == first.map(\.seq))
+        // a's late verdict must not release b's lease (another replica would send it while b is sending).
+        try await a.scheduleRetry(first.map(\.seq), at: now, error: "late")
+        try await a.deadLetter(first.map(\.seq), reason: "late", detail: nil, at: now)
+        #expect(try await a.claimDue(now: now.addingTimeInterval(7), limit: 10, lease: 60).isEmpty)
+        #expect(try await a.counts().dead == 0)
+        // Delivered is a fact whoever reports it.
+        try await b.markDelivered(taken.map(\.seq), at: Date())
+        #expect(try await a.counts().delivered == 1)
+        for store in stores { try await store.close() }
+    }
+
+    @Test func anUnreachableDatabaseFailsFastAndIsNotReady() async throws {
+        // Nothing listens on this port: connecting fails, calls give up within the operation timeout.
+        let port = CrashTests.freePort()
+        let url = "postgres://koala@127.0.0.1:\(port)/none?sslmode=disable&operation_timeout_ms=500"
+        let started = Date()
+        await #expect(throws: (any Error).self) { try await PostgresStore(url: url, logger: logger) }
+        #expect(Date().timeIntervalSince(started) < 60)
+    }
+
+    @Test func settingsAreParsedAndPasswordsRedacted() async throws {
+        let url = try PostgresURL("postgres://router:s3cr%40t@db.internal:6432/koala?sslmode=require&schema=koala&pool_size=4&statement_timeout_ms=2000")
+        #expect(url.host == "db.internal" && url.port == 6432 && url.username == "router" && url.password == "s3cr@t")
+        #expect(url.database == "koala" && url.sslmode == .require && url.schema == "koala" && url.poolSize == 4)
+        #expect(url.statementTimeoutMS == 2000)
+        #expect(!PostgresURL.redacted("postgres://router:s3cr3t@db/koala").contains("s3cr3t"))
+        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?sslmode=maybe") }
+        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?schema=Robert';DROP") }
+        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?pool=3") }
+        // Start-up refuses a bad address and names the setting, without echoing the password.
+        do {
+            _ = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k?sslmode=nope"])
+            Issue.record("a bad sslmode was accepted")
+        } catch {
+            #expect("\(error)".contains("KOALA_ROUTER_DATABASE"))
+            #expect(!"\(error)".contains("hunter2"))
+        }
+        let config = try await RouterConfiguration.load(environment: ["KOALA_ROUTER_DATABASE": "postgres://u:hunter2@db/k"])
+        #expect(!config.described.map(\.1).joined().contains("hunter2"))
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import HTTPTypes
+import KoalaCore
+import Logging
+
+public let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// A fresh temporary folder for one test.
+public func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "koala-router-tests/" + UUID().uuidString
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+public func eventually(timeout: Double = 10, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return try await condition()
+}
+
+/// The repository root (tests read the shipped routes/).
+public let repositoryRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+    }
+    return FileManager.default.currentDirectoryPath
+}()
+
+public let testSecret = "whsec_koala_router_tests"
+
+/// A Stripe-shaped event body.
+public func stripeEvent(id: String, type: String, created: Int = 1_732_871_520, object: JSONValue) -> [UInt8] {
+    Array(JSONValue.object(["id": .string(id), "object": "event", "type": .string(type), "created": .int(Int64(created)),
+                            "data": ["object": object]]).encoded().utf8)
+}
+
+public func invoicePaid(id: String, email: String, amount: Int64 = 4900, created: Int = 1_732_871_520) -> [UInt8] {
+    stripeEvent(id: id, type: "invoice.paid", created: created, object: [
+        "id": .string("in_\(id)"), "object": "invoice", "customer_email": .string(email), "amount_paid": .int(amount),
+        "currency": "usd", "customer": "cus_1", "number": "INV-1", "billing_reason": "subscription_create",
+    ])
+}
+
+public func stripeHeaders(_ body: [UInt8], secret: String = testSecret, timestamp: Int64 = Int64(Date().timeIntervalSince1970)) -> HTTPFields {
+    [HTTPField.Name("Stripe-Signature")!: StripeVerifier.sign(body: body, secret: secret, timestamp: timestamp),
+     .contentType: "application/json"]
+}
+
+
+/// Header fields from name → value pairs.
+public func fields(_ pairs: [String: String]) -> HTTPFields {
+    var f = HTTPFields()
+    for (k, v) in pairs { f[HTTPField.Name(k)!] = v }
+    return f
+}
