@@ -25,23 +25,16 @@ public final class IdentityResolver: Service, Sendable {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            // A failing store is logged once when it starts failing and once when it recovers, not every poll.
-            var failures = 0
+            var failures = FailureStreak("identity resolver rounds")
             while !Task.isCancelled {
                 var worked = false
                 do {
                     worked = try await self.runOnce()
-                    if failures > 0 {
-                        self.logger.notice("identity resolver works again", metadata: ["failed_rounds": "\(failures)"])
-                        failures = 0
-                    }
+                    failures.succeeded(self.logger)
                 } catch is CancellationError {
                     return
                 } catch {
-                    failures += 1
-                    if failures == 1 || failures.isMultiple(of: 100) {
-                        self.logger.error("identity resolver round failed; will retry", metadata: ["error": "\(error)", "failed_rounds": "\(failures)"])
-                    }
+                    failures.failed(error, self.logger)
                 }
                 if !worked { try? await Task.sleep(nanoseconds: UInt64(self.interval * 1_000_000_000)) }
             }

@@ -66,25 +66,19 @@ public final class Sender: Service, Sendable {
     func loop() async {
         // Consecutive failed rounds (the store unreachable, say): wait longer each time, up to 5 s, and log
         // the first failure and the recovery rather than every poll.
-        var failures = 0
+        var failures = FailureStreak("sender rounds")
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             var worked = false
             do {
                 worked = try await runOnce()
-                if failures > 0 {
-                    logger.notice("sender rounds work again", metadata: ["failed_rounds": "\(failures)"])
-                    failures = 0
-                }
+                failures.succeeded(logger)
             } catch is CancellationError {
                 return
             } catch {
-                failures += 1
-                if failures == 1 || failures.isMultiple(of: 100) {
-                    logger.error("sender round failed; will retry", metadata: ["error": "\(error)", "failed_rounds": "\(failures)"])
-                }
+                failures.failed(error, logger)
             }
             if !worked {
-                let wait = failures == 0 ? policy.pollInterval : min(5, policy.pollInterval * pow(2, Double(min(failures, 10))))
+                let wait = failures.count == 0 ? policy.pollInterval : min(5, policy.pollInterval * pow(2, Double(min(failures.count, 10))))
                 try? await Task.sleep(nanoseconds: UInt64(wait * 1_000_000_000))
             }
         }
