@@ -190,7 +190,7 @@ struct HealthCheck: ParsableCommand {
         let port = ProcessInfo.processInfo.environment["KOALA_ROUTER_PORT"] ?? "8080"
         let target = url ?? "http://127.0.0.1:\(port)/healthz"
         guard let components = URLComponents(string: target), let host = components.host else { throw ExitCode(2) }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
