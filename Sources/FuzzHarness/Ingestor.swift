@@ -22,7 +22,11 @@ public final class Ingestor: Sendable {
 
     public init(directory: String) async throws {
         table = try RuleLoader(environment: Self.environment).load(directory: FuzzHarness.repositoryRoot + "/routes")
-        store = try await SQLiteStore(path: directory + "/fuzz.sqlite")
+        let store = try await SQLiteStore(path: directory + "/fuzz.sqlite")
+        self.store = store
+        // libFuzzer calls a synchronous entry point for each input, so the store runs for the whole process,
+        // beside the fuzzing loop rather than inside a scope.
+        Task { try await store.run() }
         ingest = Ingest(rules: RulesHolder(table), store: store, linger: 3600, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 

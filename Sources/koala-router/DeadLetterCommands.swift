@@ -19,8 +19,9 @@ struct DeadLetterOptions: ParsableArguments {
     var until: String?
     @Option(name: .long, parsing: .singleValue, help: "A message id (repeatable).")
     var id: [String] = []
-    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
+    @OptionGroup var settings: SettingsOption
 
     func filter() throws -> DeadLetterFilter {
         func time(_ text: String?, _ name: String) throws -> Date? {
@@ -32,10 +33,9 @@ struct DeadLetterOptions: ParsableArguments {
                                 since: try time(since, "since"), until: try time(until, "until"))
     }
 
-    func store() async throws -> any WebhookStore {
-        var config = try await RouterConfiguration.load()
-        if let database { config.database = database }
-        return try await openStore(config, serving: false)
+    /// Runs `body` with the store the settings name.
+    func withStore<T>(_ body: (any WebhookStore) async throws -> T) async throws -> T {
+        try await settings.resolve(["KOALA_ROUTER_DATABASE": database]).withStore(body)
     }
 }
 
@@ -54,9 +54,8 @@ struct DeadLetters: AsyncParsableCommand {
         @Flag(name: .long, help: "One JSON object per line.") var json = false
 
         func run() async throws {
-            let store = try await options.store()
-            let letters = try await store.deadLetters(matching: try options.filter(), limit: limit)
-            try await store.close()
+            let filter = try options.filter()
+            let letters = try await options.withStore { try await $0.deadLetters(matching: filter, limit: limit) }
             for letter in letters {
                 if json {
                     print(letter.json.encoded())
@@ -72,14 +71,14 @@ struct DeadLetters: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one dead letter in full, with Koala's answer if there was one.")
         @Argument(help: "The message id.") var messageID: String
-        @Option(name: .long, help: "SQLite file.") var database: String?
+        @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+        var database: String?
+        @OptionGroup var settings: SettingsOption
 
         func run() async throws {
-            var options = DeadLetterOptions()
-            options.database = database
-            let store = try await options.store()
-            let letter = try await store.deadLetters(matching: DeadLetterFilter(messageIDs: [messageID]), limit: 1).first
-            try await store.close()
+            let filter = DeadLetterFilter(messageIDs: [messageID])
+            let letter = try await settings.resolve(["KOALA_ROUTER_DATABASE": database])
+                .withStore { try await $0.deadLetters(matching: filter, limit: 1).first }
             guard let letter else {
                 FileHandle.standardError.write(Data("no dead letter with message id \(messageID)\n".utf8))
                 throw ExitCode(1)
@@ -95,9 +94,8 @@ struct DeadLetters: AsyncParsableCommand {
         @OptionGroup var options: DeadLetterOptions
 
         func run() async throws {
-            let store = try await options.store()
-            let count = try await store.retryDeadLetters(matching: try options.filter(), at: Date())
-            try await store.close()
+            let filter = try options.filter()
+            let count = try await options.withStore { try await $0.retryDeadLetters(matching: filter, at: Date()) }
             print("\(count) message(s) queued again")
         }
     }
@@ -113,9 +111,7 @@ struct DeadLetters: AsyncParsableCommand {
             guard filter != DeadLetterFilter() || dropAll else {
                 throw ValidationError("give a filter (--id, --source, --route, --reason, --since, --until) or --all")
             }
-            let store = try await options.store()
-            let count = try await store.dropDeadLetters(matching: filter)
-            try await store.close()
+            let count = try await options.withStore { try await $0.dropDeadLetters(matching: filter) }
             print("\(count) dead letter(s) dropped")
         }
     }
@@ -138,7 +134,9 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Only this route.") var route: String?
     @Flag(name: .long, help: "Show what would change; queue nothing.") var dryRun = false
     @OptionGroup var routesOption: RoutesOption
-    @Option(name: .long, help: "SQLite file (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).") var database: String?
+    @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    var database: String?
+    @OptionGroup var settings: SettingsOption
 
     func run() async throws {
         guard let sinceDate = parseTimeArgument(since) else { throw ValidationError("--since takes ISO-8601 or an age such as 24h") }
@@ -147,13 +145,10 @@ struct ReplayCommand: AsyncParsableCommand {
             guard let parsed = parseTimeArgument(until) else { throw ValidationError("--until takes ISO-8601 or an age such as 1h") }
             untilDate = parsed
         }
-        let table = try loadTable(routesDirectory(routesOption.routes))
-        var config = try await RouterConfiguration.load()
-        if let database { config.database = database }
-        let store = try await openStore(config, serving: false)
-        let report = try await Replay(store: store, table: table)
-            .run(.init(source: source, since: sinceDate, until: untilDate, route: route, dryRun: dryRun))
-        try await store.close()
+        let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes, "KOALA_ROUTER_DATABASE": database])
+        let table = try config.loadRules()
+        let request = Replay.Options(source: source, since: sinceDate, until: untilDate, route: route, dryRun: dryRun)
+        let report = try await config.withStore { try await Replay(store: $0, table: table).run(request) }
         for change in report.changes {
             print("\(change.kind.rawValue)  \(change.webhookID)  \(change.route)  \(change.messageID)\(change.note.map { "  (\($0))" } ?? "")")
         }

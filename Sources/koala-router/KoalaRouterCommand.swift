@@ -41,24 +41,13 @@ struct Serve: AsyncParsableCommand {
     var koalaApiUrl: String?
     @Option(name: .long, help: "Koala project public key (env KOALA_PUBLIC_API_KEY; without it: dry run).")
     var koalaPublicApiKey: String?
-    @Option(name: .long, help: "YAML config file (env KOALA_ROUTER_CONFIG). Flags win over the environment, which wins over the file.")
-    var config: String?
+    @OptionGroup var settings: SettingsOption
 
     func run() async throws {
-        var flags: [String: String] = [:]
-        flags["KOALA_ROUTER_HOST"] = host
-        flags["KOALA_ROUTER_PORT"] = port.map(String.init)
-        flags["KOALA_ROUTER_ROUTES"] = routesOption.routes
-        flags["KOALA_ROUTER_DATABASE"] = database
-        flags["KOALA_API_URL"] = koalaApiUrl
-        flags["KOALA_PUBLIC_API_KEY"] = koalaPublicApiKey
-        let config: RouterConfiguration
-        do {
-            config = try await RouterConfiguration.load(flags: flags, configFile: self.config)
-        } catch {
-            FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
+        let config = try await settings.resolve([
+            "KOALA_ROUTER_HOST": host, "KOALA_ROUTER_PORT": port.map(String.init), "KOALA_ROUTER_ROUTES": routesOption.routes,
+            "KOALA_ROUTER_DATABASE": database, "KOALA_API_URL": koalaApiUrl, "KOALA_PUBLIC_API_KEY": koalaPublicApiKey,
+        ])
 
         let level = config.logLevel
         let json = config.logFormat == "json"
@@ -90,28 +79,22 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-struct Check: ParsableCommand {
+struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate the rule files; print every error as file:line:column and exit non-zero if any.")
 
-    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES or routes).")
+    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES, the config file or routes).")
     var directory: String?
     @OptionGroup var routesOption: RoutesOption
+    @OptionGroup var settings: SettingsOption
 
-    func run() throws {
-        let env = ProcessInfo.processInfo.environment
-        let directory = directory ?? routesOption.routes ?? env["KOALA_ROUTER_ROUTES"] ?? "routes"
-        do {
-            let table = try RuleLoader(environment: env).load(directory: directory)
-            for warning in table.warnings { print("warning: \(warning)") }
-            for (name, source) in table.sources.sorted(by: { $0.key < $1.key }) {
-                print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
-            }
-            print("rules version \(table.version)")
-        } catch {
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
-            throw ExitCode(1)
+    func run() async throws {
+        let table = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes]).loadRules()
+        for warning in table.warnings { print("warning: \(warning)") }
+        for (name, source) in table.sources.sorted(by: { $0.key < $1.key }) {
+            print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
         }
+        print("rules version \(table.version)")
     }
 }
 
@@ -149,13 +132,11 @@ struct Forget: AsyncParsableCommand {
     var email: String
     @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
+    @OptionGroup var settings: SettingsOption
 
     func run() async throws {
-        var config = try await RouterConfiguration.load()
-        if let database { config.database = database }
-        let store = try await openStore(config, serving: false)
-        let report = try await store.forget(email: email)
-        try await store.close()
+        let email = self.email
+        let report = try await settings.resolve(["KOALA_ROUTER_DATABASE": database]).withStore { try await $0.forget(email: email) }
         print("removed \(report.webhooks) webhook(s), \(report.messages) message(s), \(report.identities) identity memory entr\(report.identities == 1 ? "y" : "ies")")
     }
 }
@@ -164,17 +145,10 @@ struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config", abstract: "Print the effective configuration (environment, config file and defaults), secrets redacted.")
 
-    @Option(name: .long, help: "YAML config file (env KOALA_ROUTER_CONFIG).")
-    var config: String?
+    @OptionGroup var settings: SettingsOption
 
     func run() async throws {
-        do {
-            let config = try await RouterConfiguration.load(configFile: self.config)
-            for (name, value) in config.described { print("\(name)=\(value)") }
-        } catch {
-            FileHandle.standardError.write(Data("koala-router: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
+        for (name, value) in try await settings.resolve().described { print("\(name)=\(value)") }
     }
 }
 

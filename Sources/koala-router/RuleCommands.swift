@@ -7,33 +7,22 @@ import KoalaDelivery
 import KoalaStore
 
 /// Loads the rule table for offline commands: missing secrets only disable verification, which these skip.
-func loadTable(_ directory: String) throws -> RuleTable {
-    do {
-        return try RuleLoader(environment: ProcessInfo.processInfo.environment).load(directory: directory)
-    } catch {
-        FileHandle.standardError.write(Data("\(error)\n".utf8))
-        throw ExitCode(1)
-    }
-}
-
-func routesDirectory(_ option: String?) -> String {
-    option ?? ProcessInfo.processInfo.environment["KOALA_ROUTER_ROUTES"] ?? "routes"
-}
-
-struct TestRules: ParsableCommand {
+struct TestRules: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "test",
         abstract: "Run the rule tests (routes/tests/*.yaml): sample webhooks in, exact Koala messages out.")
 
-    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES or routes).")
+    @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES, the config file or routes).")
     var directory: String?
     @OptionGroup var routesOption: RoutesOption
     @Option(name: .long, help: "Folder of test files (default: <rules>/tests).")
     var tests: String?
+    @OptionGroup var settings: SettingsOption
 
-    func run() throws {
-        let directory = directory ?? routesDirectory(routesOption.routes)
-        let table = try loadTable(directory)
+    func run() async throws {
+        let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes])
+        let directory = config.routesDirectory
+        let table = try config.loadRules()
         let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"))
         for error in report.errors { print("error: \(error)") }
         for outcome in report.outcomes {
@@ -75,11 +64,13 @@ struct Simulate: AsyncParsableCommand {
     var memory: [String] = []
     @Option(name: .long, help: "Explain a stored webhook by its id instead of a file.")
     var stored: String?
-    @Option(name: .long, help: "SQLite file for --stored (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
+    @Option(name: .long, help: "SQLite file or postgres:// URL for --stored (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
+    @OptionGroup var settings: SettingsOption
 
     func run() async throws {
-        let table = try loadTable(routesDirectory(routesOption.routes))
+        let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes, "KOALA_ROUTER_DATABASE": database])
+        let table = try config.loadRules()
         guard let definition = table.sources[source] else {
             FileHandle.standardError.write(Data("unknown source '\(source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))\n".utf8))
             throw ExitCode(2)
@@ -93,17 +84,17 @@ struct Simulate: AsyncParsableCommand {
         }
         let webhook: VerifiedWebhook
         if let stored {
-            var config = try await RouterConfiguration.load()
-            if let database { config.database = database }
-            let store = try await openStore(config, serving: false)
-            guard let w = try await store.storedWebhook(source: source, webhookID: stored) else {
+            let source = self.source
+            let found = try await config.withStore { store -> (VerifiedWebhook, [MemoryKey: KoalaIdentity])? in
+                guard let w = try await store.storedWebhook(source: source, webhookID: stored) else { return nil }
+                return (w, try await store.recall(source: source, keys: WebhookRouter(source: definition).recallKeys(w)))
+            }
+            guard let (w, recalled) = found else {
                 FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(PostgresURL.redacted(config.database))\n".utf8))
                 throw ExitCode(1)
             }
             webhook = w
-            let keys = WebhookRouter(source: definition).recallKeys(w)
-            for (k, v) in try await store.recall(source: source, keys: keys) where remembered[k] == nil { remembered[k] = v }
-            try await store.close()
+            for (k, v) in recalled where remembered[k] == nil { remembered[k] = v }
             print("stored webhook \(source)/\(stored), received \(Timestamps.iso(w.receivedAt)), routed then by rules \(w.rulesVersion), now by \(table.version)")
         } else {
             guard let file, let data = FileManager.default.contents(atPath: file) else {

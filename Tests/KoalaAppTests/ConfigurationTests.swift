@@ -89,9 +89,10 @@ struct ConfigurationTests {
         await #expect(throws: RouterConfiguration.Invalid.self) {
             try await RouterConfiguration.load(environment: ["KOALA_ROUTER_CONFIG": "/nonexistent/koala-router.yaml"])
         }
-        await #expect(throws: RouterConfiguration.Invalid.self) {
+        let unreadable = await #expect(throws: RouterConfiguration.Invalid.self) {
             try await RouterConfiguration.load(environment: ["KOALA_PUBLIC_API_KEY_FILE": "/nonexistent/key"])
         }
+        #expect(unreadable?.description == "invalid setting KOALA_PUBLIC_API_KEY_FILE: KOALA_PUBLIC_API_KEY_FILE names '/nonexistent/key', which cannot be read; mount the secret there or unset KOALA_PUBLIC_API_KEY_FILE")
     }
 
     @Test func jsonLogLinesCarryMetadata() {

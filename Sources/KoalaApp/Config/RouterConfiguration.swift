@@ -98,12 +98,13 @@ public struct RouterConfiguration: Sendable {
         providers.append(EnvironmentVariablesProvider(environmentVariables: env.filter { !$0.value.isEmpty },
                                                       secretsSpecifier: .specific(secretNames)))
         var fromFiles: [String: String] = [:]
-        for name in settingNames {
-            guard let path = env[name + "_FILE"], !path.isEmpty else { continue }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw Invalid(setting: name + "_FILE", problem: "cannot read '\(path)'; mount the secret there or unset \(name)_FILE")
+        for name in settingNames where env[name + "_FILE"] != nil {
+            do {
+                // Only the file: a set `NAME` is read by the environment provider above and wins.
+                fromFiles[name] = try EnvironmentValue.resolve(name, in: [name + "_FILE": env[name + "_FILE"] ?? ""])
+            } catch {
+                throw Invalid(setting: name + "_FILE", problem: error.description)
             }
-            fromFiles[name] = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         if !fromFiles.isEmpty { providers.append(InMemoryProvider(name: "*_FILE secrets", values: values(fromFiles))) }
         var config = RouterConfiguration(environment: env)

@@ -9,13 +9,14 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// Opens the store named by the configuration.
+/// Opens the store named by the configuration; it works once `run()` runs (`serve` runs it as a service,
+/// commands through `whileRunning`).
 /// `serving`: this process runs the sender and owns the database (false for operator commands).
 public func openStore(_ configuration: RouterConfiguration, serving: Bool = true,
                       logger: Logger = Logger(label: "koala-router.store")) async throws -> any WebhookStore {
     if PostgresURL.isPostgres(configuration.database) {
         // Replicas share it: leases are never voided at start-up, they run out.
-        return try await PostgresStore(url: configuration.database, logger: logger)
+        return try PostgresStore(url: configuration.database, logger: logger)
     }
     guard let path = configuration.sqlitePath else {
         throw StoreError.unsupportedURL(configuration.database)
@@ -23,20 +24,17 @@ public func openStore(_ configuration: RouterConfiguration, serving: Bool = true
     return try await SQLiteStore(path: path, ownsDatabase: serving)
 }
 
-/// Closes the store when the service group shuts down (after the server and sender have stopped).
-struct StoreCloser: Service {
+/// Runs the store as the first service of the group, so it stops last (after the server and the sender),
+/// and logs when it has closed.
+struct StoreService: Service {
     let store: any WebhookStore
     let logger: Logger
 
     func run() async throws {
-        // Returns when graceful shutdown starts (services stop in reverse order, so this one stops last)
-        // or throws when the task is cancelled; either way the store is closed.
-        try? await gracefulShutdown()
-        try await store.close()
+        try await store.run()
         logger.info("store closed")
     }
 }
-
 
 /// Everything the service is made of; `buildApplication` wires it, tests reach into it.
 public struct RouterComponents: Sendable {
@@ -103,7 +101,9 @@ public func buildApplication(
         logger: logger
     )
     let retention = Retention(store: store, keep: configuration.retention, logger: logger)
-    app.addServices(StoreCloser(store: store, logger: logger), sender, resolver, reloader, retention)
+    // The store runs first (and stops last); the server listens once the database is migrated.
+    app.beforeServerStarts { try await store.ready() }
+    app.addServices(StoreService(store: store, logger: logger), sender, resolver, reloader, retention)
     return (app, components)
 }
 

@@ -82,6 +82,8 @@ struct FileParser {
     let environment: [String: String]
     var errors: [RuleError] = []
     var warnings: [String] = []
+    /// Secrets whose `NAME_FILE` cannot be read, with the reason.
+    var unreadableSecrets: [String: String] = [:]
 
     init(path: String, text: String, environment: [String: String]) {
         self.path = path
@@ -342,6 +344,8 @@ struct FileParser {
             let reason: String
             if let bad = undecodable.first, secrets.isEmpty {
                 reason = "source '\(source)' is disabled: \(bad) is not a valid \(encoding.rawValue) secret"
+            } else if let unreadable = (missing + secretNames).compactMap({ unreadableSecrets[$0] }).first {
+                reason = "source '\(source)' is disabled: \(unreadable)"
             } else {
                 let needed = missing.first ?? secretNames[0]
                 reason = "source '\(source)' is disabled: set \(needed) (or \(needed)_FILE)"
@@ -426,13 +430,15 @@ struct FileParser {
         return names
     }
 
-    /// `NAME` from the environment, or the contents of the file named by `NAME_FILE`.
-    func resolveSecret(_ name: String) -> String? {
-        if let value = environment[name] { return value }
-        if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    /// `NAME` from the environment, or the contents of the file named by `NAME_FILE`; an unreadable file is
+    /// remembered in `unreadableSecrets` and disables the source with that reason.
+    mutating func resolveSecret(_ name: String) -> String? {
+        do {
+            return try EnvironmentValue.resolve(name, in: environment)
+        } catch {
+            unreadableSecrets[name] = error.description
+            return nil
         }
-        return nil
     }
 
     // MARK: Values

@@ -2,6 +2,7 @@ import Foundation
 import KoalaCore
 import Logging
 import PostgresNIO
+import ServiceLifecycle
 import Synchronization
 
 /// The shared store for several replicas: one PostgreSQL database (postgres-nio's pooled client).
@@ -14,35 +15,51 @@ import Synchronization
 /// - claims run one at a time across replicas (a transaction-scoped advisory lock) so the per-person check sees
 ///   every lease already taken: SKIP LOCKED alone would let two replicas each claim one message of the same person;
 /// - an outcome other than "delivered" is recorded only by the lease holder (or once the lease has run out).
+///
+/// `run()` runs postgres-nio's connection pool, checks durability and applies migrations; store calls wait
+/// for that (within their operation timeout) and fail with its error if it failed.
 public final class PostgresStore: WebhookStore {
     let client: PostgresClient
     let settings: PostgresURL
     let logger: Logger
     /// Who holds the leases this process takes.
     public let owner: String
-    private let runner: Task<Void, Never>
-    private let closed = Mutex(false)
+    private let started = StartGate()
+    private let running = Mutex(false)
 
     static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
     static let claimLock: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
 
-    public init(url: String, logger: Logger) async throws {
+    /// Reads the address (a malformed one throws here); nothing connects before `run()`.
+    public init(url: String, logger: Logger) throws {
         settings = try PostgresURL(url)
         self.logger = logger
         client = PostgresClient(configuration: settings.clientConfiguration, backgroundLogger: logger)
-        let client = self.client
-        runner = Task { await client.run() }
         owner = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
-        do {
-            try await withDeadline(10, "connect and migrate") { [settings, logger] in
-                try await client.withConnection { connection in
-                    try await Self.checkDurable(connection, logger: logger)
-                    try await Self.migrate(connection, schema: settings.schema, logger: logger)
+    }
+
+    /// Runs the connection pool until graceful shutdown or cancellation. Connecting, checking durability and
+    /// migrating must succeed within 10 s, or `run()` throws (and so does every store call).
+    public func run() async throws {
+        guard !running.withLock({ running in defer { running = true }; return running }) else { throw StoreError.stopped }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let client = self.client
+            group.addTask { await client.run() }
+            do {
+                try await withDeadline(10, "connect and migrate") { [settings, logger] in
+                    try await client.withConnection { connection in
+                        try await Self.checkDurable(connection, logger: logger)
+                        try await Self.migrate(connection, schema: settings.schema, logger: logger)
+                    }
                 }
+                started.settle(nil)
+            } catch {
+                started.settle(error)
+                group.cancelAll()
+                throw error
             }
-        } catch {
-            runner.cancel()
-            throw error
+            try await group.waitForAll()
+            started.settle(StoreError.stopped)
         }
     }
 
@@ -50,14 +67,18 @@ public final class PostgresStore: WebhookStore {
 
     /// Runs one store call on a pooled connection, within the operation timeout.
     private func withConnection<T: Sendable>(_ name: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
-        try await withDeadline(timeout, name) { [client, logger] in
+        // Start-up (connecting, migrating) has its own deadline in `run()`; the operation's starts after it.
+        try await started.wait()
+        return try await withDeadline(timeout, name) { [client, logger] in
             try await client.withConnection { connection in try await body(connection, logger) }
         }
     }
 
     /// Runs one store call in a transaction, within the operation timeout.
     private func withTransaction<T: Sendable>(_ name: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) async throws -> T {
-        try await withDeadline(timeout, name) { [client, logger] in
+        // Start-up (connecting, migrating) has its own deadline in `run()`; the operation's starts after it.
+        try await started.wait()
+        return try await withDeadline(timeout, name) { [client, logger] in
             try await client.withTransaction(logger: logger) { connection in try await body(connection, logger) }
         }
     }
@@ -600,24 +621,18 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
+    public func ready() async throws {
+        try await started.wait()
+    }
+
     public func ping() async -> Bool {
         let client = self.client, logger = self.logger
-        let answer = try? await withDeadline(2, "ping") {
-            try await client.withConnection { connection in
+        let answer = try? await withDeadline(2, "ping") { [started] in
+            try await started.wait()
+            return try await client.withConnection { connection in
                 try await connection.query("SELECT 1 AS one", logger: logger).rows().first?.get("one", as: Int32.self)
             }
         }
         return answer == 1
-    }
-
-    /// Stops the connection pool; later calls fail.
-    public func close() async throws {
-        let alreadyClosed = closed.withLock { closed in
-            defer { closed = true }
-            return closed
-        }
-        guard !alreadyClosed else { return }
-        runner.cancel()
-        _ = await runner.value
     }
 }

@@ -96,3 +96,42 @@ func withDeadline<T: Sendable>(_ seconds: Double, _ name: String,
         })
     }
 }
+
+/// Opens once: store calls wait here until `run()` has connected and migrated, then pass straight through;
+/// if start-up failed, every call fails with its error.
+final class StartGate: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<Void, any Error>])
+        case open
+        case failed(any Error)
+    }
+    private let state = Mutex(State.waiting([]))
+
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome = state.withLock { state -> Result<Void, any Error>? in
+                switch state {
+                case .waiting(var waiters):
+                    waiters.append(continuation)
+                    state = .waiting(waiters)
+                    return nil
+                case .open: return .success(())
+                case .failed(let error): return .failure(error)
+                }
+            }
+            if let outcome { continuation.resume(with: outcome) }
+        }
+    }
+
+    /// Opens the gate (`nil`) or fails it; later calls change nothing.
+    func settle(_ error: (any Error)?) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = error.map { .failed($0) } ?? .open
+            return waiters
+        }
+        for waiter in waiters {
+            if let error { waiter.resume(throwing: error) } else { waiter.resume() }
+        }
+    }
+}

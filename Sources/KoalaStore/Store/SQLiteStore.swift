@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KoalaCore
+import ServiceLifecycle
 import Synchronization
 
 /// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a webhook is on
@@ -8,12 +9,16 @@ import Synchronization
 public final class SQLiteStore: WebhookStore {
     let pool: DatabasePool
     public let path: String
-    private let closed = Mutex(false)
+    /// Wakes `run()`'s writer when accepts are queued.
+    private let wakeups: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
+    private let started = Mutex(false)
 
     /// `ownsDatabase`: the serving process owns the file, so leases left by a crashed predecessor are void.
     /// Operator commands open it alongside a running server and must leave its leases alone.
     public init(path: String, ownsDatabase: Bool = true) async throws {
         self.path = path
+        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -121,24 +126,38 @@ public final class SQLiteStore: WebhookStore {
 
     /// Group commit: concurrent accepts share one transaction and one fsync. A request is answered only
     /// after the transaction holding it has committed; each request has its own savepoint, so one that
-    /// fails does not take the others with it.
-    private let acceptQueue = Mutex<(requests: [AcceptRequest], writing: Bool)>(([], false))
+    /// fails does not take the others with it. `run()` is the one writer.
+    private let acceptQueue = Mutex<(requests: [AcceptRequest], stopped: Bool)>(([], false))
 
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         try await withCheckedThrowingContinuation { continuation in
             let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
                                         identityWait: identityWait, continuation: continuation)
-            let startWriter = acceptQueue.withLock { queue -> Bool in
+            let queued = acceptQueue.withLock { queue -> Bool in
+                if queue.stopped { return false }
                 queue.requests.append(request)
-                if queue.writing { return false }
-                queue.writing = true
                 return true
             }
-            if startWriter {
-                Task { await self.drainAccepts() }
+            if queued {
+                wake.yield()
+            } else {
+                continuation.resume(throwing: StoreError.stopped)
             }
         }
+    }
+
+    /// The group-commit writer: commits queued accepts until graceful shutdown (or cancellation), then
+    /// refuses new ones, commits those already queued and closes the database.
+    public func run() async throws {
+        guard !started.withLock({ started in defer { started = true }; return started }) else { throw StoreError.stopped }
+        for await _ in wakeups.cancelOnGracefulShutdown() {
+            await drainAccepts()
+        }
+        acceptQueue.withLock { $0.stopped = true }
+        await drainAccepts()
+        wake.finish()
+        try pool.close()
     }
 
     /// Commits whatever has queued up, again and again, until the queue is empty. While one transaction
@@ -146,10 +165,8 @@ public final class SQLiteStore: WebhookStore {
     private func drainAccepts() async {
         while true {
             let batch = acceptQueue.withLock { queue -> [AcceptRequest] in
-                let batch = queue.requests
-                queue.requests = []
-                if batch.isEmpty { queue.writing = false }
-                return batch
+                defer { queue.requests = [] }
+                return queue.requests
             }
             if batch.isEmpty { return }
             do {
@@ -545,18 +562,11 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    /// Opening the file migrated it: ready at once.
+    public func ready() async throws {}
+
     public func ping() async -> Bool {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
-    }
-
-    /// Closes the database; later calls are no-ops, later reads and writes fail.
-    public func close() async throws {
-        let alreadyClosed = closed.withLock { closed in
-            defer { closed = true }
-            return closed
-        }
-        guard !alreadyClosed else { return }
-        try pool.close()
     }
 
     private static func update(_ db: Database, _ sql: String, _ leading: [(any DatabaseValueConvertible)?], _ seqs: [Int64]) throws {

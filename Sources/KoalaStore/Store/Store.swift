@@ -1,5 +1,6 @@
 import Foundation
 import KoalaCore
+import ServiceLifecycle
 
 /// What happened when a webhook was offered to the store.
 public enum AcceptOutcome: Sendable, Equatable {
@@ -211,7 +212,11 @@ public struct WaitingMessage: Sendable, Equatable {
 /// The durable store behind ingest and delivery. Accepting a webhook and queueing its messages is one
 /// transaction; every other call moves messages through pending → delivered | dead.
 /// Backends: SQLite (embedded default); PostgreSQL follows the same contract.
-public protocol WebhookStore: Sendable {
+///
+/// A store is a `Service`: `run()` holds what it runs in the background (SQLite's group-commit writer,
+/// PostgreSQL's connection pool) and returns after graceful shutdown or cancellation, with the store closed.
+/// `serve` runs it as the first service of its group, so it stops last; commands and tests use `whileRunning`.
+public protocol WebhookStore: Service {
     /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
     /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
     /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
@@ -264,7 +269,29 @@ public protocol WebhookStore: Sendable {
     func queueStats(now: Date) async throws -> QueueStats
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
-    func close() async throws
+    /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before
+    /// it listens.
+    func ready() async throws
+}
+
+extension WebhookStore {
+    /// Runs the store for as long as `body` runs, then stops it: for commands and tests that use a store
+    /// outside a service group. An error from `body` wins; otherwise an error the store stopped with.
+    public func whileRunning<T>(_ body: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            group.cancelAll()
+            do {
+                while try await group.next() != nil {}
+            } catch is CancellationError {
+            } catch {
+                if case .success = result { throw error }
+            }
+            return try result.get()
+        }
+    }
 }
 
 extension WebhookStore {
@@ -290,11 +317,14 @@ extension WebhookStore {
 public enum StoreError: Error, CustomStringConvertible {
     case unsupportedURL(String)
     case notDurable(String)
+    /// The store has stopped (the service is shutting down) or was never started a second time.
+    case stopped
 
     public var description: String {
         switch self {
         case .unsupportedURL(let url): "unsupported database '\(PostgresURL.redacted(url))': use a file path, sqlite:PATH or postgres://…"
         case .notDurable(let detail): "the database is not configured durably: \(detail)"
+        case .stopped: "the store has stopped; nothing more is stored"
         }
     }
 }

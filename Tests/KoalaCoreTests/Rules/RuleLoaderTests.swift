@@ -63,6 +63,13 @@ struct RuleLoaderTests {
         #expect(verifier.secrets.first?.key == Array("whsec_from_file".utf8))
     }
 
+    /// The same `_FILE` rule as the service's settings: an unreadable file is said, never taken for "not set".
+    @Test func unreadableSecretFileDisablesTheSourceSayingWhy() throws {
+        let table = try load(Self.minimal, env: ["STRIPE_WEBHOOK_SECRET_FILE": "/nonexistent/secret"])
+        #expect(table.sources["shop"]?.verifier == nil)
+        #expect(table.sources["shop"]?.disabledReason == "source 'shop' is disabled: STRIPE_WEBHOOK_SECRET_FILE names '/nonexistent/secret', which cannot be read; mount the secret there or unset STRIPE_WEBHOOK_SECRET_FILE")
+    }
+
     @Test func unknownKeyIsReportedWithPositionAndSuggestion() {
         let text = Self.minimal.replacingOccurrences(of: "    person:", with: "    persn:")
         #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember")

@@ -101,41 +101,42 @@ struct ShippedRoutesTests {
         #expect(table.warnings.isEmpty)
         #expect(table.sources[expected.source] != nil)
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
-        let body = try sample(expected.source, expected.sample)
-        let now = Date()
+        try await store.whileRunning {
+            let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+            let body = try sample(expected.source, expected.sample)
+            let now = Date()
 
-        let answer = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: body, now: now)
-        #expect(answer.status == .ok, "\(answer.body)")
-        #expect(answer.body["status"] == "accepted")
-        #expect(answer.body["dead_lettered"] == 0)
-        let webhookID = expected.webhookID ?? Hex.encode(Crypto.digest(.sha256, body))
-        #expect(answer.body["webhook_id"] == .string(webhookID))
+            let answer = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: body, now: now)
+            #expect(answer.status == .ok, "\(answer.body)")
+            #expect(answer.body["status"] == "accepted")
+            #expect(answer.body["dead_lettered"] == 0)
+            let webhookID = expected.webhookID ?? Hex.encode(Crypto.digest(.sha256, body))
+            #expect(answer.body["webhook_id"] == .string(webhookID))
 
-        let due = try await store.claimDue(now: now.addingTimeInterval(1), limit: 100, lease: 60)
-        let routed = due.map { "\($0.route)/\($0.endpoint == .account ? "account" : $0.kind.rawValue)" }
-        #expect(Set(routed) == Set(expected.outputs))
-        for message in due {
-            if message.endpoint == .account {
-                #expect(message.identity == expected.account)
-            } else {
-                #expect(message.identity == expected.identity)
+            let due = try await store.claimDue(now: now.addingTimeInterval(1), limit: 100, lease: 60)
+            let routed = due.map { "\($0.route)/\($0.endpoint == .account ? "account" : $0.kind.rawValue)" }
+            #expect(Set(routed) == Set(expected.outputs))
+            for message in due {
+                if message.endpoint == .account {
+                    #expect(message.identity == expected.account)
+                } else {
+                    #expect(message.identity == expected.identity)
+                }
+                let item = try JSONValue.parse(Array(message.itemJSON.utf8))
+                #expect(item["message_id"] == .string(message.messageID))
+                #expect(item["sent_at"]?.stringValue.flatMap(Timestamps.parseISO) != nil)
             }
-            let item = try JSONValue.parse(Array(message.itemJSON.utf8))
-            #expect(item["message_id"] == .string(message.messageID))
-            #expect(item["sent_at"]?.stringValue.flatMap(Timestamps.parseISO) != nil)
+            // A retry of the same delivery is a duplicate.
+            let again = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: body, now: now)
+            #expect(again.body["status"] == "duplicate")
+            // And a tampered body is refused.
+            var tampered = body
+            tampered[tampered.count / 2] ^= 0x20
+            if expected.source != "chargebee" {
+                let refused = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: tampered, now: now)
+                #expect(refused.status == .unauthorized)
+            }
         }
-        // A retry of the same delivery is a duplicate.
-        let again = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: body, now: now)
-        #expect(again.body["status"] == "duplicate")
-        // And a tampered body is refused.
-        var tampered = body
-        tampered[tampered.count / 2] ^= 0x20
-        if expected.source != "chargebee" {
-            let refused = await ingest.handle(source: expected.source, headers: signed(expected.source, body, now: now), body: tampered, now: now)
-            #expect(refused.status == .unauthorized)
-        }
-        try await store.close()
     }
 
     @Test func everySourceNamesItsSecretByConvention() throws {

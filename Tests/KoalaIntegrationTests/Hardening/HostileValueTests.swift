@@ -17,10 +17,10 @@ struct HostileValueTests {
     static let clerkSecret = "whsec_" + Base64.encode(Array("koala-router-clerk-test-key!".utf8))
 
     /// Ingest over the shipped routes with a real SQLite store.
-    func ingest() async throws -> (Ingest, any WebhookStore) {
+    func withIngest(_ body: (Ingest, any WebhookStore) async throws -> Void) async throws {
         let table = try RuleLoader(environment: Self.environment).load(directory: repositoryRoot + "/routes")
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        return (Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger), store)
+        try await store.whileRunning { try await body(Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger), store) }
     }
 
     /// A Stripe `invoice.paid` whose `created` is the given JSON text, byte for byte.
@@ -36,59 +36,62 @@ struct HostileValueTests {
 
     @Test(arguments: ["1e999", "-1e999", "10000000000000000", "\"1e300\"", "\"nan\"", "\"inf\"", "1e308"])
     func anOutOfRangeEventTimeFallsBackToTheTimeOfReceipt(created: String) async throws {
-        let (ingest, store) = try await ingest()
-        let now = Date(timeIntervalSince1970: 1_764_000_000)
-        let id = "evt_time_\(abs(created.hashValue))"
-        let body = Self.invoicePaid(id: id, created: created)
-        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body, timestamp: Int64(now.timeIntervalSince1970)), body: body, now: now)
-        #expect(answer.status == .ok, "\(answer.body)")
-        #expect(answer.body["status"] == "accepted")
-        let stored = try #require(try await store.storedWebhook(source: "stripe", webhookID: id))
-        #expect(stored.eventTime == now)
-        let messages = try await outbox(store, webhookID: id)
-        #expect(messages.count == 1)
-        let item = try JSONValue.parse(Array(try #require(messages.first).itemJSON.utf8))
-        #expect(item["sent_at"] == .string(Timestamps.iso(now)))
-        #expect(!item.encoded().contains("null"))
+        try await withIngest { (ingest, store) async throws in
+            let now = Date(timeIntervalSince1970: 1_764_000_000)
+            let id = "evt_time_\(abs(created.hashValue))"
+            let body = Self.invoicePaid(id: id, created: created)
+            let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body, timestamp: Int64(now.timeIntervalSince1970)), body: body, now: now)
+            #expect(answer.status == .ok, "\(answer.body)")
+            #expect(answer.body["status"] == "accepted")
+            let stored = try #require(try await store.storedWebhook(source: "stripe", webhookID: id))
+            #expect(stored.eventTime == now)
+            let messages = try await outbox(store, webhookID: id)
+            #expect(messages.count == 1)
+            let item = try JSONValue.parse(Array(try #require(messages.first).itemJSON.utf8))
+            #expect(item["sent_at"] == .string(Timestamps.iso(now)))
+            #expect(!item.encoded().contains("null"))
+        }
     }
 
     @Test func aHugeClerkTimestampIsNoCrash() async throws {
-        let (ingest, store) = try await ingest()
-        let body = Array(#"{"data":{"id":"user_1","first_name":"Alan","primary_email_address_id":"idn_1","email_addresses":[{"id":"idn_1","email_address":"alan@bletchley-park.io"}],"external_accounts":[],"created_at":10000000000000000000},"object":"event","timestamp":10000000000000000000,"type":"user.created"}"#.utf8)
-        let now = Date()
-        let ts = Int64(now.timeIntervalSince1970)
-        let key = try #require(StandardWebhooksVerifier.decodeSecret(Self.clerkSecret))
-        let headers: HTTPFields = [
-            HTTPField.Name("svix-id")!: "msg_huge_time", HTTPField.Name("svix-timestamp")!: String(ts),
-            HTTPField.Name("svix-signature")!: StandardWebhooksVerifier.sign(id: "msg_huge_time", timestamp: ts, body: body, key: key),
-        ]
-        let answer = await ingest.handle(source: "clerk", headers: headers, body: body, now: now)
-        #expect(answer.status == .ok, "\(answer.body)")
-        let messages = try await outbox(store, source: "clerk", webhookID: "msg_huge_time")
-        #expect(messages.count == 2)
-        for message in messages {
-            let item = try JSONValue.parse(Array(message.itemJSON.utf8))
-            #expect(item["traits"]?["signed_up_at"] == nil, "an out-of-range time is left out, not sent")
-            #expect(item["sent_at"] == .string(Timestamps.iso(now)))
+        try await withIngest { (ingest, store) async throws in
+            let body = Array(#"{"data":{"id":"user_1","first_name":"Alan","primary_email_address_id":"idn_1","email_addresses":[{"id":"idn_1","email_address":"alan@bletchley-park.io"}],"external_accounts":[],"created_at":10000000000000000000},"object":"event","timestamp":10000000000000000000,"type":"user.created"}"#.utf8)
+            let now = Date()
+            let ts = Int64(now.timeIntervalSince1970)
+            let key = try #require(StandardWebhooksVerifier.decodeSecret(Self.clerkSecret))
+            let headers: HTTPFields = [
+                HTTPField.Name("svix-id")!: "msg_huge_time", HTTPField.Name("svix-timestamp")!: String(ts),
+                HTTPField.Name("svix-signature")!: StandardWebhooksVerifier.sign(id: "msg_huge_time", timestamp: ts, body: body, key: key),
+            ]
+            let answer = await ingest.handle(source: "clerk", headers: headers, body: body, now: now)
+            #expect(answer.status == .ok, "\(answer.body)")
+            let messages = try await outbox(store, source: "clerk", webhookID: "msg_huge_time")
+            #expect(messages.count == 2)
+            for message in messages {
+                let item = try JSONValue.parse(Array(message.itemJSON.utf8))
+                #expect(item["traits"]?["signed_up_at"] == nil, "an out-of-range time is left out, not sent")
+                #expect(item["sent_at"] == .string(Timestamps.iso(now)))
+            }
         }
     }
 
     // MARK: Defect 5: NUL and control characters
 
     @Test func idsWithControlCharactersAreRefusedNotTruncated() async throws {
-        let (ingest, store) = try await ingest()
-        for (id, escaped) in [("evt_a\u{0}x", #"evt_a\u0000x"#), ("evt_a\u{0}y", #"evt_a\u0000y"#), ("evt_b\nc", #"evt_b\nc"#)] {
-            _ = id
-            let body = Array(#"{"id":"\#(escaped)","object":"event","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme-corp.io","amount_paid":1}}}"#.utf8)
+        try await withIngest { (ingest, store) async throws in
+            for (id, escaped) in [("evt_a\u{0}x", #"evt_a\u0000x"#), ("evt_a\u{0}y", #"evt_a\u0000y"#), ("evt_b\nc", #"evt_b\nc"#)] {
+                _ = id
+                let body = Array(#"{"id":"\#(escaped)","object":"event","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme-corp.io","amount_paid":1}}}"#.utf8)
+                let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+                #expect(answer.status == .badRequest)
+                #expect(answer.body["error"]?.stringValue?.contains("control character") == true, "\(answer.body)")
+            }
+            // The prefix a C string would have cut them to is a different, new event.
+            let body = Self.invoicePaid(id: "evt_a", created: "1732871520")
             let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-            #expect(answer.status == .badRequest)
-            #expect(answer.body["error"]?.stringValue?.contains("control character") == true, "\(answer.body)")
+            #expect(answer.body["status"] == "accepted")
+            #expect(try await store.counts().webhooks == 1)
         }
-        // The prefix a C string would have cut them to is a different, new event.
-        let body = Self.invoicePaid(id: "evt_a", created: "1732871520")
-        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-        #expect(answer.body["status"] == "accepted")
-        #expect(try await store.counts().webhooks == 1)
     }
 
     /// What the id rule lets through (any printable text up to 255 bytes) is stored and read back exactly by
@@ -96,38 +99,41 @@ struct HostileValueTests {
     @Test(arguments: Backend.configured) func allowedTextRoundTripsThroughTheStore(_ backend: Backend) async throws {
         let table = try RuleLoader(environment: Self.environment).load(directory: repositoryRoot + "/routes")
         let store = try await makeStore(backend)
-        let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
-        let id = "évt_😀_\u{05D0}\u{2028}_" + String(repeating: "x", count: 200)
-        let body = Array(#"{"id":"\#(id)","object":"event","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme-corp.io","amount_paid":1,"number":"INV\u0000-1"}}}"#.utf8)
-        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-        #expect(answer.body["status"] == "accepted", "\(answer.body)")
-        let stored = try #require(try await store.storedWebhook(source: "stripe", webhookID: id))
-        #expect(stored.webhookID.unicodeScalars.elementsEqual(id.unicodeScalars))
-        #expect(stored.body == body)
-        let message = try #require(try await store.storedMessages(source: "stripe", webhookID: id).values.first)
-        #expect(try JSONValue.parse(Array(message.itemJSON.utf8))["properties"]?["invoice_number"] == .string("INV\u{0}-1"))
-        try await store.close()
+        try await store.whileRunning {
+            let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+            let id = "évt_😀_\u{05D0}\u{2028}_" + String(repeating: "x", count: 200)
+            let body = Array(#"{"id":"\#(id)","object":"event","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme-corp.io","amount_paid":1,"number":"INV\u0000-1"}}}"#.utf8)
+            let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+            #expect(answer.body["status"] == "accepted", "\(answer.body)")
+            let stored = try #require(try await store.storedWebhook(source: "stripe", webhookID: id))
+            #expect(stored.webhookID.unicodeScalars.elementsEqual(id.unicodeScalars))
+            #expect(stored.body == body)
+            let message = try #require(try await store.storedMessages(source: "stripe", webhookID: id).values.first)
+            #expect(try JSONValue.parse(Array(message.itemJSON.utf8))["properties"]?["invoice_number"] == .string("INV\u{0}-1"))
+        }
     }
 
     @Test func anOverlongIdIsRefused() async throws {
-        let (ingest, _) = try await ingest()
-        let id = String(repeating: "é", count: 200)  // 200 characters, 400 bytes
-        let body = Self.invoicePaid(id: id, created: "1732871520")
-        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-        #expect(answer.status == .badRequest)
-        #expect(answer.body["error"]?.stringValue?.contains("400 bytes") == true)
+        try await withIngest { (ingest, _) async throws in
+            let id = String(repeating: "é", count: 200)  // 200 characters, 400 bytes
+            let body = Self.invoicePaid(id: id, created: "1732871520")
+            let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+            #expect(answer.status == .badRequest)
+            #expect(answer.body["error"]?.stringValue?.contains("400 bytes") == true)
+        }
     }
 
     @Test func anEmailWithANulIsADeadLetterNotAnotherPerson() async throws {
-        let (ingest, store) = try await ingest()
-        let body = Self.invoicePaid(id: "evt_nul_email", created: "1732871520", email: #"victim\u0000@acme-corp.io"#)
-        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-        #expect(answer.body["status"] == "accepted")
-        #expect(answer.body["dead_lettered"] == 1)
-        let dead = try await store.deadLetters(limit: 10)
-        #expect(dead.count == 1)
-        #expect(dead.first?.identity.email == nil)
-        #expect(dead.first?.reason.contains("not a valid email") == true)
+        try await withIngest { (ingest, store) async throws in
+            let body = Self.invoicePaid(id: "evt_nul_email", created: "1732871520", email: #"victim\u0000@acme-corp.io"#)
+            let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+            #expect(answer.body["status"] == "accepted")
+            #expect(answer.body["dead_lettered"] == 1)
+            let dead = try await store.deadLetters(limit: 10)
+            #expect(dead.count == 1)
+            #expect(dead.first?.identity.email == nil)
+            #expect(dead.first?.reason.contains("not a valid email") == true)
+        }
     }
 
     // MARK: Defect 6: email validation
@@ -137,55 +143,57 @@ struct HostileValueTests {
     // MARK: Defect 9: a reload between admission and handling
 
     @Test func aWebhookAdmittedBeforeAReloadIsHandledByThatTable() async throws {
-        let (ingest, _) = try await ingest()
-        let body = Self.invoicePaid(id: "evt_reload", created: "1732871520")
-        let headers = stripeHeaders(body)
-        guard case .admitted(let admitted) = ingest.admit(source: "stripe", headers: headers) else {
-            Issue.record("stripe was not admitted")
-            return
+        try await withIngest { (ingest, _) async throws in
+            let body = Self.invoicePaid(id: "evt_reload", created: "1732871520")
+            let headers = stripeHeaders(body)
+            guard case .admitted(let admitted) = ingest.admit(source: "stripe", headers: headers) else {
+                Issue.record("stripe was not admitted")
+                return
+            }
+            // The source disappears, then comes back disabled.
+            ingest.rules.replace(with: RuleTable(version: "empty", sources: [:]))
+            let disabled = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+            let answer = await ingest.handle(admitted, headers: headers, body: body)
+            #expect(answer.body["status"] == "accepted")
+            ingest.rules.replace(with: disabled)
+            let again = await ingest.handle(source: "stripe", headers: headers, body: body)
+            #expect(again.status == .serviceUnavailable)
         }
-        // The source disappears, then comes back disabled.
-        ingest.rules.replace(with: RuleTable(version: "empty", sources: [:]))
-        let disabled = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
-        let answer = await ingest.handle(admitted, headers: headers, body: body)
-        #expect(answer.body["status"] == "accepted")
-        ingest.rules.replace(with: disabled)
-        let again = await ingest.handle(source: "stripe", headers: headers, body: body)
-        #expect(again.status == .serviceUnavailable)
     }
 
     @Test func reloadsThatDropAndDisableTheSourceNeverCrashARequest() async throws {
-        let (ingest, _) = try await ingest()
-        let enabled = ingest.rules.table
-        let disabled = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
-        let empty = RuleTable(version: "empty", sources: [:])
-        // A thread of its own swaps the table as fast as it can, so swaps land between any two reads.
-        let stop = Atomic<Bool>(false)
-        let rules = ingest.rules
-        let flipper = Thread {
-            var i = 0
-            while !stop.load(ordering: .relaxed) {
-                rules.replace(with: [enabled, disabled, empty][i % 3])
-                i += 1
-            }
-        }
-        flipper.start()
-        let statuses = await withTaskGroup(of: Set<Int>.self) { group in
-            for worker in 0..<4 {
-                group.addTask {
-                    var seen = Set<Int>()
-                    for i in 0..<2000 {
-                        let body = Self.invoicePaid(id: "evt_flip_\(worker)_\(i)", created: "1732871520")
-                        let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
-                        seen.insert(Int(answer.status.code))
-                    }
-                    return seen
+        try await withIngest { (ingest, _) async throws in
+            let enabled = ingest.rules.table
+            let disabled = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+            let empty = RuleTable(version: "empty", sources: [:])
+            // A thread of its own swaps the table as fast as it can, so swaps land between any two reads.
+            let stop = Atomic<Bool>(false)
+            let rules = ingest.rules
+            let flipper = Thread {
+                var i = 0
+                while !stop.load(ordering: .relaxed) {
+                    rules.replace(with: [enabled, disabled, empty][i % 3])
+                    i += 1
                 }
             }
-            return await group.reduce(into: Set<Int>()) { $0.formUnion($1) }
+            flipper.start()
+            let statuses = await withTaskGroup(of: Set<Int>.self) { group in
+                for worker in 0..<4 {
+                    group.addTask {
+                        var seen = Set<Int>()
+                        for i in 0..<2000 {
+                            let body = Self.invoicePaid(id: "evt_flip_\(worker)_\(i)", created: "1732871520")
+                            let answer = await ingest.handle(source: "stripe", headers: stripeHeaders(body), body: body)
+                            seen.insert(Int(answer.status.code))
+                        }
+                        return seen
+                    }
+                }
+                return await group.reduce(into: Set<Int>()) { $0.formUnion($1) }
+            }
+            stop.store(true, ordering: .relaxed)
+            #expect(statuses.isSubset(of: [200, 404, 503]), "\(statuses)")
         }
-        stop.store(true, ordering: .relaxed)
-        #expect(statuses.isSubset(of: [200, 404, 503]), "\(statuses)")
     }
 }
 
@@ -222,27 +230,28 @@ struct CredentialStorageTests {
         let table = try RuleLoader(environment: Self.environment).load(files: Self.rules)
         #expect(table.sources["token"]?.credentialHeaders == ["X-Webhook-Key"])
         let store = try await makeStore(backend)
-        let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
-        let tokenBody = Array(#"{"id":"w1","type":"signup","email":"ada@acme-corp.io"}"#.utf8)
-        let tokenAnswer = await ingest.handle(source: "token", headers: [
-            HTTPField.Name("X-Webhook-Key")!: "Bearer tok_live_very_secret_value", HTTPField.Name("X-Trace")!: "t-1",
-            HTTPField.Name("X-Session-Id")!: "sess_secret",
-        ], body: tokenBody)
-        #expect(tokenAnswer.body["status"] == "accepted")
         let acmeBody = Array(#"{"id":"w2","type":"signup","email":"ada@acme-corp.io"}"#.utf8)
         let signature = Hex.encode(Crypto.hmac(.sha256, key: Array("acme-hmac-secret".utf8), data: acmeBody))
-        let acmeAnswer = await ingest.handle(source: "acme", headers: [HTTPField.Name("X-Acme-Sig")!: signature], body: acmeBody)
-        #expect(acmeAnswer.body["status"] == "accepted")
+        try await store.whileRunning {
+            let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+            let tokenBody = Array(#"{"id":"w1","type":"signup","email":"ada@acme-corp.io"}"#.utf8)
+            let tokenAnswer = await ingest.handle(source: "token", headers: [
+                HTTPField.Name("X-Webhook-Key")!: "Bearer tok_live_very_secret_value", HTTPField.Name("X-Trace")!: "t-1",
+                HTTPField.Name("X-Session-Id")!: "sess_secret",
+            ], body: tokenBody)
+            #expect(tokenAnswer.body["status"] == "accepted")
+            let acmeAnswer = await ingest.handle(source: "acme", headers: [HTTPField.Name("X-Acme-Sig")!: signature], body: acmeBody)
+            #expect(acmeAnswer.body["status"] == "accepted")
 
-        let token = try #require(try await store.storedWebhook(source: "token", webhookID: "w1"))
-        #expect(token.headers == ["x-trace": "t-1"])
-        let acme = try #require(try await store.storedWebhook(source: "acme", webhookID: "w2"))
-        #expect(acme.headers["x-acme-sig"] == nil)
-        // Nor can a route copy the credential into a message.
-        let message = try #require(try await store.storedMessages(source: "token", webhookID: "w1").values.first)
-        #expect(!message.itemJSON.contains("tok_live"))
-        #expect(message.itemJSON.contains("t-1"))
-        try await store.close()
+            let token = try #require(try await store.storedWebhook(source: "token", webhookID: "w1"))
+            #expect(token.headers == ["x-trace": "t-1"])
+            let acme = try #require(try await store.storedWebhook(source: "acme", webhookID: "w2"))
+            #expect(acme.headers["x-acme-sig"] == nil)
+            // Nor can a route copy the credential into a message.
+            let message = try #require(try await store.storedMessages(source: "token", webhookID: "w1").values.first)
+            #expect(!message.itemJSON.contains("tok_live"))
+            #expect(message.itemJSON.contains("t-1"))
+        }
         if backend == .sqlite, let sqlite = store as? SQLiteStore {
             for suffix in ["", "-wal"] {
                 let bytes = FileManager.default.contents(atPath: sqlite.path + suffix) ?? Data()
@@ -295,5 +304,6 @@ struct NeverCalledStore: WebhookStore {
     func counts() async throws -> OutboxCounts { try fail() }
     func queueStats(now: Date) async throws -> QueueStats { try fail() }
     func ping() async -> Bool { false }
-    func close() async throws {}
+    func ready() async throws { try fail() as Void }
+    func run() async throws {}
 }

@@ -61,63 +61,66 @@ struct IdentityMemoryTests {
     @Test(arguments: Backend.configured) func aWaitingMessageIsReleasedWhenTheIdentityArrives(_ backend: Backend) async throws {
         let table = try table()
         let store = try await makeStore(backend)
-        let holder = RulesHolder(table)
-        let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 600, logger: quietLogger)
-        let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
+        try await store.whileRunning {
+            let holder = RulesHolder(table)
+            let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 600, logger: quietLogger)
+            let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
 
-        let sub = Self.subscriptionCreated(id: "evt_sub_first", customer: "cus_42")
-        let first = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
-        #expect(first.status == .ok)
-        #expect(first.body["waiting_for_identity"] == 2)
-        #expect(try await store.counts().waiting == 2)
-        #expect(try await resolver.runOnce() == false)  // nothing to settle yet
-        #expect(try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60).isEmpty)
+            let sub = Self.subscriptionCreated(id: "evt_sub_first", customer: "cus_42")
+            let first = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
+            #expect(first.status == .ok)
+            #expect(first.body["waiting_for_identity"] == 2)
+            #expect(try await store.counts().waiting == 2)
+            #expect(try await resolver.runOnce() == false)  // nothing to settle yet
+            #expect(try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60).isEmpty)
 
-        let customer = Self.customerCreated(id: "evt_cus", customer: "cus_42", email: "grace@hopper.dev")
-        _ = await ingest.handle(source: "stripe", headers: stripeHeaders(customer), body: customer)
-        #expect(try await resolver.runOnce() == true)
-        let counts = try await store.counts()
-        #expect(counts.waiting == 0)
-        let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
-        let track = try #require(due.first { $0.route == "subscription-started" && $0.kind == .track })
-        #expect(track.identity == KoalaIdentity(email: "grace@hopper.dev"))
-        let account = try #require(due.first { $0.endpoint == .account })
-        #expect(account.identity == KoalaIdentity(domain: "hopper.dev"))
-        #expect(account.itemJSON.contains(#""is_current_customer":true"#))
-        try await store.close()
+            let customer = Self.customerCreated(id: "evt_cus", customer: "cus_42", email: "grace@hopper.dev")
+            _ = await ingest.handle(source: "stripe", headers: stripeHeaders(customer), body: customer)
+            #expect(try await resolver.runOnce() == true)
+            let counts = try await store.counts()
+            #expect(counts.waiting == 0)
+            let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
+            let track = try #require(due.first { $0.route == "subscription-started" && $0.kind == .track })
+            #expect(track.identity == KoalaIdentity(email: "grace@hopper.dev"))
+            let account = try #require(due.first { $0.endpoint == .account })
+            #expect(account.identity == KoalaIdentity(domain: "hopper.dev"))
+            #expect(account.itemJSON.contains(#""is_current_customer":true"#))
+        }
     }
 
     @Test(arguments: Backend.configured) func aWaitThatRunsOutIsDeadLetteredAsIdentityUnresolved(_ backend: Backend) async throws {
         let table = try table()
         let store = try await makeStore(backend)
-        let holder = RulesHolder(table)
-        let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 0, logger: quietLogger)
-        let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
-        let sub = Self.subscriptionCreated(id: "evt_sub_orphan", customer: "cus_unknown")
-        _ = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
-        #expect(try await resolver.runOnce(now: Date().addingTimeInterval(1)) == true)
-        let dead = try await store.deadLetters(limit: 10)
-        #expect(dead.count == 2)
-        #expect(dead.allSatisfy { $0.reason == "identity unresolved: nothing remembered under stripe_customer 'cus_unknown'" })
-        try await store.close()
+        try await store.whileRunning {
+            let holder = RulesHolder(table)
+            let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 0, logger: quietLogger)
+            let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
+            let sub = Self.subscriptionCreated(id: "evt_sub_orphan", customer: "cus_unknown")
+            _ = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
+            #expect(try await resolver.runOnce(now: Date().addingTimeInterval(1)) == true)
+            let dead = try await store.deadLetters(limit: 10)
+            #expect(dead.count == 2)
+            #expect(dead.allSatisfy { $0.reason == "identity unresolved: nothing remembered under stripe_customer 'cus_unknown'" })
+        }
     }
 
     @Test(arguments: Backend.configured) func memoryKeepsKnownFieldsAndIsPerSource(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        func accept(_ id: String, source: String, _ identity: KoalaIdentity) async throws {
-            let body = Array(#"{"id":"\#(id)"}"#.utf8)
-            let w = VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
-                                    body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
-            _ = try await store.accept(w, messages: [], remembers: [Remembered(key: MemoryKey(namespace: "c", key: "k1"), identity: identity)],
-                                       linger: 0, identityWait: 0)
+        try await store.whileRunning {
+            func accept(_ id: String, source: String, _ identity: KoalaIdentity) async throws {
+                let body = Array(#"{"id":"\#(id)"}"#.utf8)
+                let w = VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
+                                        body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                _ = try await store.accept(w, messages: [], remembers: [Remembered(key: MemoryKey(namespace: "c", key: "k1"), identity: identity)],
+                                           linger: 0, identityWait: 0)
+            }
+            try await accept("w1", source: "stripe", KoalaIdentity(email: "a@acme.io", domain: "acme.io"))
+            try await accept("w2", source: "stripe", KoalaIdentity(profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba"))
+            let key = MemoryKey(namespace: "c", key: "k1")
+            #expect(try await store.recall(source: "stripe", keys: [key])[key]
+                    == KoalaIdentity(email: "a@acme.io", profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba", domain: "acme.io"))
+            #expect(try await store.recall(source: "paddle", keys: [key]).isEmpty)
         }
-        try await accept("w1", source: "stripe", KoalaIdentity(email: "a@acme.io", domain: "acme.io"))
-        try await accept("w2", source: "stripe", KoalaIdentity(profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba"))
-        let key = MemoryKey(namespace: "c", key: "k1")
-        #expect(try await store.recall(source: "stripe", keys: [key])[key]
-                == KoalaIdentity(email: "a@acme.io", profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba", domain: "acme.io"))
-        #expect(try await store.recall(source: "paddle", keys: [key]).isEmpty)
-        try await store.close()
     }
 
     @Test func endToEndASubscriptionBeforeItsCustomerReachesKoalaOnce() async throws {

@@ -13,8 +13,7 @@ import KoalaTestSupport
 @Suite("Dead letters")
 struct DeadLetterTests {
     /// A store with three dead letters: two Koala rejections (different routes) and one without identity.
-    func seeded(_ backend: Backend) async throws -> (any WebhookStore, [String]) {
-        let store = try await makeStore(backend)
+    func seed(_ store: any WebhookStore) async throws -> [String] {
         var ids: [String] = []
         for (n, (route, email, problem)) in [("paid", "a@acme.io", nil), ("refund", "b@acme.io", nil), ("paid", nil, "identity missing: no email")].enumerated() {
             let body = Array(#"{"id":"w\#(n)"}"#.utf8)
@@ -29,26 +28,28 @@ struct DeadLetterTests {
         }
         let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
         try await store.deadLetter(due.map(\.seq), reason: "koala rejected (400)", detail: #"{"error":"bad"}"#, at: Date())
-        return (store, ids)
+        return ids
     }
 
     @Test(arguments: Backend.configured) func filterRetryAndDrop(_ backend: Backend) async throws {
-        let (store, ids) = try await seeded(backend)
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(), limit: 10).count == 3)
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(route: "paid"), limit: 10).count == 2)
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(reason: "koala rejected"), limit: 10).map(\.messageID).sorted() == [ids[0], ids[1]].sorted())
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(since: Date().addingTimeInterval(60)), limit: 10).isEmpty)
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(messageIDs: [ids[1]]), limit: 10).first?.detail == #"{"error":"bad"}"#)
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let ids = try await seed(store)
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(), limit: 10).count == 3)
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(route: "paid"), limit: 10).count == 2)
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(reason: "koala rejected"), limit: 10).map(\.messageID).sorted() == [ids[0], ids[1]].sorted())
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(since: Date().addingTimeInterval(60)), limit: 10).isEmpty)
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(messageIDs: [ids[1]]), limit: 10).first?.detail == #"{"error":"bad"}"#)
 
-        // Retry keeps the message id; a message without identity stays (replay its webhook instead).
-        #expect(try await store.retryDeadLetters(matching: DeadLetterFilter(route: "paid"), at: Date()) == 1)
-        let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
-        #expect(due.map(\.messageID) == [ids[0]])
-        #expect(due.first?.attempts == 0)
+            // Retry keeps the message id; a message without identity stays (replay its webhook instead).
+            #expect(try await store.retryDeadLetters(matching: DeadLetterFilter(route: "paid"), at: Date()) == 1)
+            let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60)
+            #expect(due.map(\.messageID) == [ids[0]])
+            #expect(due.first?.attempts == 0)
 
-        #expect(try await store.dropDeadLetters(matching: DeadLetterFilter(reason: "identity missing")) == 1)
-        #expect(try await store.deadLetters(matching: DeadLetterFilter(), limit: 10).map(\.messageID) == [ids[1]])
-        try await store.close()
+            #expect(try await store.dropDeadLetters(matching: DeadLetterFilter(reason: "identity missing")) == 1)
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(), limit: 10).map(\.messageID) == [ids[1]])
+        }
     }
 
     @Test func timeArguments() {

@@ -28,103 +28,103 @@ struct PostgresStoreTests {
                             eventTime: Date(timeIntervalSince1970: 100))
     }
 
-    /// Several stores on one schema, opened at the same moment (each runs the migrations).
-    func replicas(_ n: Int) async throws -> [PostgresStore] {
+    /// Several stores on one schema, started at the same moment (each runs the migrations), running while
+    /// `body` runs.
+    func replicas(_ n: Int, _ body: ([PostgresStore]) async throws -> Void) async throws {
         let url = try freshPostgresURL()
-        return try await withThrowingTaskGroup(of: PostgresStore.self) { group in
-            for _ in 0..<n { group.addTask { try await PostgresStore(url: url, logger: self.logger) } }
-            var stores: [PostgresStore] = []
-            for try await store in group { stores.append(store) }
-            return stores
+        let stores = try (0..<n).map { _ in try PostgresStore(url: url, logger: logger) }
+        try await whileRunning(stores) {
+            for store in stores { try await store.ready() }
+            try await body(stores)
         }
     }
 
     @Test func replicasStartingTogetherMigrateOnce() async throws {
-        let stores = try await replicas(4)
-        let rows = try await stores[0].client.query("SELECT version FROM koala_router_migrations", logger: logger).rows()
-        #expect(rows.count == PostgresStore.migrations.count)
-        for store in stores { try await store.close() }
+        try await replicas(4) { stores in
+            let rows = try await stores[0].client.query("SELECT version FROM koala_router_migrations", logger: logger).rows()
+            #expect(rows.count == PostgresStore.migrations.count)
+        }
     }
 
     @Test func aWebhookSentToTwoReplicasAtOnceIsStoredOnce() async throws {
-        let stores = try await replicas(2)
-        let outcomes = try await withThrowingTaskGroup(of: AcceptOutcome.self) { group in
-            for i in 0..<200 {
-                let store = stores[i % 2]
-                let id = "evt_dup_\(i / 2)"
-                group.addTask {
-                    try await store.accept(self.webhook(id), messages: [self.message(id, email: "p\(i % 7)@x.io")],
-                                           remembers: [], linger: 0, identityWait: 0)
+        try await replicas(2) { stores in
+            let outcomes = try await withThrowingTaskGroup(of: AcceptOutcome.self) { group in
+                for i in 0..<200 {
+                    let store = stores[i % 2]
+                    let id = "evt_dup_\(i / 2)"
+                    group.addTask {
+                        try await store.accept(self.webhook(id), messages: [self.message(id, email: "p\(i % 7)@x.io")],
+                                               remembers: [], linger: 0, identityWait: 0)
+                    }
                 }
+                var all: [AcceptOutcome] = []
+                for try await outcome in group { all.append(outcome) }
+                return all
             }
-            var all: [AcceptOutcome] = []
-            for try await outcome in group { all.append(outcome) }
-            return all
+            #expect(outcomes.filter { $0 == .duplicate }.count == 100)
+            #expect(outcomes.filter { $0 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }.count == 100)
+            let counts = try await stores[0].counts()
+            #expect(counts.webhooks == 100 && counts.pending == 100)
         }
-        #expect(outcomes.filter { $0 == .duplicate }.count == 100)
-        #expect(outcomes.filter { $0 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }.count == 100)
-        let counts = try await stores[0].counts()
-        #expect(counts.webhooks == 100 && counts.pending == 100)
-        for store in stores { try await store.close() }
     }
 
     @Test func concurrentClaimsNeverShareAMessageOrAPerson() async throws {
-        let stores = try await replicas(3)
-        // 12 people, 25 messages each.
-        for i in 0..<300 {
-            let id = "evt_claim_\(i)"
-            _ = try await stores[i % 3].accept(webhook(id), messages: [message(id, email: "person\(i % 12)@x.io")],
-                                                remembers: [], linger: 0, identityWait: 0)
-        }
-        let now = Date().addingTimeInterval(1)
-        // Three replicas claim at once, again and again, without finishing anything: each person's messages
-        // may be held by one replica only.
-        var claimedBy: [String: Int] = [:]
-        var seen = Set<Int64>()
-        for _ in 0..<5 {
-            let rounds = try await withThrowingTaskGroup(of: (Int, [OutboxMessage]).self) { group in
-                for (n, store) in stores.enumerated() {
-                    group.addTask { (n, try await store.claimDue(now: now, limit: 7, lease: 60)) }
-                }
-                var all: [(Int, [OutboxMessage])] = []
-                for try await round in group { all.append(round) }
-                return all
+        try await replicas(3) { stores in
+            // 12 people, 25 messages each.
+            for i in 0..<300 {
+                let id = "evt_claim_\(i)"
+                _ = try await stores[i % 3].accept(webhook(id), messages: [message(id, email: "person\(i % 12)@x.io")],
+                                                    remembers: [], linger: 0, identityWait: 0)
             }
-            for (replica, messages) in rounds {
-                for message in messages {
-                    #expect(seen.insert(message.seq).inserted, "message \(message.seq) claimed twice")
-                    let person = message.identity.email ?? ""
-                    if let holder = claimedBy[person] {
-                        #expect(holder == replica, "\(person) has messages leased by replicas \(holder) and \(replica)")
+            let now = Date().addingTimeInterval(1)
+            // Three replicas claim at once, again and again, without finishing anything: each person's messages
+            // may be held by one replica only.
+            var claimedBy: [String: Int] = [:]
+            var seen = Set<Int64>()
+            for _ in 0..<5 {
+                let rounds = try await withThrowingTaskGroup(of: (Int, [OutboxMessage]).self) { group in
+                    for (n, store) in stores.enumerated() {
+                        group.addTask { (n, try await store.claimDue(now: now, limit: 7, lease: 60)) }
                     }
-                    claimedBy[person] = replica
+                    var all: [(Int, [OutboxMessage])] = []
+                    for try await round in group { all.append(round) }
+                    return all
+                }
+                for (replica, messages) in rounds {
+                    for message in messages {
+                        #expect(seen.insert(message.seq).inserted, "message \(message.seq) claimed twice")
+                        let person = message.identity.email ?? ""
+                        if let holder = claimedBy[person] {
+                            #expect(holder == replica, "\(person) has messages leased by replicas \(holder) and \(replica)")
+                        }
+                        claimedBy[person] = replica
+                    }
                 }
             }
+            #expect(claimedBy.count == 12)
         }
-        #expect(claimedBy.count == 12)
-        for store in stores { try await store.close() }
     }
 
     @Test func onlyTheLeaseHolderRecordsARetryAfterTheLeaseMoved() async throws {
-        let stores = try await replicas(2)
-        let (a, b) = (stores[0], stores[1])
-        _ = try await a.accept(webhook("evt_lease"), messages: [message("evt_lease", email: "x@x.io")], remembers: [], linger: 0, identityWait: 0)
-        let now = Date().addingTimeInterval(1)
-        let first = try await a.claimDue(now: now, limit: 10, lease: 5)
-        #expect(first.count == 1)
-        // Replica a stalls past its lease; b takes the message over.
-        #expect(try await b.claimDue(now: now.addingTimeInterval(2), limit: 10, lease: 5).isEmpty)
-        let taken = try await b.claimDue(now: now.addingTimeInterval(6), limit: 10, lease: 60)
-        #expect(taken.map(\.seq) == first.map(\.seq))
-        // a's late verdict must not release b's lease (another replica would send it while b is sending).
-        try await a.scheduleRetry(first.map(\.seq), at: now, error: "late")
-        try await a.deadLetter(first.map(\.seq), reason: "late", detail: nil, at: now)
-        #expect(try await a.claimDue(now: now.addingTimeInterval(7), limit: 10, lease: 60).isEmpty)
-        #expect(try await a.counts().dead == 0)
-        // Delivered is a fact whoever reports it.
-        try await b.markDelivered(taken.map(\.seq), at: Date())
-        #expect(try await a.counts().delivered == 1)
-        for store in stores { try await store.close() }
+        try await replicas(2) { stores in
+            let (a, b) = (stores[0], stores[1])
+            _ = try await a.accept(webhook("evt_lease"), messages: [message("evt_lease", email: "x@x.io")], remembers: [], linger: 0, identityWait: 0)
+            let now = Date().addingTimeInterval(1)
+            let first = try await a.claimDue(now: now, limit: 10, lease: 5)
+            #expect(first.count == 1)
+            // Replica a stalls past its lease; b takes the message over.
+            #expect(try await b.claimDue(now: now.addingTimeInterval(2), limit: 10, lease: 5).isEmpty)
+            let taken = try await b.claimDue(now: now.addingTimeInterval(6), limit: 10, lease: 60)
+            #expect(taken.map(\.seq) == first.map(\.seq))
+            // a's late verdict must not release b's lease (another replica would send it while b is sending).
+            try await a.scheduleRetry(first.map(\.seq), at: now, error: "late")
+            try await a.deadLetter(first.map(\.seq), reason: "late", detail: nil, at: now)
+            #expect(try await a.claimDue(now: now.addingTimeInterval(7), limit: 10, lease: 60).isEmpty)
+            #expect(try await a.counts().dead == 0)
+            // Delivered is a fact whoever reports it.
+            try await b.markDelivered(taken.map(\.seq), at: Date())
+            #expect(try await a.counts().delivered == 1)
+        }
     }
 
     @Test func anUnreachableDatabaseFailsFastAndIsNotReady() async throws {
@@ -132,8 +132,10 @@ struct PostgresStoreTests {
         let port = CrashTests.freePort()
         let url = "postgres://koala@127.0.0.1:\(port)/none?sslmode=disable&operation_timeout_ms=500"
         let started = Date()
-        await #expect(throws: (any Error).self) { try await PostgresStore(url: url, logger: logger) }
+        let store = try PostgresStore(url: url, logger: logger)
+        await #expect(throws: (any Error).self) { try await store.whileRunning { try await store.ready() } }
         #expect(Date().timeIntervalSince(started) < 60)
+        #expect(await store.ping() == false)
     }
 
     @Test func settingsAreParsedAndPasswordsRedacted() async throws {

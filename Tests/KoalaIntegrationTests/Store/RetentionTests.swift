@@ -23,36 +23,38 @@ struct RetentionTests {
 
     @Test(arguments: Backend.configured) func oldDeliveredDataIsPrunedButPendingAndDeadStay(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let old = Date().addingTimeInterval(-10 * 86400)
-        let delivered = try await accept(store, "w_delivered", email: "a@acme.io", at: old)
-        try await store.markDelivered([delivered!], at: old)
-        let dead = try await accept(store, "w_dead", email: "b@acme.io", at: old)
-        try await store.deadLetter([dead!], reason: "koala rejected (400)", detail: nil, at: old)
-        let pending = try await accept(store, "w_pending", email: "c@acme.io", at: old)
-        try await store.scheduleRetry([pending!], at: Date().addingTimeInterval(60), error: "503")
-        _ = try await accept(store, "w_recent", email: "d@acme.io", at: Date())
+        try await store.whileRunning {
+            let old = Date().addingTimeInterval(-10 * 86400)
+            let delivered = try await accept(store, "w_delivered", email: "a@acme.io", at: old)
+            try await store.markDelivered([delivered!], at: old)
+            let dead = try await accept(store, "w_dead", email: "b@acme.io", at: old)
+            try await store.deadLetter([dead!], reason: "koala rejected (400)", detail: nil, at: old)
+            let pending = try await accept(store, "w_pending", email: "c@acme.io", at: old)
+            try await store.scheduleRetry([pending!], at: Date().addingTimeInterval(60), error: "503")
+            _ = try await accept(store, "w_recent", email: "d@acme.io", at: Date())
 
-        let retention = Retention(store: store, keep: 7 * 86400, logger: quietLogger)
-        await retention.runOnce()
-        let counts = try await store.counts()
-        #expect(counts.delivered == 0)                 // the old delivered message is gone
-        #expect(counts.dead == 1)                      // dead letters stay until handled
-        #expect(counts.webhooks == 2)                  // pending's webhook and the recent one stay
-        #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_pending") != nil)
-        #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_delivered") == nil)
-        try await store.close()
+            let retention = Retention(store: store, keep: 7 * 86400, logger: quietLogger)
+            await retention.runOnce()
+            let counts = try await store.counts()
+            #expect(counts.delivered == 0)                 // the old delivered message is gone
+            #expect(counts.dead == 1)                      // dead letters stay until handled
+            #expect(counts.webhooks == 2)                  // pending's webhook and the recent one stay
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_pending") != nil)
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_delivered") == nil)
+        }
     }
 
     @Test(arguments: Backend.configured) func forgetRemovesEverythingAboutAPerson(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        _ = try await accept(store, "w1", email: "ada@acme.io", at: Date(), remember: true)
-        _ = try await accept(store, "w2", email: "grace@acme.io", at: Date(), remember: true)
-        let report = try await store.forget(email: " Ada@Acme.io ")
-        #expect(report == PruneReport(webhooks: 1, messages: 1, identities: 1))
-        #expect(try await store.storedWebhook(source: "stripe", webhookID: "w1") == nil)
-        #expect(try await store.storedWebhook(source: "stripe", webhookID: "w2") != nil)
-        #expect(try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "c", key: "w1")]).isEmpty)
-        #expect(try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "c", key: "w2")]).count == 1)
-        try await store.close()
+        try await store.whileRunning {
+            _ = try await accept(store, "w1", email: "ada@acme.io", at: Date(), remember: true)
+            _ = try await accept(store, "w2", email: "grace@acme.io", at: Date(), remember: true)
+            let report = try await store.forget(email: " Ada@Acme.io ")
+            #expect(report == PruneReport(webhooks: 1, messages: 1, identities: 1))
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w1") == nil)
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w2") != nil)
+            #expect(try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "c", key: "w1")]).isEmpty)
+            #expect(try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "c", key: "w2")]).count == 1)
+        }
     }
 }

@@ -25,113 +25,121 @@ struct StoreTests {
 
     @Test(arguments: Backend.configured) func acceptIsAtomicAndDeduplicates(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
-        #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
-        let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
-        #expect(again == .duplicate)
-        // Same id from another source is a different webhook.
-        let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], remembers: [], linger: 0, identityWait: 60)
-        #expect(other == .accepted(queued: 0, deadLettered: 0, waiting: 0))
-        let counts = try await store.counts()
-        #expect(counts.pending == 1)
-        #expect(counts.webhooks == 2)
-        try await store.close()
+        try await store.whileRunning {
+            let first = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+            #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
+            let again = try await store.accept(webhook("evt_1"), messages: [message("evt_1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+            #expect(again == .duplicate)
+            // Same id from another source is a different webhook.
+            let other = try await store.accept(webhook("evt_1", source: "paddle"), messages: [], remembers: [], linger: 0, identityWait: 60)
+            #expect(other == .accepted(queued: 0, deadLettered: 0, waiting: 0))
+            let counts = try await store.counts()
+            #expect(counts.pending == 1)
+            #expect(counts.webhooks == 2)
+        }
     }
 
     @Test(arguments: Backend.configured) func concurrentAcceptsShareCommitsAndStayExact(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        // 300 distinct webhooks, each offered twice at the same moment.
-        let outcomes = try await withThrowingTaskGroup(of: (String, AcceptOutcome).self) { group in
-            for i in 0..<600 {
-                let id = "evt_gc_\(i % 300)"
-                group.addTask {
-                    (id, try await store.accept(self.webhook(id), messages: [self.message(id, .track, email: "p\(i % 300)@x.io")],
-                                                remembers: [], linger: 0, identityWait: 0))
+        try await store.whileRunning {
+            // 300 distinct webhooks, each offered twice at the same moment.
+            let outcomes = try await withThrowingTaskGroup(of: (String, AcceptOutcome).self) { group in
+                for i in 0..<600 {
+                    let id = "evt_gc_\(i % 300)"
+                    group.addTask {
+                        (id, try await store.accept(self.webhook(id), messages: [self.message(id, .track, email: "p\(i % 300)@x.io")],
+                                                    remembers: [], linger: 0, identityWait: 0))
+                    }
                 }
+                var all: [(String, AcceptOutcome)] = []
+                for try await outcome in group { all.append(outcome) }
+                return all
             }
-            var all: [(String, AcceptOutcome)] = []
-            for try await outcome in group { all.append(outcome) }
-            return all
+            let accepted = outcomes.filter { $0.1 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }
+            #expect(accepted.count == 300)
+            #expect(Set(accepted.map(\.0)).count == 300)
+            #expect(outcomes.filter { $0.1 == .duplicate }.count == 300)
+            let counts = try await store.counts()
+            #expect(counts.webhooks == 300 && counts.pending == 300)
         }
-        let accepted = outcomes.filter { $0.1 == .accepted(queued: 1, deadLettered: 0, waiting: 0) }
-        #expect(accepted.count == 300)
-        #expect(Set(accepted.map(\.0)).count == 300)
-        #expect(outcomes.filter { $0.1 == .duplicate }.count == 300)
-        let counts = try await store.counts()
-        #expect(counts.webhooks == 300 && counts.pending == 300)
-        try await store.close()
     }
 
     @Test func synchronousIsFull() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-        let level = try await store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
-        #expect(level == 2)
-        let mode = try await store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
-        #expect(mode == "wal")
-        try await store.close()
+        try await store.whileRunning {
+            let level = try await store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+            #expect(level == 2)
+            let mode = try await store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+            #expect(mode == "wal")
+        }
     }
 
     @Test(arguments: Backend.configured) func problemsAreDeadLetteredAtOnce(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", .track, email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
-        #expect(outcome == .accepted(queued: 0, deadLettered: 1, waiting: 0))
-        let dead = try await store.deadLetters(limit: 10)
-        #expect(dead.map(\.reason) == ["identity missing"])
-        #expect(try await store.claimDue(now: Date(), limit: 10, lease: 60).isEmpty)
-        try await store.close()
+        try await store.whileRunning {
+            let outcome = try await store.accept(webhook("evt_2"), messages: [message("evt_2", .track, email: "", problem: "identity missing")], remembers: [], linger: 0, identityWait: 60)
+            #expect(outcome == .accepted(queued: 0, deadLettered: 1, waiting: 0))
+            let dead = try await store.deadLetters(limit: 10)
+            #expect(dead.map(\.reason) == ["identity missing"])
+            #expect(try await store.claimDue(now: Date(), limit: 10, lease: 60).isEmpty)
+        }
     }
 
     @Test(arguments: Backend.configured) func lingerDelaysAndLeasesHideClaimedMessages(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        let now = Date()
-        _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", .track, email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
-        #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
-        let claimed = try await store.claimDue(now: now.addingTimeInterval(10), limit: 10, lease: 60)
-        #expect(claimed.count == 1)
-        #expect(try await store.claimDue(now: now.addingTimeInterval(11), limit: 10, lease: 60).isEmpty)
-        // After the lease runs out the message is due again (a crashed sender's work is picked up).
-        #expect(try await store.claimDue(now: now.addingTimeInterval(80), limit: 10, lease: 60).count == 1)
-        try await store.close()
+        try await store.whileRunning {
+            let now = Date()
+            _ = try await store.accept(webhook("evt_3"), messages: [message("evt_3", .track, email: "a@x.io")], remembers: [], linger: 5, identityWait: 60)
+            #expect(try await store.claimDue(now: now, limit: 10, lease: 60).isEmpty)
+            let claimed = try await store.claimDue(now: now.addingTimeInterval(10), limit: 10, lease: 60)
+            #expect(claimed.count == 1)
+            #expect(try await store.claimDue(now: now.addingTimeInterval(11), limit: 10, lease: 60).isEmpty)
+            // After the lease runs out the message is due again (a crashed sender's work is picked up).
+            #expect(try await store.claimDue(now: now.addingTimeInterval(80), limit: 10, lease: 60).count == 1)
+        }
     }
 
     @Test(arguments: Backend.configured) func aWaitingMessageBlocksLaterOnesOfTheSamePersonOnly(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
-        _ = try await store.accept(webhook("w1"), messages: [message("w1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
-        let now = Date().addingTimeInterval(1)
-        let first = try await store.claimDue(now: now, limit: 10, lease: 60)
-        try await store.scheduleRetry(first.map(\.seq), at: now.addingTimeInterval(30), error: "503")
-        _ = try await store.accept(webhook("w2"), messages: [message("w2", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
-        _ = try await store.accept(webhook("w3"), messages: [message("w3", .track, email: "b@x.io")], remembers: [], linger: 0, identityWait: 60)
-        let next = try await store.claimDue(now: now.addingTimeInterval(1), limit: 10, lease: 60)
-        #expect(next.map(\.identity.email) == ["b@x.io"])
-        let later = try await store.claimDue(now: now.addingTimeInterval(31), limit: 10, lease: 60)
-        #expect(later.map(\.identity.email) == ["a@x.io", "a@x.io"])
-        #expect(later.first?.attempts == 1)
-        try await store.close()
+        try await store.whileRunning {
+            _ = try await store.accept(webhook("w1"), messages: [message("w1", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+            let now = Date().addingTimeInterval(1)
+            let first = try await store.claimDue(now: now, limit: 10, lease: 60)
+            try await store.scheduleRetry(first.map(\.seq), at: now.addingTimeInterval(30), error: "503")
+            _ = try await store.accept(webhook("w2"), messages: [message("w2", .track, email: "a@x.io")], remembers: [], linger: 0, identityWait: 60)
+            _ = try await store.accept(webhook("w3"), messages: [message("w3", .track, email: "b@x.io")], remembers: [], linger: 0, identityWait: 60)
+            let next = try await store.claimDue(now: now.addingTimeInterval(1), limit: 10, lease: 60)
+            #expect(next.map(\.identity.email) == ["b@x.io"])
+            let later = try await store.claimDue(now: now.addingTimeInterval(31), limit: 10, lease: 60)
+            #expect(later.map(\.identity.email) == ["a@x.io", "a@x.io"])
+            #expect(later.first?.attempts == 1)
+        }
     }
 
     @Test func outcomesMoveMessagesAndSurviveReopen() async throws {
         let path = temporaryDirectory() + "/db.sqlite"
         do {
             let store = try await SQLiteStore(path: path)
-            _ = try await store.accept(webhook("w1"), messages: [
-                message("w1", .track, email: "a@x.io"), message("w1", .identify, email: "b@x.io"), message("w1", .account, email: "c@x.io"),
-            ], remembers: [], linger: 0, identityWait: 60)
-            let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
-            #expect(claimed.count == 3)
-            try await store.markDelivered([claimed[0].seq], at: Date())
-            try await store.deadLetter([claimed[1].seq], reason: "koala rejected (400)", detail: "{\"error\":\"bad\"}", at: Date())
-            // claimed[2] stays leased: the process "dies" here.
-            try await store.close()
+            try await store.whileRunning {
+                _ = try await store.accept(webhook("w1"), messages: [
+                    message("w1", .track, email: "a@x.io"), message("w1", .identify, email: "b@x.io"), message("w1", .account, email: "c@x.io"),
+                ], remembers: [], linger: 0, identityWait: 60)
+                let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
+                #expect(claimed.count == 3)
+                try await store.markDelivered([claimed[0].seq], at: Date())
+                try await store.deadLetter([claimed[1].seq], reason: "koala rejected (400)", detail: "{\"error\":\"bad\"}", at: Date())
+                // claimed[2] stays leased: the process "dies" here.
+            }
         }
         let reopened = try await SQLiteStore(path: path)
-        let counts = try await reopened.counts()
-        #expect(counts == OutboxCounts(pending: 1, delivered: 1, dead: 1, webhooks: 1))
-        // The lease of the dead process is void on reopen: the message is due at once.
-        let due = try await reopened.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
-        #expect(due.map(\.identity.email) == ["c@x.io"])
-        let dead = try await reopened.deadLetters(limit: 10)
-        #expect(dead.first?.detail == "{\"error\":\"bad\"}")
-        try await reopened.close()
+        try await reopened.whileRunning {
+            let counts = try await reopened.counts()
+            #expect(counts == OutboxCounts(pending: 1, delivered: 1, dead: 1, webhooks: 1))
+            // The lease of the dead process is void on reopen: the message is due at once.
+            let due = try await reopened.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 600)
+            #expect(due.map(\.identity.email) == ["c@x.io"])
+            let dead = try await reopened.deadLetters(limit: 10)
+            #expect(dead.first?.detail == "{\"error\":\"bad\"}")
+        }
     }
 }

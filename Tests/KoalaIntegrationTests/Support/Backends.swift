@@ -53,6 +53,18 @@ func freshPostgresURL() throws -> String {
 func makeStore(_ backend: Backend) async throws -> any WebhookStore {
     switch backend {
     case .sqlite: return try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
-    case .postgres: return try await PostgresStore(url: try freshPostgresURL(), logger: quietLogger)
+    case .postgres: return try PostgresStore(url: try freshPostgresURL(), logger: quietLogger)
+    }
+}
+
+/// Runs several stores while `body` runs (replicas side by side).
+func whileRunning<S: WebhookStore, T>(_ stores: [S], _ body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for store in stores { group.addTask { try await store.run() } }
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        group.cancelAll()
+        while let _ = try? await group.next() {}
+        return try result.get()
     }
 }
