@@ -16,7 +16,7 @@ struct ConfigurationTests {
                 return "\(error)"
             }
         }
-        #expect(await problem(["KOALA_ROUTER_PORT": "eighty"]) == "invalid setting KOALA_ROUTER_PORT: 'eighty' is not a number in 0.0...65535.0")
+        #expect(await problem(["KOALA_ROUTER_PORT": "eighty"]) == "invalid setting KOALA_ROUTER_PORT: 'eighty' is not a number in 0...65535")
         #expect(await problem(["KOALA_API_URL": "ftp://x"]) == "invalid setting KOALA_API_URL: 'ftp://x' is not an http(s) URL")
         #expect(await problem(["LOG_FORMAT": "xml"]) == "invalid setting LOG_FORMAT: 'xml' is not json or text")
         #expect(await problem(["KOALA_ROUTER_ADMIN_TOKEN": "short"])?.hasPrefix("invalid setting KOALA_ROUTER_ADMIN_TOKEN: too short") == true)
@@ -93,6 +93,31 @@ struct ConfigurationTests {
             try await RouterConfiguration.load(environment: ["KOALA_PUBLIC_API_KEY_FILE": "/nonexistent/key"])
         }
         #expect(unreadable?.description == "invalid setting KOALA_PUBLIC_API_KEY_FILE: KOALA_PUBLIC_API_KEY_FILE names '/nonexistent/key', which cannot be read; mount the secret there or unset KOALA_PUBLIC_API_KEY_FILE")
+    }
+
+    /// Each setting is declared once, in its component's table; README's table must list exactly those, with
+    /// the defaults `koala-router config` prints.
+    @Test func readmeDocumentsEverySettingWithItsDefault() throws {
+        let readme = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        var documented: [String: String] = [:]
+        for line in readme.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count > 4 else { continue }
+            let name = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
+            guard name.hasPrefix("KOALA_") || name.hasPrefix("LOG_") else { continue }
+            documented[name] = cells[3]
+        }
+        let defaults = Dictionary(RouterConfiguration(environment: [:]).described, uniquingKeysWith: { a, _ in a })
+        for name in RouterConfiguration.settingNames + ["KOALA_ROUTER_CONFIG"] {
+            let cell = try #require(documented[name], "README's configuration table does not list \(name)")
+            let value = try #require(defaults[name])
+            if cell.hasPrefix("`") {
+                #expect(cell.hasPrefix("`\(value)`"), "README says \(name) defaults to \(cell); it is \(value)")
+            } else {
+                #expect(cell.hasPrefix("none") && value.hasPrefix("(not set"), "README says \(name) defaults to \(cell); it is \(value)")
+            }
+        }
+        #expect(Set(documented.keys).subtracting(RouterConfiguration.settingNames + ["KOALA_ROUTER_CONFIG"]).isEmpty)
     }
 
     @Test func jsonLogLinesCarryMetadata() {

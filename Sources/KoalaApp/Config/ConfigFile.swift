@@ -35,7 +35,7 @@ enum ConfigFile {
         guard case .mapping(let top) = node else {
             throw invalid("\(path):\(node.mark?.line ?? 1): expected a mapping of settings (koala_router:, koala:, log:)")
         }
-        let known = Dictionary(grouping: RouterConfiguration.settingNames.map(RouterConfiguration.key(for:)), by: { $0[0] })
+        let known = Dictionary(grouping: RouterConfiguration.entries.map(\.path), by: { $0[0] })
             .mapValues { Set($0.compactMap { $0.count > 1 ? $0[1] : nil }) }
         var problems: [String] = []
         for (keyNode, value) in top {

@@ -7,17 +7,22 @@ import Logging
 import NIOCore
 import SystemPackage
 
-/// Every setting of the service. Built from the environment; CLI flags override single fields.
-public struct RouterConfiguration: Sendable {
+/// Every setting of the service: its own (address, routes, database, Koala, admin, retention, logs) and its
+/// components' (`delivery`, `connections`), each declared once in its `settings` table, read through
+/// swift-configuration from flags, the environment, `NAME_FILE` secrets and the config file.
+public struct RouterConfiguration: Sendable, Configurable {
+    /// Address to listen on.
     public var host = "0.0.0.0"
+    /// Port to listen on.
     public var port = 8080
+    /// The folder of rule files.
     public var routesDirectory = "routes"
-    /// A SQLite file path (optionally `sqlite:` prefixed).
+    /// A SQLite file path (optionally `sqlite:` prefixed) or a `postgres://` URL.
     public var database = "data/koala-router.sqlite"
+    /// Koala's API base URL.
     public var koalaAPIURL = "https://api2.getkoala.com"
     /// Koala's public project key; nil runs the sender in dry-run mode.
     public var koalaPublicKey: String?
-    public var maxBodyBytes = 1 << 20
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     public var identityWait: TimeInterval = 900
     /// How long raw webhooks and delivered messages are kept.
@@ -32,9 +37,11 @@ public struct RouterConfiguration: Sendable {
     public var rulesPollInterval: TimeInterval = 2
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
     public var reloadOnSIGHUP = true
+    /// The sender's settings.
     public var delivery = DeliveryPolicy()
     /// Connection deadlines and memory limits for incoming requests.
     public var connections = ConnectionLimits()
+    /// The least severe log level written.
     public var logLevel: Logger.Level = .info
     /// `text` for people, `json` (one object per line) for log pipelines.
     public var logFormat = "text"
@@ -43,40 +50,100 @@ public struct RouterConfiguration: Sendable {
     /// The YAML config file the settings were read from, if any.
     public var configFile: String?
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    /// The defaults, with rule-file secrets looked up in this process's environment.
+    public init() {
+        self.init(environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// The defaults, with rule-file secrets looked up in `environment`.
+    public init(environment: [String: String]) {
         self.environment = environment
     }
 
+    /// The largest webhook body accepted (`connections.maxBodyBytes`).
+    public var maxBodyBytes: Int {
+        get { connections.maxBodyBytes }
+        set { connections.maxBodyBytes = newValue }
+    }
+
+    /// A setting whose value cannot be used, named as in the environment.
     public struct Invalid: Error, CustomStringConvertible {
         public let setting: String
         public let problem: String
         public var description: String { "invalid setting \(setting): \(problem)" }
     }
 
-    /// Every setting's environment name. In a config file the same setting is `prefix: { rest: value }`
-    /// with the name lower-cased and split after `KOALA_ROUTER_`, `KOALA_` or `LOG_` (see `key(for:)`).
-    public static let settingNames = [
-        "KOALA_ROUTER_HOST", "KOALA_ROUTER_PORT", "KOALA_ROUTER_ROUTES", "KOALA_ROUTER_DATABASE", "KOALA_API_URL",
-        "KOALA_PUBLIC_API_KEY", "KOALA_ROUTER_ADMIN_TOKEN", "KOALA_ROUTER_MAX_BODY_BYTES", "KOALA_ROUTER_LINGER_MS",
-        "KOALA_ROUTER_IDENTITY_WAIT_S", "KOALA_ROUTER_RULES_POLL_S", "KOALA_ROUTER_RETENTION_DAYS",
-        "KOALA_ROUTER_SHUTDOWN_GRACE_S", "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", "KOALA_ROUTER_CONCURRENCY",
-        "KOALA_ROUTER_REQUEST_TIMEOUT_S", "KOALA_ROUTER_LEASE_S", "KOALA_ROUTER_MAX_BACKOFF_S",
-        "KOALA_ROUTER_INITIAL_BACKOFF_S", "KOALA_ROUTER_RETRY_BUDGET_H", "KOALA_ROUTER_IDLE_TIMEOUT_S",
-        "KOALA_ROUTER_HEADER_TIMEOUT_S", "KOALA_ROUTER_BODY_TIMEOUT_S", "KOALA_ROUTER_MAX_CONNECTIONS",
-        "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", "LOG_FORMAT", "LOG_LEVEL",
-    ]
-    /// Settings whose values are never printed.
-    public static let secretNames: Set<String> = ["KOALA_PUBLIC_API_KEY", "KOALA_ROUTER_ADMIN_TOKEN", "KOALA_ROUTER_DATABASE"]
+    /// Each key names its own section (`koala_router`, `koala`, `log`).
+    public static let section = ""
 
-    /// The configuration key of a setting: `KOALA_ROUTER_LINGER_MS` → `koala_router.linger_ms`,
-    /// `KOALA_API_URL` → `koala.api_url`, `LOG_LEVEL` → `log.level`. swift-configuration's environment
-    /// provider maps each key back to exactly the environment name.
-    public static func key(for name: String) -> [String] {
-        for prefix in ["KOALA_ROUTER_", "KOALA_", "LOG_"] where name.hasPrefix(prefix) {
-            return [String(prefix.dropLast()).lowercased(), String(name.dropFirst(prefix.count)).lowercased()]
-        }
-        return [name.lowercased()]
+    /// The service's own settings; README's configuration table documents them with the components'.
+    public static var settings: [Setting<RouterConfiguration>] {
+        [
+            .text("koala_router.host", \.host, help: "Address to listen on"),
+            .integer("koala_router.port", \.port, in: 0...65535, help: "Port to listen on"),
+            .text("koala_router.routes", \.routesDirectory, help: "Folder of rule files"),
+            Setting("koala_router.database", help: "SQLite file or postgres:// URL", isSecret: true, apply: { config, text throws(SettingProblem) in
+                if PostgresURL.isPostgres(text) {
+                    do { _ = try PostgresURL(text) } catch let error as PostgresURL.Invalid { throw SettingProblem(error.problem) } catch { throw SettingProblem("\(error)") }
+                }
+                config.database = text
+            }, show: { PostgresURL.redacted($0.database) }),
+            .text("koala.api_url", \.koalaAPIURL, help: "Koala API base URL", check: { text in
+                guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                    return "'\(text)' is not an http(s) URL"
+                }
+                return nil
+            }),
+            .optionalText("koala.public_api_key", \.koalaPublicKey, isSecret: true, unset: "dry run", help: "Koala project public key"),
+            .optionalText("koala_router.admin_token", \.adminToken, isSecret: true, unset: "admin API off",
+                          help: "Bearer token of the admin API", check: { token in
+                token.count >= 16 ? nil : "too short; use at least 16 random characters (e.g. openssl rand -hex 24)"
+            }),
+            .number("koala_router.identity_wait_s", \.identityWait, in: 0...604_800,
+                    help: "How long a message waits for an identity another webhook will remember"),
+            .number("koala_router.rules_poll_s", \.rulesPollInterval, in: 0...3600, help: "How often rule files are checked for changes (0: SIGHUP only)"),
+            .number("koala_router.retention_days", \.retention, in: 0.001...3650, scale: 86400,
+                    help: "How long raw webhooks and delivered messages are kept"),
+            .number("koala_router.shutdown_grace_s", \.shutdownGrace, in: 1...3600, help: "How long SIGTERM may take to drain"),
+            .optionalText("koala_router.free_mail_domains_file", \.freeMailDomainsFile, unset: "shipped list only",
+                          help: "More free-mail domains (or !domain to remove one)", check: { path in
+                FileManager.default.isReadableFile(atPath: path) ? nil : "cannot read '\(path)'"
+            }),
+            Setting("log.level", help: "trace, debug, info, notice, warning, error or critical", apply: { config, text throws(SettingProblem) in
+                guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                    throw SettingProblem("'\(text)' is not one of trace, debug, info, notice, warning, error, critical")
+                }
+                config.logLevel = level
+            }, show: { $0.logLevel.rawValue }),
+            Setting("log.format", help: "text for people, json for log pipelines", apply: { config, text throws(SettingProblem) in
+                guard ["json", "text"].contains(text.lowercased()) else { throw SettingProblem("'\(text)' is not json or text") }
+                config.logFormat = text.lowercased()
+            }, show: { $0.logFormat }),
+        ]
     }
+
+    /// One setting of any component: where it is read and how it is named.
+    public struct Entry: Sendable {
+        /// The environment name, e.g. `KOALA_ROUTER_LINGER_MS`.
+        public let name: String
+        /// The configuration key, e.g. `["koala_router", "linger_ms"]`.
+        public let path: [String]
+        public let isSecret: Bool
+        public let help: String
+    }
+
+    /// Every setting of the service and its components, in the order `koala-router config` prints them.
+    public static let entries: [Entry] = entries(of: RouterConfiguration.self) + entries(of: DeliveryPolicy.self)
+        + entries(of: ConnectionLimits.self)
+
+    static func entries<C: Configurable>(of component: C.Type) -> [Entry] {
+        C.settings.map { Entry(name: C.environmentName(of: $0), path: C.path(of: $0), isSecret: $0.isSecret, help: $0.help) }
+    }
+
+    /// Every setting's environment name.
+    public static var settingNames: [String] { entries.map(\.name) }
+    /// Settings whose values are never printed.
+    public static var secretNames: Set<String> { Set(entries.filter(\.isSecret).map(\.name)) }
 
     /// Loads the settings through swift-configuration, first match wins:
     /// 1. command-line flags (`flags`, by environment name),
@@ -90,7 +157,7 @@ public struct RouterConfiguration: Sendable {
         func values(_ pairs: [String: String]) -> [AbsoluteConfigKey: ConfigValue] {
             var out: [AbsoluteConfigKey: ConfigValue] = [:]
             for (name, value) in pairs where !value.isEmpty {
-                out[AbsoluteConfigKey(key(for: name))] = ConfigValue(.string(value), isSecret: secretNames.contains(name))
+                out[AbsoluteConfigKey(path(forName: name))] = ConfigValue(.string(value), isSecret: secretNames.contains(name))
             }
             return out
         }
@@ -120,121 +187,43 @@ public struct RouterConfiguration: Sendable {
         return try resolve(ConfigReader(providers: providers), into: config)
     }
 
-    /// Reads every setting from `reader` into `config`.
+    /// The configuration key of an environment name (every setting's is in `entries`).
+    static func path(forName name: String) -> [String] {
+        entries.first { $0.name == name }?.path ?? [name.lowercased()]
+    }
+
+    /// Reads every setting from `reader`: the service's own, then each component's through `init(reader:)`.
     static func resolve(_ reader: ConfigReader, into config: RouterConfiguration) throws -> RouterConfiguration {
         var config = config
-        func string(_ name: String) -> String? {
-            reader.string(forKey: ConfigKey(key(for: name)), isSecret: secretNames.contains(name)).flatMap { $0.isEmpty ? nil : $0 }
-        }
-        func number(_ name: String, _ range: ClosedRange<Double>) throws -> Double? {
-            guard let text = string(name) else { return nil }
-            guard let value = Double(text), range.contains(value) else {
-                throw Invalid(setting: name, problem: "'\(text)' is not a number in \(range.lowerBound)...\(range.upperBound)")
-            }
-            return value
-        }
-        if let v = string("KOALA_ROUTER_HOST") { config.host = v }
-        if let v = try number("KOALA_ROUTER_PORT", 0...65535) { config.port = Int(v) }
-        if let v = string("KOALA_ROUTER_ROUTES") { config.routesDirectory = v }
-        if let v = string("KOALA_ROUTER_DATABASE") {
-            if PostgresURL.isPostgres(v) {
-                do { _ = try PostgresURL(v) } catch let error as PostgresURL.Invalid {
-                    throw Invalid(setting: "KOALA_ROUTER_DATABASE", problem: error.problem)
-                }
-            }
-            config.database = v
-        }
-        if let v = string("KOALA_API_URL") {
-            guard let url = URL(string: v), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-                throw Invalid(setting: "KOALA_API_URL", problem: "'\(v)' is not an http(s) URL")
-            }
-            config.koalaAPIURL = v
-        }
-        config.koalaPublicKey = string("KOALA_PUBLIC_API_KEY")
-        if let token = string("KOALA_ROUTER_ADMIN_TOKEN") {
-            guard token.count >= 16 else {
-                throw Invalid(setting: "KOALA_ROUTER_ADMIN_TOKEN", problem: "too short; use at least 16 random characters (e.g. openssl rand -hex 24)")
-            }
-            config.adminToken = token
-        }
-        if let v = try number("KOALA_ROUTER_MAX_BODY_BYTES", 1...(256 * 1024 * 1024)) { config.maxBodyBytes = Int(v) }
-        if let v = try number("KOALA_ROUTER_LINGER_MS", 0...60000) { config.delivery.linger = v / 1000 }
-        if let v = try number("KOALA_ROUTER_IDENTITY_WAIT_S", 0...604_800) { config.identityWait = v }
-        if let v = try number("KOALA_ROUTER_RULES_POLL_S", 0...3600) { config.rulesPollInterval = v }
-        if let v = try number("KOALA_ROUTER_RETENTION_DAYS", 0.001...3650) { config.retention = v * 86400 }
-        if let v = try number("KOALA_ROUTER_SHUTDOWN_GRACE_S", 1...3600) { config.shutdownGrace = v }
-        if let v = string("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE") {
-            guard FileManager.default.isReadableFile(atPath: v) else {
-                throw Invalid(setting: "KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", problem: "cannot read '\(v)'")
-            }
-            config.freeMailDomainsFile = v
-        }
-        if let v = try number("KOALA_ROUTER_CONCURRENCY", 1...1024) { config.delivery.concurrency = Int(v) }
-        if let v = try number("KOALA_ROUTER_REQUEST_TIMEOUT_S", 0.1...600) { config.delivery.requestTimeout = v }
-        if let v = try number("KOALA_ROUTER_LEASE_S", 1...3600) { config.delivery.lease = v }
-        if config.delivery.lease <= config.delivery.requestTimeout {
-            throw Invalid(setting: "KOALA_ROUTER_LEASE_S",
-                          problem: "the lease (\(config.delivery.lease) s) must outlast KOALA_ROUTER_REQUEST_TIMEOUT_S (\(config.delivery.requestTimeout) s), or a slow request is sent twice")
-        }
-        if let v = try number("KOALA_ROUTER_MAX_BACKOFF_S", 0.01...86400) { config.delivery.maxBackoff = v }
-        if let v = try number("KOALA_ROUTER_INITIAL_BACKOFF_S", 0.001...3600) { config.delivery.initialBackoff = v }
-        if let v = try number("KOALA_ROUTER_RETRY_BUDGET_H", 0.001...8760) { config.delivery.retryBudget = v * 3600 }
-        func timeout(_ name: String) throws -> TimeAmount? {
-            try number(name, 0.1...3600).map { .milliseconds(Int64(($0 * 1000).rounded())) }
-        }
-        if let v = try timeout("KOALA_ROUTER_IDLE_TIMEOUT_S") { config.connections.idleTimeout = v }
-        if let v = try timeout("KOALA_ROUTER_HEADER_TIMEOUT_S") { config.connections.headerTimeout = v }
-        if let v = try timeout("KOALA_ROUTER_BODY_TIMEOUT_S") { config.connections.bodyTimeout = v }
-        if let v = try number("KOALA_ROUTER_MAX_CONNECTIONS", 16...1_000_000) { config.connections.maxConnections = Int(v) }
-        if let v = try number("KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", 1024...(16 * 1024 * 1024 * 1024)) {
-            config.connections.maxBodyBytesInFlight = Int(v)
-        }
-        if config.connections.maxBodyBytesInFlight < config.maxBodyBytes {
-            throw Invalid(setting: "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT",
-                          problem: "\(config.connections.maxBodyBytesInFlight) is below KOALA_ROUTER_MAX_BODY_BYTES (\(config.maxBodyBytes)): no body of the largest allowed size could ever be read")
-        }
-        if let v = string("LOG_FORMAT") {
-            guard ["json", "text"].contains(v.lowercased()) else {
-                throw Invalid(setting: "LOG_FORMAT", problem: "'\(v)' is not json or text")
-            }
-            config.logFormat = v.lowercased()
-        }
-        if let v = string("LOG_LEVEL") {
-            guard let level = Logger.Level(rawValue: v.lowercased()) else {
-                throw Invalid(setting: "LOG_LEVEL", problem: "'\(v)' is not one of trace, debug, info, notice, warning, error, critical")
-            }
-            config.logLevel = level
-        }
+        try read(&config, from: reader)
+        config.delivery = try DeliveryPolicy(reader: reader)
+        config.connections = try ConnectionLimits(reader: reader)
         return config
+    }
+
+    /// Sets `component`'s settings found in `reader` (scoped to its section), then checks them together.
+    static func read<C: Configurable>(_ component: inout C, from reader: ConfigReader) throws(Invalid) {
+        let scoped = C.section.isEmpty ? reader : reader.scoped(to: ConfigKey([C.section]))
+        for setting in C.settings {
+            let key = ConfigKey(setting.key.split(separator: ".").map(String.init))
+            guard let text = scoped.string(forKey: key, isSecret: setting.isSecret), !text.isEmpty else { continue }
+            do {
+                try setting.apply(&component, text)
+            } catch {
+                throw Invalid(setting: C.environmentName(of: setting), problem: error.text)
+            }
+        }
+        do {
+            try component.validate()
+        } catch {
+            throw Invalid(setting: error.setting, problem: error.problem)
+        }
     }
 
     /// Every setting and its effective value, secrets redacted (for `koala-router config`).
     public var described: [(String, String)] {
-        [
-            ("KOALA_ROUTER_HOST", host), ("KOALA_ROUTER_PORT", String(port)), ("KOALA_ROUTER_ROUTES", routesDirectory),
-            ("KOALA_ROUTER_DATABASE", PostgresURL.redacted(database)), ("KOALA_API_URL", koalaAPIURL),
-            ("KOALA_PUBLIC_API_KEY", koalaPublicKey == nil ? "(not set: dry run)" : "(set, redacted)"),
-            ("KOALA_ROUTER_MAX_BODY_BYTES", String(maxBodyBytes)), ("KOALA_ROUTER_LINGER_MS", String(Int(delivery.linger * 1000))),
-            ("KOALA_ROUTER_CONCURRENCY", String(delivery.concurrency)), ("KOALA_ROUTER_REQUEST_TIMEOUT_S", String(delivery.requestTimeout)),
-            ("KOALA_ROUTER_LEASE_S", String(delivery.lease)),
-            ("KOALA_ROUTER_INITIAL_BACKOFF_S", String(delivery.initialBackoff)), ("KOALA_ROUTER_MAX_BACKOFF_S", String(delivery.maxBackoff)),
-            ("KOALA_ROUTER_RETRY_BUDGET_H", String(delivery.retryBudget / 3600)), ("KOALA_ROUTER_IDENTITY_WAIT_S", String(identityWait)),
-            ("KOALA_ROUTER_RULES_POLL_S", String(rulesPollInterval)), ("KOALA_ROUTER_RETENTION_DAYS", String(retention / 86400)),
-            ("KOALA_ROUTER_SHUTDOWN_GRACE_S", String(shutdownGrace)),
-            ("KOALA_ROUTER_IDLE_TIMEOUT_S", Self.seconds(connections.idleTimeout)),
-            ("KOALA_ROUTER_HEADER_TIMEOUT_S", Self.seconds(connections.headerTimeout)),
-            ("KOALA_ROUTER_BODY_TIMEOUT_S", Self.seconds(connections.bodyTimeout)),
-            ("KOALA_ROUTER_MAX_CONNECTIONS", String(connections.maxConnections)),
-            ("KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT", String(connections.maxBodyBytesInFlight)),
-            ("KOALA_ROUTER_ADMIN_TOKEN", adminToken == nil ? "(not set: admin API off)" : "(set, redacted)"),
-            ("KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE", freeMailDomainsFile ?? "(not set)"),
-            ("LOG_LEVEL", logLevel.rawValue), ("LOG_FORMAT", logFormat),
-            ("KOALA_ROUTER_CONFIG", configFile ?? "(not set)"),
-        ]
-    }
-
-    static func seconds(_ amount: TimeAmount) -> String {
-        String(Double(amount.nanoseconds) / 1e9)
+        Self.settings.map { (Self.environmentName(of: $0), $0.show(self)) } + delivery.described + connections.described
+            + [("KOALA_ROUTER_CONFIG", configFile ?? "(not set)")]
     }
 
     /// The SQLite path named by `database`.
@@ -243,5 +232,14 @@ public struct RouterConfiguration: Sendable {
         if database.hasPrefix("sqlite://") { return String(database.dropFirst("sqlite://".count)) }
         if database.hasPrefix("sqlite:") { return String(database.dropFirst("sqlite:".count)) }
         return database
+    }
+}
+
+extension Configurable {
+    /// The component with its settings read from `reader` (the root reader: the component scopes it to its
+    /// section); a bad value throws naming the setting as in the environment.
+    public init(reader: ConfigReader) throws(RouterConfiguration.Invalid) {
+        self.init()
+        try RouterConfiguration.read(&self, from: reader)
     }
 }

@@ -7,7 +7,9 @@ import NIOHTTPTypes
 import Synchronization
 
 /// Limits on what a client may hold on to: time to send a request, and memory for bodies not yet checked.
-public struct ConnectionLimits: Sendable, Equatable {
+public struct ConnectionLimits: Sendable, Equatable, Configurable {
+    /// The largest webhook body accepted; larger ones are answered 413 without being read.
+    public var maxBodyBytes = 1 << 20
     /// How long a connection may wait for its next request (after opening, or after a response).
     public var idleTimeout: TimeAmount = .seconds(60)
     /// How long a request may take from its first byte to the end of its headers (slowloris).
@@ -20,6 +22,34 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var maxBodyBytesInFlight = 32 << 20
 
     public init() {}
+
+    public static let section = "koala_router"
+
+    /// Documented in README's configuration table; defaults are the values above.
+    public static var settings: [Setting<ConnectionLimits>] {
+        /// A deadline, written in seconds.
+        func seconds(_ key: String, _ path: WritableKeyPath<ConnectionLimits, TimeAmount>, help: String) -> Setting<ConnectionLimits> {
+            Setting(key, help: help, apply: { limits, text throws(SettingProblem) in
+                limits[keyPath: path] = .milliseconds(Int64((try Setting<ConnectionLimits>.parse(text, in: 0.1...3600) * 1000).rounded()))
+            }, show: { limits in Setting<ConnectionLimits>.format(Double(limits[keyPath: path].nanoseconds) / 1e9) })
+        }
+        return [
+            .integer("max_body_bytes", \.maxBodyBytes, in: 1...(256 << 20), help: "The largest webhook body accepted (413 beyond)"),
+            seconds("idle_timeout_s", \.idleTimeout, help: "How long a connection may wait for its next request"),
+            seconds("header_timeout_s", \.headerTimeout, help: "How long a request may take from its first byte to the end of its headers"),
+            seconds("body_timeout_s", \.bodyTimeout, help: "How long a request's body may take after its headers"),
+            .integer("max_connections", \.maxConnections, in: 16...1_000_000, help: "Open connections at once; more wait in the listen backlog"),
+            .integer("max_body_bytes_in_flight", \.maxBodyBytesInFlight, in: 1024...(16 << 30),
+                     help: "Webhook body bytes held in memory at once; past it, 503 with Retry-After"),
+        ]
+    }
+
+    public func validate() throws(SettingConflict) {
+        if maxBodyBytesInFlight < maxBodyBytes {
+            throw SettingConflict(setting: "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT",
+                                  problem: "\(maxBodyBytesInFlight) is below KOALA_ROUTER_MAX_BODY_BYTES (\(maxBodyBytes)): no body of the largest allowed size could ever be read")
+        }
+    }
 }
 
 /// Puts deadlines on each phase of an HTTP/1 connection and closes it when one passes:

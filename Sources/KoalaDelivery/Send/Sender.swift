@@ -4,35 +4,6 @@ import KoalaStore
 import Logging
 import ServiceLifecycle
 
-/// Delivery policy knobs.
-public struct DeliveryPolicy: Sendable {
-    /// How long a new message waits so a burst for one person coalesces into one request.
-    public var linger: TimeInterval = 0.1
-    /// How often the outbox is polled when idle.
-    public var pollInterval: TimeInterval = 0.05
-    /// Messages leased per round.
-    public var claimLimit: Int = 1000
-    /// A lease outlives any request: request timeout plus margin.
-    public var lease: TimeInterval = 60
-    /// Requests in flight at once (each to a different person).
-    public var concurrency: Int = 16
-    /// First retry delay; doubles per attempt up to `maxBackoff`, with jitter.
-    public var initialBackoff: TimeInterval = 1
-    public var maxBackoff: TimeInterval = 600
-    /// After this long since a message was accepted, it goes to the dead letters.
-    public var retryBudget: TimeInterval = 72 * 3600
-    public var requestTimeout: TimeInterval = 10
-
-    public init() {}
-
-    /// Backoff for the n-th failed attempt (1-based): exponential with "equal jitter".
-    public func backoff(attempt: Int) -> TimeInterval {
-        let exponent = min(max(attempt - 1, 0), 30)
-        let base = min(maxBackoff, initialBackoff * pow(2, Double(exponent)))
-        return base / 2 + Double.random(in: 0...(base / 2))
-    }
-}
-
 /// Background service that drains the outbox into Koala: claims due messages, batches them per person,
 /// sends with bounded concurrency, and records each outcome.
 public final class Sender: Service, Sendable {
