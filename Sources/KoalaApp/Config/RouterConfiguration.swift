@@ -20,9 +20,9 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// A SQLite file path (optionally `sqlite:` prefixed) or a `postgres://` URL.
     public var database = "data/koala-router.sqlite"
     /// Koala's API base URL.
-    public var koalaAPIURL = "https://api2.getkoala.com"
+    var koalaAPIURL = "https://api2.getkoala.com"
     /// Koala's public project key; nil runs the sender in dry-run mode.
-    public var koalaPublicKey: String?
+    var koalaPublicKey: String?
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     public var identityWait: TimeInterval = 900
     /// How long raw webhooks and delivered messages are kept.
@@ -30,13 +30,13 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// How long SIGTERM/SIGINT may take to drain before the process stops.
     public var shutdownGrace: TimeInterval = 25
     /// Bearer token of the admin API; nil turns the admin API off.
-    public var adminToken: String?
+    var adminToken: String?
     /// A file that adds to (or, with `!domain`, removes from) the shipped free-mail / disposable list.
-    public var freeMailDomainsFile: String?
+    var freeMailDomainsFile: String?
     /// How often rule files are checked for changes (0: only on SIGHUP).
-    public var rulesPollInterval: TimeInterval = 2
+    var rulesPollInterval: TimeInterval = 2
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
-    public var reloadOnSIGHUP = true
+    var reloadOnSIGHUP = true
     /// The sender's settings.
     public var delivery = DeliveryPolicy()
     /// Connection deadlines and memory limits for incoming requests.
@@ -61,7 +61,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The largest webhook body accepted (`connections.maxBodyBytes`).
-    public var maxBodyBytes: Int {
+    var maxBodyBytes: Int {
         get { connections.maxBodyBytes }
         set { connections.maxBodyBytes = newValue }
     }
@@ -141,7 +141,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// Every setting's environment name.
-    public static var settingNames: [String] { entries.map(\.name) }
+    static var settingNames: [String] { entries.map(\.name) }
     /// Settings whose values are never printed.
     public static var secretNames: Set<String> { Set(entries.filter(\.isSecret).map(\.name)) }
 
@@ -227,7 +227,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The SQLite path named by `database`.
-    public var sqlitePath: String? {
+    var sqlitePath: String? {
         if PostgresURL.isPostgres(database) { return nil }
         if database.hasPrefix("sqlite://") { return String(database.dropFirst("sqlite://".count)) }
         if database.hasPrefix("sqlite:") { return String(database.dropFirst("sqlite:".count)) }

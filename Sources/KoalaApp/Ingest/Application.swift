@@ -43,7 +43,7 @@ public struct RouterComponents: Sendable {
     public let sender: Sender
     public let ingest: Ingest
     public let metrics: RouterMetrics
-    public let reloader: RulesReloader
+    let reloader: RulesReloader
 }
 
 /// Builds the whole service: used by `koala-router serve` and by the tests.

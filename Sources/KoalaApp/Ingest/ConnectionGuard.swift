@@ -9,17 +9,17 @@ import Synchronization
 /// Limits on what a client may hold on to: time to send a request, and memory for bodies not yet checked.
 public struct ConnectionLimits: Sendable, Equatable, Configurable {
     /// The largest webhook body accepted; larger ones are answered 413 without being read.
-    public var maxBodyBytes = 1 << 20
+    var maxBodyBytes = 1 << 20
     /// How long a connection may wait for its next request (after opening, or after a response).
-    public var idleTimeout: TimeAmount = .seconds(60)
+    var idleTimeout: TimeAmount = .seconds(60)
     /// How long a request may take from its first byte to the end of its headers (slowloris).
-    public var headerTimeout: TimeAmount = .seconds(30)
+    var headerTimeout: TimeAmount = .seconds(30)
     /// How long a request's body may take from the end of its headers (a `Content-Length` that lies, a trickle).
-    public var bodyTimeout: TimeAmount = .seconds(60)
+    var bodyTimeout: TimeAmount = .seconds(60)
     /// Open connections beyond this wait in the listen backlog until one closes.
     public var maxConnections = 4096
     /// Webhook body bytes held in memory at once across all requests; past it, 503 with `Retry-After`.
-    public var maxBodyBytesInFlight = 32 << 20
+    var maxBodyBytesInFlight = 32 << 20
 
     public init() {}
 
@@ -187,7 +187,7 @@ public final class BodyBudget: Sendable {
     }
 
     /// Takes `bytes` from the budget; false (and nothing taken) when that would pass the limit.
-    public func reserve(_ bytes: Int) -> Bool {
+    func reserve(_ bytes: Int) -> Bool {
         var current = used.load(ordering: .relaxed)
         while true {
             guard bytes <= limit - current else { return false }
@@ -197,9 +197,9 @@ public final class BodyBudget: Sendable {
         }
     }
 
-    public func release(_ bytes: Int) {
+    func release(_ bytes: Int) {
         used.subtract(bytes, ordering: .relaxed)
     }
 
-    public var inUse: Int { used.load(ordering: .relaxed) }
+    var inUse: Int { used.load(ordering: .relaxed) }
 }

@@ -46,7 +46,7 @@ public struct Ingest: Sendable {
 
     /// Decides from the path and headers alone: the source must exist and be enabled, and the request must
     /// carry one of the headers its scheme reads the signature or credential from.
-    public func admit(source name: String, headers: HTTPFields) -> Admission {
+    func admit(source name: String, headers: HTTPFields) -> Admission {
         let table = rules.table
         guard let source = table.sources[name] else {
             metrics.webhookReceived(source: "unknown", outcome: .unknownSource)

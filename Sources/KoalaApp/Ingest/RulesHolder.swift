@@ -19,16 +19,16 @@ public final class RulesHolder: Sendable {
     }
 
     /// Why the last reload was refused (nil once a reload succeeds).
-    public var lastReloadError: String? {
+    var lastReloadError: String? {
         reloadError.withLock { $0 }
     }
 
-    public func replace(with table: RuleTable) {
+    func replace(with table: RuleTable) {
         current.withLock { $0 = table }
         reloadError.withLock { $0 = nil }
     }
 
-    public func recordReloadFailure(_ message: String) {
+    func recordReloadFailure(_ message: String) {
         reloadError.withLock { $0 = message }
     }
 }

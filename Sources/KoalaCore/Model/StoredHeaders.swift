@@ -8,7 +8,7 @@ public enum StoredHeaders {
     ].map { Array($0.utf8) }
 
     /// Whether a header name looks like a credential.
-    public static func isSensitive(_ name: String) -> Bool {
+    static func isSensitive(_ name: String) -> Bool {
         // A plain byte scan: the generic `firstRange(of:)` allocated a dozen times per call, and this runs
         // for every header of every webhook.
         var lower = Array(name.utf8)
@@ -30,7 +30,7 @@ public enum StoredHeaders {
 
     /// `headers` (names lower-cased) without credentials: `credentialHeaders` (the source scheme's, any case)
     /// and every sensitive-looking name.
-    public static func keepable(_ headers: [String: String], credentialHeaders: [String]) -> [String: String] {
+    static func keepable(_ headers: [String: String], credentialHeaders: [String]) -> [String: String] {
         let credentials = Set(credentialHeaders.map { $0.lowercased() })
         return headers.filter { !credentials.contains($0.key) && !isSensitive($0.key) }
     }

@@ -17,7 +17,7 @@ public struct VerifiedWebhook: Sendable {
     /// Version of the rule table that routed it.
     public let rulesVersion: String
     /// Hex SHA-256 of the raw body (`webhook.body_sha256`), computed once.
-    public let bodySHA256: String
+    let bodySHA256: String
     /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
     public var eventTimeProblem: String?
 
@@ -175,7 +175,7 @@ public struct Remembered: Sendable, Equatable {
 /// The same webhook routed by the same route and output always gets the same id, so retries and replays
 /// are absorbed by Koala's idempotency.
 public enum MessageID {
-    public static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
+    static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
         var input = Array("koala-router:v1".utf8)
         for part in [source, webhookID, route, output.rawValue] {
             input += Array("\(part.utf8.count):".utf8) + Array(part.utf8)

@@ -51,7 +51,7 @@ public enum LogText {
 /// Wraps a log handler (swift-log's text `StreamLogHandler`) so that the message and every metadata value
 /// it prints are escaped with `LogText`: nothing from a payload can forge a log line.
 public struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
-    public var inner: Inner
+    var inner: Inner
 
     public init(_ inner: Inner) {
         self.inner = inner

@@ -5,7 +5,7 @@ import Synchronization
 /// result is either an address Koala can key a person by, or nil.
 public enum Identity {
     /// RFC 5321 limits, in bytes: local part, domain, and the whole address (a 256-byte path minus `<>`).
-    public static let maxLocalBytes = 64, maxDomainBytes = 255, maxEmailBytes = 254
+    static let maxLocalBytes = 64, maxDomainBytes = 255, maxEmailBytes = 254
 
     /// `local@domain` normalised, or nil when it is not a usable address:
     /// - surrounding whitespace is trimmed; control, format (bidi overrides, zero-width) and separator
@@ -56,7 +56,7 @@ public enum Identity {
     /// A domain in the ASCII form DNS uses, or nil: IDNA-style mapping (NFKC, lower case, `。．｡` as dots),
     /// every label letters, digits and inner hyphens (any script; non-ASCII labels become `xn--` Punycode),
     /// at least two labels, a top-level label of letters (or `xn--`), at most 63 bytes a label and 255 in all.
-    public static func normalizeDomain(_ raw: String) -> String? {
+    static func normalizeDomain(_ raw: String) -> String? {
         guard !raw.isEmpty, raw.utf8.count <= 4 * maxDomainBytes else { return nil }
         var text = raw
         if !text.utf8.allSatisfy({ $0 < 0x80 }) {
@@ -85,7 +85,7 @@ public enum Identity {
     }
 
     /// A syntactically valid domain (see `normalizeDomain`) already in its normal form.
-    public static func isDomain(_ domain: String) -> Bool {
+    static func isDomain(_ domain: String) -> Bool {
         normalizeDomain(domain) == domain
     }
 
@@ -118,13 +118,13 @@ public enum Identity {
 
     /// The company domain of an email address: nil for invalid addresses and for free-mail or
     /// disposable providers, so `gmail.com` never becomes an Account.
-    public static func companyDomain(ofEmail raw: String) -> String? {
+    static func companyDomain(ofEmail raw: String) -> String? {
         guard let email = normalizeEmail(raw), let at = email.lastIndex(of: "@") else { return nil }
         let domain = String(email[email.index(after: at)...])
         return FreeMailDomains.contains(domain) ? nil : domain
     }
 
-    public static func companyDomain(from raw: String) -> String? {
+    static func companyDomain(from raw: String) -> String? {
         if raw.utf8.contains(UInt8(ascii: "@")) { return companyDomain(ofEmail: raw) }
         guard let domain = normalizeDomain(raw.trimmingCharacters(in: .whitespacesAndNewlines)),
               !FreeMailDomains.contains(domain) else { return nil }
@@ -132,7 +132,7 @@ public enum Identity {
     }
 
     /// Koala profile ids are UUIDs (the `ko_id` cookie).
-    public static func normalizeProfileID(_ raw: String) -> String? {
+    static func normalizeProfileID(_ raw: String) -> String? {
         let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.utf8.count == 36, let uuid = UUID(uuidString: trimmed) else { return nil }
         return uuid.uuidString.lowercased()
@@ -140,7 +140,7 @@ public enum Identity {
 
     /// A provider's id used as an identity or memory key (`account_id`, `remember`, `recall`): printable text
     /// of at most 255 bytes. A control character (a NUL would cut it short in C APIs) or more bytes refuse it.
-    public static func isUsableKey(_ text: String) -> Bool {
+    static func isUsableKey(_ text: String) -> Bool {
         !text.isEmpty && SourceDefinition.identifierProblem(text) == nil
     }
 }

@@ -10,7 +10,7 @@ public struct IdentificationProblem: Error, Sendable {
 
 extension SourceDefinition {
     /// The longest webhook id or event type taken, in UTF-8 bytes (provider ids are a few dozen).
-    public static let maxIdentifierBytes = 255
+    static let maxIdentifierBytes = 255
 
     /// Reads the webhook id, type and time where the rule file says they are. Used by ingest, `test` and `simulate`.
     public func webhook(body: [UInt8], json: JSONValue, headers: HTTPFields, receivedAt: Date, secretLabel: String,

@@ -17,7 +17,7 @@ public struct ExpressionParser {
     }
 
     public struct Failure: Error {
-        public let offset: Int
+        let offset: Int
         public let message: String
         public let hint: String
     }

@@ -45,7 +45,7 @@ public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
         self.column = column
     }
 
-    public func offset(by columns: Int) -> SourceLocation {
+    func offset(by columns: Int) -> SourceLocation {
         SourceLocation(file: file, line: line, column: column + columns)
     }
 

@@ -43,7 +43,7 @@ public struct SourceDefinition: Sendable {
     }
 
     /// Why a disabled source is disabled.
-    public var disabledReason: String? {
+    var disabledReason: String? {
         if case .disabled(let reason) = state { return reason }
         return nil
     }
@@ -51,13 +51,13 @@ public struct SourceDefinition: Sendable {
 
 public struct Route: Sendable {
     public let name: String
-    public let location: SourceLocation
-    public let types: [TypePattern]
+    let location: SourceLocation
+    let types: [TypePattern]
     /// `when.where`: must hold too (nil: no condition).
     public let condition: Condition?
     public let person: PersonSpec?
     public let track: TrackOutput?
-    public let identify: IdentifyOutput?
+    let identify: IdentifyOutput?
     public let account: AccountOutput?
     /// `remember`: namespace → the provider id under which this route's resolved person is remembered.
     public let remember: FieldList
@@ -75,13 +75,13 @@ public struct Route: Sendable {
 
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.
 public struct TypePattern: Sendable, CustomStringConvertible {
-    public let pattern: String
+    let pattern: String
 
     public init(_ pattern: String) { self.pattern = pattern }
 
     public var description: String { pattern }
 
-    public func matches(_ type: String) -> Bool {
+    func matches(_ type: String) -> Bool {
         // Byte checks: String.contains(String) goes through the generic searcher, which allocates.
         guard pattern.utf8.contains(UInt8(ascii: "*")) || pattern.utf8.contains(UInt8(ascii: "?")) else { return pattern == type }
         return Self.glob(Array(pattern.unicodeScalars)[...], Array(type.unicodeScalars)[...])
@@ -119,7 +119,7 @@ public typealias FieldList = [(name: String, value: Expression)]
 
 public struct TrackOutput: Sendable {
     public let event: Expression
-    public let properties: FieldList
+    let properties: FieldList
 }
 
 public struct IdentifyOutput: Sendable {
@@ -129,6 +129,6 @@ public struct IdentifyOutput: Sendable {
 public struct AccountOutput: Sendable {
     public let domain: Expression?
     public let accountID: Expression?
-    public let groupID: Expression?
+    let groupID: Expression?
     public let traits: FieldList
 }

@@ -36,14 +36,14 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// An array or an object.
-    public var isContainer: Bool {
+    var isContainer: Bool {
         switch self {
         case .array, .object: true
         default: false
         }
     }
 
-    public var isNull: Bool {
+    var isNull: Bool {
         if case .null = self { return true }
         return false
     }

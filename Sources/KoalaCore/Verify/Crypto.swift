@@ -13,7 +13,7 @@ public enum Crypto {
             }
         }
 
-        public var digestLength: Int {
+        var digestLength: Int {
             switch self {
             case .sha1: 20
             case .sha256: 32

@@ -28,10 +28,10 @@ public struct HMACVerifier: SignatureVerifier {
         /// Stripped from each signature; signatures without it are ignored (e.g. `sha256=`, `v1=`).
         public var prefix: String = ""
         /// Separates several signatures in the header (nil: the header holds one).
-        public var listSeparator: Character?
-        public var timestampHeader: String?
-        public var timestampFormat: TimestampFormat = .seconds
-        public var idHeader: String?
+        var listSeparator: Character?
+        var timestampHeader: String?
+        var timestampFormat: TimestampFormat = .seconds
+        var idHeader: String?
         public var signed: [Part] = [.body]
 
         public init(scheme: String, header: String) {
@@ -40,7 +40,7 @@ public struct HMACVerifier: SignatureVerifier {
         }
 
         /// Parses a template such as `{timestamp}.{body}` or `v1:{timestamp}:{body}`.
-        public static func parseTemplate(_ text: String) -> [Part]? {
+        static func parseTemplate(_ text: String) -> [Part]? {
             var parts: [Part] = []
             var rest = Substring(text)
             while let open = rest.firstIndex(of: "{") {
@@ -134,7 +134,7 @@ public struct HMACVerifier: SignatureVerifier {
     }
 
     /// Lemon Squeezy: `X-Signature: <hex>` over the body.
-    public static var lemonSqueezy: Format {
+    static var lemonSqueezy: Format {
         Format(scheme: "lemon-squeezy", header: "X-Signature")
     }
 

@@ -14,20 +14,20 @@ public enum Schemes {
 
     public struct Definition: Sendable {
         public let name: String
-        public let summary: String
+        let summary: String
         /// Default replay tolerance in seconds; nil for schemes that sign no timestamp (they rely on
         /// webhook-id dedupe against replays).
         public let defaultTolerance: Double?
         /// Where the webhook id, type and time live unless the rule file says otherwise.
-        public let defaultID: String
-        public let defaultType: String
-        public let defaultTime: String?
+        let defaultID: String
+        let defaultType: String
+        let defaultTime: String?
         /// How secret values are turned into key bytes unless `secret_encoding` says otherwise.
-        public let defaultSecretEncoding: SecretEncoding
+        let defaultSecretEncoding: SecretEncoding
         /// Option keys this scheme accepts in the `verify` block.
         public let options: [String]
         /// Options whose value names an environment variable; the loader passes the variable's value.
-        public var referenceOptions: [String] = []
+        var referenceOptions: [String] = []
         let make: @Sendable (_ options: Options, _ secrets: [WebhookSecret], _ tolerance: Double) throws(OptionError) -> any SignatureVerifier
 
         /// A verifier of this scheme for the given options, secrets and tolerance (what a rule file builds).

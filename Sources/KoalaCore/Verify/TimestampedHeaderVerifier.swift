@@ -10,7 +10,7 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         /// Between the timestamp text and the body in the signed bytes.
         public let separator: String
         /// Timestamp unit: 1 for seconds, 1000 for milliseconds.
-        public let unitsPerSecond: Double
+        let unitsPerSecond: Double
         /// Splits the header into (timestamp text, hex signatures); nil when malformed.
         public let parse: @Sendable (String) -> (timestamp: Substring, signatures: [Substring])?
     }

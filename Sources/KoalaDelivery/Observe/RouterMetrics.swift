@@ -14,7 +14,7 @@ public enum MessageOutcome: String, Sendable, CaseIterable {
 /// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
 /// and routes come from the rule files, secret labels are environment variable names.
 public final class RouterMetrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
+    let registry = PrometheusCollectorRegistry()
 
     public init() {}
 
@@ -60,7 +60,7 @@ public final class RouterMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
-    public func koalaResponse(status: String) {
+    func koalaResponse(status: String) {
         registry.makeCounter(
             name: "koala_router_koala_responses_total", labels: [("status", status)],
             help: "Answers from Koala by HTTP status (or timeout / connection_error)."
@@ -73,7 +73,7 @@ public final class RouterMetrics: Sendable {
     ]
 
     /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
-    public func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double) {
+    func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double) {
         registry.makeDurationHistogram(
             name: "koala_router_delivery_latency_seconds", labels: [("endpoint", endpoint.rawValue)], buckets: Self.latencyBuckets,
             help: "Accepted to confirmed by Koala, per message."
@@ -90,7 +90,7 @@ public final class RouterMetrics: Sendable {
                            help: "Age of the oldest message not yet delivered (0 when none).").set(to: stats.oldestPendingAge)
     }
 
-    public func koalaRefusing() {
+    func koalaRefusing() {
         registry.makeCounter(
             name: "koala_router_koala_refusals_total",
             help: "Koala answers meaning it refuses every request (401/403/404, or 'ingest suspended')."

@@ -10,7 +10,7 @@ public struct KoalaBatch: Sendable, Equatable {
     public let messageIDs: [String]
     /// The request body, ready to send.
     public let body: String
-    public let oldestCreatedAt: Date
+    let oldestCreatedAt: Date
     /// Failed attempts so far of the most-tried message in the batch.
     public let attempts: Int
     /// When each message was accepted, for the delivery latency.

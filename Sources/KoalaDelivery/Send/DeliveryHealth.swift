@@ -8,14 +8,14 @@ import Synchronization
 /// growing rate until Koala answers again, while ingest keeps accepting and storing.
 public final class DeliveryHealth: Sendable {
     public struct Snapshot: Sendable, Equatable {
-        public var consecutiveFailures = 0
-        public var circuitOpen = false
-        public var nextProbe: Date?
-        public var probeInterval: TimeInterval = 0
-        public var lastError: String?
+        var consecutiveFailures = 0
+        var circuitOpen = false
+        var nextProbe: Date?
+        var probeInterval: TimeInterval = 0
+        var lastError: String?
         /// Koala answering 4xx in a way that means "not for any request" (wrong key, ingest suspended).
         public var refusing: String?
-        public var lastSuccess: Date?
+        var lastSuccess: Date?
     }
 
     let failureThreshold: Int
@@ -29,10 +29,10 @@ public final class DeliveryHealth: Sendable {
         self.maxProbeInterval = maxProbeInterval
     }
 
-    public var snapshot: Snapshot { state.withLock { $0 } }
+    var snapshot: Snapshot { state.withLock { $0 } }
 
     /// Whether the sender may send now; when the circuit is open, only one probe round per interval.
-    public func mayProceed(now: Date) -> (proceed: Bool, probe: Bool) {
+    func mayProceed(now: Date) -> (proceed: Bool, probe: Bool) {
         state.withLock { s in
             guard s.circuitOpen else { return (true, false) }
             guard let next = s.nextProbe, now >= next else { return (false, false) }
@@ -41,7 +41,7 @@ public final class DeliveryHealth: Sendable {
         }
     }
 
-    public func recordSuccess(now: Date) {
+    func recordSuccess(now: Date) {
         state.withLock { s in
             s.consecutiveFailures = 0
             s.circuitOpen = false
@@ -56,7 +56,7 @@ public final class DeliveryHealth: Sendable {
     /// when this failure opened (or kept open) the circuit.
     /// A failed probe doubles the wait before the next one.
     @discardableResult
-    public func recordFailure(_ reason: String, now: Date, probe: Bool = false) -> Bool {
+    func recordFailure(_ reason: String, now: Date, probe: Bool = false) -> Bool {
         state.withLock { s in
             s.consecutiveFailures += 1
             s.lastError = reason
@@ -75,7 +75,7 @@ public final class DeliveryHealth: Sendable {
         }
     }
 
-    public func recordRefusal(_ description: String) {
+    func recordRefusal(_ description: String) {
         state.withLock { $0.refusing = description }
     }
 

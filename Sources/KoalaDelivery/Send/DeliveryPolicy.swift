@@ -9,17 +9,17 @@ public struct DeliveryPolicy: Sendable, Configurable {
     /// How often the outbox is polled when idle.
     public var pollInterval: TimeInterval = 0.05
     /// Messages leased per round.
-    public var claimLimit: Int = 1000
+    var claimLimit: Int = 1000
     /// A lease outlives any request: request timeout plus margin.
     public var lease: TimeInterval = 60
     /// Requests in flight at once (each to a different person).
-    public var concurrency: Int = 16
+    var concurrency: Int = 16
     /// First retry delay; doubles per attempt up to `maxBackoff`, with jitter.
-    public var initialBackoff: TimeInterval = 1
+    var initialBackoff: TimeInterval = 1
     /// Longest retry delay.
-    public var maxBackoff: TimeInterval = 600
+    var maxBackoff: TimeInterval = 600
     /// After this long since a message was accepted, it goes to the dead letters.
-    public var retryBudget: TimeInterval = 72 * 3600
+    var retryBudget: TimeInterval = 72 * 3600
     /// How long one request to Koala may take.
     public var requestTimeout: TimeInterval = 10
 
@@ -50,7 +50,7 @@ public struct DeliveryPolicy: Sendable, Configurable {
     }
 
     /// Backoff for the n-th failed attempt (1-based): exponential with "equal jitter".
-    public func backoff(attempt: Int) -> TimeInterval {
+    func backoff(attempt: Int) -> TimeInterval {
         let exponent = min(max(attempt - 1, 0), 30)
         let base = min(maxBackoff, initialBackoff * pow(2, Double(exponent)))
         return base / 2 + Double.random(in: 0...(base / 2))

@@ -16,7 +16,7 @@ public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
     case connection(String)
 
     /// Koala asked us to slow down: a 429 says nothing about Koala's health, so it never opens the circuit.
-    public var isRateLimit: Bool { self == .status(429) }
+    var isRateLimit: Bool { self == .status(429) }
 
     /// For logs and `last_error`.
     public var description: String {
@@ -39,7 +39,7 @@ public enum DeliveryResult: Sendable, Equatable {
 
 extension DeliveryResult {
     /// Low-cardinality label for `koala_router_koala_responses_total`.
-    public var metricLabel: String {
+    var metricLabel: String {
         switch self {
         case .delivered(let status): status == 0 ? "dry_run" : String(status)
         case .rejected(let status, _): String(status)
@@ -52,7 +52,7 @@ extension DeliveryResult {
 
 /// Sends batches to Koala's server-side API, or, without a project key, logs them (dry run).
 public struct KoalaClient: Sendable {
-    public static var userAgent: String { "koala-router/\(KoalaRouterVersion.string)" }
+    static var userAgent: String { "koala-router/\(KoalaRouterVersion.string)" }
 
     let http: HTTPClient
     let baseURL: String
@@ -68,7 +68,7 @@ public struct KoalaClient: Sendable {
         self.logger = logger
     }
 
-    public var isDryRun: Bool { publicKey == nil }
+    var isDryRun: Bool { publicKey == nil }
 
     public func send(_ batch: KoalaBatch) async -> DeliveryResult {
         guard let publicKey else {
@@ -101,7 +101,7 @@ public struct KoalaClient: Sendable {
         LogText.bounded(LogText.escaped(String(describing: error)), limit: 200)
     }
 
-    public static func classify(status: Int, body: String, retryAfter: String?) -> DeliveryResult {
+    static func classify(status: Int, body: String, retryAfter: String?) -> DeliveryResult {
         switch status {
         case 200..<300:
             return .delivered(status: status)
@@ -114,10 +114,10 @@ public struct KoalaClient: Sendable {
     }
 
     /// The longest `Retry-After` honoured: a day.
-    public static let maxRetryAfter: TimeInterval = 86400
+    static let maxRetryAfter: TimeInterval = 86400
 
     /// `Retry-After` as delta-seconds or an HTTP date, at most `maxRetryAfter`.
-    public static func parseRetryAfter(_ value: String) -> TimeInterval? {
+    static func parseRetryAfter(_ value: String) -> TimeInterval? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
         // Bounded: an absurd or infinite value must not park a message beyond every retry.
         if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return min(seconds, maxRetryAfter) }

@@ -13,15 +13,15 @@ public struct PostgresURL: Sendable, Equatable {
 
     public var host = "localhost"
     public var port = 5432
-    public var socketDirectory: String?
+    var socketDirectory: String?
     public var username = "postgres"
     public var password: String?
     public var database: String?
-    public var sslmode = SSLMode.prefer
-    public var schema: String?
-    public var poolSize = 10
-    public var statementTimeoutMS = 5000
-    public var operationTimeoutMS = 5000
+    var sslmode = SSLMode.prefer
+    var schema: String?
+    var poolSize = 10
+    var statementTimeoutMS = 5000
+    var operationTimeoutMS = 5000
 
     public struct Invalid: Error, CustomStringConvertible {
         public let problem: String

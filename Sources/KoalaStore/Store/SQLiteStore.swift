@@ -326,7 +326,7 @@ public final class SQLiteStore: WebhookStore {
     }
 
     /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
-    public static let replayPerRound = 100
+    static let replayPerRound = 100
 
     public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970

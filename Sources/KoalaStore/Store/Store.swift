@@ -86,7 +86,7 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
     }
 
     /// When a newly accepted message is first due: after the linger, or, when waiting, once its identity wait runs out.
-    public func firstDue(acceptedAt now: Double, linger: TimeInterval, identityWait: TimeInterval) -> Double {
+    func firstDue(acceptedAt now: Double, linger: TimeInterval, identityWait: TimeInterval) -> Double {
         self == .waiting ? now + identityWait : now + linger
     }
 }
@@ -139,7 +139,7 @@ public struct DeadLetter: Sendable, Equatable {
     public var createdAt = Date(timeIntervalSince1970: 0)
 
     /// Whether a retry can send it: it has someone to send it for.
-    public var hasIdentity: Bool {
+    var hasIdentity: Bool {
         identity.email != nil || identity.profileID != nil || identity.domain != nil || identity.accountID != nil
     }
 
@@ -295,16 +295,16 @@ extension WebhookStore {
 }
 
 extension WebhookStore {
-    public func markDelivered(_ seqs: [Int64], at: Date) async throws {
+    func markDelivered(_ seqs: [Int64], at: Date) async throws {
         try await record([.delivered(seqs, at: at)])
     }
 
     /// Releases the lease and makes the messages due again at `at`.
-    public func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
+    func scheduleRetry(_ seqs: [Int64], at: Date, error: String) async throws {
         try await record([.retry(seqs, next: at, error: error)])
     }
 
-    public func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
+    func deadLetter(_ seqs: [Int64], reason: String, detail: String?, at: Date) async throws {
         try await record([.dead(seqs, reason: reason, detail: detail, at: at)])
     }
 

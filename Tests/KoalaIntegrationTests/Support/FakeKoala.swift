@@ -1,10 +1,10 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import KoalaApp
-import KoalaCore
-import KoalaDelivery
-import KoalaStore
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
 import Logging
 import NIOCore
 import ServiceLifecycle

@@ -1,5 +1,6 @@
 import Foundation
-import KoalaApp
+@testable import KoalaApp
+@testable import KoalaDelivery
 import KoalaTestSupport
 
 /// Test configuration: shipped routes, a temp SQLite file, fast retries.
