@@ -24,9 +24,9 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// Koala's public project key; nil runs the sender in dry-run mode.
     var koalaPublicKey: String?
     /// How long a message whose `recall` missed waits for the identity to be remembered.
-    public var identityWait: TimeInterval = 900
+    var identityWait: TimeInterval = 900
     /// How long raw webhooks and delivered messages are kept.
-    public var retention: TimeInterval = 7 * 86400
+    var retention: TimeInterval = 7 * 86400
     /// How long SIGTERM/SIGINT may take to drain before the process stops.
     public var shutdownGrace: TimeInterval = 25
     /// Bearer token of the admin API; nil turns the admin API off.
@@ -38,7 +38,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
     var reloadOnSIGHUP = true
     /// The sender's settings.
-    public var delivery = DeliveryPolicy()
+    var delivery = DeliveryPolicy()
     /// Connection deadlines and memory limits for incoming requests.
     public var connections = ConnectionLimits()
     /// The least severe log level written.
@@ -48,7 +48,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// Where secrets referenced by rule files are looked up.
     public var environment: [String: String]
     /// The YAML config file the settings were read from, if any.
-    public var configFile: String?
+    var configFile: String?
 
     /// The defaults, with rule-file secrets looked up in this process's environment.
     public init() {
@@ -56,7 +56,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The defaults, with rule-file secrets looked up in `environment`.
-    public init(environment: [String: String]) {
+    init(environment: [String: String]) {
         self.environment = environment
     }
 
@@ -68,8 +68,8 @@ public struct RouterConfiguration: Sendable, Configurable {
 
     /// A setting whose value cannot be used, named as in the environment.
     public struct Invalid: Error, CustomStringConvertible {
-        public let setting: String
-        public let problem: String
+        let setting: String
+        let problem: String
         public var description: String { "invalid setting \(setting): \(problem)" }
     }
 
@@ -125,15 +125,15 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// One setting of any component: where it is read and how it is named.
     public struct Entry: Sendable {
         /// The environment name, e.g. `KOALA_ROUTER_LINGER_MS`.
-        public let name: String
+        let name: String
         /// The configuration key, e.g. `["koala_router", "linger_ms"]`.
-        public let path: [String]
-        public let isSecret: Bool
-        public let help: String
+        let path: [String]
+        let isSecret: Bool
+        let help: String
     }
 
     /// Every setting of the service and its components, in the order `koala-router config` prints them.
-    public static let entries: [Entry] = entries(of: RouterConfiguration.self) + entries(of: DeliveryPolicy.self)
+    static let entries: [Entry] = entries(of: RouterConfiguration.self) + entries(of: DeliveryPolicy.self)
         + entries(of: ConnectionLimits.self)
 
     static func entries<C: Configurable>(of component: C.Type) -> [Entry] {
@@ -143,7 +143,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// Every setting's environment name.
     static var settingNames: [String] { entries.map(\.name) }
     /// Settings whose values are never printed.
-    public static var secretNames: Set<String> { Set(entries.filter(\.isSecret).map(\.name)) }
+    static var secretNames: Set<String> { Set(entries.filter(\.isSecret).map(\.name)) }
 
     /// Loads the settings through swift-configuration, first match wins:
     /// 1. command-line flags (`flags`, by environment name),
@@ -221,7 +221,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// Every setting and its effective value, secrets redacted (for `koala-router config`).
-    public var described: [(String, String)] {
+    var described: [(String, String)] {
         Self.settings.map { (Self.environmentName(of: $0), $0.show(self)) } + delivery.described + connections.described
             + [("KOALA_ROUTER_CONFIG", configFile ?? "(not set)")]
     }
@@ -238,7 +238,7 @@ public struct RouterConfiguration: Sendable, Configurable {
 extension Configurable {
     /// The component with its settings read from `reader` (the root reader: the component scopes it to its
     /// section); a bad value throws naming the setting as in the environment.
-    public init(reader: ConfigReader) throws(RouterConfiguration.Invalid) {
+    init(reader: ConfigReader) throws(RouterConfiguration.Invalid) {
         self.init()
         try RouterConfiguration.read(&self, from: reader)
     }

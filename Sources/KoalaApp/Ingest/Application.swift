@@ -38,11 +38,11 @@ struct StoreService: Service {
 
 /// Everything the service is made of; `buildApplication` wires it, tests reach into it.
 public struct RouterComponents: Sendable {
-    public let rules: RulesHolder
-    public let store: any WebhookStore
-    public let sender: Sender
-    public let ingest: Ingest
-    public let metrics: RouterMetrics
+    let rules: RulesHolder
+    let store: any WebhookStore
+    let sender: Sender
+    let ingest: Ingest
+    let metrics: RouterMetrics
     let reloader: RulesReloader
 }
 

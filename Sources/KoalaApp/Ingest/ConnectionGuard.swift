@@ -179,10 +179,10 @@ private final class FirstByteObserver: ChannelInboundHandler, RemovableChannelHa
 
 /// The memory all requests together may hold in unverified bodies.
 public final class BodyBudget: Sendable {
-    public let limit: Int
+    let limit: Int
     private let used = Atomic<Int>(0)
 
-    public init(limit: Int) {
+    init(limit: Int) {
         self.limit = limit
     }
 

@@ -7,12 +7,12 @@ import Logging
 
 /// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
 public struct Ingest: Sendable {
-    public let rules: RulesHolder
-    public let store: any WebhookStore
-    public let linger: TimeInterval
+    let rules: RulesHolder
+    let store: any WebhookStore
+    let linger: TimeInterval
     /// How long a message whose `recall` missed waits for the identity before it is dead-lettered.
-    public let identityWait: TimeInterval
-    public let metrics: RouterMetrics
+    let identityWait: TimeInterval
+    let metrics: RouterMetrics
     let logger: Logger
 
     public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
@@ -33,9 +33,9 @@ public struct Ingest: Sendable {
     /// A request let in before its body is read: its source, from one read of the rule table, which then
     /// verifies and routes it whatever a concurrent reload does.
     public struct Admitted: Sendable {
-        public let source: SourceDefinition
-        public let verifier: any SignatureVerifier
-        public let rulesVersion: String
+        let source: SourceDefinition
+        let verifier: any SignatureVerifier
+        let rulesVersion: String
     }
 
     public enum Admission: Sendable {
@@ -78,7 +78,7 @@ public struct Ingest: Sendable {
         }
     }
 
-    public func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+    func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
         var logger = self.logger
         if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
         let source = admitted.source, name = source.name

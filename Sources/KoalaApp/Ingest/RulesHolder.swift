@@ -14,7 +14,7 @@ public final class RulesHolder: Sendable {
         reloadError = Mutex(nil)
     }
 
-    public var table: RuleTable {
+    var table: RuleTable {
         current.withLock { $0 }
     }
 

@@ -18,7 +18,7 @@ public final class RulesReloader: Service, Sendable {
     let logger: Logger
     let handleSignals: Bool
 
-    public init(holder: RulesHolder, directory: String, environment: [String: String], pollInterval: TimeInterval,
+    init(holder: RulesHolder, directory: String, environment: [String: String], pollInterval: TimeInterval,
                 metrics: RouterMetrics, logger: Logger, handleSignals: Bool = true) {
         self.holder = holder
         self.directory = directory
@@ -80,7 +80,7 @@ public final class RulesReloader: Service, Sendable {
 
     /// Loads and validates the whole table; swaps it in only if it is entirely valid. Returns whether it did.
     @discardableResult
-    public func reload() -> Bool {
+    func reload() -> Bool {
         do {
             let table = try RuleLoader(environment: environment).load(directory: directory)
             let previous = holder.table.version

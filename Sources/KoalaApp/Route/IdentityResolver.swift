@@ -15,7 +15,7 @@ public final class IdentityResolver: Service, Sendable {
     let interval: TimeInterval
     let logger: Logger
 
-    public init(store: any WebhookStore, rules: RulesHolder, linger: TimeInterval, interval: TimeInterval = 0.5, logger: Logger) {
+    init(store: any WebhookStore, rules: RulesHolder, linger: TimeInterval, interval: TimeInterval = 0.5, logger: Logger) {
         self.store = store
         self.rules = rules
         self.linger = linger
@@ -43,7 +43,7 @@ public final class IdentityResolver: Service, Sendable {
 
     /// Settles every waiting message that can be settled now. Returns whether there were any.
     @discardableResult
-    public func runOnce(now: Date = Date()) async throws -> Bool {
+    func runOnce(now: Date = Date()) async throws -> Bool {
         let waiting = try await store.claimWaiting(now: now, limit: 500)
         guard !waiting.isEmpty else { return false }
         let table = rules.table

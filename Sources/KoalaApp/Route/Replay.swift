@@ -8,11 +8,11 @@ import KoalaStore
 /// is new, changed and gone before anything is queued (`dryRun`).
 public struct Replay: Sendable {
     public struct Options: Sendable {
-        public var source: String
-        public var since: Date
-        public var until: Date
-        public var route: String?
-        public var dryRun: Bool
+        var source: String
+        var since: Date
+        var until: Date
+        var route: String?
+        var dryRun: Bool
 
         public init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool) {
             self.source = source

@@ -12,7 +12,7 @@ public struct VerifiedWebhook: Sendable {
     /// Header names lower-cased; credentials (authorization, cookies, signatures) are removed before storing.
     public let headers: [String: String]
     public let body: [UInt8]
-    public let json: JSONValue
+    let json: JSONValue
     public let secretLabel: String
     /// Version of the rule table that routed it.
     public let rulesVersion: String
@@ -120,7 +120,7 @@ public struct KoalaMessage: Sendable, Equatable {
     public let eventTime: Date
     public let disposition: Disposition
 
-    public init(messageID: String, source: String, webhookID: String, route: String, output: Output,
+    init(messageID: String, source: String, webhookID: String, route: String, output: Output,
                 endpoint: KoalaEndpoint, kind: Kind, identity: KoalaIdentity, item: JSONValue,
                 eventTime: Date, disposition: Disposition = .send) {
         self.messageID = messageID

@@ -221,14 +221,14 @@ public enum FreeMailDomains {
         configure(added: added, removed: removed)
     }
 
-    public static func configure(added: Set<String>, removed: Set<String>) {
+    static func configure(added: Set<String>, removed: Set<String>) {
         overrides.withLock { $0 = (added, removed) }
     }
 
     /// Whether `domain` (normalised) is a free-mail or disposable provider's: the domain or one of its parent
     /// domains is listed, or is a regional provider's (`yahoo.co.uk`, `gmx.de`). Whole registrable domains only:
     /// `mail.acme-corp.io` is a company's, even though `mail` names a provider elsewhere.
-    public static func contains(_ domain: String) -> Bool {
+    static func contains(_ domain: String) -> Bool {
         let (added, removed) = overrides.withLock { $0 }
         var candidate = Substring(domain)
         while true {

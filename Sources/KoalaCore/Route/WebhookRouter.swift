@@ -2,7 +2,7 @@ import Foundation
 
 /// Turns a verified webhook into Koala messages using one source's rules. Pure: same input, same output.
 public struct WebhookRouter: Sendable {
-    public let source: SourceDefinition
+    let source: SourceDefinition
 
     public init(source: SourceDefinition) {
         self.source = source
@@ -27,7 +27,7 @@ public struct WebhookRouter: Sendable {
         routing(webhook, memory: memory).messages
     }
 
-    public func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [RouteResult] {
+    func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [RouteResult] {
         routing(webhook, memory: memory).results
     }
 

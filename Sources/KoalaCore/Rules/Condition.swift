@@ -19,7 +19,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
 
     /// A compiled regular expression with its source text.
     public struct Pattern: @unchecked Sendable {
-        public let source: String
+        let source: String
         let regex: NSRegularExpression
 
         init?(_ source: String) {

@@ -65,10 +65,10 @@ public struct Path: Sendable, CustomStringConvertible {
         case select(field: [String], negated: Bool, value: Expression)
     }
 
-    public let root: Root
-    public let components: [Component]
+    let root: Root
+    let components: [Component]
 
-    public init(root: Root, components: [Component]) {
+    init(root: Root, components: [Component]) {
         self.root = root
         self.components = components
     }
@@ -93,8 +93,8 @@ public struct Path: Sendable, CustomStringConvertible {
 
 /// One step of a pipeline, e.g. `cents`, `default('unknown')`, `join(', ')`.
 public struct Filter: Sendable, CustomStringConvertible {
-    public let name: String
-    public let arguments: [Expression]
+    let name: String
+    let arguments: [Expression]
     let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
 
     public var description: String {
@@ -104,13 +104,13 @@ public struct Filter: Sendable, CustomStringConvertible {
 
 /// Everything an expression can read while a webhook is routed.
 public struct EvaluationContext: Sendable {
-    public let body: JSONValue
+    let body: JSONValue
     /// Header names lower-cased.
-    public let headers: [String: String]
-    public var person: JSONValue
-    public let webhook: JSONValue
+    let headers: [String: String]
+    var person: JSONValue
+    let webhook: JSONValue
     /// Identities remembered by earlier webhooks, as `recall` sees them: `{email, profile_id, domain}`.
-    public var memory: [MemoryKey: JSONValue]
+    var memory: [MemoryKey: JSONValue]
 
     public init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
                 memory: [MemoryKey: JSONValue] = [:]) {
@@ -134,7 +134,7 @@ public struct MemoryKey: Sendable, Hashable {
 
     /// A key read from a webhook: nil unless it is usable (`Identity.isUsableKey`), so a provider id with a
     /// control character or of unbounded length never reaches identity memory.
-    public init?(namespace: String, payloadKey: String) {
+    init?(namespace: String, payloadKey: String) {
         guard Identity.isUsableKey(payloadKey) else { return nil }
         self.init(namespace: namespace, key: payloadKey)
     }
@@ -190,7 +190,7 @@ extension Path {
         return false
     }
 
-    public func resolve(in context: EvaluationContext) -> JSONValue? {
+    func resolve(in context: EvaluationContext) -> JSONValue? {
         var current: JSONValue
         var rest = components[...]
         switch root {

@@ -18,8 +18,8 @@ public struct ExpressionParser {
 
     public struct Failure: Error {
         let offset: Int
-        public let message: String
-        public let hint: String
+        let message: String
+        let hint: String
     }
 
     let text: String

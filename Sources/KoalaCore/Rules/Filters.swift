@@ -117,7 +117,7 @@ public enum Timestamps {
     public static let representableSeconds: ClosedRange<Double> = -62_135_596_800 ... 253_402_300_799.999
 
     /// The date `seconds` after the Unix epoch, or nil when it is not a number or outside `representableSeconds`.
-    public static func date(unixSeconds seconds: Double) -> Date? {
+    static func date(unixSeconds seconds: Double) -> Date? {
         representableSeconds.contains(seconds) ? Date(timeIntervalSince1970: seconds) : nil
     }
 
@@ -152,7 +152,7 @@ public enum Timestamps {
 
     /// Numbers above 10^11 are taken as milliseconds, others as seconds; text is parsed as ISO-8601
     /// or, if numeric, as a number.
-    public static func date(from value: JSONValue?) -> Date? {
+    static func date(from value: JSONValue?) -> Date? {
         switch value {
         case .int?, .double?:
             guard let d = value?.doubleValue else { return nil }

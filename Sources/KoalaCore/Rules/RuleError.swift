@@ -6,7 +6,7 @@ public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What is wrong.
     public let message: String
     /// What to do about it.
-    public let hint: String
+    let hint: String
 
     public init(file: String, line: Int, column: Int, message: String, hint: String) {
         self.file = file
@@ -35,11 +35,11 @@ public struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
 
 /// A position inside a rule file.
 public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
-    public let file: String
-    public let line: Int
-    public let column: Int
+    let file: String
+    let line: Int
+    let column: Int
 
-    public init(file: String, line: Int, column: Int) {
+    init(file: String, line: Int, column: Int) {
         self.file = file
         self.line = line
         self.column = column
@@ -49,7 +49,7 @@ public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
         SourceLocation(file: file, line: line, column: column + columns)
     }
 
-    public func error(_ message: String, hint: String = "") -> RuleError {
+    func error(_ message: String, hint: String = "") -> RuleError {
         RuleError(file: file, line: line, column: column, message: message, hint: hint)
     }
 

@@ -3,7 +3,7 @@ import Yams
 
 /// Reads rule files and validates them completely, collecting every error with its file, line and column.
 public struct RuleLoader: Sendable {
-    public let environment: [String: String]
+    let environment: [String: String]
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment

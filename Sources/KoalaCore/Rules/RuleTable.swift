@@ -8,7 +8,7 @@ public struct RuleTable: Sendable {
     /// Problems that do not stop the table from serving (e.g. a source whose secret is not set).
     public let warnings: [String]
 
-    public init(version: String, sources: [String: SourceDefinition], warnings: [String] = []) {
+    init(version: String, sources: [String: SourceDefinition], warnings: [String] = []) {
         self.version = version
         self.sources = sources
         self.warnings = warnings
@@ -30,14 +30,14 @@ public struct SourceDefinition: Sendable {
     public let state: SourceState
     /// The headers the scheme reads a signature or credential from, as the scheme spells them, whether or
     /// not the source is enabled. They are never stored, and a request without any is refused before its body is read.
-    public let credentialHeaders: [String]
-    public let webhookID: Expression
-    public let eventType: Expression
-    public let eventTime: Expression?
+    let credentialHeaders: [String]
+    let webhookID: Expression
+    let eventType: Expression
+    let eventTime: Expression?
     public let routes: [Route]
 
     /// The verifier of an enabled source.
-    public var verifier: (any SignatureVerifier)? {
+    var verifier: (any SignatureVerifier)? {
         if case .enabled(let verifier) = state { return verifier }
         return nil
     }
@@ -50,17 +50,17 @@ public struct SourceDefinition: Sendable {
 }
 
 public struct Route: Sendable {
-    public let name: String
+    let name: String
     let location: SourceLocation
     let types: [TypePattern]
     /// `when.where`: must hold too (nil: no condition).
     public let condition: Condition?
-    public let person: PersonSpec?
-    public let track: TrackOutput?
+    let person: PersonSpec?
+    let track: TrackOutput?
     let identify: IdentifyOutput?
-    public let account: AccountOutput?
+    let account: AccountOutput?
     /// `remember`: namespace → the provider id under which this route's resolved person is remembered.
-    public let remember: FieldList
+    let remember: FieldList
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {
@@ -77,7 +77,7 @@ public struct Route: Sendable {
 public struct TypePattern: Sendable, CustomStringConvertible {
     let pattern: String
 
-    public init(_ pattern: String) { self.pattern = pattern }
+    init(_ pattern: String) { self.pattern = pattern }
 
     public var description: String { pattern }
 
@@ -110,25 +110,25 @@ public struct TypePattern: Sendable, CustomStringConvertible {
 }
 
 public struct PersonSpec: Sendable {
-    public let email: Expression?
-    public let profileID: Expression?
+    let email: Expression?
+    let profileID: Expression?
 }
 
 /// Ordered name → value pairs (properties, traits), kept in file order for stable output.
 public typealias FieldList = [(name: String, value: Expression)]
 
 public struct TrackOutput: Sendable {
-    public let event: Expression
+    let event: Expression
     let properties: FieldList
 }
 
 public struct IdentifyOutput: Sendable {
-    public let traits: FieldList
+    let traits: FieldList
 }
 
 public struct AccountOutput: Sendable {
-    public let domain: Expression?
-    public let accountID: Expression?
+    let domain: Expression?
+    let accountID: Expression?
     let groupID: Expression?
-    public let traits: FieldList
+    let traits: FieldList
 }

@@ -6,7 +6,7 @@ import Yams
 /// exact Koala messages expected out. Verification is skipped (tests hold no secrets); everything after it
 /// runs as in production: id/type/time extraction, conditions, identity memory, every output.
 public struct RuleTestRunner: Sendable {
-    public let table: RuleTable
+    let table: RuleTable
 
     public init(table: RuleTable) {
         self.table = table

@@ -14,7 +14,7 @@ public enum Hex {
     }
 
     /// Decodes hex text (either case). Returns nil for odd lengths or non-hex characters.
-    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+    static func decode(_ text: some StringProtocol) -> [UInt8]? {
         let utf8 = Array(text.utf8)
         guard utf8.count % 2 == 0 else { return nil }
         var out = [UInt8]()
@@ -40,7 +40,7 @@ public enum Hex {
 
 public enum Base64 {
     /// Decodes standard or URL-safe base64, with or without padding.
-    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+    static func decode(_ text: some StringProtocol) -> [UInt8]? {
         var s = String(text).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         let remainder = s.utf8.count % 4
         if remainder == 1 { return nil }

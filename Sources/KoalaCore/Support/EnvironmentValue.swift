@@ -7,9 +7,9 @@ public enum EnvironmentValue {
     /// `NAME_FILE` names a file that cannot be read. Never a silent fallback: the caller reports it.
     public struct UnreadableFile: Error, CustomStringConvertible, Equatable {
         /// The setting's name, without `_FILE`.
-        public let name: String
+        let name: String
         /// The path `NAME_FILE` holds.
-        public let path: String
+        let path: String
         public var description: String {
             "\(name)_FILE names '\(path)', which cannot be read; mount the secret there or unset \(name)_FILE"
         }

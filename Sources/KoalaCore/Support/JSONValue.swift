@@ -86,7 +86,7 @@ public enum JSONValue: Sendable, Hashable {
         return out
     }
 
-    public func write(to out: inout String) {
+    func write(to out: inout String) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"

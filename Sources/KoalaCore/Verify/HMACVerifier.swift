@@ -21,20 +21,20 @@ public struct HMACVerifier: SignatureVerifier {
     }
 
     public struct Format: Sendable {
-        public var scheme: String
-        public var header: String
-        public var algorithm: Crypto.Algorithm = .sha256
-        public var encoding: Encoding = .hex
+        var scheme: String
+        var header: String
+        var algorithm: Crypto.Algorithm = .sha256
+        var encoding: Encoding = .hex
         /// Stripped from each signature; signatures without it are ignored (e.g. `sha256=`, `v1=`).
-        public var prefix: String = ""
+        var prefix: String = ""
         /// Separates several signatures in the header (nil: the header holds one).
         var listSeparator: Character?
         var timestampHeader: String?
         var timestampFormat: TimestampFormat = .seconds
         var idHeader: String?
-        public var signed: [Part] = [.body]
+        var signed: [Part] = [.body]
 
-        public init(scheme: String, header: String) {
+        init(scheme: String, header: String) {
             self.scheme = scheme
             self.header = header
         }
@@ -59,13 +59,13 @@ public struct HMACVerifier: SignatureVerifier {
         }
     }
 
-    public let format: Format
-    public let secrets: [WebhookSecret]
-    public let tolerance: Double
+    let format: Format
+    let secrets: [WebhookSecret]
+    let tolerance: Double
     public var scheme: String { format.scheme }
     public var credentialHeaders: [String] { [format.header] }
 
-    public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
+    init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format
         self.secrets = secrets
         self.tolerance = tolerance
@@ -120,14 +120,14 @@ public struct HMACVerifier: SignatureVerifier {
     }
 
     /// GitHub (and Outseta): `X-Hub-Signature-256: sha256=<hex>` over the body.
-    public static var github: Format {
+    static var github: Format {
         var f = Format(scheme: "github", header: "X-Hub-Signature-256")
         f.prefix = "sha256="
         return f
     }
 
     /// Shopify: `X-Shopify-Hmac-Sha256: <base64>` over the body.
-    public static var shopify: Format {
+    static var shopify: Format {
         var f = Format(scheme: "shopify", header: "X-Shopify-Hmac-Sha256")
         f.encoding = .base64
         return f
@@ -139,7 +139,7 @@ public struct HMACVerifier: SignatureVerifier {
     }
 
     /// Orb: `X-Orb-Signature: v1=<hex>[ v1=…]` over `"v1:{X-Orb-Timestamp}:{body}"`.
-    public static var orb: Format {
+    static var orb: Format {
         var f = Format(scheme: "orb", header: "X-Orb-Signature")
         f.prefix = "v1="
         f.listSeparator = " "
@@ -159,9 +159,9 @@ public struct CredentialVerifier: SignatureVerifier {
         case bearer(header: String)
     }
 
-    public let kind: Kind
+    let kind: Kind
     /// Passwords or tokens.
-    public let secrets: [WebhookSecret]
+    let secrets: [WebhookSecret]
 
     public var scheme: String {
         if case .basic = kind { return "basic-auth" }
@@ -175,7 +175,7 @@ public struct CredentialVerifier: SignatureVerifier {
         }
     }
 
-    public init(kind: Kind, secrets: [WebhookSecret]) {
+    init(kind: Kind, secrets: [WebhookSecret]) {
         self.kind = kind
         self.secrets = secrets
     }

@@ -7,13 +7,13 @@ public enum Schemes {
 
     /// An option with a bad value; the loader turns it into an error at the option's position.
     public struct OptionError: Error {
-        public let option: String
-        public let message: String
-        public let hint: String
+        let option: String
+        let message: String
+        let hint: String
     }
 
     public struct Definition: Sendable {
-        public let name: String
+        let name: String
         let summary: String
         /// Default replay tolerance in seconds; nil for schemes that sign no timestamp (they rely on
         /// webhook-id dedupe against replays).
@@ -25,7 +25,7 @@ public enum Schemes {
         /// How secret values are turned into key bytes unless `secret_encoding` says otherwise.
         let defaultSecretEncoding: SecretEncoding
         /// Option keys this scheme accepts in the `verify` block.
-        public let options: [String]
+        let options: [String]
         /// Options whose value names an environment variable; the loader passes the variable's value.
         var referenceOptions: [String] = []
         let make: @Sendable (_ options: Options, _ secrets: [WebhookSecret], _ tolerance: Double) throws(OptionError) -> any SignatureVerifier
@@ -44,7 +44,7 @@ public enum Schemes {
         /// Hex text decoded to bytes (Outseta).
         case hex
 
-        public func decode(_ text: String) -> [UInt8]? {
+        func decode(_ text: String) -> [UInt8]? {
             switch self {
             case .raw: Array(text.utf8)
             case .base64: StandardWebhooksVerifier.decodeSecret(text)

@@ -5,14 +5,14 @@ import HTTPTypes
 /// (or the `svix-*` spellings); signs `"{id}.{timestamp}.{body}"` with HMAC-SHA256; the signature header is a
 /// space-separated list of `v1,<base64>` entries, any of which may match; other versions are skipped.
 public struct StandardWebhooksVerifier: SignatureVerifier {
-    public static let defaultTolerance: Double = 300
+    static let defaultTolerance: Double = 300
 
-    public let secrets: [WebhookSecret]
-    public let tolerance: Double
+    let secrets: [WebhookSecret]
+    let tolerance: Double
     public var scheme: String { "standard-webhooks" }
     public var credentialHeaders: [String] { ["webhook-signature", "svix-signature"] }
 
-    public init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
+    init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
         self.secrets = secrets
         self.tolerance = tolerance
     }

@@ -5,23 +5,23 @@ import HTTPTypes
 /// `"{timestamp}{separator}{body}"`: Stripe, Paddle Billing, WorkOS, Recurly.
 public struct TimestampedHeaderVerifier: SignatureVerifier {
     public struct Format: Sendable {
-        public let scheme: String
-        public let header: String
+        let scheme: String
+        let header: String
         /// Between the timestamp text and the body in the signed bytes.
-        public let separator: String
+        let separator: String
         /// Timestamp unit: 1 for seconds, 1000 for milliseconds.
         let unitsPerSecond: Double
         /// Splits the header into (timestamp text, hex signatures); nil when malformed.
-        public let parse: @Sendable (String) -> (timestamp: Substring, signatures: [Substring])?
+        let parse: @Sendable (String) -> (timestamp: Substring, signatures: [Substring])?
     }
 
-    public let format: Format
-    public let secrets: [WebhookSecret]
-    public let tolerance: Double
+    let format: Format
+    let secrets: [WebhookSecret]
+    let tolerance: Double
     public var scheme: String { format.scheme }
     public var credentialHeaders: [String] { [format.header] }
 
-    public init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
+    init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format
         self.secrets = secrets
         self.tolerance = tolerance
@@ -64,22 +64,22 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
     }
 
     /// Stripe: `Stripe-Signature: t=<s>,v1=<hex>[,v1=…]`; other schemes such as `v0` are ignored.
-    public static let stripe = Format(scheme: "stripe", header: "Stripe-Signature", separator: ".", unitsPerSecond: 1) {
+    static let stripe = Format(scheme: "stripe", header: "Stripe-Signature", separator: ".", unitsPerSecond: 1) {
         keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
     }
 
     /// Paddle Billing: `Paddle-Signature: ts=<s>;h1=<hex>[;h1=…]`, signed `"{ts}:{body}"`.
-    public static let paddle = Format(scheme: "paddle", header: "Paddle-Signature", separator: ":", unitsPerSecond: 1) {
+    static let paddle = Format(scheme: "paddle", header: "Paddle-Signature", separator: ":", unitsPerSecond: 1) {
         keyValues($0, itemSeparator: ";", timestampKey: "ts", signatureKey: "h1")
     }
 
     /// WorkOS: `WorkOS-Signature: t=<ms>, v1=<hex>`.
-    public static let workos = Format(scheme: "workos", header: "WorkOS-Signature", separator: ".", unitsPerSecond: 1000) {
+    static let workos = Format(scheme: "workos", header: "WorkOS-Signature", separator: ".", unitsPerSecond: 1000) {
         keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
     }
 
     /// Recurly: `recurly-signature: <ms>,<hex>[,<hex>…]`.
-    public static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000) { header in
+    static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000) { header in
         let parts = header.split(separator: ",").map { trimmed($0) }
         guard parts.count >= 2 else { return nil }
         return (parts[0], Array(parts.dropFirst()))
@@ -96,7 +96,7 @@ func trimmed(_ s: Substring) -> Substring {
 
 /// Builds the `Stripe-Signature` header for a body, the way Stripe signs. Used by tests, `sign` and benchmarks.
 public enum StripeVerifier {
-    public static let defaultTolerance: Double = 300
+    static let defaultTolerance: Double = 300
 
     public static func sign(body: [UInt8], secret: String, timestamp: Int64) -> String {
         var signed = Array(String(timestamp).utf8)

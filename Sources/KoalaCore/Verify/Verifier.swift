@@ -4,8 +4,8 @@ import HTTPTypes
 /// One webhook secret. The label (the environment variable it came from) may be logged and exported;
 /// the key never is.
 public struct WebhookSecret: Sendable, CustomStringConvertible {
-    public let label: String
-    public let key: [UInt8]
+    let label: String
+    let key: [UInt8]
 
     public init(label: String, key: [UInt8]) {
         self.label = label

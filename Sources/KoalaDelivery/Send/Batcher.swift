@@ -5,16 +5,16 @@ import KoalaStore
 /// One HTTP request to Koala: one person (or account), at most `maxPerType` events and identifies.
 public struct KoalaBatch: Sendable, Equatable {
     public let endpoint: KoalaEndpoint
-    public let identity: KoalaIdentity
-    public let seqs: [Int64]
-    public let messageIDs: [String]
+    let identity: KoalaIdentity
+    let seqs: [Int64]
+    let messageIDs: [String]
     /// The request body, ready to send.
     public let body: String
     let oldestCreatedAt: Date
     /// Failed attempts so far of the most-tried message in the batch.
-    public let attempts: Int
+    let attempts: Int
     /// When each message was accepted, for the delivery latency.
-    public var acceptedAt: [Date] = []
+    var acceptedAt: [Date] = []
 }
 
 /// Groups leased messages into Koala requests. Pure and deterministic.

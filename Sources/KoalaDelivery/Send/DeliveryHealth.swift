@@ -14,7 +14,7 @@ public final class DeliveryHealth: Sendable {
         var probeInterval: TimeInterval = 0
         var lastError: String?
         /// Koala answering 4xx in a way that means "not for any request" (wrong key, ingest suspended).
-        public var refusing: String?
+        var refusing: String?
         var lastSuccess: Date?
     }
 

@@ -7,7 +7,7 @@ public struct DeliveryPolicy: Sendable, Configurable {
     /// How long a new message waits so a burst for one person coalesces into one request.
     public var linger: TimeInterval = 0.1
     /// How often the outbox is polled when idle.
-    public var pollInterval: TimeInterval = 0.05
+    var pollInterval: TimeInterval = 0.05
     /// Messages leased per round.
     var claimLimit: Int = 1000
     /// A lease outlives any request: request timeout plus margin.

@@ -70,7 +70,7 @@ public struct KoalaClient: Sendable {
 
     var isDryRun: Bool { publicKey == nil }
 
-    public func send(_ batch: KoalaBatch) async -> DeliveryResult {
+    func send(_ batch: KoalaBatch) async -> DeliveryResult {
         guard let publicKey else {
             logger.notice("dry run: would POST", metadata: [
                 "endpoint": "/web/projects/<key>/\(batch.endpoint.path)",

@@ -58,7 +58,7 @@ public final class Sender: Service, Sendable {
     /// One round: claim, send, then record every outcome of the round in one transaction.
     /// Returns whether anything was claimed.
     @discardableResult
-    public func runOnce() async throws -> Bool {
+    func runOnce() async throws -> Bool {
         let gate = health.mayProceed(now: Date())
         guard gate.proceed else { return false }
         if gate.probe { logger.info("circuit open: probing Koala") }

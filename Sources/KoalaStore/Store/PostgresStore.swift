@@ -23,7 +23,7 @@ public final class PostgresStore: WebhookStore {
     let settings: PostgresURL
     let logger: Logger
     /// Who holds the leases this process takes.
-    public let owner: String
+    let owner: String
     private let started = StartGate()
     private let running = Mutex(false)
 

@@ -44,7 +44,7 @@ extension PostgresRowSequence {
 /// A store call that took too long: the database is down, unreachable or overloaded.
 public struct StoreUnavailable: Error, CustomStringConvertible {
     let operation: String
-    public let seconds: Double
+    let seconds: Double
     public var description: String {
         "the database did not answer '\(operation)' within \(seconds) s (is PostgreSQL up and reachable?)"
     }

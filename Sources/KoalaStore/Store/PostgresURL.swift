@@ -11,12 +11,12 @@ import PostgresNIO
 public struct PostgresURL: Sendable, Equatable {
     public enum SSLMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
 
-    public var host = "localhost"
-    public var port = 5432
+    var host = "localhost"
+    var port = 5432
     var socketDirectory: String?
-    public var username = "postgres"
-    public var password: String?
-    public var database: String?
+    var username = "postgres"
+    var password: String?
+    var database: String?
     var sslmode = SSLMode.prefer
     var schema: String?
     var poolSize = 10

@@ -27,7 +27,7 @@ public final class Retention: Service, Sendable {
         }
     }
 
-    public func runOnce(now: Date = Date()) async {
+    func runOnce(now: Date = Date()) async {
         do {
             let report = try await store.prune(before: now.addingTimeInterval(-keep))
             if report.webhooks + report.messages > 0 {

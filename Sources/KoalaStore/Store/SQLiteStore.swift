@@ -8,7 +8,7 @@ import Synchronization
 /// disk before it is acknowledged.
 public final class SQLiteStore: WebhookStore {
     let pool: DatabasePool
-    public let path: String
+    let path: String
     /// Wakes `run()`'s writer when accepts are queued.
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation

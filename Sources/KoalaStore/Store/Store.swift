@@ -14,8 +14,8 @@ public enum AcceptOutcome: Sendable, Equatable {
 public struct OutboxMessage: Sendable, Equatable {
     public let seq: Int64
     public let messageID: String
-    public let source: String
-    public let route: String
+    let source: String
+    let route: String
     public let endpoint: KoalaEndpoint
     public let kind: KoalaMessage.Kind
     public let identity: KoalaIdentity
@@ -62,8 +62,8 @@ public struct QueueStats: Sendable, Equatable {
 
 /// Where a page of stored webhooks ended.
 public struct StoredCursor: Sendable, Equatable {
-    public let receivedAt: Date
-    public let webhookID: String
+    let receivedAt: Date
+    let webhookID: String
 
     public init(receivedAt: Date, webhookID: String) {
         self.receivedAt = receivedAt
@@ -77,7 +77,7 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
     case pending = 0, delivered = 1, dead = 2, waiting = 3
 
     /// The status a newly accepted message starts in, as the router disposed of it.
-    public init(_ disposition: KoalaMessage.Disposition) {
+    init(_ disposition: KoalaMessage.Disposition) {
         switch disposition {
         case .send: self = .pending
         case .dead: self = .dead
@@ -106,7 +106,7 @@ public struct PruneReport: Sendable, Equatable {
     public var messages = 0
     public var identities = 0
 
-    public init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
+    init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
         self.webhooks = webhooks
         self.messages = messages
         self.identities = identities
@@ -123,20 +123,20 @@ public enum DeliveryOutcome: Sendable, Equatable {
 
 /// A message that will not be sent without an operator's action.
 public struct DeadLetter: Sendable, Equatable {
-    public let seq: Int64
+    let seq: Int64
     public let messageID: String
     public let source: String
-    public let webhookID: String
+    let webhookID: String
     public let route: String
     public let reason: String
-    public let detail: String?
-    public let itemJSON: String
+    let detail: String?
+    let itemJSON: String
     public let failedAt: Date
     public var output: String = ""
-    public var endpoint: KoalaEndpoint = .person
+    var endpoint: KoalaEndpoint = .person
     public var identity = KoalaIdentity()
-    public var attempts = 0
-    public var createdAt = Date(timeIntervalSince1970: 0)
+    var attempts = 0
+    var createdAt = Date(timeIntervalSince1970: 0)
 
     /// Whether a retry can send it: it has someone to send it for.
     var hasIdentity: Bool {
@@ -181,11 +181,11 @@ public struct DeadLetterFilter: Sendable, Equatable {
 }
 
 public struct OutboxCounts: Sendable, Equatable {
-    public var pending: Int
-    public var delivered: Int
-    public var dead: Int
-    public var webhooks: Int
-    public var waiting: Int = 0
+    var pending: Int
+    var delivered: Int
+    var dead: Int
+    var webhooks: Int
+    var waiting: Int = 0
 
     mutating func add(_ status: OutboxStatus?, count n: Int) {
         switch status {
@@ -309,7 +309,7 @@ extension WebhookStore {
     }
 
     /// The oldest dead letters, unfiltered.
-    public func deadLetters(limit: Int) async throws -> [DeadLetter] {
+    func deadLetters(limit: Int) async throws -> [DeadLetter] {
         try await deadLetters(matching: DeadLetterFilter(), limit: limit)
     }
 }
