@@ -25,8 +25,11 @@ public struct Ingest: Sendable {
         self.logger = logger
     }
 
+    /// The HTTP answer to a webhook.
     public struct Answer: Sendable, Equatable {
+        /// The status.
         public let status: HTTPResponse.Status
+        /// The JSON body.
         public let body: JSONValue
     }
 
@@ -38,6 +41,7 @@ public struct Ingest: Sendable {
         let rulesVersion: String
     }
 
+    /// What the headers alone decide, before the body is read.
     public enum Admission: Sendable {
         case admitted(Admitted)
         /// Answer without reading the body.

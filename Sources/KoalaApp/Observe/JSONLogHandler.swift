@@ -15,6 +15,7 @@ public struct JSONLogHandler: LogHandler {
         self.label = label
     }
 
+    /// Metadata attached to this handler.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }

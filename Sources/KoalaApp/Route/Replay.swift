@@ -7,6 +7,7 @@ import KoalaStore
 /// Message ids are deterministic, so unchanged outputs are harmless to send again; the report says what
 /// is new, changed and gone before anything is queued (`dryRun`).
 public struct Replay: Sendable {
+    /// Which stored webhooks to route again, and whether to queue the result.
     public struct Options: Sendable {
         var source: String
         var since: Date
@@ -23,21 +24,33 @@ public struct Replay: Sendable {
         }
     }
 
+    /// A message that differs from what was routed before.
     public struct Change: Sendable, Equatable {
+        /// New message, changed content, or a message the rules no longer produce.
         public enum Kind: String, Sendable { case new, changed, removed }
+        /// What changed.
         public let kind: Kind
+        /// The webhook.
         public let webhookID: String
+        /// The message.
         public let messageID: String
+        /// The route.
         public let route: String
         /// For changed messages already delivered: Koala keeps the version it first accepted for a message id.
         public let note: String?
     }
 
+    /// What a replay found and queued.
     public struct Report: Sendable {
+        /// Webhooks routed again.
         public var webhooks = 0
+        /// Messages that did not change.
         public var unchanged = 0
+        /// Every change, in webhook order.
         public var changes: [Change] = []
+        /// Messages queued.
         public var queued = 0
+        /// Changes by kind.
         public var count: [Change.Kind: Int] {
             Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
         }

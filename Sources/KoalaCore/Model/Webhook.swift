@@ -3,16 +3,22 @@ import Foundation
 /// A webhook that passed signature verification and whose body is valid JSON. Everything after
 /// ingest works on this value; nothing unverified ever becomes one.
 public struct VerifiedWebhook: Sendable {
+    /// The source's name (its rule file).
     public let source: String
+    /// The provider's id of this delivery: the deduplication key within the source.
     public let webhookID: String
+    /// The provider's event type, e.g. `invoice.paid`.
     public let eventType: String
     /// The provider's own event time when the rules say where it is, else the time we received it.
     public let eventTime: Date
+    /// When the router received it.
     public let receivedAt: Date
     /// Header names lower-cased; credentials (authorization, cookies, signatures) are removed before storing.
     public let headers: [String: String]
+    /// The body exactly as received.
     public let body: [UInt8]
     let json: JSONValue
+    /// Which configured secret verified it (its environment name; never the secret).
     public let secretLabel: String
     /// Version of the rule table that routed it.
     public let rulesVersion: String
@@ -45,6 +51,7 @@ public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
     /// `/web/projects/{key}/accounts/batch`, one account per request.
     case account
 
+    /// The API path of this endpoint, relative to the project.
     public var path: String {
         switch self {
         case .person: "batch"
@@ -55,9 +62,13 @@ public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
 
 /// Who a message is about: a visitor (email and/or profile id) or an account (domain or account id).
 public struct KoalaIdentity: Sendable, Hashable {
+    /// The person's email address.
     public var email: String?
+    /// Koala's profile id (a UUID).
     public var profileID: String?
+    /// A company domain.
     public var domain: String?
+    /// Koala's account id.
     public var accountID: String?
 
     public init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil) {
@@ -88,6 +99,7 @@ public struct KoalaIdentity: Sendable, Hashable {
 
 /// One Koala item (a custom event or an identify) produced by one route output for one webhook.
 public struct KoalaMessage: Sendable, Equatable {
+    /// Which list of a batch the item goes in.
     public enum Kind: String, Sendable, Codable {
         case track, identify
     }
@@ -107,17 +119,27 @@ public struct KoalaMessage: Sendable, Equatable {
         case wait(for: MemoryKey)
     }
 
+    /// The idempotency key Koala deduplicates by, derived from source, webhook id, route and output.
     public let messageID: String
+    /// The source it came from.
     public let source: String
+    /// The webhook it came from.
     public let webhookID: String
+    /// The route that produced it.
     public let route: String
+    /// Which output of the route.
     public let output: Output
+    /// Which Koala endpoint it goes to.
     public let endpoint: KoalaEndpoint
+    /// Event, identify or account traits.
     public let kind: Kind
+    /// Who it is about.
     public let identity: KoalaIdentity
     /// The element of `events[]` or `identifies[]`, including `message_id` and `sent_at`.
     public let item: JSONValue
+    /// When it happened (the webhook's event time).
     public let eventTime: Date
+    /// Send, dead-letter at once, or wait for an identity.
     public let disposition: Disposition
 
     init(messageID: String, source: String, webhookID: String, route: String, output: Output,
@@ -151,7 +173,9 @@ public struct KoalaMessage: Sendable, Equatable {
 
 /// An identity a route remembered under a provider id, for later webhooks to `recall`.
 public struct Remembered: Sendable, Equatable {
+    /// The memory key.
     public let key: MemoryKey
+    /// Who the key stands for.
     public let identity: KoalaIdentity
 
     public init(key: MemoryKey, identity: KoalaIdentity) {

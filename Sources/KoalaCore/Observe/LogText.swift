@@ -5,6 +5,7 @@ import Logging
 /// overrides and isolates, zero-width characters, the BOM) is written as `\u{…}`, so a value can neither
 /// start a forged log line nor reorder the text around it.
 public enum LogText {
+    /// Writes every character that could forge or reorder a log line as `\u{…}`; printable ASCII is returned as it is.
     public static func escaped(_ text: String) -> String {
         // Printable ASCII, by far the common case, is returned as it is.
         if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return text }
@@ -72,6 +73,7 @@ public struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
         set { inner.metadataProvider = newValue }
     }
 
+    /// Metadata of the wrapped handler.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { inner[metadataKey: key] }
         set { inner[metadataKey: key] = newValue.map(LogText.escaped) }

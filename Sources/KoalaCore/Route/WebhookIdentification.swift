@@ -5,6 +5,7 @@ import HTTPTypes
 public struct IdentificationProblem: Error, Sendable {
     /// `missingID`, `missingType`, `invalidID` or `invalidType`.
     public let outcome: WebhookOutcome
+    /// Why, as said in the 400 answer.
     public let message: String
 }
 

@@ -10,19 +10,27 @@ public struct WebhookRouter: Sendable {
 
     /// Why a route did or did not take a webhook.
     public struct RouteResult: Sendable {
+        /// The route's name.
         public let route: String
+        /// Whether it matched.
         public let matched: Bool
+        /// Why it matched or did not, for `simulate`.
         public let reason: String
+        /// What it produced.
         public let messages: [KoalaMessage]
     }
 
     /// Everything one webhook produces: messages, identities to remember, and why each route did or did not match.
     public struct Routing: Sendable {
+        /// Every message the webhook produces.
         public let messages: [KoalaMessage]
+        /// Identities the webhook's routes remember.
         public let remembers: [Remembered]
+        /// One result per route, in file order.
         public let results: [RouteResult]
     }
 
+    /// The messages the webhook produces, with remembered identities from `memory`.
     public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [KoalaMessage] {
         routing(webhook, memory: memory).messages
     }

@@ -3,6 +3,7 @@ import Foundation
 /// A test on a webhook, from a route's `when.where`: comparisons, `in` lists, `exists` / `missing`,
 /// regular expressions, combined with `and`, `or`, `not` (in text) or `all` / `any` / `not` (in YAML).
 public indirect enum Condition: Sendable, CustomStringConvertible {
+    /// How a `where` comparison compares its two sides.
     public enum Comparison: String, Sendable {
         case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
     }
@@ -47,6 +48,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether the condition holds for this webhook (`explain` says why not).
     public func evaluate(in context: EvaluationContext) -> Bool {
         explain(in: context) == nil
     }

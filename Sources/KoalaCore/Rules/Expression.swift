@@ -11,6 +11,7 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
     case access(Expression, [Path.Component])
     case piped(Expression, [Filter])
 
+    /// A piece of a template: literal text or an expression whose value is spliced in.
     public enum TemplatePart: Sendable {
         case text(String)
         case expression(Expression)
@@ -53,10 +54,12 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
 
 /// A path such as `body.data.object.items.data[0].price.nickname` or `headers.x-event-name`.
 public struct Path: Sendable, CustomStringConvertible {
+    /// What a path starts from: the payload (`body`), its `headers`, the resolved `person`, or facts about the `webhook`.
     public enum Root: String, Sendable, CaseIterable {
         case body, headers, person, webhook
     }
 
+    /// One step of a path: a key of an object or an index of an array.
     public enum Component: Sendable {
         case key(String)
         case index(Int)
@@ -124,7 +127,9 @@ public struct EvaluationContext: Sendable {
 
 /// One entry of identity memory within a source: `namespace` (e.g. `stripe_customer`) and the provider's id.
 public struct MemoryKey: Sendable, Hashable {
+    /// Which kind of key, e.g. `stripe_customer`.
     public let namespace: String
+    /// The key itself, e.g. a customer id.
     public let key: String
 
     public init(namespace: String, key: String) {

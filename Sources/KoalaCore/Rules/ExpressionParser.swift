@@ -16,6 +16,7 @@ public struct ExpressionParser {
         let offset: Int
     }
 
+    /// Why an expression cannot be parsed, and where in its text.
     public struct Failure: Error {
         let offset: Int
         let message: String
@@ -60,6 +61,7 @@ public struct ExpressionParser {
         return filters.isEmpty ? base : .piped(base, filters)
     }
 
+    /// Parses the whole text as one value expression; anything left over is an error.
     public mutating func parseComplete() throws(Failure) -> Expression {
         let expression = try parseExpression()
         guard peek.kind == .end else {
@@ -246,6 +248,7 @@ public struct ExpressionParser {
         return items.count == 1 ? items[0] : .any(items)
     }
 
+    /// Parses the whole text as one `where` condition; anything left over is an error.
     public mutating func parseCompleteCondition() throws(Failure) -> Condition {
         let condition = try parseCondition()
         guard peek.kind == .end else {

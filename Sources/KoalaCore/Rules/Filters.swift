@@ -111,6 +111,7 @@ enum Filters {
     }
 }
 
+/// Total conversions between times and their text or number forms: out-of-range input gives nil, never a trap.
 public enum Timestamps {
     /// The times a payload may name: years 0001 through 9999, what ISO-8601's four-digit years can write.
     /// Anything outside (or not a number at all) is a missing time, never a trap.

@@ -1,7 +1,10 @@
 /// A mistake in a rule file, located precisely enough for an editor to jump to it.
 public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The rule file, as the loader was given its path.
     public let file: String
+    /// 1-based line of the mistake.
     public let line: Int
+    /// 1-based column of the mistake.
     public let column: Int
     /// What is wrong.
     public let message: String
@@ -24,6 +27,7 @@ public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Every error found while loading a rule table; loading never stops at the first.
 public struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
+    /// Every error found, in file order.
     public let errors: [RuleError]
 
     public init(errors: [RuleError]) {

@@ -4,6 +4,7 @@ import Foundation
 public struct RuleTable: Sendable {
     /// Content hash of every loaded file; recorded with each webhook routed by this table.
     public let version: String
+    /// The sources by name (the `source:` of their rule file).
     public let sources: [String: SourceDefinition]
     /// Problems that do not stop the table from serving (e.g. a source whose secret is not set).
     public let warnings: [String]
@@ -24,9 +25,12 @@ public enum SourceState: Sendable {
 
 /// Everything a rule file says about one source.
 public struct SourceDefinition: Sendable {
+    /// The source's name, as in `/webhooks/<name>`.
     public let name: String
+    /// The rule file that defines it.
     public let file: String
     public let scheme: String
+    /// Enabled with its verifier, or disabled and why.
     public let state: SourceState
     /// The headers the scheme reads a signature or credential from, as the scheme spells them, whether or
     /// not the source is enabled. They are never stored, and a request without any is refused before its body is read.
@@ -34,6 +38,7 @@ public struct SourceDefinition: Sendable {
     let webhookID: Expression
     let eventType: Expression
     let eventTime: Expression?
+    /// The routes, in file order.
     public let routes: [Route]
 
     /// The verifier of an enabled source.
@@ -49,6 +54,7 @@ public struct SourceDefinition: Sendable {
     }
 }
 
+/// One route: when it matches, who the person is, and the messages it produces.
 public struct Route: Sendable {
     let name: String
     let location: SourceLocation
@@ -109,6 +115,7 @@ public struct TypePattern: Sendable, CustomStringConvertible {
     }
 }
 
+/// How a route finds the person (or account) a message is about.
 public struct PersonSpec: Sendable {
     let email: Expression?
     let profileID: Expression?
@@ -117,15 +124,18 @@ public struct PersonSpec: Sendable {
 /// Ordered name → value pairs (properties, traits), kept in file order for stable output.
 public typealias FieldList = [(name: String, value: Expression)]
 
+/// A Koala custom event a route sends.
 public struct TrackOutput: Sendable {
     let event: Expression
     let properties: FieldList
 }
 
+/// Visitor traits a route sends.
 public struct IdentifyOutput: Sendable {
     let traits: FieldList
 }
 
+/// Account traits a route sends, keyed by domain or account id.
 public struct AccountOutput: Sendable {
     let domain: Expression?
     let accountID: Expression?

@@ -12,21 +12,29 @@ public struct RuleTestRunner: Sendable {
         self.table = table
     }
 
+    /// One rule test's result.
     public struct Outcome: Sendable {
+        /// The test file.
         public let file: String
+        /// The line the test starts at.
         public let line: Int
+        /// The test's name.
         public let name: String
         /// Empty when the test passed.
         public let failures: [String]
+        /// True when every expectation held.
         public var passed: Bool { failures.isEmpty }
     }
 
+    /// Every test's result and the problems that stopped a test file from running.
     public struct Report: Sendable {
+        /// One outcome per test, in file order.
         public var outcomes: [Outcome] = []
         /// Problems with the test files themselves, as `file:line:column: …`.
         public var errors: [RuleError] = []
         /// `source/route` pairs no test produced a message for.
         public var untested: [String] = []
+        /// True when no file had an error and every test passed.
         public var passed: Bool { errors.isEmpty && outcomes.allSatisfy(\.passed) }
     }
 

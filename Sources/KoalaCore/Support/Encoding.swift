@@ -1,5 +1,6 @@
 import Foundation
 
+/// Hexadecimal encoding, and decoding of either case.
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
@@ -38,6 +39,7 @@ public enum Hex {
     }
 }
 
+/// Base64 encoding, and decoding of the standard or URL-safe alphabet with or without padding.
 public enum Base64 {
     /// Decodes standard or URL-safe base64, with or without padding.
     static func decode(_ text: some StringProtocol) -> [UInt8]? {

@@ -10,6 +10,7 @@ public enum JSONValue: Sendable, Hashable {
     case array([JSONValue])
     case object([String: JSONValue])
 
+    /// Why a body is not JSON (or nests deeper than the parser allows), and where.
     public struct ParseError: Error, CustomStringConvertible {
         public let description: String
     }
@@ -25,11 +26,13 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
+    /// The member named `key` of an object; nil for other values.
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
         return nil
     }
 
+    /// The text of a string value; nil for other values.
     public var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil

@@ -80,6 +80,7 @@ public struct Setting<Component> {
 
 /// Why a setting's text was refused, said so a person knows what to write instead.
 public struct SettingProblem: Error, Equatable {
+    /// What is wrong and what to write instead.
     public let text: String
     public init(_ text: String) { self.text = text }
 }
@@ -100,6 +101,7 @@ public protocol Configurable {
 public struct SettingConflict: Error, Equatable {
     /// The setting's environment name.
     public let setting: String
+    /// What is wrong and what to change.
     public let problem: String
     public init(setting: String, problem: String) {
         self.setting = setting

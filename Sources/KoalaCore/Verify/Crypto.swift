@@ -2,6 +2,7 @@ import COpenSSL
 
 /// HMAC, digests and constant-time comparison, all through OpenSSL's libcrypto.
 public enum Crypto {
+    /// A digest algorithm of OpenSSL's libcrypto.
     public enum Algorithm: String, Sendable, CaseIterable {
         case sha1, sha256, sha512
 
@@ -71,6 +72,7 @@ public enum Crypto {
 
 /// Anything whose bytes can be read contiguously without copying.
 public protocol ContiguousBytesLike {
+    /// Calls `body` with the bytes, valid only during the call.
     func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
 }
 

@@ -4,10 +4,12 @@ import HTTPTypes
 /// A signature in one header over a template of the body and optionally a timestamp and id from other
 /// headers. Presets cover GitHub, Shopify, Lemon Squeezy and Orb; the `hmac` scheme exposes every knob.
 public struct HMACVerifier: SignatureVerifier {
+    /// How a signature is written in its header.
     public enum Encoding: String, Sendable, CaseIterable {
         case hex, base64
     }
 
+    /// How a signature's timestamp is written.
     public enum TimestampFormat: String, Sendable, CaseIterable {
         case seconds, milliseconds, iso8601
     }
@@ -20,6 +22,7 @@ public struct HMACVerifier: SignatureVerifier {
         case id
     }
 
+    /// Where the signature sits and what is signed, as a rule file's `verify:` options describe it.
     public struct Format: Sendable {
         var scheme: String
         var header: String
@@ -152,6 +155,7 @@ public struct HMACVerifier: SignatureVerifier {
 
 /// Shared-secret schemes without a signature: HTTP Basic auth (Chargebee) and a static token (Auth0 log streams).
 public struct CredentialVerifier: SignatureVerifier {
+    /// The credential a request must carry.
     public enum Kind: Sendable {
         /// `Authorization: Basic base64(username:password)`; the username must match too.
         case basic(usernames: [WebhookSecret])

@@ -12,6 +12,7 @@ public enum Schemes {
         let hint: String
     }
 
+    /// A signature scheme: its options, its defaults and how it builds a verifier.
     public struct Definition: Sendable {
         let name: String
         let summary: String
@@ -36,6 +37,7 @@ public enum Schemes {
         }
     }
 
+    /// How a secret's text becomes key bytes.
     public enum SecretEncoding: String, Sendable, CaseIterable {
         /// The secret text's UTF-8 bytes, as given (Stripe keeps the `whsec_` prefix in the key).
         case raw
@@ -55,6 +57,7 @@ public enum Schemes {
 
     static let common = ["scheme", "secrets", "tolerance", "secret_encoding"]
 
+    /// Every scheme by the name a rule file uses.
     public static let all: [String: Definition] = {
         var all: [String: Definition] = [:]
         func add(_ d: Definition) { all[d.name] = d }

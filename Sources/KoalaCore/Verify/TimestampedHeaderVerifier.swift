@@ -4,6 +4,7 @@ import HTTPTypes
 /// Schemes whose one header carries both a timestamp and one or more hex HMAC-SHA256 signatures over
 /// `"{timestamp}{separator}{body}"`: Stripe, Paddle Billing, WorkOS, Recurly.
 public struct TimestampedHeaderVerifier: SignatureVerifier {
+    /// The header layout: which header, the timestamp and signature prefixes, what is signed.
     public struct Format: Sendable {
         let scheme: String
         let header: String
@@ -98,6 +99,7 @@ func trimmed(_ s: Substring) -> Substring {
 public enum StripeVerifier {
     static let defaultTolerance: Double = 300
 
+    /// Signs `body` the way Stripe does (for `koala-router sign` and tests).
     public static func sign(body: [UInt8], secret: String, timestamp: Int64) -> String {
         var signed = Array(String(timestamp).utf8)
         signed.append(UInt8(ascii: "."))

@@ -27,6 +27,7 @@ public enum VerificationFailure: Error, Equatable, Sendable {
     case timestampOutsideTolerance
     case signatureMismatch
 
+    /// The refusal as said in the 401 answer and the log (never the secret or the signature).
     public var reason: String {
         switch self {
         case .missingHeader(let name): "missing header \(name)"
@@ -60,6 +61,8 @@ public protocol SignatureVerifier: Sendable {
     /// The headers a signature or credential is read from, as the scheme spells them (any one may carry it).
     /// They are never stored, and a request carrying none of them is refused before its body is read.
     var credentialHeaders: [String] { get }
+    /// Checks the request's signature (or credential) against every configured secret in constant time;
+    /// on success says which secret matched, on failure why, never revealing the secret.
     func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
 }
 

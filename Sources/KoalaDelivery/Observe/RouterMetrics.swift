@@ -44,6 +44,7 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts messages a route queued.
     public func messagesQueued(source: String, route: String, count: Int) {
         guard count > 0 else { return }
         registry.makeCounter(
@@ -52,6 +53,7 @@ public final class RouterMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
+    /// Counts messages that reached a final state.
     public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int) {
         guard count > 0 else { return }
         registry.makeCounter(
@@ -97,6 +99,7 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts a rule reload and its result.
     public func rulesReloaded(success: Bool) {
         registry.makeCounter(
             name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],

@@ -4,6 +4,7 @@ import KoalaStore
 
 /// One HTTP request to Koala: one person (or account), at most `maxPerType` events and identifies.
 public struct KoalaBatch: Sendable, Equatable {
+    /// Where the request goes.
     public let endpoint: KoalaEndpoint
     let identity: KoalaIdentity
     let seqs: [Int64]

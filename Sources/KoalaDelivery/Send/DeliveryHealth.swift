@@ -7,6 +7,7 @@ import Synchronization
 /// Also the circuit breaker: after a streak of failures the sender stops sending and probes at a low,
 /// growing rate until Koala answers again, while ingest keeps accepting and storing.
 public final class DeliveryHealth: Sendable {
+    /// Delivery health at one moment, for `/readyz` and metrics.
     public struct Snapshot: Sendable, Equatable {
         var consecutiveFailures = 0
         var circuitOpen = false

@@ -12,12 +12,14 @@ public struct FailureStreak: Sendable {
         self.loop = loop
     }
 
+    /// Records a success; logs the recovery if a streak was running.
     public mutating func succeeded(_ logger: Logger) {
         guard count > 0 else { return }
         logger.notice("\(loop) work again", metadata: ["failed_rounds": "\(count)"])
         count = 0
     }
 
+    /// Records a failure; logs the first and every hundredth.
     public mutating func failed(_ error: any Error, _ logger: Logger) {
         count += 1
         if count == 1 || count.isMultiple(of: 100) {

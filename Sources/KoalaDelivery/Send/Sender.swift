@@ -11,6 +11,7 @@ public final class Sender: Service, Sendable {
     let client: KoalaClient
     let policy: DeliveryPolicy
     let metrics: RouterMetrics
+    /// The circuit breaker and Koala's last answers.
     public let health: DeliveryHealth
     let logger: Logger
 

@@ -9,6 +9,7 @@ import PostgresNIO
 /// (connections per replica, default 10), `statement_timeout_ms` (default 5000), `operation_timeout_ms` (how long
 /// one store call may take, connection wait included, before ingest answers 503; default 5000).
 public struct PostgresURL: Sendable, Equatable {
+    /// PostgreSQL's `sslmode`, as in libpq.
     public enum SSLMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
 
     var host = "localhost"
@@ -23,11 +24,14 @@ public struct PostgresURL: Sendable, Equatable {
     var statementTimeoutMS = 5000
     var operationTimeoutMS = 5000
 
+    /// Why a database URL cannot be used.
     public struct Invalid: Error, CustomStringConvertible {
+        /// What is wrong, without the password.
         public let problem: String
         public var description: String { "KOALA_ROUTER_DATABASE: \(problem)" }
     }
 
+    /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
     public static func isPostgres(_ text: String) -> Bool {
         text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
     }

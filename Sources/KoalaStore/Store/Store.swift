@@ -12,17 +12,25 @@ public enum AcceptOutcome: Sendable, Equatable {
 
 /// A message waiting in (or leased from) the outbox.
 public struct OutboxMessage: Sendable, Equatable {
+    /// The outbox row: the order messages were stored in.
     public let seq: Int64
+    /// Koala's idempotency key.
     public let messageID: String
     let source: String
     let route: String
+    /// Where it is sent.
     public let endpoint: KoalaEndpoint
+    /// Which list of the batch.
     public let kind: KoalaMessage.Kind
+    /// Who it is about (one person or account per request).
     public let identity: KoalaIdentity
     /// The item exactly as it goes into `events[]` / `identifies[]`, already JSON-encoded.
     public let itemJSON: String
+    /// When it happened.
     public let eventTime: Date
+    /// When it was stored.
     public let createdAt: Date
+    /// Failed attempts so far.
     public let attempts: Int
 
     public init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
@@ -41,10 +49,15 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// Queue depth and age, for metrics and `/readyz`.
 public struct QueueStats: Sendable, Equatable {
+    /// Messages due or backing off.
     public var pending = 0
+    /// Messages waiting for an identity.
     public var waiting = 0
+    /// Dead letters.
     public var dead = 0
+    /// Seconds since the oldest pending message was stored.
     public var oldestPendingAge: Double = 0
 
     /// Counts `n` messages of `status`; `oldest` is the creation time of the oldest, for pending ones.
@@ -93,17 +106,25 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
 
 /// A message as stored, for comparing a replay with what was routed before.
 public struct StoredMessage: Sendable, Equatable {
+    /// Where the message is in the outbox.
     public typealias State = OutboxStatus
+    /// Koala's idempotency key.
     public let messageID: String
+    /// The route that produced it.
     public let route: String
+    /// The item as sent.
     public let itemJSON: String
+    /// Its status.
     public let state: State
 }
 
 /// What a retention run or a `forget` removed.
 public struct PruneReport: Sendable, Equatable {
+    /// Webhooks removed.
     public var webhooks = 0
+    /// Messages removed.
     public var messages = 0
+    /// Identity memory entries removed.
     public var identities = 0
 
     init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
@@ -124,16 +145,23 @@ public enum DeliveryOutcome: Sendable, Equatable {
 /// A message that will not be sent without an operator's action.
 public struct DeadLetter: Sendable, Equatable {
     let seq: Int64
+    /// Koala's idempotency key.
     public let messageID: String
+    /// The source it came from.
     public let source: String
     let webhookID: String
+    /// The route that produced it.
     public let route: String
+    /// Why it is dead.
     public let reason: String
     let detail: String?
     let itemJSON: String
+    /// When it was dead-lettered.
     public let failedAt: Date
+    /// Which output of the route.
     public var output: String = ""
     var endpoint: KoalaEndpoint = .person
+    /// Who it is about.
     public var identity = KoalaIdentity()
     var attempts = 0
     var createdAt = Date(timeIntervalSince1970: 0)
@@ -143,6 +171,7 @@ public struct DeadLetter: Sendable, Equatable {
         identity.email != nil || identity.profileID != nil || identity.domain != nil || identity.accountID != nil
     }
 
+    /// The dead letter as JSON, for `dead-letters --json` and the admin API.
     public var json: JSONValue {
         var object: [String: JSONValue] = [
             "message_id": .string(messageID), "source": .string(source), "webhook_id": .string(webhookID),
@@ -161,12 +190,17 @@ public struct DeadLetter: Sendable, Equatable {
 
 /// Which dead letters an operator means. Empty fields match everything.
 public struct DeadLetterFilter: Sendable, Equatable {
+    /// Only these message ids (any, when empty).
     public var messageIDs: [String] = []
+    /// Only this source.
     public var source: String?
+    /// Only this route.
     public var route: String?
     /// Matches when the reason contains this text.
     public var reason: String?
+    /// Failed at or after.
     public var since: Date?
+    /// Failed before.
     public var until: Date?
 
     public init(messageIDs: [String] = [], source: String? = nil, route: String? = nil, reason: String? = nil,
@@ -180,6 +214,7 @@ public struct DeadLetterFilter: Sendable, Equatable {
     }
 }
 
+/// How many messages are in each state, and how many webhooks are stored.
 public struct OutboxCounts: Sendable, Equatable {
     var pending: Int
     var delivered: Int
@@ -201,11 +236,17 @@ public struct OutboxCounts: Sendable, Equatable {
 /// A message whose identity comes from a `recall` that missed when it was routed, and whose memory entry
 /// has since arrived (or whose wait has run out).
 public struct WaitingMessage: Sendable, Equatable {
+    /// The outbox row.
     public let seq: Int64
+    /// Koala's idempotency key.
     public let messageID: String
+    /// The source it came from.
     public let source: String
+    /// The webhook it came from.
     public let webhookID: String
+    /// The memory key it waits for.
     public let waitingFor: MemoryKey
+    /// When it stops waiting and is dead-lettered.
     public let deadline: Date
 }
 
@@ -264,6 +305,7 @@ public protocol WebhookStore: Service {
     func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int
     /// Deletes matching dead letters. Returns how many.
     func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int
+    /// How many messages are in each state and how many webhooks are stored.
     func counts() async throws -> OutboxCounts
     /// Queue depth and age, for metrics.
     func queueStats(now: Date) async throws -> QueueStats
@@ -314,6 +356,7 @@ extension WebhookStore {
     }
 }
 
+/// Why a store cannot be opened or used.
 public enum StoreError: Error, CustomStringConvertible {
     case unsupportedURL(String)
     case notDurable(String)
