@@ -36,7 +36,7 @@ struct StoreService: Service {
     }
 }
 
-/// Everything the service is made of; `buildApplication` wires it, tests reach into it.
+/// Everything the service is made of; `buildComponents` wires it, tests reach into it.
 public struct RouterComponents: Sendable {
     let rules: RulesHolder
     let store: any WebhookStore
@@ -44,22 +44,18 @@ public struct RouterComponents: Sendable {
     let ingest: Ingest
     let metrics: RouterMetrics
     let reloader: RulesReloader
+    let resolver: IdentityResolver
+    let retention: Retention
 }
 
-/// Builds the whole service: used by `koala-router serve` and by the tests.
-public func buildApplication(
-    _ configuration: RouterConfiguration,
-    logger: Logger,
-    store existingStore: (any WebhookStore)? = nil,
-    httpClient: HTTPClient = .shared
-) async throws -> (some ApplicationProtocol, RouterComponents) {
+/// Loads the rules and wires the pipeline: store → ingest, identity resolver → sender → Koala client.
+/// Nothing runs yet; `buildApplication` runs the background parts as services.
+func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store existingStore: (any WebhookStore)?,
+                     httpClient: HTTPClient) async throws -> RouterComponents {
     if let file = configuration.freeMailDomainsFile {
         try FreeMailDomains.configure(file: file)
     }
-    let table: RuleTable
-    do {
-        table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)
-    }
+    let table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)
     for warning in table.warnings { logger.warning("\(warning)") }
     logger.info("rules loaded", metadata: [
         "version": "\(table.version)", "sources": "\(table.sources.keys.sorted().joined(separator: ","))",
@@ -74,15 +70,21 @@ public func buildApplication(
     let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,
                              timeout: configuration.delivery.requestTimeout, logger: logger)
     let metrics = RouterMetrics()
-    let sender = Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger)
-    let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
-                        metrics: metrics, logger: logger)
-    let resolver = IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger)
-    let reloader = RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
-                                 pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
-                                 handleSignals: configuration.reloadOnSIGHUP)
-    let components = RouterComponents(rules: rules, store: store, sender: sender, ingest: ingest, metrics: metrics, reloader: reloader)
+    return RouterComponents(
+        rules: rules, store: store,
+        sender: Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger),
+        ingest: Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
+                       metrics: metrics, logger: logger),
+        metrics: metrics,
+        reloader: RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
+                                pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
+                                handleSignals: configuration.reloadOnSIGHUP),
+        resolver: IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger),
+        retention: Retention(store: store, keep: configuration.retention, logger: logger))
+}
 
+/// The HTTP routes: webhooks, health, readiness and metrics, and the admin API when a token is set.
+func buildRouter(_ components: RouterComponents, configuration: RouterConfiguration, logger: Logger) -> Router<BasicRequestContext> {
     let router = Router<BasicRequestContext>()
     addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes,
               budget: BodyBudget(limit: configuration.connections.maxBodyBytesInFlight))
@@ -91,19 +93,33 @@ public func buildApplication(
     } else {
         logger.info("admin API off (set KOALA_ROUTER_ADMIN_TOKEN to enable it)")
     }
+    return router
+}
 
+/// Builds the whole service — components, routes, the HTTP server with its connection limits, and the
+/// background services — for `koala-router serve` and the tests.
+public func buildApplication(
+    _ configuration: RouterConfiguration,
+    logger: Logger,
+    store existingStore: (any WebhookStore)? = nil,
+    httpClient: HTTPClient = .shared
+) async throws -> (some ApplicationProtocol, RouterComponents) {
+    let components = try await buildComponents(configuration, logger: logger, store: existingStore, httpClient: httpClient)
     let limits = configuration.connections
     var app = Application(
-        router: router,
-        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, timedOut: metrics.connectionTimedOut)])),
+        router: buildRouter(components, configuration: configuration, logger: logger),
+        server: .http1(configuration: .init(additionalChannelHandlers: [
+            ConnectionGuard(limits: limits, timedOut: components.metrics.connectionTimedOut),
+        ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
                              backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
         logger: logger
     )
-    let retention = Retention(store: store, keep: configuration.retention, logger: logger)
     // The store runs first (and stops last); the server listens once the database is migrated.
+    let store = components.store
     app.beforeServerStarts { try await store.ready() }
-    app.addServices(StoreService(store: store, logger: logger), sender, resolver, reloader, retention)
+    app.addServices(StoreService(store: store, logger: logger), components.sender, components.resolver, components.reloader,
+                    components.retention)
     return (app, components)
 }
 
