@@ -45,8 +45,8 @@ public final class Ingestor: Sendable {
         let now = Date()
         let key: [UInt8]
         switch source.scheme {
-        case "standard-webhooks": key = StandardWebhooksVerifier.decodeSecret(Self.environment["CLERK_WEBHOOK_SECRET"]!)!
-        case "basic-auth": key = Array(Self.environment["CHARGEBEE_WEBHOOK_PASSWORD"]!.utf8)
+        case "standard-webhooks": key = StandardWebhooksVerifier.decodeSecret(Self.environment["CLERK_WEBHOOK_SECRET"] ?? "") ?? []
+        case "basic-auth": key = Array((Self.environment["CHARGEBEE_WEBHOOK_PASSWORD"] ?? "").utf8)
         default: key = Array((Self.environment[sourceName.uppercased() + "_WEBHOOK_SECRET"] ?? "").utf8)
         }
         let id = "msg_" + Hex.encode(Array(Crypto.digest(.sha256, body).prefix(12)))

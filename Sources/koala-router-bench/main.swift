@@ -21,7 +21,8 @@ let router = Router()
 switch arguments[1] {
 case "baseline":
     guard arguments.count >= 4 else { exit(2) }
-    let verifier = try Schemes.all["stripe"]!.verifier(options: [:], secrets: [WebhookSecret(label: "S", value: arguments[3])],
+    guard let stripe = Schemes.all["stripe"] else { exit(2) }
+    let verifier = try stripe.verifier(options: [:], secrets: [WebhookSecret(label: "S", value: arguments[3])],
                                                        tolerance: 300)
     router.post("/webhooks/stripe") { request, _ -> Response in
         let body = try await request.body.collect(upTo: 1 << 20)

@@ -252,12 +252,13 @@ struct FileParser {
                 hint: "add at least one of 'track', 'identify' or 'account'"))
         }
         let remember = fields(map["remember"], what: "remember")
+        let rememberLocation = location(map["remember"] ?? node)
         for field in remember where !Self.isName(field.name) {
-            errors.append(location(map["remember"]!).error("memory name '\(field.name)' is not allowed",
+            errors.append(rememberLocation.error("memory name '\(field.name)' is not allowed",
                 hint: "use lower-case letters, digits, '-' and '_', e.g. 'stripe_customer: body.data.object.id'"))
         }
         if !remember.isEmpty && person == nil && account == nil {
-            errors.append(location(map["remember"]!).error("route '\(name)' remembers an identity but resolves none",
+            errors.append(rememberLocation.error("route '\(name)' remembers an identity but resolves none",
                 hint: "add 'person: { email: … }' (or an account) whose identity is remembered"))
         }
         return Route(name: name, location: location(node), types: types, condition: condition, person: person,
@@ -300,7 +301,7 @@ struct FileParser {
             if let e = Schemes.SecretEncoding(rawValue: text) {
                 encoding = e
             } else {
-                errors.append(optionLocations["secret_encoding"]!.error("unknown secret_encoding '\(text)'",
+                errors.append((optionLocations["secret_encoding"] ?? location(verifyNode)).error("unknown secret_encoding '\(text)'",
                     hint: "use raw (the secret's bytes), base64 (whsec_… decoded) or hex"))
             }
         }
@@ -309,7 +310,7 @@ struct FileParser {
         for key in definition.referenceOptions {
             guard let reference = options[key] else { continue }
             guard Self.isEnvironmentName(reference) else {
-                errors.append(optionLocations[key]!.error("verify.\(key) names an environment variable, it is not the value itself",
+                errors.append((optionLocations[key] ?? location(verifyNode)).error("verify.\(key) names an environment variable, it is not the value itself",
                     hint: "put the value in an environment variable and write its name here"))
                 continue
             }

@@ -109,12 +109,12 @@ struct TestFile {
             errors.append(RuleError(file: path, line: 1, column: 1, message: "invalid YAML: \(error)", hint: "fix the YAML syntax"))
             return
         }
-        guard case .mapping(let top) = root, let sourceName = top["source"]?.string else {
+        guard case .mapping(let top) = root, let sourceNode = top["source"], let sourceName = sourceNode.string else {
             fail(root, "a test file needs 'source' and 'tests'", "start with 'source: stripe' and a list under 'tests:'")
             return
         }
         guard let source = table.sources[sourceName] else {
-            fail(top["source"]!, "no rule file declares source '\(sourceName)'", "name a source from the routes folder: \(table.sources.keys.sorted().joined(separator: ", "))")
+            fail(sourceNode, "no rule file declares source '\(sourceName)'", "name a source from the routes folder: \(table.sources.keys.sorted().joined(separator: ", "))")
             return
         }
         guard case .sequence(let tests)? = top["tests"] else {
@@ -143,11 +143,11 @@ struct TestFile {
         let name = map["name"]?.string ?? "test at line \(at(node).line)"
         // The webhook body: a file next to the test, or inline.
         var body: [UInt8]
-        if let file = map["webhook"]?.string {
+        if let fileNode = map["webhook"], let file = fileNode.string {
             let base = URL(fileURLWithPath: path).deletingLastPathComponent()
             let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : base.appendingPathComponent(file)
             guard let data = FileManager.default.contents(atPath: url.path) else {
-                fail(map["webhook"]!, "cannot read webhook file '\(file)'", "paths are relative to \(base.path)")
+                fail(fileNode, "cannot read webhook file '\(file)'", "paths are relative to \(base.path)")
                 return
             }
             body = [UInt8](data)
@@ -239,14 +239,13 @@ struct TestFile {
         }
         check("route", .string(m.route))
         check("output", .string(m.output.rawValue))
-        let identityKeys = ["email", "profile_id", "domain", "account_id"]
-        if identityKeys.contains(where: { e[$0] != nil }) {
+        if ["email", "profile_id", "domain", "account_id"].contains(where: { e[$0] != nil }) {
             // The identity is compared whole: fields not written are expected to be absent.
-            let actual: [String: String?] = ["email": m.identity.email, "profile_id": m.identity.profileID,
-                                             "domain": m.identity.domain, "account_id": m.identity.accountID]
-            for key in identityKeys {
+            let actual: [(key: String, value: String?)] = [("email", m.identity.email), ("profile_id", m.identity.profileID),
+                                                           ("domain", m.identity.domain), ("account_id", m.identity.accountID)]
+            for (key, value) in actual {
                 let wanted = e[key].map(Self.json) ?? .null
-                let got = actual[key]!.map { JSONValue.string($0) } ?? .null
+                let got = value.map { JSONValue.string($0) } ?? .null
                 if wanted != got { diffs.append("\(label): \(key): expected \(Self.show(wanted)), got \(Self.show(got))") }
             }
         }

@@ -106,11 +106,11 @@ public enum JSONValue: Sendable, Hashable {
             out += "]"
         case .object(let object):
             out += "{"
-            for (index, key) in object.keys.sorted().enumerated() {
+            for (index, (key, value)) in object.sorted(by: { $0.key < $1.key }).enumerated() {
                 if index > 0 { out += "," }
                 JSONValue.writeString(key, to: &out)
                 out += ":"
-                object[key]!.write(to: &out)
+                value.write(to: &out)
             }
             out += "}"
         }
