@@ -160,7 +160,12 @@ public final class PostgresStore: WebhookStore {
                 logger.info("database migrated", metadata: ["version": "\(migration.version)", "migration": "\(migration.name)"])
             }
         } catch {
-            _ = try? await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+            do {
+                _ = try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+            } catch let unlockError {
+                // The session lock goes with the connection; the migration error below is the one to act on.
+                logger.warning("could not release the migration lock after a failed migration", metadata: ["error": "\(unlockError)"])
+            }
             throw error
         }
         try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
