@@ -216,14 +216,37 @@ public struct WebhookRouter: Sendable {
         return (out, remembered)
     }
 
+    /// Properties or traits: a value that is missing, `null`, blank or out of range is left out (so it never
+    /// overwrites a good trait in Koala), also inside objects and arrays. Only a `null` written in the rule
+    /// itself is sent, to clear a trait on purpose.
     private func evaluate(_ fields: FieldList, _ context: EvaluationContext) -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         for field in fields {
-            guard let value = field.value.evaluate(in: context) else { continue }
-            // A number out of a Double's range (`1e999`) is no value: the property is left out, not sent as null.
-            if case .double(let d) = value, !d.isFinite { continue }
+            if case .literal(.null) = field.value {
+                out[field.name] = .null
+                continue
+            }
+            guard let value = field.value.evaluate(in: context).flatMap(Self.present) else { continue }
             out[field.name] = value
         }
         return out
+    }
+
+    /// The value with every missing part removed; nil when nothing is left.
+    /// (`.none`, not `nil`: JSONValue is `ExpressibleByNilLiteral`, so a bare `nil` here would be `.null`.)
+    static func present(_ value: JSONValue) -> JSONValue? {
+        switch value {
+        case .null: return .none
+        case .string(let text): return text.allSatisfy(\.isWhitespace) ? .none : .some(value)
+        // A number out of a Double's range (`1e999`) is no value.
+        case .double(let number): return number.isFinite ? .some(value) : .none
+        case .object(let members):
+            let kept = members.compactMapValues(present)
+            return kept.isEmpty ? .none : .some(.object(kept))
+        case .array(let elements):
+            let kept = elements.compactMap(present)
+            return kept.isEmpty ? .none : .some(.array(kept))
+        case .bool, .int: return .some(value)
+        }
     }
 }

@@ -155,16 +155,27 @@ extension Expression {
             return path.resolve(in: context)
         case .template(let parts):
             var out = ""
+            var incomplete = false
             for part in parts {
                 switch part {
                 case .text(let t): out += t
                 case .expression(let e):
-                    // Missing, null and numbers out of range add nothing.
-                    guard let value = e.evaluate(in: context) else { continue }
-                    if let text = value.textValue { out += text } else if value.isContainer { out += value.encoded() }
+                    // Missing, null, blank and numbers out of range add nothing.
+                    let value = e.evaluate(in: context)
+                    if let text = value?.textValue, !text.allSatisfy(\.isWhitespace) {
+                        out += text
+                    } else if let value, value.isContainer {
+                        out += value.encoded()
+                    } else {
+                        incomplete = true
+                    }
                 }
             }
-            return .string(out)
+            // "{{ first }} {{ last }}" without a last name is "Mary", not "Mary "; with neither, no value at all.
+            if incomplete {
+                out = out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            }
+            return out.isEmpty ? .none : .some(.string(out))
         case .call("recall", let args):
             guard args.count == 2, case .literal(.string(let namespace)) = args[0],
                   let key = args[1].evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: namespace, payloadKey: key)

@@ -107,3 +107,61 @@ struct WebhookRouterTests {
         #expect(free.problem?.contains("free-mail") == true)
     }
 }
+
+/// Issue 14, part 1: a missing, null or blank value never reaches Koala, where it would overwrite a good trait.
+@Suite("No nulls, no blanks, no half templates")
+struct NoNullsTests {
+    static let rules = """
+        source: shop
+        verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+        routes:
+          - name: customer
+            when: { type: customer.created }
+            person: { email: body.data.object.email }
+            identify:
+              traits:
+                name: "{{ body.data.object.first_name }} {{ body.data.object.last_name }}"
+                company: body.data.object.company
+                phone: body.data.object.phone
+                address: body.data.object.address
+                tags: body.data.object.tags
+                plan: body.data.object.plan
+                seats: body.data.object.seats
+                trial_ends_at: null
+        """
+
+    func traits(_ object: String) throws -> JSONValue? {
+        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(files: [("routes/shop.yaml", Self.rules)])
+        let source = try #require(table.sources["shop"])
+        let body = Array(#"{"id":"evt_n","type":"customer.created","data":{"object":\#(object)}}"#.utf8)
+        let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_n", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 0),
+                                      receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "t")
+        let messages = WebhookRouter(source: source).route(webhook)
+        #expect(messages.count == 1 && messages[0].problem == nil)
+        return messages.first?.item["traits"]
+    }
+
+    @Test func nullsAndBlanksAreLeftOut() throws {
+        let traits = try self.traits("""
+            {"email":"ada@acme-corp.io","first_name":"Ada","last_name":null,"company":"","phone":"   ","plan":"pro","seats":0,
+             "address":{"line1":null,"city":"London","country":""},"tags":[null,"vip",""]}
+            """)
+        #expect(traits == [
+            "name": "Ada", "plan": "pro", "seats": 0, "address": ["city": "London"], "tags": ["vip"],
+            // Written as `null` in the rule itself: clearing a trait on purpose is the one null sent.
+            "trial_ends_at": .null,
+        ])
+    }
+
+    @Test func aTemplateWithNothingInItIsLeftOut() throws {
+        let traits = try self.traits(#"{"email":"ada@acme-corp.io","first_name":null,"address":{"line1":null}}"#)
+        #expect(traits == ["trial_ends_at": .null])
+    }
+
+    @Test func aCompleteTemplateKeepsItsSpacing() throws {
+        let traits = try self.traits(#"{"email":"ada@acme-corp.io","first_name":"Ada","last_name":"Lovelace"}"#)
+        #expect(traits?["name"] == "Ada Lovelace")
+        let middle = try self.traits(#"{"email":"ada@acme-corp.io","first_name":null,"last_name":"Lovelace"}"#)
+        #expect(middle?["name"] == "Lovelace")
+    }
+}

@@ -187,11 +187,24 @@ final class FakeKoala: Sendable {
                     problems.append("an item of \(name) has no ISO sent_at"); continue
                 }
                 if name == "events", item["event"]?.stringValue?.isEmpty != false { problems.append("an event has no name") }
+                for field in ["properties", "traits"] { problems += Self.blanks(item[field], at: "\(name) \(field)") }
                 if let traitEmail = item["traits"]?["email"]?.stringValue, let email, (Identity.normalizeEmail(traitEmail) ?? traitEmail) != email {
                     problems.append("an identify for \(traitEmail) in a request for \(email) (mixed people)")
                 }
             }
         }
         return problems
+    }
+
+    /// A `null` or blank value in properties or traits would overwrite a good value in Koala: the router never
+    /// sends one (a rule may clear a trait only with a literal `null`, which no test route does).
+    static func blanks(_ value: JSONValue?, at place: String) -> [String] {
+        switch value {
+        case .null?: return ["null in \(place)"]
+        case .string(let text)? where text.allSatisfy(\.isWhitespace): return ["blank string in \(place)"]
+        case .object(let members)?: return members.sorted { $0.key < $1.key }.flatMap { blanks($0.value, at: "\(place).\($0.key)") }
+        case .array(let elements)?: return elements.flatMap { blanks($0, at: place) }
+        default: return []
+        }
     }
 }
