@@ -34,6 +34,21 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The names of the filters used anywhere in this expression.
+    var filterNames: [String] {
+        switch self {
+        case .literal, .path: []
+        case .template(let parts):
+            parts.flatMap { part -> [String] in
+                if case .expression(let e) = part { return e.filterNames }
+                return []
+            }
+        case .call(_, let args): args.flatMap(\.filterNames)
+        case .access(let base, _): base.filterNames
+        case .piped(let base, let filters): base.filterNames + filters.flatMap { [$0.name] + $0.arguments.flatMap(\.filterNames) }
+        }
+    }
+
     /// The `recall(namespace, key)` calls inside this expression.
     public var recalls: [(namespace: String, key: Expression)] {
         switch self {

@@ -233,6 +233,12 @@ public struct ExpressionParser {
                           message: "filter '\(name)' takes \(describe(definition.arity)) arguments, got \(args.count)",
                           hint: "\(name): \(definition.summary)")
         }
+        if name == "money", args.count == 2 {
+            guard case .literal(.string(let rules)) = args[1], Money.Rules(rawValue: rules) != nil else {
+                throw Failure(offset: token.offset, message: "money's second argument names whose currency decimals to use",
+                              hint: "write money(body.currency) for ISO 4217, or money(body.currency, 'stripe') for Stripe's amounts")
+            }
+        }
         return Filter(name: name, arguments: args, apply: definition.apply)
     }
 

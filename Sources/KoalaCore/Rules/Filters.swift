@@ -41,7 +41,12 @@ enum Filters {
             guard rounded.isFinite else { return nil }
             return places == 0 && abs(rounded) < 9e15 ? .int(Int64(rounded)) : .double(rounded)
         },
-        "cents": .init(arity: 0...0, summary: "minor currency units to a decimal amount (1999 → 19.99)") { value, _ in
+        "money": .init(arity: 1...2, summary: "minor units of the currency named by the argument to its amount, with the currency's own decimals (JPY 4900 → 4900, USD 4999 → 49.99, KWD 1234 → 1.234); money(currency, 'stripe') follows Stripe's list; missing without a currency") { value, args in
+            let rules = args.count > 1 ? args[1]?.stringValue.flatMap(Money.Rules.init(rawValue:)) : .iso4217
+            guard let rules else { return nil }
+            return Money.major(value, currency: args[0]?.stringValue, rules: rules)
+        },
+        "cents": .init(arity: 0...0, summary: "divides by 100 whatever the currency (1999 → 19.99); for amounts use money(currency)") { value, _ in
             guard let n = number(value) else { return nil }
             switch n {
             case .int(let i) where i % 100 == 0: return .int(i / 100)

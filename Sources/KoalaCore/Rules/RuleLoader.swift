@@ -492,7 +492,11 @@ struct FileParser {
             if ExpressionParser.looksLikeExpression(text) {
                 do {
                     var parser = try ExpressionParser(text)
-                    return try parser.parseComplete()
+                    let expression = try parser.parseComplete()
+                    if expression.filterNames.contains("cents") {
+                        warnings.append("\(at): in \(what): 'cents' divides by 100 whatever the currency, so JPY 4900 would be sent as 49; use money(<the currency's path>), e.g. body.data.object.amount_paid | money(body.data.object.currency)")
+                    }
+                    return expression
                 } catch {
                     errors.append(at.offset(by: contentOffset + error.offset).error("in \(what): \(error.message)", hint: error.hint))
                     return nil
