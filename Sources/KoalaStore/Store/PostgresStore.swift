@@ -632,12 +632,18 @@ public final class PostgresStore: WebhookStore {
 
     public func ping() async -> Bool {
         let client = self.client, logger = self.logger
-        let answer = try? await withDeadline(2, "ping") { [started] in
-            try await started.wait()
-            return try await client.withConnection { connection in
-                try await connection.query("SELECT 1 AS one", logger: logger).rows().first?.get("one", as: Int32.self)
+        // Not ready before start-up has connected and migrated; never waits for it.
+        guard started.isOpen else { return false }
+        do {
+            let answer = try await withDeadline(2, "ping") {
+                try await client.withConnection { connection in
+                    try await connection.query("SELECT 1 AS one", logger: logger).rows().first?.get("one", as: Int32.self)
+                }
             }
+            return answer == 1
+        } catch {
+            logger.debug("database ping failed", metadata: ["error": "\(error)"])
+            return false
         }
-        return answer == 1
     }
 }

@@ -81,6 +81,11 @@ private final class DeadlineRace<T: Sendable>: Sendable {
 /// Runs `operation`, but gives up after `seconds` without waiting for it: a request whose database is gone
 /// gets its 503 promptly. The operation keeps running in the background; if it commits after all, the
 /// provider's retry finds a duplicate and is answered 200, so nothing acknowledged is lost.
+///
+/// Deliberately unstructured (the one such task in the service): a structured deadline has to wait for the
+/// cancelled operation, and a query on a database that stopped answering ends only when it answers again —
+/// tried with a task group and closing the connection on cancellation, the sender then hung for good after
+/// a frozen database came back (`aDatabaseThatStopsAnsweringGets503sOnTime`).
 func withDeadline<T: Sendable>(_ seconds: Double, _ name: String,
                                _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
@@ -106,6 +111,11 @@ final class StartGate: Sendable {
         case failed(any Error)
     }
     private let state = Mutex(State.waiting([]))
+
+    /// Whether start-up has succeeded (never waits).
+    var isOpen: Bool {
+        state.withLock { if case .open = $0 { true } else { false } }
+    }
 
     func wait() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in

@@ -151,6 +151,55 @@ struct ReplicaTests {
         #expect(koala.violations.isEmpty)
     }
 
+    /// A database that stops answering without closing its connections (a frozen server, a network partition)
+    /// must not hold webhooks past the operation timeout: the deadline cancels the call, the call closes its
+    /// connection, and the provider gets a 503 on time; /readyz says not ready; all recovers when it answers again.
+    @Test func aDatabaseThatStopsAnsweringGets503sOnTime() async throws {
+        let binary = try #require(CrashTests.binary, "build the koala-router executable first (swift build --build-tests)")
+        let cluster = try PrivateCluster.start()
+        defer { cluster.stop() }
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        // A claim the frozen database commits once it answers again holds its messages until the lease runs
+        // out: a short lease keeps the test short.
+        let router = try CrashTests.Router(binary: binary, database: cluster.url + "&operation_timeout_ms=1000", koala: koala,
+                                           extra: ["KOALA_ROUTER_LEASE_S": "5"])
+        defer { router.kill9() }
+        #expect(await router.ready())
+        #expect(await CrashTests.status("evt_frozen_0", port: router.port) == 200)
+
+        let frozen = try cluster.processes()
+        #expect(frozen.count > 1, "expected the postmaster and its backends")
+        for pid in frozen { kill(pid, SIGSTOP) }
+        var resumed = false
+        defer { if !resumed { for pid in frozen { kill(pid, SIGCONT) } } }
+
+        var slowest = 0.0
+        var answers: [Int?] = []
+        for i in 1...3 {
+            let started = Date()
+            answers.append(await CrashTests.status("evt_frozen_\(i)", port: router.port))
+            slowest = max(slowest, Date().timeIntervalSince(started))
+        }
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(router.port)/readyz")
+        request.method = .GET
+        let readyStarted = Date()
+        let ready = try? await HTTPClient.shared.execute(request, timeout: .seconds(8))
+        let readyTook = Date().timeIntervalSince(readyStarted)
+        print("frozen database: answers \(answers.map { $0.map(String.init) ?? "none" }), slowest \(String(format: "%.2f", slowest)) s; /readyz \(ready.map { String($0.status.code) } ?? "none") in \(String(format: "%.2f", readyTook)) s")
+        #expect(answers == [503, 503, 503])
+        #expect(slowest < 3, "a webhook waited \(slowest) s for a database that does not answer (operation timeout 1 s)")
+        #expect(ready?.status.code == 503)
+        #expect(readyTook < 4)
+
+        for pid in frozen { kill(pid, SIGCONT) }
+        resumed = true
+        #expect(await eventually(timeout: 30) { await CrashTests.status("evt_frozen_1", port: router.port) == 200 })
+        let expected = Set(["evt_frozen_0", "evt_frozen_1"].map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
+        #expect(await eventually(timeout: 30) { expected.isSubset(of: Set(koala.deliveredMessageIDs)) })
+        #expect(koala.violations.isEmpty)
+    }
+
     final class Moment: @unchecked Sendable {
         private let lock = NSLock()
         private var date: Date?
@@ -222,6 +271,23 @@ struct PrivateCluster {
     /// `scripts/postgres COMMAND` on this cluster.
     func run(_ command: String) throws {
         try Self.run(Self.script ?? "", command, directory: directory, port: port)
+    }
+
+    /// The server's processes: the postmaster (from `postmaster.pid`) and every process it started.
+    func processes() throws -> [pid_t] {
+        let pidFile = try String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8)
+        guard let first = pidFile.split(separator: "\n").first, let postmaster = pid_t(first) else {
+            throw Unavailable(description: "no postmaster pid in \(directory)/data/postmaster.pid")
+        }
+        var pids = [postmaster]
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // Fields after the command name: state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, pid_t(fields[1]) == postmaster { pids.append(pid) }
+        }
+        return pids
     }
 
     func stop() {
