@@ -14,6 +14,22 @@ struct BatcherTests {
                       eventTime: Date(timeIntervalSince1970: time ?? Double(seq)), createdAt: Date(), attempts: 0)
     }
 
+    /// Splitting a rejected request (issue 14, part 8): two requests of the first and second half, in order,
+    /// each a valid request for the same person.
+    @Test func aRequestSplitsInHalvesInOrder() throws {
+        let messages = [message(1, "a@x.io"), message(2, "a@x.io", .identify), message(3, "a@x.io"), message(4, "a@x.io"), message(5, "a@x.io", .identify)]
+        let batch = try #require(Batcher.plan(messages).first?.first)
+        let halves = batch.halves()
+        #expect(halves.map(\.seqs) == [[1, 2], [3, 4, 5]])
+        #expect(halves.map(\.messageIDs) == [["m1", "m2"], ["m3", "m4", "m5"]])
+        let second = try JSONValue.parse(Array(halves[1].body.utf8))
+        #expect(second["email"] == "a@x.io")
+        #expect(second["events"] == [["message_id": "m3", "type": "track"], ["message_id": "m4", "type": "track"]])
+        #expect(second["identifies"] == [["message_id": "m5", "type": "identify"]])
+        #expect(halves[0].halves().map(\.seqs) == [[1], [2]])
+        #expect(halves[0].halves()[0].halves().isEmpty)
+    }
+
     @Test func seventyFiveEventsForOnePersonMakeThreeRequests() {
         let plan = Batcher.plan((1...75).map { message($0, "a@x.io") })
         #expect(plan.count == 1)

@@ -16,6 +16,18 @@ public struct KoalaBatch: Sendable, Equatable {
     let attempts: Int
     /// When each message was accepted, for the delivery latency.
     var acceptedAt: [Date] = []
+    /// The messages in the request, in the order they were put in it.
+    var messages: [OutboxMessage] = []
+
+    /// The request split in two requests of the first and second half of its messages (kept in order), to
+    /// find the message Koala refuses; empty for a request of one message.
+    func halves() -> [KoalaBatch] {
+        guard messages.count > 1 else { return [] }
+        let middle = messages.count / 2
+        return [Array(messages[..<middle]), Array(messages[middle...])].map { part in
+            Batcher.build(part, events: part.filter { $0.kind == .track }, identifies: part.filter { $0.kind != .track })
+        }
+    }
 }
 
 /// Groups leased messages into Koala requests. Pure and deterministic.
@@ -78,6 +90,7 @@ public enum Batcher {
                           oldestCreatedAt: all.map(\.createdAt).min() ?? first.createdAt,
                           attempts: all.map(\.attempts).max() ?? 0)
         batch.acceptedAt = all.map(\.createdAt)
+        batch.messages = all
         return batch
     }
 }

@@ -91,6 +91,53 @@ public final class Sender: Service, Sendable {
         return true
     }
 
+    /// Koala rejected `batch` (a 4xx that is not a refusal of the whole service) and it holds several messages:
+    /// its halves are sent apart, in order, and a rejected half is split again, so only the messages Koala
+    /// refuses are dead-lettered, each with Koala's answer. For one bad message among n that is at most
+    /// 2·⌈log2 n⌉ more requests. A half that meets anything else (a 5xx, a timeout, a refusal) is retried
+    /// later as a whole, with every message after it (`retry` says when), so the person's order holds.
+    func isolate(_ batch: KoalaBatch, status: Int, body: String) async -> (outcomes: [DeliveryOutcome], retry: (next: Date, error: String)?) {
+        let halves = batch.halves()
+        guard !halves.isEmpty else {
+            logger.error("Koala rejected a message; dead-lettering", metadata: [
+                "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "message_id": "\(batch.messageIDs.first ?? "")",
+            ])
+            metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count)
+            return ([.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: Date())], nil)
+        }
+        var outcomes: [DeliveryOutcome] = []
+        for (position, half) in halves.enumerated() {
+            let result = await client.send(half)
+            metrics.koalaResponse(status: result.metricLabel)
+            let now = Date()
+            switch result {
+            case .delivered:
+                health.recordSuccess(now: now)
+                outcomes.append(.delivered(half.seqs, at: now))
+                for accepted in half.acceptedAt {
+                    metrics.deliveryLatency(endpoint: half.endpoint, seconds: now.timeIntervalSince(accepted))
+                }
+                metrics.messagesFinished(endpoint: half.endpoint, outcome: .delivered, count: half.seqs.count)
+            case .rejected(let status, let body) where !DeliveryHealth.isRefusal(status: status, body: body):
+                let inner = await isolate(half, status: status, body: body)
+                outcomes += inner.outcomes
+                if let retry = inner.retry {
+                    let later = halves[(position + 1)...].flatMap(\.seqs)
+                    if !later.isEmpty { outcomes.append(.retry(later, next: retry.next, error: retry.error)) }
+                    return (outcomes, retry)
+                }
+            case .rejected, .retry:
+                let retry = (next: now.addingTimeInterval(policy.backoff(attempt: half.attempts + 1)),
+                             error: "while isolating a rejected message, Koala answered \(result.metricLabel)")
+                let waiting = halves[position...].flatMap(\.seqs)
+                outcomes.append(.retry(waiting, next: retry.next, error: retry.error))
+                metrics.messagesFinished(endpoint: half.endpoint, outcome: .retried, count: waiting.count)
+                return (outcomes, retry)
+            }
+        }
+        return (outcomes, nil)
+    }
+
     /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
     func deliver(_ batches: [KoalaBatch], probe: Bool = false) async -> [DeliveryOutcome] {
         var outcomes: [DeliveryOutcome] = []
@@ -146,6 +193,21 @@ public final class Sender: Service, Sendable {
                     logger.critical("Koala refuses requests from this service (wrong KOALA_PUBLIC_API_KEY, or ingest suspended); messages go to the dead letters until it accepts again", metadata: [
                         "status": "\(status)", "answer": "\(body.prefix(200))",
                     ])
+                }
+                if !DeliveryHealth.isRefusal(status: status, body: body), batch.messages.count > 1 {
+                    // One bad message must not take the rest of its request with it.
+                    logger.warning("Koala rejected a request of several messages; sending its halves apart to find the one at fault", metadata: [
+                        "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
+                    ])
+                    let isolated = await isolate(batch, status: status, body: body)
+                    outcomes += isolated.outcomes
+                    if let retry = isolated.retry {
+                        // Part of it waits for a retry: the person's later requests wait with it, keeping order.
+                        let later = batches[(index + 1)...].flatMap(\.seqs)
+                        if !later.isEmpty { outcomes.append(.retry(later, next: retry.next, error: retry.error)) }
+                        return outcomes
+                    }
+                    continue
                 }
                 logger.error("Koala rejected a request; dead-lettering", metadata: [
                     "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",

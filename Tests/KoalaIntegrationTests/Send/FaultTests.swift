@@ -118,4 +118,45 @@ struct FaultTests {
         #expect(koala.violations.isEmpty)
         #expect(koala.concurrentPersonViolations == 0)
     }
+
+    /// Issue 14, part 8: Koala refuses one message of a request of twenty (a 400 naming a bad property). Only
+    /// that message is dead-lettered, with Koala's answer; the other nineteen are delivered, in order, and the
+    /// search costs at most 2·⌈log2 20⌉ = 10 more requests.
+    @Test func oneBadMessageNeverTakesItsBatchWithIt() async throws {
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        koala.down(.status(503))
+        let (app, components) = try await buildApplication(testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala), logger: quietLogger)
+        let answer = #"{"error":"Invalid request","message":"events[13].properties.amount is not a number"}"#
+        let bad = MessageID.derive(source: "stripe", webhookID: "evt_batch_13", route: "invoice-paid", output: .track)
+        koala.rejectRequests(holding: [bad], with: .status(400, body: answer))
+        try await app.test(.live) { client in
+            for i in 0..<20 {
+                let body = invoicePaid(id: "evt_batch_\(i)", email: "ada@acme-corp.io", amount: Int64(100 + i), created: 1_700_000_000 + i)
+                let response = try await client.executeRequest(uri: "/webhooks/stripe", method: .post, headers: stripeHeaders(body), body: ByteBuffer(bytes: body))
+                #expect(response.status == .ok)
+            }
+            // Let the outage gather all twenty into one request, then let Koala answer.
+            try await Task.sleep(nanoseconds: 1_500_000_000)
+            let attemptsBefore = koala.attempts
+            let badSeenBefore = koala.sightings[bad] ?? 0
+            koala.up()
+            #expect(await eventually(timeout: 20) { (try? await components.store.counts()).map { $0.pending == 0 && $0.dead == 1 } == true })
+            // After the outage: possibly a one-message probe (the circuit opened), the whole request, then the halves.
+            let after = koala.attempts - attemptsBefore
+            let withBad = (koala.sightings[bad] ?? 0) - badSeenBefore
+            print("one bad message among 20: \(koala.deliveredMessageIDs.count) delivered; \(after) requests after the outage, \(withBad) of them held the bad message")
+            #expect(after <= 2 + 10)
+            #expect(withBad <= 1 + 5, "the bad message is in one half per split: at most ⌈log2 20⌉ = 5 splits")
+            let dead = try await components.store.deadLetters(limit: 10)
+            #expect(dead.map(\.messageID) == [bad])
+            #expect(dead.first?.reason == "koala rejected (400)")
+            #expect(dead.first?.detail == answer)
+        }
+        let delivered = koala.received.flatMap(\.events).compactMap { $0["properties"]?["amount"]?.doubleValue }
+        let expected: [Double] = (0..<20).filter { $0 != 13 }.map { Double(100 + $0) / 100 }
+        #expect(delivered == expected)
+        #expect(koala.violations.isEmpty)
+        #expect(koala.concurrentPersonViolations == 0)
+    }
 }

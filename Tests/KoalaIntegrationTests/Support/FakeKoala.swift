@@ -43,6 +43,10 @@ final class FakeKoala: Sendable {
         var attemptTimes: [Date] = []
         var inFlightByPerson: [String: Int] = [:]
         var concurrentPersonViolations = 0
+        /// Messages Koala finds fault with: a request holding any of them is answered with this reply.
+        var faulty: (ids: Set<String>, reply: Reply)?
+        /// How many requests held each message id (accepted or not).
+        var sightings: [String: Int] = [:]
     }
 
     let key: String
@@ -64,6 +68,10 @@ final class FakeKoala: Sendable {
     /// Answers every request with `reply` until `up()`.
     func down(_ reply: Reply = .status(503)) { state.withLock { $0.whileDown = reply } }
     func up() { state.withLock { $0.whileDown = nil } }
+    /// Answers every request that holds one of `ids` with `reply` (a 400 naming a bad property, say).
+    func rejectRequests(holding ids: Set<String>, with reply: Reply) { state.withLock { $0.faulty = (ids, reply) } }
+    /// How many requests held each message id.
+    var sightings: [String: Int] { state.withLock { $0.sightings } }
 
     static func start(key: String = "pk_test_koala") async throws -> FakeKoala {
         let portStream = AsyncStream<Int>.makeStream()
@@ -136,6 +144,15 @@ final class FakeKoala: Sendable {
             state.withLock { $0.violations += problems }
             return Response(status: .badRequest, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: #"{"error":"Invalid request","message":"\#(problems.joined(separator: "; "))"}"#)))
+        }
+        let ids = Set(body.map { Received(endpoint: endpoint, body: $0, userAgent: userAgent).messageIDs } ?? [])
+        let faulty = state.withLock { state -> Reply? in
+            for id in ids { state.sightings[id, default: 0] += 1 }
+            guard let faulty = state.faulty, !faulty.ids.isDisjoint(with: ids) else { return nil }
+            return faulty.reply
+        }
+        if case .status(let code, let text, _)? = faulty {
+            return Response(status: .init(code: code), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         state.withLock { state in
             state.inFlightByPerson[person, default: 0] += 1
