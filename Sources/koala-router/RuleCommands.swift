@@ -131,6 +131,9 @@ struct Simulate: AsyncParsableCommand {
                 if let problem = m.problem { state = "dead letter: \(problem)" }
                 if let waits = m.waitingFor { state = "waits for \(waits.namespace) '\(waits.key)'" }
                 print("    \(m.output) \(m.messageID) → \(m.endpoint.path) \(m.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")) [\(state)]")
+                for dropped in m.droppedFields {
+                    print("      note: \(dropped.field) \(dropped.reason): left out, the message goes by the other field")
+                }
             }
         }
         for r in routing.remembers {

@@ -138,6 +138,15 @@ public struct Ingest: Sendable {
                     metrics.messagesQueued(source: name, route: route, count: group.count)
                 }
                 if dead > 0 { metrics.messagesFinished(endpoint: .person, outcome: .deadLettered, count: dead) }
+                for message in messages {
+                    for dropped in message.droppedFields {
+                        metrics.identityFieldDropped(source: name, route: message.route, field: dropped.field)
+                        logger.warning("identity field left out; the message goes by the person's other field", metadata: [
+                            "source": "\(name)", "webhook_id": "\(webhookID)", "route": "\(message.route)",
+                            "field": "\(dropped.field)", "problem": "\(dropped.reason)", "message_id": "\(message.messageID)",
+                        ])
+                    }
+                }
                 logger.info("webhook accepted", metadata: [
                     "source": "\(name)", "webhook_id": "\(webhookID)", "type": "\(eventType)",
                     "queued": "\(queued)", "dead_lettered": "\(dead)", "waiting": "\(waiting)", "secret": "\(verification.secretLabel)",

@@ -141,6 +141,18 @@ public struct KoalaMessage: Sendable, Equatable {
     public let eventTime: Date
     /// Send, dead-letter at once, or wait for an identity.
     public let disposition: Disposition
+    /// Identity fields that were present but unusable while another field named the person (an email that is
+    /// valid beside a `profile_id` that is not a UUID, say): the message is sent by the usable field, and these
+    /// are left out, logged and counted.
+    public var droppedFields: [DroppedField] = []
+
+    /// An identity field left out of a message, and why.
+    public struct DroppedField: Sendable, Equatable {
+        /// The rule's field, e.g. `person.profile_id`.
+        public let field: String
+        /// Why it is unusable, e.g. `is not a UUID`.
+        public let reason: String
+    }
 
     init(messageID: String, source: String, webhookID: String, route: String, output: Output,
                 endpoint: KoalaEndpoint, kind: Kind, identity: KoalaIdentity, item: JSONValue,

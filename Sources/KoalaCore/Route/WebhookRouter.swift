@@ -117,28 +117,33 @@ public struct WebhookRouter: Sendable {
         var personIdentity = KoalaIdentity()
         var personProblem: String?
         var personWaits: MemoryKey?
+        var personDropped: [KoalaMessage.DroppedField] = []
         if let person = route.person {
-            var problems: [String] = []
+            var problems: [KoalaMessage.DroppedField] = []
             if let expression = person.email, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
                 if let text = raw.textValue, let email = Identity.normalizeEmail(text) {
                     personIdentity.email = email
                 } else {
-                    problems.append("person.email is not a valid email address")
+                    problems.append(.init(field: "person.email", reason: "is not a valid email address"))
                 }
             }
             if let expression = person.profileID, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
                 if let text = raw.textValue, let id = Identity.normalizeProfileID(text) {
                     personIdentity.profileID = id
                 } else {
-                    problems.append("person.profile_id is not a UUID")
+                    problems.append(.init(field: "person.profile_id", reason: "is not a UUID"))
                 }
             }
             if personIdentity.email == nil && personIdentity.profileID == nil {
                 if problems.isEmpty, let missed = missedRecall([person.email, person.profileID], context) {
                     personWaits = missed
                 } else {
-                    personProblem = problems.first ?? "identity missing: person has no email or profile_id in this webhook"
+                    personProblem = problems.first.map { "\($0.field) \($0.reason)" }
+                        ?? "identity missing: person has no email or profile_id in this webhook"
                 }
+            } else {
+                // The person is known by the usable field: sent by it, the unusable one is left out and said.
+                personDropped = problems
             }
             var personValue: [String: JSONValue] = [:]
             if let email = personIdentity.email { personValue["email"] = .string(email) }
@@ -163,25 +168,30 @@ public struct WebhookRouter: Sendable {
         if let track = route.track {
             let name = track.event.evaluate(in: context)?.textValue ?? ""
             let problem = personProblem ?? (name.isEmpty && personWaits == nil ? "track.event evaluated to nothing" : nil)
-            out.append(message(.track, endpoint: .person, kind: .track, identity: personIdentity,
-                               fields: ["event": .string(name), "properties": .object(evaluate(track.properties, context))],
-                               problem: problem, waits: personWaits))
+            var tracked = message(.track, endpoint: .person, kind: .track, identity: personIdentity,
+                                  fields: ["event": .string(name), "properties": .object(evaluate(track.properties, context))],
+                                  problem: problem, waits: personWaits)
+            tracked.droppedFields = personDropped
+            out.append(tracked)
         }
         if let identify = route.identify {
-            out.append(message(.identify, endpoint: .person, kind: .identify, identity: personIdentity,
-                               fields: ["traits": .object(evaluate(identify.traits, context))], problem: personProblem, waits: personWaits))
+            var identified = message(.identify, endpoint: .person, kind: .identify, identity: personIdentity,
+                                     fields: ["traits": .object(evaluate(identify.traits, context))], problem: personProblem, waits: personWaits)
+            identified.droppedFields = personDropped
+            out.append(identified)
         }
         if let account = route.account {
             var identity = KoalaIdentity()
             if let raw = account.domain?.evaluate(in: context)?.textValue {
                 identity.domain = Identity.companyDomain(from: raw)
             }
-            var accountProblem: String?
+            var accountDropped: KoalaMessage.DroppedField?
             if let raw = account.accountID?.evaluate(in: context)?.textValue, !raw.isEmpty {
                 if Identity.isUsableKey(raw) {
                     identity.accountID = raw
                 } else {
-                    accountProblem = "account.account_id is not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes"
+                    accountDropped = .init(field: "account.account_id",
+                                           reason: "is not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes")
                 }
             }
             var traits = evaluate(account.traits, context)
@@ -193,11 +203,13 @@ public struct WebhookRouter: Sendable {
             if identity.domain == nil && identity.accountID == nil {
                 waits = personWaits ?? missedRecall([account.domain, account.accountID], context)
                 if waits == nil {
-                    problem = accountProblem ?? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
+                    problem = accountDropped.map { "\($0.field) \($0.reason)" } ?? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
                 }
             }
-            out.append(message(.account, endpoint: .account, kind: .identify, identity: identity,
-                               fields: ["traits": .object(traits)], problem: problem, waits: waits))
+            var accountMessage = message(.account, endpoint: .account, kind: .identify, identity: identity,
+                                         fields: ["traits": .object(traits)], problem: problem, waits: waits)
+            if problem == nil, waits == nil, let accountDropped { accountMessage.droppedFields = [accountDropped] }
+            out.append(accountMessage)
         }
 
         var remembered: [Remembered] = []

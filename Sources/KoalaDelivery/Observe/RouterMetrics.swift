@@ -53,6 +53,15 @@ public final class RouterMetrics: Sendable {
         ).increment(by: Int64(count))
     }
 
+    /// Counts identity fields left out of a message because they were unusable while another field named the
+    /// person (an invalid `profile_id` beside a valid email, say).
+    public func identityFieldDropped(source: String, route: String, field: String) {
+        registry.makeCounter(
+            name: "koala_router_identity_fields_dropped_total", labels: [("source", source), ("route", route), ("field", field)],
+            help: "Identity fields left out of messages sent by another field, because they were unusable."
+        ).increment()
+    }
+
     /// Counts messages that reached a final state.
     public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int) {
         guard count > 0 else { return }
