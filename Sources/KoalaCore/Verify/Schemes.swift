@@ -95,7 +95,10 @@ public enum Schemes {
                    id: "coalesce(headers.x-shopify-event-id, headers.x-shopify-webhook-id)", type: "headers.x-shopify-topic",
                    time: "headers.x-shopify-triggered-at | iso8601"))
         add(preset(HMACVerifier.lemonSqueezy, summary: "X-Signature: <hex> of the body", tolerance: nil,
-                   id: "webhook.body_sha256", type: "coalesce(body.meta.event_name, headers.x-event-name)",
+                   // No event id: the event's identity is its name, its object and that object's update time, so
+                   // the same event re-serialised (keys reordered, spacing) is still a duplicate.
+                   id: "{{ coalesce(body.meta.event_name, headers.x-event-name) }}:{{ body.data.type }}:{{ body.data.id }}:{{ coalesce(body.data.attributes.updated_at, body.data.attributes.created_at) }}",
+                   type: "coalesce(body.meta.event_name, headers.x-event-name)",
                    time: "body.data.attributes.updated_at | iso8601"))
         add(Definition(
             name: "basic-auth", summary: "Authorization: Basic (Chargebee); username and password compared in constant time",

@@ -80,7 +80,7 @@ struct ShippedRoutesTests {
         Expected(source: "chargebee", sample: "subscription_created", webhookID: "ev_koala_chargebee_0001",
                  outputs: ["subscription-started/track", "subscription-started/account"],
                  identity: KoalaIdentity(email: "katherine@orbital-mechanics.io"), account: KoalaIdentity(domain: "orbital-mechanics.io")),
-        Expected(source: "lemonsqueezy", sample: "order_created", webhookID: nil,
+        Expected(source: "lemonsqueezy", sample: "order_created", webhookID: "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
                  outputs: ["order-created/track", "order-created/identify"],
                  identity: KoalaIdentity(email: "margaret@apollo-guidance.io"), account: nil),
         Expected(source: "clerk", sample: "user.created", webhookID: "msg_2koalaSvix0001",
@@ -93,6 +93,35 @@ struct ShippedRoutesTests {
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
                  identity: KoalaIdentity(email: "barbara.liskov@substitution.dev"), account: nil),
     ]
+
+    /// Issue 14, part 7: Lemon Squeezy sends no event id. The same event serialised again (keys in another
+    /// order, other spacing) is the same webhook, so its revenue is never counted twice; the same order
+    /// changed later is a new one.
+    @Test func lemonSqueezyEventsAreKnownByTheirIdentityNotTheirBytes() async throws {
+        let table = try RuleLoader(environment: Self.environment).load(directory: repositoryRoot + "/routes")
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        try await store.whileRunning {
+            let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+            let original = try sample("lemonsqueezy", "order_created")
+            let reserialised = Array(try JSONValue.parse(original).encoded().utf8)
+            #expect(reserialised != original)
+            guard case .object(var event) = try JSONValue.parse(original), case .object(var data)? = event["data"],
+                  case .object(var attributes)? = data["attributes"] else { Issue.record("sample shape"); return }
+            attributes["updated_at"] = "2024-11-30T10:00:00.000000Z"
+            data["attributes"] = .object(attributes)
+            event["data"] = .object(data)
+            let changed = Array(JSONValue.object(event).encoded().utf8)
+            var answers: [JSONValue] = []
+            for body in [original, reserialised, changed] {
+                let now = Date()
+                answers.append(await ingest.handle(source: "lemonsqueezy", headers: signed("lemonsqueezy", body, now: now), body: body, now: now).body)
+            }
+            #expect(answers.map { $0["status"] } == ["accepted", "duplicate", "accepted"])
+            #expect(answers.map { $0["webhook_id"] } == ["order_created:orders:1001:2024-11-29T09:12:00.000000Z",
+                                                         "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
+                                                         "order_created:orders:1001:2024-11-30T10:00:00.000000Z"])
+        }
+    }
 
     @Test(arguments: cases.indices)
     func sampleIsAcceptedAndRouted(_ index: Int) async throws {
