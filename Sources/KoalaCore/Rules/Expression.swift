@@ -275,6 +275,8 @@ enum Functions {
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
         "recall": 2...2,
+        "stripe_mrr": 1...1,
+        "paddle_mrr": 1...1,
     ]
 
     static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {
@@ -288,6 +290,12 @@ enum Functions {
                 default: return true
                 }
             } ?? nil
+        case "stripe_mrr":
+            guard let subscription = args.first ?? nil else { return nil }
+            do { return try MRR.stripe(subscription) } catch { return nil }
+        case "paddle_mrr":
+            guard let subscription = args.first ?? nil else { return nil }
+            do { return try MRR.paddle(subscription) } catch { return nil }
         default:
             return nil
         }
