@@ -45,7 +45,8 @@ public struct WebhookRouter: Sendable {
         var keys: [MemoryKey] = []
         for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
             for recall in route.recalls {
-                if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key) {
+                if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key),
+                   !keys.contains(memoryKey) {
                     keys.append(memoryKey)
                 }
             }

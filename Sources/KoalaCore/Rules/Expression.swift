@@ -272,11 +272,25 @@ extension Path {
 
 /// Functions callable in expressions.
 enum Functions {
+    /// `changes` laid over `base`: objects merge key by key (Stripe lists only the changed keys of a hash),
+    /// anything else (arrays, values) is replaced whole (Stripe sends a changed array entire).
+    static func overlay(_ changes: JSONValue, on base: JSONValue) -> JSONValue {
+        guard case .object(let new) = changes, case .object(var old) = base else { return changes }
+        for (key, value) in new {
+            old[key] = old[key].map { overlay(value, on: $0) } ?? value
+        }
+        return .object(old)
+    }
+
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
         "recall": 2...2,
         "stripe_mrr": 1...1,
         "paddle_mrr": 1...1,
+        "stripe_previous": 1...1,
+        "stripe_billing_status": 1...1,
+        "stripe_is_paying": 1...1,
+        "minus": 2...2,
     ]
 
     static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {
@@ -296,6 +310,20 @@ enum Functions {
         case "paddle_mrr":
             guard let subscription = args.first ?? nil else { return nil }
             do { return try MRR.paddle(subscription) } catch { return nil }
+        case "stripe_previous":
+            // `data` of a Stripe `*.updated` event: the object as it was, its `previous_attributes` laid over it.
+            guard let data = args.first ?? nil, let object = data["object"] else { return nil }
+            guard let previous = data["previous_attributes"], case .object = previous else { return object }
+            return Self.overlay(previous, on: object)
+        case "stripe_billing_status":
+            return (args.first ?? nil).flatMap(BillingStatus.stripe).map { .string($0.rawValue) }
+        case "stripe_is_paying":
+            return (args.first ?? nil).map { .bool(BillingStatus.stripeIsPaying($0)) }
+        case "minus":
+            guard args.count == 2, let a = args[0].flatMap(MRR.decimal), let b = args[1].flatMap(MRR.decimal) else { return nil }
+            let text = NSDecimalNumber(decimal: a - b).stringValue
+            if let whole = Int64(text) { return .int(whole) }
+            return Double(text).flatMap { $0.isFinite ? .double($0) : nil }
         default:
             return nil
         }

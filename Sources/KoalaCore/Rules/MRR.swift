@@ -126,3 +126,35 @@ public enum MRR {
         return try major(total, currency: currency, rules: .iso4217)
     }
 }
+
+/// One lifecycle vocabulary for billing: a provider's subscription state in the words every route sends.
+public enum BillingStatus: String, Sendable, CaseIterable {
+    case trialing, active, pastDue = "past_due", paused, cancelling, churned
+
+    /// A Stripe subscription's state: `cancelling` while a cancellation is scheduled (`cancel_at_period_end`
+    /// or `cancel_at`), `past_due` for `past_due` and `unpaid`, `churned` once `canceled` (or
+    /// `incomplete_expired`); nil for `incomplete`, which is not yet a subscription anyone uses.
+    public static func stripe(_ subscription: JSONValue) -> BillingStatus? {
+        let scheduled = subscription["cancel_at_period_end"] == .bool(true)
+            || (subscription["cancel_at"].map { $0 != .null } ?? false)
+        switch subscription["status"]?.stringValue {
+        case "trialing": return scheduled ? .cancelling : .trialing
+        case "active": return scheduled ? .cancelling : .active
+        case "past_due", "unpaid": return .pastDue
+        case "paused": return .paused
+        case "canceled", "incomplete_expired": return .churned
+        default: return nil
+        }
+    }
+
+    /// Whether a Stripe subscription is a paying customer: active (a scheduled cancellation still pays to the
+    /// period's end) with MRR above zero; never a trial, a past-due, paused or ended subscription.
+    public static func stripeIsPaying(_ subscription: JSONValue) -> Bool {
+        guard subscription["status"]?.stringValue == "active" else { return false }
+        do {
+            return (try MRR.stripe(subscription).doubleValue ?? 0) > 0
+        } catch {
+            return false  // an MRR the payload cannot tell is not evidence of a paying customer
+        }
+    }
+}

@@ -25,11 +25,11 @@ struct WebhookRouterTests {
         #expect(m.kind == .track)
         #expect(m.identity == KoalaIdentity(email: "ada@analytical-engines.io"))
         #expect(m.problem == nil)
-        #expect(m.messageID == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "invoice-paid", output: .track))
+        #expect(m.messageID == MessageID.derive(source: "stripe", webhookID: "evt_1", route: "payment-succeeded", output: .track))
         #expect(m.item == [
-            "type": "track", "event": "Invoice Paid", "message_id": .string(m.messageID), "sent_at": "2024-11-29T09:12:00.000Z",
+            "type": "track", "event": "Payment Succeeded", "message_id": .string(m.messageID), "sent_at": "2024-11-29T09:12:00.000Z",
             "properties": ["amount": .double(49.99), "currency": "USD", "invoice_id": "in_evt_1", "invoice_number": "INV-1",
-                           "billing_reason": "subscription_create", "stripe_customer_id": "cus_1"],
+                           "billing_reason": "subscription_create", "stripe_customer_id": "cus_1", "billing_provider": "stripe"],
         ])
     }
 
@@ -60,11 +60,11 @@ struct WebhookRouterTests {
 
     @Test func unmatchedTypeProducesNothingAndExplainsWhy() throws {
         let router = WebhookRouter(source: try stripeSource())
-        let w = try webhook(stripeEvent(id: "evt_5", type: "charge.refunded", object: [:]), type: "charge.refunded", id: "evt_5")
+        let w = try webhook(stripeEvent(id: "evt_5", type: "charge.dispute.created", object: [:]), type: "charge.dispute.created", id: "evt_5")
         #expect(router.route(w).isEmpty)
-        let invoice = try #require(router.explain(w).first { $0.route == "invoice-paid" })
+        let invoice = try #require(router.explain(w).first { $0.route == "payment-succeeded" })
         #expect(!invoice.matched)
-        #expect(invoice.reason == "type 'charge.refunded' is not invoice.paid")
+        #expect(invoice.reason == "type 'charge.dispute.created' is not invoice.paid")
     }
 
     @Test func messageIDsAreStableAndDistinct() {

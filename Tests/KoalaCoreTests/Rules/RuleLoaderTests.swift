@@ -34,7 +34,7 @@ struct RuleLoaderTests {
         let table = try RuleLoader(environment: env).load(directory: repositoryRoot + "/routes")
         let stripe = try #require(table.sources["stripe"])
         #expect(stripe.verifier != nil)
-        #expect(stripe.routes.map(\.name).contains("invoice-paid"))
+        #expect(stripe.routes.map(\.name).contains("payment-succeeded"))
         #expect(stripe.routes.map(\.name).contains("checkout-completed"))
         #expect(table.version.count == 12)
     }

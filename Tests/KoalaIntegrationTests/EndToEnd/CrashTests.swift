@@ -131,7 +131,7 @@ struct CrashTests {
         koala.script([])
         let router = try Router(binary: binary, database: database, koala: koala)
         #expect(await router.ready())
-        let expected = Set(acknowledged.ids.map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
+        let expected = Set(acknowledged.ids.map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
         let drained = await eventually(timeout: 60) { expected.isSubset(of: Set(koala.deliveredMessageIDs)) }
         router.kill9()
 
@@ -164,7 +164,7 @@ struct CrashTests {
         // Whatever Koala had not confirmed goes out after the next start.
         let again = try Router(binary: binary, database: database, koala: koala)
         #expect(await again.ready())
-        let expected = Set((0..<5).map { MessageID.derive(source: "stripe", webhookID: "evt_term_\($0)", route: "invoice-paid", output: .track) })
+        let expected = Set((0..<5).map { MessageID.derive(source: "stripe", webhookID: "evt_term_\($0)", route: "payment-succeeded", output: .track) })
         #expect(await eventually(timeout: 20) { expected.isSubset(of: Set(koala.deliveredMessageIDs)) })
         again.kill9()
     }

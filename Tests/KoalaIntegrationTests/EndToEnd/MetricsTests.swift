@@ -49,7 +49,7 @@ struct MetricsTests {
             #expect(metric(text, "koala_router_webhooks_received_total", #"source="unknown",outcome="unknown_source""#) == 1)
             #expect(metric(text, "koala_router_webhook_secret_verified_total", #"secret="STRIPE_WEBHOOK_SECRET_PREVIOUS""#) == 2)
             #expect(metric(text, "koala_router_webhook_secret_verified_total", #"secret="STRIPE_WEBHOOK_SECRET""#) == 1)
-            #expect(metric(text, "koala_router_messages_queued_total", #"route="invoice-paid""#) == 2)
+            #expect(metric(text, "koala_router_messages_queued_total", #"route="payment-succeeded""#) == 2)
             // Secrets never appear, by value.
             #expect(!text.contains("whsec_new") && !text.contains(testSecret) && !text.contains("whsec_attacker"))
         }
@@ -95,7 +95,7 @@ struct EveryMetricTests {
                 #expect(value(text, "koala_router_webhooks_received_total", [#"outcome="\#(outcome)""#]) == 1, "\(outcome)")
             }
             #expect(value(text, "koala_router_webhook_secret_verified_total", [#"secret="STRIPE_WEBHOOK_SECRET""#]) == 3)
-            #expect(value(text, "koala_router_messages_queued_total", [#"route="invoice-paid""#]) == 1)
+            #expect(value(text, "koala_router_messages_queued_total", [#"route="payment-succeeded""#]) == 1)
             #expect((value(text, "koala_router_messages_total", [#"outcome="retried""#]) ?? 0) >= 1)
             #expect((value(text, "koala_router_koala_responses_total", [#"status="503""#]) ?? 0) >= 1)
             #expect(value(text, "koala_router_queue_messages", [#"state="pending""#]) == 1)

@@ -31,15 +31,15 @@ struct PipelineTests {
             #expect(await eventually { koala.received.count == 1 })
         }
         let request = try #require(koala.received.first)
-        let id = MessageID.derive(source: "stripe", webhookID: "evt_e2e_1", route: "invoice-paid", output: .track)
+        let id = MessageID.derive(source: "stripe", webhookID: "evt_e2e_1", route: "payment-succeeded", output: .track)
         #expect(request.endpoint == .person)
         #expect(request.userAgent == "koala-router/\(KoalaRouterVersion.string)")
         #expect(request.body == [
             "email": "ada@analytical-engines.io",
             "events": [[
-                "message_id": .string(id), "type": "track", "event": "Invoice Paid", "sent_at": "2024-11-29T09:12:00.000Z",
+                "message_id": .string(id), "type": "track", "event": "Payment Succeeded", "sent_at": "2024-11-29T09:12:00.000Z",
                 "properties": ["amount": 49, "currency": "USD", "invoice_id": "in_evt_e2e_1", "invoice_number": "INV-1",
-                               "billing_reason": "subscription_create", "stripe_customer_id": "cus_1"],
+                               "billing_reason": "subscription_create", "stripe_customer_id": "cus_1", "billing_provider": "stripe"],
             ]],
         ])
         #expect(koala.violations.isEmpty)
@@ -238,6 +238,6 @@ struct PipelineTests {
             #expect(await eventually { (try? await components.store.counts().delivered) == 1 })
         }
         #expect(koala.attempts >= 2)
-        #expect(Set(koala.deliveredMessageIDs) == [MessageID.derive(source: "stripe", webhookID: "evt_slow", route: "invoice-paid", output: .track)])
+        #expect(Set(koala.deliveredMessageIDs) == [MessageID.derive(source: "stripe", webhookID: "evt_slow", route: "payment-succeeded", output: .track)])
     }
 }

@@ -29,7 +29,7 @@ struct ReplicaTests {
     }
 
     static func expectedIDs(_ webhookIDs: [String]) -> Set<String> {
-        Set(webhookIDs.map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
+        Set(webhookIDs.map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
     }
 
     @Test func threeReplicasShareTheQueueAndOneIsKilled() async throws {
@@ -197,7 +197,7 @@ struct ReplicaTests {
         for pid in frozen { kill(pid, SIGCONT) }
         resumed = true
         #expect(await eventually(timeout: 30) { await CrashTests.status("evt_frozen_1", port: router.port) == 200 })
-        let expected = Set(["evt_frozen_0", "evt_frozen_1"].map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
+        let expected = Set(["evt_frozen_0", "evt_frozen_1"].map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
         #expect(await eventually(timeout: 30) { expected.isSubset(of: Set(koala.deliveredMessageIDs)) })
         #expect(koala.violations.isEmpty)
     }

@@ -69,7 +69,7 @@ struct ShippedRoutesTests {
     }
 
     static let cases: [Expected] = [
-        Expected(source: "stripe", sample: "invoice.paid", webhookID: "evt_1QkoalaInvoicePaid0001", outputs: ["invoice-paid/track"],
+        Expected(source: "stripe", sample: "invoice.paid", webhookID: "evt_1QkoalaInvoicePaid0001", outputs: ["payment-succeeded/track"],
                  identity: KoalaIdentity(email: "ada.lovelace@analytical-engines.io"), account: nil),
         Expected(source: "stripe", sample: "checkout.session.completed", webhookID: "evt_1QkoalaCheckout0001",
                  outputs: ["checkout-completed/track", "checkout-completed/identify"],

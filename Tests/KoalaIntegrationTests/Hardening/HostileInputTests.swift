@@ -483,7 +483,7 @@ struct HostileInputTests {
         let again = try CrashTests.Router(binary: binary, database: database, koala: running.koala)
         defer { again.kill9(); running.koala.stop() }
         #expect(await again.ready())
-        let expected = Set(acknowledged.ids.map { MessageID.derive(source: "stripe", webhookID: $0, route: "invoice-paid", output: .track) })
+        let expected = Set(acknowledged.ids.map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
         #expect(await eventually(timeout: 30) { expected.isSubset(of: Set(running.koala.deliveredMessageIDs)) })
         print("kill -9 mid-burst: \(acknowledged.ids.count) of 200 acknowledged before the kill, all delivered after the restart")
     }

@@ -84,7 +84,8 @@ struct IdentityMemoryTests {
             #expect(track.identity == KoalaIdentity(email: "grace@hopper.dev"))
             let account = try #require(due.first { $0.endpoint == .account })
             #expect(account.identity == KoalaIdentity(domain: "hopper.dev"))
-            #expect(account.itemJSON.contains(#""is_current_customer":true"#))
+            #expect(account.itemJSON.contains(#""is_paying_customer":true"#))
+            #expect(account.itemJSON.contains(#""billing_status":"active""#))
         }
     }
 

@@ -94,7 +94,7 @@ struct FaultTests {
             var n = 0
             for round in 0..<15 {
                 for person in 0..<12 {
-                    let body = invoicePaid(id: "evt_out_\(person)_\(round)", email: "person\(person)@acme.io", amount: Int64(round), created: 1_700_000_000 + n)
+                    let body = invoicePaid(id: "evt_out_\(person)_\(round)", email: "person\(person)@acme.io", amount: Int64(round + 1), created: 1_700_000_000 + n)
                     n += 1
                     let response = try await client.executeRequest(uri: "/webhooks/stripe", method: .post, headers: stripeHeaders(body), body: ByteBuffer(bytes: body))
                     #expect(response.status == .ok)
@@ -128,7 +128,7 @@ struct FaultTests {
         koala.down(.status(503))
         let (app, components) = try await buildApplication(testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala), logger: quietLogger)
         let answer = #"{"error":"Invalid request","message":"events[13].properties.amount is not a number"}"#
-        let bad = MessageID.derive(source: "stripe", webhookID: "evt_batch_13", route: "invoice-paid", output: .track)
+        let bad = MessageID.derive(source: "stripe", webhookID: "evt_batch_13", route: "payment-succeeded", output: .track)
         koala.rejectRequests(holding: [bad], with: .status(400, body: answer))
         try await app.test(.live) { client in
             for i in 0..<20 {

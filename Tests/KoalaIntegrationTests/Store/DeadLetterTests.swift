@@ -88,7 +88,7 @@ struct DeadLetterTests {
             let list = try await client.executeRequest(uri: "/admin/dead-letters?source=stripe&reason=rejected", method: .get, headers: auth, body: nil)
             let listed = try JSONValue.parse(Array(buffer: list.body))
             #expect(listed["count"] == 1)
-            let id = MessageID.derive(source: "stripe", webhookID: "evt_admin", route: "invoice-paid", output: .track)
+            let id = MessageID.derive(source: "stripe", webhookID: "evt_admin", route: "payment-succeeded", output: .track)
             let show = try await client.executeRequest(uri: "/admin/dead-letters/\(id)", method: .get, headers: auth, body: nil)
             let shown = try JSONValue.parse(Array(buffer: show.body))
             #expect(shown["reason"] == "koala rejected (422)")
