@@ -102,4 +102,60 @@ struct MRRTests {
         var parser = try ExpressionParser("stripe_mrr(body.data.object)")
         #expect(try parser.parseComplete().evaluate(in: EvaluationContext(body: body, headers: [:], webhook: .null)) == .int(1000))
     }
+
+    func call(_ text: String, _ body: JSONValue) throws -> JSONValue? {
+        var parser = try ExpressionParser(text)
+        return try parser.parseComplete().evaluate(in: EvaluationContext(body: body, headers: [:], webhook: .null))
+    }
+
+    /// `stripe_previous(data)`: the object with `previous_attributes` laid over it — hashes merge key by key
+    /// (Stripe lists only the changed keys), arrays are replaced whole (Stripe sends a changed array entire).
+    @Test func thePreviousStateOfAStripeObject() throws {
+        let data: JSONValue = [
+            "object": ["status": "active", "metadata": ["tier": "gold", "seats": "3"], "items": ["data": [["quantity": 3]]]],
+            "previous_attributes": ["status": "trialing", "metadata": ["tier": "silver"], "items": ["data": [["quantity": 1]]]],
+        ]
+        #expect(try call("stripe_previous(body)", data) == [
+            "status": "trialing", "metadata": ["tier": "silver", "seats": "3"], "items": ["data": [["quantity": 1]]],
+        ])
+        #expect(try call("stripe_previous(body)", ["object": ["status": "active"]]) == ["status": "active"])
+        #expect(try call("stripe_previous(body.nothing)", data) == nil)
+    }
+
+    @Test func minusIsExact() throws {
+        #expect(try call("minus(body.a, body.b)", ["a": 99, "b": 49]) == .int(50))
+        #expect(try call("minus(body.a, body.b)", ["a": 20, "b": 49]) == .int(-29))
+        #expect(try call("minus(body.a, body.b)", ["a": .double(0.3), "b": .double(0.1)]) == .double(0.2))
+        #expect(try call("minus(body.a, body.b)", ["a": "12.345", "b": 2]) == .double(10.345))
+        #expect(try call("minus(body.a, body.missing)", ["a": 1]) == nil)
+        #expect(try call("minus(body.a, body.b)", ["a": "x", "b": 1]) == nil)
+    }
+
+    @Test func oneBillingStatusVocabulary() {
+        func status(_ fields: [String: JSONValue]) -> String? { BillingStatus.stripe(.object(fields))?.rawValue }
+        #expect(status(["status": "trialing"]) == "trialing")
+        #expect(status(["status": "active", "cancel_at_period_end": false]) == "active")
+        #expect(status(["status": "active", "cancel_at_period_end": true]) == "cancelling")
+        #expect(status(["status": "active", "cancel_at": 1738919520]) == "cancelling")
+        #expect(status(["status": "active", "cancel_at": .null]) == "active")
+        #expect(status(["status": "past_due"]) == "past_due")
+        #expect(status(["status": "unpaid"]) == "past_due")
+        #expect(status(["status": "paused"]) == "paused")
+        #expect(status(["status": "canceled"]) == "churned")
+        #expect(status(["status": "incomplete_expired"]) == "churned")
+        #expect(status(["status": "incomplete"]) == nil)
+        #expect(BillingStatus.stripeIsPaying(stripe([item(4900)]).merging(["status": "active"])) == true)
+        #expect(BillingStatus.stripeIsPaying(stripe([item(4900)]).merging(["status": "trialing"])) == false)
+        #expect(BillingStatus.stripeIsPaying(stripe([item(0)]).merging(["status": "active"])) == false)
+        #expect(BillingStatus.stripeIsPaying(stripe([item(4900, extra: ["billing_scheme": "tiered"])]).merging(["status": "active"])) == false)
+    }
+}
+
+extension JSONValue {
+    /// This object with `fields` set.
+    func merging(_ fields: [String: JSONValue]) -> JSONValue {
+        guard case .object(var members) = self else { return self }
+        for (key, value) in fields { members[key] = value }
+        return .object(members)
+    }
 }
