@@ -233,6 +233,14 @@ public struct ExpressionParser {
                           message: "filter '\(name)' takes \(describe(definition.arity)) arguments, got \(args.count)",
                           hint: "\(name): \(definition.summary)")
         }
+        if name == "map" {
+            for argument in args {
+                guard case .literal(.string(let pair)) = argument, pair.contains("=") else {
+                    throw Failure(offset: token.offset, message: "map's arguments are 'from=to' pairs of literal text",
+                                  hint: "write e.g. map('on_trial=trialing', 'cancelled=cancelling')")
+                }
+            }
+        }
         if name == "money", args.count == 2 {
             guard case .literal(.string(let rules)) = args[1], Money.Rules(rawValue: rules) != nil else {
                 throw Failure(offset: token.offset, message: "money's second argument names whose currency decimals to use",

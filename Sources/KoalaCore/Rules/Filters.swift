@@ -46,6 +46,14 @@ enum Filters {
             guard let rules else { return nil }
             return Money.major(value, currency: args[0]?.stringValue, rules: rules)
         },
+        "map": .init(arity: 1...16, summary: "renames values: map('on_trial=trialing', 'cancelled=cancelling'); values not listed pass through") { value, args in
+            guard let value, let text = value.textValue else { return value }
+            for case .string(let pair)? in args {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if parts.count == 2, parts[0] == Substring(text) { return .string(String(parts[1])) }
+            }
+            return value
+        },
         "cents": .init(arity: 0...0, summary: "divides by 100 whatever the currency (1999 → 19.99); for amounts use money(currency)") { value, _ in
             guard let n = number(value) else { return nil }
             switch n {

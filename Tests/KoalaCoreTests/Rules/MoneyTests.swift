@@ -97,4 +97,18 @@ struct MoneyTests {
         let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(files: [("routes/shop.yaml", rules)])
         #expect(table.warnings.contains { $0.hasPrefix("routes/shop.yaml:7:") && $0.contains("'cents' divides by 100 whatever the currency") })
     }
+
+    @Test func mapRenamesListedValuesAndPassesOthersThrough() throws {
+        let context = EvaluationContext(body: ["status": "on_trial", "other": "active", "n": 3], headers: [:], webhook: .null)
+        func value(_ text: String) throws -> JSONValue? {
+            var parser = try ExpressionParser(text)
+            return try parser.parseComplete().evaluate(in: context)
+        }
+        #expect(try value("body.status | map('on_trial=trialing', 'expired=churned')") == "trialing")
+        #expect(try value("body.other | map('on_trial=trialing')") == "active")
+        #expect(try value("body.missing | map('on_trial=trialing')") == nil)
+        #expect(try value("body.n | map('3=three')") == "three")
+        #expect(throws: ExpressionParser.Failure.self) { try value("body.status | map(body.other)") }
+        #expect(throws: ExpressionParser.Failure.self) { try value("body.status | map('no-equals-sign')") }
+    }
 }

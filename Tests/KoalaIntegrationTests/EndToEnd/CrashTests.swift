@@ -67,7 +67,8 @@ struct CrashTests {
         }
 
         func ready() async -> Bool {
-            await eventually(timeout: 20) {
+            // Generous: three replicas migrating one schema on a loaded two-core machine take a while.
+            await eventually(timeout: 45) {
                 var request = HTTPClientRequest(url: "http://127.0.0.1:\(self.port)/readyz")
                 request.method = .GET
                 return (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)).status.code) == 200

@@ -81,7 +81,7 @@ struct ShippedRoutesTests {
                  outputs: ["subscription-started/track", "subscription-started/account"],
                  identity: KoalaIdentity(email: "katherine@orbital-mechanics.io"), account: KoalaIdentity(domain: "orbital-mechanics.io")),
         Expected(source: "lemonsqueezy", sample: "order_created", webhookID: "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
-                 outputs: ["order-created/track", "order-created/identify"],
+                 outputs: ["order-paid/track", "order-paid/identify"],
                  identity: KoalaIdentity(email: "margaret@apollo-guidance.io"), account: nil),
         Expected(source: "clerk", sample: "user.created", webhookID: "msg_2koalaSvix0001",
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
