@@ -136,6 +136,9 @@ struct Simulate: AsyncParsableCommand {
                 }
             }
         }
+        for note in WebhookRouter(source: definition).mrrNotes(webhook, memory: remembered) {
+            print("note: \(note)")
+        }
         for r in routing.remembers {
             print("remembers \(r.key.namespace) '\(r.key.key)' → \(Remembered(key: r.key, identity: r.identity).value.encoded())")
         }

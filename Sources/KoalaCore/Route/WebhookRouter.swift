@@ -39,6 +39,27 @@ public struct WebhookRouter: Sendable {
         routing(webhook, memory: memory).results
     }
 
+    /// For the routes that match: each property or trait left out because the MRR of a subscription cannot be
+    /// told from the payload, and why (`simulate` prints these).
+    public func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [String] {
+        let routing = routing(webhook, memory: memory)
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        var notes: [String] = []
+        for route in source.routes where routing.results.contains(where: { $0.route == route.name && $0.matched }) {
+            let outputs: [(String, FieldList)] = [("track.properties", route.track?.properties ?? []),
+                                                  ("identify.traits", route.identify?.traits ?? []),
+                                                  ("account.traits", route.account?.traits ?? [])]
+            for (place, fields) in outputs {
+                for field in fields {
+                    for reason in MRR.unknownReasons(in: field.value, context) {
+                        notes.append("\(route.name): \(place).\(field.name) left out: \(reason)")
+                    }
+                }
+            }
+        }
+        return notes
+    }
+
     /// The memory entries the routes matching this webhook's type would recall.
     public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))

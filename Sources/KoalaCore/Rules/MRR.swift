@@ -127,6 +127,39 @@ public enum MRR {
     }
 }
 
+extension MRR {
+    /// Why `stripe_mrr(…)` or `paddle_mrr(…)` calls in `expression` give no value in `context`, one reason per
+    /// call that is left out (for `simulate`).
+    static func unknownReasons(in expression: Expression, _ context: EvaluationContext) -> [String] {
+        var reasons: [String] = []
+        func visit(_ expression: Expression) {
+            switch expression {
+            case .literal, .path: break
+            case .template(let parts):
+                for case .expression(let inner) in parts { visit(inner) }
+            case .call(let name, let args):
+                args.forEach(visit)
+                guard name == "stripe_mrr" || name == "paddle_mrr", let argument = args.first else { return }
+                guard let subscription = argument.evaluate(in: context) else {
+                    reasons.append("\(name)(\(argument)) has no subscription to read")
+                    return
+                }
+                do {
+                    _ = name == "stripe_mrr" ? try MRR.stripe(subscription) : try MRR.paddle(subscription)
+                } catch {
+                    reasons.append("\(name)(\(argument)): \(error.description)")
+                }
+            case .access(let base, _): visit(base)
+            case .piped(let base, let filters):
+                visit(base)
+                for filter in filters { filter.arguments.forEach(visit) }
+            }
+        }
+        visit(expression)
+        return reasons
+    }
+}
+
 /// One lifecycle vocabulary for billing: a provider's subscription state in the words every route sends.
 public enum BillingStatus: String, Sendable, CaseIterable {
     case trialing, active, pastDue = "past_due", paused, cancelling, churned

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+import KoalaTestSupport
 
 /// Issue 14, part 3: MRR computed from the subscription, with worked examples a revenue analyst can check.
 @Suite("MRR from subscriptions")
@@ -95,6 +96,22 @@ struct MRRTests {
         #expect((try? MRR.paddle(paddle([("120000", 10, "year", 1)]))) == .int(1000))
         #expect((try? MRR.paddle(paddle([("4900", 1, "month", 1)], currency: "JPY"))) == .int(4900))
         #expect((try? MRR.paddle(paddle([("3000", 1, "month", 1)], discount: ["id": "dsc_01", "starts_at": "2024-11-29T00:00:00Z"]))) == nil)
+    }
+
+    /// `simulate` says why MRR was left out, per route and field.
+    @Test func simulateSaysWhyMRRIsLeftOut() throws {
+        let table = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+        let router = WebhookRouter(source: try #require(table.sources["stripe"]))
+        let subscription = stripe([item(1000, extra: ["billing_scheme": "tiered"])]).merging(["id": "sub_t", "customer": "cus_t", "status": "active"])
+        let body: JSONValue = ["id": "evt_t", "type": "customer.subscription.created", "created": 1732871520, "data": ["object": subscription]]
+        let bytes = Array(body.encoded().utf8)
+        let webhook = VerifiedWebhook(source: "stripe", webhookID: "evt_t", eventType: "customer.subscription.created", eventTime: Date(),
+                                      receivedAt: Date(), headers: [:], body: bytes, json: body, secretLabel: "S", rulesVersion: "t")
+        let notes = router.mrrNotes(webhook, memory: [MemoryKey(namespace: "stripe_customer", key: "cus_t"): KoalaIdentity(email: "a@acme-corp.io")])
+        #expect(notes == [
+            "subscription-started: track.properties.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",
+            "subscription-account: account.traits.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",
+        ])
     }
 
     @Test func theRuleLanguageCallsIt() throws {
