@@ -290,6 +290,8 @@ enum Functions {
         "stripe_previous": 1...1,
         "stripe_billing_status": 1...1,
         "stripe_is_paying": 1...1,
+        "paddle_billing_status": 1...1,
+        "paddle_is_paying": 1...1,
         "minus": 2...2,
     ]
 
@@ -319,6 +321,10 @@ enum Functions {
             return (args.first ?? nil).flatMap(BillingStatus.stripe).map { .string($0.rawValue) }
         case "stripe_is_paying":
             return (args.first ?? nil).map { .bool(BillingStatus.stripeIsPaying($0)) }
+        case "paddle_billing_status":
+            return (args.first ?? nil).flatMap(BillingStatus.paddle).map { .string($0.rawValue) }
+        case "paddle_is_paying":
+            return (args.first ?? nil).map { .bool(BillingStatus.paddleIsPaying($0)) }
         case "minus":
             guard args.count == 2, let a = args[0].flatMap(MRR.decimal), let b = args[1].flatMap(MRR.decimal) else { return nil }
             let text = NSDecimalNumber(decimal: a - b).stringValue

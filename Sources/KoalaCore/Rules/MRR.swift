@@ -180,6 +180,30 @@ public enum BillingStatus: String, Sendable, CaseIterable {
         }
     }
 
+    /// A Paddle Billing subscription's state: `cancelling` while `scheduled_change.action` is `cancel`,
+    /// `churned` once `canceled`.
+    public static func paddle(_ subscription: JSONValue) -> BillingStatus? {
+        let cancelScheduled = subscription["scheduled_change"]?["action"]?.stringValue == "cancel"
+        switch subscription["status"]?.stringValue {
+        case "trialing": return cancelScheduled ? .cancelling : .trialing
+        case "active": return cancelScheduled ? .cancelling : .active
+        case "past_due": return .pastDue
+        case "paused": return .paused
+        case "canceled": return .churned
+        default: return nil
+        }
+    }
+
+    /// Whether a Paddle subscription is a paying customer: active with MRR above zero.
+    public static func paddleIsPaying(_ subscription: JSONValue) -> Bool {
+        guard subscription["status"]?.stringValue == "active" else { return false }
+        do {
+            return (try MRR.paddle(subscription).doubleValue ?? 0) > 0
+        } catch {
+            return false  // an MRR the payload cannot tell is not evidence of a paying customer
+        }
+    }
+
     /// Whether a Stripe subscription is a paying customer: active (a scheduled cancellation still pays to the
     /// period's end) with MRR above zero; never a trial, a past-due, paused or ended subscription.
     public static func stripeIsPaying(_ subscription: JSONValue) -> Bool {

@@ -148,6 +148,18 @@ struct MRRTests {
         #expect(try call("minus(body.a, body.b)", ["a": "x", "b": 1]) == nil)
     }
 
+    @Test func paddleStatusesInTheSameVocabulary() {
+        func status(_ fields: [String: JSONValue]) -> String? { BillingStatus.paddle(.object(fields))?.rawValue }
+        #expect(status(["status": "trialing"]) == "trialing")
+        #expect(status(["status": "active"]) == "active")
+        #expect(status(["status": "active", "scheduled_change": ["action": "cancel", "effective_at": "2024-12-29T10:00:00Z"]]) == "cancelling")
+        #expect(status(["status": "active", "scheduled_change": ["action": "pause"]]) == "active")
+        #expect(status(["status": "past_due"]) == "past_due")
+        #expect(status(["status": "paused"]) == "paused")
+        #expect(status(["status": "canceled"]) == "churned")
+        #expect(status(["status": "mystery"]) == nil)
+    }
+
     @Test func oneBillingStatusVocabulary() {
         func status(_ fields: [String: JSONValue]) -> String? { BillingStatus.stripe(.object(fields))?.rawValue }
         #expect(status(["status": "trialing"]) == "trialing")
