@@ -25,16 +25,19 @@ public final class PostgresStore: WebhookStore {
     /// Who holds the leases this process takes.
     let owner: String
     private let started = StartGate()
+    /// This schema's claim lock: replicas of one service take turns, other schemas never wait for them.
+    let claimLock: Int64
     private let running = Mutex(false)
 
     static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
-    static let claimLock: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
+    static let claimLockBase: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
 
     /// Reads the address (a malformed one throws here); nothing connects before `run()`.
     public init(url: String, logger: Logger) throws {
         settings = try PostgresURL(url)
         self.logger = logger
         client = PostgresClient(configuration: settings.clientConfiguration, backgroundLogger: logger)
+        claimLock = Self.claimLockBase ^ (Self.migrationLockKey(schema: settings.schema) ^ Self.migrationLock)
         owner = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
     }
 
@@ -135,7 +138,19 @@ public final class PostgresStore: WebhookStore {
         ]),
     ]
 
+    /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
+    /// services, or tests side by side) never wait for each other. FNV-1a, so every process computes the same key.
+    static func migrationLockKey(schema: String?) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (schema ?? "public").utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return migrationLock ^ Int64(bitPattern: hash)
+    }
+
     static func migrate(_ connection: PostgresConnection, schema: String?, logger: Logger) async throws {
+        let migrationLock = migrationLockKey(schema: schema)
         try await connection.query("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
         do {
             if let schema {
@@ -346,9 +361,9 @@ public final class PostgresStore: WebhookStore {
 
     public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
-        return try await withTransaction("claim") { [owner] connection, logger in
+        return try await withTransaction("claim") { [owner, claimLock] connection, logger in
             // One claimer at a time across replicas; released at commit, when the leases become visible.
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.claimLock))", logger: logger)
+            try await connection.query("SELECT pg_advisory_xact_lock(\(claimLock))", logger: logger)
             func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
                 try await connection.query("""
                     WITH due AS (
