@@ -292,6 +292,7 @@ enum Functions {
         "stripe_is_paying": 1...1,
         "paddle_billing_status": 1...1,
         "paddle_is_paying": 1...1,
+        "paying": 2...2,
         "minus": 2...2,
     ]
 
@@ -325,6 +326,12 @@ enum Functions {
             return (args.first ?? nil).flatMap(BillingStatus.paddle).map { .string($0.rawValue) }
         case "paddle_is_paying":
             return (args.first ?? nil).map { .bool(BillingStatus.paddleIsPaying($0)) }
+        case "paying":
+            // paying(billing_status, mrr): an active subscription (or one whose cancellation is only scheduled)
+            // with MRR above zero; never a trial. Missing MRR is no evidence: false.
+            guard args.count == 2, let status = args[0]?.stringValue else { return nil }
+            let mrr = args[1].flatMap(MRR.decimal) ?? 0
+            return .bool((status == BillingStatus.active.rawValue || status == BillingStatus.cancelling.rawValue) && mrr > 0)
         case "minus":
             guard args.count == 2, let a = args[0].flatMap(MRR.decimal), let b = args[1].flatMap(MRR.decimal) else { return nil }
             let text = NSDecimalNumber(decimal: a - b).stringValue

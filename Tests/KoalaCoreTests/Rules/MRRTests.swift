@@ -148,6 +148,15 @@ struct MRRTests {
         #expect(try call("minus(body.a, body.b)", ["a": "x", "b": 1]) == nil)
     }
 
+    @Test func payingIsActiveWithMRRAboveZero() throws {
+        #expect(try call("paying(body.s, body.m)", ["s": "active", "m": 49]) == .bool(true))
+        #expect(try call("paying(body.s, body.m)", ["s": "cancelling", "m": 49]) == .bool(true))
+        #expect(try call("paying(body.s, body.m)", ["s": "trialing", "m": 49]) == .bool(false))
+        #expect(try call("paying(body.s, body.m)", ["s": "active", "m": 0]) == .bool(false))
+        #expect(try call("paying(body.s, body.missing)", ["s": "active"]) == .bool(false))
+        #expect(try call("paying(body.missing, body.m)", ["m": 49]) == nil)
+    }
+
     @Test func paddleStatusesInTheSameVocabulary() {
         func status(_ fields: [String: JSONValue]) -> String? { BillingStatus.paddle(.object(fields))?.rawValue }
         #expect(status(["status": "trialing"]) == "trialing")

@@ -78,7 +78,7 @@ struct ShippedRoutesTests {
                  outputs: ["customer-upserted/identify"],
                  identity: KoalaIdentity(email: "grace.hopper@compilers.dev"), account: nil),
         Expected(source: "chargebee", sample: "subscription_created", webhookID: "ev_koala_chargebee_0001",
-                 outputs: ["subscription-started/track", "subscription-started/account"],
+                 outputs: ["subscription-started/track", "subscription-account/account"],
                  identity: KoalaIdentity(email: "katherine@orbital-mechanics.io"), account: KoalaIdentity(domain: "orbital-mechanics.io")),
         Expected(source: "lemonsqueezy", sample: "order_created", webhookID: "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
                  outputs: ["order-paid/track", "order-paid/identify"],
