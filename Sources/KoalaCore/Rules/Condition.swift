@@ -48,6 +48,16 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Every expression the condition reads (so ingest can look up the memory its `recall`s name).
+    var expressions: [Expression] {
+        switch self {
+        case .compare(let a, _, let b): [a, b]
+        case .member(let a, _, _), .exists(let a), .missing(let a), .matches(let a, _), .truthy(let a): [a]
+        case .all(let cs), .any(let cs): cs.flatMap(\.expressions)
+        case .not(let c): c.expressions
+        }
+    }
+
     /// Whether the condition holds for this webhook (`explain` says why not).
     public func evaluate(in context: EvaluationContext) -> Bool {
         explain(in: context) == nil

@@ -70,7 +70,7 @@ public struct Route: Sendable {
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {
-        var expressions: [Expression] = []
+        var expressions: [Expression] = condition?.expressions ?? []
         if let person { expressions += [person.email, person.profileID].compactMap { $0 } }
         if let track { expressions += [track.event] + track.properties.map(\.value) }
         if let identify { expressions += identify.traits.map(\.value) }

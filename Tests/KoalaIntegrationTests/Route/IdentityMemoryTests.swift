@@ -36,6 +36,22 @@ struct IdentityMemoryTests {
                         receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
+    /// A `recall` in `when.where` is looked up before routing like any other: the shipped Clerk route that
+    /// names an organization's account only once its verified domain is remembered must see that memory.
+    @Test func aRecallInWhereIsLookedUpBeforeRouting() throws {
+        let table = try RuleLoader(environment: ["CLERK_WEBHOOK_SECRET": "whsec_" + Data(repeating: 7, count: 24).base64EncodedString()])
+            .load(directory: repositoryRoot + "/routes")
+        let router = WebhookRouter(source: try #require(table.sources["clerk"]))
+        let body = Array(#"{"type":"organization.updated","timestamp":1732871800000,"data":{"id":"org_1","name":"Hut 8","object":"organization"}}"#.utf8)
+        let webhook = VerifiedWebhook(source: "clerk", webhookID: "msg_1", eventType: "organization.updated", eventTime: Date(timeIntervalSince1970: 1_732_871_800),
+                                      receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+        let key = MemoryKey(namespace: "clerk_organization", key: "org_1")
+        #expect(router.recallKeys(webhook) == [key])
+        #expect(router.route(webhook).isEmpty)
+        let routed = router.route(webhook, memory: [key: KoalaIdentity(domain: "hut8.io")])
+        #expect(routed.map(\.identity) == [KoalaIdentity(domain: "hut8.io")])
+    }
+
     @Test func routesRememberAndRecall() throws {
         let router = WebhookRouter(source: try #require(try table().sources["stripe"]))
         let customer = router.routing(try webhook(Self.customerCreated(id: "evt_c", customer: "cus_9", email: "Ada@Acme.io"), id: "evt_c", type: "customer.created"))
