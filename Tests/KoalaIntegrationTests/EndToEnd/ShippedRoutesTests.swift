@@ -87,11 +87,17 @@ struct ShippedRoutesTests {
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
                  identity: KoalaIdentity(email: "alan@bletchley-park.io"), account: nil),
         Expected(source: "recurly", sample: "subscription.created", webhookID: "rjxkoala0sub0created",
-                 outputs: ["subscription-active/account"],
+                 outputs: ["subscription-created/account"],
                  identity: KoalaIdentity(), account: KoalaIdentity(accountID: "acct_koala_0001")),
         Expected(source: "workos", sample: "user.created", webhookID: "event_01JKOALAWORKOS0000000001",
                  outputs: ["user-signed-up/track", "user-signed-up/identify"],
                  identity: KoalaIdentity(email: "barbara.liskov@substitution.dev"), account: nil),
+        Expected(source: "workos", sample: "organization.created", webhookID: "event_01JKOALAWORKOS0000000002",
+                 outputs: ["organization-upserted/account"],
+                 identity: KoalaIdentity(), account: KoalaIdentity(domain: "substitution.dev")),
+        Expected(source: "clerk", sample: "organizationMembership.created", webhookID: "msg_2koalaSvix0001",
+                 outputs: ["membership-joined/track", "membership-joined/identify"],
+                 identity: KoalaIdentity(email: "alan@bletchley-park.io"), account: nil),
     ]
 
     /// Issue 14, part 7: Lemon Squeezy sends no event id. The same event serialised again (keys in another
