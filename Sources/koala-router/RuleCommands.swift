@@ -75,17 +75,18 @@ struct Simulate: AsyncParsableCommand {
             FileHandle.standardError.write(Data("unknown source '\(source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))\n".utf8))
             throw ExitCode(2)
         }
-        var remembered: [MemoryKey: KoalaIdentity] = [:]
+        var remembered: [MemoryKey: Remembered] = [:]
         for entry in memory {
             let parts = entry.split(separator: "=", maxSplits: 1)
             let key = parts.first?.split(separator: ":", maxSplits: 1) ?? []
             guard parts.count == 2, key.count == 2 else { throw ValidationError("--memory takes namespace:key=email, got '\(entry)'") }
-            remembered[MemoryKey(namespace: String(key[0]), key: String(key[1]))] = KoalaIdentity(email: String(parts[1]))
+            let memoryKey = MemoryKey(namespace: String(key[0]), key: String(key[1]))
+            remembered[memoryKey] = Remembered(key: memoryKey, identity: KoalaIdentity(email: String(parts[1])))
         }
         let webhook: VerifiedWebhook
         if let stored {
             let source = self.source
-            let found = try await config.withStore { store -> (VerifiedWebhook, [MemoryKey: KoalaIdentity])? in
+            let found = try await config.withStore { store -> (VerifiedWebhook, [MemoryKey: Remembered])? in
                 guard let w = try await store.storedWebhook(source: source, webhookID: stored) else { return nil }
                 return (w, try await store.recall(source: source, keys: WebhookRouter(source: definition).recallKeys(w)))
             }

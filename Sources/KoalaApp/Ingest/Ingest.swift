@@ -14,6 +14,8 @@ public struct Ingest: Sendable {
     let identityWait: TimeInterval
     let metrics: RouterMetrics
     let logger: Logger
+    /// Serialises webhooks that remember the same state within this process (see `stateKeys`).
+    let stateLocks = KeyedLocks()
 
     public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
                 metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
@@ -125,12 +127,8 @@ public struct Ingest: Sendable {
         let webhookID = webhook.webhookID, eventType = webhook.eventType
         let router = WebhookRouter(source: source)
         do {
-            let recallKeys = router.recallKeys(webhook)
-            let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: name, keys: recallKeys)
-            let routing = router.routing(webhook, memory: memory)
+            let (routing, outcome) = try await routeAndStore(webhook, router: router)
             let messages = routing.messages
-            let outcome = try await store.accept(webhook, messages: messages, remembers: routing.remembers,
-                                                 linger: linger, identityWait: identityWait)
             switch outcome {
             case .accepted(let queued, let dead, let waiting):
                 metrics.webhookReceived(source: name, outcome: .accepted)
@@ -169,5 +167,20 @@ public struct Ingest: Sendable {
             logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
             return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
         }
+    }
+
+    /// Recalls memory, routes and stores. Webhooks that remember the same state are taken one at a time, so
+    /// an update compares against the state of the update before it, not a state both read at once.
+    private func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
+        let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
+        let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait] in
+            let recallKeys = router.recallKeys(webhook)
+            let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
+            let routing = router.routing(webhook, memory: memory)
+            let outcome = try await store.accept(webhook, messages: routing.messages, remembers: routing.remembers,
+                                                 linger: linger, identityWait: identityWait)
+            return (routing, outcome)
+        }
+        return stateKeys.isEmpty ? try await work() : try await stateLocks.withLocks(stateKeys, work)
     }
 }

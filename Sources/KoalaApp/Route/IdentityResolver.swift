@@ -59,10 +59,14 @@ public final class IdentityResolver: Service, Sendable {
             }
             let router = WebhookRouter(source: source)
             let memory = try await store.recall(source: first.source, keys: router.recallKeys(webhook))
-            let routed = Dictionary(router.route(webhook, memory: memory).map { ($0.messageID, $0) }, uniquingKeysWith: { a, _ in a })
+            let routing = router.routing(webhook, memory: memory)
+            let routed = Dictionary(routing.messages.map { ($0.messageID, $0) }, uniquingKeysWith: { a, _ in a })
             for message in group {
                 guard let fresh = routed[message.messageID] else {
-                    try await store.resolveWaiting(message.seq, with: nil, deadReason: "the current rules no longer produce this message", linger: linger, at: now)
+                    // Most likely a route skipped as out of order: a later event's state arrived while this waited.
+                    let skipped = routing.results.first { !$0.matched && $0.reason.hasPrefix(WebhookRouter.outOfOrderPrefix) }
+                    try await store.resolveWaiting(message.seq, with: nil, deadReason: skipped?.reason ?? "the current rules no longer produce this message",
+                                                   linger: linger, at: now)
                     continue
                 }
                 switch fresh.disposition {

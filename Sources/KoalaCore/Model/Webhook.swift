@@ -183,25 +183,50 @@ public struct KoalaMessage: Sendable, Equatable {
     }
 }
 
-/// An identity a route remembered under a provider id, for later webhooks to `recall`.
+/// What a route remembered under a provider id, for later webhooks to `recall`: an identity, and (state
+/// memory) a few values as of one moment, e.g. a subscription's last MRR and status.
 public struct Remembered: Sendable, Equatable {
     /// The memory key.
     public let key: MemoryKey
-    /// Who the key stands for.
+    /// Who the key stands for (may be empty for state alone).
     public let identity: KoalaIdentity
+    /// The remembered values (nil: this entry remembers no state).
+    public let state: [String: JSONValue]?
+    /// When the state was true: the event time of the webhook that remembered it. A webhook older than this
+    /// never overwrites it, and the routes that read it are skipped for that webhook.
+    public let stateAt: Date?
 
-    public init(key: MemoryKey, identity: KoalaIdentity) {
+    public init(key: MemoryKey, identity: KoalaIdentity, state: [String: JSONValue]? = nil, stateAt: Date? = nil) {
         self.key = key
         self.identity = identity
+        self.state = state
+        self.stateAt = state == nil ? nil : stateAt
     }
 
-    /// The value `recall(...)` returns: `{email, profile_id, domain}`.
+    /// Names a state value may not take: `recall(...)` returns them for the identity and the state's time.
+    public static let reservedNames: Set<String> = ["email", "profile_id", "domain", "remembered_at"]
+
+    /// The value `recall(...)` returns: `{email, profile_id, domain}`, the remembered values and
+    /// `remembered_at` (the state's time).
     public var value: JSONValue {
-        var object: [String: JSONValue] = [:]
+        var object: [String: JSONValue] = state ?? [:]
         if let email = identity.email { object["email"] = .string(email) }
         if let id = identity.profileID { object["profile_id"] = .string(id) }
         if let domain = identity.domain { object["domain"] = .string(domain) }
+        if let stateAt { object["remembered_at"] = .string(Timestamps.iso(stateAt)) }
         return .object(object)
+    }
+
+    /// This entry with `later` written over it the way the stores do: known identity fields are kept when
+    /// `later` lacks them; its state replaces this one's unless it is older.
+    public func updated(by later: Remembered) -> Remembered {
+        let identity = KoalaIdentity(email: later.identity.email ?? self.identity.email,
+                                     profileID: later.identity.profileID ?? self.identity.profileID,
+                                     domain: later.identity.domain ?? self.identity.domain)
+        if let newState = later.state, stateAt.map({ at in later.stateAt.map { $0 >= at } ?? false }) ?? true {
+            return Remembered(key: key, identity: identity, state: newState, stateAt: later.stateAt)
+        }
+        return Remembered(key: key, identity: identity, state: state, stateAt: stateAt)
     }
 }
 

@@ -30,18 +30,27 @@ public struct WebhookRouter: Sendable {
         public let results: [RouteResult]
     }
 
-    /// The messages the webhook produces, with remembered identities from `memory`.
-    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [KoalaMessage] {
+    /// The messages the webhook produces, with what earlier webhooks remembered (`memory`).
+    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [KoalaMessage] {
         routing(webhook, memory: memory).messages
     }
 
-    func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [RouteResult] {
+    /// The same, with remembered identities alone (no state).
+    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> [KoalaMessage] {
+        routing(webhook, memory: Self.entries(memory)).messages
+    }
+
+    func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [RouteResult] {
         routing(webhook, memory: memory).results
+    }
+
+    static func entries(_ identities: [MemoryKey: KoalaIdentity]) -> [MemoryKey: Remembered] {
+        identities.reduce(into: [:]) { $0[$1.key] = Remembered(key: $1.key, identity: $1.value) }
     }
 
     /// For the routes that match: each property or trait left out because the MRR of a subscription cannot be
     /// told from the payload, and why (`simulate` prints these).
-    public func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> [String] {
+    public func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [String] {
         let routing = routing(webhook, memory: memory)
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
         var notes: [String] = []
@@ -60,12 +69,14 @@ public struct WebhookRouter: Sendable {
         return notes
     }
 
-    /// The memory entries the routes matching this webhook's type would recall.
+    /// The memory entries the routes matching this webhook's type would recall, and the state they would
+    /// remember (its time decides whether this webhook is out of order).
     public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
         var keys: [MemoryKey] = []
         for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
-            for recall in route.recalls {
+            let named = route.recalls + route.remember.filter { !$0.values.isEmpty }.map { (namespace: $0.name, key: $0.key) }
+            for recall in named {
                 if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key),
                    !keys.contains(memoryKey) {
                     keys.append(memoryKey)
@@ -75,13 +86,52 @@ public struct WebhookRouter: Sendable {
         return keys
     }
 
-    /// Routes in file order; an identity remembered by one route is visible to the routes after it.
-    public func routing(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity] = [:]) -> Routing {
+    /// The state memory keys this webhook's routes would remember: ingest serialises webhooks that share one,
+    /// so each compares against the state the one before it left.
+    public func stateKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        var keys: [MemoryKey] = []
+        for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
+            for spec in route.remember where !spec.values.isEmpty {
+                if let key = spec.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: spec.name, payloadKey: key),
+                   !keys.contains(memoryKey) {
+                    keys.append(memoryKey)
+                }
+            }
+        }
+        return keys
+    }
+
+    /// How the reason of a route skipped as out of order begins.
+    public static let outOfOrderPrefix = "out of order:"
+
+    /// Why this route must not act on this webhook: a state it reads or remembers was remembered from a
+    /// later event (webhooks arrive out of order), so its comparison and its traits would be stale.
+    private func outOfOrder(_ route: Route, _ webhook: VerifiedWebhook, _ context: EvaluationContext, _ memory: [MemoryKey: Remembered]) -> String? {
+        let named = route.recalls + route.remember.filter { !$0.values.isEmpty }.map { (namespace: $0.name, key: $0.key) }
+        for entry in named {
+            guard let key = entry.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: entry.namespace, payloadKey: key),
+                  let at = memory[memoryKey]?.stateAt, at > webhook.eventTime else { continue }
+            return "\(Self.outOfOrderPrefix) \(memoryKey.namespace) '\(LogText.escaped(memoryKey.key))' was remembered as of \(Timestamps.iso(at)), "
+                + "after this webhook's time \(Timestamps.iso(webhook.eventTime)); nothing is sent and the state is kept"
+        }
+        return nil
+    }
+
+    /// The same, with remembered identities alone (no state).
+    public func routing(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> Routing {
+        routing(webhook, memory: Self.entries(memory))
+    }
+
+    /// Routes in file order; what one route remembers is visible to the routes after it. A route that reads
+    /// or remembers a state remembered from a later event is skipped (out of order).
+    public func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:]) -> Routing {
+        var memory = recalled
         var base = EvaluationContext(
             body: webhook.json,
             headers: webhook.headers,
             webhook: Self.webhookValue(webhook),
-            memory: memory.reduce(into: [:]) { $0[$1.key] = Remembered(key: $1.key, identity: $1.value).value }
+            memory: memory.mapValues(\.value)
         )
         var results: [RouteResult] = []
         var remembers: [Remembered] = []
@@ -92,13 +142,19 @@ public struct WebhookRouter: Sendable {
                                            messages: []))
                 continue
             }
+            if let stale = outOfOrder(route, webhook, base, memory) {
+                results.append(RouteResult(route: route.name, matched: false, reason: stale, messages: []))
+                continue
+            }
             if let condition = route.condition, let failure = condition.explain(in: base) {
                 results.append(RouteResult(route: route.name, matched: false, reason: failure, messages: []))
                 continue
             }
             let (messages, remembered) = self.messages(for: route, webhook: webhook, context: base)
             for entry in remembered {
-                base.memory[entry.key] = entry.value
+                let merged = memory[entry.key].map { $0.updated(by: entry) } ?? entry
+                memory[entry.key] = merged
+                base.memory[entry.key] = merged.value
                 remembers.append(entry)
             }
             results.append(RouteResult(route: route.name, matched: true,
@@ -239,11 +295,15 @@ public struct WebhookRouter: Sendable {
             var identity = personIdentity
             identity.domain = out.first(where: { $0.endpoint == .account && $0.problem == nil && $0.waitingFor == nil })?.identity.domain
                 ?? personIdentity.email.flatMap { Identity.companyDomain(ofEmail: $0) }
-            if identity.email != nil || identity.profileID != nil || identity.domain != nil {
-                for field in route.remember {
-                    guard let key = field.value.evaluate(in: context)?.textValue,
-                          let memoryKey = MemoryKey(namespace: field.name, payloadKey: key) else { continue }
-                    remembered.append(Remembered(key: memoryKey, identity: identity))
+            let hasIdentity = identity.email != nil || identity.profileID != nil || identity.domain != nil
+            for spec in route.remember {
+                guard let key = spec.key.evaluate(in: context)?.textValue,
+                      let memoryKey = MemoryKey(namespace: spec.name, payloadKey: key) else { continue }
+                if spec.values.isEmpty {
+                    if hasIdentity { remembered.append(Remembered(key: memoryKey, identity: identity)) }
+                } else {
+                    remembered.append(Remembered(key: memoryKey, identity: hasIdentity ? identity : KoalaIdentity(),
+                                                 state: evaluate(spec.values, context).filter { $0.value != .null }, stateAt: webhook.eventTime))
                 }
             }
         }

@@ -98,6 +98,7 @@ struct FileParser {
     static let personKeys = ["email", "profile_id"]
     static let trackKeys = ["event", "properties"]
     static let identifyKeys = ["traits"]
+    static let memoryKeys = ["key", "values"]
     static let accountKeys = ["domain", "account_id", "group_id", "traits"]
 
     mutating func parse() -> SourceDefinition? {
@@ -251,15 +252,10 @@ struct FileParser {
             errors.append(location(node).error("route '\(name)' has no output",
                 hint: "add at least one of 'track', 'identify' or 'account'"))
         }
-        let remember = fields(map["remember"], what: "remember")
-        let rememberLocation = location(map["remember"] ?? node)
-        for field in remember where !Self.isName(field.name) {
-            errors.append(rememberLocation.error("memory name '\(field.name)' is not allowed",
-                hint: "use lower-case letters, digits, '-' and '_', e.g. 'stripe_customer: body.data.object.id'"))
-        }
-        if !remember.isEmpty && person == nil && account == nil {
-            errors.append(rememberLocation.error("route '\(name)' remembers an identity but resolves none",
-                hint: "add 'person: { email: … }' (or an account) whose identity is remembered"))
+        let remember = memorySpecs(map["remember"])
+        if remember.contains(where: { $0.values.isEmpty }) && person == nil && account == nil {
+            errors.append(location(map["remember"] ?? node).error("route '\(name)' remembers an identity but resolves none",
+                hint: "add 'person: { email: … }' (or an account) whose identity is remembered, or remember 'values:'"))
         }
         return Route(name: name, location: location(node), types: types, condition: condition, person: person,
                      track: track, identify: identify, account: account, remember: remember)
@@ -443,6 +439,43 @@ struct FileParser {
     }
 
     // MARK: Values
+
+    /// `remember:` — `name: <provider id>` remembers the route's identity; `name: {key: <provider id>,
+    /// values: {…}}` remembers values too (state memory), as of the webhook's event time.
+    mutating func memorySpecs(_ node: Node?) -> [MemorySpec] {
+        guard let node else { return [] }
+        guard case .mapping(let map) = node else {
+            errors.append(location(node).error("'remember' must be a mapping of memory name: provider id",
+                hint: "write e.g. 'stripe_customer: body.data.object.id'"))
+            return []
+        }
+        var out: [MemorySpec] = []
+        for (nameNode, valueNode) in map {
+            guard let name = nameNode.string, Self.isName(name) else {
+                errors.append(location(nameNode).error("memory name '\(nameNode.string ?? "")' is not allowed",
+                    hint: "use lower-case letters, digits, '-' and '_', e.g. 'stripe_customer: body.data.object.id'"))
+                continue
+            }
+            if case .mapping = valueNode {
+                guard let entry = mapping(valueNode, what: "remember.\(name)", allowed: Self.memoryKeys) else { continue }
+                guard let keyNode = require(entry, "key", in: valueNode, hint: "the provider id to remember under, e.g. 'key: body.data.id'"),
+                      let key = expression(keyNode, default: nil, what: "remember.\(name).key") else { continue }
+                let values = fields(entry["values"], what: "remember.\(name).values")
+                if entry["values"] == nil || values.isEmpty {
+                    errors.append(location(valueNode).error("remember.\(name) has a key but no 'values'",
+                        hint: "list the values to remember, e.g. 'values: { mrr: paddle_mrr(body.data), status: body.data.status }', or write 'remember: { \(name): <provider id> }' for the identity alone"))
+                }
+                for field in values where Remembered.reservedNames.contains(field.name) {
+                    errors.append(location(valueNode).error("remember.\(name).values.\(field.name): '\(field.name)' is reserved",
+                        hint: "recall(...) returns \(Remembered.reservedNames.sorted().joined(separator: ", ")) itself; pick another name"))
+                }
+                out.append(MemorySpec(name: name, key: key, values: values))
+            } else if let key = expression(valueNode, default: nil, what: "remember.\(name)") {
+                out.append(MemorySpec(name: name, key: key, values: []))
+            }
+        }
+        return out
+    }
 
     mutating func fields(_ node: Node?, what: String) -> FieldList {
         guard let node else { return [] }

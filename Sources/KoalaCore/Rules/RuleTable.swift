@@ -65,8 +65,8 @@ public struct Route: Sendable {
     let track: TrackOutput?
     let identify: IdentifyOutput?
     let account: AccountOutput?
-    /// `remember`: namespace → the provider id under which this route's resolved person is remembered.
-    let remember: FieldList
+    /// `remember`: what this route remembers, and under which provider id.
+    let remember: [MemorySpec]
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {
@@ -123,6 +123,15 @@ public struct PersonSpec: Sendable {
 
 /// Ordered name → value pairs (properties, traits), kept in file order for stable output.
 public typealias FieldList = [(name: String, value: Expression)]
+
+/// One `remember` entry: under `name` and the provider id `key`, the route's resolved identity and, for
+/// state memory, `values` as of the webhook's event time.
+public struct MemorySpec: Sendable {
+    let name: String
+    let key: Expression
+    /// Empty: identity only.
+    let values: FieldList
+}
 
 /// A Koala custom event a route sends.
 public struct TrackOutput: Sendable {

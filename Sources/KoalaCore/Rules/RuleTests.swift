@@ -164,15 +164,20 @@ struct TestFile {
                 headers[field] = Self.json(v).textValue ?? ""
             }
         }
-        var memory: [MemoryKey: KoalaIdentity] = [:]
+        // memory: { namespace: { key: { email, profile_id, domain, <state values>, remembered_at } } }: any
+        // value besides the identity is remembered state, as of remembered_at (default: long ago).
+        var memory: [MemoryKey: Remembered] = [:]
         if case .mapping(let namespaces)? = map["memory"] {
             for (ns, entries) in namespaces {
                 guard let namespace = ns.string, case .mapping(let keys) = entries else { continue }
                 for (k, v) in keys {
-                    guard let key = k.string else { continue }
-                    let value = Self.json(v)
-                    memory[MemoryKey(namespace: namespace, key: key)] = KoalaIdentity(
-                        email: value["email"]?.stringValue, profileID: value["profile_id"]?.stringValue, domain: value["domain"]?.stringValue)
+                    guard let key = k.string, case .object(var fields) = Self.json(v) else { continue }
+                    let identity = KoalaIdentity(email: fields["email"]?.stringValue, profileID: fields["profile_id"]?.stringValue,
+                                                 domain: fields["domain"]?.stringValue)
+                    let at = fields["remembered_at"]?.stringValue.flatMap(Timestamps.parseISO) ?? Date(timeIntervalSince1970: 0)
+                    for name in Remembered.reservedNames { fields[name] = nil }
+                    let memoryKey = MemoryKey(namespace: namespace, key: key)
+                    memory[memoryKey] = Remembered(key: memoryKey, identity: identity, state: fields.isEmpty ? nil : fields, stateAt: at)
                 }
             }
         }

@@ -136,6 +136,10 @@ public final class PostgresStore: WebhookStore {
             """,
             "CREATE INDEX identities_email ON identities (email)",
         ]),
+        (2, "state memory", [
+            "ALTER TABLE identities ADD COLUMN state text",
+            "ALTER TABLE identities ADD COLUMN state_at double precision",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -210,14 +214,16 @@ public final class PostgresStore: WebhookStore {
             problems.append(message.problem ?? "")
             waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
         }
-        // One entry per key (the last wins, as sequential upserts would), in key order so two webhooks
-        // remembering the same keys never deadlock.
-        var latest: [MemoryKey: KoalaIdentity] = [:]
-        for entry in remembers { latest[entry.key] = entry.identity }
-        let memory = latest.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
+        // One entry per key (merged as sequential upserts would), in key order so two webhooks remembering
+        // the same keys never deadlock. A state travels as JSON text with its time; none as "" and NaN.
+        var latest: [MemoryKey: Remembered] = [:]
+        for entry in remembers { latest[entry.key] = latest[entry.key].map { $0.updated(by: entry) } ?? entry }
+        let memory = latest.values.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
         let namespaces = memory.map(\.key.namespace), keys = memory.map(\.key.key)
-        let memEmails = memory.map { $0.value.email ?? "" }, memProfiles = memory.map { $0.value.profileID ?? "" }
-        let memDomains = memory.map { $0.value.domain ?? "" }
+        let memEmails = memory.map { $0.identity.email ?? "" }, memProfiles = memory.map { $0.identity.profileID ?? "" }
+        let memDomains = memory.map { $0.identity.domain ?? "" }
+        let memStates = memory.map { $0.state.map { JSONValue.object($0).encoded() } ?? "" }
+        let memStateTimes = memory.map { $0.stateAt?.timeIntervalSince1970 ?? -1 }
         let query: PostgresQuery = """
             WITH hook AS (
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
@@ -242,16 +248,22 @@ public final class PostgresStore: WebhookStore {
                 ON CONFLICT (message_id) DO NOTHING
                 RETURNING status
             ), remembered AS (
-                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at)
-                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now)
-                FROM unnest(\(namespaces)::text[], \(keys)::text[], \(memEmails)::text[], \(memProfiles)::text[], \(memDomains)::text[])
-                     AS r(namespace, key, email, profile_id, domain)
+                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)
+                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now),
+                       NULLIF(r.state, ''), CASE WHEN r.state <> '' THEN r.state_at END
+                FROM unnest(\(namespaces)::text[], \(keys)::text[], \(memEmails)::text[], \(memProfiles)::text[], \(memDomains)::text[],
+                            \(memStates)::text[], \(memStateTimes)::float8[])
+                     AS r(namespace, key, email, profile_id, domain, state, state_at)
                 WHERE EXISTS (SELECT 1 FROM hook)
                 ON CONFLICT (source, namespace, key) DO UPDATE SET
                     email = coalesce(excluded.email, identities.email),
                     profile_id = coalesce(excluded.profile_id, identities.profile_id),
                     domain = coalesce(excluded.domain, identities.domain),
-                    updated_at = excluded.updated_at
+                    updated_at = excluded.updated_at,
+                    state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                                 THEN excluded.state ELSE identities.state END,
+                    state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                                    THEN excluded.state_at ELSE identities.state_at END
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM hook) AS stored,
@@ -268,18 +280,19 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] {
+    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
         guard !keys.isEmpty else { return [:] }
         let unique = Array(Set(keys))
         return try await withConnection("recall") { connection, logger in
             let rows = try await connection.query("""
-                SELECT namespace, key, email, profile_id, domain FROM identities
+                SELECT namespace, key, email, profile_id, domain, state, state_at FROM identities
                 WHERE source = \(source) AND (namespace, key) IN (SELECT * FROM unnest(\(unique.map(\.namespace)), \(unique.map(\.key))))
                 """, logger: logger).rows()
-            var out: [MemoryKey: KoalaIdentity] = [:]
+            var out: [MemoryKey: Remembered] = [:]
             for row in rows {
                 let key = MemoryKey(namespace: try row.get("namespace"), key: try row.get("key"))
-                out[key] = KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"), domain: try row.get("domain"))
+                out[key] = Remembered.stored(key: key, email: try row.get("email"), profileID: try row.get("profile_id"),
+                                             domain: try row.get("domain"), state: try row.get("state"), stateAt: try row.get("state_at"))
             }
             return out
         }
@@ -484,7 +497,8 @@ public final class PostgresStore: WebhookStore {
             webhooks.text = "DELETE FROM webhooks WHERE strpos(lower(encode(body, 'escape')), \(webhooks.bind(email))) > 0"
             report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
             var identities = SQLBuilder()
-            identities.text = "DELETE FROM identities WHERE email = \(identities.bind(email))"
+            // A remembered state holding the address as a value goes too (it is JSON text: the quoted address).
+            identities.text = "DELETE FROM identities WHERE email = \(identities.bind(email)) OR strpos(lower(state), \(identities.bind(JSONValue.string(email).encoded()))) > 0"
             report.identities = try await Self.changed(connection, identities, logger: logger)
             return report
         }

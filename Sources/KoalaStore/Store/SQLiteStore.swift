@@ -111,6 +111,9 @@ public final class SQLiteStore: WebhookStore {
         migrator.registerMigration("v3: replay lane") { db in
             try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v4: state memory") { db in
+            try db.execute(sql: "ALTER TABLE identities ADD COLUMN state TEXT; ALTER TABLE identities ADD COLUMN state_at REAL")
+        }
         return migrator
     }
 
@@ -235,31 +238,40 @@ public final class SQLiteStore: WebhookStore {
         return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
     }
 
-    /// Upserts memory entries; a known field is never erased by a later webhook that lacks it.
+    /// Upserts memory entries; a known field is never erased by a later webhook that lacks it, and a state is
+    /// never replaced by an older one (webhooks arrive out of order).
     static func remember(_ db: Database, source: String, _ remembers: [Remembered], at now: Double) throws {
         guard !remembers.isEmpty else { return }
         let upsert = try db.cachedStatement(sql: """
-            INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (source, namespace, key) DO UPDATE SET
                 email = coalesce(excluded.email, identities.email),
                 profile_id = coalesce(excluded.profile_id, identities.profile_id),
                 domain = coalesce(excluded.domain, identities.domain),
-                updated_at = excluded.updated_at
+                updated_at = excluded.updated_at,
+                state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                             THEN excluded.state ELSE identities.state END,
+                state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                                THEN excluded.state_at ELSE identities.state_at END
             """)
         for entry in remembers {
             try upsert.execute(arguments: [source, entry.key.namespace, entry.key.key, entry.identity.email,
-                                           entry.identity.profileID, entry.identity.domain, now])
+                                           entry.identity.profileID, entry.identity.domain, now,
+                                           entry.state.map { JSONValue.object($0).encoded() }, entry.stateAt?.timeIntervalSince1970])
         }
     }
 
-    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] {
+    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
         guard !keys.isEmpty else { return [:] }
         return try await pool.read { db in
-            var out: [MemoryKey: KoalaIdentity] = [:]
-            let select = try db.cachedStatement(sql: "SELECT email, profile_id, domain FROM identities WHERE source = ? AND namespace = ? AND key = ?")
+            var out: [MemoryKey: Remembered] = [:]
+            let select = try db.cachedStatement(sql: """
+                SELECT email, profile_id, domain, state, state_at FROM identities WHERE source = ? AND namespace = ? AND key = ?
+                """)
             for key in Set(keys) {
                 if let row = try Row.fetchOne(select, arguments: [source, key.namespace, key.key]) {
-                    out[key] = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"])
+                    out[key] = Remembered.stored(key: key, email: row["email"], profileID: row["profile_id"], domain: row["domain"],
+                                                 state: row["state"], stateAt: row["state_at"])
                 }
             }
             return out
@@ -407,7 +419,9 @@ public final class SQLiteStore: WebhookStore {
             report.messages = db.changesCount
             try db.execute(sql: "DELETE FROM webhooks WHERE instr(lower(CAST(body AS TEXT)), ?) > 0", arguments: [email])
             report.webhooks = db.changesCount
-            try db.execute(sql: "DELETE FROM identities WHERE email = ?", arguments: [email])
+            // A remembered state holding the address as a value goes too (it is JSON text: the quoted address).
+            try db.execute(sql: "DELETE FROM identities WHERE email = ? OR instr(lower(state), ?) > 0",
+                           arguments: [email, JSONValue.string(email).encoded()])
             report.identities = db.changesCount
             return report
         }

@@ -264,8 +264,8 @@ public protocol WebhookStore: Service {
     func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                 linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome
 
-    /// Identities remembered for `source` under these keys.
-    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity]
+    /// What was remembered for `source` under these keys: identities and states.
+    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered]
 
     /// Leases waiting messages whose memory entry now exists or whose wait has run out.
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage]
@@ -369,5 +369,15 @@ public enum StoreError: Error, CustomStringConvertible {
         case .notDurable(let detail): "the database is not configured durably: \(detail)"
         case .stopped: "the store has stopped; nothing more is stored"
         }
+    }
+}
+
+extension Remembered {
+    /// A memory row as both stores keep it: the state as JSON text with its time (seconds since 1970).
+    static func stored(key: MemoryKey, email: String?, profileID: String?, domain: String?, state: String?, stateAt: Double?) -> Remembered {
+        var values: [String: JSONValue]?
+        if let state, case .object(let object)? = try? JSONValue.parse(Array(state.utf8)) { values = object }
+        return Remembered(key: key, identity: KoalaIdentity(email: email, profileID: profileID, domain: domain),
+                          state: values, stateAt: stateAt.map { Date(timeIntervalSince1970: $0) })
     }
 }

@@ -39,6 +39,46 @@ struct RuleLoaderTests {
         #expect(table.version.count == 12)
     }
 
+    /// State memory: `remember: { name: { key, values } }`; mistakes name the line and say what to write.
+    @Test func rememberedStateIsCheckedWhenLoaded() throws {
+        func file(_ remember: String) -> String {
+            """
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: sub
+                when: { type: customer.subscription.updated }
+                account: { domain: body.data.object.domain, traits: { plan: body.plan } }
+                remember:
+            \(remember)
+            """
+        }
+        let table = try load(file("      shop_subscription: { key: body.data.object.id, values: { mrr: stripe_mrr(body.data.object), status: body.data.object.status } }"))
+        let spec = try #require(table.sources["shop"]?.routes.first?.remember.first)
+        #expect(spec.name == "shop_subscription")
+        #expect(spec.values.map(\.name) == ["mrr", "status"])
+
+        let noValues = errors(file("      shop_subscription: { key: body.data.object.id }"))
+        #expect(noValues.count == 1)
+        #expect(noValues.first?.contains("routes/test.yaml:8:") == true)
+        #expect(noValues.first?.contains("remember.shop_subscription has a key but no 'values'") == true)
+        let reserved = errors(file("      shop_subscription: { key: body.data.object.id, values: { email: body.email } }"))
+        #expect(reserved.first?.contains("'email' is reserved") == true)
+        let unknownKey = errors(file("      shop_subscription: { id: body.data.object.id, values: { mrr: body.mrr } }"))
+        #expect(!unknownKey.isEmpty)
+        // State alone needs no person or account; an identity does.
+        let stateOnly = """
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: sub
+                when: { type: customer.subscription.updated }
+                account: { domain: body.domain }
+                remember: { shop_subscription: body.id, other: { key: body.id, values: { status: body.status } } }
+            """
+        #expect(errors(stateOnly).isEmpty)
+    }
+
     @Test func minimalFileUsesSchemeDefaults() throws {
         let table = try load(Self.minimal)
         let source = try #require(table.sources["shop"])

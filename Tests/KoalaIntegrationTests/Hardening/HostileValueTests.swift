@@ -287,7 +287,7 @@ struct NeverCalledStore: WebhookStore {
     struct Called: Error {}
     func fail<T>() throws -> T { Issue.record("the store was called"); throw Called() }
     func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered], linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome { try fail() }
-    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: KoalaIdentity] { try fail() }
+    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] { try fail() }
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] { try fail() }
     func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws { try fail() as Void }
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? { try fail() }

@@ -134,7 +134,7 @@ struct IdentityMemoryTests {
             try await accept("w1", source: "stripe", KoalaIdentity(email: "a@acme.io", domain: "acme.io"))
             try await accept("w2", source: "stripe", KoalaIdentity(profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba"))
             let key = MemoryKey(namespace: "c", key: "k1")
-            #expect(try await store.recall(source: "stripe", keys: [key])[key]
+            #expect(try await store.recall(source: "stripe", keys: [key])[key]?.identity
                     == KoalaIdentity(email: "a@acme.io", profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba", domain: "acme.io"))
             #expect(try await store.recall(source: "paddle", keys: [key]).isEmpty)
         }

@@ -57,4 +57,23 @@ struct RetentionTests {
             #expect(try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "c", key: "w2")]).count == 1)
         }
     }
+
+    /// State memory is forgotten with its entry's identity, and with any remembered value holding the address.
+    @Test(arguments: Backend.configured) func forgetRemovesRememberedStates(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let body = Array(#"{"id":"s"}"#.utf8)
+            let w = VerifiedWebhook(source: "paddle", webhookID: "s", eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
+                                    body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+            let keys = ["by_identity", "by_value", "other"].map { MemoryKey(namespace: "sub", key: $0) }
+            _ = try await store.accept(w, messages: [], remembers: [
+                Remembered(key: keys[0], identity: KoalaIdentity(email: "ada@acme.io"), state: ["mrr": 10], stateAt: Date()),
+                Remembered(key: keys[1], identity: KoalaIdentity(), state: ["billing_email": "ada@acme.io"], stateAt: Date()),
+                Remembered(key: keys[2], identity: KoalaIdentity(), state: ["billing_email": "grace@acme.io", "note": "ada@acme.io.example"], stateAt: Date()),
+            ], linger: 0, identityWait: 0)
+            let report = try await store.forget(email: "Ada@acme.io")
+            #expect(report.identities == 2)
+            #expect(Set(try await store.recall(source: "paddle", keys: keys).keys) == [keys[2]])
+        }
+    }
 }
