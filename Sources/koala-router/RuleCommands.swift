@@ -95,7 +95,7 @@ struct Simulate: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             webhook = w
-            for (k, v) in recalled where remembered[k] == nil { remembered[k] = v }
+            for (k, v) in w.memoryAsRouted(recalled) where remembered[k] == nil { remembered[k] = v }
             print("stored webhook \(source)/\(stored), received \(Timestamps.iso(w.receivedAt)), routed then by rules \(w.rulesVersion), now by \(table.version)")
         } else {
             guard let file, let data = FileManager.default.contents(atPath: file) else {

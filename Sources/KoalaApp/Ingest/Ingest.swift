@@ -177,7 +177,9 @@ public struct Ingest: Sendable {
             let recallKeys = router.recallKeys(webhook)
             let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
             let routing = router.routing(webhook, memory: memory)
-            let outcome = try await store.accept(webhook, messages: routing.messages, remembers: routing.remembers,
+            var journaled = webhook
+            if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
+            let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,
                                                  linger: linger, identityWait: identityWait)
             return (routing, outcome)
         }

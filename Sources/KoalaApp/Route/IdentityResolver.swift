@@ -59,7 +59,9 @@ public final class IdentityResolver: Service, Sendable {
             }
             let router = WebhookRouter(source: source)
             let memory = try await store.recall(source: first.source, keys: router.recallKeys(webhook))
-            let routing = router.routing(webhook, memory: memory)
+            // Identities as remembered now, states as they were when the webhook was accepted: its
+            // transitions were decided then, against the state before it.
+            let routing = router.routing(webhook, memory: webhook.memoryAsRouted(memory))
             let routed = Dictionary(routing.messages.map { ($0.messageID, $0) }, uniquingKeysWith: { a, _ in a })
             for message in group {
                 guard let fresh = routed[message.messageID] else {

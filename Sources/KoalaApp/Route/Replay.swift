@@ -79,7 +79,7 @@ public struct Replay: Sendable {
             for webhook in page {
                 report.webhooks += 1
                 let memory = try await store.recall(source: options.source, keys: router.recallKeys(webhook))
-                var routed = router.route(webhook, memory: memory)
+                var routed = router.route(webhook, memory: webhook.memoryAsRouted(memory))   // states as at ingest
                 var before = try await store.storedMessages(source: options.source, webhookID: webhook.webhookID)
                 if let only = options.route {
                     routed = routed.filter { $0.route == only }

@@ -26,6 +26,10 @@ public struct VerifiedWebhook: Sendable {
     let bodySHA256: String
     /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
     public var eventTimeProblem: String?
+    /// The remembered states its routes were compared against when it was accepted (nil: not recorded, as for
+    /// webhooks stored before state memory). Stored with it, so routing it again later (a message that waited
+    /// for an identity, a replay, `simulate --stored`) decides as ingest did, whatever states came since.
+    public var routedStates: [Remembered]?
 
     public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
                 headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,
@@ -227,6 +231,43 @@ public struct Remembered: Sendable, Equatable {
             return Remembered(key: key, identity: identity, state: newState, stateAt: later.stateAt)
         }
         return Remembered(key: key, identity: identity, state: state, stateAt: stateAt)
+    }
+}
+
+extension VerifiedWebhook {
+    /// `routedStates` as stored: a JSON array of `{namespace, key, state, at}`.
+    public var routedStatesJSON: String? {
+        routedStates.map { entries in
+            JSONValue.array(entries.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }.map { entry in
+                var object: [String: JSONValue] = ["namespace": .string(entry.key.namespace), "key": .string(entry.key.key)]
+                if let state = entry.state { object["state"] = .object(state) }
+                if let at = entry.stateAt { object["at"] = .double(at.timeIntervalSince1970) }
+                return .object(object)
+            }).encoded()
+        }
+    }
+
+    /// Reads `routedStatesJSON` back; nil for nothing recorded or unreadable text.
+    public static func routedStates(fromJSON text: String?) -> [Remembered]? {
+        guard let text, case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else { return nil }
+        return items.compactMap { item in
+            guard let namespace = item["namespace"]?.stringValue, let key = item["key"]?.stringValue,
+                  case .object(let state)? = item["state"] else { return nil }
+            return Remembered(key: MemoryKey(namespace: namespace, key: key), identity: KoalaIdentity(), state: state,
+                              stateAt: item["at"]?.doubleValue.map { Date(timeIntervalSince1970: $0) })
+        }
+    }
+
+    /// The memory to route this webhook with: identities as remembered now; states as they were when it was
+    /// accepted, if that was recorded (a state remembered since, by this webhook or a later one, is not seen).
+    public func memoryAsRouted(_ current: [MemoryKey: Remembered]) -> [MemoryKey: Remembered] {
+        guard let routedStates else { return current }
+        let then = Dictionary(routedStates.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        var out: [MemoryKey: Remembered] = [:]
+        for key in Set(current.keys).union(then.keys) {
+            out[key] = Remembered(key: key, identity: current[key]?.identity ?? KoalaIdentity(), state: then[key]?.state, stateAt: then[key]?.stateAt)
+        }
+        return out
     }
 }
 

@@ -139,6 +139,7 @@ public final class PostgresStore: WebhookStore {
         (2, "state memory", [
             "ALTER TABLE identities ADD COLUMN state text",
             "ALTER TABLE identities ADD COLUMN state_at double precision",
+            "ALTER TABLE webhooks ADD COLUMN routed_states text",
         ]),
     ]
 
@@ -226,9 +227,11 @@ public final class PostgresStore: WebhookStore {
         let memStateTimes = memory.map { $0.stateAt?.timeIntervalSince1970 ?? -1 }
         let query: PostgresQuery = """
             WITH hook AS (
-                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
+                                      routed_states)
                 VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
-                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion))
+                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion),
+                        \(webhook.routedStatesJSON))
                 ON CONFLICT DO NOTHING RETURNING 1
             ), queued AS (
                 INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
@@ -350,7 +353,7 @@ public final class PostgresStore: WebhookStore {
     public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await withConnection("read webhook") { connection, logger in
             let rows = try await connection.query("""
-                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
                 WHERE source = \(source) AND webhook_id = \(webhookID)
                 """, logger: logger).rows()
             return try rows.first.map { try Self.webhook($0, source: source) }
@@ -363,11 +366,13 @@ public final class PostgresStore: WebhookStore {
         if case .object(let object)? = try? JSONValue.parse(Array(try row.get("headers", as: String.self).utf8)) {
             for (k, v) in object { if let text = v.stringValue { headers[k] = text } }
         }
-        return VerifiedWebhook(source: source, webhookID: try row.get("webhook_id"), eventType: try row.get("event_type"),
-                               eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
-                               receivedAt: Date(timeIntervalSince1970: try row.get("received_at")), headers: headers, body: body,
-                               json: (try? JSONValue.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
-                               rulesVersion: try row.get("rules_version"))
+        var webhook = VerifiedWebhook(source: source, webhookID: try row.get("webhook_id"), eventType: try row.get("event_type"),
+                                      eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
+                                      receivedAt: Date(timeIntervalSince1970: try row.get("received_at")), headers: headers, body: body,
+                                      json: (try? JSONValue.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
+                                      rulesVersion: try row.get("rules_version"))
+        webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: try row.get("routed_states", as: String?.self))
+        return webhook
     }
 
     // MARK: Delivery
@@ -510,7 +515,7 @@ public final class PostgresStore: WebhookStore {
         try await withConnection("read webhooks") { connection, logger in
             var sql = SQLBuilder()
             sql.text = """
-                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
                 WHERE source = \(sql.bind(source)) AND received_at >= \(sql.bind(since.timeIntervalSince1970))
                   AND received_at < \(sql.bind(until.timeIntervalSince1970))
                 """

@@ -112,7 +112,11 @@ public final class SQLiteStore: WebhookStore {
             try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
         }
         migrator.registerMigration("v4: state memory") { db in
-            try db.execute(sql: "ALTER TABLE identities ADD COLUMN state TEXT; ALTER TABLE identities ADD COLUMN state_at REAL")
+            try db.execute(sql: """
+                ALTER TABLE identities ADD COLUMN state TEXT;
+                ALTER TABLE identities ADD COLUMN state_at REAL;
+                ALTER TABLE webhooks ADD COLUMN routed_states TEXT;
+                """)
         }
         return migrator
     }
@@ -201,12 +205,13 @@ public final class SQLiteStore: WebhookStore {
         let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
         try db.execute(
             sql: """
-                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
+                                      routed_states)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """,
             arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
                         webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
-                        webhook.rulesVersion])
+                        webhook.rulesVersion, webhook.routedStatesJSON])
         guard db.changesCount == 1 else { return .duplicate }
         let insert = try db.cachedStatement(sql: """
             INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
@@ -321,7 +326,7 @@ public final class SQLiteStore: WebhookStore {
     public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await pool.read { db in
             guard let row = try Row.fetchOne(db, sql: """
-                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version FROM webhooks
+                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
                 WHERE source = ? AND webhook_id = ?
                 """, arguments: [source, webhookID]) else { return nil }
             let body = [UInt8]((row["body"] as Data?) ?? Data())
@@ -329,11 +334,13 @@ public final class SQLiteStore: WebhookStore {
             if case .object(let object)? = try? JSONValue.parse(Array(((row["headers"] as String?) ?? "{}").utf8)) {
                 for (k, v) in object { if let text = v.stringValue { headers[k] = text } }
             }
-            return VerifiedWebhook(source: source, webhookID: webhookID, eventType: row["event_type"],
-                                   eventTime: Date(timeIntervalSince1970: row["event_time"]),
-                                   receivedAt: Date(timeIntervalSince1970: row["received_at"]), headers: headers, body: body,
-                                   json: (try? JSONValue.parse(body)) ?? .null, secretLabel: row["secret_label"],
-                                   rulesVersion: row["rules_version"])
+            var webhook = VerifiedWebhook(source: source, webhookID: webhookID, eventType: row["event_type"],
+                                          eventTime: Date(timeIntervalSince1970: row["event_time"]),
+                                          receivedAt: Date(timeIntervalSince1970: row["received_at"]), headers: headers, body: body,
+                                          json: (try? JSONValue.parse(body)) ?? .null, secretLabel: row["secret_label"],
+                                          rulesVersion: row["rules_version"])
+            webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: row["routed_states"])
+            return webhook
         }
     }
 

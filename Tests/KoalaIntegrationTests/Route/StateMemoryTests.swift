@@ -121,4 +121,39 @@ struct StateMemoryTests {
             #expect(try await store.recall(source: "paddle", keys: [key])[key]?.state?["price_id"] == "max4")
         }
     }
+
+    /// An upgrade whose customer is not known yet waits for the email; when it is released, it is routed
+    /// against the state it was compared with at ingest (journaled with the webhook), not the state it
+    /// left itself, so the upgrade and its previous MRR survive the wait. `replay` sees the same.
+    @Test(arguments: Backend.configured) func aTransitionThatWaitedForItsIdentityKeepsItsPreviousState(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let table = try RuleLoader(environment: ["PADDLE_WEBHOOK_SECRET": Self.secret]).load(directory: repositoryRoot + "/routes")
+            let holder = RulesHolder(table)
+            let ingest = Ingest(rules: holder, store: store, linger: 0, identityWait: 600, logger: quietLogger)
+            let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
+            _ = await send(ingest, paddleUpdate("evt_1", at: "2024-12-01T10:00:00Z", price: "team", amount: "2000"))
+            let upgrade = await send(ingest, paddleUpdate("evt_2", at: "2024-12-02T10:00:00Z", price: "scale", amount: "5000"))
+            #expect(upgrade.body["waiting_for_identity"] == 2)    // the upgrade and the account traits
+
+            let customer = Array(#"{"event_id":"evt_c","event_type":"customer.updated","occurred_at":"2024-12-03T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
+            #expect(await send(ingest, customer).status == .ok)
+            #expect(try await resolver.runOnce() == true)
+            #expect(try await store.counts().dead == 0)
+            let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 100, lease: 60)
+            let upgraded = try #require(due.first { $0.route == "subscription-upgraded" })
+            #expect(upgraded.identity == KoalaIdentity(email: "ana@brightco.io"))
+            let item = try JSONValue.parse(Array(upgraded.itemJSON.utf8))
+            #expect(item["properties"]?["previous_mrr"] == 20)
+            #expect(item["properties"]?["mrr"] == 50)
+
+            // The journal holds the state it was compared against; routing it again decides the same.
+            let stored = try #require(try await store.storedWebhook(source: "paddle", webhookID: "evt_2"))
+            #expect(stored.routedStates?.first?.state?["price_id"] == "team")
+            let router = WebhookRouter(source: try #require(table.sources["paddle"]))
+            let now = try await store.recall(source: "paddle", keys: router.recallKeys(stored))
+            #expect(router.route(stored, memory: stored.memoryAsRouted(now)).map(\.route).contains("subscription-upgraded"))
+            #expect(!router.route(stored, memory: now).map(\.route).contains("subscription-upgraded"))   // against today's state: no upgrade
+        }
+    }
 }
