@@ -141,7 +141,7 @@ struct Simulate: AsyncParsableCommand {
             print("note: \(note)")
         }
         for r in routing.remembers {
-            print("remembers \(r.key.namespace) '\(r.key.key)' → \(Remembered(key: r.key, identity: r.identity).value.encoded())")
+            print("remembers \(r.key.namespace) '\(r.key.key)' → \(r.value.encoded())")
         }
         let sendable = routing.messages.filter { $0.problem == nil && $0.waitingFor == nil }
         let outbox = sendable.enumerated().map { index, m in

@@ -156,4 +156,34 @@ struct StateMemoryTests {
             #expect(!router.route(stored, memory: now).map(\.route).contains("subscription-upgraded"))   // against today's state: no upgrade
         }
     }
+
+    /// `simulate --stored` (the real binary) explains a stored webhook against the states it was routed with,
+    /// and prints the state a route remembers.
+    @Test func simulateStoredShowsTheStateItWasComparedWith() async throws {
+        let binary = try #require(CrashTests.binary, "build the koala-router executable first (swift build --build-tests)")
+        let database = temporaryDirectory() + "/db.sqlite"
+        let store = try await SQLiteStore(path: database)
+        try await store.whileRunning {
+            let ingest = try ingest(store)
+            let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
+            _ = await send(ingest, customer)
+            _ = await send(ingest, paddleUpdate("evt_1", at: "2024-12-01T10:00:00Z", price: "team", amount: "2000"))
+            _ = await send(ingest, paddleUpdate("evt_2", at: "2024-12-02T10:00:00Z", price: "scale", amount: "5000"))
+            _ = await send(ingest, paddleUpdate("evt_3", at: "2024-12-03T10:00:00Z", price: "solo", amount: "900"))
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["simulate", "paddle", "--stored", "evt_2", "--routes", repositoryRoot + "/routes"]
+        process.environment = ["PADDLE_WEBHOOK_SECRET": Self.secret, "KOALA_ROUTER_DATABASE": database, "LOG_LEVEL": "critical"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("✓ subscription-upgraded"), "\(output)")
+        #expect(output.contains(#""previous_mrr":20"#), "\(output)")
+        #expect(output.contains(#"remembers paddle_subscription 'sub_1' → {"domain":"brightco.io","email":"ana@brightco.io","mrr":50,"plan":"scale","price_id":"scale","remembered_at":"2024-12-02T10:00:00.000Z","seats":1,"status":"active"}"#), "\(output)")
+    }
 }
