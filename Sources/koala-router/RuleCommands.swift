@@ -51,6 +51,7 @@ struct Simulate: AsyncParsableCommand {
               koala-router simulate clerk user.json --header 'svix-id: msg_1'
               koala-router simulate stripe sub.json --memory stripe_customer:cus_9=ada@acme.io
               koala-router simulate stripe --stored evt_123     (a webhook already in the database)
+              koala-router simulate stripe invoice.json --destination segment   (the Segment-compatible request)
             """)
 
     @Argument(help: "The source, as named by a rule file.")
@@ -66,7 +67,14 @@ struct Simulate: AsyncParsableCommand {
     var stored: String?
     @Option(name: .long, help: "SQLite file or postgres:// URL for --stored (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
+    @Option(name: .long, help: "Whose requests to show: koala (Koala's API) or segment (a Segment-compatible /v1/batch, as Segment and RudderStack accept).")
+    var destination: SimulatedDestination = .koala
     @OptionGroup var settings: SettingsOption
+
+    /// The request shapes `simulate` can show.
+    enum SimulatedDestination: String, ExpressibleByArgument, CaseIterable {
+        case koala, segment
+    }
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes, "KOALA_ROUTER_DATABASE": database])
@@ -148,8 +156,19 @@ struct Simulate: AsyncParsableCommand {
             OutboxMessage(seq: Int64(index), messageID: m.messageID, source: m.source, route: m.route, endpoint: m.endpoint, kind: m.kind,
                           identity: m.identity, itemJSON: m.item.encoded(), eventTime: m.eventTime, createdAt: Date(), attempts: 0)
         }
-        for batch in Batcher.plan(outbox).flatMap({ $0 }) {
-            print("POST /web/projects/<key>/\(batch.endpoint.path)\n\(batch.body)")
+        switch destination {
+        case .koala:
+            for batch in Batcher.plan(outbox).flatMap({ $0 }) {
+                print("POST /web/projects/<key>/\(batch.endpoint.path)\n\(batch.body)")
+            }
+        case .segment:
+            let plan = SegmentMapping.plan(outbox)
+            for batch in plan.batches {
+                print("POST /v1/batch   (Authorization: Basic base64(<write key>:))\n\(batch.body)")
+            }
+            for refused in plan.refused {
+                print("not sendable to a Segment-compatible destination: \(refused.messageID): \(refused.reason)")
+            }
         }
         if routing.messages.isEmpty { print("no output") }
     }

@@ -1,0 +1,119 @@
+import Foundation
+import KoalaCore
+import KoalaStore
+
+/// The same messages as Segment-compatible calls (Segment's HTTP Tracking API, RudderStack's HTTP API and
+/// others that accept it): a `track` output is a `track` call, an `identify` output an `identify`, an
+/// `account` output a `group`. Pure and deterministic, so `simulate` shows the exact request.
+///
+/// Who the call is about:
+/// - a person with an email: `userId` is the email (the one id both the provider and Koala know), and the
+///   email is also `traits.email` (identify) or `context.traits.email` (track), as Segment's spec names it;
+/// - a person known only by Koala's `profile_id` (the `ko_id` cookie, an anonymous visitor): `anonymousId`;
+/// - an account: `groupId` is its domain (or `account_id`); Segment requires a user on every call and an
+///   account output names none, so `anonymousId` is `account:<groupId>`, stable for the account. Koala's
+///   `group_id` (a workspace within the company) stays a trait.
+///
+/// `messageId` is the same deterministic id Koala gets, so a retry or replay is absorbed the same way;
+/// `timestamp` is the event time; `context.library` names koala-router and its version.
+public enum SegmentMapping {
+    /// Segment's documented cap on one call.
+    public static let maxCallBytes = 32 * 1024
+    /// Segment's documented cap on one `/v1/batch` request.
+    public static let maxBatchBytes = 500 * 1024
+
+    /// The call for one stored message, or why it cannot be sent.
+    public static func call(_ message: OutboxMessage) -> Result<JSONValue, Refusal> {
+        guard case .object(let item)? = try? JSONValue.parse(Array(message.itemJSON.utf8)) else {
+            return .failure(Refusal(reason: "the stored item is not a JSON object"))
+        }
+        var call: [String: JSONValue] = [
+            "messageId": .string(message.messageID),
+            "context": ["library": ["name": "koala-router", "version": .string(KoalaRouterVersion.string)]],
+        ]
+        if let sentAt = item["sent_at"] { call["timestamp"] = sentAt }
+        let identity = message.identity
+        switch (message.endpoint, message.kind) {
+        case (.account, _):
+            guard let groupID = identity.domain ?? identity.accountID else {
+                return .failure(Refusal(reason: "the account has no domain or account_id"))
+            }
+            call["type"] = "group"
+            call["groupId"] = .string(groupID)
+            call["anonymousId"] = .string("account:" + groupID)
+            call["traits"] = item["traits"] ?? .object([:])
+        case (.person, let kind):
+            if let email = identity.email {
+                call["userId"] = .string(email)
+            } else if let profileID = identity.profileID {
+                call["anonymousId"] = .string(profileID)
+            } else {
+                return .failure(Refusal(reason: "the person has no email or profile_id"))
+            }
+            if kind == .track {
+                call["type"] = "track"
+                call["event"] = item["event"]
+                call["properties"] = item["properties"] ?? .object([:])
+                if let email = identity.email {
+                    call["context"] = ["library": call["context"]?["library"] ?? .null, "traits": ["email": .string(email)]]
+                }
+            } else {
+                call["type"] = "identify"
+                var traits: [String: JSONValue] = [:]
+                if case .object(let given)? = item["traits"] { traits = given }
+                if let email = identity.email, traits["email"] == nil { traits["email"] = .string(email) }
+                call["traits"] = .object(traits)
+            }
+        }
+        let encoded = JSONValue.object(call)
+        if encoded.encoded().utf8.count > maxCallBytes {
+            return .failure(Refusal(reason: "the call is over Segment's \(maxCallBytes / 1024) KB limit per message"))
+        }
+        return .success(encoded)
+    }
+
+    /// Why a message cannot be a Segment-compatible call (it goes to that destination's dead letters).
+    public struct Refusal: Error, Sendable, Equatable {
+        /// Said to a person: what is wrong.
+        public let reason: String
+    }
+
+    /// One `/v1/batch` request: calls of any number of people, in the order they must be sent.
+    public struct Batch: Sendable, Equatable {
+        /// The request body, ready to send.
+        public let body: String
+        /// The messages in it, in order.
+        public let messageIDs: [String]
+    }
+
+    /// Requests for these messages, in event-time order (ties by arrival), each within `maxBatchBytes`;
+    /// messages that cannot be calls are returned with the reason.
+    public static func plan(_ messages: [OutboxMessage], maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
+        -> (batches: [Batch], refused: [(messageID: String, reason: String)]) {
+        let sorted = messages.sorted { ($0.eventTime, $0.seq) < ($1.eventTime, $1.seq) }
+        let wrapper = #"{"batch":[]}"#.utf8.count
+        var batches: [Batch] = []
+        var refused: [(messageID: String, reason: String)] = []
+        var calls: [String] = [], ids: [String] = [], size = wrapper
+        func flush() {
+            guard !calls.isEmpty else { return }
+            batches.append(Batch(body: #"{"batch":["# + calls.joined(separator: ",") + "]}", messageIDs: ids))
+            calls = []; ids = []; size = wrapper
+        }
+        for message in sorted {
+            switch call(message) {
+            case .failure(let refusal):
+                refused.append((message.messageID, refusal.reason))
+            case .success(let value):
+                let text = value.encoded()
+                let added = text.utf8.count + (calls.isEmpty ? 0 : 1)
+                if size + added > maxBatchBytes { flush() }
+                calls.append(text)
+                ids.append(message.messageID)
+                size += text.utf8.count + (calls.count > 1 ? 1 : 0)
+            }
+        }
+        flush()
+        return (batches, refused)
+    }
+}
