@@ -80,11 +80,18 @@ public struct KoalaClient: Sendable {
             return .delivered(status: 0)
         }
         let key = publicKey.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? publicKey
-        var request = HTTPClientRequest(url: "\(baseURL)/web/projects/\(key)/\(batch.endpoint.path)")
+        return await Self.post(http: http, url: "\(baseURL)/web/projects/\(key)/\(batch.endpoint.path)", body: batch.body, timeout: timeout)
+    }
+
+    /// POSTs a JSON body with our User-Agent (and `headers`) and says what the answer means: the one HTTP
+    /// exchange every destination uses.
+    static func post(http: HTTPClient, url: String, headers: [(String, String)] = [], body: String, timeout: TimeInterval) async -> DeliveryResult {
+        var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: Self.userAgent)
-        request.body = .bytes(ByteBuffer(string: batch.body))
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(string: body))
         do {
             let response = try await http.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
             let status = Int(response.status.code)
