@@ -155,6 +155,12 @@ public struct Ingest: Sendable {
                 ]
                 if waiting > 0 { body["waiting_for_identity"] = .int(Int64(waiting)) }
                 return Answer(status: .ok, body: .object(body))
+            case .stateChanged:
+                // Routed again four times and another replica still moved the state first: let the provider retry.
+                metrics.webhookReceived(source: name, outcome: .stateContended)
+                logger.warning("the remembered state kept changing while this webhook was routed; asking the provider to retry",
+                               metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
+                return Answer(status: .serviceUnavailable, body: ["error": "busy with other updates of the same object, retry later"])
             case .duplicate:
                 metrics.webhookReceived(source: name, outcome: .duplicate)
                 logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
@@ -174,14 +180,19 @@ public struct Ingest: Sendable {
     private func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
         let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait] in
-            let recallKeys = router.recallKeys(webhook)
-            let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
-            let routing = router.routing(webhook, memory: memory)
-            var journaled = webhook
-            if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
-            let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,
-                                                 linger: linger, identityWait: identityWait)
-            return (routing, outcome)
+            // The store refuses (stateChanged) when another replica moved a state between recall and accept.
+            var attempt = 0
+            while true {
+                attempt += 1
+                let recallKeys = router.recallKeys(webhook)
+                let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
+                let routing = router.routing(webhook, memory: memory)
+                var journaled = webhook
+                if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
+                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,
+                                                     linger: linger, identityWait: identityWait)
+                if outcome != .stateChanged || attempt >= 4 { return (routing, outcome) }
+            }
         }
         return stateKeys.isEmpty ? try await work() : try await stateLocks.withLocks(stateKeys, work)
     }

@@ -19,4 +19,6 @@ public enum WebhookOutcome: String, Sendable, CaseIterable {
     case invalidType = "invalid_type"
     /// The store could not take it (503); the provider retries.
     case storeUnavailable = "store_unavailable"
+    /// Other replicas kept changing a state its routes compare against (503); the provider retries.
+    case stateContended = "state_contended"
 }

@@ -275,12 +275,53 @@ public final class PostgresStore: WebhookStore {
                    (SELECT count(*) FROM queued WHERE status = 3) AS waiting,
                    (SELECT count(*) FROM remembered) AS remembered
             """
-        return try await withConnection("accept") { connection, logger in
+        let run: @Sendable (PostgresConnection, Logger) async throws -> AcceptOutcome = { connection, logger in
             let rows = try await connection.query(query, logger: logger).rows()
             guard let row = rows.first, try row.get("stored", as: Int64.self) == 1 else { return .duplicate }
             return .accepted(queued: Int(try row.get("pending", as: Int64.self)), deadLettered: Int(try row.get("dead", as: Int64.self)),
                              waiting: Int(try row.get("waiting", as: Int64.self)))
         }
+        // The states this webhook was routed against (and those it remembers): if another replica moved one
+        // since, nothing is stored and ingest routes it again. Checked under transaction advisory locks on
+        // those keys, taken in key order, so two replicas never both pass the check for one key.
+        guard let routedStates = webhook.routedStates else { return try await withConnection("accept", run) }
+        var expected: [MemoryKey: Double?] = [:]
+        for entry in remembers where entry.state != nil { expected[entry.key] = .some(nil) }
+        for entry in routedStates { expected[entry.key] = entry.stateAt?.timeIntervalSince1970 }
+        guard !expected.isEmpty else { return try await withConnection("accept", run) }
+        let guarded = expected.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
+        let source = webhook.source
+        return try await withTransaction("accept") { connection, logger in
+            for (key, _) in guarded {
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.stateLockKey(source: source, key)))", logger: logger)
+            }
+            let rows = try await connection.query("""
+                SELECT namespace, key, state_at FROM identities
+                WHERE source = \(source) AND (namespace, key) IN (SELECT * FROM unnest(\(guarded.map(\.key.namespace)), \(guarded.map(\.key.key))))
+                """, logger: logger).rows()
+            var now: [MemoryKey: Double] = [:]
+            for row in rows {
+                if let at = try row.get("state_at", as: Double?.self) { now[MemoryKey(namespace: try row.get("namespace"), key: try row.get("key"))] = at }
+            }
+            for (key, then) in guarded {
+                switch (then, now[key]) {
+                case (nil, nil): continue
+                case (let a?, let b?) where abs(a - b) < 0.000_5: continue
+                default: return .stateChanged
+                }
+            }
+            return try await run(connection, logger)
+        }
+    }
+
+    /// The transaction advisory lock of one state memory key (FNV-1a, so every replica computes the same).
+    static func stateLockKey(source: String, _ key: MemoryKey) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in Array(source.utf8) + [0] + Array(key.namespace.utf8) + [0] + Array(key.key.utf8) {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return Int64(bitPattern: hash)
     }
 
     public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {

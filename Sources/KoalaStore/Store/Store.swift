@@ -8,6 +8,9 @@ public enum AcceptOutcome: Sendable, Equatable {
     case accepted(queued: Int, deadLettered: Int, waiting: Int)
     /// A webhook with the same (source, webhook id) was stored before; nothing changed.
     case duplicate
+    /// A state this webhook's routes read or remember changed after they were routed (another replica took
+    /// an update of the same subscription meanwhile); nothing was stored: recall and route it again.
+    case stateChanged
 }
 
 /// A message waiting in (or leased from) the outbox.

@@ -186,4 +186,36 @@ struct StateMemoryTests {
         #expect(output.contains(#""previous_mrr":20"#), "\(output)")
         #expect(output.contains(#"remembers paddle_subscription 'sub_1' → {"domain":"brightco.io","email":"ana@brightco.io","mrr":50,"plan":"scale","price_id":"scale","remembered_at":"2024-12-02T10:00:00.000Z","seats":1,"status":"active"}"#), "\(output)")
     }
+
+    /// Two replicas on one PostgreSQL schema take updates of one subscription at the same moment. Their
+    /// in-process locks do not see each other; the store's check does: a webhook whose state moved between
+    /// recall and accept is routed again, so no transition is computed twice from one state.
+    @Test func replicasNeverComputeTwoTransitionsFromOneState() async throws {
+        guard Backend.postgresConfigured else { return }
+        let url = try freshPostgresURL()
+        let a = try PostgresStore(url: url, logger: quietLogger), b = try PostgresStore(url: url, logger: quietLogger)
+        try await whileRunning([a, b]) {
+            try await a.ready()
+            try await b.ready()
+            let ingestA = try ingest(a), ingestB = try ingest(b)
+            let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
+            _ = await send(ingestA, customer)
+            _ = await send(ingestA, paddleUpdate("evt_0", at: "2024-12-01T10:00:00Z", price: "team", amount: "1000"))
+            for round in 0..<6 {
+                async let x = send(ingestA, paddleUpdate("evt_a\(round)", at: "2024-12-0\(2 + round)T10:00:00Z", price: "scale\(round)", amount: "\(2000 + 100 * round)"))
+                async let y = send(ingestB, paddleUpdate("evt_b\(round)", at: "2024-12-0\(2 + round)T11:00:00Z", price: "max\(round)", amount: "\(3000 + 100 * round)"))
+                let answers = await [x, y]
+                #expect(answers.allSatisfy { $0.status == .ok }, "\(answers)")
+            }
+            let due = try await a.claimDue(now: Date().addingTimeInterval(1), limit: 1000, lease: 60)
+            var previous: [String] = []
+            for message in due where message.route == "subscription-upgraded" || message.route == "subscription-downgraded" {
+                previous.append((try JSONValue.parse(Array(message.itemJSON.utf8))["properties"]?["previous_mrr"] ?? .null).encoded())
+            }
+            #expect(!previous.isEmpty)
+            #expect(previous.count == Set(previous).count, "\(previous)")
+            let key = MemoryKey(namespace: "paddle_subscription", key: "sub_1")
+            #expect(try await a.recall(source: "paddle", keys: [key])[key]?.state?["price_id"] == "max5")
+        }
+    }
 }
