@@ -7,6 +7,8 @@ import KoalaStore
 
 /// Filters shared by the dead-letter subcommands.
 struct DeadLetterOptions: ParsableArguments {
+    @Option(name: .long, help: "Only this destination: koala, segment, rudderstack or segment-compatible.")
+    var destination: Destination?
     @Option(name: .long, help: "Only this source.")
     var source: String?
     @Option(name: .long, help: "Only this route.")
@@ -29,7 +31,7 @@ struct DeadLetterOptions: ParsableArguments {
             guard let date = parseTimeArgument(text) else { throw ValidationError("--\(name) takes ISO-8601 or an age such as 2h, got '\(text)'") }
             return date
         }
-        return DeadLetterFilter(messageIDs: id, source: source, route: route, reason: reason,
+        return DeadLetterFilter(messageIDs: id, destination: destination, source: source, route: route, reason: reason,
                                 since: try time(since, "since"), until: try time(until, "until"))
     }
 
@@ -109,7 +111,7 @@ struct DeadLetters: AsyncParsableCommand {
             let filter = try options.filter()
             let dropAll = all
             guard filter != DeadLetterFilter() || dropAll else {
-                throw ValidationError("give a filter (--id, --source, --route, --reason, --since, --until) or --all")
+                throw ValidationError("give a filter (--id, --destination, --source, --route, --reason, --since, --until) or --all")
             }
             let count = try await options.withStore { try await $0.dropDeadLetters(matching: filter) }
             print("\(count) dead letter(s) dropped")

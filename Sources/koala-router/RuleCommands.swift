@@ -67,14 +67,9 @@ struct Simulate: AsyncParsableCommand {
     var stored: String?
     @Option(name: .long, help: "SQLite file or postgres:// URL for --stored (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
-    @Option(name: .long, help: "Whose requests to show: koala (Koala's API) or segment (a Segment-compatible /v1/batch, as Segment and RudderStack accept).")
-    var destination: SimulatedDestination = .koala
+    @Option(name: .long, help: "Whose requests to show: koala, segment, rudderstack or segment-compatible (default: every destination configured; Koala's alone when none is).")
+    var destination: Destination?
     @OptionGroup var settings: SettingsOption
-
-    /// The request shapes `simulate` can show.
-    enum SimulatedDestination: String, ExpressibleByArgument, CaseIterable {
-        case koala, segment
-    }
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes, "KOALA_ROUTER_DATABASE": database])
@@ -132,7 +127,8 @@ struct Simulate: AsyncParsableCommand {
         }
         print("webhook id \(webhook.webhookID), type \(webhook.eventType), time \(Timestamps.iso(webhook.eventTime))")
         if let problem = webhook.eventTimeProblem { print("warning: \(problem); the time of receipt is used") }
-        let routing = WebhookRouter(source: definition).routing(webhook, memory: remembered)
+        let configuredDestinations = [Destination.koala] + ((try? config.segmentDestinations()) ?? []).map(\.destination)
+        let routing = WebhookRouter(source: definition).routing(webhook, memory: remembered, destinations: destination.map { [$0] } ?? configuredDestinations)
         for result in routing.results {
             print("\(result.matched ? "✓" : "✗") \(result.route): \(result.reason)")
             for m in result.messages {
@@ -156,20 +152,26 @@ struct Simulate: AsyncParsableCommand {
             OutboxMessage(seq: Int64(index), messageID: m.messageID, source: m.source, route: m.route, endpoint: m.endpoint, kind: m.kind,
                           identity: m.identity, itemJSON: m.item.encoded(), eventTime: m.eventTime, createdAt: Date(), attempts: 0)
         }
-        switch destination {
-        case .koala:
-            for batch in Batcher.plan(outbox).flatMap({ $0 }) {
-                print("POST /web/projects/<key>/\(batch.endpoint.path)\n\(batch.body)")
-            }
-        case .segment:
-            let plan = SegmentMapping.plan(outbox)
-            for batch in plan.batches {
-                print("POST /v1/batch   (Authorization: Basic base64(<write key>:))\n\(batch.body)")
-            }
-            for refused in plan.refused {
-                print("not sendable to a Segment-compatible destination: \(refused.messageID): \(refused.reason)")
+        let shown = destination.map { [$0] } ?? configuredDestinations
+        for target in shown {
+            let mine = sendable.enumerated().filter { $0.element.destinations.contains(target) }.map { outbox[$0.offset] }
+            if shown.count > 1 { print("— \(target.rawValue)") }
+            if target == .koala {
+                for batch in Batcher.plan(mine).flatMap({ $0 }) {
+                    print("POST /web/projects/<key>/\(batch.endpoint.path)\n\(batch.body)")
+                }
+            } else {
+                let plan = SegmentMapping.plan(mine)
+                for batch in plan.batches {
+                    print("POST /v1/batch   (Authorization: Basic base64(<write key>:))\n\(batch.body)")
+                }
+                for refused in plan.refused {
+                    print("not sendable to \(target.rawValue): \(refused.messageID): \(refused.reason)")
+                }
             }
         }
         if routing.messages.isEmpty { print("no output") }
     }
 }
+
+extension Destination: ExpressibleByArgument {}

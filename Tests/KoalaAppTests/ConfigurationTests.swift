@@ -104,7 +104,7 @@ struct ConfigurationTests {
             let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             guard cells.count > 4 else { continue }
             let name = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
-            guard name.hasPrefix("KOALA_") || name.hasPrefix("LOG_") else { continue }
+            guard name.hasPrefix("KOALA_") || name.hasPrefix("LOG_") || name.hasPrefix("SEGMENT_") || name.hasPrefix("RUDDERSTACK_") else { continue }
             documented[name] = cells[3]
         }
         let defaults = Dictionary(RouterConfiguration(environment: [:]).described, uniquingKeysWith: { a, _ in a })

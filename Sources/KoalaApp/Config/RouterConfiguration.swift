@@ -23,6 +23,18 @@ public struct RouterConfiguration: Sendable, Configurable {
     var koalaAPIURL = "https://api2.getkoala.com"
     /// Koala's public project key; nil runs the sender in dry-run mode.
     var koalaPublicKey: String?
+    /// Segment's write key: set, messages are delivered to Segment too.
+    var segmentWriteKey: String?
+    /// Segment's API base URL (its EU endpoint for EU workspaces).
+    var segmentURL = SegmentClient.segmentURL
+    /// RudderStack's write key: set (with the data plane URL), messages are delivered to RudderStack too.
+    var rudderstackWriteKey: String?
+    /// The RudderStack data plane URL.
+    var rudderstackDataPlaneURL: String?
+    /// The base URL of another service that accepts Segment's HTTP Tracking API.
+    var segmentCompatibleURL: String?
+    /// Its write key.
+    var segmentCompatibleWriteKey: String?
     /// How long a message whose `recall` missed waits for the identity to be remembered.
     var identityWait: TimeInterval = 900
     /// How long raw webhooks and delivered messages are kept.
@@ -88,13 +100,19 @@ public struct RouterConfiguration: Sendable, Configurable {
                 }
                 config.database = text
             }, show: { PostgresURL.redacted($0.database) }),
-            .text("koala.api_url", \.koalaAPIURL, help: "Koala API base URL", check: { text in
-                guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-                    return "'\(text)' is not an http(s) URL"
-                }
-                return nil
-            }),
+            .text("koala.api_url", \.koalaAPIURL, help: "Koala API base URL", check: Self.httpURLProblem),
             .optionalText("koala.public_api_key", \.koalaPublicKey, isSecret: true, unset: "dry run", help: "Koala project public key"),
+            .optionalText("segment.write_key", \.segmentWriteKey, isSecret: true, unset: "not delivered to Segment",
+                          help: "Segment source write key: messages go to Segment too"),
+            .text("segment.url", \.segmentURL, help: "Segment API base URL (EU workspaces: \(SegmentClient.segmentEUURL))", check: Self.httpURLProblem),
+            .optionalText("rudderstack.write_key", \.rudderstackWriteKey, isSecret: true, unset: "not delivered to RudderStack",
+                          help: "RudderStack source write key: messages go to RudderStack too"),
+            .optionalText("rudderstack.data_plane_url", \.rudderstackDataPlaneURL, unset: "none", help: "RudderStack data plane URL",
+                          check: Self.httpURLProblem),
+            .optionalText("segment_compatible.url", \.segmentCompatibleURL, unset: "none",
+                          help: "Base URL of another service accepting Segment's HTTP API", check: Self.httpURLProblem),
+            .optionalText("segment_compatible.write_key", \.segmentCompatibleWriteKey, isSecret: true, unset: "none",
+                          help: "Its write key"),
             .optionalText("koala_router.admin_token", \.adminToken, isSecret: true, unset: "admin API off",
                           help: "Bearer token of the admin API", check: { token in
                 token.count >= 16 ? nil : "too short; use at least 16 random characters (e.g. openssl rand -hex 24)"
@@ -120,6 +138,34 @@ public struct RouterConfiguration: Sendable, Configurable {
                 config.logFormat = text.lowercased()
             }, show: { $0.logFormat }),
         ]
+    }
+
+    /// Why a URL setting is unusable, or nil.
+    static func httpURLProblem(_ text: String) -> String? {
+        guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+            return "'\(text)' is not an http(s) URL"
+        }
+        return nil
+    }
+
+    /// The destinations besides Koala, from their settings: (destination, base URL, write key). A destination
+    /// half configured (a key without its URL, or the other way round) is an error naming what is missing.
+    public func segmentDestinations() throws -> [(destination: Destination, url: String, writeKey: String)] {
+        var out: [(destination: Destination, url: String, writeKey: String)] = []
+        if let key = segmentWriteKey { out.append((.segment, segmentURL, key)) }
+        switch (rudderstackWriteKey, rudderstackDataPlaneURL) {
+        case (let key?, let url?): out.append((.rudderstack, url, key))
+        case (nil, nil): break
+        case (nil, _?): throw Invalid(setting: "RUDDERSTACK_WRITE_KEY", problem: "RUDDERSTACK_DATA_PLANE_URL is set but no write key; set both")
+        case (_?, nil): throw Invalid(setting: "RUDDERSTACK_DATA_PLANE_URL", problem: "RUDDERSTACK_WRITE_KEY is set but no data plane URL; set both")
+        }
+        switch (segmentCompatibleWriteKey, segmentCompatibleURL) {
+        case (let key?, let url?): out.append((.segmentCompatible, url, key))
+        case (nil, nil): break
+        case (nil, _?): throw Invalid(setting: "SEGMENT_COMPATIBLE_WRITE_KEY", problem: "SEGMENT_COMPATIBLE_URL is set but no write key; set both")
+        case (_?, nil): throw Invalid(setting: "SEGMENT_COMPATIBLE_URL", problem: "SEGMENT_COMPATIBLE_WRITE_KEY is set but no URL; set both")
+        }
+        return out
     }
 
     /// One setting of any component: where it is read and how it is named.

@@ -28,6 +28,12 @@ func addAdminRoutes(to router: Router<BasicRequestContext>, components: RouterCo
         let query = request.uri.queryParameters
         var filter = DeadLetterFilter()
         filter.messageIDs = query.getAll("id").flatMap { $0.split(separator: ",").map(String.init) }
+        if let name = query.get("destination") {
+            guard let destination = Destination(rawValue: name) else {
+                throw HTTPError(.badRequest, message: "destination must be one of \(Destination.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            filter.destination = destination
+        }
         filter.source = query.get("source")
         filter.route = query.get("route")
         filter.reason = query.get("reason")

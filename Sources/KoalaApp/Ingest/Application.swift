@@ -40,7 +40,10 @@ struct StoreService: Service {
 public struct RouterComponents: Sendable {
     let rules: RulesHolder
     let store: any WebhookStore
+    /// Koala's sender.
     let sender: Sender
+    /// One sender per Segment-compatible destination configured, each with its own retries and circuit.
+    var destinationSenders: [Sender] = []
     let ingest: Ingest
     let metrics: RouterMetrics
     let reloader: RulesReloader
@@ -70,17 +73,28 @@ func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store
     let client = KoalaClient(http: httpClient, baseURL: configuration.koalaAPIURL, publicKey: configuration.koalaPublicKey,
                              timeout: configuration.delivery.requestTimeout, logger: logger)
     let metrics = RouterMetrics()
-    return RouterComponents(
+    let others = try configuration.segmentDestinations()
+    let destinationSenders = others.map { other in
+        Sender(store: store, segment: SegmentClient(http: httpClient, baseURL: other.url, writeKey: other.writeKey,
+                                                    timeout: configuration.delivery.requestTimeout),
+               destination: other.destination, policy: configuration.delivery, metrics: metrics, logger: logger)
+    }
+    if !others.isEmpty {
+        logger.info("destinations", metadata: ["destinations": "\(([Destination.koala] + others.map(\.destination)).map(\.rawValue).joined(separator: ","))"])
+    }
+    var components = RouterComponents(
         rules: rules, store: store,
         sender: Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger),
         ingest: Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
-                       metrics: metrics, logger: logger),
+                       destinations: [.koala] + others.map(\.destination), metrics: metrics, logger: logger),
         metrics: metrics,
         reloader: RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
                                 pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
                                 handleSignals: configuration.reloadOnSIGHUP),
         resolver: IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger),
         retention: Retention(store: store, keep: configuration.retention, logger: logger))
+    components.destinationSenders = destinationSenders
+    return components
 }
 
 /// The HTTP routes: webhooks, health, readiness and metrics, and the admin API when a token is set.
@@ -120,6 +134,7 @@ public func buildApplication(
     app.beforeServerStarts { try await store.ready() }
     app.addServices(StoreService(store: store, logger: logger), components.sender, components.resolver, components.reloader,
                     components.retention)
+    for sender in components.destinationSenders { app.addServices(sender) }
     return (app, components)
 }
 
@@ -235,6 +250,12 @@ func addRoutes(to router: Router<BasicRequestContext>, components: RouterCompone
             body["rules_reload_error"] = .string(error)
         }
         body["koala"] = components.sender.health.json
+        if !components.destinationSenders.isEmpty {
+            // Each destination's circuit and last answers: one being down never delays another.
+            var destinations: [String: JSONValue] = [Destination.koala.rawValue: components.sender.health.json]
+            for sender in components.destinationSenders { destinations[sender.destination.rawValue] = sender.health.json }
+            body["destinations"] = .object(destinations)
+        }
         return jsonResponse(storeOK ? .ok : .serviceUnavailable, .object(body))
     }
 }

@@ -16,11 +16,14 @@ public struct Ingest: Sendable {
     let logger: Logger
     /// Serialises webhooks that remember the same state within this process (see `stateKeys`).
     let stateLocks = KeyedLocks()
+    /// Where every message goes: Koala, and the Segment-compatible destinations configured.
+    let destinations: [Destination]
 
     public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
-                metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
+                destinations: [Destination] = [.koala], metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.rules = rules
         self.store = store
+        self.destinations = destinations
         self.linger = linger
         self.identityWait = identityWait
         self.metrics = metrics
@@ -179,14 +182,14 @@ public struct Ingest: Sendable {
     /// an update compares against the state of the update before it, not a state both read at once.
     private func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
-        let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait] in
+        let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in
             // The store refuses (stateChanged) when another replica moved a state between recall and accept.
             var attempt = 0
             while true {
                 attempt += 1
                 let recallKeys = router.recallKeys(webhook)
                 let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
-                let routing = router.routing(webhook, memory: memory)
+                let routing = router.routing(webhook, memory: memory, destinations: destinations)
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
                 let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,

@@ -149,6 +149,8 @@ public struct KoalaMessage: Sendable, Equatable {
     /// valid beside a `profile_id` that is not a UUID, say): the message is sent by the usable field, and these
     /// are left out, logged and counted.
     public var droppedFields: [DroppedField] = []
+    /// Where it is delivered: one outbox entry per destination (the configured ones a route allows).
+    public var destinations: [Destination] = [.koala]
 
     /// An identity field left out of a message, and why.
     public struct DroppedField: Sendable, Equatable {

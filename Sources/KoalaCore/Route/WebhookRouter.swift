@@ -125,7 +125,8 @@ public struct WebhookRouter: Sendable {
 
     /// Routes in file order; what one route remembers is visible to the routes after it. A route that reads
     /// or remembers a state remembered from a later event is skipped (out of order).
-    public func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:]) -> Routing {
+    public func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:],
+                        destinations: [Destination] = [.koala]) -> Routing {
         var memory = recalled
         var base = EvaluationContext(
             body: webhook.json,
@@ -150,7 +151,25 @@ public struct WebhookRouter: Sendable {
                 results.append(RouteResult(route: route.name, matched: false, reason: failure, messages: []))
                 continue
             }
-            let (messages, remembered) = self.messages(for: route, webhook: webhook, context: base)
+            let routed = self.messages(for: route, webhook: webhook, context: base)
+            var messages = routed.0
+            let remembered = routed.1
+            // Every configured destination, or those of them the route names.
+            let targets = route.destinations.map { only in destinations.filter(only.contains) } ?? destinations
+            for index in messages.indices { messages[index].destinations = targets }
+            if targets.isEmpty && !messages.isEmpty {
+                let named = (route.destinations ?? []).map(\.rawValue).joined(separator: ", ")
+                results.append(RouteResult(route: route.name, matched: true,
+                                           reason: "matched, but it sends only to \(named), which is not configured here; nothing is sent",
+                                           messages: []))
+                for entry in remembered {
+                    let merged = memory[entry.key].map { $0.updated(by: entry) } ?? entry
+                    memory[entry.key] = merged
+                    base.memory[entry.key] = merged.value
+                    remembers.append(entry)
+                }
+                continue
+            }
             for entry in remembered {
                 let merged = memory[entry.key].map { $0.updated(by: entry) } ?? entry
                 memory[entry.key] = merged

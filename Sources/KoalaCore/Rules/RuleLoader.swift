@@ -93,7 +93,7 @@ struct FileParser {
 
     static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
-    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember"]
+    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember", "destinations"]
     static let whenKeys = ["type", "where"]
     static let personKeys = ["email", "profile_id"]
     static let trackKeys = ["event", "properties"]
@@ -257,8 +257,12 @@ struct FileParser {
             errors.append(location(map["remember"] ?? node).error("route '\(name)' remembers an identity but resolves none",
                 hint: "add 'person: { email: … }' (or an account) whose identity is remembered, or remember 'values:'"))
         }
-        return Route(name: name, location: location(node), types: types, condition: condition, person: person,
-                     track: track, identify: identify, account: account, remember: remember)
+        var route = Route(name: name, location: location(node), types: types, condition: condition, person: person,
+                          track: track, identify: identify, account: account, remember: remember)
+        if let destinationsNode = map["destinations"] {
+            route.destinations = destinationList(destinationsNode)
+        }
+        return route
     }
 
     // MARK: Verification
@@ -439,6 +443,33 @@ struct FileParser {
     }
 
     // MARK: Values
+
+    /// `destinations: [koala, segment]`: the names of `Destination`.
+    mutating func destinationList(_ node: Node) -> [Destination] {
+        let names = Destination.allCases.map(\.rawValue)
+        let items: [Node]
+        switch node {
+        case .sequence(let sequence): items = Array(sequence)
+        case .scalar: items = [node]
+        default:
+            errors.append(location(node).error("'destinations' must be a list of destination names", hint: "e.g. 'destinations: [koala]'; names: \(names.joined(separator: ", "))"))
+            return []
+        }
+        var out: [Destination] = []
+        for item in items {
+            guard let text = item.string, let destination = Destination(rawValue: text) else {
+                let given = item.string ?? ""
+                let suggestion = Suggest.closest(to: given, in: names).map { "did you mean '\($0)'? " } ?? ""
+                errors.append(location(item).error("unknown destination '\(given)'", hint: "\(suggestion)destinations are \(names.joined(separator: ", "))"))
+                continue
+            }
+            if !out.contains(destination) { out.append(destination) }
+        }
+        if out.isEmpty && items.isEmpty {
+            errors.append(location(node).error("'destinations' is empty", hint: "name at least one, e.g. 'destinations: [koala]', or leave the key out to send everywhere"))
+        }
+        return out
+    }
 
     /// `remember:` — `name: <provider id>` remembers the route's identity; `name: {key: <provider id>,
     /// values: {…}}` remembers values too (state memory), as of the webhook's event time.

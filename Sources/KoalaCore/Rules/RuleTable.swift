@@ -67,6 +67,8 @@ public struct Route: Sendable {
     let account: AccountOutput?
     /// `remember`: what this route remembers, and under which provider id.
     let remember: [MemorySpec]
+    /// `destinations`: the only destinations this route sends to (nil: every one configured).
+    var destinations: [Destination]?
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {

@@ -63,18 +63,19 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Counts messages that reached a final state.
-    public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int) {
+    public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
         guard count > 0 else { return }
         registry.makeCounter(
-            name: "koala_router_messages_total", labels: [("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
-            help: "Koala messages by endpoint and delivery outcome (delivered, retried, dead_lettered)."
+            name: "koala_router_messages_total",
+            labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
+            help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered)."
         ).increment(by: Int64(count))
     }
 
-    func koalaResponse(status: String) {
+    func koalaResponse(status: String, destination: Destination = .koala) {
         registry.makeCounter(
-            name: "koala_router_koala_responses_total", labels: [("status", status)],
-            help: "Answers from Koala by HTTP status (or timeout / connection_error)."
+            name: "koala_router_koala_responses_total", labels: [("destination", destination.rawValue), ("status", status)],
+            help: "Answers from Koala (and the other destinations) by HTTP status (or timeout / connection_error)."
         ).increment()
     }
 
@@ -84,10 +85,11 @@ public final class RouterMetrics: Sendable {
     ]
 
     /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
-    func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double) {
+    func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double, destination: Destination = .koala) {
         registry.makeDurationHistogram(
-            name: "koala_router_delivery_latency_seconds", labels: [("endpoint", endpoint.rawValue)], buckets: Self.latencyBuckets,
-            help: "Accepted to confirmed by Koala, per message."
+            name: "koala_router_delivery_latency_seconds", labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue)],
+            buckets: Self.latencyBuckets,
+            help: "Accepted to confirmed by the destination, per message."
         ).recordNanoseconds(Int64(max(0, seconds) * 1_000_000_000))
     }
 
@@ -101,10 +103,10 @@ public final class RouterMetrics: Sendable {
                            help: "Age of the oldest message not yet delivered (0 when none).").set(to: stats.oldestPendingAge)
     }
 
-    func koalaRefusing() {
+    func koalaRefusing(destination: Destination = .koala) {
         registry.makeCounter(
-            name: "koala_router_koala_refusals_total",
-            help: "Koala answers meaning it refuses every request (401/403/404, or 'ingest suspended')."
+            name: "koala_router_koala_refusals_total", labels: [("destination", destination.rawValue)],
+            help: "Answers meaning the destination refuses every request (401/403/404, or Koala's 'ingest suspended')."
         ).increment()
     }
 

@@ -18,14 +18,17 @@ public struct KoalaBatch: Sendable, Equatable {
     var acceptedAt: [Date] = []
     /// The messages in the request, in the order they were put in it.
     var messages: [OutboxMessage] = []
+    /// Whose API the body is for: Koala's, or a Segment-compatible `/v1/batch` (many people per request).
+    var destination: Destination = .koala
 
     /// The request split in two requests of the first and second half of its messages (kept in order), to
-    /// find the message Koala refuses; empty for a request of one message.
+    /// find the message the destination refuses; empty for a request of one message.
     func halves() -> [KoalaBatch] {
         guard messages.count > 1 else { return [] }
         let middle = messages.count / 2
         return [Array(messages[..<middle]), Array(messages[middle...])].map { part in
-            Batcher.build(part, events: part.filter { $0.kind == .track }, identifies: part.filter { $0.kind != .track })
+            if destination != .koala { return SegmentMapping.request(part, destination: destination) }
+            return Batcher.build(part, events: part.filter { $0.kind == .track }, identifies: part.filter { $0.kind != .track })
         }
     }
 }

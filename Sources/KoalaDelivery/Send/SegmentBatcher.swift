@@ -90,30 +90,57 @@ public enum SegmentMapping {
     /// messages that cannot be calls are returned with the reason.
     public static func plan(_ messages: [OutboxMessage], maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
         -> (batches: [Batch], refused: [(messageID: String, reason: String)]) {
+        let chunks = chunked(messages, maxBatchBytes: maxBatchBytes)
+        return (chunks.requests.map { Batch(body: body($0.map(\.call)), messageIDs: $0.map(\.message.messageID)) },
+                chunks.refused.map { ($0.message.messageID, $0.reason) })
+    }
+
+    /// The same requests as the sender sends them to `destination`, with the messages each one holds.
+    static func requests(_ messages: [OutboxMessage], destination: Destination, maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
+        -> (batches: [KoalaBatch], refused: [(message: OutboxMessage, reason: String)]) {
+        let chunks = chunked(messages, maxBatchBytes: maxBatchBytes)
+        return (chunks.requests.map { request($0.map(\.message), destination: destination) }, chunks.refused)
+    }
+
+    /// One request holding exactly `messages` (already known to be calls), in their order.
+    static func request(_ messages: [OutboxMessage], destination: Destination) -> KoalaBatch {
+        let calls = messages.compactMap { try? call($0).get().encoded() }
+        var batch = KoalaBatch(endpoint: messages.first?.endpoint ?? .person, identity: KoalaIdentity(), seqs: messages.map(\.seq),
+                               messageIDs: messages.map(\.messageID), body: body(calls),
+                               oldestCreatedAt: messages.map(\.createdAt).min() ?? Date(), attempts: messages.map(\.attempts).max() ?? 0)
+        batch.acceptedAt = messages.map(\.createdAt)
+        batch.messages = messages
+        batch.destination = destination
+        return batch
+    }
+
+    static func body(_ calls: [String]) -> String { #"{"batch":["# + calls.joined(separator: ",") + "]}" }
+
+    /// Messages in event-time order (ties by arrival) cut into requests under `maxBatchBytes`.
+    static func chunked(_ messages: [OutboxMessage], maxBatchBytes: Int)
+        -> (requests: [[(message: OutboxMessage, call: String)]], refused: [(message: OutboxMessage, reason: String)]) {
         let sorted = messages.sorted { ($0.eventTime, $0.seq) < ($1.eventTime, $1.seq) }
-        let wrapper = #"{"batch":[]}"#.utf8.count
-        var batches: [Batch] = []
-        var refused: [(messageID: String, reason: String)] = []
-        var calls: [String] = [], ids: [String] = [], size = wrapper
-        func flush() {
-            guard !calls.isEmpty else { return }
-            batches.append(Batch(body: #"{"batch":["# + calls.joined(separator: ",") + "]}", messageIDs: ids))
-            calls = []; ids = []; size = wrapper
-        }
+        let wrapper = body([]).utf8.count
+        var requests: [[(message: OutboxMessage, call: String)]] = []
+        var refused: [(message: OutboxMessage, reason: String)] = []
+        var current: [(message: OutboxMessage, call: String)] = [], size = wrapper
         for message in sorted {
             switch call(message) {
             case .failure(let refusal):
-                refused.append((message.messageID, refusal.reason))
+                refused.append((message, refusal.reason))
             case .success(let value):
                 let text = value.encoded()
-                let added = text.utf8.count + (calls.isEmpty ? 0 : 1)
-                if size + added > maxBatchBytes { flush() }
-                calls.append(text)
-                ids.append(message.messageID)
-                size += text.utf8.count + (calls.count > 1 ? 1 : 0)
+                let added = text.utf8.count + (current.isEmpty ? 0 : 1)
+                if size + added > maxBatchBytes, !current.isEmpty {
+                    requests.append(current)
+                    current = []
+                    size = wrapper
+                }
+                size += text.utf8.count + (current.isEmpty ? 0 : 1)
+                current.append((message, text))
             }
         }
-        flush()
-        return (batches, refused)
+        if !current.isEmpty { requests.append(current) }
+        return (requests, refused)
     }
 }

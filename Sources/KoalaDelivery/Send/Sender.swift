@@ -4,33 +4,83 @@ import KoalaStore
 import Logging
 import ServiceLifecycle
 
-/// Background service that drains the outbox into Koala: claims due messages, batches them per person,
-/// sends with bounded concurrency, and records each outcome.
+/// Where a sender delivers, and how.
+enum Transport: Sendable {
+    /// Koala's API: one person (or account) per request, batched per person.
+    case koala(KoalaClient)
+    /// A Segment-compatible `/v1/batch`: many people per request.
+    case segment(SegmentClient, Destination)
+
+    var destination: Destination {
+        switch self {
+        case .koala: .koala
+        case .segment(_, let destination): destination
+        }
+    }
+
+    /// For logs.
+    var name: String {
+        switch destination {
+        case .koala: "Koala"
+        case .segment: "Segment"
+        case .rudderstack: "RudderStack"
+        case .segmentCompatible: "the Segment-compatible API"
+        }
+    }
+
+    func send(_ batch: KoalaBatch) async -> DeliveryResult {
+        switch self {
+        case .koala(let client): await client.send(batch)
+        case .segment(let client, _): await client.send(SegmentMapping.Batch(body: batch.body, messageIDs: batch.messageIDs))
+        }
+    }
+}
+
+/// Background service that drains one destination's outbox entries: claims due messages, batches them
+/// (per person for Koala; many people per request, in order, for a Segment-compatible API), sends with
+/// bounded concurrency, and records each outcome. Each destination has its own sender, circuit breaker and
+/// retries, so one being down never delays another.
 public final class Sender: Service, Sendable {
     let store: any WebhookStore
-    let client: KoalaClient
+    let transport: Transport
     let policy: DeliveryPolicy
     let metrics: RouterMetrics
-    /// The circuit breaker and Koala's last answers.
+    /// The circuit breaker and the destination's last answers.
     public let health: DeliveryHealth
     let logger: Logger
 
-    public init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
-                health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
+    /// Koala's sender.
+    public convenience init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
+                            health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
+        self.init(store: store, transport: .koala(client), policy: policy, metrics: metrics, health: health, logger: logger)
+    }
+
+    /// The sender of a Segment-compatible destination.
+    public convenience init(store: any WebhookStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
+                            metrics: RouterMetrics = RouterMetrics(), health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
+        self.init(store: store, transport: .segment(client, destination), policy: policy, metrics: metrics, health: health, logger: logger)
+    }
+
+    init(store: any WebhookStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger) {
         self.store = store
-        self.client = client
+        self.transport = transport
         self.policy = policy
         self.metrics = metrics
         self.health = health
+        var logger = logger
+        logger[metadataKey: "destination"] = "\(transport.destination.rawValue)"
         self.logger = logger
     }
 
+    /// Which destination this sender delivers to.
+    public var destination: Destination { transport.destination }
+
     public func run() async throws {
-        if client.isDryRun {
+        if case .koala(let client) = transport, client.isDryRun {
             logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and marked delivered, nothing is sent to Koala")
         }
         await loop()
-        logger.info("sender stopped; anything not confirmed by Koala is sent after the next start")
+        logger.info("sender stopped; anything not confirmed by \(transport.name) is sent after the next start")
     }
 
     /// Rounds until shutdown. A round in flight when shutdown starts finishes (its requests are bounded by
@@ -62,11 +112,27 @@ public final class Sender: Service, Sendable {
     func runOnce() async throws -> Bool {
         let gate = health.mayProceed(now: Date())
         guard gate.proceed else { return false }
-        if gate.probe { logger.info("circuit open: probing Koala") }
-        // A probe is one message: one request tells whether Koala is back.
-        let due = try await store.claimDue(now: Date(), limit: gate.probe ? 1 : policy.claimLimit, lease: policy.lease)
+        if gate.probe { logger.info("circuit open: probing \(transport.name)") }
+        // A probe is one message: one request tells whether the destination is back.
+        let due = try await store.claimDue(now: Date(), limit: gate.probe ? 1 : policy.claimLimit, lease: policy.lease,
+                                           destination: transport.destination)
         guard !due.isEmpty else { return false }
-        let plan = Batcher.plan(due)
+        var plan: [[KoalaBatch]]
+        var refusedOutcomes: [DeliveryOutcome] = []
+        switch transport {
+        case .koala:
+            plan = Batcher.plan(due)
+        case .segment(_, let destination):
+            // Many people per request: the requests of a round go one after the other, and a failure holds
+            // back every later one, so each person's order holds.
+            let requests = SegmentMapping.requests(due, destination: destination)
+            plan = requests.batches.isEmpty ? [] : [requests.batches]
+            for (message, reason) in requests.refused {
+                logger.error("a message cannot be sent to \(transport.name); dead-lettering", metadata: ["message_id": "\(message.messageID)", "reason": "\(reason)"])
+                refusedOutcomes.append(.dead([message.seq], reason: reason, detail: nil, at: Date()))
+                metrics.messagesFinished(endpoint: message.endpoint, outcome: .deadLettered, count: 1, destination: destination)
+            }
+        }
         let outcomes = await withTaskGroup(of: [DeliveryOutcome].self) { group in
             var running = 0
             var all: [DeliveryOutcome] = []
@@ -82,42 +148,42 @@ public final class Sender: Service, Sendable {
             return all
         }
         do {
-            try await store.record(outcomes)
+            try await store.record(refusedOutcomes + outcomes)
         } catch {
-            // The leases run out and the messages are sent again; Koala's idempotency absorbs the repeat.
+            // The leases run out and the messages are sent again; the destination's idempotency (messageId) absorbs the repeat.
             logger.error("could not record delivery outcomes", metadata: ["error": "\(error)"])
             throw error
         }
         return true
     }
 
-    /// Koala rejected `batch` (a 4xx that is not a refusal of the whole service) and it holds several messages:
-    /// its halves are sent apart, in order, and a rejected half is split again, so only the messages Koala
-    /// refuses are dead-lettered, each with Koala's answer. For one bad message among n that is at most
+    /// The destination rejected `batch` (a 4xx that is not a refusal of the whole service) and it holds several
+    /// messages: its halves are sent apart, in order, and a rejected half is split again, so only the messages
+    /// it refuses are dead-lettered, each with its answer. For one bad message among n that is at most
     /// 2·⌈log2 n⌉ more requests. A half that meets anything else (a 5xx, a timeout, a refusal) is retried
     /// later as a whole, with every message after it (`retry` says when), so the person's order holds.
     func isolate(_ batch: KoalaBatch, status: Int, body: String) async -> (outcomes: [DeliveryOutcome], retry: (next: Date, error: String)?) {
         let halves = batch.halves()
         guard !halves.isEmpty else {
-            logger.error("Koala rejected a message; dead-lettering", metadata: [
+            logger.error("\(transport.name) rejected a message; dead-lettering", metadata: [
                 "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "message_id": "\(batch.messageIDs.first ?? "")",
             ])
-            metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count)
-            return ([.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: Date())], nil)
+            metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count, destination: transport.destination)
+            return ([.dead(batch.seqs, reason: "\(transport.destination.rawValue) rejected (\(status))", detail: body, at: Date())], nil)
         }
         var outcomes: [DeliveryOutcome] = []
         for (position, half) in halves.enumerated() {
-            let result = await client.send(half)
-            metrics.koalaResponse(status: result.metricLabel)
+            let result = await transport.send(half)
+            metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
             let now = Date()
             switch result {
             case .delivered:
                 health.recordSuccess(now: now)
                 outcomes.append(.delivered(half.seqs, at: now))
                 for accepted in half.acceptedAt {
-                    metrics.deliveryLatency(endpoint: half.endpoint, seconds: now.timeIntervalSince(accepted))
+                    metrics.deliveryLatency(endpoint: half.endpoint, seconds: now.timeIntervalSince(accepted), destination: transport.destination)
                 }
-                metrics.messagesFinished(endpoint: half.endpoint, outcome: .delivered, count: half.seqs.count)
+                metrics.messagesFinished(endpoint: half.endpoint, outcome: .delivered, count: half.seqs.count, destination: transport.destination)
             case .rejected(let status, let body) where !DeliveryHealth.isRefusal(status: status, body: body):
                 let inner = await isolate(half, status: status, body: body)
                 outcomes += inner.outcomes
@@ -128,10 +194,10 @@ public final class Sender: Service, Sendable {
                 }
             case .rejected, .retry:
                 let retry = (next: now.addingTimeInterval(policy.backoff(attempt: half.attempts + 1)),
-                             error: "while isolating a rejected message, Koala answered \(result.metricLabel)")
+                             error: "while isolating a rejected message, \(transport.name) answered \(result.metricLabel)")
                 let waiting = halves[position...].flatMap(\.seqs)
                 outcomes.append(.retry(waiting, next: retry.next, error: retry.error))
-                metrics.messagesFinished(endpoint: half.endpoint, outcome: .retried, count: waiting.count)
+                metrics.messagesFinished(endpoint: half.endpoint, outcome: .retried, count: waiting.count, destination: transport.destination)
                 return (outcomes, retry)
             }
         }
@@ -149,25 +215,25 @@ public final class Sender: Service, Sendable {
                 outcomes.append(.retry(remaining, next: snapshot.nextProbe ?? Date().addingTimeInterval(1), error: "circuit open"))
                 return outcomes
             }
-            let result = await client.send(batch)
-            metrics.koalaResponse(status: result.metricLabel)
+            let result = await transport.send(batch)
+            metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
             let now = Date()
             switch result {
             case .delivered:
                 if health.snapshot.circuitOpen || health.snapshot.refusing != nil {
-                    logger.notice("Koala answers again: sending at full speed")
+                    logger.notice("\(transport.name) answers again: sending at full speed")
                 }
                 health.recordSuccess(now: now)
                 outcomes.append(.delivered(batch.seqs, at: now))
                 for accepted in batch.acceptedAt {
-                    metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted))
+                    metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted), destination: transport.destination)
                 }
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .delivered, count: batch.seqs.count)
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .delivered, count: batch.seqs.count, destination: transport.destination)
             case .retry(let cause, let retryAfter):
                 let reason = cause.description
                 let remaining = batches[index...].flatMap(\.seqs)
                 if !cause.isRateLimit, health.recordFailure(reason, now: now, probe: probe), !probe {
-                    logger.error("Koala keeps failing: circuit open, probing at a low rate", metadata: [
+                    logger.error("\(transport.name) keeps failing: circuit open, probing at a low rate", metadata: [
                         "reason": "\(reason)", "consecutive_failures": "\(health.snapshot.consecutiveFailures)",
                         "next_probe_in_s": "\(health.snapshot.probeInterval)",
                     ])
@@ -175,7 +241,7 @@ public final class Sender: Service, Sendable {
                 if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
                     logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
                     outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: remaining.count)
+                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: remaining.count, destination: transport.destination)
                     return outcomes
                 }
                 let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
@@ -183,20 +249,21 @@ public final class Sender: Service, Sendable {
                     "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
                 ])
                 outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .retried, count: remaining.count)
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .retried, count: remaining.count, destination: transport.destination)
                 return outcomes
             case .rejected(let status, let body):
                 if DeliveryHealth.isRefusal(status: status, body: body) {
-                    let description = "Koala answered \(status): \(body.prefix(200))"
+                    let description = "\(transport.name) answered \(status): \(body.prefix(200))"
                     health.recordRefusal(description)
-                    metrics.koalaRefusing()
-                    logger.critical("Koala refuses requests from this service (wrong KOALA_PUBLIC_API_KEY, or ingest suspended); messages go to the dead letters until it accepts again", metadata: [
+                    metrics.koalaRefusing(destination: transport.destination)
+                    let hint = transport.destination == .koala ? "wrong KOALA_PUBLIC_API_KEY, or ingest suspended" : "wrong or revoked write key, or wrong URL"
+                    logger.critical("\(transport.name) refuses requests from this service (\(hint)); messages go to the dead letters until it accepts again", metadata: [
                         "status": "\(status)", "answer": "\(body.prefix(200))",
                     ])
                 }
                 if !DeliveryHealth.isRefusal(status: status, body: body), batch.messages.count > 1 {
                     // One bad message must not take the rest of its request with it.
-                    logger.warning("Koala rejected a request of several messages; sending its halves apart to find the one at fault", metadata: [
+                    logger.warning("\(transport.name) rejected a request of several messages; sending its halves apart to find the one at fault", metadata: [
                         "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
                     ])
                     let isolated = await isolate(batch, status: status, body: body)
@@ -209,11 +276,11 @@ public final class Sender: Service, Sendable {
                     }
                     continue
                 }
-                logger.error("Koala rejected a request; dead-lettering", metadata: [
+                logger.error("\(transport.name) rejected a request; dead-lettering", metadata: [
                     "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
                 ])
-                outcomes.append(.dead(batch.seqs, reason: "koala rejected (\(status))", detail: body, at: now))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count)
+                outcomes.append(.dead(batch.seqs, reason: "\(transport.destination.rawValue) rejected (\(status))", detail: body, at: now))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count, destination: transport.destination)
             }
         }
         return outcomes

@@ -141,6 +141,13 @@ public final class PostgresStore: WebhookStore {
             "ALTER TABLE identities ADD COLUMN state_at double precision",
             "ALTER TABLE webhooks ADD COLUMN routed_states text",
         ]),
+        (3, "one outbox entry per destination", [
+            "ALTER TABLE outbox ADD COLUMN destination text NOT NULL DEFAULT 'koala'",
+            "ALTER TABLE outbox DROP CONSTRAINT outbox_message_id_key",
+            "ALTER TABLE outbox ADD CONSTRAINT outbox_message_destination UNIQUE (message_id, destination)",
+            "DROP INDEX outbox_person",
+            "CREATE INDEX outbox_person ON outbox (destination, person_key, seq) WHERE status = 0",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -203,9 +210,11 @@ public final class PostgresStore: WebhookStore {
         var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
         var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
         var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
-        var waitNamespaces: [String] = [], waitKeys: [String] = []
+        var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = []
         for message in messages {
+          for destination in message.destinations {
             let status = OutboxStatus(message.disposition)
+            destinations.append(destination.rawValue)
             ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
             endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
             emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
@@ -214,6 +223,7 @@ public final class PostgresStore: WebhookStore {
             statuses.append(status.rawValue); dues.append(status.firstDue(acceptedAt: now, linger: linger, identityWait: identityWait))
             problems.append(message.problem ?? "")
             waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
+          }
         }
         // One entry per key (merged as sequential upserts would), in key order so two webhooks remembering
         // the same keys never deadlock. A state travels as JSON text with its time; none as "" and NaN.
@@ -234,22 +244,22 @@ public final class PostgresStore: WebhookStore {
                         \(webhook.routedStatesJSON))
                 ON CONFLICT DO NOTHING RETURNING 1
             ), queued AS (
-                INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                     domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
                     wait_namespace, wait_key)
-                SELECT m.id, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
+                SELECT m.id, m.destination, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
                        NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
                        m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
                        CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, '')
                 FROM unnest(\(ids)::text[], \(routes)::text[], \(outputs)::text[], \(endpoints)::text[], \(kinds)::text[],
                             \(personKeys)::text[], \(emails)::text[], \(profiles)::text[], \(domains)::text[], \(accounts)::text[],
                             \(items)::text[], \(eventTimes)::float8[], \(statuses)::int8[], \(dues)::float8[], \(problems)::text[],
-                            \(waitNamespaces)::text[], \(waitKeys)::text[])
+                            \(waitNamespaces)::text[], \(waitKeys)::text[], \(destinations)::text[])
                      AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
-                          status, due, problem, wait_namespace, wait_key)
+                          status, due, problem, wait_namespace, wait_key, destination)
                 WHERE EXISTS (SELECT 1 FROM hook)
-                ON CONFLICT (message_id) DO NOTHING
-                RETURNING status
+                ON CONFLICT (message_id, destination) DO NOTHING
+                RETURNING message_id, status
             ), remembered AS (
                 INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)
                 SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now),
@@ -270,9 +280,9 @@ public final class PostgresStore: WebhookStore {
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM hook) AS stored,
-                   (SELECT count(*) FROM queued WHERE status = 0) AS pending,
-                   (SELECT count(*) FROM queued WHERE status = 2) AS dead,
-                   (SELECT count(*) FROM queued WHERE status = 3) AS waiting,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 0) AS pending,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 2) AS dead,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 3) AS waiting,
                    (SELECT count(*) FROM remembered) AS remembered
             """
         let run: @Sendable (PostgresConnection, Logger) async throws -> AcceptOutcome = { connection, logger in
@@ -418,19 +428,23 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Delivery
 
-    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
-        return try await withTransaction("claim") { [owner, claimLock] connection, logger in
-            // One claimer at a time across replicas; released at commit, when the leases become visible.
-            try await connection.query("SELECT pg_advisory_xact_lock(\(claimLock))", logger: logger)
+        // One claimer at a time across replicas, per destination: one destination's claims never wait for another's.
+        // Koala's key is the one every earlier version takes, so a rolling upgrade keeps claims one at a time.
+        let lock = destination == .koala ? claimLock : claimLock ^ Int64(destination.rawValue.utf8.reduce(0) { $0 &* 31 &+ Int($1) })
+        let name = destination.rawValue
+        return try await withTransaction("claim") { [owner] connection, logger in
+            // Released at commit, when the leases become visible.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(lock))", logger: logger)
             func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
                 try await connection.query("""
                     WITH due AS (
                         SELECT o.seq FROM outbox o
-                        WHERE o.status = 0 AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
+                        WHERE o.status = 0 AND o.destination = \(name) AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
                           AND NOT EXISTS (
                             SELECT 1 FROM outbox p
-                            WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
+                            WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
                               AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)))
                         ORDER BY o.seq LIMIT \(limit)
                         FOR UPDATE OF o SKIP LOCKED)
@@ -439,6 +453,11 @@ public final class PostgresStore: WebhookStore {
                               outbox.profile_id, outbox.domain, outbox.account_id, outbox.item, outbox.event_time, outbox.created_at,
                               outbox.attempts
                     """, logger: logger).rows().map(Self.outboxMessage).sorted { $0.seq < $1.seq }
+                    .map { message in
+                        var message = message
+                        message.destination = destination
+                        return message
+                    }
             }
             // Live traffic first; the replay lane gets a small, capped share of each round.
             var messages = try await claim(lane: 0, limit: limit)
@@ -573,7 +592,7 @@ public final class PostgresStore: WebhookStore {
         try await withConnection("read messages") { connection, logger in
             var out: [String: StoredMessage] = [:]
             for row in try await connection.query("""
-                SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID)
+                SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID) AND destination = 'koala'
                 """, logger: logger).rows() {
                 let state = OutboxStatus(rawValue: try row.get("status", as: Int64.self)) ?? .pending
                 let id: String = try row.get("message_id")
@@ -588,14 +607,15 @@ public final class PostgresStore: WebhookStore {
         return try await withTransaction("enqueue replay") { connection, logger in
             var queued = 0
             for message in messages where message.disposition == .send {
+              for destination in message.destinations {
                 queued += try await connection.query("""
-                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                         domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
-                    VALUES (\(message.messageID), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
+                    VALUES (\(message.messageID), \(destination.rawValue), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
                         \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
                         \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
                         \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1)
-                    ON CONFLICT (message_id) DO UPDATE SET
+                    ON CONFLICT (message_id, destination) DO UPDATE SET
                         item = excluded.item, person_key = excluded.person_key, email = excluded.email,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
                         status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
@@ -604,6 +624,7 @@ public final class PostgresStore: WebhookStore {
                     WHERE outbox.status <> 1
                     RETURNING 1
                     """, logger: logger).count()
+              }
             }
             return queued
         }
@@ -615,6 +636,7 @@ public final class PostgresStore: WebhookStore {
     static func whereClause(_ filter: DeadLetterFilter, into sql: inout SQLBuilder) {
         var clauses = ["status = 2"]
         if !filter.messageIDs.isEmpty { clauses.append("message_id = ANY(\(sql.bind(filter.messageIDs)))") }
+        if let destination = filter.destination { clauses.append("destination = \(sql.bind(destination.rawValue))") }
         if let source = filter.source { clauses.append("source = \(sql.bind(source))") }
         if let route = filter.route { clauses.append("route = \(sql.bind(route))") }
         if let reason = filter.reason { clauses.append("strpos(dead_reason, \(sql.bind(reason))) > 0") }
@@ -625,7 +647,7 @@ public final class PostgresStore: WebhookStore {
 
     public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         var sql = SQLBuilder("""
-            SELECT seq, message_id, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
+            SELECT seq, message_id, destination, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
                    dead_reason, dead_detail, item, finished_at, attempts, created_at
             FROM outbox WHERE
             """ + " ")
@@ -640,6 +662,7 @@ public final class PostgresStore: WebhookStore {
                                         itemJSON: try row.get("item"),
                                         failedAt: Date(timeIntervalSince1970: try row.get("finished_at", as: Double?.self) ?? 0))
                 letter.output = try row.get("output")
+                letter.destination = Destination(rawValue: try row.get("destination")) ?? .koala
                 letter.endpoint = KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person
                 letter.identity = KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"),
                                                 domain: try row.get("domain"), accountID: try row.get("account_id"))

@@ -118,6 +118,37 @@ public final class SQLiteStore: WebhookStore {
                 ALTER TABLE webhooks ADD COLUMN routed_states TEXT;
                 """)
         }
+        migrator.registerMigration("v5: one outbox entry per destination") { db in
+            // SQLite cannot change a UNIQUE constraint in place: the table is rebuilt, rows and seq kept.
+            try db.execute(sql: """
+                CREATE TABLE outbox_v5 (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    message_id TEXT NOT NULL,
+                    destination TEXT NOT NULL DEFAULT 'koala',
+                    source TEXT NOT NULL, webhook_id TEXT NOT NULL, route TEXT NOT NULL, output TEXT NOT NULL,
+                    endpoint TEXT NOT NULL, kind TEXT NOT NULL, person_key TEXT NOT NULL,
+                    email TEXT, profile_id TEXT, domain TEXT, account_id TEXT, item TEXT NOT NULL,
+                    event_time REAL NOT NULL, created_at REAL NOT NULL,
+                    status INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at REAL NOT NULL, lease_until REAL NOT NULL DEFAULT 0,
+                    last_error TEXT, dead_reason TEXT, dead_detail TEXT, finished_at REAL,
+                    wait_namespace TEXT, wait_key TEXT, lane INTEGER NOT NULL DEFAULT 0,
+                    UNIQUE (message_id, destination)
+                );
+                INSERT INTO outbox_v5 (seq, message_id, source, webhook_id, route, output, endpoint, kind, person_key, email,
+                    profile_id, domain, account_id, item, event_time, created_at, status, attempts, next_attempt_at, lease_until,
+                    last_error, dead_reason, dead_detail, finished_at, wait_namespace, wait_key, lane)
+                SELECT seq, message_id, source, webhook_id, route, output, endpoint, kind, person_key, email,
+                    profile_id, domain, account_id, item, event_time, created_at, status, attempts, next_attempt_at, lease_until,
+                    last_error, dead_reason, dead_detail, finished_at, wait_namespace, wait_key, lane FROM outbox;
+                DROP TABLE outbox;
+                ALTER TABLE outbox_v5 RENAME TO outbox;
+                CREATE INDEX outbox_due ON outbox(destination, next_attempt_at) WHERE status = 0;
+                CREATE INDEX outbox_person ON outbox(destination, person_key, seq) WHERE status = 0;
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
+                """)
+        }
         return migrator
     }
 
@@ -214,24 +245,28 @@ public final class SQLiteStore: WebhookStore {
                         webhook.rulesVersion, webhook.routedStatesJSON])
         guard db.changesCount == 1 else { return .duplicate }
         let insert = try db.cachedStatement(sql: """
-            INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+            INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                 domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
                 wait_namespace, wait_key)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, destination) DO NOTHING
             """)
         let now = webhook.receivedAt.timeIntervalSince1970
         var queued = 0, dead = 0, waiting = 0
         for message in request.messages {
             let status = OutboxStatus(message.disposition)
-            try insert.execute(arguments: [
-                message.messageID, message.source, message.webhookID, message.route, message.output.rawValue,
-                message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
-                message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
-                message.eventTime.timeIntervalSince1970, now, status.rawValue,
-                status.firstDue(acceptedAt: now, linger: request.linger, identityWait: request.identityWait), message.problem,
-                status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
-            ])
-            if db.changesCount == 1 {
+            var stored = false
+            for destination in message.destinations {
+                try insert.execute(arguments: [
+                    message.messageID, destination.rawValue, message.source, message.webhookID, message.route, message.output.rawValue,
+                    message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
+                    message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
+                    message.eventTime.timeIntervalSince1970, now, status.rawValue,
+                    status.firstDue(acceptedAt: now, linger: request.linger, identityWait: request.identityWait), message.problem,
+                    status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
+                ])
+                stored = stored || db.changesCount == 1
+            }
+            if stored {
                 switch status {
                 case .dead: dead += 1
                 case .waiting: waiting += 1
@@ -347,37 +382,39 @@ public final class SQLiteStore: WebhookStore {
     /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
     static let replayPerRound = 100
 
-    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let select = """
                 SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, item,
                        event_time, created_at, attempts
                 FROM outbox o
-                WHERE o.status = 0 AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
+                WHERE o.status = 0 AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
                   AND NOT EXISTS (
                     SELECT 1 FROM outbox p
-                    WHERE p.status = 0 AND p.person_key = o.person_key AND p.seq < o.seq
+                    WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
                       AND (p.next_attempt_at > :now OR p.lease_until > :now))
                 ORDER BY o.seq
                 LIMIT :limit
                 """
             // Live traffic first; the replay lane gets a small, capped share of each round.
-            var rows = try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": limit, "lane": 0])
+            var rows = try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": limit, "lane": 0, "destination": destination.rawValue])
             let replayShare = min(Self.replayPerRound, max(0, limit - rows.count))
             if replayShare > 0 {
                 // A replayed message of a person who also has live messages joins them in the same batch.
-                rows += try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": replayShare, "lane": 1])
+                rows += try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": replayShare, "lane": 1, "destination": destination.rawValue])
             }
             guard !rows.isEmpty else { return [] }
             let messages = rows.map { row in
-                OutboxMessage(
+                var message = OutboxMessage(
                     seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],
                     endpoint: KoalaEndpoint(rawValue: row["endpoint"]) ?? .person,
                     kind: KoalaMessage.Kind(rawValue: row["kind"]) ?? .track,
                     identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"]),
                     itemJSON: row["item"], eventTime: Date(timeIntervalSince1970: row["event_time"]),
                     createdAt: Date(timeIntervalSince1970: row["created_at"]), attempts: row["attempts"])
+                message.destination = destination
+                return message
             }
             try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + lease], messages.map(\.seq))
             return messages
@@ -462,7 +499,7 @@ public final class SQLiteStore: WebhookStore {
     public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
         try await pool.read { db in
             var out: [String: StoredMessage] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ?",
+            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ? AND destination = 'koala'",
                                         arguments: [source, webhookID]) {
                 let state = OutboxStatus(rawValue: row["status"]) ?? .pending
                 let id: String = row["message_id"]
@@ -477,23 +514,25 @@ public final class SQLiteStore: WebhookStore {
         return try await pool.write { db in
             var queued = 0
             for message in messages where message.disposition == .send {
+              for destination in message.destinations {
                 try db.execute(sql: """
-                    INSERT INTO outbox (message_id, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                         domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1)
-                    ON CONFLICT (message_id) DO UPDATE SET
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1)
+                    ON CONFLICT (message_id, destination) DO UPDATE SET
                         item = excluded.item, person_key = excluded.person_key, email = excluded.email,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
                         status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
                         attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
                     WHERE outbox.status <> 1
                     """, arguments: [
-                        message.messageID, message.source, message.webhookID, message.route, message.output.rawValue,
+                        message.messageID, destination.rawValue, message.source, message.webhookID, message.route, message.output.rawValue,
                         message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
                         message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
                         message.eventTime.timeIntervalSince1970, now, now,
                     ])
                 queued += db.changesCount
+              }
             }
             return queued
         }
@@ -507,6 +546,7 @@ public final class SQLiteStore: WebhookStore {
             clauses.append("message_id IN (\(Array(repeating: "?", count: filter.messageIDs.count).joined(separator: ",")))")
             arguments += StatementArguments(filter.messageIDs)
         }
+        if let destination = filter.destination { clauses.append("destination = ?"); arguments += [destination.rawValue] }
         if let source = filter.source { clauses.append("source = ?"); arguments += [source] }
         if let route = filter.route { clauses.append("route = ?"); arguments += [route] }
         if let reason = filter.reason { clauses.append("instr(dead_reason, ?) > 0"); arguments += [reason] }
@@ -522,7 +562,7 @@ public final class SQLiteStore: WebhookStore {
         let all = combined
         return try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT seq, message_id, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
+                SELECT seq, message_id, destination, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
                        dead_reason, dead_detail, item, finished_at, attempts, created_at
                 FROM outbox WHERE \(whereSQL) ORDER BY finished_at, seq LIMIT ?
                 """, arguments: all).map { row in
@@ -530,6 +570,7 @@ public final class SQLiteStore: WebhookStore {
                                         route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
                                         itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
                 letter.output = row["output"]
+                letter.destination = Destination(rawValue: row["destination"]) ?? .koala
                 letter.endpoint = KoalaEndpoint(rawValue: row["endpoint"]) ?? .person
                 letter.identity = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"])
                 letter.attempts = row["attempts"]

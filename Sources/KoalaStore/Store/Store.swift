@@ -35,6 +35,8 @@ public struct OutboxMessage: Sendable, Equatable {
     public let createdAt: Date
     /// Failed attempts so far.
     public let attempts: Int
+    /// Which destination this entry is delivered to.
+    public var destination: Destination = .koala
 
     public init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
                 identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {
@@ -163,6 +165,8 @@ public struct DeadLetter: Sendable, Equatable {
     public let failedAt: Date
     /// Which output of the route.
     public var output: String = ""
+    /// The destination it failed to reach.
+    public var destination: Destination = .koala
     var endpoint: KoalaEndpoint = .person
     /// Who it is about.
     public var identity = KoalaIdentity()
@@ -177,8 +181,8 @@ public struct DeadLetter: Sendable, Equatable {
     /// The dead letter as JSON, for `dead-letters --json` and the admin API.
     public var json: JSONValue {
         var object: [String: JSONValue] = [
-            "message_id": .string(messageID), "source": .string(source), "webhook_id": .string(webhookID),
-            "route": .string(route), "output": .string(output), "endpoint": .string(endpoint.path),
+            "message_id": .string(messageID), "destination": .string(destination.rawValue), "source": .string(source),
+            "webhook_id": .string(webhookID), "route": .string(route), "output": .string(output), "endpoint": .string(endpoint.path),
             "reason": .string(reason), "failed_at": .string(Timestamps.iso(failedAt)),
             "accepted_at": .string(Timestamps.iso(createdAt)), "attempts": .int(Int64(attempts)),
             "item": (try? JSONValue.parse(Array(itemJSON.utf8))) ?? .string(itemJSON),
@@ -195,6 +199,8 @@ public struct DeadLetter: Sendable, Equatable {
 public struct DeadLetterFilter: Sendable, Equatable {
     /// Only these message ids (any, when empty).
     public var messageIDs: [String] = []
+    /// Only this destination (any, when nil).
+    public var destination: Destination?
     /// Only this source.
     public var source: String?
     /// Only this route.
@@ -206,9 +212,10 @@ public struct DeadLetterFilter: Sendable, Equatable {
     /// Failed before.
     public var until: Date?
 
-    public init(messageIDs: [String] = [], source: String? = nil, route: String? = nil, reason: String? = nil,
-                since: Date? = nil, until: Date? = nil) {
+    public init(messageIDs: [String] = [], destination: Destination? = nil, source: String? = nil, route: String? = nil,
+                reason: String? = nil, since: Date? = nil, until: Date? = nil) {
         self.messageIDs = messageIDs
+        self.destination = destination
         self.source = source
         self.route = route
         self.reason = reason
@@ -279,7 +286,7 @@ public protocol WebhookStore: Service {
 
     /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
     /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
-    func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage]
+    func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage]
 
     /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
     func record(_ outcomes: [DeliveryOutcome]) async throws
@@ -340,6 +347,11 @@ extension WebhookStore {
 }
 
 extension WebhookStore {
+    /// Koala's due messages (the destination every store call meant before there were several).
+    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+        try await claimDue(now: now, limit: limit, lease: lease, destination: .koala)
+    }
+
     func markDelivered(_ seqs: [Int64], at: Date) async throws {
         try await record([.delivered(seqs, at: at)])
     }

@@ -79,6 +79,46 @@ struct RuleLoaderTests {
         #expect(errors(stateOnly).isEmpty)
     }
 
+    /// Issue 15: a route can limit itself to some destinations; a typo is an error with a suggestion.
+    @Test func aRouteCanLimitItsDestinations() throws {
+        let text = """
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: koala-only
+                when: { type: invoice.paid }
+                destinations: [koala]
+                person: { email: body.email }
+                track: { event: Payment Succeeded }
+              - name: segment-only
+                when: { type: invoice.paid }
+                destinations: [segment]
+                person: { email: body.email }
+                track: { event: Invoice Paid }
+              - name: everywhere
+                when: { type: invoice.paid }
+                person: { email: body.email }
+                identify: { traits: { email: person.email } }
+            """
+        let table = try load(text)
+        let source = try #require(table.sources["shop"])
+        let body = Array(#"{"id":"evt_1","type":"invoice.paid","created":1732871520,"email":"ada@acme.io"}"#.utf8)
+        let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_1", eventType: "invoice.paid", eventTime: Date(), receivedAt: Date(),
+                                      headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+        let both = WebhookRouter(source: source).routing(webhook, destinations: [.koala, .segment])
+        #expect(both.messages.map { "\($0.route):\($0.destinations.map(\.rawValue).joined(separator: "+"))" }
+                == ["koala-only:koala", "segment-only:segment", "everywhere:koala+segment"])
+        // Segment not configured: the route limited to it sends nothing, and says why.
+        let koalaOnly = WebhookRouter(source: source).routing(webhook, destinations: [.koala])
+        #expect(koalaOnly.messages.map(\.route) == ["koala-only", "everywhere"])
+        #expect(koalaOnly.results.first { $0.route == "segment-only" }?.reason == "matched, but it sends only to segment, which is not configured here; nothing is sent")
+
+        let typo = errors(text.replacingOccurrences(of: "destinations: [segment]", with: "destinations: [segmnet]"))
+        #expect(typo.count == 1)
+        #expect(typo.first?.contains("unknown destination 'segmnet'") == true)
+        #expect(typo.first?.contains("did you mean 'segment'?") == true)
+    }
+
     @Test func minimalFileUsesSchemeDefaults() throws {
         let table = try load(Self.minimal)
         let source = try #require(table.sources["shop"])
@@ -112,7 +152,7 @@ struct RuleLoaderTests {
 
     @Test func unknownKeyIsReportedWithPositionAndSuggestion() {
         let text = Self.minimal.replacingOccurrences(of: "    person:", with: "    persn:")
-        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember")
+        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember, destinations")
     }
 
     @Test func unknownFilterPointsAtTheFilter() {

@@ -146,6 +146,54 @@ struct CrashTests {
         #expect(koala.violations.isEmpty)
     }
 
+    /// Issue 15: with Koala and a Segment-compatible destination, kill -9 while Segment is down: nothing
+    /// acknowledged is lost at either, and each gets every message once it is back.
+    @Test func killedWithTwoDestinationsLosesNothingAtEither() async throws {
+        let binary = try #require(Self.binary, "build the koala-router executable first (swift build --build-tests)")
+        let database = temporaryDirectory() + "/db.sqlite"
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        let segment = try await FakeSegment.start()
+        defer { segment.stop() }
+        let extra = ["SEGMENT_WRITE_KEY": segment.writeKey, "SEGMENT_URL": segment.baseURL]
+        let acknowledged = Acknowledged()
+        for round in 0..<3 {
+            // Segment is down in the rounds; Koala slow in one of them.
+            segment.script(Array(repeating: (status: 503, body: ""), count: 1000))
+            if round == 1 { koala.script(Array(repeating: .delay(seconds: 0.2), count: 30)) }
+            let router = try Router(binary: binary, database: database, koala: koala, extra: extra)
+            #expect(await router.ready(), "round \(round): the router did not become ready")
+            await withTaskGroup(of: Void.self) { group in
+                for i in 0..<40 {
+                    let id = "evt_two_\(round)_\(i)"
+                    group.addTask {
+                        try? await Task.sleep(nanoseconds: UInt64(i) * 15_000_000)
+                        if await Self.post(id, port: router.port) { acknowledged.add(id) }
+                    }
+                }
+                group.addTask {
+                    try? await Task.sleep(nanoseconds: 400_000_000)
+                    router.kill9()
+                }
+            }
+        }
+        segment.script([])
+        koala.script([])
+        let router = try Router(binary: binary, database: database, koala: koala, extra: extra)
+        #expect(await router.ready())
+        let expected = Set(acknowledged.ids.map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
+        let drained = await eventually(timeout: 60) {
+            expected.isSubset(of: Set(koala.deliveredMessageIDs)) && expected.isSubset(of: Set(segment.calls.compactMap { $0["messageId"]?.stringValue }))
+        }
+        router.kill9()
+        let atSegment = Set(segment.calls.compactMap { $0["messageId"]?.stringValue })
+        print("crash test, two destinations: \(expected.count) acknowledged; lost at Koala \(expected.subtracting(koala.deliveredMessageIDs).count), at Segment \(expected.subtracting(atSegment).count)")
+        #expect(drained)
+        #expect(expected.count > 30)
+        #expect(koala.violations.isEmpty)
+        #expect(segment.violations.isEmpty)
+    }
+
     @Test func sigtermDrainsAndExitsCleanly() async throws {
         let binary = try #require(Self.binary)
         let database = temporaryDirectory() + "/db.sqlite"

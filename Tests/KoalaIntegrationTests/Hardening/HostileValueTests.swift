@@ -291,7 +291,7 @@ struct NeverCalledStore: WebhookStore {
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] { try fail() }
     func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws { try fail() as Void }
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? { try fail() }
-    func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] { try fail() }
+    func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] { try fail() }
     func record(_ outcomes: [DeliveryOutcome]) async throws { try fail() as Void }
     func prune(before cutoff: Date) async throws -> PruneReport { try fail() }
     func forget(email: String) async throws -> PruneReport { try fail() }

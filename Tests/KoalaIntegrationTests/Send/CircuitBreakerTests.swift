@@ -79,7 +79,7 @@ struct CircuitBreakerTests {
             #expect(koala.attempts == 1)
             let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
             #expect(String(buffer: ready.body).contains("Koala ingest suspended"))
-            #expect(components.metrics.exposition().contains("koala_router_koala_refusals_total 1"))
+            #expect(components.metrics.exposition().contains(#"koala_router_koala_refusals_total{destination="koala"} 1"#))
         }
     }
 }

@@ -1,0 +1,88 @@
+import Foundation
+import GRDB
+import Testing
+@testable import KoalaCore
+@testable import KoalaStore
+import KoalaTestSupport
+
+/// Issue 15, part 3: each destination has its own outbox entries: claimed, ordered per person, retried and
+/// dead-lettered apart, so one destination being down never holds another back.
+@Suite("One outbox entry per destination")
+struct DestinationStoreTests {
+    func webhook(_ id: String) -> VerifiedWebhook {
+        let body = Array(#"{"id":"\#(id)"}"#.utf8)
+        return VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
+                               receivedAt: Date(), headers: [:], body: body, json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+    }
+
+    func message(_ webhookID: String, email: String, to destinations: [Destination]) -> KoalaMessage {
+        let id = MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: .track)
+        var message = KoalaMessage(messageID: id, source: "stripe", webhookID: webhookID, route: "r", output: .track, endpoint: .person,
+                                   kind: .track, identity: KoalaIdentity(email: email),
+                                   item: ["message_id": .string(id), "type": "track", "event": "E"],
+                                   eventTime: Date(timeIntervalSince1970: 100), disposition: .send)
+        message.destinations = destinations
+        return message
+    }
+
+    @Test(arguments: Backend.configured) func eachDestinationClaimsAndFailsOnItsOwn(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let outcome = try await store.accept(webhook("w1"), messages: [message("w1", email: "a@x.io", to: [.koala, .segment])],
+                                                 remembers: [], linger: 0, identityWait: 60)
+            #expect(outcome == .accepted(queued: 1, deadLettered: 0, waiting: 0))   // one message, two entries
+            _ = try await store.accept(webhook("w2"), messages: [message("w2", email: "a@x.io", to: [.koala, .segment])],
+                                       remembers: [], linger: 0, identityWait: 60)
+            let now = Date().addingTimeInterval(1)
+            let koala = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .koala)
+            let segment = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .segment)
+            #expect(koala.count == 2 && segment.count == 2)
+            #expect(koala.map(\.messageID) == segment.map(\.messageID))          // the same message ids
+            #expect(Set(koala.map(\.seq)).isDisjoint(with: segment.map(\.seq)))   // separate entries
+            #expect(segment.allSatisfy { $0.destination == .segment })
+            // Segment is down: its first message is retried later, so its second waits (per-person order);
+            // Koala delivers both meanwhile.
+            try await store.record([.delivered(koala.map(\.seq), at: now),
+                                    .retry([segment[0].seq], next: now.addingTimeInterval(300), error: "503"),
+                                    .retry([segment[1].seq], next: now, error: "503")])
+            #expect(try await store.claimDue(now: now.addingTimeInterval(61), limit: 10, lease: 60, destination: .segment).isEmpty)
+            #expect(try await store.claimDue(now: now.addingTimeInterval(61), limit: 10, lease: 60, destination: .koala).isEmpty)
+            // A dead letter says which destination it failed to reach, and filters by it.
+            let later = now.addingTimeInterval(301)
+            let retried = try await store.claimDue(now: later, limit: 10, lease: 60, destination: .segment)
+            #expect(retried.map(\.seq) == segment.map(\.seq))
+            try await store.record([.dead(retried.map(\.seq), reason: "segment rejected (400)", detail: "bad", at: later)])
+            let dead = try await store.deadLetters(matching: DeadLetterFilter(destination: .segment), limit: 10)
+            #expect(dead.count == 2 && dead.allSatisfy { $0.destination == .segment })
+            #expect(dead.first?.json["destination"] == "segment")
+            #expect(try await store.deadLetters(matching: DeadLetterFilter(destination: .koala), limit: 10).isEmpty)
+        }
+    }
+
+    /// A database written by the previous version (one entry per message id) is migrated in place: its
+    /// entries are Koala's, keep their order, and the same message id can now have a Segment entry too.
+    @Test func aDatabaseFromBeforeDestinationsIsMigrated() async throws {
+        let path = temporaryDirectory() + "/old.sqlite"
+        let queue = try DatabaseQueue(path: path)
+        let migrator = SQLiteStore.migrator
+        try migrator.migrate(queue, upTo: "v4: state memory")
+        try await queue.write { db in
+            try db.execute(sql: """
+                INSERT INTO outbox (seq, message_id, source, webhook_id, route, output, endpoint, kind, person_key, item, event_time,
+                                    created_at, status, next_attempt_at)
+                VALUES (41, 'm_old', 'stripe', 'w_old', 'r', 'track', 'person', 'track', 'e:a@x.io', '{"message_id":"m_old","type":"track","event":"E"}',
+                        100, 100, 0, 0)
+                """)
+        }
+        try queue.close()
+        let store = try await SQLiteStore(path: path)
+        try await store.whileRunning {
+            let due = try await store.claimDue(now: Date(), limit: 10, lease: 60, destination: .koala)
+            #expect(due.map(\.seq) == [41])
+            #expect(due.map(\.messageID) == ["m_old"])
+            _ = try await store.accept(webhook("w_new"), messages: [message("w_new", email: "b@x.io", to: [.koala])], remembers: [], linger: 0, identityWait: 60)
+            let next = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60, destination: .koala)
+            #expect(next.first.map { $0.seq > 41 } == true)     // seq keeps growing after the rebuild
+        }
+    }
+}
