@@ -66,7 +66,7 @@ public final class Ingestor: Sendable {
                 }
                 if stored.body != body { return "\(sourceName): the stored body differs from the one received" }
                 if stored.webhookID != webhookID { return "\(sourceName): the stored id differs: \(LogText.escaped(stored.webhookID))" }
-                for message in try await store.storedMessages(source: sourceName, webhookID: webhookID).values {
+                for message in try await store.storedMessages(source: sourceName, webhookID: webhookID, destination: .koala).values {
                     guard let item = try? JSONValue.parse(Array(message.itemJSON.utf8)) else { return "\(sourceName): a stored message is not JSON" }
                     guard item["message_id"]?.stringValue == message.messageID else { return "\(sourceName): a message has no message_id" }
                     guard let sentAt = item["sent_at"]?.stringValue, Timestamps.parseISO(sentAt) != nil else {

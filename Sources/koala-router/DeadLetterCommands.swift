@@ -135,6 +135,8 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Received before (default: now).") var until: String?
     @Option(name: .long, help: "Only this route.") var route: String?
     @Flag(name: .long, help: "Show what would change; queue nothing.") var dryRun = false
+    @Option(name: .long, help: "Whose entries to compare and queue: koala (default), segment, rudderstack or segment-compatible.")
+    var destination: Destination = .koala
     @OptionGroup var routesOption: RoutesOption
     @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
@@ -149,7 +151,7 @@ struct ReplayCommand: AsyncParsableCommand {
         }
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes, "KOALA_ROUTER_DATABASE": database])
         let table = try config.loadRules()
-        let request = Replay.Options(source: source, since: sinceDate, until: untilDate, route: route, dryRun: dryRun)
+        let request = Replay.Options(source: source, since: sinceDate, until: untilDate, route: route, dryRun: dryRun, destination: destination)
         let report = try await config.withStore { try await Replay(store: $0, table: table).run(request) }
         for change in report.changes {
             print("\(change.kind.rawValue)  \(change.webhookID)  \(change.route)  \(change.messageID)\(change.note.map { "  (\($0))" } ?? "")")

@@ -29,6 +29,15 @@ struct SegmentMappingTests {
         ])
     }
 
+    /// A rule's `person.user_id` is the userId; the email still travels as a trait.
+    @Test func aRulesUserIDIsTheUserId() throws {
+        let m = message(7, identity: KoalaIdentity(email: "ada@acme.io", userID: "cus_42"), kind: .track,
+                        item: ["type": "track", "event": "Payment Succeeded", "message_id": "m7", "sent_at": "2024-11-29T09:12:00.000Z"])
+        let call = try SegmentMapping.call(m).get()
+        #expect(call["userId"] == "cus_42")
+        #expect(call["context"]?["traits"] == ["email": "ada@acme.io"])
+    }
+
     @Test func anIdentifyCarriesTheEmailAsATrait() throws {
         let m = message(2, identity: KoalaIdentity(email: "ada@acme.io"), kind: .identify, item: [
             "type": "identify", "message_id": "m2", "sent_at": "2024-11-29T09:12:00.000Z", "traits": ["name": "Ada"],

@@ -14,13 +14,16 @@ public struct Replay: Sendable {
         var until: Date
         var route: String?
         var dryRun: Bool
+        /// Whose entries to compare and queue (each destination has its own).
+        var destination: Destination
 
-        public init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool) {
+        public init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool, destination: Destination = .koala) {
             self.source = source
             self.since = since
             self.until = until
             self.route = route
             self.dryRun = dryRun
+            self.destination = destination
         }
     }
 
@@ -79,8 +82,9 @@ public struct Replay: Sendable {
             for webhook in page {
                 report.webhooks += 1
                 let memory = try await store.recall(source: options.source, keys: router.recallKeys(webhook))
-                var routed = router.route(webhook, memory: webhook.memoryAsRouted(memory))   // states as at ingest
-                var before = try await store.storedMessages(source: options.source, webhookID: webhook.webhookID)
+                // States as at ingest; only the messages this destination gets (a route may name its destinations).
+                var routed = router.routing(webhook, memory: webhook.memoryAsRouted(memory), destinations: [options.destination]).messages
+                var before = try await store.storedMessages(source: options.source, webhookID: webhook.webhookID, destination: options.destination)
                 if let only = options.route {
                     routed = routed.filter { $0.route == only }
                     before = before.filter { $0.value.route == only }
@@ -97,14 +101,14 @@ public struct Replay: Sendable {
                         if old.state == .dead { toQueue.append(message) }
                     } else {
                         let note = old.state == .delivered
-                            ? "already delivered: Koala keeps the version it first accepted for this message id" : nil
+                            ? "already delivered: \(options.destination == .koala ? "Koala" : options.destination.rawValue) keeps the version it first accepted for this message id" : nil
                         report.changes.append(Change(kind: .changed, webhookID: webhook.webhookID, messageID: message.messageID, route: message.route, note: note))
                         if old.state != .delivered { toQueue.append(message) }
                     }
                 }
                 for (id, old) in before {
                     report.changes.append(Change(kind: .removed, webhookID: webhook.webhookID, messageID: id, route: old.route,
-                                                 note: old.state == .delivered ? "already delivered; Koala keeps it" : nil))
+                                                 note: old.state == .delivered ? "already delivered; \(options.destination == .koala ? "Koala" : options.destination.rawValue) keeps it" : nil))
                 }
                 if !options.dryRun, !toQueue.isEmpty {
                     report.queued += try await store.enqueueReplay(toQueue, at: Date())

@@ -74,12 +74,16 @@ public struct KoalaIdentity: Sendable, Hashable {
     public var domain: String?
     /// Koala's account id.
     public var accountID: String?
+    /// The person's id for Segment-compatible destinations (`person.user_id`); Koala never gets it, and it
+    /// is no part of `key` (Koala's ordering).
+    public var userID: String?
 
-    public init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil) {
+    public init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil, userID: String? = nil) {
         self.email = email
         self.profileID = profileID
         self.domain = domain
         self.accountID = accountID
+        self.userID = userID
     }
 
     /// Messages with equal keys may share one request and are sent in order, one request at a time.

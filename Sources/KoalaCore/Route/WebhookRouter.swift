@@ -154,13 +154,22 @@ public struct WebhookRouter: Sendable {
             let routed = self.messages(for: route, webhook: webhook, context: base)
             var messages = routed.0
             let remembered = routed.1
-            // Every configured destination, or those of them the route names.
+            // Every configured destination, or those of them the route (and the output) names.
             let targets = route.destinations.map { only in destinations.filter(only.contains) } ?? destinations
-            for index in messages.indices { messages[index].destinations = targets }
-            if targets.isEmpty && !messages.isEmpty {
-                let named = (route.destinations ?? []).map(\.rawValue).joined(separator: ", ")
+            var unconfigured: [String] = []
+            for index in messages.indices {
+                let output = messages[index].output
+                messages[index].destinations = route.outputDestinations[output].map { only in targets.filter(only.contains) } ?? targets
+                if messages[index].destinations.isEmpty {
+                    let named = (route.outputDestinations[output] ?? route.destinations ?? []).map(\.rawValue).joined(separator: ", ")
+                    unconfigured.append("\(output.rawValue) sends only to \(named)")
+                }
+            }
+            let wasEmpty = messages.isEmpty
+            messages.removeAll { $0.destinations.isEmpty }
+            if messages.isEmpty && !wasEmpty {
                 results.append(RouteResult(route: route.name, matched: true,
-                                           reason: "matched, but it sends only to \(named), which is not configured here; nothing is sent",
+                                           reason: "matched, but \(unconfigured.joined(separator: "; ")), not configured here; nothing is sent",
                                            messages: []))
                 for entry in remembered {
                     let merged = memory[entry.key].map { $0.updated(by: entry) } ?? entry
@@ -231,6 +240,14 @@ public struct WebhookRouter: Sendable {
                     problems.append(.init(field: "person.profile_id", reason: "is not a UUID"))
                 }
             }
+            if let expression = person.userID, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
+                if let text = raw.textValue, Identity.isUsableKey(text) {
+                    personIdentity.userID = text
+                } else {
+                    problems.append(.init(field: "person.user_id",
+                                          reason: "is not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes"))
+                }
+            }
             if personIdentity.email == nil && personIdentity.profileID == nil {
                 if problems.isEmpty, let missed = missedRecall([person.email, person.profileID], context) {
                     personWaits = missed
@@ -245,6 +262,7 @@ public struct WebhookRouter: Sendable {
             var personValue: [String: JSONValue] = [:]
             if let email = personIdentity.email { personValue["email"] = .string(email) }
             if let id = personIdentity.profileID { personValue["profile_id"] = .string(id) }
+            if let id = personIdentity.userID { personValue["user_id"] = .string(id) }
             context.person = .object(personValue)
         }
 
@@ -312,6 +330,7 @@ public struct WebhookRouter: Sendable {
         var remembered: [Remembered] = []
         if !route.remember.isEmpty {
             var identity = personIdentity
+            identity.userID = nil           // memory keeps what Koala matches: email, profile id, domain
             identity.domain = out.first(where: { $0.endpoint == .account && $0.problem == nil && $0.waitingFor == nil })?.identity.domain
                 ?? personIdentity.email.flatMap { Identity.companyDomain(ofEmail: $0) }
             let hasIdentity = identity.email != nil || identity.profileID != nil || identity.domain != nil

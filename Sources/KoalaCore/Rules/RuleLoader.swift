@@ -95,11 +95,11 @@ struct FileParser {
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
     static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember", "destinations"]
     static let whenKeys = ["type", "where"]
-    static let personKeys = ["email", "profile_id"]
-    static let trackKeys = ["event", "properties"]
-    static let identifyKeys = ["traits"]
+    static let personKeys = ["email", "profile_id", "user_id"]
+    static let trackKeys = ["event", "properties", "destinations"]
+    static let identifyKeys = ["traits", "destinations"]
     static let memoryKeys = ["key", "values"]
-    static let accountKeys = ["domain", "account_id", "group_id", "traits"]
+    static let accountKeys = ["domain", "account_id", "group_id", "traits", "destinations"]
 
     mutating func parse() -> SourceDefinition? {
         let root: Node
@@ -216,11 +216,14 @@ struct FileParser {
                 errors.append(location(personNode).error("person needs 'email' or 'profile_id'",
                     hint: "Koala ties every visitor message to an email or a profile_id, e.g. 'email: body.data.object.customer_email'"))
             }
-            person = PersonSpec(email: email, profileID: profileID)
+            person = PersonSpec(email: email, profileID: profileID,
+                                userID: expression(p["user_id"], default: nil, what: "person.user_id"))
         }
 
+        var outputDestinations: [KoalaMessage.Output: [Destination]] = [:]
         var track: TrackOutput?
         if let trackNode = map["track"], let t = mapping(trackNode, what: "track", allowed: Self.trackKeys) {
+            if let node = t["destinations"] { outputDestinations[.track] = destinationList(node) }
             if let eventNode = require(t, "event", in: trackNode, hint: "name the Koala event, e.g. 'event: Invoice Paid'"),
                let event = expression(eventNode, default: nil, what: "track.event") {
                 track = TrackOutput(event: event, properties: fields(t["properties"], what: "track.properties"))
@@ -228,12 +231,14 @@ struct FileParser {
         }
         var identify: IdentifyOutput?
         if let identifyNode = map["identify"], let i = mapping(identifyNode, what: "identify", allowed: Self.identifyKeys) {
+            if let node = i["destinations"] { outputDestinations[.identify] = destinationList(node) }
             if let traitsNode = require(i, "traits", in: identifyNode, hint: "list the visitor traits to set") {
                 identify = IdentifyOutput(traits: fields(traitsNode, what: "identify.traits"))
             }
         }
         var account: AccountOutput?
         if let accountNode = map["account"], let a = mapping(accountNode, what: "account", allowed: Self.accountKeys) {
+            if let node = a["destinations"] { outputDestinations[.account] = destinationList(node) }
             let domain = expression(a["domain"], default: nil, what: "account.domain")
             let accountID = expression(a["account_id"], default: nil, what: "account.account_id")
             if a["domain"] == nil && a["account_id"] == nil {
@@ -262,6 +267,7 @@ struct FileParser {
         if let destinationsNode = map["destinations"] {
             route.destinations = destinationList(destinationsNode)
         }
+        route.outputDestinations = outputDestinations
         return route
     }
 

@@ -69,11 +69,13 @@ public struct Route: Sendable {
     let remember: [MemorySpec]
     /// `destinations`: the only destinations this route sends to (nil: every one configured).
     var destinations: [Destination]?
+    /// `track.destinations` and the like: an output limited further.
+    var outputDestinations: [KoalaMessage.Output: [Destination]] = [:]
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {
         var expressions: [Expression] = condition?.expressions ?? []
-        if let person { expressions += [person.email, person.profileID].compactMap { $0 } }
+        if let person { expressions += [person.email, person.profileID, person.userID].compactMap { $0 } }
         if let track { expressions += [track.event] + track.properties.map(\.value) }
         if let identify { expressions += identify.traits.map(\.value) }
         if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
@@ -121,6 +123,8 @@ public struct TypePattern: Sendable, CustomStringConvertible {
 public struct PersonSpec: Sendable {
     let email: Expression?
     let profileID: Expression?
+    /// `person.user_id`: the id Segment-compatible destinations know the person by (Koala ignores it).
+    var userID: Expression?
 }
 
 /// Ordered name → value pairs (properties, traits), kept in file order for stable output.

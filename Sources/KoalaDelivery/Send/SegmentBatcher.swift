@@ -7,8 +7,9 @@ import KoalaStore
 /// `account` output a `group`. Pure and deterministic, so `simulate` shows the exact request.
 ///
 /// Who the call is about:
-/// - a person with an email: `userId` is the email (the one id both the provider and Koala know), and the
-///   email is also `traits.email` (identify) or `context.traits.email` (track), as Segment's spec names it;
+/// - a person: `userId` is the rule's `person.user_id` when it sets one (e.g. the provider's customer id, or
+///   your app's user id), otherwise the email (the one id both the provider and Koala know); the email is
+///   also `traits.email` (identify) or `context.traits.email` (track), as Segment's spec names it;
 /// - a person known only by Koala's `profile_id` (the `ko_id` cookie, an anonymous visitor): `anonymousId`;
 /// - an account: `groupId` is its domain (or `account_id`); Segment requires a user on every call and an
 ///   account output names none, so `anonymousId` is `account:<groupId>`, stable for the account. Koala's
@@ -43,8 +44,8 @@ public enum SegmentMapping {
             call["anonymousId"] = .string("account:" + groupID)
             call["traits"] = item["traits"] ?? .object([:])
         case (.person, let kind):
-            if let email = identity.email {
-                call["userId"] = .string(email)
+            if let userID = identity.userID ?? identity.email {
+                call["userId"] = .string(userID)
             } else if let profileID = identity.profileID {
                 call["anonymousId"] = .string(profileID)
             } else {

@@ -148,6 +148,9 @@ public final class PostgresStore: WebhookStore {
             "DROP INDEX outbox_person",
             "CREATE INDEX outbox_person ON outbox (destination, person_key, seq) WHERE status = 0",
         ]),
+        (4, "user id for Segment-compatible destinations", [
+            "ALTER TABLE outbox ADD COLUMN user_id text",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -210,11 +213,11 @@ public final class PostgresStore: WebhookStore {
         var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
         var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
         var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
-        var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = []
+        var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = [], userIDs: [String] = []
         for message in messages {
           for destination in message.destinations {
             let status = OutboxStatus(message.disposition)
-            destinations.append(destination.rawValue)
+            destinations.append(destination.rawValue); userIDs.append(message.identity.userID ?? "")
             ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
             endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
             emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
@@ -246,17 +249,17 @@ public final class PostgresStore: WebhookStore {
             ), queued AS (
                 INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                     domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
-                    wait_namespace, wait_key)
+                    wait_namespace, wait_key, user_id)
                 SELECT m.id, m.destination, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
                        NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
                        m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
-                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, '')
+                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''), NULLIF(m.user_id, '')
                 FROM unnest(\(ids)::text[], \(routes)::text[], \(outputs)::text[], \(endpoints)::text[], \(kinds)::text[],
                             \(personKeys)::text[], \(emails)::text[], \(profiles)::text[], \(domains)::text[], \(accounts)::text[],
                             \(items)::text[], \(eventTimes)::float8[], \(statuses)::int8[], \(dues)::float8[], \(problems)::text[],
-                            \(waitNamespaces)::text[], \(waitKeys)::text[], \(destinations)::text[])
+                            \(waitNamespaces)::text[], \(waitKeys)::text[], \(destinations)::text[], \(userIDs)::text[])
                      AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
-                          status, due, problem, wait_namespace, wait_key, destination)
+                          status, due, problem, wait_namespace, wait_key, destination, user_id)
                 WHERE EXISTS (SELECT 1 FROM hook)
                 ON CONFLICT (message_id, destination) DO NOTHING
                 RETURNING message_id, status
@@ -394,7 +397,7 @@ public final class PostgresStore: WebhookStore {
                     UPDATE outbox SET status = 0, person_key = \(message.identity.key), email = \(message.identity.email),
                         profile_id = \(message.identity.profileID), domain = \(message.identity.domain),
                         account_id = \(message.identity.accountID), item = \(message.item.encoded()), next_attempt_at = \(t + linger),
-                        lease_until = 0, lease_owner = NULL, wait_namespace = NULL, wait_key = NULL
+                        lease_until = 0, lease_owner = NULL, wait_namespace = NULL, wait_key = NULL, user_id = \(message.identity.userID)
                     WHERE seq = \(seq) AND status = 3
                     """, logger: logger)
             }
@@ -450,8 +453,8 @@ public final class PostgresStore: WebhookStore {
                         FOR UPDATE OF o SKIP LOCKED)
                     UPDATE outbox SET lease_until = \(t + lease), lease_owner = \(owner) FROM due WHERE outbox.seq = due.seq
                     RETURNING outbox.seq, outbox.message_id, outbox.source, outbox.route, outbox.endpoint, outbox.kind, outbox.email,
-                              outbox.profile_id, outbox.domain, outbox.account_id, outbox.item, outbox.event_time, outbox.created_at,
-                              outbox.attempts
+                              outbox.profile_id, outbox.domain, outbox.account_id, outbox.user_id, outbox.item, outbox.event_time,
+                              outbox.created_at, outbox.attempts
                     """, logger: logger).rows().map(Self.outboxMessage).sorted { $0.seq < $1.seq }
                     .map { message in
                         var message = message
@@ -473,7 +476,7 @@ public final class PostgresStore: WebhookStore {
             endpoint: KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person,
             kind: KoalaMessage.Kind(rawValue: try row.get("kind")) ?? .track,
             identity: KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"), domain: try row.get("domain"),
-                                    accountID: try row.get("account_id")),
+                                    accountID: try row.get("account_id"), userID: try row.get("user_id")),
             itemJSON: try row.get("item"), eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
             createdAt: Date(timeIntervalSince1970: try row.get("created_at")), attempts: Int(try row.get("attempts", as: Int64.self)))
     }
@@ -588,11 +591,12 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
-        try await withConnection("read messages") { connection, logger in
+    public func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
+        let destinationName = destination.rawValue
+        return try await withConnection("read messages") { connection, logger in
             var out: [String: StoredMessage] = [:]
             for row in try await connection.query("""
-                SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID) AND destination = 'koala'
+                SELECT message_id, route, item, status FROM outbox WHERE source = \(source) AND webhook_id = \(webhookID) AND destination = \(destinationName)
                 """, logger: logger).rows() {
                 let state = OutboxStatus(rawValue: try row.get("status", as: Int64.self)) ?? .pending
                 let id: String = try row.get("message_id")
@@ -610,13 +614,13 @@ public final class PostgresStore: WebhookStore {
               for destination in message.destinations {
                 queued += try await connection.query("""
                     INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
+                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
                     VALUES (\(message.messageID), \(destination.rawValue), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
                         \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
                         \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
-                        \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1)
+                        \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1, \(message.identity.userID))
                     ON CONFLICT (message_id, destination) DO UPDATE SET
-                        item = excluded.item, person_key = excluded.person_key, email = excluded.email,
+                        item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
                         status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
                         attempts = 0, lease_until = 0, lease_owner = NULL, dead_reason = NULL, dead_detail = NULL,

@@ -149,6 +149,9 @@ public final class SQLiteStore: WebhookStore {
                 CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
                 """)
         }
+        migrator.registerMigration("v6: user id for Segment-compatible destinations") { db in
+            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN user_id TEXT")
+        }
         return migrator
     }
 
@@ -247,8 +250,8 @@ public final class SQLiteStore: WebhookStore {
         let insert = try db.cachedStatement(sql: """
             INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                 domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
-                wait_namespace, wait_key)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, destination) DO NOTHING
+                wait_namespace, wait_key, user_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, destination) DO NOTHING
             """)
         let now = webhook.receivedAt.timeIntervalSince1970
         var queued = 0, dead = 0, waiting = 0
@@ -262,7 +265,7 @@ public final class SQLiteStore: WebhookStore {
                     message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
                     message.eventTime.timeIntervalSince1970, now, status.rawValue,
                     status.firstDue(acceptedAt: now, linger: request.linger, identityWait: request.identityWait), message.problem,
-                    status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key,
+                    status == .dead ? now : nil, message.waitingFor?.namespace, message.waitingFor?.key, message.identity.userID,
                 ])
                 stored = stored || db.changesCount == 1
             }
@@ -351,9 +354,9 @@ public final class SQLiteStore: WebhookStore {
             } else if let message {
                 try db.execute(sql: """
                     UPDATE outbox SET status = 0, person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
-                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL WHERE seq = ? AND status = 3
+                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL, user_id = ? WHERE seq = ? AND status = 3
                     """, arguments: [message.identity.key, message.identity.email, message.identity.profileID, message.identity.domain,
-                                     message.identity.accountID, message.item.encoded(), t + linger, seq])
+                                     message.identity.accountID, message.item.encoded(), t + linger, message.identity.userID, seq])
             }
         }
     }
@@ -386,7 +389,7 @@ public final class SQLiteStore: WebhookStore {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let select = """
-                SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, item,
+                SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                        event_time, created_at, attempts
                 FROM outbox o
                 WHERE o.status = 0 AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
@@ -410,7 +413,8 @@ public final class SQLiteStore: WebhookStore {
                     seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],
                     endpoint: KoalaEndpoint(rawValue: row["endpoint"]) ?? .person,
                     kind: KoalaMessage.Kind(rawValue: row["kind"]) ?? .track,
-                    identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"]),
+                    identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"],
+                                            userID: row["user_id"]),
                     itemJSON: row["item"], eventTime: Date(timeIntervalSince1970: row["event_time"]),
                     createdAt: Date(timeIntervalSince1970: row["created_at"]), attempts: row["attempts"])
                 message.destination = destination
@@ -496,11 +500,11 @@ public final class SQLiteStore: WebhookStore {
         return out
     }
 
-    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+    public func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
         try await pool.read { db in
             var out: [String: StoredMessage] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ? AND destination = 'koala'",
-                                        arguments: [source, webhookID]) {
+            for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ? AND destination = ?",
+                                        arguments: [source, webhookID, destination.rawValue]) {
                 let state = OutboxStatus(rawValue: row["status"]) ?? .pending
                 let id: String = row["message_id"]
                 out[id] = StoredMessage(messageID: id, route: row["route"], itemJSON: row["item"], state: state)
@@ -517,10 +521,10 @@ public final class SQLiteStore: WebhookStore {
               for destination in message.destinations {
                 try db.execute(sql: """
                     INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1)
+                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1, ?)
                     ON CONFLICT (message_id, destination) DO UPDATE SET
-                        item = excluded.item, person_key = excluded.person_key, email = excluded.email,
+                        item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
                         status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
                         attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
@@ -529,7 +533,7 @@ public final class SQLiteStore: WebhookStore {
                         message.messageID, destination.rawValue, message.source, message.webhookID, message.route, message.output.rawValue,
                         message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
                         message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
-                        message.eventTime.timeIntervalSince1970, now, now,
+                        message.eventTime.timeIntervalSince1970, now, now, message.identity.userID,
                     ])
                 queued += db.changesCount
               }

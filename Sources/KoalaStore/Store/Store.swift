@@ -303,7 +303,7 @@ public protocol WebhookStore: Service {
     /// Stored webhooks of a source received in [since, until), oldest first, after `cursor` (paging).
     func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook]
     /// The messages stored for one webhook (any state), by message id.
-    func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage]
+    func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage]
     /// Queues replayed messages in the replay lane: new ids are inserted; existing ones not yet delivered
     /// take the new content and are queued again; delivered ones are left alone. Returns how many were queued.
     func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int
@@ -347,6 +347,11 @@ extension WebhookStore {
 }
 
 extension WebhookStore {
+    /// Koala's entries of a stored webhook, by message id.
+    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+        try await storedMessages(source: source, webhookID: webhookID, destination: .koala)
+    }
+
     /// Koala's due messages (the destination every store call meant before there were several).
     public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
         try await claimDue(now: now, limit: limit, lease: lease, destination: .koala)

@@ -99,6 +99,11 @@ struct RuleLoaderTests {
                 when: { type: invoice.paid }
                 person: { email: body.email }
                 identify: { traits: { email: person.email } }
+              - name: per-output
+                when: { type: invoice.paid }
+                person: { email: body.email }
+                track: { event: Invoice Paid, destinations: [segment] }
+                identify: { traits: { paid: true } }
             """
         let table = try load(text)
         let source = try #require(table.sources["shop"])
@@ -106,17 +111,43 @@ struct RuleLoaderTests {
         let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_1", eventType: "invoice.paid", eventTime: Date(), receivedAt: Date(),
                                       headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
         let both = WebhookRouter(source: source).routing(webhook, destinations: [.koala, .segment])
-        #expect(both.messages.map { "\($0.route):\($0.destinations.map(\.rawValue).joined(separator: "+"))" }
-                == ["koala-only:koala", "segment-only:segment", "everywhere:koala+segment"])
+        #expect(both.messages.map { "\($0.route)/\($0.output.rawValue):\($0.destinations.map(\.rawValue).joined(separator: "+"))" }
+                == ["koala-only/track:koala", "segment-only/track:segment", "everywhere/identify:koala+segment",
+                    "per-output/track:segment", "per-output/identify:koala+segment"])
         // Segment not configured: the route limited to it sends nothing, and says why.
         let koalaOnly = WebhookRouter(source: source).routing(webhook, destinations: [.koala])
-        #expect(koalaOnly.messages.map(\.route) == ["koala-only", "everywhere"])
-        #expect(koalaOnly.results.first { $0.route == "segment-only" }?.reason == "matched, but it sends only to segment, which is not configured here; nothing is sent")
+        #expect(koalaOnly.messages.map(\.route) == ["koala-only", "everywhere", "per-output"])
+        #expect(koalaOnly.messages.last?.output == .identify)
+        #expect(koalaOnly.results.first { $0.route == "segment-only" }?.reason == "matched, but track sends only to segment, not configured here; nothing is sent")
 
         let typo = errors(text.replacingOccurrences(of: "destinations: [segment]", with: "destinations: [segmnet]"))
-        #expect(typo.count == 1)
-        #expect(typo.first?.contains("unknown destination 'segmnet'") == true)
-        #expect(typo.first?.contains("did you mean 'segment'?") == true)
+        #expect(typo.count == 2)      // the route's and the track's
+        #expect(typo.allSatisfy { $0.contains("unknown destination 'segmnet'") && $0.contains("did you mean 'segment'?") })
+    }
+
+    /// `person.user_id`: the id Segment-compatible destinations get as userId; an unusable one is left out.
+    @Test func personUserIDIsReadAndBounded() throws {
+        let table = try load("""
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person: { email: body.email, user_id: body.customer }
+                track: { event: Payment Succeeded }
+            """)
+        let source = try #require(table.sources["shop"])
+        func route(_ customer: JSONValue) throws -> [KoalaMessage] {
+            let json: JSONValue = ["id": "evt_1", "type": "invoice.paid", "email": "ada@acme.io", "customer": customer]
+            let body = Array(json.encoded().utf8)
+            let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_1", eventType: "invoice.paid", eventTime: Date(), receivedAt: Date(),
+                                          headers: [:], body: body, json: json, secretLabel: "S", rulesVersion: "v")
+            return WebhookRouter(source: source).route(webhook)
+        }
+        #expect(try route("cus_42").first?.identity == KoalaIdentity(email: "ada@acme.io", userID: "cus_42"))
+        let bad = try #require(try route("cus\u{0}42").first)
+        #expect(bad.identity == KoalaIdentity(email: "ada@acme.io"))
+        #expect(bad.droppedFields.map(\.field) == ["person.user_id"])
     }
 
     @Test func minimalFileUsesSchemeDefaults() throws {

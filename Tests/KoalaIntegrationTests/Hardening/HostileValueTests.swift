@@ -296,7 +296,7 @@ struct NeverCalledStore: WebhookStore {
     func prune(before cutoff: Date) async throws -> PruneReport { try fail() }
     func forget(email: String) async throws -> PruneReport { try fail() }
     func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] { try fail() }
-    func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] { try fail() }
+    func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] { try fail() }
     func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int { try fail() }
     func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] { try fail() }
     func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int { try fail() }

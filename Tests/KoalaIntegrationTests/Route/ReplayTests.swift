@@ -35,6 +35,33 @@ struct ReplayTests {
         try RuleLoader(environment: ["S": testSecret]).load(files: [("shop.yaml", text)])
     }
 
+    /// Issue 15: replay works on one destination's entries: a Segment dead letter that routes again is
+    /// queued for Segment, and Koala's delivered entry is left alone.
+    @Test(arguments: Backend.configured) func replayTakesOneDestinationsEntries(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let rules = try table(Self.rules(event: "Paid", emailPath: "body.data.object.customer_email", extra: false))
+            let ingest = Ingest(rules: RulesHolder(rules), store: store, linger: 0, destinations: [.koala, .segment], logger: quietLogger)
+            let body = invoicePaid(id: "evt_d1", email: "p@acme.io")
+            _ = await ingest.handle(source: "shop", headers: stripeHeaders(body), body: body)
+            let now = Date().addingTimeInterval(1)
+            let koala = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .koala)
+            let segment = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .segment)
+            try await store.record([.delivered(koala.map(\.seq), at: now), .dead(segment.map(\.seq), reason: "segment rejected (400)", detail: nil, at: now)])
+            let window = Replay.Options(source: "shop", since: Date().addingTimeInterval(-3600), until: Date().addingTimeInterval(5), dryRun: false,
+                                        destination: .segment)
+            let report = try await Replay(store: store, table: rules).run(window)
+            #expect(report.unchanged == 1)
+            #expect(report.queued == 1)
+            let again = try await store.claimDue(now: Date().addingTimeInterval(2), limit: 10, lease: 60, destination: .segment)
+            #expect(again.map(\.messageID) == segment.map(\.messageID))
+            var koalaWindow = window
+            koalaWindow.destination = .koala
+            let koalaReport = try await Replay(store: store, table: rules).run(koalaWindow)
+            #expect(koalaReport.unchanged == 1 && koalaReport.queued == 0)
+        }
+    }
+
     @Test(arguments: Backend.configured) func dryRunReportsAndARealRunQueuesInTheReplayLane(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
         try await store.whileRunning {

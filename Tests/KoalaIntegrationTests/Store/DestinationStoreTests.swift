@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Testing
 @testable import KoalaCore
+@testable import KoalaDelivery
 @testable import KoalaStore
 import KoalaTestSupport
 
@@ -56,6 +57,24 @@ struct DestinationStoreTests {
             #expect(dead.count == 2 && dead.allSatisfy { $0.destination == .segment })
             #expect(dead.first?.json["destination"] == "segment")
             #expect(try await store.deadLetters(matching: DeadLetterFilter(destination: .koala), limit: 10).isEmpty)
+        }
+    }
+
+    /// `person.user_id` travels with the message to every destination's entry (Koala's request never shows it).
+    @Test(arguments: Backend.configured) func theUserIDIsKeptForTheSegmentEntry(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            var m = message("w_u", email: "a@x.io", to: [.koala, .segment])
+            m = KoalaMessage(messageID: m.messageID, source: m.source, webhookID: m.webhookID, route: m.route, output: m.output, endpoint: .person,
+                             kind: .track, identity: KoalaIdentity(email: "a@x.io", userID: "cus_42"), item: m.item, eventTime: m.eventTime, disposition: .send)
+            m.destinations = [.koala, .segment]
+            _ = try await store.accept(webhook("w_u"), messages: [m], remembers: [], linger: 0, identityWait: 60)
+            let now = Date().addingTimeInterval(1)
+            let segment = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .segment)
+            #expect(segment.first?.identity.userID == "cus_42")
+            let koala = try await store.claimDue(now: now, limit: 10, lease: 60, destination: .koala)
+            let body = try #require(Batcher.plan(koala).first?.first?.body)
+            #expect(!body.contains("cus_42"))
         }
     }
 
