@@ -63,7 +63,8 @@ struct DeadLetters: AsyncParsableCommand {
                     print(letter.json.encoded())
                 } else {
                     let who = letter.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
-                    print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(letter.source)/\(letter.route)/\(letter.output)  \(who.isEmpty ? "-" : who)  \(letter.reason)")
+                    let destination = letter.destination == .koala ? "" : "→\(letter.destination.rawValue)  "
+                    print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(destination)\(letter.source)/\(letter.route)/\(letter.output)  \(who.isEmpty ? "-" : who)  \(letter.reason)")
                 }
             }
             if !json { print("\(letters.count) dead letter(s)") }
