@@ -37,7 +37,9 @@ struct TestRules: AsyncParsableCommand {
             print("warning: no test produces a message from: \(report.untested.joined(separator: ", "))")
         }
         let failed = report.outcomes.filter { !$0.passed }.count
-        print("\(report.outcomes.count - failed) passed, \(failed) failed")
+        // A broken test file never reads as a passing summary: its errors are counted with the failures.
+        let broken = report.errors.isEmpty ? "" : ", \(report.errors.count) error(s) in test files (above): those tests did not run"
+        print("\(report.outcomes.count - failed) passed, \(failed) failed\(broken)")
         if !report.passed { throw ExitCode(1) }
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import Testing
 import KoalaTestSupport
 @testable import KoalaCore
@@ -111,26 +110,12 @@ struct CoreHostileValueTests {
 /// What the log handlers print for hostile text.
 @Suite("Log escaping")
 struct LogEscapingTests {
-    final class Capture: LogHandler, @unchecked Sendable {
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        let lines = Mutex<[String]>([])
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            lines.withLock { $0.append("\(event.message) \(all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))") }
-        }
-    }
-
     @Test func controlAndBidiCharactersAreEscapedInTextLogs() {
-        let capture = Capture()
+        let capture = CapturingLogHandler()
         var logger = Logger(label: "t") { _ in EscapingLogHandler(capture) }
         logger[metadataKey: "request_id"] = "r\n1"
         logger.warning("webhook \u{202E}rejected\r\n2026-11-29 critical koala-router: forged", metadata: ["webhook_id": "evt_1\n2026-11-29T00:00:00+0000 critical forged", "list": ["a\u{0}b"]])
-        let line = capture.lines.withLock { $0.joined() }
+        let line = capture.lines.joined()
         #expect(!line.contains("\n") && !line.contains("\r") && !line.contains("\u{202E}") && !line.contains("\u{0}"))
         #expect(line.contains(#"evt_1\u{A}2026-11-29T00:00:00+0000 critical forged"#))
         #expect(line.contains(#"\u{202E}rejected\u{D}\u{A}2026"#))

@@ -83,12 +83,22 @@ public final class RulesReloader: Service, Sendable {
     func reload() -> Bool {
         do {
             let table = try RuleLoader(environment: environment).load(directory: directory)
-            let previous = holder.table.version
+            let before = holder.table
             holder.replace(with: table)
             metrics.rulesReloaded(success: true)
             metrics.rulesVersion(table.version)
-            for warning in table.warnings { logger.warning("\(warning)") }
-            logger.info("rules reloaded", metadata: ["version": "\(table.version)", "previous": "\(previous)"])
+            // Only what changed: a warning the previous table had too (a source still disabled) was logged then.
+            let known = Set(before.warnings.map(\.description))
+            for warning in table.warnings where !known.contains(warning.description) { logger.warning("\(warning)") }
+            func enabled(_ source: SourceDefinition?) -> Bool {
+                if case .enabled? = source?.state { return true }
+                return false
+            }
+            for (name, source) in table.sources.sorted(by: { $0.key < $1.key })
+            where enabled(source) && before.sources[name] != nil && !enabled(before.sources[name]) {
+                logger.info("source '\(name)' is enabled now")
+            }
+            logger.info("rules reloaded", metadata: ["version": "\(table.version)", "previous": "\(before.version)"])
             return true
         } catch {
             holder.recordReloadFailure(error.description)

@@ -455,6 +455,13 @@ public struct ExpressionParser {
             } else if ".[](),|".unicodeScalars.contains(c) {
                 tokens.append(Token(kind: .punct(String(c)), offset: start))
                 i += 1
+            } else if c == "=" {
+                // A lone '=' is almost always a comparison written as in a spreadsheet or SQL.
+                throw Failure(offset: start, message: "'=' is not a comparison",
+                              hint: "did you mean '=='? e.g. 'body.data.object.status == active'")
+            } else if c == "&" {
+                throw Failure(offset: start, message: "unexpected character '\(c)'",
+                              hint: "combine conditions with 'and' / 'or'; to use the character as text, quote it, e.g. 'A & B'")
             } else {
                 throw Failure(offset: start, message: "unexpected character '\(c)'",
                               hint: "quote literal text, e.g. 'A & B'")

@@ -137,7 +137,8 @@ struct TestFile {
         }
         for (key, _) in map {
             if let k = key.string, !Self.testKeys.contains(k) {
-                fail(key, "unknown key '\(k)' in a test", "allowed keys: \(Self.testKeys.joined(separator: ", "))")
+                let suggestion = Suggest.closest(to: k, in: Self.testKeys).map { "did you mean '\($0)'? " } ?? ""
+                fail(key, "unknown key '\(k)' in a test", "\(suggestion)allowed keys: \(Self.testKeys.joined(separator: ", "))")
             }
         }
         let name = map["name"]?.string ?? "test at line \(at(node).line)"
@@ -225,7 +226,8 @@ struct TestFile {
             }
             for (key, _) in e {
                 if let k = key.string, !Self.expectKeys.contains(k) {
-                    fail(key, "unknown key '\(k)' in an expected message", "allowed keys: \(Self.expectKeys.joined(separator: ", "))")
+                    let suggestion = Suggest.closest(to: k, in: Self.expectKeys).map { "did you mean '\($0)'? " } ?? ""
+                    fail(key, "unknown key '\(k)' in an expected message", "\(suggestion)allowed keys: \(Self.expectKeys.joined(separator: ", "))")
                 }
             }
             guard index < actual.count else { continue }

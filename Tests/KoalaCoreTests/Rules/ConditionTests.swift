@@ -89,6 +89,12 @@ struct ConditionTests {
         #expect(failure("body.a matches '['")?.message == "invalid regular expression '['")
         #expect(failure("(body.a == 1")?.message == "missing ')'")
         #expect(failure("body.a == 1 body.b")?.offset == 12)
+        // Issue 16: '=' for '==' and '&&' for 'and' say what was meant.
+        let equals = failure("body.data.object.status = active")
+        #expect(equals?.message == "'=' is not a comparison")
+        #expect(equals?.hint.contains("did you mean '=='?") == true)
+        #expect(equals?.offset == 24)
+        #expect(failure("body.a && body.b")?.hint.contains("'and'") == true)
     }
 
     @Test func yamlForms() throws {

@@ -4,6 +4,7 @@ import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
 import Testing
 @testable import KoalaApp
@@ -73,6 +74,36 @@ struct HotReloadTests {
             #expect(components.rules.lastReloadError == nil)
         }
         #expect(koala.received.compactMap { $0.events.first?["event"]?.stringValue } == ["Version A", "Version B", "Version B"])
+    }
+
+    /// Issue 16: a reload logs a source's "disabled" warning when its state changes, not every time, so the
+    /// reload line is not buried.
+    @Test func reloadsLogDisabledSourcesOnlyWhenThatChanges() throws {
+        let routes = temporaryDirectory()
+        try Self.rules(event: "A").write(toFile: routes + "/stripe.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/routes/paddle.yaml", toPath: routes + "/paddle.yaml")
+        let environment = ["STRIPE_WEBHOOK_SECRET": testSecret]
+        let table = try RuleLoader(environment: environment).load(directory: routes)
+        let capture = CapturingLogHandler()
+        let holder = RulesHolder(table)
+        func reloader(_ environment: [String: String]) -> RulesReloader {
+            RulesReloader(holder: holder, directory: routes, environment: environment, pollInterval: 0, metrics: RouterMetrics(),
+                          logger: Logger(label: "t") { _ in capture }, handleSignals: false)
+        }
+        #expect(reloader(environment).reload())
+        #expect(reloader(environment).reload())
+        var lines = capture.lines
+        #expect(!lines.contains { $0.contains("paddle' is disabled") }, "\(lines)")   // as before: said at start-up
+        #expect(lines.filter { $0.contains("rules reloaded") }.count == 2)
+        // The secret is set: the change is said once.
+        #expect(reloader(environment.merging(["PADDLE_WEBHOOK_SECRET": "pdl"]) { $1 }).reload())
+        lines = capture.lines
+        #expect(lines.contains("info source 'paddle' is enabled now"), "\(lines)")
+        // And unset again: the warning comes back, once.
+        #expect(reloader(environment).reload())
+        #expect(reloader(environment).reload())
+        lines = capture.lines
+        #expect(lines.filter { $0.contains("source 'paddle' is disabled") }.count == 1, "\(lines)")
     }
 
     @Test func reloadsUnderLoadRouteEachWebhookByExactlyOneVersion() async throws {
