@@ -196,22 +196,18 @@ public enum BillingStatus: String, Sendable, CaseIterable {
 
     /// Whether a Paddle subscription is a paying customer: active with MRR above zero.
     public static func paddleIsPaying(_ subscription: JSONValue) -> Bool {
-        guard subscription["status"]?.stringValue == "active" else { return false }
-        do {
-            return (try MRR.paddle(subscription).doubleValue ?? 0) > 0
-        } catch {
-            return false  // an MRR the payload cannot tell is not evidence of a paying customer
-        }
+        isPaying(subscription, mrr: MRR.paddle)
     }
 
     /// Whether a Stripe subscription is a paying customer: active (a scheduled cancellation still pays to the
     /// period's end) with MRR above zero; never a trial, a past-due, paused or ended subscription.
     public static func stripeIsPaying(_ subscription: JSONValue) -> Bool {
+        isPaying(subscription, mrr: MRR.stripe)
+    }
+
+    /// Active with an MRR above zero; an MRR the payload cannot tell is not evidence of a paying customer.
+    private static func isPaying(_ subscription: JSONValue, mrr: (JSONValue) throws -> JSONValue) -> Bool {
         guard subscription["status"]?.stringValue == "active" else { return false }
-        do {
-            return (try MRR.stripe(subscription).doubleValue ?? 0) > 0
-        } catch {
-            return false  // an MRR the payload cannot tell is not evidence of a paying customer
-        }
+        return ((try? mrr(subscription))?.doubleValue ?? 0) > 0
     }
 }

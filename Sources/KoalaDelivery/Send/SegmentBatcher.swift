@@ -100,12 +100,17 @@ public enum SegmentMapping {
     static func requests(_ messages: [OutboxMessage], destination: Destination, maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
         -> (batches: [KoalaBatch], refused: [(message: OutboxMessage, reason: String)]) {
         let chunks = chunked(messages, maxBatchBytes: maxBatchBytes)
-        return (chunks.requests.map { request($0.map(\.message), destination: destination) }, chunks.refused)
+        return (chunks.requests.map { request($0, destination: destination) }, chunks.refused)
     }
 
     /// One request holding exactly `messages` (already known to be calls), in their order.
     static func request(_ messages: [OutboxMessage], destination: Destination) -> KoalaBatch {
-        let calls = messages.compactMap { try? call($0).get().encoded() }
+        request(messages.compactMap { message in (try? call(message).get().encoded()).map { (message, $0) } }, destination: destination)
+    }
+
+    /// One request of calls already encoded, in their order.
+    static func request(_ pairs: [(message: OutboxMessage, call: String)], destination: Destination) -> KoalaBatch {
+        let messages = pairs.map(\.message), calls = pairs.map(\.call)
         var batch = KoalaBatch(endpoint: messages.first?.endpoint ?? .person, identity: KoalaIdentity(), seqs: messages.map(\.seq),
                                messageIDs: messages.map(\.messageID), body: body(calls),
                                oldestCreatedAt: messages.map(\.createdAt).min() ?? Date(), attempts: messages.map(\.attempts).max() ?? 0)

@@ -95,21 +95,27 @@ struct StateMemoryTests {
         }
     }
 
+    /// The customer, a first state, then `rounds` rounds of two updates of one subscription sent at once,
+    /// one through `first` and one through `second` (the same ingest, or two replicas).
+    func race(_ first: Ingest, _ second: Ingest, rounds: Int) async {
+        let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
+        _ = await send(first, customer)
+        _ = await send(first, paddleUpdate("evt_0", at: "2024-12-01T10:00:00Z", price: "team", amount: "1000"))
+        for round in 0..<rounds {
+            async let a = send(first, paddleUpdate("evt_a\(round)", at: "2024-12-0\(2 + round)T10:00:00Z", price: "scale\(round)", amount: "\(2000 + 100 * round)"))
+            async let b = send(second, paddleUpdate("evt_b\(round)", at: "2024-12-0\(2 + round)T11:00:00Z", price: "max\(round)", amount: "\(3000 + 100 * round)"))
+            let answers = await [a, b]
+            #expect(answers.allSatisfy { $0.status == .ok }, "\(answers)")
+        }
+    }
+
     /// Two updates of one subscription at once: they are routed one after the other, so the second compares
     /// against the first (or is out of order), and one upgrade is never counted twice from the same state.
     @Test(arguments: Backend.configured) func concurrentUpdatesOfOneSubscriptionAreSerialised(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
         try await store.whileRunning {
             let ingest = try ingest(store)
-            let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
-            _ = await send(ingest, customer)
-            _ = await send(ingest, paddleUpdate("evt_0", at: "2024-12-01T10:00:00Z", price: "team", amount: "1000"))
-            for round in 0..<5 {
-                async let a = send(ingest, paddleUpdate("evt_a\(round)", at: "2024-12-0\(2 + round)T10:00:00Z", price: "scale\(round)", amount: "\(2000 + 100 * round)"))
-                async let b = send(ingest, paddleUpdate("evt_b\(round)", at: "2024-12-0\(2 + round)T11:00:00Z", price: "max\(round)", amount: "\(3000 + 100 * round)"))
-                let answers = await [a, b]
-                #expect(answers.allSatisfy { $0.status == .ok })
-            }
+            await race(ingest, ingest, rounds: 5)
             let due = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 1000, lease: 60)
             var previous: [JSONValue] = []
             for message in due where message.route == "subscription-upgraded" || message.route == "subscription-downgraded" {
@@ -197,16 +203,7 @@ struct StateMemoryTests {
         try await whileRunning([a, b]) {
             try await a.ready()
             try await b.ready()
-            let ingestA = try ingest(a), ingestB = try ingest(b)
-            let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
-            _ = await send(ingestA, customer)
-            _ = await send(ingestA, paddleUpdate("evt_0", at: "2024-12-01T10:00:00Z", price: "team", amount: "1000"))
-            for round in 0..<6 {
-                async let x = send(ingestA, paddleUpdate("evt_a\(round)", at: "2024-12-0\(2 + round)T10:00:00Z", price: "scale\(round)", amount: "\(2000 + 100 * round)"))
-                async let y = send(ingestB, paddleUpdate("evt_b\(round)", at: "2024-12-0\(2 + round)T11:00:00Z", price: "max\(round)", amount: "\(3000 + 100 * round)"))
-                let answers = await [x, y]
-                #expect(answers.allSatisfy { $0.status == .ok }, "\(answers)")
-            }
+            await race(try ingest(a), try ingest(b), rounds: 6)
             let due = try await a.claimDue(now: Date().addingTimeInterval(1), limit: 1000, lease: 60)
             var previous: [String] = []
             for message in due where message.route == "subscription-upgraded" || message.route == "subscription-downgraded" {
