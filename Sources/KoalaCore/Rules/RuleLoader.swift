@@ -572,6 +572,20 @@ struct FileParser {
                     return nil
                 }
             }
+            if scalar.tag.rawValue != "!literal", let root = ExpressionParser.pathShapedRoot(text) {
+                let roots = Path.Root.allCases.map(\.rawValue)
+                let guess = Suggest.closest(to: root, in: roots).map { "did you mean '\($0)'? " } ?? ""
+                errors.append(at.offset(by: contentOffset).error(
+                    "in \(what): '\(text)' looks like a path, but '\(root)' is not a path root",
+                    hint: "\(guess)a path starts with \(roots.joined(separator: ", ")); to send this text as-is, write !literal \"\(text)\""))
+                return nil
+            }
+            if scalar.tag.rawValue != "!literal", let (word, function) = ExpressionParser.misspeltFunction(text) {
+                errors.append(at.offset(by: contentOffset).error(
+                    "in \(what): '\(word)(' looks like a call, but '\(word)' is not a function",
+                    hint: "did you mean '\(function)'? to send this text as-is, write !literal \"\(text)\""))
+                return nil
+            }
             return .literal(.string(text))
         case .sequence(let items):
             var values: [Expression] = []

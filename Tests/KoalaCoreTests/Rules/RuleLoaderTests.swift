@@ -251,6 +251,36 @@ struct RuleLoaderTests {
         #expect(errors(text) == ["routes/test.yaml:7:38: in person.email: expected '==' or '!=' in the selection; select an element with [field == value], e.g. email_addresses[id == body.data.primary_email_address_id]"])
     }
 
+    /// Issue 16's first silent mistake: a mistyped path root used to be sent to Koala as the text itself.
+    @Test func textShapedLikeAPathWithAnUnknownRootIsAnError() throws {
+        func file(_ value: String, person: String = "body.data.object.customer_email") -> String {
+            Self.minimal
+                .replacingOccurrences(of: "person: { email: body.data.object.customer_email }", with: "person: { email: \(person) }")
+                .replacingOccurrences(of: "track: { event: Invoice Paid }", with: "track: { event: Invoice Paid, properties: { mode: \(value) } }")
+        }
+        #expect(errors(file("bdy.data.object.mode")) == [
+            "routes/test.yaml:7:55: in track.properties.mode: 'bdy.data.object.mode' looks like a path, but 'bdy' is not a path root; did you mean 'body'? a path starts with body, headers, person, webhook; to send this text as-is, write !literal \"bdy.data.object.mode\"",
+        ])
+        #expect(errors(file("x", person: "bdy.data.object.email")) == [
+            "routes/test.yaml:6:22: in person.email: 'bdy.data.object.email' looks like a path, but 'bdy' is not a path root; did you mean 'body'? a path starts with body, headers, person, webhook; to send this text as-is, write !literal \"bdy.data.object.email\"",
+        ])
+        #expect(errors(file("\"items[0].price\"")).first?.contains("'items' is not a path root; a path starts with") == true)
+        #expect(errors(file("'data.object'")).first?.contains("routes/test.yaml:7:56: in track.properties.mode: 'data.object' looks like a path") == true)
+        #expect(errors(file("\"coalese(body.a, body.b)\"")) == [
+            "routes/test.yaml:7:56: in track.properties.mode: 'coalese(' looks like a call, but 'coalese' is not a function; did you mean 'coalesce'? to send this text as-is, write !literal \"coalese(body.a, body.b)\"",
+        ])
+        // Text that merely contains dots stays literal; a dotted name meant as text is written !literal.
+        for literal in ["v1.2", "2.0.1", "Plan A.1", "'Pro (annual)'", "Dr. Who", "!literal acme.io", "!literal \"bdy.data\""] {
+            #expect(errors(file(literal)) == [], "\(literal)")
+        }
+        let table = try load(file("!literal acme.io"))
+        let route = try #require(table.sources["shop"]?.routes.first)
+        let body: JSONValue = ["data": ["object": ["customer_email": "ada@acme.io"]]]
+        let sent = try #require(route.track?.properties.first)
+        #expect(sent.0 == "mode")
+        #expect(sent.1.evaluate(in: EvaluationContext(body: body, headers: [:], webhook: [:])) == "acme.io")
+    }
+
     @Test func everyErrorIsReportedNotJustTheFirst() {
         let text = Self.minimal
             .replacingOccurrences(of: "scheme: stripe", with: "scheme: nope")
