@@ -226,34 +226,34 @@ public struct WebhookRouter: Sendable {
         var personDropped: [KoalaMessage.DroppedField] = []
         if let person = route.person {
             var problems: [KoalaMessage.DroppedField] = []
-            if let expression = person.email, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
-                if let text = raw.textValue, let email = Identity.normalizeEmail(text) {
-                    personIdentity.email = email
-                } else {
-                    problems.append(.init(field: "person.email", reason: "is not a valid email address"))
+            var empty: [String] = []
+            /// Reads one identity field: its normal form, or a reason naming the expression and what it read.
+            func read(_ field: String, _ expression: Expression?, normalize: (JSONValue) -> String?, why: (JSONValue) -> String) -> String? {
+                guard let expression else { return nil }
+                let raw = expression.evaluate(in: context)
+                guard let raw, !Filters.isEmpty(raw) else {
+                    empty.append(IdentityDiagnosis.empty(field, expression, raw))
+                    return nil
                 }
+                if let value = normalize(raw) { return value }
+                problems.append(.init(field: field, reason: IdentityDiagnosis.reason(expression, raw, why(raw))))
+                return nil
             }
-            if let expression = person.profileID, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
-                if let text = raw.textValue, let id = Identity.normalizeProfileID(text) {
-                    personIdentity.profileID = id
-                } else {
-                    problems.append(.init(field: "person.profile_id", reason: "is not a UUID"))
-                }
-            }
-            if let expression = person.userID, let raw = expression.evaluate(in: context), !Filters.isEmpty(raw) {
-                if let text = raw.textValue, Identity.isUsableKey(text) {
-                    personIdentity.userID = text
-                } else {
-                    problems.append(.init(field: "person.user_id",
-                                          reason: "is not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes"))
-                }
-            }
+            // A number or boolean is never an identity, even though it has a text form.
+            func text(_ raw: JSONValue) -> String? { if case .string(let s) = raw { s } else { nil } }
+            personIdentity.email = read("person.email", person.email, normalize: { text($0).flatMap(Identity.normalizeEmail) },
+                                        why: IdentityDiagnosis.emailProblem)
+            personIdentity.profileID = read("person.profile_id", person.profileID, normalize: { text($0).flatMap(Identity.normalizeProfileID) },
+                                            why: { _ in "not a UUID (Koala profile ids are the ko_id cookie's UUID)" })
+            personIdentity.userID = read("person.user_id", person.userID,
+                                         normalize: { raw in raw.textValue.flatMap { Identity.isUsableKey($0) ? $0 : nil } },
+                                         why: { _ in "not usable: it holds a control character or is over \(SourceDefinition.maxIdentifierBytes) bytes" })
             if personIdentity.email == nil && personIdentity.profileID == nil {
                 if problems.isEmpty, let missed = missedRecall([person.email, person.profileID], context) {
                     personWaits = missed
                 } else {
                     personProblem = problems.first.map { "\($0.field) \($0.reason)" }
-                        ?? "identity missing: person has no email or profile_id in this webhook"
+                        ?? IdentityDiagnosis.missingPrefix + empty.joined(separator: " and ") + " in this webhook"
                 }
             } else {
                 // The person is known by the usable field: sent by it, the unusable one is left out and said.
@@ -297,8 +297,8 @@ public struct WebhookRouter: Sendable {
         }
         if let account = route.account {
             var identity = KoalaIdentity()
-            if let raw = account.domain?.evaluate(in: context)?.textValue {
-                identity.domain = Identity.companyDomain(from: raw)
+            if let raw = account.domain?.evaluate(in: context), case .string(let text) = raw {
+                identity.domain = Identity.companyDomain(from: text)
             }
             var accountDropped: KoalaMessage.DroppedField?
             if let raw = account.accountID?.evaluate(in: context)?.textValue, !raw.isEmpty {
@@ -318,7 +318,7 @@ public struct WebhookRouter: Sendable {
             if identity.domain == nil && identity.accountID == nil {
                 waits = personWaits ?? missedRecall([account.domain, account.accountID], context)
                 if waits == nil {
-                    problem = accountDropped.map { "\($0.field) \($0.reason)" } ?? "identity missing: account has no company domain or account_id in this webhook (free-mail domains are skipped)"
+                    problem = accountDropped.map { "\($0.field) \($0.reason)" } ?? Self.missingAccount(account, context: context, personProblem: personProblem)
                 }
             }
             var accountMessage = message(.account, endpoint: .account, kind: .identify, identity: identity,
@@ -346,6 +346,19 @@ public struct WebhookRouter: Sendable {
             }
         }
         return (out, remembered)
+    }
+
+    /// Why an account message has no identity: what its domain read (and, when that is the person's email,
+    /// why the person has none), and that no `account_id` was read.
+    static func missingAccount(_ account: AccountOutput, context: EvaluationContext, personProblem: String?) -> String {
+        var parts: [String] = []
+        if let domain = account.domain {
+            parts.append(IdentityDiagnosis.accountDomain(domain, in: context, personProblem: personProblem))
+        }
+        if let accountID = account.accountID {
+            parts.append(IdentityDiagnosis.empty("account.account_id", accountID, accountID.evaluate(in: context)))
+        }
+        return IdentityDiagnosis.missingPrefix + (parts.isEmpty ? "the account has no domain or account_id" : parts.joined(separator: "; "))
     }
 
     /// Properties or traits: a value that is missing, `null`, blank or out of range is left out (so it never

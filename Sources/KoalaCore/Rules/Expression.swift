@@ -49,6 +49,27 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Every path this expression reads, in filters' arguments and templates too.
+    var paths: [Path] {
+        switch self {
+        case .literal: []
+        case .path(let path): [path]
+        case .template(let parts):
+            parts.flatMap { part -> [Path] in
+                if case .expression(let e) = part { return e.paths }
+                return []
+            }
+        case .call(_, let args): args.flatMap(\.paths)
+        case .access(let base, _): base.paths
+        case .piped(let base, let filters): base.paths + filters.flatMap { $0.arguments.flatMap(\.paths) }
+        }
+    }
+
+    /// Whether this expression reads a path under `root` (e.g. `person.email`).
+    func reads(root: Path.Root) -> Bool {
+        paths.contains { $0.root == root }
+    }
+
     /// The `recall(namespace, key)` calls inside this expression.
     public var recalls: [(namespace: String, key: Expression)] {
         switch self {

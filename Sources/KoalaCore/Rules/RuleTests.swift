@@ -102,7 +102,7 @@ struct TestFile {
             }
             root = node
         } catch let error as YamlError {
-            var parser = FileParser(path: path, text: text, environment: [:])
+            let parser = FileParser(path: path, text: text, environment: [:])
             errors.append(parser.yamlError(error))
             return
         } catch {
@@ -243,6 +243,10 @@ struct TestFile {
             guard let node = e[key] else { return }
             let wanted = Self.json(node)
             diffs += Self.diff(wanted, actual ?? .null, path: key).map { "\(label): \($0)" }
+        }
+        // A message that would not be sent says why first, so an identity diff never ends at "got nothing".
+        if let problem = m.problem, e["problem"] == nil {
+            diffs.append("\(label): not sent: \(problem)")
         }
         check("route", .string(m.route))
         check("output", .string(m.output.rawValue))

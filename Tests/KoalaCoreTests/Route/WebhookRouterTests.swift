@@ -49,13 +49,71 @@ struct WebhookRouterTests {
         let body = stripeEvent(id: "evt_3", type: "invoice.paid", object: ["id": "in_3", "customer_email": nil, "amount_paid": 100])
         let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "invoice.paid", id: "evt_3"))
         #expect(messages.count == 1)
-        #expect(messages[0].problem?.hasPrefix("identity missing") == true)
+        #expect(messages[0].problem == "identity missing: person.email ← body.data.object.customer_email is null in this webhook")
     }
 
     @Test func invalidEmailIsAProblem() throws {
         let body = stripeEvent(id: "evt_4", type: "invoice.paid", object: ["id": "in_4", "customer_email": "not an email", "amount_paid": 100])
         let messages = WebhookRouter(source: try stripeSource()).route(try webhook(body, type: "invoice.paid", id: "evt_4"))
-        #expect(messages[0].problem == "person.email is not a valid email address")
+        #expect(messages[0].problem == "person.email ← body.data.object.customer_email: \"not an email\" (text), not an email address (no '@')")
+    }
+
+    /// Issue 16, part 3: an identity problem names the rule field, the path it read, the value's type and an
+    /// excerpt; an account without a domain says why (no email, free mail, invalid email, not a domain).
+    @Test func identityReasonsPointAtTheCause() throws {
+        let rules = """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: paid
+                when: { type: checkout.session.completed }
+                person: { email: body.data.object.amount_total }
+                track: { event: Checkout Completed }
+                account: { domain: person.email | email_domain }
+              - name: org
+                when: { type: org.updated }
+                account: { domain: body.data.domain, account_id: body.data.account }
+              - name: who
+                when: { type: customer.created }
+                person: { email: body.data.object.email, profile_id: body.data.object.metadata.ko_id }
+                track: { event: Signed Up }
+                account: { domain: person.email | email_domain }
+            """
+        let source = try #require(try RuleLoader(environment: ["S": "x"]).load(files: [("routes/shop.yaml", rules)]).sources["shop"])
+        func problems(_ type: String, _ object: JSONValue) throws -> [String?] {
+            let body: JSONValue = ["id": "evt_r", "type": .string(type), "created": 1_732_871_520, "data": ["object": object]]
+            return WebhookRouter(source: source).route(try webhook(Array(body.encoded().utf8), type: type, id: "evt_r")).map(\.problem)
+        }
+        #expect(try problems("checkout.session.completed", ["amount_total": 129_900]) == [
+            "person.email ← body.data.object.amount_total: 129900 (a number), not an email address",
+            "identity missing: account.domain ← person.email | email_domain is empty, because person.email ← body.data.object.amount_total: 129900 (a number), not an email address",
+        ])
+        #expect(try problems("customer.created", ["email": "ada@gmail.com"]) == [
+            nil,
+            "identity missing: account.domain ← person.email | email_domain is empty: person.email is \"ada@gmail.com\" (text), at a free-mail domain (gmail.com); Koala accounts are companies",
+        ])
+        #expect(try problems("customer.created", ["metadata": ["ko_id": "nope"]]) == [
+            "person.profile_id ← body.data.object.metadata.ko_id: \"nope\" (text), not a UUID (Koala profile ids are the ko_id cookie's UUID)",
+            "identity missing: account.domain ← person.email | email_domain is empty, because person.profile_id ← body.data.object.metadata.ko_id: \"nope\" (text), not a UUID (Koala profile ids are the ko_id cookie's UUID)",
+        ].map { Optional($0) })
+        #expect(try problems("customer.created", [:]) == [
+            "identity missing: person.email ← body.data.object.email is missing and person.profile_id ← body.data.object.metadata.ko_id is missing in this webhook",
+            "identity missing: account.domain ← person.email | email_domain is empty, because person.email ← body.data.object.email is missing and person.profile_id ← body.data.object.metadata.ko_id is missing in this webhook",
+        ].map { Optional($0) })
+        #expect(try problems("customer.created", ["email": "ada@acme..io"]) == [
+            "person.email ← body.data.object.email: \"ada@acme..io\" (text), not an email address ('acme..io' is not a domain)",
+            "identity missing: account.domain ← person.email | email_domain is empty, because person.email ← body.data.object.email: \"ada@acme..io\" (text), not an email address ('acme..io' is not a domain)",
+        ].map { Optional($0) })
+        #expect(try problems("customer.created", ["email": "ada\u{202E}@acme.io"]).first == "person.email ← body.data.object.email: \"ada\\u{202E}@acme.io\" (text), not an email address (it holds a control or invisible formatting character)")
+        let org: JSONValue = ["domain": "Acme Inc", "account": nil]
+        let body: JSONValue = ["id": "evt_o", "type": "org.updated", "data": org]
+        #expect(WebhookRouter(source: source).route(try webhook(Array(body.encoded().utf8), type: "org.updated", id: "evt_o")).map(\.problem) == [
+            "identity missing: account.domain ← body.data.domain: \"Acme Inc\" (text), not a domain; account.account_id ← body.data.account is null",
+        ])
+        let freeMail: JSONValue = ["id": "evt_o", "type": "org.updated", "data": ["domain": "gmail.com", "account": ["id": 1]]]
+        #expect(WebhookRouter(source: source).route(try webhook(Array(freeMail.encoded().utf8), type: "org.updated", id: "evt_o")).map(\.problem) == [
+            "identity missing: account.domain ← body.data.domain: \"gmail.com\" (text) is a free-mail domain (gmail.com); Koala accounts are companies; account.account_id ← body.data.account is an object with keys id",
+        ])
     }
 
     @Test func unmatchedTypeProducesNothingAndExplainsWhy() throws {

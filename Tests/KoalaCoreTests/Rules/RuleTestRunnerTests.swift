@@ -49,6 +49,24 @@ struct RuleTestRunnerTests {
         ])
     }
 
+    /// Issue 16, part 3: an identity that could not be read is named in the diff, not just "got nothing".
+    @Test func aMessageThatWouldNotBeSentSaysWhyInTheDiff() throws {
+        let report = try run("""
+            source: stripe
+            tests:
+              - name: email is a number
+                body: { id: e1, type: invoice.paid, created: 0, data: { object: { customer_email: 129900, amount_paid: 4950, currency: usd } } }
+                expect:
+                  - route: payment-succeeded
+                    output: track
+                    email: a@acme.io
+            """)
+        #expect(report.outcomes.first?.failures == [
+            "message 1 (payment-succeeded/track): not sent: person.email ← body.data.object.customer_email: 129900 (a number), not an email address",
+            #"message 1 (payment-succeeded/track): email: expected "a@acme.io", got nothing"#,
+        ])
+    }
+
     @Test func noOutputExpectedButSomeProduced() throws {
         let report = try run("""
             source: stripe

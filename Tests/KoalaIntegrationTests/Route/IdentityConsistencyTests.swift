@@ -38,7 +38,8 @@ struct IdentityConsistencyTests {
         let track = try #require(messages.first { $0.output == .track })
         #expect(track.problem == nil)
         #expect(track.identity == KoalaIdentity(email: "ada@acme-corp.io"))
-        #expect(track.droppedFields == [.init(field: "person.profile_id", reason: "is not a UUID")])
+        #expect(track.droppedFields == [.init(field: "person.profile_id",
+                                              reason: "← body.data.object.metadata.ko_id: \"not-a-uuid\" (text), not a UUID (Koala profile ids are the ko_id cookie's UUID)")])
     }
 
     @Test func anInvalidEmailBesideAValidProfileIDIsLeftOutAndSaid() throws {
@@ -46,13 +47,13 @@ struct IdentityConsistencyTests {
         let track = try #require(messages.first { $0.output == .track })
         #expect(track.problem == nil)
         #expect(track.identity == KoalaIdentity(profileID: "6f1c2e0a-9b7d-4c1e-8a55-0d3b7e9f1a22"))
-        #expect(track.droppedFields == [.init(field: "person.email", reason: "is not a valid email address")])
+        #expect(track.droppedFields == [.init(field: "person.email", reason: "← body.data.object.email: \"not an email\" (text), not an email address (no '@')")])
     }
 
     @Test func withNoUsableFieldTheMessageIsADeadLetter() throws {
         let messages = try routed(#"{"email":"not an email","metadata":{"ko_id":"nope"}}"#)
         let track = try #require(messages.first { $0.output == .track })
-        #expect(track.problem == "person.email is not a valid email address")
+        #expect(track.problem == "person.email ← body.data.object.email: \"not an email\" (text), not an email address (no '@')")
         #expect(track.droppedFields.isEmpty)
     }
 
