@@ -17,14 +17,20 @@ struct TestRules: AsyncParsableCommand {
     @OptionGroup var routesOption: RoutesOption
     @Option(name: .long, help: "Folder of test files (default: <rules>/tests).")
     var tests: String?
+    @Flag(name: .long, help: "Rewrite the 'expect:' block of every failing test from what the rules produce now (review the diff).")
+    var update = false
     @OptionGroup var settings: SettingsOption
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes])
         let directory = config.routesDirectory
         let table = try config.loadRules()
-        let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"))
+        let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"), update: update)
         for error in report.errors { print("error: \(error)") }
+        for (file, names) in report.updated {
+            print("updated \(file): \(names.count) test(s): \(names.joined(separator: "; "))")
+        }
+        if update, report.updated.isEmpty, report.errors.isEmpty { print("nothing to update: every test passes") }
         for outcome in report.outcomes {
             if outcome.passed {
                 print("PASS \(outcome.file):\(outcome.line) \(outcome.name)")
@@ -41,6 +47,47 @@ struct TestRules: AsyncParsableCommand {
         let broken = report.errors.isEmpty ? "" : ", \(report.errors.count) error(s) in test files (above): those tests did not run"
         print("\(report.outcomes.count - failed) passed, \(failed) failed\(broken)")
         if !report.passed { throw ExitCode(1) }
+    }
+}
+
+struct NewTest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new-test",
+        abstract: "Add a rule test for a sample webhook, its 'expect:' written from what the rules produce now.",
+        discussion: """
+            The test is appended to <rules>/tests/<source>.yaml (created when missing). Review what it expects:
+            it is what the rules do today, right or wrong.
+
+            Example:
+              koala-router new-test stripe routes/samples/stripe/invoice.paid.json
+            """)
+
+    @Argument(help: "The source, as named by a rule file.")
+    var source: String
+    @Argument(help: "The sample webhook body (a JSON file).")
+    var sample: String
+    @OptionGroup var routesOption: RoutesOption
+    @Option(name: .long, help: "Folder of test files (default: <rules>/tests).")
+    var tests: String?
+    @Option(name: .long, help: "The test's name (default: the event type and the sample's file name).")
+    var name: String?
+    @OptionGroup var settings: SettingsOption
+
+    func run() async throws {
+        let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes])
+        let table = try config.loadRules()
+        let folder = tests ?? (config.routesDirectory as NSString).appendingPathComponent("tests")
+        do {
+            let made = try RuleTestRunner(table: table).scaffold(source: source, sample: sample, testsDirectory: folder, name: name)
+            print("added \(made.file):\(made.line) \(made.name): expects \(made.messages) message(s)")
+            if !made.unmatched.isEmpty {
+                print("note: no route produces a message for this sample; if one should, fix the rules and run 'koala-router test --update':")
+                for line in made.unmatched { print("  " + line) }
+            }
+        } catch {
+            print("error: \(error)")
+            throw ExitCode(1)
+        }
     }
 }
 

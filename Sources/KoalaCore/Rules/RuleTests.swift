@@ -34,12 +34,16 @@ public struct RuleTestRunner: Sendable {
         public var errors: [RuleError] = []
         /// `source/route` pairs no test produced a message for.
         public var untested: [String] = []
+        /// With `update`: each file rewritten, with the names of the tests whose `expect:` was refreshed.
+        public var updated: [(file: String, tests: [String])] = []
         /// True when no file had an error and every test passed.
         public var passed: Bool { errors.isEmpty && outcomes.allSatisfy(\.passed) }
     }
 
-    /// Runs every `*.yaml` in `directory` (default: `<routes>/tests`).
-    public func run(directory: String) -> Report {
+    /// Runs every `*.yaml` in `directory` (default: `<routes>/tests`). With `update`, the `expect:` block of
+    /// every failing test is first rewritten from the current output (files with errors are left alone), and
+    /// the report is that of the rewritten files.
+    public func run(directory: String, update: Bool = false) -> Report {
         var report = Report()
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
@@ -55,7 +59,20 @@ public struct RuleTestRunner: Sendable {
                 continue
             }
             var file = TestFile(path: path, text: text, table: table)
+            file.update = update
             file.run()
+            if update, file.errors.isEmpty, !file.edits.isEmpty {
+                let rewritten = ExpectEdit.apply(file.edits, to: text)
+                do {
+                    try rewritten.write(toFile: path, atomically: true, encoding: .utf8)
+                    report.updated.append((path, file.updatedTests))
+                    file = TestFile(path: path, text: rewritten, table: table)
+                    file.run()
+                } catch {
+                    report.errors.append(RuleError(file: path, line: 0, column: 0, message: "cannot write the file: \(error)",
+                                                   hint: "check the folder's permissions"))
+                }
+            }
             report.outcomes += file.outcomes
             report.errors += file.errors
             covered.formUnion(file.covered)
@@ -78,6 +95,12 @@ struct TestFile {
     var outcomes: [RuleTestRunner.Outcome] = []
     var errors: [RuleError] = []
     var covered = Set<String>()
+    /// `test --update`: collect an edit refreshing each failing test's `expect:` block.
+    var update = false
+    /// With `update`, only the test starting at this line (`new-test`).
+    var onlyLine: Int?
+    var edits: [ExpectEdit] = []
+    var updatedTests: [String] = []
 
     init(path: String, text: String, table: RuleTable) {
         self.path = path
@@ -121,8 +144,9 @@ struct TestFile {
             fail(root, "missing 'tests' list", "add 'tests:' with one '- name: …' entry per sample webhook")
             return
         }
-        for test in tests {
-            runTest(test, source: source)
+        for (index, test) in tests.enumerated() {
+            let next = index + 1 < tests.count ? tests[index + 1].mark?.line : nil
+            runTest(test, source: source, nextTestLine: next)
         }
     }
 
@@ -130,7 +154,7 @@ struct TestFile {
     static let expectKeys = ["route", "output", "email", "profile_id", "domain", "account_id", "event", "properties", "traits",
                              "sent_at", "message_id", "problem", "waiting_for"]
 
-    mutating func runTest(_ node: Node, source: SourceDefinition) {
+    mutating func runTest(_ node: Node, source: SourceDefinition, nextTestLine: Int? = nil) {
         guard case .mapping(let map) = node else {
             fail(node, "a test must be a mapping", "write '- name: …' with webhook and expect")
             return
@@ -233,7 +257,28 @@ struct TestFile {
             guard index < actual.count else { continue }
             failures += compare(e, actual[index], index: index + 1)
         }
+        if update, !failures.isEmpty, onlyLine == nil || onlyLine == at(node).line,
+           let span = expectSpan(map, nextTestLine: nextTestLine) {
+            edits.append(ExpectEdit(first: span.first, last: span.last,
+                                    lines: ExpectWriter(source: text.components(separatedBy: "\n")).block(actual, indent: span.indent, previous: expected)))
+            updatedTests.append(name)
+        }
         outcomes.append(.init(file: path, line: at(node).line, name: name, failures: failures))
+    }
+
+    /// The lines of a test's `expect:` block: from its key to the line before the test's next key or the
+    /// next test, without the blank and comment lines that end it (they belong to what follows).
+    func expectSpan(_ map: Node.Mapping, nextTestLine: Int?) -> (first: Int, last: Int, indent: Int)? {
+        guard let key = map.first(where: { $0.key.string == "expect" })?.key, let mark = key.mark else { return nil }
+        let lines = text.components(separatedBy: "\n")
+        let laterKeys = map.compactMap { $0.key.mark?.line }.filter { $0 > mark.line }
+        var last = (laterKeys.min() ?? nextTestLine ?? lines.count + 1) - 1
+        while last > mark.line, last <= lines.count {
+            let line = lines[last - 1].trimmingCharacters(in: .whitespaces)
+            guard line.isEmpty || line.hasPrefix("#") else { break }
+            last -= 1
+        }
+        return (mark.line, min(last, lines.count), mark.column - 1)
     }
 
     func compare(_ e: Node.Mapping, _ m: KoalaMessage, index: Int) -> [String] {

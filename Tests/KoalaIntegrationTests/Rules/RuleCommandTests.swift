@@ -38,4 +38,132 @@ struct RuleCommandTests {
         #expect(result.output.contains("unknown key 'webhok' in a test; did you mean 'webhook'?"), "\(result.output)")
         #expect(result.output.contains("0 passed, 0 failed, 2 error(s) in test files (above): those tests did not run"), "\(result.output)")
     }
+
+    /// A copy of the shipped rules, samples and tests.
+    func shippedCopy() throws -> String {
+        let dir = temporaryDirectory() + "/routes"
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/routes", toPath: dir)
+        return dir
+    }
+
+    func testFiles(_ dir: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir + "/tests") where name.hasSuffix(".yaml") {
+            out[name] = try String(contentsOfFile: dir + "/tests/" + name, encoding: .utf8)
+        }
+        return out
+    }
+
+    static let noSecrets: [String: String] = [:]
+
+    /// Issue 16, part 4: `test --update` on every shipped test file. Emptied, every `expect:` is written back
+    /// from the output and passes; refreshed after one wrong value, each file is byte-identical to the shipped
+    /// one (the diff to review is only what changed); a passing suite is left alone.
+    @Test func testUpdateRewritesExpectationsOnEveryShippedFile() throws {
+        let dir = try shippedCopy()
+        let shipped = try testFiles(dir)
+        let baseline = try run(["test", dir])
+        #expect(baseline.status == 0, "\(baseline.output)")
+        let passing = baseline.output.split(separator: "\n").filter { $0.hasPrefix("PASS ") }.count
+        #expect(passing > 100)
+
+        // Nothing to do on the shipped files: nothing changes.
+        let idle = try run(["test", dir, "--update"])
+        #expect(idle.status == 0 && idle.output.contains("nothing to update: every test passes"), "\(idle.output)")
+        #expect(try testFiles(dir) == shipped)
+
+        // One wrong value per file: refreshed, each file is the shipped one again.
+        for (name, text) in shipped {
+            let wrong = text.replacingOccurrences(of: "billing_provider: ", with: "billing_provider: x", options: [], range: text.range(of: "billing_provider: "))
+            #expect(wrong != text || !text.contains("billing_provider"), "\(name)")
+            try wrong.write(toFile: dir + "/tests/" + name, atomically: true, encoding: .utf8)
+        }
+        let refreshed = try run(["test", dir, "--update"])
+        #expect(refreshed.status == 0, "\(refreshed.output)")
+        #expect(refreshed.output.contains("updated \(dir)/tests/stripe.yaml: 1 test(s): a paid invoice is a Payment Succeeded event on the payer"), "\(refreshed.output)")
+        #expect(try testFiles(dir) == shipped)
+
+        // Every expectation emptied: written back from the output, every test passes again.
+        for (name, text) in shipped {
+            var lines: [String] = []
+            var dropping: Int?
+            for line in text.components(separatedBy: "\n") {
+                let indent = line.prefix { $0 == " " }.count
+                if let d = dropping, !line.trimmingCharacters(in: .whitespaces).isEmpty, indent > d { continue }
+                dropping = nil
+                if line.trimmingCharacters(in: .whitespaces).hasPrefix("expect:") {
+                    lines.append(String(repeating: " ", count: indent) + "expect: []")
+                    dropping = indent
+                } else {
+                    lines.append(line)
+                }
+            }
+            try lines.joined(separator: "\n").write(toFile: dir + "/tests/" + name, atomically: true, encoding: .utf8)
+        }
+        let emptied = try run(["test", dir])
+        #expect(emptied.status == 1)
+        let rewritten = try run(["test", dir, "--update"])
+        #expect(rewritten.status == 0, "\(rewritten.output)")
+        #expect(rewritten.output.contains("\(passing) passed, 0 failed"), "\(rewritten.output)")
+        let again = try run(["test", dir])
+        #expect(again.status == 0 && again.output.contains("\(passing) passed, 0 failed"), "\(again.output)")
+    }
+
+    /// `--update` leaves a test file with errors alone: its mistakes come first.
+    @Test func testUpdateLeavesABrokenFileAlone() throws {
+        let dir = try shippedCopy()
+        let path = dir + "/tests/stripe.yaml"
+        let broken = try String(contentsOfFile: path, encoding: .utf8)
+            .replacingOccurrences(of: "    webhook: ../samples/stripe/invoice.paid.json", with: "    webhok: ../samples/stripe/invoice.paid.json")
+            .replacingOccurrences(of: "amount: 49\n", with: "amount: 48\n")
+        try broken.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try run(["test", dir, "--update"])
+        #expect(result.status == 1)
+        #expect(result.output.contains("unknown key 'webhok' in a test; did you mean 'webhook'?"), "\(result.output)")
+        #expect(!result.output.contains("updated \(path)"))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == broken)
+    }
+
+    /// `new-test SOURCE SAMPLE` adds a test whose expectation is the current output, with the sample's path
+    /// relative to the tests folder, creating the file when the source has none.
+    @Test func newTestScaffoldsAPassingTest() throws {
+        let dir = try shippedCopy()
+        try FileManager.default.removeItem(atPath: dir + "/tests/stripe.yaml")
+        let first = try run(["new-test", "stripe", dir + "/samples/stripe/invoice.paid.json", "--routes", dir])
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.output == "added \(dir)/tests/stripe.yaml:4 invoice.paid (invoice.paid.json): expects 1 message(s)\n")
+        let second = try run(["new-test", "stripe", dir + "/samples/stripe/checkout.session.completed.json", "--routes", dir, "--name", "a checkout"])
+        #expect(second.status == 0, "\(second.output)")
+        let text = try String(contentsOfFile: dir + "/tests/stripe.yaml", encoding: .utf8)
+        #expect(text.hasPrefix("""
+            # Rule tests for the 'stripe' source: run with `koala-router test`.
+            source: stripe
+            tests:
+              - name: invoice.paid (invoice.paid.json)
+                webhook: ../samples/stripe/invoice.paid.json
+                expect:
+                  - route: payment-succeeded
+                    output: track
+                    email: ada.lovelace@analytical-engines.io
+                    event: Payment Succeeded
+            """))
+        #expect(text.contains("    sent_at: 2024-11-29T09:12:00.000Z\n"))
+        #expect(text.contains("  - name: a checkout\n    webhook: ../samples/stripe/checkout.session.completed.json\n"))
+        #expect(text.contains("        traits:\n          email: ada.lovelace@analytical-engines.io\n          is_customer: true\n          name: Ada Lovelace\n"))
+        let tests = try run(["test", dir])
+        #expect(tests.output.contains("PASS \(dir)/tests/stripe.yaml:4 invoice.paid (invoice.paid.json)"), "\(tests.output)")
+        #expect(tests.output.contains("PASS \(dir)/tests/stripe.yaml:"), "\(tests.output)")
+        #expect(tests.status == 0, "\(tests.output)")
+
+        // A sample no route takes: an empty expectation, and each route's reason.
+        try #"{"id":"evt_x","object":"event","type":"charge.dispute.created","created":1732871520,"data":{"object":{}}}"#
+            .write(toFile: dir + "/dispute.json", atomically: true, encoding: .utf8)
+        let none = try run(["new-test", "stripe", dir + "/dispute.json", "--routes", dir])
+        #expect(none.status == 0)
+        #expect(none.output.contains("expects 0 message(s)"))
+        #expect(none.output.contains("  payment-succeeded: type 'charge.dispute.created' is not invoice.paid"), "\(none.output)")
+        #expect(try String(contentsOfFile: dir + "/tests/stripe.yaml", encoding: .utf8).hasSuffix("    webhook: ../dispute.json\n    expect: []\n"))
+        let unknown = try run(["new-test", "strpe", dir + "/dispute.json", "--routes", dir])
+        #expect(unknown.status == 1 && unknown.output.contains("no rule file declares source 'strpe'"), "\(unknown.output)")
+    }
 }
