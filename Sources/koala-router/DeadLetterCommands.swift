@@ -57,7 +57,9 @@ struct DeadLetters: AsyncParsableCommand {
 
         func run() async throws {
             let filter = try options.filter()
-            let letters = try await options.withStore { try await $0.deadLetters(matching: filter, limit: limit) }
+            let (letters, counts) = try await options.withStore { store in
+                (try await store.deadLetters(matching: filter, limit: limit), try await store.counts())
+            }
             for letter in letters {
                 if json {
                     print(letter.json.encoded())
@@ -67,7 +69,12 @@ struct DeadLetters: AsyncParsableCommand {
                     print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(destination)\(letter.source)/\(letter.route)/\(letter.output)  \(who.isEmpty ? "-" : who)  \(letter.reason)")
                 }
             }
-            if !json { print("\(letters.count) dead letter(s)") }
+            if !json {
+                print("\(letters.count) dead letter(s)")
+                if counts.dryRun > 0 {
+                    print("\(counts.dryRun) message(s) were handled in dry run (no KOALA_PUBLIC_API_KEY): logged, never sent, not dead letters; 'koala-router replay SOURCE --since …' queues them once a key is set")
+                }
+            }
         }
     }
 
@@ -159,6 +166,9 @@ struct ReplayCommand: AsyncParsableCommand {
         }
         let counts = report.count
         print("\(report.webhooks) webhook(s): \(counts[.new] ?? 0) new, \(counts[.changed] ?? 0) changed, \(counts[.removed] ?? 0) removed, \(report.unchanged) unchanged message(s)")
+        if report.neverSent > 0 {
+            print("\(report.neverSent) unchanged message(s) were handled in dry run (logged, never sent): \(dryRun ? "they would be queued" : "queued with the rest")")
+        }
         print(dryRun ? "dry run: nothing queued" : "\(report.queued) message(s) queued in the replay lane")
     }
 }

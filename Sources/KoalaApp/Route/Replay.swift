@@ -53,6 +53,8 @@ public struct Replay: Sendable {
         public var changes: [Change] = []
         /// Messages queued.
         public var queued = 0
+        /// Unchanged messages that were handled in dry run (logged, never sent), queued like dead letters.
+        public var neverSent = 0
         /// Changes by kind.
         public var count: [Change.Kind: Int] {
             Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
@@ -98,10 +100,12 @@ public struct Replay: Sendable {
                     }
                     if old.itemJSON == message.item.encoded() {
                         report.unchanged += 1
-                        if old.state == .dead { toQueue.append(message) }
+                        if old.state == .dryRun { report.neverSent += 1 }
+                        if old.state == .dead || old.state == .dryRun { toQueue.append(message) }
                     } else {
                         let note = old.state == .delivered
-                            ? "already delivered: \(options.destination == .koala ? "Koala" : options.destination.rawValue) keeps the version it first accepted for this message id" : nil
+                            ? "already delivered: \(options.destination == .koala ? "Koala" : options.destination.rawValue) keeps the version it first accepted for this message id"
+                            : old.state == .dryRun ? "handled in dry run before: never sent" : nil
                         report.changes.append(Change(kind: .changed, webhookID: webhook.webhookID, messageID: message.messageID, route: message.route, note: note))
                         if old.state != .delivered { toQueue.append(message) }
                     }

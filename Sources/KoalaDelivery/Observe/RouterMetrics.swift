@@ -8,6 +8,8 @@ import Synchronization
 public enum MessageOutcome: String, Sendable, CaseIterable {
     case delivered, retried
     case deadLettered = "dead_lettered"
+    /// Handled without a project key: logged, not sent.
+    case dryRun = "dry_run"
 }
 
 /// The service's metrics, in a registry of its own (so several routers in one test process never mix).
@@ -68,7 +70,7 @@ public final class RouterMetrics: Sendable {
         registry.makeCounter(
             name: "koala_router_messages_total",
             labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
-            help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered)."
+            help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered, dry_run)."
         ).increment(by: Int64(count))
     }
 

@@ -31,6 +31,8 @@ public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
 /// What Koala's answer means for a batch.
 public enum DeliveryResult: Sendable, Equatable {
     case delivered(status: Int)
+    /// Dry run (no project key): the request was logged, not sent.
+    case dryRun
     /// Try again later. `retryAfter` from the response, if any.
     case retry(RetryCause, retryAfter: TimeInterval?)
     /// Koala refused the request for good (other 4xx); the body is kept with the dead letter.
@@ -41,7 +43,8 @@ extension DeliveryResult {
     /// Low-cardinality label for `koala_router_koala_responses_total`.
     var metricLabel: String {
         switch self {
-        case .delivered(let status): status == 0 ? "dry_run" : String(status)
+        case .delivered(let status): String(status)
+        case .dryRun: "dry_run"
         case .rejected(let status, _): String(status)
         case .retry(.status(let status), _): String(status)
         case .retry(.timeout, _): "timeout"
@@ -77,7 +80,7 @@ public struct KoalaClient: Sendable {
                 "body": "\(batch.body)",
                 "message_ids": "\(batch.messageIDs.joined(separator: ","))",
             ])
-            return .delivered(status: 0)
+            return .dryRun
         }
         let key = publicKey.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? publicKey
         return await Self.post(http: http, url: "\(baseURL)/web/projects/\(key)/\(batch.endpoint.path)", body: batch.body, timeout: timeout)

@@ -77,7 +77,7 @@ public final class Sender: Service, Sendable {
 
     public func run() async throws {
         if case .koala(let client) = transport, client.isDryRun {
-            logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and marked delivered, nothing is sent to Koala")
+            logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and their messages recorded as dry_run (never sent; 'replay' queues them once a key is set), nothing is sent to Koala")
         }
         await loop()
         logger.info("sender stopped; anything not confirmed by \(transport.name) is sent after the next start")
@@ -177,6 +177,9 @@ public final class Sender: Service, Sendable {
             metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
             let now = Date()
             switch result {
+            case .dryRun:
+                outcomes.append(.dryRun(half.seqs, at: now))
+                metrics.messagesFinished(endpoint: half.endpoint, outcome: .dryRun, count: half.seqs.count, destination: transport.destination)
             case .delivered:
                 health.recordSuccess(now: now)
                 outcomes.append(.delivered(half.seqs, at: now))
@@ -219,6 +222,9 @@ public final class Sender: Service, Sendable {
             metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
             let now = Date()
             switch result {
+            case .dryRun:
+                outcomes.append(.dryRun(batch.seqs, at: now))
+                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .dryRun, count: batch.seqs.count, destination: transport.destination)
             case .delivered:
                 if health.snapshot.circuitOpen || health.snapshot.refusing != nil {
                     logger.notice("\(transport.name) answers again: sending at full speed")

@@ -508,6 +508,13 @@ public final class PostgresStore: WebhookStore {
                 switch outcome {
                 case .delivered:
                     break
+                case .dryRun(let seqs, let at):
+                    // Handled in dry run is a fact too, whoever holds the lease now.
+                    try await connection.query("""
+                        UPDATE outbox SET status = \(OutboxStatus.dryRun.rawValue), lease_until = 0, lease_owner = NULL,
+                            finished_at = \(at.timeIntervalSince1970), attempts = attempts + 1
+                        WHERE status = 0 AND seq = ANY(\(seqs))
+                        """, logger: logger)
                 case .retry(let seqs, let next, let error):
                     try await connection.query("""
                         UPDATE outbox SET lease_until = 0, lease_owner = NULL, next_attempt_at = \(next.timeIntervalSince1970),
@@ -540,7 +547,7 @@ public final class PostgresStore: WebhookStore {
         return try await withTransaction("prune") { connection, logger in
             var report = PruneReport()
             var messages = SQLBuilder()
-            messages.text = "DELETE FROM outbox WHERE status = 1 AND finished_at < \(messages.bind(t))"
+            messages.text = "DELETE FROM outbox WHERE status IN (1, \(OutboxStatus.dryRun.rawValue)) AND finished_at < \(messages.bind(t))"
             report.messages = try await Self.changed(connection, messages, logger: logger)
             var webhooks = SQLBuilder()
             webhooks.text = """

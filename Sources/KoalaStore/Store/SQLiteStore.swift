@@ -433,6 +433,9 @@ public final class SQLiteStore: WebhookStore {
                 case .delivered(let seqs, let at):
                     try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
                                     [at.timeIntervalSince1970], seqs)
+                case .dryRun(let seqs, let at):
+                    try Self.update(db, "UPDATE outbox SET status = \(OutboxStatus.dryRun.rawValue), lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                                    [at.timeIntervalSince1970], seqs)
                 case .retry(let seqs, let next, let error):
                     try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
                                     [next.timeIntervalSince1970, error], seqs)
@@ -448,7 +451,7 @@ public final class SQLiteStore: WebhookStore {
         let t = cutoff.timeIntervalSince1970
         return try await pool.write { db in
             var report = PruneReport()
-            try db.execute(sql: "DELETE FROM outbox WHERE status = 1 AND finished_at < ?", arguments: [t])
+            try db.execute(sql: "DELETE FROM outbox WHERE status IN (1, \(OutboxStatus.dryRun.rawValue)) AND finished_at < ?", arguments: [t])
             report.messages = db.changesCount
             try db.execute(sql: """
                 DELETE FROM webhooks WHERE received_at < ? AND NOT EXISTS (

@@ -73,7 +73,7 @@ public struct QueueStats: Sendable, Equatable {
             if let oldest { oldestPendingAge = max(0, now.timeIntervalSince1970 - oldest) }
         case .waiting?: waiting = n
         case .dead?: dead = n
-        case .delivered?, nil: break
+        case .delivered?, .dryRun?, nil: break
         }
     }
 }
@@ -93,6 +93,20 @@ public struct StoredCursor: Sendable, Equatable {
 /// uses the same numbers); this is the one place the states are defined.
 public enum OutboxStatus: Int64, Sendable, CaseIterable {
     case pending = 0, delivered = 1, dead = 2, waiting = 3
+    /// Handled in dry run (no project key): the request was logged, never sent. Kept and aged out like a
+    /// delivered message, but `replay` queues it again, and it never reads as delivered.
+    case dryRun = 4
+
+    /// The name people read (`replay`, `dead-letters`, `simulate --stored`).
+    public var name: String {
+        switch self {
+        case .pending: "pending"
+        case .delivered: "delivered"
+        case .dead: "dead"
+        case .waiting: "waiting"
+        case .dryRun: "dry_run"
+        }
+    }
 
     /// The status a newly accepted message starts in, as the router disposed of it.
     init(_ disposition: KoalaMessage.Disposition) {
@@ -142,6 +156,8 @@ public struct PruneReport: Sendable, Equatable {
 /// What happened to some leased messages.
 public enum DeliveryOutcome: Sendable, Equatable {
     case delivered([Int64], at: Date)
+    /// Handled in dry run: logged, never sent.
+    case dryRun([Int64], at: Date)
     /// Lease released; due again at `next`.
     case retry([Int64], next: Date, error: String)
     case dead([Int64], reason: String, detail: String?, at: Date)
@@ -231,9 +247,12 @@ public struct OutboxCounts: Sendable, Equatable {
     var dead: Int
     var webhooks: Int
     var waiting: Int = 0
+    /// Messages handled in dry run: logged, never sent.
+    public var dryRun: Int = 0
 
     mutating func add(_ status: OutboxStatus?, count n: Int) {
         switch status {
+        case .dryRun?: dryRun = n
         case .pending?: pending = n
         case .delivered?: delivered = n
         case .dead?: dead = n

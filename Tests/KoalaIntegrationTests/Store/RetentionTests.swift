@@ -27,6 +27,8 @@ struct RetentionTests {
             let old = Date().addingTimeInterval(-10 * 86400)
             let delivered = try await accept(store, "w_delivered", email: "a@acme.io", at: old)
             try await store.markDelivered([delivered!], at: old)
+            let dryRun = try await accept(store, "w_dry_run", email: "e@acme.io", at: old)
+            try await store.record([.dryRun([dryRun!], at: old)])
             let dead = try await accept(store, "w_dead", email: "b@acme.io", at: old)
             try await store.deadLetter([dead!], reason: "koala rejected (400)", detail: nil, at: old)
             let pending = try await accept(store, "w_pending", email: "c@acme.io", at: old)
@@ -37,10 +39,12 @@ struct RetentionTests {
             await retention.runOnce()
             let counts = try await store.counts()
             #expect(counts.delivered == 0)                 // the old delivered message is gone
+            #expect(counts.dryRun == 0)                    // and so is the one handled in dry run
             #expect(counts.dead == 1)                      // dead letters stay until handled
             #expect(counts.webhooks == 2)                  // pending's webhook and the recent one stay
             #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_pending") != nil)
             #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_delivered") == nil)
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_dry_run") == nil)
         }
     }
 
