@@ -81,20 +81,57 @@ struct Serve: AsyncParsableCommand {
 
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate the rule files; print every error as file:line:column and exit non-zero if any.")
+        abstract: "Validate the rule files, then route every sample webhook through them; print each problem as file:line:column.",
+        discussion: """
+            Samples are <rules>/samples/<source>/*.json (or --samples DIR) and the webhooks of the rule tests
+            (<rules>/tests, or --tests DIR). Against them check reports identity fields that read a number or
+            an object, filters given the wrong type (errors), paths that resolve in no sample, routes no sample
+            exercises and two routes sending the same event for one webhook (warnings).
+
+            Exit status: 0 when all is well, 1 on any error, 2 when there are warnings from the samples only.
+            (Warnings about secrets not set in this environment do not change the status.)
+            """)
 
     @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES, the config file or routes).")
     var directory: String?
     @OptionGroup var routesOption: RoutesOption
+    @Option(name: .long, help: "Folder of sample webhooks, one sub-folder per source (default: <rules>/samples).")
+    var samples: String?
+    @Option(name: .long, help: "Folder of rule tests whose webhooks are samples too (default: <rules>/tests).")
+    var tests: String?
+    @Flag(name: .long, help: "Only validate the rule files; route no samples.")
+    var noSamples = false
     @OptionGroup var settings: SettingsOption
 
     func run() async throws {
-        let table = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes]).loadRules()
+        let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes])
+        let table = try config.loadRules()
         for warning in table.warnings { print("warning: \(warning)") }
         for (name, source) in table.sources.sorted(by: { $0.key < $1.key }) {
             print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
         }
         print("rules version \(table.version)")
+        guard !noSamples else { return }
+        let folder = config.routesDirectory
+        func existing(_ given: String?, _ name: String) -> String? {
+            if let given { return given }
+            let path = (folder as NSString).appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue ? path : nil
+        }
+        let report = SampleCheck(table: table).run(samplesDirectory: existing(samples, "samples"), testsDirectory: existing(tests, "tests"))
+        for problem in report.problems { print("error: \(problem)") }
+        for finding in report.findings { print(finding) }
+        if report.samples.isEmpty {
+            print("no samples: add sample webhooks under \((folder as NSString).appendingPathComponent("samples"))/<source>/ (or rule tests) and check routes every one of them")
+        } else {
+            let counts = report.samples.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let errors = report.problems.count + report.findings.filter { $0.severity == .error }.count
+            let warnings = report.findings.filter { $0.severity == .warning }.count
+            print("samples checked: \(counts); \(errors) error(s), \(warnings) warning(s)")
+        }
+        if report.hasErrors { throw ExitCode(1) }
+        if report.hasWarnings { throw ExitCode(2) }
     }
 }
 

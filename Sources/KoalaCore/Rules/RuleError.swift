@@ -21,7 +21,9 @@ public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
 
     /// `file:line:column: what is wrong; what to do`
     public var description: String {
-        hint.isEmpty ? "\(file):\(line):\(column): \(message)" : "\(file):\(line):\(column): \(message); \(hint)"
+        // A problem with a whole file or folder has no line to point at: `file: message`.
+        let place = line == 0 ? file : "\(file):\(line):\(column)"
+        return hint.isEmpty ? "\(place): \(message)" : "\(place): \(message); \(hint)"
     }
 }
 

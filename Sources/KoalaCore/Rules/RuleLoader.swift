@@ -16,9 +16,13 @@ public struct RuleLoader: Sendable {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
+            let absolute = url.standardizedFileURL.path
+            var isDirectory: ObjCBool = false
+            let why = !FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory) ? "there is no folder \(absolute)"
+                : !isDirectory.boolValue ? "\(absolute) is a file, not a folder" : "\(absolute) cannot be read (permissions?)"
             throw RuleTableErrors(errors: [RuleError(file: directory, line: 0, column: 0,
-                message: "cannot read the rules directory",
-                hint: "set KOALA_ROUTER_ROUTES (or --routes) to a folder of rule files")])
+                message: "cannot read the rules folder: \(why)",
+                hint: "run from the folder that holds '\(directory)', or name the rules folder: an argument (koala-router check path/to/routes), --routes, or KOALA_ROUTER_ROUTES")])
         }
         let files = names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
         var inputs: [(path: String, text: String)] = []
@@ -82,6 +86,8 @@ struct FileParser {
     let environment: [String: String]
     var errors: [RuleError] = []
     var warnings: [String] = []
+    /// Every value expression parsed, with where it is written (for `check --samples`).
+    var sites: [ExpressionSite] = []
     /// Secrets whose `NAME_FILE` cannot be read, with the reason.
     var unreadableSecrets: [String: String] = [:]
 
@@ -188,6 +194,7 @@ struct FileParser {
 
     mutating func parseRoute(_ node: Node) -> Route? {
         guard let map = mapping(node, what: "a route", allowed: Self.routeKeys) else { return nil }
+        let firstSite = sites.count
         guard let nameNode = require(map, "name", in: node, hint: "give the route a unique name, e.g. 'name: invoice-paid'"),
               let name = plainString(nameNode, what: "route name") else { return nil }
         if !Self.isName(name) {
@@ -268,6 +275,7 @@ struct FileParser {
             route.destinations = destinationList(destinationsNode)
         }
         route.outputDestinations = outputDestinations
+        route.sites = Array(sites[firstSite...])
         return route
     }
 
@@ -381,7 +389,11 @@ struct FileParser {
             let offset = (scalar.style == .singleQuoted || scalar.style == .doubleQuoted) ? 1 : 0
             do {
                 var parser = try ExpressionParser(scalar.string)
-                return try parser.parseCompleteCondition()
+                let condition = try parser.parseCompleteCondition()
+                for expression in condition.expressions {
+                    sites.append(ExpressionSite(what: "when.where", location: at.offset(by: offset), expression: expression))
+                }
+                return condition
             } catch {
                 errors.append(at.offset(by: offset + error.offset).error("in when.where: \(error.message)", hint: error.hint))
                 return nil
@@ -557,12 +569,15 @@ struct FileParser {
             if scalar.tag.rawValue == "!literal" { return .literal(.string(text)) }
             let contentOffset = (scalar.style == .singleQuoted || scalar.style == .doubleQuoted) ? 1 : 0
             if text.contains("{{") {
-                return template(text, at: at.offset(by: contentOffset), what: what)
+                let parsed = template(text, at: at.offset(by: contentOffset), what: what)
+                if let parsed { sites.append(ExpressionSite(what: what, location: at.offset(by: contentOffset), expression: parsed)) }
+                return parsed
             }
             if ExpressionParser.looksLikeExpression(text) {
                 do {
                     var parser = try ExpressionParser(text)
                     let expression = try parser.parseComplete()
+                    sites.append(ExpressionSite(what: what, location: at.offset(by: contentOffset), expression: expression))
                     if expression.filterNames.contains("cents") {
                         warnings.append("\(at): in \(what): 'cents' divides by 100 whatever the currency, so JPY 4900 would be sent as 49; use money(<the currency's path>), e.g. body.data.object.amount_paid | money(body.data.object.currency)")
                     }

@@ -71,6 +71,8 @@ public struct Route: Sendable {
     var destinations: [Destination]?
     /// `track.destinations` and the like: an output limited further.
     var outputDestinations: [KoalaMessage.Output: [Destination]] = [:]
+    /// Every expression of the route with where it is written, for checks that point at the rule.
+    var sites: [ExpressionSite] = []
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     public var recalls: [(namespace: String, key: Expression)] {
@@ -81,6 +83,13 @@ public struct Route: Sendable {
         if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
         return expressions.flatMap(\.recalls)
     }
+}
+
+/// A value expression as written in a rule file: which field (`track.properties.mode`), where, and what.
+struct ExpressionSite: Sendable {
+    let what: String
+    let location: SourceLocation
+    let expression: Expression
 }
 
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.

@@ -166,46 +166,7 @@ struct TestFile {
             }
         }
         let name = map["name"]?.string ?? "test at line \(at(node).line)"
-        // The webhook body: a file next to the test, or inline.
-        var body: [UInt8]
-        if let fileNode = map["webhook"], let file = fileNode.string {
-            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
-            let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : base.appendingPathComponent(file)
-            guard let data = FileManager.default.contents(atPath: url.path) else {
-                fail(fileNode, "cannot read webhook file '\(file)'", "paths are relative to \(base.path)")
-                return
-            }
-            body = [UInt8](data)
-        } else if let inline = map["body"] {
-            body = Array(Self.json(inline).encoded().utf8)
-        } else {
-            fail(node, "test '\(name)' has no webhook", "add 'webhook: ../samples/<source>/<event>.json' or an inline 'body:'")
-            return
-        }
-        var headers = HTTPFields()
-        if case .mapping(let h)? = map["headers"] {
-            for (k, v) in h {
-                guard let key = k.string, let field = HTTPField.Name(key) else { continue }
-                headers[field] = Self.json(v).textValue ?? ""
-            }
-        }
-        // memory: { namespace: { key: { email, profile_id, domain, <state values>, remembered_at } } }: any
-        // value besides the identity is remembered state, as of remembered_at (default: long ago).
-        var memory: [MemoryKey: Remembered] = [:]
-        if case .mapping(let namespaces)? = map["memory"] {
-            for (ns, entries) in namespaces {
-                guard let namespace = ns.string, case .mapping(let keys) = entries else { continue }
-                for (k, v) in keys {
-                    guard let key = k.string, case .object(var fields) = Self.json(v) else { continue }
-                    let identity = KoalaIdentity(email: fields["email"]?.stringValue, profileID: fields["profile_id"]?.stringValue,
-                                                 domain: fields["domain"]?.stringValue)
-                    let at = fields["remembered_at"]?.stringValue.flatMap(Timestamps.parseISO) ?? Date(timeIntervalSince1970: 0)
-                    for name in Remembered.reservedNames { fields[name] = nil }
-                    let memoryKey = MemoryKey(namespace: namespace, key: key)
-                    memory[memoryKey] = Remembered(key: memoryKey, identity: identity, state: fields.isEmpty ? nil : fields, stateAt: at)
-                }
-            }
-        }
+        guard let (body, headers, memory) = input(map, node: node, name: name) else { return }
         guard let expectNode = map["expect"] else {
             fail(node, "test '\(name)' has no 'expect'", "list the expected messages, or write 'expect: []' for no output")
             return
@@ -264,6 +225,50 @@ struct TestFile {
             updatedTests.append(name)
         }
         outcomes.append(.init(file: path, line: at(node).line, name: name, failures: failures))
+    }
+
+    /// A test's webhook: its body (a file next to the test, or inline), headers and remembered memory.
+    mutating func input(_ map: Node.Mapping, node: Node, name: String) -> (body: [UInt8], headers: HTTPFields, memory: [MemoryKey: Remembered])? {
+        var body: [UInt8]
+        if let fileNode = map["webhook"], let file = fileNode.string {
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : base.appendingPathComponent(file)
+            guard let data = FileManager.default.contents(atPath: url.path) else {
+                fail(fileNode, "cannot read webhook file '\(file)'", "paths are relative to \(base.path)")
+                return nil
+            }
+            body = [UInt8](data)
+        } else if let inline = map["body"] {
+            body = Array(Self.json(inline).encoded().utf8)
+        } else {
+            fail(node, "test '\(name)' has no webhook", "add 'webhook: ../samples/<source>/<event>.json' or an inline 'body:'")
+            return nil
+        }
+        var headers = HTTPFields()
+        if case .mapping(let h)? = map["headers"] {
+            for (k, v) in h {
+                guard let key = k.string, let field = HTTPField.Name(key) else { continue }
+                headers[field] = Self.json(v).textValue ?? ""
+            }
+        }
+        // memory: { namespace: { key: { email, profile_id, domain, <state values>, remembered_at } } }: any
+        // value besides the identity is remembered state, as of remembered_at (default: long ago).
+        var memory: [MemoryKey: Remembered] = [:]
+        if case .mapping(let namespaces)? = map["memory"] {
+            for (ns, entries) in namespaces {
+                guard let namespace = ns.string, case .mapping(let keys) = entries else { continue }
+                for (k, v) in keys {
+                    guard let key = k.string, case .object(var fields) = Self.json(v) else { continue }
+                    let identity = KoalaIdentity(email: fields["email"]?.stringValue, profileID: fields["profile_id"]?.stringValue,
+                                                 domain: fields["domain"]?.stringValue)
+                    let at = fields["remembered_at"]?.stringValue.flatMap(Timestamps.parseISO) ?? Date(timeIntervalSince1970: 0)
+                    for name in Remembered.reservedNames { fields[name] = nil }
+                    let memoryKey = MemoryKey(namespace: namespace, key: key)
+                    memory[memoryKey] = Remembered(key: memoryKey, identity: identity, state: fields.isEmpty ? nil : fields, stateAt: at)
+                }
+            }
+        }
+        return (body, headers, memory)
     }
 
     /// The lines of a test's `expect:` block: from its key to the line before the test's next key or the

@@ -166,4 +166,52 @@ struct RuleCommandTests {
         let unknown = try run(["new-test", "strpe", dir + "/dispute.json", "--routes", dir])
         #expect(unknown.status == 1 && unknown.output.contains("no rule file declares source 'strpe'"), "\(unknown.output)")
     }
+
+    /// `check` routes the samples too; its exit status says what it found: 0 nothing, 1 an error, 2 warnings only.
+    @Test func checkWithSamplesSaysWhatItFoundInItsExitStatus() throws {
+        let clean = try run(["check", repositoryRoot + "/routes"])
+        #expect(clean.status == 0, "\(clean.output)")
+        #expect(clean.output.contains("samples checked: chargebee "), "\(clean.output)")
+        #expect(clean.output.contains("0 error(s), 0 warning(s)"), "\(clean.output)")
+
+        // Two routes sending the same event for one webhook: a warning, status 2.
+        let dir = try shippedCopy()
+        let stripe = try String(contentsOfFile: dir + "/stripe.yaml", encoding: .utf8)
+        try (stripe + """
+
+              - name: invoice-paid-again
+                when: { type: invoice.paid }
+                person: { email: body.data.object.customer_email }
+                track: { event: Payment Succeeded }
+            """).write(toFile: dir + "/stripe.yaml", atomically: true, encoding: .utf8)
+        let warned = try run(["check", dir])
+        #expect(warned.status == 2, "\(warned.output)")
+        #expect(warned.output.contains("routes 'payment-succeeded' and 'invoice-paid-again' both send 'Payment Succeeded' for \(dir)/samples/stripe/invoice.paid.json"), "\(warned.output)")
+
+        // An identity path at a number: an error, status 1, at the rule's line and column.
+        try stripe.replacingOccurrences(of: "      email: body.data.object.customer_email\n", with: "      email: body.data.object.amount_paid\n", options: [], range: stripe.range(of: "      email: body.data.object.customer_email\n"))
+            .write(toFile: dir + "/stripe.yaml", atomically: true, encoding: .utf8)
+        let failed = try run(["check", dir])
+        #expect(failed.status == 1, "\(failed.output)")
+        #expect(failed.output.contains("error: \(dir)/stripe.yaml:24:14: person.email ← body.data.object.amount_paid is 4900 (a number) in \(dir)/samples/stripe/invoice.paid.json, not text"), "\(failed.output)")
+        #expect(try run(["check", dir, "--no-samples"]).status == 0)
+    }
+
+    /// Run where there is no routes folder, the message says where it looked and what to do.
+    @Test func outsideTheProjectFolderTheErrorSaysWhereItLooked() throws {
+        let elsewhere = temporaryDirectory()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(CrashTests.binary))
+        process.arguments = ["check"]
+        process.currentDirectoryURL = URL(fileURLWithPath: elsewhere)
+        process.environment = ["LOG_LEVEL": "critical"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1)
+        #expect(output.contains("routes: cannot read the rules folder: there is no folder \(URL(fileURLWithPath: elsewhere).standardizedFileURL.path)/routes; run from the folder that holds 'routes', or name the rules folder"), "\(output)")
+    }
 }

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+@testable import KoalaCore
+import KoalaTestSupport
+
+/// Issue 16, part 2: `check` routes every sample through the rules and points at the rule for what the
+/// samples show is wrong.
+@Suite("check with samples")
+struct SampleCheckTests {
+    static let rules = """
+        source: shop
+        verify: { scheme: stripe, secrets: [S] }
+        routes:
+          - name: checkout
+            when: { type: checkout.session.completed }
+            person: { email: body.data.object.amount_total }
+            track:
+              event: Checkout Completed
+              properties:
+                mode: body.data.objct.mode
+                amount: body.data.object.currency | cents
+                plan: coalesce(body.data.object.plan, body.data.object.metadata.plan)
+          - name: checkout-again
+            when: { type: checkout.session.*, where: body.data.object.mode == subscription }
+            person: { email: body.data.object.customer_details.email }
+            track: { event: Checkout Completed }
+          - name: refund
+            when: { type: charge.refunded }
+            person: { email: body.data.object.receipt_email }
+            track: { event: Refund Issued }
+          - name: expired
+            when: { type: checkout.session.expired, where: body.data.object.amount_total > 0 }
+            person: { email: body.data.object.customer_email }
+            track: { event: Checkout Abandoned }
+        """
+
+    func check(samples: [String: String]) throws -> (report: SampleCheck.Report, dir: String) {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
+        try Self.rules.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        for (name, body) in samples { try body.write(toFile: dir + "/samples/shop/" + name, atomically: true, encoding: .utf8) }
+        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
+        return (SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil), dir)
+    }
+
+    @Test func eachMistakeIsFoundAtTheRule() throws {
+        let (report, dir) = try check(samples: [
+            "checkout.json": #"{"id":"evt_1","type":"checkout.session.completed","created":1732871520,"data":{"object":{"mode":"subscription","amount_total":129900,"currency":"usd","metadata":{"plan":"pro"},"customer_details":{"email":"ada@acme.io"}}}}"#,
+            "expired.json": #"{"id":"evt_2","type":"checkout.session.expired","created":1732871520,"data":{"object":{"amount_total":0,"customer_email":"ada@acme.io"}}}"#,
+            "broken.json": #"{"type":"checkout.session.completed","created":1}"#,
+        ])
+        let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
+        #expect(report.hasErrors)
+        #expect(lines == [
+            "error: /samples/shop/broken.json: source 'shop' cannot identify this sample: webhook id not found at body.id; check the source's id, type and time paths (\(dir)/shop.yaml) against the sample",
+            "error: /shop.yaml:6:22: person.email ← body.data.object.amount_total is 129900 (a number) in \(dir)/samples/shop/checkout.json, not text: the message would never be sent; text fields holding an email in that sample: body.data.object.customer_details.email",
+            "error: /shop.yaml:11:17: in track.properties.amount: filter 'cents' takes a number (or numeric text), but body.data.object.currency is \"usd\" (text) in \(dir)/samples/shop/checkout.json: the value would be left out; check the path, or convert the value first (e.g. '| number' for numeric text)",
+            "warning: /shop.yaml:13:5: routes 'checkout' and 'checkout-again' both send 'Checkout Completed' for \(dir)/samples/shop/checkout.json (type checkout.session.completed); Koala would count it twice: narrow one route's 'when' (type or where) so only one takes this webhook",
+            "warning: /shop.yaml:10:15: in track.properties.mode: body.data.objct.mode resolves in none of the 1 sample(s) of 'shop' that route 'checkout' takes; did you mean 'object'? (body.data.objct is not in the samples; body.data has object)",
+            "warning: /shop.yaml:17:5: no sample exercises route 'refund': none has type charge.refunded; add one to samples/shop/ (or a rule test with its webhook)",
+            "warning: /shop.yaml:21:5: no sample exercises route 'expired': samples of its type(s) exist, but its 'where' never held; add a sample (or a rule test) where it should match, or check the condition with 'koala-router simulate'",
+        ].map { $0.replacingOccurrences(of: dir, with: "") })
+        #expect(report.samples == ["shop": 3])
+    }
+
+    @Test func coalesceAlternativesNeedOnlyOneToResolve() throws {
+        let (report, _) = try check(samples: [
+            "checkout.json": #"{"id":"evt_1","type":"checkout.session.completed","created":1732871520,"data":{"object":{"mode":"subscription","amount_total":129900,"currency":"usd","metadata":{"plan":"pro"},"customer_details":{"email":"ada@acme.io"}}}}"#,
+        ])
+        #expect(!report.findings.contains { $0.message.contains("track.properties.plan") })
+    }
+
+    /// The shipped rules, their samples and their tests' webhooks: nothing to report.
+    @Test func theShippedRulesAreCleanAgainstTheirSamples() throws {
+        let table = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+        let report = SampleCheck(table: table).run(samplesDirectory: repositoryRoot + "/routes/samples", testsDirectory: repositoryRoot + "/routes/tests")
+        #expect(report.problems.isEmpty)
+        #expect(report.findings.map(\.description) == [])
+        #expect(report.samples.keys.sorted() == ["chargebee", "clerk", "lemonsqueezy", "paddle", "recurly", "stripe", "workos"])
+    }
+}
