@@ -6,11 +6,12 @@ import KoalaTestSupport
 /// The rule commands as an ops engineer runs them: the real binary.
 @Suite("Rule commands")
 struct RuleCommandTests {
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    func run(_ arguments: [String], environment: [String: String] = [:], in folder: String? = nil) throws -> (status: Int32, output: String) {
         let binary = try #require(CrashTests.binary, "build the koala-router executable first (swift build --build-tests)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
+        if let folder { process.currentDirectoryURL = URL(fileURLWithPath: folder) }
         process.environment = environment.merging(["LOG_LEVEL": "critical"]) { a, _ in a }
         let pipe = Pipe()
         process.standardOutput = pipe
@@ -200,18 +201,8 @@ struct RuleCommandTests {
     /// Run where there is no routes folder, the message says where it looked and what to do.
     @Test func outsideTheProjectFolderTheErrorSaysWhereItLooked() throws {
         let elsewhere = temporaryDirectory()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(CrashTests.binary))
-        process.arguments = ["check"]
-        process.currentDirectoryURL = URL(fileURLWithPath: elsewhere)
-        process.environment = ["LOG_LEVEL": "critical"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 1)
+        let (status, output) = try run(["check"], in: elsewhere)
+        #expect(status == 1)
         #expect(output.contains("routes: cannot read the rules folder: there is no folder \(URL(fileURLWithPath: elsewhere).standardizedFileURL.path)/routes; run from the folder that holds 'routes', or name the rules folder"), "\(output)")
     }
 }
