@@ -169,8 +169,16 @@ extension RuleTestRunner {
         let testName = name ?? "\(eventType ?? sampleURL.deletingPathExtension().lastPathComponent) (\(sampleURL.lastPathComponent))"
         let testsURL = URL(fileURLWithPath: testsDirectory).standardizedFileURL
         let file = testsURL.appendingPathComponent("\(source).yaml").path
-        var text = (try? String(contentsOfFile: file, encoding: .utf8))
-            ?? "# Rule tests for the '\(source)' source: run with `koala-router test`.\nsource: \(source)\ntests:\n"
+        var text: String
+        if let existing = try? String(contentsOfFile: file, encoding: .utf8) {
+            text = existing
+        } else {
+            // A new file names the editor schema when the project's schema/ folder is beside the rules folder.
+            let schema = testsURL.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("schema/rule-tests.schema.json")
+            let modeline = FileManager.default.fileExists(atPath: schema.path)
+                ? "# yaml-language-server: $schema=\(Self.relativePath(from: testsURL, to: schema))\n" : ""
+            text = modeline + "# Rule tests for the '\(source)' source: run with `koala-router test`.\nsource: \(source)\ntests:\n"
+        }
         if !text.hasSuffix("\n") { text += "\n" }
         if !text.hasSuffix("\n\n") && text.contains("  - name:") { text += "\n" }
         let line = text.components(separatedBy: "\n").count

@@ -194,7 +194,7 @@ struct RuleCommandTests {
             .write(toFile: dir + "/stripe.yaml", atomically: true, encoding: .utf8)
         let failed = try run(["check", dir])
         #expect(failed.status == 1, "\(failed.output)")
-        #expect(failed.output.contains("error: \(dir)/stripe.yaml:24:14: person.email ← body.data.object.amount_paid is 4900 (a number) in \(dir)/samples/stripe/invoice.paid.json, not text"), "\(failed.output)")
+        #expect(failed.output.contains("error: \(dir)/stripe.yaml:25:14: person.email ← body.data.object.amount_paid is 4900 (a number) in \(dir)/samples/stripe/invoice.paid.json, not text"), "\(failed.output)")
         #expect(try run(["check", dir, "--no-samples"]).status == 0)
     }
 
