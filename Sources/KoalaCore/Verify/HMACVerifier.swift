@@ -74,6 +74,33 @@ public struct HMACVerifier: SignatureVerifier {
         self.tolerance = tolerance
     }
 
+    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+        guard let key = secrets.first?.key else { return nil }
+        var headers: [(name: String, value: String)] = []
+        var timestamp = ""
+        if let name = format.timestampHeader {
+            switch format.timestampFormat {
+            case .seconds: timestamp = String(Int64(now.timeIntervalSince1970))
+            case .milliseconds: timestamp = String(Int64(now.timeIntervalSince1970 * 1000))
+            case .iso8601: timestamp = Timestamps.iso(now)
+            }
+            headers.append((name, timestamp))
+        }
+        if let name = format.idHeader { headers.append((name, id)) }
+        var signed: [UInt8] = []
+        for part in format.signed {
+            switch part {
+            case .text(let t): signed += Array(t.utf8)
+            case .body: signed += body
+            case .timestamp: signed += Array(timestamp.utf8)
+            case .id: signed += Array(id.utf8)
+            }
+        }
+        let mac = Crypto.hmac(format.algorithm, key: key, data: signed)
+        headers.append((format.header, format.prefix + (format.encoding == .hex ? Hex.encode(mac) : Base64.encode(mac))))
+        return headers
+    }
+
     public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
         guard let header = headers.value(named: format.header) else { return .failure(.missingHeader(format.header)) }
         var timestampText = ""
@@ -182,6 +209,18 @@ public struct CredentialVerifier: SignatureVerifier {
     init(kind: Kind, secrets: [WebhookSecret]) {
         self.kind = kind
         self.secrets = secrets
+    }
+
+    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+        guard let secret = secrets.first?.key else { return nil }
+        switch kind {
+        case .basic(let usernames):
+            guard let user = usernames.first?.key else { return nil }
+            return [("Authorization", "Basic " + Base64.encode(user + [UInt8(ascii: ":")] + secret))]
+        case .bearer(let header):
+            let token = String(decoding: secret, as: UTF8.self)
+            return [(header, header.lowercased() == "authorization" ? "Bearer " + token : token)]
+        }
     }
 
     public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {

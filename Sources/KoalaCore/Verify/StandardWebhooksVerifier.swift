@@ -17,6 +17,16 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         self.tolerance = tolerance
     }
 
+    /// Both spellings, as Svix (Clerk) sends `svix-*` and a rule may read the id from either.
+    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+        guard let key = secrets.first?.key else { return nil }
+        let timestamp = Int64(now.timeIntervalSince1970)
+        let signature = Self.sign(id: id, timestamp: timestamp, body: body, key: key)
+        return ["webhook", "svix"].flatMap { prefix in
+            [("\(prefix)-id", id), ("\(prefix)-timestamp", String(timestamp)), ("\(prefix)-signature", signature)]
+        }
+    }
+
     /// `whsec_<base64>` → the decoded key bytes. Also accepts the bare base64, missing padding, and Supabase's
     /// `v1,whsec_<base64>` display form. Nil if the text is not base64.
     public static func decodeSecret(_ text: String) -> [UInt8]? {

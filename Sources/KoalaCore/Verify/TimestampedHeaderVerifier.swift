@@ -12,6 +12,8 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         let separator: String
         /// Timestamp unit: 1 for seconds, 1000 for milliseconds.
         let unitsPerSecond: Double
+        /// Writes the header from the timestamp text and one hex signature, as the provider does.
+        let write: @Sendable (_ timestamp: String, _ signature: String) -> String
         /// Splits the header into (timestamp text, hex signatures); nil when malformed.
         let parse: @Sendable (String) -> (timestamp: Substring, signatures: [Substring])?
     }
@@ -26,6 +28,13 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         self.format = format
         self.secrets = secrets
         self.tolerance = tolerance
+    }
+
+    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+        guard let key = secrets.first?.key else { return nil }
+        let timestamp = String(Int64(now.timeIntervalSince1970 * format.unitsPerSecond))
+        let signature = Hex.encode(Crypto.hmac(.sha256, key: key, data: Array((timestamp + format.separator).utf8) + body))
+        return [(format.header, format.write(timestamp, signature))]
     }
 
     public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
@@ -65,22 +74,22 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
     }
 
     /// Stripe: `Stripe-Signature: t=<s>,v1=<hex>[,v1=…]`; other schemes such as `v0` are ignored.
-    static let stripe = Format(scheme: "stripe", header: "Stripe-Signature", separator: ".", unitsPerSecond: 1) {
+    static let stripe = Format(scheme: "stripe", header: "Stripe-Signature", separator: ".", unitsPerSecond: 1, write: { "t=\($0),v1=\($1)" }) {
         keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
     }
 
     /// Paddle Billing: `Paddle-Signature: ts=<s>;h1=<hex>[;h1=…]`, signed `"{ts}:{body}"`.
-    static let paddle = Format(scheme: "paddle", header: "Paddle-Signature", separator: ":", unitsPerSecond: 1) {
+    static let paddle = Format(scheme: "paddle", header: "Paddle-Signature", separator: ":", unitsPerSecond: 1, write: { "ts=\($0);h1=\($1)" }) {
         keyValues($0, itemSeparator: ";", timestampKey: "ts", signatureKey: "h1")
     }
 
     /// WorkOS: `WorkOS-Signature: t=<ms>, v1=<hex>`.
-    static let workos = Format(scheme: "workos", header: "WorkOS-Signature", separator: ".", unitsPerSecond: 1000) {
+    static let workos = Format(scheme: "workos", header: "WorkOS-Signature", separator: ".", unitsPerSecond: 1000, write: { "t=\($0), v1=\($1)" }) {
         keyValues($0, itemSeparator: ",", timestampKey: "t", signatureKey: "v1")
     }
 
     /// Recurly: `recurly-signature: <ms>,<hex>[,<hex>…]`.
-    static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000) { header in
+    static let recurly = Format(scheme: "recurly", header: "Recurly-Signature", separator: ".", unitsPerSecond: 1000, write: { "\($0),\($1)" }) { header in
         let parts = header.split(separator: ",").map { trimmed($0) }
         guard parts.count >= 2 else { return nil }
         return (parts[0], Array(parts.dropFirst()))

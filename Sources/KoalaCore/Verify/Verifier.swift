@@ -64,6 +64,9 @@ public protocol SignatureVerifier: Sendable {
     /// Checks the request's signature (or credential) against every configured secret in constant time;
     /// on success says which secret matched, on failure why, never revealing the secret.
     func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
+    /// The headers that authenticate `body` as the provider would send them, with the first secret, at `now`,
+    /// for the webhook `id` where the scheme signs one (`koala-router send`); nil without a secret.
+    func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]?
 }
 
 extension HTTPFields {

@@ -117,6 +117,23 @@ struct SchemeNegativeTests {
         }
     }
 
+    /// `koala-router send` signs with the source's own verifier: its headers are the ones the provider would
+    /// send (the independent signers above), and they verify.
+    @Test(arguments: cases)
+    func aVerifierSignsAsTheProviderDoes(_ c: Case) throws {
+        let now = Date(timeIntervalSince1970: 1_732_871_520.25)
+        let v = try make(c, [Self.key])
+        let signed = try #require(v.sign(body: Self.body, id: "msg_1", now: now))
+        for field in c.sign(Self.key, Self.body, now) {
+            #expect(signed.contains { $0.name.lowercased() == field.name.canonicalName && $0.value == field.value },
+                    "\(c.scheme): \(field.name) should be \(field.value), signed: \(signed)")
+        }
+        var fields = HTTPFields()
+        for (name, value) in signed { fields.append(HTTPField(name: try #require(HTTPField.Name(name)), value: value)) }
+        #expect(v.verify(headers: fields, body: Self.body, now: now) == ok0)
+        #expect(try make(c, []).sign(body: Self.body, id: "msg_1", now: now) == nil)
+    }
+
     @Test func everySchemeIsCovered() {
         #expect(Set(Self.cases.map(\.scheme)) == Set(Schemes.all.keys))
     }
