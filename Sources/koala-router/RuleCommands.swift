@@ -136,17 +136,23 @@ struct Simulate: AsyncParsableCommand {
             remembered[memoryKey] = Remembered(key: memoryKey, identity: KoalaIdentity(email: String(parts[1])))
         }
         let webhook: VerifiedWebhook
+        var storedStates: [Destination: [String: StoredMessage]] = [:]
         if let stored {
             let source = self.source
-            let found = try await config.withStore { store -> (VerifiedWebhook, [MemoryKey: Remembered])? in
+            let found = try await config.withStore { store -> (VerifiedWebhook, [MemoryKey: Remembered], [Destination: [String: StoredMessage]])? in
                 guard let w = try await store.storedWebhook(source: source, webhookID: stored) else { return nil }
-                return (w, try await store.recall(source: source, keys: WebhookRouter(source: definition).recallKeys(w)))
+                var states: [Destination: [String: StoredMessage]] = [:]
+                for target in Destination.allCases {
+                    states[target] = try await store.storedMessages(source: source, webhookID: stored, destination: target)
+                }
+                return (w, try await store.recall(source: source, keys: WebhookRouter(source: definition).recallKeys(w)), states)
             }
-            guard let (w, recalled) = found else {
+            guard let (w, recalled, states) = found else {
                 FileHandle.standardError.write(Data("no stored webhook \(source)/\(stored) in \(PostgresURL.redacted(config.database))\n".utf8))
                 throw ExitCode(1)
             }
             webhook = w
+            storedStates = states
             for (k, v) in w.memoryAsRouted(recalled) where remembered[k] == nil { remembered[k] = v }
             print("stored webhook \(source)/\(stored), received \(Timestamps.iso(w.receivedAt)), routed then by rules \(w.rulesVersion), now by \(table.version)")
         } else {
@@ -184,6 +190,13 @@ struct Simulate: AsyncParsableCommand {
                 var state = "queued"
                 if let problem = m.problem { state = "dead letter: \(problem)" }
                 if let waits = m.waitingFor { state = "waits for \(waits.namespace) '\(waits.key)'" }
+                // A stored webhook: where its message is now (dry_run: handled without a key, never sent).
+                if stored != nil {
+                    let now = storedStates.sorted { $0.key < $1.key }.compactMap { target, messages in
+                        messages[m.messageID].map { "\(target.rawValue) \($0.state.name)" }
+                    }
+                    state += now.isEmpty ? "; not stored" : "; stored: " + now.joined(separator: ", ")
+                }
                 print("    \(m.output) \(m.messageID) → \(m.endpoint.path) \(m.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")) [\(state)]")
                 for dropped in m.droppedFields {
                     print("      note: \(dropped.field) \(dropped.reason): left out, the message goes by the other field")
