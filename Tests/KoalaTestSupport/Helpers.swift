@@ -59,3 +59,20 @@ public func fields(_ pairs: [String: String]) -> HTTPFields {
     for (k, v) in pairs { f[HTTPField.Name(k)!] = v }
     return f
 }
+
+/// Runs a program to its end and returns its exit status with its standard output and error together.
+/// `folder`: the working directory (default: this process's).
+public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String], in folder: String? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = environment
+    if let folder { process.currentDirectoryURL = URL(fileURLWithPath: folder) }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}

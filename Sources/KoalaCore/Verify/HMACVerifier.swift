@@ -60,6 +60,21 @@ public struct HMACVerifier: SignatureVerifier {
             if !rest.isEmpty { parts.append(.text(String(rest))) }
             return parts.contains(.body) ? parts : nil
         }
+
+        /// The bytes the signature is computed over, from the body and the timestamp and id texts.
+        func signedBytes(body: [UInt8], timestamp: String, id: String) -> [UInt8] {
+            var signed: [UInt8] = []
+            signed.reserveCapacity(body.count + 64)
+            for part in self.signed {
+                switch part {
+                case .text(let t): signed += Array(t.utf8)
+                case .body: signed += body
+                case .timestamp: signed += Array(timestamp.utf8)
+                case .id: signed += Array(id.utf8)
+                }
+            }
+            return signed
+        }
     }
 
     let format: Format
@@ -87,16 +102,7 @@ public struct HMACVerifier: SignatureVerifier {
             headers.append((name, timestamp))
         }
         if let name = format.idHeader { headers.append((name, id)) }
-        var signed: [UInt8] = []
-        for part in format.signed {
-            switch part {
-            case .text(let t): signed += Array(t.utf8)
-            case .body: signed += body
-            case .timestamp: signed += Array(timestamp.utf8)
-            case .id: signed += Array(id.utf8)
-            }
-        }
-        let mac = Crypto.hmac(format.algorithm, key: key, data: signed)
+        let mac = Crypto.hmac(format.algorithm, key: key, data: format.signedBytes(body: body, timestamp: timestamp, id: id))
         headers.append((format.header, format.prefix + (format.encoding == .hex ? Hex.encode(mac) : Base64.encode(mac))))
         return headers
     }
@@ -130,16 +136,7 @@ public struct HMACVerifier: SignatureVerifier {
             if let decoded, decoded.count == format.algorithm.digestLength { candidates.append(decoded) }
         }
         guard !candidates.isEmpty else { return .failure(.malformedHeader(format.header)) }
-        var signed: [UInt8] = []
-        signed.reserveCapacity(body.count + 64)
-        for part in format.signed {
-            switch part {
-            case .text(let t): signed += Array(t.utf8)
-            case .body: signed += body
-            case .timestamp: signed += Array(timestampText.utf8)
-            case .id: signed += Array(idText.utf8)
-            }
-        }
+        let signed = format.signedBytes(body: body, timestamp: timestampText, id: idText)
         guard let label = SignatureCheck.match(format.algorithm, secrets: secrets, signed: signed, candidates: candidates) else {
             return .failure(.signatureMismatch)
         }

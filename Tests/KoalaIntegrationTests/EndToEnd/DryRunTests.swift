@@ -35,16 +35,9 @@ struct DryRunTests {
         }
 
         // `simulate --stored` says where the message is: handled in dry run, not delivered.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(CrashTests.binary))
-        process.arguments = ["simulate", "stripe", "--stored", "evt_dry_1", "--database", database, "--routes", repositoryRoot + "/routes"]
-        process.environment = ["LOG_LEVEL": "critical"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let simulated = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let (_, simulated) = try runProgram(try #require(CrashTests.binary),
+                                            ["simulate", "stripe", "--stored", "evt_dry_1", "--database", database, "--routes", repositoryRoot + "/routes"],
+                                            environment: ["LOG_LEVEL": "critical"])
         #expect(simulated.contains("[queued; stored: koala dry_run]"), "\(simulated)")
 
         // A replay, as an operator runs it once the key is set, reports them as never sent and queues them.

@@ -16,18 +16,8 @@ struct SendCommandTests {
     ]
 
     func send(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(CrashTests.binary))
-        process.arguments = ["send"] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-        process.environment = environment.merging(["LOG_LEVEL": "critical"]) { a, _ in a }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        try runProgram(try #require(CrashTests.binary), ["send"] + arguments,
+                       environment: environment.merging(["LOG_LEVEL": "critical"]) { a, _ in a }, in: repositoryRoot)
     }
 
     @Test func everyShippedProviderIsSignedAsItSignsAndAccepted() async throws {

@@ -28,18 +28,7 @@ struct WalkthroughTests {
     }
 
     func shell(_ command: String, environment: [String: String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", command]
-        process.currentDirectoryURL = URL(fileURLWithPath: temporaryDirectory())   // any directory
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        try runProgram("/bin/bash", ["-c", command], environment: environment, in: temporaryDirectory())   // any directory
     }
 
     func rulesVersion(port: Int) async -> String? {

@@ -8,18 +8,7 @@ import KoalaTestSupport
 struct RuleCommandTests {
     func run(_ arguments: [String], environment: [String: String] = [:], in folder: String? = nil) throws -> (status: Int32, output: String) {
         let binary = try #require(CrashTests.binary, "build the koala-router executable first (swift build --build-tests)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        if let folder { process.currentDirectoryURL = URL(fileURLWithPath: folder) }
-        process.environment = environment.merging(["LOG_LEVEL": "critical"]) { a, _ in a }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        return try runProgram(binary, arguments, environment: environment.merging(["LOG_LEVEL": "critical"]) { a, _ in a }, in: folder)
     }
 
     /// Issue 16: a broken test file never reads as a passing summary.

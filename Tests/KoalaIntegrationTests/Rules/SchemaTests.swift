@@ -13,16 +13,8 @@ struct SchemaTests {
 
     /// `scripts/validate-schema` with the real jsonschema validator (python3-jsonschema, installed by scripts/test).
     func validate(_ files: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", repositoryRoot + "/scripts/validate-schema"] + files
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        try runProgram("/usr/bin/env", ["python3", repositoryRoot + "/scripts/validate-schema"] + files,
+                       environment: ProcessInfo.processInfo.environment)
     }
 
     func keys(_ object: JSONValue?) -> [String] {
