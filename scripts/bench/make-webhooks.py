@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Writes N signed, unique ~2 KB Stripe invoice.paid webhooks, one per line as "<Stripe-Signature>\t<body>",
-for wrk (scripts/bench/webhooks.lua). Usage: make-webhooks.py N SECRET OUT [PEOPLE]"""
+"""Writes N signed, unique ~2 KB Stripe invoice.paid webhooks, one per line as
+"<Stripe-Signature>\t<X-Hub-Signature-256>\t<body>" (the second, sha256=<hex> of the body, is what a generic
+HMAC peer such as adnanh/webhook checks), for wrk (scripts/bench/webhooks.lua).
+Usage: make-webhooks.py N SECRET OUT [PEOPLE]"""
 import hashlib, hmac, json, sys, time
 
 n, secret, out = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
@@ -34,5 +36,6 @@ with open(out, "w") as f:
         }
         raw = json.dumps(body, separators=(",", ":"))
         sig = hmac.new(secret, f"{ts}.{raw}".encode(), hashlib.sha256).hexdigest()
-        f.write(f"t={ts},v1={sig}\t{raw}\n")
+        hub = hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
+        f.write(f"t={ts},v1={sig}\tsha256={hub}\t{raw}\n")
 print(f"{n} webhooks, {len(raw)} bytes each, for {people} people -> {out}", file=sys.stderr)

@@ -23,8 +23,10 @@ function init(args)
     line_no = line_no + 1
     if (line_no % count) == (id - 1) then
       local tab = line:find("\t", 1, true)
-      local sig, body = line:sub(1, tab - 1), line:sub(tab + 1)
-      reqs[#reqs + 1] = wrk.format("POST", path, {["Stripe-Signature"] = sig, ["Content-Type"] = "application/json"}, body)
+      local tab2 = line:find("\t", tab + 1, true)
+      local sig, hub, body = line:sub(1, tab - 1), line:sub(tab + 1, tab2 - 1), line:sub(tab2 + 1)
+      reqs[#reqs + 1] = wrk.format("POST", path, {["Stripe-Signature"] = sig, ["X-Hub-Signature-256"] = hub,
+                                                  ["Content-Type"] = "application/json"}, body)
     end
   end
 end
