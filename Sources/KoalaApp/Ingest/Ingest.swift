@@ -189,7 +189,7 @@ public struct Ingest: Sendable {
                 attempt += 1
                 let recallKeys = router.recallKeys(webhook)
                 let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
-                let routing = router.routing(webhook, memory: memory, destinations: destinations)
+                let routing = router.routing(webhook, memory: memory, destinations: destinations, explaining: false)
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
                 let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,

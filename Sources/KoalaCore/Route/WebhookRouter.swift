@@ -125,8 +125,11 @@ public struct WebhookRouter: Sendable {
 
     /// Routes in file order; what one route remembers is visible to the routes after it. A route that reads
     /// or remembers a state remembered from a later event is skipped (out of order).
+    /// `explaining`: say why each route did not match (simulate, tests, replay). Ingest passes false: a
+    /// route of another type is then left out of `results`, and a condition is only evaluated, which spares
+    /// building a sentence for every route that does not match every webhook.
     public func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:],
-                        destinations: [Destination] = [.koala]) -> Routing {
+                        destinations: [Destination] = [.koala], explaining: Bool = true) -> Routing {
         var memory = recalled
         var base = EvaluationContext(
             body: webhook.json,
@@ -138,18 +141,27 @@ public struct WebhookRouter: Sendable {
         var remembers: [Remembered] = []
         for route in source.routes {
             guard route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) else {
-                results.append(RouteResult(route: route.name, matched: false,
-                                           reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",
-                                           messages: []))
+                if explaining {
+                    results.append(RouteResult(route: route.name, matched: false,
+                                               reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",
+                                               messages: []))
+                }
                 continue
             }
             if let stale = outOfOrder(route, webhook, base, memory) {
                 results.append(RouteResult(route: route.name, matched: false, reason: stale, messages: []))
                 continue
             }
-            if let condition = route.condition, let failure = condition.explain(in: base) {
-                results.append(RouteResult(route: route.name, matched: false, reason: failure, messages: []))
-                continue
+            if let condition = route.condition {
+                if !explaining {
+                    guard condition.evaluate(in: base) else {
+                        results.append(RouteResult(route: route.name, matched: false, reason: "the condition is false", messages: []))
+                        continue
+                    }
+                } else if let failure = condition.explain(in: base) {
+                    results.append(RouteResult(route: route.name, matched: false, reason: failure, messages: []))
+                    continue
+                }
             }
             let routed = self.messages(for: route, webhook: webhook, context: base)
             var messages = routed.0

@@ -20,9 +20,36 @@ public final class RouterMetrics: Sendable {
 
     public init() {}
 
+    /// A counter's identity in the caches below: its name and its label values (the names are fixed per metric).
+    struct SeriesKey: Hashable {
+        let name: String
+        let values: [String]
+    }
+
+    /// The registry validates names, labels and help text and looks the series up under its lock on every
+    /// call; the hot paths (each webhook, each delivered batch) find their series here instead.
+    private let counters = Mutex<[SeriesKey: Counter]>([:])
+    private let histograms = Mutex<[SeriesKey: DurationHistogram]>([:])
+
+    private func counter(name: String, labels: [(String, String)], help: String) -> Counter {
+        let key = SeriesKey(name: name, values: labels.map(\.1))
+        if let found = counters.withLock({ $0[key] }) { return found }
+        let made = registry.makeCounter(name: name, labels: labels, help: help)
+        counters.withLock { $0[key] = made }
+        return made
+    }
+
+    private func durationHistogram(name: String, labels: [(String, String)], buckets: [Duration], help: String) -> DurationHistogram {
+        let key = SeriesKey(name: name, values: labels.map(\.1))
+        if let found = histograms.withLock({ $0[key] }) { return found }
+        let made = registry.makeDurationHistogram(name: name, labels: labels, buckets: buckets, help: help)
+        histograms.withLock { $0[key] = made }
+        return made
+    }
+
     /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
     public func webhookReceived(source: String, outcome: WebhookOutcome) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_webhooks_received_total",
             labels: [("source", source), ("outcome", outcome.rawValue)],
             help: "Webhooks received, by source and outcome (accepted, duplicate, or why they were refused)."
@@ -31,7 +58,7 @@ public final class RouterMetrics: Sendable {
 
     /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
     public func connectionTimedOut(phase: String) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_connections_timed_out_total", labels: [("phase", phase)],
             help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
         ).increment()
@@ -39,7 +66,7 @@ public final class RouterMetrics: Sendable {
 
     /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
     public func secretUsed(source: String, label: String) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_webhook_secret_verified_total",
             labels: [("source", source), ("secret", label)],
             help: "Webhooks verified, by source and by the label of the secret that matched."
@@ -49,7 +76,7 @@ public final class RouterMetrics: Sendable {
     /// Counts messages a route queued.
     public func messagesQueued(source: String, route: String, count: Int) {
         guard count > 0 else { return }
-        registry.makeCounter(
+        counter(
             name: "koala_router_messages_queued_total", labels: [("source", source), ("route", route)],
             help: "Koala messages produced by routes and queued for delivery."
         ).increment(by: Int64(count))
@@ -58,7 +85,7 @@ public final class RouterMetrics: Sendable {
     /// Counts identity fields left out of a message because they were unusable while another field named the
     /// person (an invalid `profile_id` beside a valid email, say).
     public func identityFieldDropped(source: String, route: String, field: String) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_identity_fields_dropped_total", labels: [("source", source), ("route", route), ("field", field)],
             help: "Identity fields left out of messages sent by another field, because they were unusable."
         ).increment()
@@ -67,7 +94,7 @@ public final class RouterMetrics: Sendable {
     /// Counts messages that reached a final state.
     public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
         guard count > 0 else { return }
-        registry.makeCounter(
+        counter(
             name: "koala_router_messages_total",
             labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
             help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered, dry_run)."
@@ -75,7 +102,7 @@ public final class RouterMetrics: Sendable {
     }
 
     func koalaResponse(status: String, destination: Destination = .koala) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_koala_responses_total", labels: [("destination", destination.rawValue), ("status", status)],
             help: "Answers from Koala (and the other destinations) by HTTP status (or timeout / connection_error)."
         ).increment()
@@ -88,7 +115,7 @@ public final class RouterMetrics: Sendable {
 
     /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
     func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double, destination: Destination = .koala) {
-        registry.makeDurationHistogram(
+        durationHistogram(
             name: "koala_router_delivery_latency_seconds", labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue)],
             buckets: Self.latencyBuckets,
             help: "Accepted to confirmed by the destination, per message."
@@ -106,7 +133,7 @@ public final class RouterMetrics: Sendable {
     }
 
     func koalaRefusing(destination: Destination = .koala) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_koala_refusals_total", labels: [("destination", destination.rawValue)],
             help: "Answers meaning the destination refuses every request (401/403/404, or Koala's 'ingest suspended')."
         ).increment()
@@ -114,7 +141,7 @@ public final class RouterMetrics: Sendable {
 
     /// Counts a rule reload and its result.
     public func rulesReloaded(success: Bool) {
-        registry.makeCounter(
+        counter(
             name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],
             help: "Rule table reloads, by result; a failed reload keeps the previous table."
         ).increment()

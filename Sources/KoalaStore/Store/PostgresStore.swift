@@ -151,6 +151,10 @@ public final class PostgresStore: WebhookStore {
         (4, "user id for Segment-compatible destinations", [
             "ALTER TABLE outbox ADD COLUMN user_id text",
         ]),
+        // Claims read the queue in seq order and stop after `limit` rows, instead of sorting every due row.
+        (5, "claims read the queue in order", [
+            "CREATE INDEX outbox_claim ON outbox (destination, lane, seq) WHERE status = 0",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other

@@ -152,6 +152,11 @@ public final class SQLiteStore: WebhookStore {
         migrator.registerMigration("v6: user id for Segment-compatible destinations") { db in
             try db.execute(sql: "ALTER TABLE outbox ADD COLUMN user_id TEXT")
         }
+        migrator.registerMigration("v7: claims read the queue in order") { db in
+            // The sender claims the oldest due messages: read in seq order, a claim stops after `limit` rows
+            // instead of sorting every due message of the backlog on each round.
+            try db.execute(sql: "CREATE INDEX outbox_claim ON outbox(destination, lane, seq) WHERE status = 0")
+        }
         return migrator
     }
 
@@ -391,7 +396,7 @@ public final class SQLiteStore: WebhookStore {
             let select = """
                 SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                        event_time, created_at, attempts
-                FROM outbox o
+                FROM outbox o INDEXED BY outbox_claim
                 WHERE o.status = 0 AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
                   AND NOT EXISTS (
                     SELECT 1 FROM outbox p
@@ -400,12 +405,13 @@ public final class SQLiteStore: WebhookStore {
                 ORDER BY o.seq
                 LIMIT :limit
                 """
-            // Live traffic first; the replay lane gets a small, capped share of each round.
-            var rows = try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": limit, "lane": 0, "destination": destination.rawValue])
+            // Live traffic first; the replay lane gets a small, capped share of each round. Prepared once per connection.
+            let statement = try db.cachedStatement(sql: select)
+            var rows = try Row.fetchAll(statement, arguments: ["now": t, "limit": limit, "lane": 0, "destination": destination.rawValue])
             let replayShare = min(Self.replayPerRound, max(0, limit - rows.count))
             if replayShare > 0 {
                 // A replayed message of a person who also has live messages joins them in the same batch.
-                rows += try Row.fetchAll(db, sql: select, arguments: ["now": t, "limit": replayShare, "lane": 1, "destination": destination.rawValue])
+                rows += try Row.fetchAll(statement, arguments: ["now": t, "limit": replayShare, "lane": 1, "destination": destination.rawValue])
             }
             guard !rows.isEmpty else { return [] }
             let messages = rows.map { row in
@@ -638,13 +644,20 @@ public final class SQLiteStore: WebhookStore {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
     }
 
+    /// Runs `sql … seq IN` for every row of `seqs`. The sequence numbers travel as one JSON array, so the
+    /// statement text never changes with their count and is prepared once per connection (a statement with
+    /// one placeholder per row was compiled again for every round of the sender).
     private static func update(_ db: Database, _ sql: String, _ leading: [(any DatabaseValueConvertible)?], _ seqs: [Int64]) throws {
         guard !seqs.isEmpty else { return }
-        for chunk in stride(from: 0, to: seqs.count, by: 500).map({ Array(seqs[$0..<min($0 + 500, seqs.count)]) }) {
-            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-            var arguments = StatementArguments(leading)
-            arguments += StatementArguments(chunk)
-            try db.execute(sql: "\(sql) (\(placeholders))", arguments: arguments)
+        var list = "["
+        list.reserveCapacity(seqs.count * 8 + 2)
+        for (index, seq) in seqs.enumerated() {
+            if index > 0 { list += "," }
+            list += String(seq)
         }
+        list += "]"
+        var arguments = StatementArguments(leading)
+        arguments += [list]
+        try db.cachedStatement(sql: "\(sql) (SELECT value FROM json_each(?))").execute(arguments: arguments)
     }
 }

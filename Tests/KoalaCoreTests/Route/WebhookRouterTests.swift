@@ -116,6 +116,33 @@ struct WebhookRouterTests {
         ])
     }
 
+    /// Ingest routes without building explanations; what it sends and remembers must be exactly what explained
+    /// routing (simulate, tests) says, for every webhook of every shipped rule test.
+    @Test func routingWithoutExplanationsSendsTheSame() throws {
+        let table = try RuleLoader(environment: [:]).load(directory: repositoryRoot + "/routes")
+        var compared = 0
+        for name in try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/routes/tests") where name.hasSuffix(".yaml") {
+            let path = repositoryRoot + "/routes/tests/" + name
+            var file = TestFile(path: path, text: try String(contentsOfFile: path, encoding: .utf8), table: table)
+            let found = file.samples()
+            let (sourceName, samples) = try #require(found)
+            let source = try #require(table.sources[sourceName])
+            for sample in samples {
+                let json = try JSONValue.parse(sample.body)
+                guard case .success(let w) = source.webhook(body: sample.body, json: json, headers: sample.headers, receivedAt: Date(timeIntervalSince1970: 0),
+                                                            secretLabel: "t", rulesVersion: "t") else { continue }
+                let explained = WebhookRouter(source: source).routing(w, memory: sample.memory)
+                let quick = WebhookRouter(source: source).routing(w, memory: sample.memory, explaining: false)
+                #expect(quick.messages.map { $0.item.encoded() } == explained.messages.map { $0.item.encoded() }, "\(sample.name)")
+                #expect(quick.messages.map(\.problem) == explained.messages.map(\.problem), "\(sample.name)")
+                #expect(quick.remembers.map(\.key) == explained.remembers.map(\.key), "\(sample.name)")
+                #expect(quick.results.filter(\.matched).map(\.route) == explained.results.filter(\.matched).map(\.route))
+                compared += 1
+            }
+        }
+        #expect(compared > 100)
+    }
+
     @Test func unmatchedTypeProducesNothingAndExplainsWhy() throws {
         let router = WebhookRouter(source: try stripeSource())
         let w = try webhook(stripeEvent(id: "evt_5", type: "charge.dispute.created", object: [:]), type: "charge.dispute.created", id: "evt_5")
