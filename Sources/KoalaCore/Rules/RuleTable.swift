@@ -95,14 +95,19 @@ struct ExpressionSite: Sendable {
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.
 public struct TypePattern: Sendable, CustomStringConvertible {
     let pattern: String
+    /// Whether the pattern has `*` or `?`, decided once: every webhook is matched against every route.
+    let isGlob: Bool
 
-    init(_ pattern: String) { self.pattern = pattern }
+    init(_ pattern: String) {
+        self.pattern = pattern
+        isGlob = pattern.utf8.contains(UInt8(ascii: "*")) || pattern.utf8.contains(UInt8(ascii: "?"))
+    }
 
     public var description: String { pattern }
 
     func matches(_ type: String) -> Bool {
         // Byte checks: String.contains(String) goes through the generic searcher, which allocates.
-        guard pattern.utf8.contains(UInt8(ascii: "*")) || pattern.utf8.contains(UInt8(ascii: "?")) else { return pattern == type }
+        guard isGlob else { return pattern == type }
         return Self.glob(Array(pattern.unicodeScalars)[...], Array(type.unicodeScalars)[...])
     }
 
