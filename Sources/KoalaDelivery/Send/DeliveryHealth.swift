@@ -54,7 +54,8 @@ public final class DeliveryHealth: Sendable {
     }
 
     /// A failure that says nothing about the request itself (5xx, timeout, connection error). Returns true
-    /// when this failure opened (or kept open) the circuit.
+    /// when this failure opened the circuit (so the opening is logged once, not for every request of the
+    /// round that was already in flight).
     /// A failed probe doubles the wait before the next one.
     @discardableResult
     func recordFailure(_ reason: String, now: Date, probe: Bool = false) -> Bool {
@@ -66,7 +67,7 @@ public final class DeliveryHealth: Sendable {
                     s.probeInterval = min(maxProbeInterval, max(firstProbeInterval, s.probeInterval * 2))
                     s.nextProbe = now.addingTimeInterval(s.probeInterval)
                 }
-                return true
+                return false
             }
             guard s.consecutiveFailures >= failureThreshold else { return false }
             s.probeInterval = firstProbeInterval

@@ -22,7 +22,8 @@ struct CircuitBreakerTests {
         #expect(health.mayProceed(now: t0.addingTimeInterval(0.5)) == (false, false))
         #expect(health.mayProceed(now: t0.addingTimeInterval(1)) == (true, true))
         #expect(health.mayProceed(now: t0.addingTimeInterval(1.1)) == (false, false))  // one probe per interval
-        health.recordFailure("503", now: t0.addingTimeInterval(1.1))  // a request of the round that opened it
+        // A request of the round that opened it: counted, and not a second opening to log.
+        #expect(!health.recordFailure("503", now: t0.addingTimeInterval(1.1)))
         #expect(health.snapshot.probeInterval == 1)
         health.recordFailure("503", now: t0.addingTimeInterval(1.2), probe: true)
         #expect(health.snapshot.probeInterval == 2)
