@@ -44,6 +44,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var settings: SettingsOption
 
     func run() async throws {
+        let onEventLoops = runConcurrencyOnEventLoops()
         let config = try await settings.resolve([
             "KOALA_ROUTER_HOST": host, "KOALA_ROUTER_PORT": port.map(String.init), "KOALA_ROUTER_ROUTES": routesOption.routes,
             "KOALA_ROUTER_DATABASE": database, "KOALA_API_URL": koalaApiUrl, "KOALA_PUBLIC_API_KEY": koalaPublicApiKey,
@@ -65,6 +66,9 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "koala-router")
         logger.logLevel = level
         raiseOpenFileLimit(need: config.connections.maxConnections + 256, logger: logger)
+        if !onEventLoops {
+            logger.warning("Swift concurrency stays on its own thread pool (the runtime refused NIO's event loops); requests pay a thread switch each")
+        }
         do {
             let (app, _) = try await buildApplication(config, logger: logger)
             logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(PostgresURL.redacted(config.database))"])
