@@ -208,95 +208,19 @@ public final class PostgresStore: WebhookStore {
     // MARK: Ingest
 
     /// One statement, so one round trip and one implicit transaction: the webhook row, then (only if it was
-    /// new) its messages and memory entries, through data-modifying CTEs fed by arrays.
+    /// new) its messages and memory entries, through data-modifying CTEs fed by arrays. A named prepared
+    /// statement: each connection parses and plans it once, not for every webhook.
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
         let now = webhook.receivedAt.timeIntervalSince1970
-        // Arrays cannot hold NULL here: absent text travels as "" and becomes NULL again through NULLIF.
-        var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
-        var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
-        var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
-        var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = [], userIDs: [String] = []
-        for message in messages {
-          for destination in message.destinations {
-            let status = OutboxStatus(message.disposition)
-            destinations.append(destination.rawValue); userIDs.append(message.identity.userID ?? "")
-            ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
-            endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
-            emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
-            domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
-            items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
-            statuses.append(status.rawValue); dues.append(status.firstDue(acceptedAt: now, linger: linger, identityWait: identityWait))
-            problems.append(message.problem ?? "")
-            waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
-          }
-        }
-        // One entry per key (merged as sequential upserts would), in key order so two webhooks remembering
-        // the same keys never deadlock. A state travels as JSON text with its time; none as "" and NaN.
-        var latest: [MemoryKey: Remembered] = [:]
-        for entry in remembers { latest[entry.key] = latest[entry.key].map { $0.updated(by: entry) } ?? entry }
-        let memory = latest.values.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
-        let namespaces = memory.map(\.key.namespace), keys = memory.map(\.key.key)
-        let memEmails = memory.map { $0.identity.email ?? "" }, memProfiles = memory.map { $0.identity.profileID ?? "" }
-        let memDomains = memory.map { $0.identity.domain ?? "" }
-        let memStates = memory.map { $0.state.map { JSONValue.object($0).encoded() } ?? "" }
-        let memStateTimes = memory.map { $0.stateAt?.timeIntervalSince1970 ?? -1 }
-        let query: PostgresQuery = """
-            WITH hook AS (
-                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
-                                      routed_states)
-                VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
-                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion),
-                        \(webhook.routedStatesJSON))
-                ON CONFLICT DO NOTHING RETURNING 1
-            ), queued AS (
-                INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
-                    wait_namespace, wait_key, user_id)
-                SELECT m.id, m.destination, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
-                       NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
-                       m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
-                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''), NULLIF(m.user_id, '')
-                FROM unnest(\(ids)::text[], \(routes)::text[], \(outputs)::text[], \(endpoints)::text[], \(kinds)::text[],
-                            \(personKeys)::text[], \(emails)::text[], \(profiles)::text[], \(domains)::text[], \(accounts)::text[],
-                            \(items)::text[], \(eventTimes)::float8[], \(statuses)::int8[], \(dues)::float8[], \(problems)::text[],
-                            \(waitNamespaces)::text[], \(waitKeys)::text[], \(destinations)::text[], \(userIDs)::text[])
-                     AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
-                          status, due, problem, wait_namespace, wait_key, destination, user_id)
-                WHERE EXISTS (SELECT 1 FROM hook)
-                ON CONFLICT (message_id, destination) DO NOTHING
-                RETURNING message_id, status
-            ), remembered AS (
-                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)
-                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now),
-                       NULLIF(r.state, ''), CASE WHEN r.state <> '' THEN r.state_at END
-                FROM unnest(\(namespaces)::text[], \(keys)::text[], \(memEmails)::text[], \(memProfiles)::text[], \(memDomains)::text[],
-                            \(memStates)::text[], \(memStateTimes)::float8[])
-                     AS r(namespace, key, email, profile_id, domain, state, state_at)
-                WHERE EXISTS (SELECT 1 FROM hook)
-                ON CONFLICT (source, namespace, key) DO UPDATE SET
-                    email = coalesce(excluded.email, identities.email),
-                    profile_id = coalesce(excluded.profile_id, identities.profile_id),
-                    domain = coalesce(excluded.domain, identities.domain),
-                    updated_at = excluded.updated_at,
-                    state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                                 THEN excluded.state ELSE identities.state END,
-                    state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                                    THEN excluded.state_at ELSE identities.state_at END
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM hook) AS stored,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 0) AS pending,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 2) AS dead,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 3) AS waiting,
-                   (SELECT count(*) FROM remembered) AS remembered
-            """
+        let rows = AcceptRows(messages: messages, remembers: remembers, now: now, linger: linger, identityWait: identityWait)
+        let statement = AcceptStatement(binds: Self.acceptQuery(webhook, headers: headers, now: now, rows: rows).binds)
         let run: @Sendable (PostgresConnection, Logger) async throws -> AcceptOutcome = { connection, logger in
-            let rows = try await connection.query(query, logger: logger).rows()
-            guard let row = rows.first, try row.get("stored", as: Int64.self) == 1 else { return .duplicate }
-            return .accepted(queued: Int(try row.get("pending", as: Int64.self)), deadLettered: Int(try row.get("dead", as: Int64.self)),
-                             waiting: Int(try row.get("waiting", as: Int64.self)))
+            var result: AcceptStatement.Row?
+            for try await row in try await connection.execute(statement, logger: logger) { result = row }
+            guard let (stored, pending, dead, waiting, _) = result, stored == 1 else { return .duplicate }
+            return .accepted(queued: Int(pending), deadLettered: Int(dead), waiting: Int(waiting))
         }
         // The states this webhook was routed against (and those it remembers): if another replica moved one
         // since, nothing is stored and ingest routes it again. Checked under transaction advisory locks on
@@ -759,4 +683,117 @@ public final class PostgresStore: WebhookStore {
             return false
         }
     }
+}
+
+/// A webhook's messages and memory entries as the columns `accept` binds: arrays cannot hold NULL here, so
+/// absent text travels as "" (and becomes NULL again through NULLIF), an absent state time as -1.
+struct AcceptRows {
+    var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
+    var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
+    var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
+    var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = [], userIDs: [String] = []
+    var namespaces: [String] = [], keys: [String] = [], memEmails: [String] = [], memProfiles: [String] = [], memDomains: [String] = []
+    var memStates: [String] = [], memStateTimes: [Double] = []
+
+    init() {}
+
+    init(messages: [KoalaMessage], remembers: [Remembered], now: Double, linger: TimeInterval, identityWait: TimeInterval) {
+        for message in messages {
+            for destination in message.destinations {
+                let status = OutboxStatus(message.disposition)
+                destinations.append(destination.rawValue); userIDs.append(message.identity.userID ?? "")
+                ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
+                endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
+                emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
+                domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
+                items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
+                statuses.append(status.rawValue); dues.append(status.firstDue(acceptedAt: now, linger: linger, identityWait: identityWait))
+                problems.append(message.problem ?? "")
+                waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
+            }
+        }
+        // One entry per key (merged as sequential upserts would), in key order so two webhooks remembering
+        // the same keys never deadlock. A state travels as JSON text with its time.
+        var latest: [MemoryKey: Remembered] = [:]
+        for entry in remembers { latest[entry.key] = latest[entry.key].map { $0.updated(by: entry) } ?? entry }
+        let memory = latest.values.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
+        namespaces = memory.map(\.key.namespace); keys = memory.map(\.key.key)
+        memEmails = memory.map { $0.identity.email ?? "" }; memProfiles = memory.map { $0.identity.profileID ?? "" }
+        memDomains = memory.map { $0.identity.domain ?? "" }
+        memStates = memory.map { $0.state.map { JSONValue.object($0).encoded() } ?? "" }
+        memStateTimes = memory.map { $0.stateAt?.timeIntervalSince1970 ?? -1 }
+    }
+}
+
+extension PostgresStore {
+    /// The accept statement with its values bound. Its text is the same for every webhook (every value is a
+    /// bind), which is what lets `AcceptStatement` prepare it once.
+    static func acceptQuery(_ webhook: VerifiedWebhook, headers: String, now: Double, rows: AcceptRows) -> PostgresQuery {
+        return """
+            WITH hook AS (
+                INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
+                                      routed_states)
+                VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
+                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion),
+                        \(webhook.routedStatesJSON))
+                ON CONFLICT DO NOTHING RETURNING 1
+            ), queued AS (
+                INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
+                    domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
+                    wait_namespace, wait_key, user_id)
+                SELECT m.id, m.destination, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
+                       NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
+                       m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
+                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''), NULLIF(m.user_id, '')
+                FROM unnest(\(rows.ids)::text[], \(rows.routes)::text[], \(rows.outputs)::text[], \(rows.endpoints)::text[], \(rows.kinds)::text[],
+                            \(rows.personKeys)::text[], \(rows.emails)::text[], \(rows.profiles)::text[], \(rows.domains)::text[], \(rows.accounts)::text[],
+                            \(rows.items)::text[], \(rows.eventTimes)::float8[], \(rows.statuses)::int8[], \(rows.dues)::float8[], \(rows.problems)::text[],
+                            \(rows.waitNamespaces)::text[], \(rows.waitKeys)::text[], \(rows.destinations)::text[], \(rows.userIDs)::text[])
+                     AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
+                          status, due, problem, wait_namespace, wait_key, destination, user_id)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (message_id, destination) DO NOTHING
+                RETURNING message_id, status
+            ), remembered AS (
+                INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)
+                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now),
+                       NULLIF(r.state, ''), CASE WHEN r.state <> '' THEN r.state_at END
+                FROM unnest(\(rows.namespaces)::text[], \(rows.keys)::text[], \(rows.memEmails)::text[], \(rows.memProfiles)::text[], \(rows.memDomains)::text[],
+                            \(rows.memStates)::text[], \(rows.memStateTimes)::float8[])
+                     AS r(namespace, key, email, profile_id, domain, state, state_at)
+                WHERE EXISTS (SELECT 1 FROM hook)
+                ON CONFLICT (source, namespace, key) DO UPDATE SET
+                    email = coalesce(excluded.email, identities.email),
+                    profile_id = coalesce(excluded.profile_id, identities.profile_id),
+                    domain = coalesce(excluded.domain, identities.domain),
+                    updated_at = excluded.updated_at,
+                    state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                                 THEN excluded.state ELSE identities.state END,
+                    state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                                    THEN excluded.state_at ELSE identities.state_at END
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM hook) AS stored,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 0) AS pending,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 2) AS dead,
+                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 3) AS waiting,
+                   (SELECT count(*) FROM remembered) AS remembered
+            """
+    }
+}
+
+/// `accept` as a named prepared statement (postgres-nio prepares it once per connection).
+struct AcceptStatement: PostgresPreparedStatement {
+    static let sql = PostgresStore.acceptQuery(
+        VerifiedWebhook(source: "", webhookID: "", eventType: "", eventTime: Date(), receivedAt: Date(), headers: [:], body: [],
+                        json: .null, secretLabel: "", rulesVersion: ""),
+        headers: "", now: 0, rows: AcceptRows()).sql
+    /// stored, pending, dead, waiting, remembered.
+    typealias Row = (Int64, Int64, Int64, Int64, Int64)
+
+    let binds: PostgresBindings
+
+    func makeBindings() throws -> PostgresBindings { binds }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
