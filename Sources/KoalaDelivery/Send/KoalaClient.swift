@@ -73,7 +73,9 @@ public struct KoalaClient: Sendable {
 
     var isDryRun: Bool { publicKey == nil }
 
-    func send(_ batch: KoalaBatch) async -> DeliveryResult {
+    /// POSTs one batch to its Koala endpoint and says what the answer means; in dry run (no public key) it
+    /// only logs the request.
+    public func send(_ batch: KoalaBatch) async -> DeliveryResult {
         guard let publicKey else {
             logger.notice("dry run: would POST", metadata: [
                 "endpoint": "/web/projects/<key>/\(batch.endpoint.path)",
