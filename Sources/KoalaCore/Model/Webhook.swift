@@ -24,6 +24,9 @@ public struct VerifiedWebhook: Sendable {
     public let rulesVersion: String
     /// Hex SHA-256 of the raw body (`webhook.body_sha256`), computed once.
     let bodySHA256: String
+    /// The `webhook.` fields rules read (id, type, time, source, received_at, body_sha256), built once:
+    /// routing reads them several times per webhook.
+    let fields: JSONValue
     /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
     public var eventTimeProblem: String?
     /// The remembered states its routes were compared against when it was accepted (nil: not recorded, as for
@@ -44,7 +47,16 @@ public struct VerifiedWebhook: Sendable {
         self.json = json
         self.secretLabel = secretLabel
         self.rulesVersion = rulesVersion
-        self.bodySHA256 = bodySHA256 ?? Hex.encode(Crypto.digest(.sha256, body))
+        let bodySHA256 = bodySHA256 ?? Hex.encode(Crypto.digest(.sha256, body))
+        self.bodySHA256 = bodySHA256
+        fields = .object([
+            "id": .string(webhookID),
+            "type": .string(eventType),
+            "time": .string(Timestamps.iso(eventTime)),
+            "source": .string(source),
+            "received_at": .string(Timestamps.iso(receivedAt)),
+            "body_sha256": .string(bodySHA256),
+        ])
     }
 }
 

@@ -17,7 +17,7 @@ public enum Identity {
     ///   in ASCII (`xn--` labels), so `ｇｍａｉｌ.com` is `gmail.com`;
     /// - byte limits: 64 for the local part, 255 for the domain, 254 for the whole.
     public static func normalizeEmail(_ raw: String) -> String? {
-        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = raw.trimmingWhitespace
         guard trimmed.utf8.count <= 4 * maxEmailBytes else { return nil }  // nothing that long normalises under the limit
         guard let at = trimmed.lastIndex(of: "@") else { return nil }
         let localRaw = trimmed[..<at], domainRaw = trimmed[trimmed.index(after: at)...]
@@ -32,7 +32,9 @@ public enum Identity {
 
     static func normalizeLocalPart(_ local: Substring) -> String? {
         guard !local.isEmpty, local.utf8.count <= maxLocalBytes else { return nil }
-        guard local.first != ".", local.last != ".", !local.contains("..") else { return nil }
+        let dot = UInt8(ascii: ".")
+        guard local.first != ".", local.last != ".", !zip(local.utf8, local.utf8.dropFirst()).contains(where: { $0 == dot && $1 == dot })
+        else { return nil }
         var out = String.UnicodeScalarView()
         for scalar in local.unicodeScalars {
             if scalar.isASCII {
@@ -126,14 +128,14 @@ public enum Identity {
 
     static func companyDomain(from raw: String) -> String? {
         if raw.utf8.contains(UInt8(ascii: "@")) { return companyDomain(ofEmail: raw) }
-        guard let domain = normalizeDomain(raw.trimmingCharacters(in: .whitespacesAndNewlines)),
+        guard let domain = normalizeDomain(raw.trimmingWhitespace),
               !FreeMailDomains.contains(domain) else { return nil }
         return domain
     }
 
     /// Koala profile ids are UUIDs (the `ko_id` cookie).
     static func normalizeProfileID(_ raw: String) -> String? {
-        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = raw.trimmingWhitespace
         guard trimmed.utf8.count == 36, let uuid = UUID(uuidString: trimmed) else { return nil }
         return uuid.uuidString.lowercased()
     }
@@ -214,7 +216,7 @@ public enum FreeMailDomains {
         var added = Set<String>(), removed = Set<String>()
         for raw in text.split(whereSeparator: \.isNewline) {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first?
-                .trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+                .trimmingSpaces.lowercased() ?? ""
             if line.isEmpty { continue }
             if line.hasPrefix("!") { removed.insert(String(line.dropFirst())) } else { added.insert(line) }
         }

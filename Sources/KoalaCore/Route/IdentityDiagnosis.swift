@@ -42,7 +42,7 @@ enum IdentityDiagnosis {
     /// Why text is not an email address, after `Identity.normalizeEmail` refused it.
     static func emailProblem(_ value: JSONValue) -> String {
         guard case .string(let raw) = value else { return "not an email address" }
-        let text = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = raw.trimmingWhitespace
         guard let at = text.lastIndex(of: "@") else { return "not an email address (no '@')" }
         if text.unicodeScalars.contains(where: { LogText.needsEscape($0) }) {
             return "not an email address (it holds a control or invisible formatting character)"
@@ -76,7 +76,7 @@ enum IdentityDiagnosis {
             let domain = email[email.index(after: at)...]
             return "account.domain ← \(expression) is empty: \(base) is \(excerpt(raw)), at a free-mail domain (\(domain)); Koala accounts are companies"
         }
-        guard let domain = Identity.normalizeDomain(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard let domain = Identity.normalizeDomain(text.trimmingWhitespace) else {
             return unusable("account.domain", expression, raw, "not a domain")
         }
         return "account.domain ← \(expression): \(excerpt(raw)) is a free-mail domain (\(domain)); Koala accounts are companies"

@@ -61,6 +61,8 @@ extension SourceDefinition {
         if text.utf8.count > maxIdentifierBytes {
             return "is \(text.utf8.count) bytes long; at most \(maxIdentifierBytes) are taken"
         }
+        // Printable ASCII, the usual id, needs no look at Unicode's tables.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return nil }
         if let bad = text.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
             return "contains the control character U+\(String(bad.value, radix: 16, uppercase: true).leftPadded(to: 4)); ids must be printable text"
         }

@@ -52,7 +52,7 @@ public struct WebhookRouter: Sendable {
     /// told from the payload, and why (`simulate` prints these).
     public func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [String] {
         let routing = routing(webhook, memory: memory)
-        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var notes: [String] = []
         for route in source.routes where routing.results.contains(where: { $0.route == route.name && $0.matched }) {
             let outputs: [(String, FieldList)] = [("track.properties", route.track?.properties ?? []),
@@ -72,10 +72,10 @@ public struct WebhookRouter: Sendable {
     /// The memory entries the routes matching this webhook's type would recall, and the state they would
     /// remember (its time decides whether this webhook is out of order).
     public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
-        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
         for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
-            let named = route.recalls + route.remember.filter { !$0.values.isEmpty }.map { (namespace: $0.name, key: $0.key) }
+            let named = route.memoryReads
             for recall in named {
                 if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key),
                    !keys.contains(memoryKey) {
@@ -89,10 +89,10 @@ public struct WebhookRouter: Sendable {
     /// The state memory keys this webhook's routes would remember: ingest serialises webhooks that share one,
     /// so each compares against the state the one before it left.
     public func stateKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
-        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: Self.webhookValue(webhook))
+        let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
         for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
-            for spec in route.remember where !spec.values.isEmpty {
+            for spec in route.stateRemembers {
                 if let key = spec.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: spec.name, payloadKey: key),
                    !keys.contains(memoryKey) {
                     keys.append(memoryKey)
@@ -108,7 +108,7 @@ public struct WebhookRouter: Sendable {
     /// Why this route must not act on this webhook: a state it reads or remembers was remembered from a
     /// later event (webhooks arrive out of order), so its comparison and its traits would be stale.
     private func outOfOrder(_ route: Route, _ webhook: VerifiedWebhook, _ context: EvaluationContext, _ memory: [MemoryKey: Remembered]) -> String? {
-        let named = route.recalls + route.remember.filter { !$0.values.isEmpty }.map { (namespace: $0.name, key: $0.key) }
+        let named = route.memoryReads
         for entry in named {
             guard let key = entry.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: entry.namespace, payloadKey: key),
                   let at = memory[memoryKey]?.stateAt, at > webhook.eventTime else { continue }
@@ -134,7 +134,7 @@ public struct WebhookRouter: Sendable {
         var base = EvaluationContext(
             body: webhook.json,
             headers: webhook.headers,
-            webhook: Self.webhookValue(webhook),
+            webhook: webhook.fields,
             memory: memory.mapValues(\.value)
         )
         var results: [RouteResult] = []
@@ -214,17 +214,6 @@ public struct WebhookRouter: Sendable {
             }
         }
         return nil
-    }
-
-    static func webhookValue(_ webhook: VerifiedWebhook) -> JSONValue {
-        .object([
-            "id": .string(webhook.webhookID),
-            "type": .string(webhook.eventType),
-            "time": .string(Timestamps.iso(webhook.eventTime)),
-            "source": .string(webhook.source),
-            "received_at": .string(Timestamps.iso(webhook.receivedAt)),
-            "body_sha256": .string(webhook.bodySHA256),
-        ])
     }
 
     private func messages(for route: Route, webhook: VerifiedWebhook, context base: EvaluationContext) -> ([KoalaMessage], [Remembered]) {

@@ -58,47 +58,51 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Whether the condition holds for this webhook (`explain` says why not).
+    /// Whether the condition holds for this webhook (`explain` says why not). Builds no text: ingest asks
+    /// this of every route whose type matches.
     public func evaluate(in context: EvaluationContext) -> Bool {
-        explain(in: context) == nil
+        switch self {
+        case .compare(let a, let op, let b):
+            return Self.compare(a.evaluate(in: context), op, b.evaluate(in: context))
+        case .member(let a, let list, let negated):
+            let x = a.evaluate(in: context)
+            return list.contains { Path.looselyEqual(x, $0) } != negated
+        case .exists(let a):
+            return a.evaluate(in: context).map { $0 != .null } ?? false
+        case .missing(let a):
+            return a.evaluate(in: context).map { $0 == .null } ?? true
+        case .matches(let a, let pattern):
+            return a.evaluate(in: context)?.textValue.map(pattern.matches) ?? false
+        case .truthy(let a):
+            return Self.isTruthy(a.evaluate(in: context))
+        case .all(let conditions):
+            return conditions.allSatisfy { $0.evaluate(in: context) }
+        case .any(let conditions):
+            return conditions.contains { $0.evaluate(in: context) }
+        case .not(let c):
+            return !c.evaluate(in: context)
+        }
     }
 
     /// nil when the condition holds; otherwise the part that failed, with the value it saw.
     public func explain(in context: EvaluationContext) -> String? {
-        func shown(_ value: JSONValue?) -> String { value.map { $0.encoded() } ?? "missing" }
+        guard !evaluate(in: context) else { return nil }
+        func shown(_ a: Expression) -> String { a.evaluate(in: context).map { $0.encoded() } ?? "missing" }
         switch self {
-        case .compare(let a, let op, let b):
-            let x = a.evaluate(in: context), y = b.evaluate(in: context)
-            return Self.compare(x, op, y) ? nil : "\(self) is false (\(a) is \(shown(x)))"
-        case .member(let a, let list, let negated):
-            let x = a.evaluate(in: context)
-            let found = list.contains { Path.looselyEqual(x, $0) }
-            return found != negated ? nil : "\(self) is false (\(a) is \(shown(x)))"
+        case .compare(let a, _, _), .member(let a, _, _), .matches(let a, _):
+            return "\(self) is false (\(a) is \(shown(a)))"
         case .exists(let a):
-            let x = a.evaluate(in: context)
-            return x != nil && x != .null ? nil : "\(a) is missing"
+            return "\(a) is missing"
         case .missing(let a):
-            let x = a.evaluate(in: context)
-            return x == nil || x == .null ? nil : "\(a) is present (\(shown(x)))"
-        case .matches(let a, let pattern):
-            let x = a.evaluate(in: context)
-            guard let text = x?.textValue else { return "\(self) is false (\(a) is \(shown(x)))" }
-            return pattern.matches(text) ? nil : "\(self) is false (\(a) is \(shown(x)))"
+            return "\(a) is present (\(shown(a)))"
         case .truthy(let a):
-            let x = a.evaluate(in: context)
-            return Self.isTruthy(x) ? nil : "\(a) is not true (it is \(shown(x)))"
+            return "\(a) is not true (it is \(shown(a)))"
         case .all(let conditions):
-            for c in conditions { if let failure = c.explain(in: context) { return failure } }
-            return nil
+            return conditions.lazy.compactMap { $0.explain(in: context) }.first
         case .any(let conditions):
-            var failures: [String] = []
-            for c in conditions {
-                guard let failure = c.explain(in: context) else { return nil }
-                failures.append(failure)
-            }
-            return "none of: " + failures.joined(separator: "; ")
+            return "none of: " + conditions.compactMap { $0.explain(in: context) }.joined(separator: "; ")
         case .not(let c):
-            return c.explain(in: context) == nil ? "not (\(c)) is false" : nil
+            return "not (\(c)) is false"
         }
     }
 

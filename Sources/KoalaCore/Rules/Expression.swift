@@ -324,7 +324,7 @@ enum Functions {
                 guard let value else { return false }
                 switch value {
                 case .null: return false
-                case .string(let s): return !s.trimmingCharacters(in: .whitespaces).isEmpty
+                case .string(let s): return !s.trimmingSpaces.isEmpty
                 default: return true
                 }
             } ?? nil

@@ -17,7 +17,7 @@ enum Filters {
             text(value).map { .string($0.uppercased()) }
         },
         "trim": .init(arity: 0...0, summary: "removes leading and trailing whitespace") { value, _ in
-            text(value).map { .string($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            text(value).map { .string($0.trimmingWhitespace) }
         },
         "default": .init(arity: 1...1, summary: "replaces a missing, null or empty value") { value, args in
             isEmpty(value) ? args[0] : value
@@ -107,7 +107,7 @@ enum Filters {
         case .int?: return value
         case .double(let d)?: return d.isFinite ? value : nil
         case .string(let s)?:
-            let t = s.trimmingCharacters(in: .whitespaces)
+            let t = s.trimmingSpaces
             if let i = Int64(t) { return .int(i) }
             if let d = Double(t), d.isFinite { return .double(d) }
             return nil
@@ -118,7 +118,7 @@ enum Filters {
     static func isEmpty(_ value: JSONValue?) -> Bool {
         switch value {
         case nil, .null?: true
-        case .string(let s)?: s.trimmingCharacters(in: .whitespaces).isEmpty
+        case .string(let s)?: s.trimmingSpaces.isEmpty
         default: false
         }
     }
@@ -181,7 +181,7 @@ public enum Timestamps {
 
     /// Parses `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]][Z|±HH[:]MM]`; no offset means UTC.
     public static func parseISO(_ text: String) -> Date? {
-        let s = Array(text.trimmingCharacters(in: .whitespaces).utf8)
+        let s = Array(text.trimmingSpaces.utf8)
         var i = 0
         func digits(_ count: Int) -> Int? {
             guard i + count <= s.count else { return nil }

@@ -33,7 +33,7 @@ public enum Money {
 
     /// The number of decimals of `currency` (a three-letter code, any case) under `rules`; nil if it is not a code.
     public static func exponent(of currency: String, rules: Rules) -> Int? {
-        let code = currency.trimmingCharacters(in: .whitespaces).uppercased()
+        let code = currency.trimmingSpaces.uppercased()
         guard code.utf8.count == 3, code.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x5A }) else { return nil }
         switch rules {
         case .iso4217: return isoExponents[code] ?? 2
@@ -50,7 +50,7 @@ public enum Money {
         let text: String
         switch minor {
         case .int(let value)?: text = String(value)
-        case .string(let value)?: text = value.trimmingCharacters(in: .whitespaces)
+        case .string(let value)?: text = value.trimmingSpaces
         case .double(let value)? where value.isFinite && value.rounded() == value && abs(value) < 9e15: text = String(Int64(value))
         default: return nil
         }

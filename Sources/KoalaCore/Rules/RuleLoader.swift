@@ -269,14 +269,11 @@ struct FileParser {
             errors.append(location(map["remember"] ?? node).error("route '\(name)' remembers an identity but resolves none",
                 hint: "add 'person: { email: … }' (or an account) whose identity is remembered, or remember 'values:'"))
         }
-        var route = Route(name: name, location: location(node), types: types, condition: condition, person: person,
-                          track: track, identify: identify, account: account, remember: remember)
-        if let destinationsNode = map["destinations"] {
-            route.destinations = destinationList(destinationsNode)
-        }
-        route.outputDestinations = outputDestinations
-        route.sites = Array(sites[firstSite...])
-        return route
+        let destinations = map["destinations"].map { destinationList($0) }
+        return Route(name: name, location: location(node), types: types, condition: condition, person: person,
+                     track: track, identify: identify, account: account, remember: remember,
+                     destinations: destinations, outputDestinations: outputDestinations,
+                     sites: Array(sites[firstSite...]))
     }
 
     // MARK: Verification
@@ -654,7 +651,7 @@ struct FileParser {
         let text = node.string ?? ""
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value >= 0 {
+            if let value = Double(text.dropLast(suffix.count).trimmingSpaces), value >= 0 {
                 return value * factor
             }
         }

@@ -54,8 +54,9 @@ public struct SourceDefinition: Sendable {
     }
 }
 
-/// One route: when it matches, who the person is, and the messages it produces.
-public struct Route: Sendable {
+/// One route: when it matches, who the person is, and the messages it produces. A class: every webhook
+/// walks its source's routes, and a reference costs one retain where a value of this size costs one per field.
+public final class Route: Sendable {
     let name: String
     let location: SourceLocation
     let types: [TypePattern]
@@ -68,20 +69,44 @@ public struct Route: Sendable {
     /// `remember`: what this route remembers, and under which provider id.
     let remember: [MemorySpec]
     /// `destinations`: the only destinations this route sends to (nil: every one configured).
-    var destinations: [Destination]?
+    let destinations: [Destination]?
     /// `track.destinations` and the like: an output limited further.
-    var outputDestinations: [KoalaMessage.Output: [Destination]] = [:]
+    let outputDestinations: [KoalaMessage.Output: [Destination]]
     /// Every expression of the route with where it is written, for checks that point at the rule.
-    var sites: [ExpressionSite] = []
+    let sites: [ExpressionSite]
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
-    public var recalls: [(namespace: String, key: Expression)] {
+    public let recalls: [(namespace: String, key: Expression)]
+    /// What routing this route reads from memory: its recalls and the states it remembers (compared with the
+    /// state remembered before).
+    let memoryReads: [(namespace: String, key: Expression)]
+    /// The `remember` entries that keep values (states), not only an identity.
+    let stateRemembers: [MemorySpec]
+
+    /// A route; what it reads from memory is worked out here, once, not for every webhook.
+    init(name: String, location: SourceLocation, types: [TypePattern], condition: Condition?, person: PersonSpec?,
+         track: TrackOutput?, identify: IdentifyOutput?, account: AccountOutput?, remember: [MemorySpec],
+         destinations: [Destination]? = nil, outputDestinations: [KoalaMessage.Output: [Destination]] = [:], sites: [ExpressionSite] = []) {
+        self.destinations = destinations
+        self.outputDestinations = outputDestinations
+        self.sites = sites
+        self.name = name
+        self.location = location
+        self.types = types
+        self.condition = condition
+        self.person = person
+        self.track = track
+        self.identify = identify
+        self.account = account
+        self.remember = remember
         var expressions: [Expression] = condition?.expressions ?? []
         if let person { expressions += [person.email, person.profileID, person.userID].compactMap { $0 } }
         if let track { expressions += [track.event] + track.properties.map(\.value) }
         if let identify { expressions += identify.traits.map(\.value) }
         if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
-        return expressions.flatMap(\.recalls)
+        recalls = expressions.flatMap(\.recalls)
+        stateRemembers = remember.filter { !$0.values.isEmpty }
+        memoryReads = recalls + stateRemembers.map { (namespace: $0.name, key: $0.key) }
     }
 }
 

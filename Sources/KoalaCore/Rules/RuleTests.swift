@@ -279,7 +279,7 @@ struct TestFile {
         let laterKeys = map.compactMap { $0.key.mark?.line }.filter { $0 > mark.line }
         var last = (laterKeys.min() ?? nextTestLine ?? lines.count + 1) - 1
         while last > mark.line, last <= lines.count {
-            let line = lines[last - 1].trimmingCharacters(in: .whitespaces)
+            let line = lines[last - 1].trimmingSpaces
             guard line.isEmpty || line.hasPrefix("#") else { break }
             last -= 1
         }

@@ -90,12 +90,12 @@ public struct SampleCheck: Sendable {
                     if let text = try? String(contentsOfFile: sidecar, encoding: .utf8) {
                         for line in text.split(whereSeparator: \.isNewline) {
                             let parts = line.split(separator: ":", maxSplits: 1)
-                            guard parts.count == 2, let name = HTTPField.Name(String(parts[0]).trimmingCharacters(in: .whitespaces)) else {
+                            guard parts.count == 2, let name = HTTPField.Name(String(parts[0]).trimmingSpaces) else {
                                 report.problems.append(RuleError(file: sidecar, line: 0, column: 0, message: "'\(line)' is not a header line",
                                                                  hint: "write one 'Name: value' a line"))
                                 continue
                             }
-                            headers[name] = parts[1].trimmingCharacters(in: .whitespaces)
+                            headers[name] = parts[1].trimmingSpaces
                         }
                     }
                     samples[source, default: []].append(Sample(name: path, body: [UInt8](data), headers: headers))
@@ -179,7 +179,7 @@ struct SourceCheck {
                 continue
             }
             let routing = router.routing(webhook, memory: sample.memory)
-            let context = EvaluationContext(body: json, headers: webhook.headers, webhook: WebhookRouter.webhookValue(webhook))
+            let context = EvaluationContext(body: json, headers: webhook.headers, webhook: webhook.fields)
 
             for route in source.routes where route.types.contains(where: { $0.matches(webhook.eventType) }) {
                 typeSeen.insert(route.name)

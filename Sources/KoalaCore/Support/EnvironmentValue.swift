@@ -20,6 +20,6 @@ public enum EnvironmentValue {
         if let value = environment[name], !value.isEmpty { return value }
         guard let path = environment[name + "_FILE"], !path.isEmpty else { return nil }
         guard let data = FileManager.default.contents(atPath: path) else { throw UnreadableFile(name: name, path: path) }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return String(decoding: data, as: UTF8.self).trimmingWhitespace
     }
 }

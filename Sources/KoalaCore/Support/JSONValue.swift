@@ -57,7 +57,7 @@ public enum JSONValue: Sendable, Hashable {
         let d: Double? = switch self {
         case .int(let i): Double(i)
         case .double(let d): d
-        case .string(let s): Double(s.trimmingCharacters(in: .whitespaces))
+        case .string(let s): Double(s.trimmingSpaces)
         default: nil
         }
         return d.flatMap { $0.isFinite ? $0 : nil }

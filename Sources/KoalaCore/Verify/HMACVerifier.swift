@@ -112,7 +112,7 @@ public struct HMACVerifier: SignatureVerifier {
         var timestampText = ""
         var timestamp: Double?
         if let name = format.timestampHeader {
-            guard let text = headers.value(named: name)?.trimmingCharacters(in: .whitespaces) else { return .failure(.missingHeader(name)) }
+            guard let text = headers.value(named: name)?.trimmingSpaces else { return .failure(.missingHeader(name)) }
             switch format.timestampFormat {
             case .seconds: timestamp = Double(text)
             case .milliseconds: timestamp = Double(text).map { $0 / 1000 }
@@ -129,7 +129,7 @@ public struct HMACVerifier: SignatureVerifier {
         let entries = format.listSeparator.map { header.split(separator: $0).map(String.init) } ?? [header]
         var candidates: [[UInt8]] = []
         for entry in entries {
-            let trimmed = entry.trimmingCharacters(in: .whitespaces)
+            let trimmed = entry.trimmingSpaces
             guard trimmed.hasPrefix(format.prefix) else { continue }
             let value = trimmed.dropFirst(format.prefix.count)
             let decoded = format.encoding == .hex ? Hex.decode(value) : Base64.decode(value)
@@ -242,7 +242,7 @@ public struct CredentialVerifier: SignatureVerifier {
             return .failure(.signatureMismatch)
         case .bearer(let header):
             guard let value = headers.value(named: header) else { return .failure(.missingHeader(header)) }
-            var token = Substring(value.trimmingCharacters(in: .whitespaces))
+            var token = Substring(value.trimmingSpaces)
             if token.lowercased().hasPrefix("bearer ") { token = token.dropFirst(7) }
             let given = Crypto.digest(.sha256, Array(token.utf8))
             for secret in secrets where Crypto.constantTimeEquals(Crypto.digest(.sha256, secret.key), given) {

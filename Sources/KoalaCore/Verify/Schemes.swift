@@ -50,7 +50,7 @@ public enum Schemes {
             switch self {
             case .raw: Array(text.utf8)
             case .base64: StandardWebhooksVerifier.decodeSecret(text)
-            case .hex: Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            case .hex: Hex.decode(text.trimmingWhitespace)
             }
         }
     }

@@ -30,7 +30,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     /// `whsec_<base64>` → the decoded key bytes. Also accepts the bare base64, missing padding, and Supabase's
     /// `v1,whsec_<base64>` display form. Nil if the text is not base64.
     public static func decodeSecret(_ text: String) -> [UInt8]? {
-        var s = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        var s = text.trimmingWhitespace
         if s.hasPrefix("v1,") { s.removeFirst(3) }
         if s.hasPrefix("whsec_") { s.removeFirst(6) }
         return Base64.decode(s)
@@ -42,7 +42,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         guard let id = headers.value(named: prefix + "id") else { return .failure(.missingHeader(prefix + "id")) }
         guard let timestampText = headers.value(named: prefix + "timestamp") else { return .failure(.missingHeader(prefix + "timestamp")) }
         guard let signatureHeader = headers.value(named: prefix + "signature") else { return .failure(.missingHeader(prefix + "signature")) }
-        guard let timestamp = Int64(timestampText.trimmingCharacters(in: .whitespaces)) else {
+        guard let timestamp = Int64(timestampText.trimmingSpaces) else {
             return .failure(.malformedHeader(prefix + "timestamp"))
         }
         var candidates: [[UInt8]] = []
@@ -54,7 +54,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         guard !candidates.isEmpty else { return .failure(.malformedHeader(prefix + "signature")) }
         var signed = Array(id.utf8)
         signed.append(UInt8(ascii: "."))
-        signed += Array(timestampText.trimmingCharacters(in: .whitespaces).utf8)
+        signed += Array(timestampText.trimmingSpaces.utf8)
         signed.append(UInt8(ascii: "."))
         signed += body
         guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: candidates) else {
