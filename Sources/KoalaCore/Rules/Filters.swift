@@ -6,29 +6,68 @@ enum Filters {
     struct Definition: Sendable {
         let arity: ClosedRange<Int>
         let summary: String
+        /// What it reads from the piped value: a value of another kind gives a missing result, and `check`
+        /// says so when a sample shows one.
+        let input: Input
         let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
+
+        init(arity: ClosedRange<Int>, summary: String, input: Input = .anything,
+             apply: @escaping @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?) {
+            self.arity = arity
+            self.summary = summary
+            self.input = input
+            self.apply = apply
+        }
+    }
+
+    /// The kinds of value a filter reads.
+    enum Input: Sendable {
+        /// Any value, passed on or replaced (`default`, `map`, `join`, …).
+        case anything
+        /// Text, or a number or boolean written as text.
+        case text
+        /// A number, or text holding one.
+        case numeric
+        /// A number itself.
+        case number
+        /// ISO-8601 text.
+        case isoText
+        /// Unix seconds or milliseconds, or ISO-8601 text.
+        case time
+
+        /// What the filter takes, when `value` is not of it (nil when it can read `value`).
+        func refusal(of value: JSONValue) -> String? {
+            switch self {
+            case .anything: nil
+            case .text: value.textValue == nil ? "text (or a number)" : nil
+            case .numeric: Filters.number(value) == nil ? "a number (or numeric text)" : nil
+            case .number: value.doubleValue == nil ? "a number" : nil
+            case .isoText: value.stringValue == nil ? "ISO-8601 text" : nil
+            case .time: value.stringValue == nil && value.doubleValue == nil ? "unix seconds, unix milliseconds or ISO-8601 text" : nil
+            }
+        }
     }
 
     static let all: [String: Definition] = [
-        "lower": .init(arity: 0...0, summary: "lower-cases text") { value, _ in
+        "lower": .init(arity: 0...0, summary: "lower-cases text", input: .text) { value, _ in
             text(value).map { .string($0.lowercased()) }
         },
-        "upper": .init(arity: 0...0, summary: "upper-cases text") { value, _ in
+        "upper": .init(arity: 0...0, summary: "upper-cases text", input: .text) { value, _ in
             text(value).map { .string($0.uppercased()) }
         },
-        "trim": .init(arity: 0...0, summary: "removes leading and trailing whitespace") { value, _ in
+        "trim": .init(arity: 0...0, summary: "removes leading and trailing whitespace", input: .text) { value, _ in
             text(value).map { .string($0.trimmingWhitespace) }
         },
         "default": .init(arity: 1...1, summary: "replaces a missing, null or empty value") { value, args in
             isEmpty(value) ? args[0] : value
         },
-        "string": .init(arity: 0...0, summary: "converts numbers and booleans to text") { value, _ in
+        "string": .init(arity: 0...0, summary: "converts numbers and booleans to text", input: .text) { value, _ in
             text(value).map { .string($0) }
         },
-        "number": .init(arity: 0...0, summary: "converts numeric text to a number") { value, _ in
+        "number": .init(arity: 0...0, summary: "converts numeric text to a number", input: .numeric) { value, _ in
             number(value)
         },
-        "round": .init(arity: 0...1, summary: "rounds a number to N decimal places (default 0)") { value, args in
+        "round": .init(arity: 0...1, summary: "rounds a number to N decimal places (default 0)", input: .number) { value, args in
             guard let d = value?.doubleValue else { return nil }
             var places = 0
             if let argument = args.first {
@@ -41,7 +80,7 @@ enum Filters {
             guard rounded.isFinite else { return nil }
             return places == 0 && abs(rounded) < 9e15 ? .int(Int64(rounded)) : .double(rounded)
         },
-        "money": .init(arity: 1...2, summary: "minor units of the currency named by the argument to its amount, with the currency's own decimals (JPY 4900 → 4900, USD 4999 → 49.99, KWD 1234 → 1.234); money(currency, 'stripe') follows Stripe's list; missing without a currency") { value, args in
+        "money": .init(arity: 1...2, summary: "minor units of the currency named by the argument to its amount, with the currency's own decimals (JPY 4900 → 4900, USD 4999 → 49.99, KWD 1234 → 1.234); money(currency, 'stripe') follows Stripe's list; missing without a currency", input: .numeric) { value, args in
             let rules = args.count > 1 ? args[1]?.stringValue.flatMap(Money.Rules.init(rawValue:)) : .iso4217
             guard let rules else { return nil }
             return Money.major(value, currency: args[0]?.stringValue, rules: rules)
@@ -54,7 +93,7 @@ enum Filters {
             }
             return value
         },
-        "cents": .init(arity: 0...0, summary: "divides by 100 whatever the currency (1999 → 19.99); for amounts use money(currency)") { value, _ in
+        "cents": .init(arity: 0...0, summary: "divides by 100 whatever the currency (1999 → 19.99); for amounts use money(currency)", input: .numeric) { value, _ in
             guard let n = number(value) else { return nil }
             switch n {
             case .int(let i) where i % 100 == 0: return .int(i / 100)
@@ -63,22 +102,22 @@ enum Filters {
             default: return nil
             }
         },
-        "unix_seconds": .init(arity: 0...0, summary: "unix seconds to ISO-8601 UTC (missing outside years 1-9999)") { value, _ in
+        "unix_seconds": .init(arity: 0...0, summary: "unix seconds to ISO-8601 UTC (missing outside years 1-9999)", input: .number) { value, _ in
             value?.doubleValue.flatMap { Timestamps.date(unixSeconds: $0) }.map { .string(Timestamps.iso($0)) }
         },
-        "unix_millis": .init(arity: 0...0, summary: "unix milliseconds to ISO-8601 UTC (missing outside years 1-9999)") { value, _ in
+        "unix_millis": .init(arity: 0...0, summary: "unix milliseconds to ISO-8601 UTC (missing outside years 1-9999)", input: .number) { value, _ in
             value?.doubleValue.flatMap { Timestamps.date(unixSeconds: $0 / 1000) }.map { .string(Timestamps.iso($0)) }
         },
-        "iso8601": .init(arity: 0...0, summary: "ISO-8601 text (any offset) to ISO-8601 UTC") { value, _ in
+        "iso8601": .init(arity: 0...0, summary: "ISO-8601 text (any offset) to ISO-8601 UTC", input: .isoText) { value, _ in
             value?.stringValue.flatMap(Timestamps.parseISO).map { .string(Timestamps.iso($0)) }
         },
-        "timestamp": .init(arity: 0...0, summary: "unix seconds, unix milliseconds or ISO text to ISO-8601 UTC") { value, _ in
+        "timestamp": .init(arity: 0...0, summary: "unix seconds, unix milliseconds or ISO text to ISO-8601 UTC", input: .time) { value, _ in
             Timestamps.date(from: value).map { .string(Timestamps.iso($0)) }
         },
-        "email": .init(arity: 0...0, summary: "normalises an email address (trim, lower-case); missing if invalid") { value, _ in
+        "email": .init(arity: 0...0, summary: "normalises an email address (trim, lower-case); missing if invalid", input: .text) { value, _ in
             text(value).flatMap(Identity.normalizeEmail).map { .string($0) }
         },
-        "email_domain": .init(arity: 0...0, summary: "the domain of an email address, missing for free-mail and disposable providers") { value, _ in
+        "email_domain": .init(arity: 0...0, summary: "the domain of an email address, missing for free-mail and disposable providers", input: .text) { value, _ in
             text(value).flatMap { Identity.companyDomain(from: $0) }.map { .string($0) }
         },
         "join": .init(arity: 0...1, summary: "joins an array's items with a separator (default \", \")") { value, args in

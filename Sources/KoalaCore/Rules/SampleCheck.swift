@@ -334,7 +334,7 @@ struct SourceCheck {
             var value = base.evaluate(in: context)
             var input = base.description
             for filter in filters {
-                if let present = value, present != .null, let takes = Filters.takes(filter.name, present) {
+                if let present = value, present != .null, let takes = Filters.all[filter.name]?.input.refusal(of: present) {
                     out.append((filter.name, takes, input, present))
                     break
                 }
@@ -368,26 +368,6 @@ struct SourceCheck {
     static func list(_ keys: Set<String>) -> String {
         let sorted = keys.sorted()
         return sorted.prefix(12).joined(separator: ", ") + (sorted.count > 12 ? ", …" : "")
-    }
-}
-
-extension Filters {
-    /// What `name` takes, when `value` is not of it (nil when the filter can read `value`).
-    static func takes(_ name: String, _ value: JSONValue) -> String? {
-        switch name {
-        case "cents", "number", "money":
-            return number(value) == nil ? "a number (or numeric text)" : nil
-        case "round", "unix_seconds", "unix_millis":
-            return value.doubleValue == nil ? "a number" : nil
-        case "iso8601":
-            return value.stringValue == nil ? "ISO-8601 text" : nil
-        case "timestamp":
-            return value.stringValue == nil && value.doubleValue == nil ? "unix seconds, unix milliseconds or ISO-8601 text" : nil
-        case "lower", "upper", "trim", "string", "email", "email_domain":
-            return value.textValue == nil ? "text (or a number)" : nil
-        default:
-            return nil
-        }
     }
 }
 
