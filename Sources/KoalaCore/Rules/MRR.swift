@@ -38,8 +38,8 @@ public enum MRR {
     /// A monthly amount in minor units as the currency's amount, rounded to its decimals.
     static func major(_ minorPerMonth: Decimal, currency: String, rules: Money.Rules) throws(Unknown) -> JSONValue {
         guard let exponent = Money.exponent(of: currency, rules: rules) else { throw Unknown("the currency '\(currency)' is not a three-letter code") }
-        var scaled = minorPerMonth
-        for _ in 0..<exponent { scaled /= 10 }
+        // Minor to major units by moving the decimal point: exact, and no Decimal division (slow).
+        var scaled = Decimal(sign: minorPerMonth.sign, exponent: -exponent, significand: minorPerMonth.magnitude)
         var rounded = Decimal()
         NSDecimalRound(&rounded, &scaled, exponent, .plain)
         guard !rounded.isNaN, rounded.isFinite else { throw Unknown("the amount is out of range") }
@@ -77,7 +77,7 @@ public enum MRR {
             }
             if firstPeriodMonths == nil { firstPeriodMonths = months }
             if currency == nil { currency = price["currency"]?.stringValue }
-            total += unit * quantity / months
+            total += months == 1 ? unit * quantity : unit * quantity / months
         }
         var coupons: [JSONValue] = []
         if case .object? = subscription["discount"], let coupon = subscription["discount"]?["coupon"] { coupons.append(coupon) }
@@ -120,7 +120,7 @@ public enum MRR {
                 throw Unknown("an item is not billed by day, week, month or year")
             }
             if currency == nil { currency = item["price"]?["unit_price"]?["currency_code"]?.stringValue }
-            total += unit * quantity / months
+            total += months == 1 ? unit * quantity : unit * quantity / months
         }
         guard let currency else { throw Unknown("the subscription names no currency") }
         return try major(total, currency: currency, rules: .iso4217)
