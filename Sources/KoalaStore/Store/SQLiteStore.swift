@@ -225,6 +225,12 @@ public final class SQLiteStore: WebhookStore {
                 return queue.requests
             }
             if batch.isEmpty { return }
+            // Usually no accept fails: the whole batch goes in one transaction with no savepoint to journal.
+            // If one does fail, that transaction is rolled back and the batch is redone with a savepoint each.
+            if let outcomes = try? await pool.write({ db in try batch.map { try Self.acceptOne(db, $0) } }) {
+                for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
+                continue
+            }
             do {
                 let results = try await pool.write { db -> [Result<AcceptOutcome, any Error>] in
                     batch.map { request in
@@ -252,12 +258,11 @@ public final class SQLiteStore: WebhookStore {
     static func acceptOne(_ db: Database, _ request: AcceptRequest) throws -> AcceptOutcome {
         let webhook = request.webhook
         let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
-        try db.execute(
-            sql: """
+        try db.cachedStatement(sql: """
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
                                       routed_states)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                """,
+                """).execute(
             arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
                         webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
                         webhook.rulesVersion, webhook.routedStatesJSON])

@@ -64,6 +64,37 @@ struct StoreTests {
         }
     }
 
+    /// A group commit first tries its whole batch in one transaction without savepoints. An accept that fails
+    /// there (here a trigger refuses one webhook) must fail alone: the batch is redone with a savepoint each,
+    /// and every other webhook of it is stored exactly once.
+    @Test func anAcceptThatFailsInAGroupCommitFailsAlone() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        try await store.whileRunning {
+            try await store.pool.write { db in
+                try db.execute(sql: """
+                    CREATE TRIGGER poison BEFORE INSERT ON webhooks WHEN NEW.webhook_id LIKE 'evt_poison_%'
+                    BEGIN SELECT RAISE(ABORT, 'poisoned'); END
+                    """)
+            }
+            let ids = (0..<64).map { $0 % 16 == 5 ? "evt_poison_\($0)" : "evt_ok_\($0)" }
+            let outcomes = await withTaskGroup(of: (String, Bool).self) { group in
+                for id in ids {
+                    group.addTask {
+                        let outcome = try? await store.accept(self.webhook(id), messages: [self.message(id, .track, email: "\(id)@x.io")],
+                                                             remembers: [], linger: 0, identityWait: 0)
+                        return (id, outcome == .accepted(queued: 1, deadLettered: 0, waiting: 0))
+                    }
+                }
+                var all: [String: Bool] = [:]
+                for await (id, accepted) in group { all[id] = accepted }
+                return all
+            }
+            for id in ids { #expect(outcomes[id] == !id.hasPrefix("evt_poison"), "\(id)") }
+            let counts = try await store.counts()
+            #expect(counts.webhooks == 60 && counts.pending == 60)
+        }
+    }
+
     @Test func synchronousIsFull() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
         try await store.whileRunning {
