@@ -762,15 +762,7 @@ extension PostgresStore {
                             \(rows.memStates)::text[], \(rows.memStateTimes)::float8[])
                      AS r(namespace, key, email, profile_id, domain, state, state_at)
                 WHERE EXISTS (SELECT 1 FROM hook)
-                ON CONFLICT (source, namespace, key) DO UPDATE SET
-                    email = coalesce(excluded.email, identities.email),
-                    profile_id = coalesce(excluded.profile_id, identities.profile_id),
-                    domain = coalesce(excluded.domain, identities.domain),
-                    updated_at = excluded.updated_at,
-                    state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                                 THEN excluded.state ELSE identities.state END,
-                    state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                                    THEN excluded.state_at ELSE identities.state_at END
+                \(unescaped: identityMergeSQL)
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM hook) AS stored,

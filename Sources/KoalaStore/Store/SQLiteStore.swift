@@ -301,21 +301,12 @@ public final class SQLiteStore: WebhookStore {
         return .accepted(queued: queued, deadLettered: dead, waiting: waiting)
     }
 
-    /// Upserts memory entries; a known field is never erased by a later webhook that lacks it, and a state is
-    /// never replaced by an older one (webhooks arrive out of order).
+    /// Upserts memory entries, merged as `identityMergeSQL` says.
     static func remember(_ db: Database, source: String, _ remembers: [Remembered], at now: Double) throws {
         guard !remembers.isEmpty else { return }
         let upsert = try db.cachedStatement(sql: """
             INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (source, namespace, key) DO UPDATE SET
-                email = coalesce(excluded.email, identities.email),
-                profile_id = coalesce(excluded.profile_id, identities.profile_id),
-                domain = coalesce(excluded.domain, identities.domain),
-                updated_at = excluded.updated_at,
-                state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                             THEN excluded.state ELSE identities.state END,
-                state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
-                                THEN excluded.state_at ELSE identities.state_at END
+            \(identityMergeSQL)
             """)
         for entry in remembers {
             try upsert.execute(arguments: [source, entry.key.namespace, entry.key.key, entry.identity.email,

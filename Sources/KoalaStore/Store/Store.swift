@@ -420,3 +420,18 @@ extension Remembered {
                           state: values, stateAt: stateAt.map { Date(timeIntervalSince1970: $0) })
     }
 }
+
+/// How a memory entry merges into the one stored, the same SQL for SQLite and PostgreSQL: a known field is
+/// never erased by a later webhook that lacks it, and a state is never replaced by an older one (webhooks
+/// arrive out of order).
+let identityMergeSQL = """
+    ON CONFLICT (source, namespace, key) DO UPDATE SET
+        email = coalesce(excluded.email, identities.email),
+        profile_id = coalesce(excluded.profile_id, identities.profile_id),
+        domain = coalesce(excluded.domain, identities.domain),
+        updated_at = excluded.updated_at,
+        state = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                     THEN excluded.state ELSE identities.state END,
+        state_at = CASE WHEN excluded.state IS NOT NULL AND (identities.state_at IS NULL OR excluded.state_at >= identities.state_at)
+                        THEN excluded.state_at ELSE identities.state_at END
+    """
