@@ -396,12 +396,51 @@ public final class SQLiteStore: WebhookStore {
     /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
     static let replayPerRound = 100
 
+    /// Messages of one person a round takes at most: a Koala request carries up to 30 of each type.
+    static let messagesPerPerson = 30
+
+    /// A backlog interleaves people, so the first due messages of a round are mostly one per person, and each
+    /// would be a request of its own. This gives each person of the round their next due messages too (in
+    /// order, stopping at the first one that is not due or is leased, up to `messagesPerPerson`), and keeps the
+    /// round within `limit` by leaving the last people for the next round: fewer people per round, each
+    /// request carrying more. People keep the order of their first message in the round (live lane first),
+    /// and each person's messages stay in seq order.
+    static func fillPeople(_ db: Database, _ rows: [Row], now t: Double, limit: Int, destination: String) throws -> [Row] {
+        var people: [String] = [], claimed: [String: [Row]] = [:]
+        for row in rows {
+            let key: String = row["person_key"]
+            if claimed[key] == nil { people.append(key) }
+            claimed[key, default: []].append(row)
+        }
+        let next = try db.cachedStatement(sql: """
+            SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
+                   event_time, created_at, attempts, person_key, next_attempt_at, lease_until
+            FROM outbox INDEXED BY outbox_person
+            WHERE status = 0 AND destination = ? AND person_key = ? AND seq > ?
+            ORDER BY seq LIMIT ?
+            """)
+        var round: [Row] = []
+        for key in people {
+            var mine = claimed[key] ?? []
+            let room = min(messagesPerPerson, limit) - mine.count
+            if room > 0, let last = mine.last {
+                for row in try Row.fetchAll(next, arguments: [destination, key, last["seq"] as Int64, room]) {
+                    guard (row["next_attempt_at"] as Double) <= t, (row["lease_until"] as Double) <= t else { break }
+                    mine.append(row)
+                }
+            }
+            if !round.isEmpty && round.count + mine.count > limit { break }
+            round += mine
+        }
+        return round
+    }
+
     public func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let select = """
                 SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
-                       event_time, created_at, attempts
+                       event_time, created_at, attempts, person_key
                 FROM outbox o INDEXED BY outbox_claim
                 WHERE o.status = 0 AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
                   AND NOT EXISTS (
@@ -420,6 +459,7 @@ public final class SQLiteStore: WebhookStore {
                 rows += try Row.fetchAll(statement, arguments: ["now": t, "limit": replayShare, "lane": 1, "destination": destination.rawValue])
             }
             guard !rows.isEmpty else { return [] }
+            if limit > 1 { rows = try Self.fillPeople(db, rows, now: t, limit: limit, destination: destination.rawValue) }
             let messages = rows.map { row in
                 var message = OutboxMessage(
                     seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],

@@ -95,6 +95,30 @@ struct StoreTests {
         }
     }
 
+    /// A backlog interleaves people. A round takes each person's next due messages together, so one request
+    /// carries many of them, and stays within its limit by leaving the last people for the next round.
+    @Test func aRoundTakesEachPersonsMessagesTogether() async throws {
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        try await store.whileRunning {
+            for i in 0..<50 {
+                let id = "evt_fill_\(i)"
+                _ = try await store.accept(webhook(id), messages: [message(id, .track, email: "p\(i % 10)@x.io", time: Double(100 + i))],
+                                           remembers: [], linger: 0, identityWait: 0)
+            }
+            let now = Date().addingTimeInterval(1)
+            let first = try await store.claimDue(now: now, limit: 12, lease: 60, destination: .koala)
+            #expect(first.map(\.identity.email) == Array(repeating: "p0@x.io", count: 5) + Array(repeating: "p1@x.io", count: 5))
+            #expect(first.map(\.seq) == [1, 11, 21, 31, 41, 2, 12, 22, 32, 42])   // each person's in order
+            // p0 and p1 are leased now: the next round is p2 and p3, five each, in order.
+            let second = try await store.claimDue(now: now, limit: 12, lease: 60, destination: .koala)
+            #expect(second.map(\.identity.email) == Array(repeating: "p2@x.io", count: 5) + Array(repeating: "p3@x.io", count: 5))
+            #expect(second.map(\.seq) == [3, 13, 23, 33, 43, 4, 14, 24, 34, 44])
+            // A probe still takes one message.
+            let probe = try await store.claimDue(now: now, limit: 1, lease: 60, destination: .koala)
+            #expect(probe.count == 1 && probe[0].identity.email == "p4@x.io")
+        }
+    }
+
     @Test func synchronousIsFull() async throws {
         let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
         try await store.whileRunning {
