@@ -54,17 +54,32 @@ public final class RulesReloader: Service, Sendable {
 
     /// Polls the rule files' names, sizes and modification times (works on every filesystem and with
     /// Kubernetes ConfigMap symlink swaps, where inotify on the file misses the change).
+    /// A change of names, sizes or times is confirmed by the rule files' contents before reloading: a listing
+    /// taken in the middle of an editor's write-and-rename shows a change twice for one new file.
     func watch() async {
-        var last = fingerprint()
+        var last = fingerprint(), lastContents = contents()
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: UInt64(pollInterval * 1_000_000_000))
             let now = fingerprint()
             if now != last {
                 last = now
+                let changed = contents()
+                guard changed != lastContents else { continue }
+                lastContents = changed
                 logger.info("rule files changed: reloading")
                 reload()
             }
         }
+    }
+
+    /// The names and bytes of the files the loader reads (`*.yaml`, `*.yml`), following symlinks.
+    func contents() -> [String: Data] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var out: [String: Data] = [:]
+        for name in names where name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
+            out[name] = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(name)) ?? Data()
+        }
+        return out
     }
 
     func fingerprint() -> String {
