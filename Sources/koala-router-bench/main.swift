@@ -8,7 +8,7 @@ import Synchronization
 //   koala-router-bench baseline PORT SECRET   the ceiling: a bare Hummingbird route that reads the body and
 //                                             checks its Stripe signature (the same verifier), nothing else
 //   koala-router-bench fake-koala PORT        a fast Koala stand-in: answers 200 at once, counts message ids
-//                                             (GET /count)
+//                                             (GET /count) and requests (GET /requests)
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3, let port = Int(arguments[2]) else {
@@ -32,7 +32,7 @@ case "baseline":
         }
     }
 case "fake-koala":
-    let received = Atomic<Int>(0)
+    let received = Atomic<Int>(0), requests = Atomic<Int>(0)
     let marker = Array(#""message_id""#.utf8)
     let count: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
         let body = Array(buffer: try await request.body.collect(upTo: 4 << 20))
@@ -41,11 +41,13 @@ case "fake-koala":
             if body[i] == marker[0] && Array(body[i..<i + marker.count]) == marker { n += 1; i += marker.count } else { i += 1 }
         }
         received.add(n, ordering: .relaxed)
+        requests.add(1, ordering: .relaxed)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
     }
     router.post("/web/projects/:key/batch", use: count)
     router.post("/web/projects/:key/accounts/batch", use: count)
     router.get("/count") { _, _ in "\(received.load(ordering: .relaxed))" }
+    router.get("/requests") { _, _ in "\(requests.load(ordering: .relaxed))" }
 default:
     FileHandle.standardError.write(Data("unknown mode \(arguments[1])\n".utf8))
     exit(2)
