@@ -182,12 +182,12 @@ public struct Ingest: Sendable {
     /// an update compares against the state of the update before it, not a state both read at once.
     private func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
+        let recallKeys = router.recallKeys(webhook)
         let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in
             // The store refuses (stateChanged) when another replica moved a state between recall and accept.
             var attempt = 0
             while true {
                 attempt += 1
-                let recallKeys = router.recallKeys(webhook)
                 let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
                 let routing = router.routing(webhook, memory: memory, destinations: destinations, explaining: false)
                 var journaled = webhook

@@ -76,6 +76,11 @@ public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
     }
 }
 
+extension KoalaEndpoint {
+    /// Koala's documented cap per type (events, identifies, page views) and request.
+    public static let maxPerType = 30
+}
+
 /// Who a message is about: a visitor (email and/or profile id) or an account (domain or account id).
 public struct KoalaIdentity: Sendable, Hashable {
     /// The person's email address.

@@ -74,9 +74,8 @@ public struct WebhookRouter: Sendable {
     public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
-        for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
-            let named = route.memoryReads
-            for recall in named {
+        for route in source.routes where route.takes(type: webhook.eventType) {
+            for recall in route.memoryReads {
                 if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key),
                    !keys.contains(memoryKey) {
                     keys.append(memoryKey)
@@ -91,7 +90,7 @@ public struct WebhookRouter: Sendable {
     public func stateKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
-        for route in source.routes where route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) {
+        for route in source.routes where route.takes(type: webhook.eventType) {
             for spec in route.stateRemembers {
                 if let key = spec.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: spec.name, payloadKey: key),
                    !keys.contains(memoryKey) {
@@ -108,8 +107,7 @@ public struct WebhookRouter: Sendable {
     /// Why this route must not act on this webhook: a state it reads or remembers was remembered from a
     /// later event (webhooks arrive out of order), so its comparison and its traits would be stale.
     private func outOfOrder(_ route: Route, _ webhook: VerifiedWebhook, _ context: EvaluationContext, _ memory: [MemoryKey: Remembered]) -> String? {
-        let named = route.memoryReads
-        for entry in named {
+        for entry in route.memoryReads {
             guard let key = entry.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: entry.namespace, payloadKey: key),
                   let at = memory[memoryKey]?.stateAt, at > webhook.eventTime else { continue }
             return "\(Self.outOfOrderPrefix) \(memoryKey.namespace) '\(LogText.escaped(memoryKey.key))' was remembered as of \(Timestamps.iso(at)), "
@@ -140,7 +138,7 @@ public struct WebhookRouter: Sendable {
         var results: [RouteResult] = []
         var remembers: [Remembered] = []
         for route in source.routes {
-            guard route.types.isEmpty || route.types.contains(where: { $0.matches(webhook.eventType) }) else {
+            guard route.takes(type: webhook.eventType) else {
                 if explaining {
                     results.append(RouteResult(route: route.name, matched: false,
                                                reason: "type '\(webhook.eventType)' is not \(route.types.map(\.pattern).joined(separator: " or "))",

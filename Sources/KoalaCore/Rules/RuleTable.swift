@@ -83,6 +83,11 @@ public final class Route: Sendable {
     /// The `remember` entries that keep values (states), not only an identity.
     let stateRemembers: [MemorySpec]
 
+    /// Whether this route's `when.type` takes webhooks of `type` (no type: every one).
+    func takes(type: String) -> Bool {
+        types.isEmpty || types.contains { $0.matches(type) }
+    }
+
     /// A route; what it reads from memory is worked out here, once, not for every webhook.
     init(name: String, location: SourceLocation, types: [TypePattern], condition: Condition?, person: PersonSpec?,
          track: TrackOutput?, identify: IdentifyOutput?, account: AccountOutput?, remember: [MemorySpec],

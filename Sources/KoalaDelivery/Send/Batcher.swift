@@ -35,12 +35,9 @@ public struct KoalaBatch: Sendable, Equatable {
 
 /// Groups leased messages into Koala requests. Pure and deterministic.
 public enum Batcher {
-    /// Koala's documented cap per type and request.
-    public static let maxPerType = 30
-
     /// One list of batches per person (or account), in the order they must be sent. Messages are taken
     /// in event-time order (ties by arrival) and a new request starts when either type reaches the cap.
-    public static func plan(_ messages: [OutboxMessage], maxPerType: Int = Batcher.maxPerType) -> [[KoalaBatch]] {
+    public static func plan(_ messages: [OutboxMessage], maxPerType: Int = KoalaEndpoint.maxPerType) -> [[KoalaBatch]] {
         var order: [String] = []
         var groups: [String: [OutboxMessage]] = [:]
         for message in messages {

@@ -396,12 +396,9 @@ public final class SQLiteStore: WebhookStore {
     /// Replayed messages per round at most, so a replay never delays live traffic behind a backlog.
     static let replayPerRound = 100
 
-    /// Messages of one person a round takes at most: a Koala request carries up to 30 of each type.
-    static let messagesPerPerson = 30
-
     /// A backlog interleaves people, so the first due messages of a round are mostly one per person, and each
     /// would be a request of its own. This gives each person of the round their next due messages too (in
-    /// order, stopping at the first one that is not due or is leased, up to `messagesPerPerson`), and keeps the
+    /// order, stopping at the first one that is not due or is leased, up to a request: `KoalaEndpoint.maxPerType`), and keeps the
     /// round within `limit` by leaving the last people for the next round: fewer people per round, each
     /// request carrying more. People keep the order of their first message in the round (live lane first),
     /// and each person's messages stay in seq order.
@@ -422,7 +419,7 @@ public final class SQLiteStore: WebhookStore {
         var round: [Row] = []
         for key in people {
             var mine = claimed[key] ?? []
-            let room = min(messagesPerPerson, limit) - mine.count
+            let room = min(KoalaEndpoint.maxPerType, limit) - mine.count
             if room > 0, let last = mine.last {
                 for row in try Row.fetchAll(next, arguments: [destination, key, last["seq"] as Int64, room]) {
                     guard (row["next_attempt_at"] as Double) <= t, (row["lease_until"] as Double) <= t else { break }
