@@ -14,7 +14,8 @@ import Synchronization
 ///   dies mid-batch leaves leases that run out and are claimed again by another;
 /// - claims run one at a time across replicas (a transaction-scoped advisory lock) so the per-person check sees
 ///   every lease already taken: SKIP LOCKED alone would let two replicas each claim one message of the same person;
-/// - an outcome other than "delivered" is recorded only by the lease holder (or once the lease has run out).
+/// - an outcome other than "delivered" is recorded only by the lease holder (or once the lease has run out);
+/// - concurrent accepts commit together: one statement stores a batch (group commit, as SQLite's writer does).
 ///
 /// `run()` runs postgres-nio's connection pool, checks durability and applies migrations; store calls wait
 /// for that (within their operation timeout) and fail with its error if it failed.
@@ -28,6 +29,7 @@ public final class PostgresStore: WebhookStore {
     /// This schema's claim lock: replicas of one service take turns, other schemas never wait for them.
     let claimLock: Int64
     private let running = Mutex(false)
+    private let acceptQueue = Mutex<(requests: [QueuedAccept], committers: Int)>(([], 0))
 
     static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
     static let claimLockBase: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
@@ -207,29 +209,20 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Ingest
 
-    /// One statement, so one round trip and one implicit transaction: the webhook row, then (only if it was
-    /// new) its messages and memory entries, through data-modifying CTEs fed by arrays. A named prepared
-    /// statement: each connection parses and plans it once, not for every webhook.
+    /// Accepts commit in batches (`commitQueued`): one statement stores a whole batch, so one round trip and
+    /// one implicit transaction carry it. Its text is the same for every batch (every value is a bind in an
+    /// array), so each connection parses and plans it once.
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
-        let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
-        let now = webhook.receivedAt.timeIntervalSince1970
-        let rows = AcceptRows(messages: messages, remembers: remembers, now: now, linger: linger, identityWait: identityWait)
-        let statement = AcceptStatement(binds: Self.acceptQuery(webhook, headers: headers, now: now, rows: rows).binds)
-        let run: @Sendable (PostgresConnection, Logger) async throws -> AcceptOutcome = { connection, logger in
-            var result: AcceptStatement.Row?
-            for try await row in try await connection.execute(statement, logger: logger) { result = row }
-            guard let (stored, pending, dead, waiting, _) = result, stored == 1 else { return .duplicate }
-            return .accepted(queued: Int(pending), deadLettered: Int(dead), waiting: Int(waiting))
-        }
+        let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
         // The states this webhook was routed against (and those it remembers): if another replica moved one
         // since, nothing is stored and ingest routes it again. Checked under transaction advisory locks on
         // those keys, taken in key order, so two replicas never both pass the check for one key.
-        guard let routedStates = webhook.routedStates else { return try await withConnection("accept", run) }
+        guard let routedStates = webhook.routedStates else { return try await commitWithOthers(request) }
         var expected: [MemoryKey: Double?] = [:]
         for entry in remembers where entry.state != nil { expected[entry.key] = .some(nil) }
         for entry in routedStates { expected[entry.key] = entry.stateAt?.timeIntervalSince1970 }
-        guard !expected.isEmpty else { return try await withConnection("accept", run) }
+        guard !expected.isEmpty else { return try await commitWithOthers(request) }
         let guarded = expected.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
         let source = webhook.source
         return try await withTransaction("accept") { connection, logger in
@@ -251,8 +244,98 @@ public final class PostgresStore: WebhookStore {
                 default: return .stateChanged
                 }
             }
-            return try await run(connection, logger)
+            return try await Self.store([request], on: connection, logger: logger)[0]
         }
+    }
+
+    /// Stores a batch with the one accept statement; the outcomes in the batch's order.
+    static func store(_ batch: [AcceptRequest], on connection: PostgresConnection, logger: Logger) async throws -> [AcceptOutcome] {
+        var rows = AcceptRows()
+        for request in batch { rows.add(request) }
+        var stored: [AcceptKey: AcceptOutcome] = [:]
+        for try await (source, webhookID, pending, dead, waiting) in try await connection.execute(AcceptStatement(rows: rows), logger: logger) {
+            stored[AcceptKey(source: source, webhookID: webhookID)] = .accepted(queued: Int(pending), deadLettered: Int(dead), waiting: Int(waiting))
+        }
+        return batch.map { stored[$0.key] ?? .duplicate }
+    }
+
+    /// Group commit: an accept that needs no state check waits in a queue, and up to `committers` tasks
+    /// each take what has queued and store it with one statement, so concurrent accepts share one round
+    /// trip, one commit and one WAL flush. Each is answered only after that commit. A batch never holds one
+    /// webhook twice or two webhooks remembering the same key (the later waits for the next batch), so it
+    /// stores exactly what the accepts one after another would. If a batch fails (a deadlock with another
+    /// replica, one bad row), each of its accepts is redone alone, so one failure never takes others along.
+    private func commitWithOthers(_ request: AcceptRequest) async throws -> AcceptOutcome {
+        try await started.wait()
+        return try await withCheckedThrowingContinuation { continuation in
+            let startCommitter = acceptQueue.withLock { queue -> Bool in
+                queue.requests.append(QueuedAccept(request: request, continuation: continuation))
+                guard queue.committers < Self.committers else { return false }
+                queue.committers += 1
+                return true
+            }
+            if startCommitter { Task { await self.commitQueued() } }
+        }
+    }
+
+    /// How many batches commit at once: while one waits for its commit, the next gathers and goes.
+    static let committers = 2
+    /// The most accepts one statement carries.
+    static let batchLimit = 64
+
+    /// One committer: takes batches until the queue is empty, then ends.
+    private func commitQueued() async {
+        while true {
+            let batch = acceptQueue.withLock { queue -> [QueuedAccept] in
+                let taken = Self.takeBatch(from: &queue.requests, limit: Self.batchLimit, \.request)
+                if taken.isEmpty { queue.committers -= 1 }
+                return taken
+            }
+            if batch.isEmpty { return }
+            do {
+                let outcomes = try await withConnection("accept") { connection, logger in
+                    try await Self.store(batch.map(\.request), on: connection, logger: logger)
+                }
+                for (queued, outcome) in zip(batch, outcomes) { queued.continuation.resume(returning: outcome) }
+                continue
+            } catch where batch.count == 1 {
+                batch[0].continuation.resume(throwing: error)
+                continue
+            } catch {}
+            await withTaskGroup(of: Void.self) { group in
+                for queued in batch {
+                    group.addTask {
+                        do {
+                            queued.continuation.resume(returning: try await self.withConnection("accept") { connection, logger in
+                                try await Self.store([queued.request], on: connection, logger: logger)[0]
+                            })
+                        } catch {
+                            queued.continuation.resume(throwing: error)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch, in queue order: a webhook already in the batch, or one remembering a key another of the
+    /// batch remembers, stays queued for the next (one statement cannot insert or update one row twice).
+    static func takeBatch<Item>(from queue: inout [Item], limit: Int, _ request: (Item) -> AcceptRequest) -> [Item] {
+        var batch: [Item] = [], left: [Item] = []
+        var webhooks = Set<AcceptKey>(), keys = Set<AcceptKey>()
+        for queued in queue {
+            let request = request(queued)
+            let memory = request.remembers.map { AcceptKey(source: request.webhook.source, webhookID: $0.key.namespace + "\u{0}" + $0.key.key) }
+            if batch.count < limit, !webhooks.contains(request.key), memory.allSatisfy({ !keys.contains($0) }) {
+                batch.append(queued)
+                webhooks.insert(request.key)
+                keys.formUnion(memory)
+            } else {
+                left.append(queued)
+            }
+        }
+        queue = left
+        return batch
     }
 
     /// The transaction advisory lock of one state memory key (FNV-1a, so every replica computes the same).
@@ -685,105 +768,139 @@ public final class PostgresStore: WebhookStore {
     }
 }
 
-/// A webhook's messages and memory entries as the columns `accept` binds: arrays cannot hold NULL here, so
-/// absent text travels as "" (and becomes NULL again through NULLIF), an absent state time as -1.
+/// Which webhook (or, in `takeBatch`, which memory key of a source).
+struct AcceptKey: Hashable, Sendable {
+    let source: String
+    let webhookID: String
+}
+
+extension AcceptRequest {
+    var key: AcceptKey { AcceptKey(source: webhook.source, webhookID: webhook.webhookID) }
+}
+
+/// A batch of webhooks with their messages and memory entries as the columns `accept` binds: arrays cannot
+/// hold NULL here, so absent text travels as "" (and becomes NULL again through NULLIF), an absent state time
+/// as -1. Messages and memory entries name their webhook by (source, webhook id).
 struct AcceptRows {
+    var hookSources: [String] = [], hookIDs: [String] = [], types: [String] = [], hookTimes: [Double] = [], received: [Double] = []
+    var headers: [String] = [], bodies: [ByteBuffer] = [], labels: [String] = [], versions: [String] = [], routedStates: [String] = []
+    var sources: [String] = [], webhookIDs: [String] = [], createdAt: [Double] = []
     var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
     var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
     var items: [String] = [], eventTimes: [Double] = [], statuses: [Int64] = [], dues: [Double] = [], problems: [String] = []
     var waitNamespaces: [String] = [], waitKeys: [String] = [], destinations: [String] = [], userIDs: [String] = []
+    var memSources: [String] = [], memWebhookIDs: [String] = [], memAt: [Double] = []
     var namespaces: [String] = [], keys: [String] = [], memEmails: [String] = [], memProfiles: [String] = [], memDomains: [String] = []
     var memStates: [String] = [], memStateTimes: [Double] = []
 
     init() {}
 
-    init(messages: [KoalaMessage], remembers: [Remembered], now: Double, linger: TimeInterval, identityWait: TimeInterval) {
-        for message in messages {
+    mutating func add(_ request: AcceptRequest) {
+        let webhook = request.webhook
+        let now = webhook.receivedAt.timeIntervalSince1970
+        hookSources.append(webhook.source); hookIDs.append(webhook.webhookID); types.append(webhook.eventType)
+        hookTimes.append(webhook.eventTime.timeIntervalSince1970); received.append(now)
+        headers.append(JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()); bodies.append(ByteBuffer(bytes: webhook.body))
+        labels.append(webhook.secretLabel); versions.append(webhook.rulesVersion); routedStates.append(webhook.routedStatesJSON ?? "")
+        for message in request.messages {
             for destination in message.destinations {
                 let status = OutboxStatus(message.disposition)
+                sources.append(webhook.source); webhookIDs.append(webhook.webhookID); createdAt.append(now)
                 destinations.append(destination.rawValue); userIDs.append(message.identity.userID ?? "")
                 ids.append(message.messageID); routes.append(message.route); outputs.append(message.output.rawValue)
                 endpoints.append(message.endpoint.rawValue); kinds.append(message.kind.rawValue); personKeys.append(message.identity.key)
                 emails.append(message.identity.email ?? ""); profiles.append(message.identity.profileID ?? "")
                 domains.append(message.identity.domain ?? ""); accounts.append(message.identity.accountID ?? "")
                 items.append(message.item.encoded()); eventTimes.append(message.eventTime.timeIntervalSince1970)
-                statuses.append(status.rawValue); dues.append(status.firstDue(acceptedAt: now, linger: linger, identityWait: identityWait))
+                statuses.append(status.rawValue)
+                dues.append(status.firstDue(acceptedAt: now, linger: request.linger, identityWait: request.identityWait))
                 problems.append(message.problem ?? "")
                 waitNamespaces.append(message.waitingFor?.namespace ?? ""); waitKeys.append(message.waitingFor?.key ?? "")
             }
         }
-        // One entry per key (merged as sequential upserts would), in key order so two webhooks remembering
-        // the same keys never deadlock. A state travels as JSON text with its time.
+        // One entry per key (merged as sequential upserts would). The statement inserts webhooks and memory
+        // entries in key order, so two batches holding the same keys wait for each other and never deadlock.
+        // A state travels as JSON text with its time.
         var latest: [MemoryKey: Remembered] = [:]
-        for entry in remembers { latest[entry.key] = latest[entry.key].map { $0.updated(by: entry) } ?? entry }
-        let memory = latest.values.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
-        namespaces = memory.map(\.key.namespace); keys = memory.map(\.key.key)
-        memEmails = memory.map { $0.identity.email ?? "" }; memProfiles = memory.map { $0.identity.profileID ?? "" }
-        memDomains = memory.map { $0.identity.domain ?? "" }
-        memStates = memory.map { $0.state.map { JSONValue.object($0).encoded() } ?? "" }
-        memStateTimes = memory.map { $0.stateAt?.timeIntervalSince1970 ?? -1 }
+        for entry in request.remembers { latest[entry.key] = latest[entry.key].map { $0.updated(by: entry) } ?? entry }
+        for entry in latest.values {
+            memSources.append(webhook.source); memWebhookIDs.append(webhook.webhookID); memAt.append(now)
+            namespaces.append(entry.key.namespace); keys.append(entry.key.key)
+            memEmails.append(entry.identity.email ?? ""); memProfiles.append(entry.identity.profileID ?? "")
+            memDomains.append(entry.identity.domain ?? "")
+            memStates.append(entry.state.map { JSONValue.object($0).encoded() } ?? "")
+            memStateTimes.append(entry.stateAt?.timeIntervalSince1970 ?? -1)
+        }
     }
 }
 
 extension PostgresStore {
-    /// The accept statement with its values bound. Its text is the same for every webhook (every value is a
-    /// bind), which is what lets `AcceptStatement` prepare it once.
-    static func acceptQuery(_ webhook: VerifiedWebhook, headers: String, now: Double, rows: AcceptRows) -> PostgresQuery {
+    /// The accept statement with a batch's values bound. Its text is the same for every batch (every value is
+    /// a bind), which is what lets `AcceptStatement` prepare it once. Only webhooks new to the database get
+    /// their messages and memory entries stored; the result has one row for each of them.
+    static func acceptQuery(_ rows: AcceptRows) -> PostgresQuery {
         return """
             WITH hook AS (
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
                                       routed_states)
-                VALUES (\(webhook.source), \(webhook.webhookID), \(webhook.eventType), \(webhook.eventTime.timeIntervalSince1970),
-                        \(now), \(headers), \(ByteBuffer(bytes: webhook.body)), \(webhook.secretLabel), \(webhook.rulesVersion),
-                        \(webhook.routedStatesJSON))
-                ON CONFLICT DO NOTHING RETURNING 1
+                SELECT w.source, w.webhook_id, w.event_type, w.event_time, w.received_at, w.headers, w.body, w.secret_label,
+                       w.rules_version, NULLIF(w.routed_states, '')
+                FROM unnest(\(rows.hookSources)::text[], \(rows.hookIDs)::text[], \(rows.types)::text[], \(rows.hookTimes)::float8[],
+                            \(rows.received)::float8[], \(rows.headers)::text[], \(rows.bodies)::bytea[], \(rows.labels)::text[],
+                            \(rows.versions)::text[], \(rows.routedStates)::text[])
+                     AS w(source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states)
+                ORDER BY w.source, w.webhook_id
+                ON CONFLICT DO NOTHING RETURNING source, webhook_id
             ), queued AS (
                 INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                     domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
                     wait_namespace, wait_key, user_id)
-                SELECT m.id, m.destination, \(webhook.source), \(webhook.webhookID), m.route, m.output, m.endpoint, m.kind, m.person_key,
+                SELECT m.id, m.destination, m.source, m.webhook_id, m.route, m.output, m.endpoint, m.kind, m.person_key,
                        NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
-                       m.event_time, \(now), m.status, m.due, NULLIF(m.problem, ''),
-                       CASE WHEN m.status = 2 THEN \(now) END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''), NULLIF(m.user_id, '')
+                       m.event_time, m.created_at, m.status, m.due, NULLIF(m.problem, ''),
+                       CASE WHEN m.status = 2 THEN m.created_at END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''),
+                       NULLIF(m.user_id, '')
                 FROM unnest(\(rows.ids)::text[], \(rows.routes)::text[], \(rows.outputs)::text[], \(rows.endpoints)::text[], \(rows.kinds)::text[],
                             \(rows.personKeys)::text[], \(rows.emails)::text[], \(rows.profiles)::text[], \(rows.domains)::text[], \(rows.accounts)::text[],
                             \(rows.items)::text[], \(rows.eventTimes)::float8[], \(rows.statuses)::int8[], \(rows.dues)::float8[], \(rows.problems)::text[],
-                            \(rows.waitNamespaces)::text[], \(rows.waitKeys)::text[], \(rows.destinations)::text[], \(rows.userIDs)::text[])
+                            \(rows.waitNamespaces)::text[], \(rows.waitKeys)::text[], \(rows.destinations)::text[], \(rows.userIDs)::text[],
+                            \(rows.sources)::text[], \(rows.webhookIDs)::text[], \(rows.createdAt)::float8[])
                      AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
-                          status, due, problem, wait_namespace, wait_key, destination, user_id)
-                WHERE EXISTS (SELECT 1 FROM hook)
+                          status, due, problem, wait_namespace, wait_key, destination, user_id, source, webhook_id, created_at)
+                WHERE (m.source, m.webhook_id) IN (SELECT source, webhook_id FROM hook)
                 ON CONFLICT (message_id, destination) DO NOTHING
-                RETURNING message_id, status
+                RETURNING source, webhook_id, message_id, status
             ), remembered AS (
                 INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)
-                SELECT \(webhook.source), r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), \(now),
+                SELECT r.source, r.namespace, r.key, NULLIF(r.email, ''), NULLIF(r.profile_id, ''), NULLIF(r.domain, ''), r.at,
                        NULLIF(r.state, ''), CASE WHEN r.state <> '' THEN r.state_at END
                 FROM unnest(\(rows.namespaces)::text[], \(rows.keys)::text[], \(rows.memEmails)::text[], \(rows.memProfiles)::text[], \(rows.memDomains)::text[],
-                            \(rows.memStates)::text[], \(rows.memStateTimes)::float8[])
-                     AS r(namespace, key, email, profile_id, domain, state, state_at)
-                WHERE EXISTS (SELECT 1 FROM hook)
+                            \(rows.memStates)::text[], \(rows.memStateTimes)::float8[], \(rows.memSources)::text[], \(rows.memWebhookIDs)::text[],
+                            \(rows.memAt)::float8[])
+                     AS r(namespace, key, email, profile_id, domain, state, state_at, source, webhook_id, at)
+                WHERE (r.source, r.webhook_id) IN (SELECT source, webhook_id FROM hook)
+                ORDER BY r.source, r.namespace, r.key
                 \(unescaped: identityMergeSQL)
                 RETURNING 1
             )
-            SELECT (SELECT count(*) FROM hook) AS stored,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 0) AS pending,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 2) AS dead,
-                   (SELECT count(DISTINCT message_id) FROM queued WHERE status = 3) AS waiting,
-                   (SELECT count(*) FROM remembered) AS remembered
+            SELECT h.source, h.webhook_id,
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 0),
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 2),
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 3)
+            FROM hook h
             """
     }
 }
 
 /// `accept` as a named prepared statement (postgres-nio prepares it once per connection).
 struct AcceptStatement: PostgresPreparedStatement {
-    static let sql = PostgresStore.acceptQuery(
-        VerifiedWebhook(source: "", webhookID: "", eventType: "", eventTime: Date(), receivedAt: Date(), headers: [:], body: [],
-                        json: .null, secretLabel: "", rulesVersion: ""),
-        headers: "", now: 0, rows: AcceptRows()).sql
-    /// stored, pending, dead, waiting, remembered.
-    typealias Row = (Int64, Int64, Int64, Int64, Int64)
+    static let sql = PostgresStore.acceptQuery(AcceptRows()).sql
+    /// source, webhook id, then how many of its messages are pending, dead and waiting: one row per webhook stored.
+    typealias Row = (String, String, Int64, Int64, Int64)
 
     let binds: PostgresBindings
+
+    init(rows: AcceptRows) { binds = PostgresStore.acceptQuery(rows).binds }
 
     func makeBindings() throws -> PostgresBindings { binds }
 

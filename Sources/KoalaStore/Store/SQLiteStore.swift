@@ -170,26 +170,16 @@ public final class SQLiteStore: WebhookStore {
         return migrator
     }
 
-    /// One webhook waiting to be committed.
-    struct AcceptRequest: Sendable {
-        let webhook: VerifiedWebhook
-        let messages: [KoalaMessage]
-        let remembers: [Remembered]
-        let linger: TimeInterval
-        let identityWait: TimeInterval
-        let continuation: CheckedContinuation<AcceptOutcome, any Error>
-    }
-
     /// Group commit: concurrent accepts share one transaction and one fsync. A request is answered only
     /// after the transaction holding it has committed; each request has its own savepoint, so one that
     /// fails does not take the others with it. `run()` is the one writer.
-    private let acceptQueue = Mutex<(requests: [AcceptRequest], stopped: Bool)>(([], false))
+    private let acceptQueue = Mutex<(requests: [QueuedAccept], stopped: Bool)>(([], false))
 
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
-                                        identityWait: identityWait, continuation: continuation)
+            let request = QueuedAccept(request: AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
+                                                             identityWait: identityWait), continuation: continuation)
             let queued = acceptQueue.withLock { queue -> Bool in
                 if queue.stopped { return false }
                 queue.requests.append(request)
@@ -220,14 +210,14 @@ public final class SQLiteStore: WebhookStore {
     /// commits, the next batch gathers: the busier the service, the more each fsync carries.
     private func drainAccepts() async {
         while true {
-            let batch = acceptQueue.withLock { queue -> [AcceptRequest] in
+            let batch = acceptQueue.withLock { queue -> [QueuedAccept] in
                 defer { queue.requests = [] }
                 return queue.requests
             }
             if batch.isEmpty { return }
             // Usually no accept fails: the whole batch goes in one transaction with no savepoint to journal.
             // If one does fail, that transaction is rolled back and the batch is redone with a savepoint each.
-            if let outcomes = try? await pool.write({ db in try batch.map { try Self.acceptOne(db, $0) } }) {
+            if let outcomes = try? await pool.write({ db in try batch.map { try Self.acceptOne(db, $0.request) } }) {
                 for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
                 continue
             }
@@ -237,7 +227,7 @@ public final class SQLiteStore: WebhookStore {
                         var outcome: AcceptOutcome = .duplicate
                         do {
                             try db.inSavepoint {
-                                outcome = try Self.acceptOne(db, request)
+                                outcome = try Self.acceptOne(db, request.request)
                                 return .commit
                             }
                             return .success(outcome)

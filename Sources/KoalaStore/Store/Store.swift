@@ -421,6 +421,21 @@ extension Remembered {
     }
 }
 
+/// One webhook to accept, with what routing made of it.
+struct AcceptRequest: Sendable {
+    let webhook: VerifiedWebhook
+    let messages: [KoalaMessage]
+    let remembers: [Remembered]
+    let linger: TimeInterval
+    let identityWait: TimeInterval
+}
+
+/// One accept waiting for a group commit, answered once the transaction holding it has committed.
+struct QueuedAccept: Sendable {
+    let request: AcceptRequest
+    let continuation: CheckedContinuation<AcceptOutcome, any Error>
+}
+
 /// How a memory entry merges into the one stored, the same SQL for SQLite and PostgreSQL: a known field is
 /// never erased by a later webhook that lacks it, and a state is never replaced by an older one (webhooks
 /// arrive out of order).

@@ -61,20 +61,36 @@ struct StoreTests {
             #expect(outcomes.filter { $0.1 == .duplicate }.count == 300)
             let counts = try await store.counts()
             #expect(counts.webhooks == 300 && counts.pending == 300)
+            if let postgres = store as? PostgresStore {
+                // Rows one transaction wrote share its xmin: the 300 webhooks went in far fewer commits.
+                let rows = try await postgres.client.query("SELECT count(DISTINCT xmin::text) AS commits FROM webhooks", logger: quietLogger).rows()
+                let commits = try rows.first?.get("commits", as: Int64.self) ?? 0
+                #expect(commits >= 1 && commits < 150, "300 webhooks in \(commits) commits")
+            }
         }
     }
 
-    /// A group commit first tries its whole batch in one transaction without savepoints. An accept that fails
-    /// there (here a trigger refuses one webhook) must fail alone: the batch is redone with a savepoint each,
-    /// and every other webhook of it is stored exactly once.
-    @Test func anAcceptThatFailsInAGroupCommitFailsAlone() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    /// A group commit first tries its whole batch in one transaction. An accept that fails there (here a
+    /// trigger refuses one webhook) must fail alone: the batch is redone (SQLite: with a savepoint each,
+    /// PostgreSQL: each in its own transaction), and every other webhook of it is stored exactly once.
+    @Test(arguments: Backend.configured) func anAcceptThatFailsInAGroupCommitFailsAlone(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         try await store.whileRunning {
-            try await store.pool.write { db in
-                try db.execute(sql: """
-                    CREATE TRIGGER poison BEFORE INSERT ON webhooks WHEN NEW.webhook_id LIKE 'evt_poison_%'
-                    BEGIN SELECT RAISE(ABORT, 'poisoned'); END
-                    """)
+            _ = try await store.counts()   // started and migrated
+            if let sqlite = store as? SQLiteStore {
+                try await sqlite.pool.write { db in
+                    try db.execute(sql: """
+                        CREATE TRIGGER poison BEFORE INSERT ON webhooks WHEN NEW.webhook_id LIKE 'evt_poison_%'
+                        BEGIN SELECT RAISE(ABORT, 'poisoned'); END
+                        """)
+                }
+            } else if let postgres = store as? PostgresStore {
+                try await postgres.client.query("""
+                    CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN IF NEW.webhook_id LIKE 'evt_poison_%' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$
+                    """, logger: quietLogger)
+                try await postgres.client.query("CREATE TRIGGER poison BEFORE INSERT ON webhooks FOR EACH ROW EXECUTE FUNCTION poison()",
+                                                logger: quietLogger)
             }
             let ids = (0..<64).map { $0 % 16 == 5 ? "evt_poison_\($0)" : "evt_ok_\($0)" }
             let outcomes = await withTaskGroup(of: (String, Bool).self) { group in
@@ -93,6 +109,52 @@ struct StoreTests {
             let counts = try await store.counts()
             #expect(counts.webhooks == 60 && counts.pending == 60)
         }
+    }
+
+    /// Many webhooks at once remembering one shared key (and one key each): every one is stored, and the shared
+    /// key ends with the latest state, as if they had been accepted one after another.
+    @Test(arguments: Backend.configured) func concurrentAcceptsRememberingOneKeyMergeAsInSequence(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let shared = MemoryKey(namespace: "customer", key: "cus_shared")
+            let outcomes = try await withThrowingTaskGroup(of: AcceptOutcome.self) { group in
+                for i in 0..<120 {
+                    let id = "evt_mem_\(i)"
+                    group.addTask {
+                        try await store.accept(self.webhook(id), messages: [self.message(id, .track, email: "p\(i)@x.io")], remembers: [
+                            Remembered(key: shared, identity: KoalaIdentity(email: "billing@x.io"), state: ["n": .int(Int64(i))],
+                                       stateAt: Date(timeIntervalSince1970: 1_000 + Double(i))),
+                            Remembered(key: MemoryKey(namespace: "customer", key: "cus_\(i)"), identity: KoalaIdentity(email: "p\(i)@x.io")),
+                        ], linger: 0, identityWait: 0)
+                    }
+                }
+                var all: [AcceptOutcome] = []
+                for try await outcome in group { all.append(outcome) }
+                return all
+            }
+            #expect(outcomes.allSatisfy { $0 == .accepted(queued: 1, deadLettered: 0, waiting: 0) })
+            let recalled = try await store.recall(source: "stripe", keys: [shared, MemoryKey(namespace: "customer", key: "cus_7")])
+            #expect(recalled[shared]?.state == ["n": .int(119)])
+            #expect(recalled[shared]?.identity.email == "billing@x.io")
+            #expect(recalled[MemoryKey(namespace: "customer", key: "cus_7")]?.identity.email == "p7@x.io")
+        }
+    }
+
+    /// A PostgreSQL batch is one statement, which cannot insert or update one row twice: a second copy of a
+    /// webhook, or a webhook remembering a key another of the batch remembers, waits for the next batch, in order.
+    @Test func aPostgresBatchNeverHoldsOneWebhookOrMemoryKeyTwice() {
+        func request(_ id: String, source: String = "stripe", keys: [String] = []) -> AcceptRequest {
+            AcceptRequest(webhook: webhook(id, source: source), messages: [],
+                          remembers: keys.map { Remembered(key: MemoryKey(namespace: "customer", key: $0), identity: KoalaIdentity(email: "a@x.io")) },
+                          linger: 0, identityWait: 0)
+        }
+        var queue = [request("a", keys: ["k1"]), request("b", keys: ["k1"]), request("a"), request("c", keys: ["k2"]),
+                     request("a", source: "paddle", keys: ["k1"]), request("d"), request("e")]
+        let first = PostgresStore.takeBatch(from: &queue, limit: 4) { $0 }
+        #expect(first.map { "\($0.webhook.source)/\($0.webhook.webhookID)" } == ["stripe/a", "stripe/c", "paddle/a", "stripe/d"])
+        #expect(queue.map { "\($0.webhook.source)/\($0.webhook.webhookID)" } == ["stripe/b", "stripe/a", "stripe/e"])
+        let second = PostgresStore.takeBatch(from: &queue, limit: 4) { $0 }
+        #expect(second.map(\.webhook.webhookID) == ["b", "a", "e"] && queue.isEmpty)
     }
 
     /// A backlog interleaves people. A round takes each person's next due messages together, so one request
