@@ -157,6 +157,10 @@ public final class PostgresStore: WebhookStore {
         (5, "claims read the queue in order", [
             "CREATE INDEX outbox_claim ON outbox (destination, lane, seq) WHERE status = 0",
         ]),
+        // Since 5 no query reads pending messages by due time; the index only cost a write per message.
+        (6, "no index the claim no longer reads", [
+            "DROP INDEX IF EXISTS outbox_due",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -451,33 +455,89 @@ public final class PostgresStore: WebhookStore {
         return try await withTransaction("claim") { [owner] connection, logger in
             // Released at commit, when the leases become visible.
             try await connection.query("SELECT pg_advisory_xact_lock(\(lock))", logger: logger)
+            // The due rows, locked, then each person's batch filled (as SQLite's claim does), then leased.
             func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
+                let due = try await connection.query("""
+                    SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain, o.account_id,
+                           o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key
+                    FROM outbox o
+                    WHERE o.status = 0 AND o.destination = \(name) AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
+                      AND NOT EXISTS (
+                        SELECT 1 FROM outbox p
+                        WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
+                          AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)))
+                    ORDER BY o.seq LIMIT \(limit)
+                    FOR UPDATE OF o SKIP LOCKED
+                    """, logger: logger).rows().map(ClaimedRow.init)
+                let round = limit > 1 ? try await fillPeople(due, limit: limit) : due
+                guard !round.isEmpty else { return [] }
                 try await connection.query("""
-                    WITH due AS (
-                        SELECT o.seq FROM outbox o
-                        WHERE o.status = 0 AND o.destination = \(name) AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
-                          AND NOT EXISTS (
-                            SELECT 1 FROM outbox p
-                            WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
-                              AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)))
-                        ORDER BY o.seq LIMIT \(limit)
-                        FOR UPDATE OF o SKIP LOCKED)
-                    UPDATE outbox SET lease_until = \(t + lease), lease_owner = \(owner) FROM due WHERE outbox.seq = due.seq
-                    RETURNING outbox.seq, outbox.message_id, outbox.source, outbox.route, outbox.endpoint, outbox.kind, outbox.email,
-                              outbox.profile_id, outbox.domain, outbox.account_id, outbox.user_id, outbox.item, outbox.event_time,
-                              outbox.created_at, outbox.attempts
-                    """, logger: logger).rows().map(Self.outboxMessage).sorted { $0.seq < $1.seq }
-                    .map { message in
-                        var message = message
-                        message.destination = destination
-                        return message
+                    UPDATE outbox SET lease_until = \(t + lease), lease_owner = \(owner) WHERE seq = ANY(\(round.map(\.message.seq)))
+                    """, logger: logger)
+                return round.map { row in
+                    var message = row.message
+                    message.destination = destination
+                    return message
+                }
+            }
+            /// Each person's next due messages after those claimed, in order, up to Koala's cap per request, stopping
+            /// at one not due or leased; people in order of their first claimed message; the last people are left
+            /// for the next round rather than going over the limit.
+            func fillPeople(_ rows: [ClaimedRow], limit: Int) async throws -> [ClaimedRow] {
+                var people: [String] = [], claimed: [String: [ClaimedRow]] = [:]
+                for row in rows {
+                    if claimed[row.personKey] == nil { people.append(row.personKey) }
+                    claimed[row.personKey, default: []].append(row)
+                }
+                let cap = min(KoalaEndpoint.maxPerType, limit)
+                let open = people.filter { (claimed[$0]?.count ?? 0) < cap }
+                if !open.isEmpty {
+                    let next = try await connection.query("""
+                        SELECT x.* FROM unnest(\(open), \(open.map { claimed[$0]!.last!.message.seq })) AS c(person_key, after)
+                        CROSS JOIN LATERAL (
+                            SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain,
+                                   o.account_id, o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key,
+                                   o.next_attempt_at <= \(t) AND o.lease_until <= \(t) AS ready
+                            FROM outbox o
+                            WHERE o.status = 0 AND o.destination = \(name) AND o.person_key = c.person_key AND o.seq > c.after
+                            ORDER BY o.seq LIMIT \(cap)) x
+                        ORDER BY x.person_key, x.seq
+                        """, logger: logger).rows()
+                    var stopped = Set<String>()
+                    for row in next {
+                        let claimedRow = try ClaimedRow(row)
+                        let key = claimedRow.personKey
+                        guard !stopped.contains(key), claimed[key]!.count < cap, try row.get("ready", as: Bool.self) else {
+                            stopped.insert(key)
+                            continue
+                        }
+                        claimed[key]!.append(claimedRow)
                     }
+                }
+                var round: [ClaimedRow] = []
+                for key in people {
+                    let mine = claimed[key] ?? []
+                    if !round.isEmpty && round.count + mine.count > limit { break }
+                    round += mine
+                }
+                return round
             }
             // Live traffic first; the replay lane gets a small, capped share of each round.
             var messages = try await claim(lane: 0, limit: limit)
             let replayShare = min(SQLiteStore.replayPerRound, max(0, limit - messages.count))
             if replayShare > 0 { messages += try await claim(lane: 1, limit: replayShare) }
             return messages
+        }
+    }
+
+    /// A claimed row: the message and whose it is.
+    struct ClaimedRow {
+        let message: OutboxMessage
+        let personKey: String
+
+        init(_ row: PostgresRandomAccessRow) throws {
+            message = try PostgresStore.outboxMessage(row)
+            personKey = try row.get("person_key")
         }
     }
 

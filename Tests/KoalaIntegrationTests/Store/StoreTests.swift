@@ -159,8 +159,8 @@ struct StoreTests {
 
     /// A backlog interleaves people. A round takes each person's next due messages together, so one request
     /// carries many of them, and stays within its limit by leaving the last people for the next round.
-    @Test func aRoundTakesEachPersonsMessagesTogether() async throws {
-        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+    @Test(arguments: Backend.configured) func aRoundTakesEachPersonsMessagesTogether(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
         try await store.whileRunning {
             for i in 0..<50 {
                 let id = "evt_fill_\(i)"
