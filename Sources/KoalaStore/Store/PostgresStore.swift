@@ -34,10 +34,16 @@ public final class PostgresStore: WebhookStore {
     static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
     static let claimLockBase: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
 
+    /// A claim slower than this has the outbox analyzed (`analyzeOutboxIfDue`).
+    let slowClaim: Duration
+    /// When this process last had PostgreSQL analyze the outbox.
+    private let lastAnalyze = Mutex<ContinuousClock.Instant?>(nil)
+
     /// Reads the address (a malformed one throws here); nothing connects before `run()`.
-    public init(url: String, logger: Logger) throws {
+    public init(url: String, logger: Logger, slowClaim: Duration = .milliseconds(250)) throws {
         settings = try PostgresURL(url)
         self.logger = logger
+        self.slowClaim = slowClaim
         client = PostgresClient(configuration: settings.clientConfiguration, backgroundLogger: logger)
         claimLock = Self.claimLockBase ^ (Self.migrationLockKey(schema: settings.schema) ^ Self.migrationLock)
         owner = "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))"
@@ -452,10 +458,15 @@ public final class PostgresStore: WebhookStore {
         // Koala's key is the one every earlier version takes, so a rolling upgrade keeps claims one at a time.
         let lock = destination == .koala ? claimLock : claimLock ^ Int64(destination.rawValue.utf8.reduce(0) { $0 &* 31 &+ Int($1) })
         let name = destination.rawValue
+        let began = ContinuousClock.now
+        defer { if ContinuousClock.now - began > slowClaim { analyzeOutboxIfDue() } }
         return try await withTransaction("claim") { [owner] connection, logger in
             // Released at commit, when the leases become visible.
             try await connection.query("SELECT pg_advisory_xact_lock(\(lock))", logger: logger)
             // The due rows, locked, then each person's batch filled (as SQLite's claim does), then leased.
+            // `OFFSET 0` keeps the NOT EXISTS a per-row probe of the person's index: planned as an anti join
+            // while the table's statistics still describe it empty (a backlog that built up since the last
+            // ANALYZE), it scanned every pending row for each candidate, 17 s for a 30,000-message backlog.
             func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
                 let due = try await connection.query("""
                     SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain, o.account_id,
@@ -465,7 +476,7 @@ public final class PostgresStore: WebhookStore {
                       AND NOT EXISTS (
                         SELECT 1 FROM outbox p
                         WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
-                          AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)))
+                          AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)) OFFSET 0)
                     ORDER BY o.seq LIMIT \(limit)
                     FOR UPDATE OF o SKIP LOCKED
                     """, logger: logger).rows().map(ClaimedRow.init)
@@ -527,6 +538,30 @@ public final class PostgresStore: WebhookStore {
             let replayShare = min(SQLiteStore.replayPerRound, max(0, limit - messages.count))
             if replayShare > 0 { messages += try await claim(lane: 1, limit: replayShare) }
             return messages
+        }
+    }
+
+    /// A slow claim usually means the planner still sees the outbox as it was at the last ANALYZE: a backlog
+    /// that built up in seconds, before autovacuum's next look (a minute later, or never on a busy server),
+    /// and then the claim probes the wrong index, a second per round for 30,000 messages instead of a few
+    /// milliseconds. So a slow claim refreshes the statistics, at most once a minute per process.
+    private func analyzeOutboxIfDue() {
+        let now = ContinuousClock.now
+        let due = lastAnalyze.withLock { last in
+            if let last, now - last < .seconds(60) { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        Task {
+            do {
+                try await withConnection("analyze outbox") { connection, logger in
+                    try await connection.query("ANALYZE outbox", logger: logger)
+                }
+                logger.info("a delivery claim was slow: analyzed the outbox so the next claims are planned for its size")
+            } catch {
+                logger.warning("could not analyze the outbox after a slow claim", metadata: ["error": "\(error)"])
+            }
         }
     }
 

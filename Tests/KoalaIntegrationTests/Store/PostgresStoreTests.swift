@@ -46,6 +46,40 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A slow claim has the outbox analyzed (once a minute at most), so a backlog that grew faster than
+    /// autovacuum looks gets planned for its size; a fast one leaves the statistics alone.
+    @Test func aSlowClaimAnalyzesTheOutbox() async throws {
+        let url = try freshPostgresURL()
+        let slow = try PostgresStore(url: url, logger: logger, slowClaim: .zero)
+        let fast = try PostgresStore(url: url, logger: logger, slowClaim: .seconds(60))
+        try await whileRunning([slow, fast]) {
+            try await slow.ready()
+            try await fast.ready()
+            func analyzed() async throws -> Int64 {
+                let rows = try await fast.client.query("""
+                    SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'outbox' AND schemaname = current_schema()
+                    """, logger: logger).rows()
+                return try rows.first?.get("analyze_count", as: Int64.self) ?? -1
+            }
+            for i in 0..<3 {
+                _ = try await fast.accept(webhook("evt_an_\(i)"), messages: [message("evt_an_\(i)", email: "a@x.io")], remembers: [],
+                                         linger: 0, identityWait: 0)
+            }
+            _ = try await fast.claimDue(now: Date(), limit: 10, lease: 60, destination: .koala)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await analyzed() == 0)
+            _ = try await slow.claimDue(now: Date(), limit: 10, lease: 60, destination: .koala)
+            _ = try await slow.claimDue(now: Date(), limit: 10, lease: 60, destination: .koala)
+            var count: Int64 = 0
+            for _ in 0..<50 where count == 0 {   // the analyze runs in the background
+                try await Task.sleep(for: .milliseconds(100))
+                count = try await analyzed()
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await analyzed() == 1, "two slow claims within a minute analyze the outbox once")
+        }
+    }
+
     @Test func aWebhookSentToTwoReplicasAtOnceIsStoredOnce() async throws {
         try await replicas(2) { stores in
             let outcomes = try await withThrowingTaskGroup(of: AcceptOutcome.self) { group in
