@@ -1,3 +1,4 @@
+import Foundation
 import KoalaCore
 import KoalaDelivery
 import KoalaStore
@@ -8,11 +9,17 @@ import Synchronization
 public final class RulesHolder: Sendable {
     private let current: Mutex<RuleTable>
     private let reloadError: Mutex<String?>
+    private let times: Mutex<(loaded: Date, lastAttempt: Date?)>
 
     public init(_ table: RuleTable) {
         current = Mutex(table)
         reloadError = Mutex(nil)
+        times = Mutex((Date(), nil))
     }
+
+    /// When the table in use was loaded, and when a reload was last tried (nil: never since start).
+    var loadedAt: Date { times.withLock { $0.loaded } }
+    var lastReloadAttempt: Date? { times.withLock { $0.lastAttempt } }
 
     var table: RuleTable {
         current.withLock { $0 }
@@ -26,9 +33,12 @@ public final class RulesHolder: Sendable {
     func replace(with table: RuleTable) {
         current.withLock { $0 = table }
         reloadError.withLock { $0 = nil }
+        let now = Date()
+        times.withLock { $0 = (now, now) }
     }
 
     func recordReloadFailure(_ message: String) {
         reloadError.withLock { $0 = message }
+        times.withLock { $0.lastAttempt = Date() }
     }
 }

@@ -21,7 +21,8 @@ public enum LogText {
         return out
     }
 
-    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+    /// Whether a character could forge or reorder a line: control, separator, invisible format, unassigned.
+    public static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) { return true }
         if scalar.isASCII { return false }
         switch scalar.properties.generalCategory {

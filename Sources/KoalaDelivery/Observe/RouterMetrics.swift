@@ -17,6 +17,8 @@ public enum MessageOutcome: String, Sendable, CaseIterable {
 /// and routes come from the rule files, secret labels are environment variable names.
 public final class RouterMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
+    /// The last day's outcomes by source and minute, for the console.
+    public let recent = RecentOutcomes()
 
     public init() {}
 
@@ -49,6 +51,7 @@ public final class RouterMetrics: Sendable {
 
     /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
     public func webhookReceived(source: String, outcome: WebhookOutcome) {
+        recent.record(source: source, outcome: outcome)
         counter(
             name: "koala_router_webhooks_received_total",
             labels: [("source", source), ("outcome", outcome.rawValue)],

@@ -841,6 +841,25 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
+    public func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
+        let t = now.timeIntervalSince1970
+        return try await withConnection("source activity") { connection, logger in
+            var out: [String: SourceActivity] = [:]
+            for row in try await connection.query("""
+                SELECT s.source,
+                       (SELECT max(received_at) FROM webhooks w WHERE w.source = s.source) AS last,
+                       (SELECT count(*) FROM webhooks w WHERE w.source = s.source AND w.received_at >= \(t - 3600)) AS hour,
+                       (SELECT count(*) FROM webhooks w WHERE w.source = s.source AND w.received_at >= \(t - 86400)) AS day
+                FROM unnest(\(sources)::text[]) AS s(source)
+                """, logger: logger).rows() {
+                out[try row.get("source")] = SourceActivity(
+                    lastReceived: try row.get("last", as: Double?.self).map { Date(timeIntervalSince1970: $0) },
+                    lastHour: Int(try row.get("hour", as: Int64.self)), lastDay: Int(try row.get("day", as: Int64.self)))
+            }
+            return out
+        }
+    }
+
     public func ready() async throws {
         try await started.wait()
     }

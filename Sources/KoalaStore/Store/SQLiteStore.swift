@@ -670,6 +670,21 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    public func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
+        let t = now.timeIntervalSince1970
+        return try await pool.read { db in
+            var out: [String: SourceActivity] = [:]
+            for source in sources {
+                let last = try Double.fetchOne(db, sql: "SELECT MAX(received_at) FROM webhooks WHERE source = ?", arguments: [source])
+                let count = "SELECT COUNT(*) FROM webhooks WHERE source = ? AND received_at >= ?"
+                out[source] = SourceActivity(lastReceived: last.map { Date(timeIntervalSince1970: $0) },
+                                             lastHour: try Int.fetchOne(db, sql: count, arguments: [source, t - 3600]) ?? 0,
+                                             lastDay: try Int.fetchOne(db, sql: count, arguments: [source, t - 86400]) ?? 0)
+            }
+            return out
+        }
+    }
+
     /// Opening the file migrated it: ready at once.
     public func ready() async throws {}
 

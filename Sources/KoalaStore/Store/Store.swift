@@ -54,6 +54,22 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// What one source has stored lately: across replicas and restarts, since it is read from the store.
+public struct SourceActivity: Sendable, Equatable {
+    /// When its latest stored webhook arrived.
+    public var lastReceived: Date?
+    /// Webhooks stored in the last hour.
+    public var lastHour = 0
+    /// Webhooks stored in the last day.
+    public var lastDay = 0
+
+    public init(lastReceived: Date? = nil, lastHour: Int = 0, lastDay: Int = 0) {
+        self.lastReceived = lastReceived
+        self.lastHour = lastHour
+        self.lastDay = lastDay
+    }
+}
+
 /// Queue depth and age, for metrics and `/readyz`.
 public struct QueueStats: Sendable, Equatable {
     /// Messages due or backing off.
@@ -338,6 +354,9 @@ public protocol WebhookStore: Service {
     func counts() async throws -> OutboxCounts
     /// Queue depth and age, for metrics.
     func queueStats(now: Date) async throws -> QueueStats
+    /// Each source's latest webhook and how many it stored in the hour and the day before `now` (index range
+    /// scans on `(source, received_at)`, so they stay fast on a large store).
+    func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity]
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
     /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before

@@ -303,6 +303,7 @@ struct NeverCalledStore: WebhookStore {
     func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int { try fail() }
     func counts() async throws -> OutboxCounts { try fail() }
     func queueStats(now: Date) async throws -> QueueStats { try fail() }
+    func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] { try fail() }
     func ping() async -> Bool { false }
     func ready() async throws { try fail() as Void }
     func run() async throws {}

@@ -8,10 +8,10 @@ import KoalaTestSupport
 
 @Suite("Store (SQLite and PostgreSQL)")
 struct StoreTests {
-    func webhook(_ id: String, source: String = "stripe") -> VerifiedWebhook {
+    func webhook(_ id: String, source: String = "stripe", receivedAt: Date = Date()) -> VerifiedWebhook {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
-                               receivedAt: Date(), headers: ["content-type": "application/json"], body: body,
+                               receivedAt: receivedAt, headers: ["content-type": "application/json"], body: body,
                                json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
@@ -155,6 +155,23 @@ struct StoreTests {
         #expect(queue.map { "\($0.webhook.source)/\($0.webhook.webhookID)" } == ["stripe/b", "stripe/a", "stripe/e"])
         let second = PostgresStore.takeBatch(from: &queue, limit: 4) { $0 }
         #expect(second.map(\.webhook.webhookID) == ["b", "a", "e"] && queue.isEmpty)
+    }
+
+    /// The console's overview reads each source's latest webhook and its counts for the last hour and day.
+    @Test(arguments: Backend.configured) func sourceActivityCountsTheLastHourAndDay(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let now = Date()
+            for (id, source, ago) in [("a", "stripe", 60.0), ("b", "stripe", 7200), ("c", "stripe", 90_000), ("d", "paddle", 30)] {
+                let hook = webhook("evt_act_\(id)", source: source, receivedAt: now.addingTimeInterval(-ago))
+                _ = try await store.accept(hook, messages: [], remembers: [], linger: 0, identityWait: 0)
+            }
+            let activity = try await store.sourceActivity(sources: ["stripe", "paddle", "clerk"], now: now)
+            #expect(activity["stripe"]?.lastHour == 1 && activity["stripe"]?.lastDay == 2)
+            #expect(abs((activity["stripe"]?.lastReceived ?? .distantPast).timeIntervalSince(now.addingTimeInterval(-60))) < 0.01)
+            #expect(activity["paddle"] == SourceActivity(lastReceived: activity["paddle"]?.lastReceived, lastHour: 1, lastDay: 1))
+            #expect(activity["clerk"] == SourceActivity())
+        }
     }
 
     /// A backlog interleaves people. A round takes each person's next due messages together, so one request

@@ -1,0 +1,241 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KoalaCore
+import KoalaDelivery
+import KoalaStore
+import Logging
+import NIOCore
+
+/// The ops console at `/console`, on only when `KOALA_ROUTER_ADMIN_TOKEN` is set (as the admin API): sign in
+/// with the token, then server-rendered pages that work without JavaScript. Every value shown is escaped
+/// (`HTML.text`); every page carries a strict Content-Security-Policy (styles from our origin only, no script,
+/// no frames); every state-changing request is a POST from our own origin carrying the session's CSRF token.
+struct Console: Sendable {
+    let components: RouterComponents
+    let sessions: ConsoleSessions
+    let logger: Logger
+
+    static let securityHeaders: HTTPFields = [
+        .contentSecurityPolicy: "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        HTTPField.Name("X-Frame-Options")!: "DENY",
+        HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+        HTTPField.Name("Cross-Origin-Opener-Policy")!: "same-origin",
+        .cacheControl: "no-store",
+    ]
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/console/assets/console.css") { _, _ -> Response in
+            var headers = Self.securityHeaders
+            headers[.contentType] = "text/css; charset=utf-8"
+            headers[.cacheControl] = "max-age=3600"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ConsoleAssets.css)))
+        }
+        router.get("/console/sign-in") { request, _ -> Response in
+            if sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) != nil { return redirect("/console") }
+            return signInPage(status: .ok, problem: nil)
+        }
+        router.post("/console/sign-in") { request, _ -> Response in
+            guard sameOrigin(request) else { return forbidden("This form must be sent from the console's own page.") }
+            let form = try await Self.form(request)
+            guard let token = form["token"], sessions.isAdminToken(token) else {
+                logger.warning("console sign-in refused: wrong admin token")
+                return signInPage(status: .unauthorized, problem: "That is not the admin token. Use the value of KOALA_ROUTER_ADMIN_TOKEN.")
+            }
+            var response = redirect("/console")
+            response.headers[.setCookie] = cookie(sessions.start(), maxAge: Int(sessions.lifetime), request: request)
+            return response
+        }
+        router.post("/console/sign-out") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard sameOrigin(request), session.acceptsCSRF(try await Self.form(request)["csrf"]) else {
+                return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
+            }
+            sessions.revoke(session)
+            var response = redirect("/console/sign-in")
+            response.headers[.setCookie] = cookie("", maxAge: 0, request: request)
+            return response
+        }
+        router.get("/console") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            return page(title: "Overview", current: "/console", session: session, body: try await overview())
+        }
+    }
+
+    // MARK: Pages
+
+    func overview(now: Date = Date()) async throws -> String {
+        let table = components.rules.table
+        let names = table.sources.keys.sorted()
+        let activity = (try? await components.store.sourceActivity(sources: names, now: now)) ?? [:]
+        let queue = try? await components.store.queueStats(now: now)
+        var html = "<h1>Overview</h1>"
+
+        html += "<section aria-labelledby=\"sources\"><h2 id=\"sources\">Sources</h2><div class=\"scroll\"><table class=\"rows\">"
+        html += "<thead><tr><th scope=\"col\">Source</th><th scope=\"col\">State</th><th scope=\"col\">Last webhook stored</th>"
+        html += "<th scope=\"col\">Stored, hour / day</th><th scope=\"col\">Refused, last hour</th><th scope=\"col\">Refused, last day</th></tr></thead><tbody>"
+        for name in names {
+            let state: String
+            switch table.sources[name]!.state {
+            case .enabled: state = "<span class=\"ok\">enabled</span>"
+            case .disabled(let reason):
+                let prefix = "source '\(name)' is disabled: "
+                state = "<span class=\"bad\">disabled</span>: " + HTML.text(reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason)
+            }
+            let stored = activity[name] ?? SourceActivity()
+            html += "<tr><th scope=\"row\">\(HTML.text(name))</th>" + cell("State", state) + cell("Last webhook stored", HTML.time(stored.lastReceived, now: now))
+            html += cell("Stored, hour / day", "\(stored.lastHour) / \(stored.lastDay)")
+            html += cell("Refused, last hour", refusals(name, within: 3600, now: now)) + cell("Refused, last day", refusals(name, within: 86400, now: now)) + "</tr>"
+        }
+        let unknown = components.metrics.recent.counts(source: "unknown", within: 86400, now: now)[.unknownSource] ?? 0
+        html += "</tbody></table></div>"
+        html += "<p class=\"muted\">Stored counts come from the database (every replica). Refusals are counted by this replica since it started"
+        html += unknown > 0 ? "; \(unknown) requests in the last day named no known source.</p>" : ".</p>"
+        html += "</section>"
+
+        html += "<section aria-labelledby=\"rules\"><h2 id=\"rules\">Rules</h2><dl>"
+        html += "<dt>Version</dt><dd><code>\(HTML.text(table.version))</code>, loaded \(HTML.time(components.rules.loadedAt, now: now))</dd>"
+        html += "<dt>Last reload</dt><dd>"
+        if let error = components.rules.lastReloadError {
+            html += "<span class=\"bad\">refused</span> \(HTML.time(components.rules.lastReloadAttempt, now: now)); the rules above stay in use:<pre>\(HTML.text(error))</pre>"
+        } else if let attempt = components.rules.lastReloadAttempt {
+            html += "<span class=\"ok\">loaded</span> \(HTML.time(attempt, now: now))"
+        } else {
+            html += "none since start"
+        }
+        html += "</dd></dl></section>"
+
+        html += "<section aria-labelledby=\"delivery\"><h2 id=\"delivery\">Delivery</h2><div class=\"scroll\"><table class=\"rows\">"
+        html += "<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Circuit</th><th scope=\"col\">Last success</th><th scope=\"col\">Last error</th></tr></thead><tbody>"
+        for sender in [components.sender] + components.destinationSenders {
+            let health = sender.health.json
+            let open = health["circuit"] == "open"
+            var circuit = open ? "<span class=\"bad\">open</span>" : "<span class=\"ok\">closed</span>"
+            if case .string(let refusing)? = health["refusing"] { circuit += ": refusing, " + HTML.text(refusing) }
+            if case .string(let next)? = health["next_probe"], let at = Timestamps.parseISO(next) { circuit += "; next probe " + HTML.time(at, now: now) }
+            if case .int(let failures)? = health["consecutive_failures"], failures > 0 { circuit += "; \(failures) failures in a row" }
+            var success = "never"
+            if case .string(let ok)? = health["last_success"], let at = Timestamps.parseISO(ok) { success = HTML.time(at, now: now) }
+            var error = "<span class=\"muted\">none</span>"
+            if case .string(let e)? = health["last_error"] { error = HTML.text(e) }
+            html += "<tr><th scope=\"row\">\(HTML.text(sender.destination.rawValue))</th>" + cell("Circuit", circuit) + cell("Last success", success)
+            html += cell("Last error", error) + "</tr>"
+        }
+        html += "</tbody></table></div></section>"
+
+        html += "<section aria-labelledby=\"queue\"><h2 id=\"queue\">Queue</h2>"
+        if let queue {
+            html += "<dl><dt>Pending</dt><dd>\(queue.pending)</dd>"
+            html += "<dt>Oldest pending</dt><dd>\(queue.pending > 0 ? HTML.age(queue.oldestPendingAge) : "none")</dd>"
+            html += "<dt>Waiting for an identity</dt><dd>\(queue.waiting)</dd>"
+            html += "<dt>Dead letters</dt><dd\(queue.dead > 0 ? " class=\"warn\"" : "")>\(queue.dead)</dd></dl>"
+        } else {
+            html += "<p class=\"bad\">The store did not answer: see /readyz and the logs.</p>"
+        }
+        html += "</section>"
+        return html
+    }
+
+    /// A table cell labelled with its column (shown as the label on a phone, where rows become cards).
+    func cell(_ label: String, _ html: String) -> String { "<td data-label=\"\(HTML.text(label))\">\(html)</td>" }
+
+    /// `signature mismatch 3, stale timestamp 1`, or `none`.
+    func refusals(_ source: String, within seconds: TimeInterval, now: Date) -> String {
+        let counts = components.metrics.recent.counts(source: source, within: seconds, now: now)
+            .filter { $0.key != .accepted && $0.key != .duplicate && $0.value > 0 }
+        guard !counts.isEmpty else { return "<span class=\"muted\">none</span>" }
+        return counts.sorted { ($0.value, $1.key.rawValue) > ($1.value, $0.key.rawValue) }
+            .map { "<span class=\"bad\">\(HTML.text($0.key.rawValue.replacingOccurrences(of: "_", with: " ")))</span> \($0.value)" }
+            .joined(separator: ", ")
+    }
+
+    func signInPage(status: HTTPResponse.Status, problem: String?) -> Response {
+        var body = "<main class=\"signin\"><section><h1>koala-router console</h1>"
+        if let problem { body += "<p class=\"error\" role=\"alert\">\(HTML.text(problem))</p>" }
+        body += """
+            <form method="post" action="/console/sign-in">
+            <label for="token">Admin token</label>
+            <input type="password" id="token" name="token" autocomplete="current-password" required autofocus>
+            <button type="submit">Sign in</button>
+            </form></section></main>
+            """
+        return htmlResponse(status, document(title: "Sign in", content: body))
+    }
+
+    func page(title: String, current: String, session: ConsoleSessions.Session, body: String) -> Response {
+        let links = [("/console", "Overview")]
+        var header = "<header><span class=\"brand\">koala-router</span><nav aria-label=\"Console\"><ul>"
+        for (path, label) in links {
+            header += "<li><a href=\"\(path)\"\(path == current ? " aria-current=\"page\"" : "")>\(HTML.text(label))</a></li>"
+        }
+        header += "</ul></nav>"
+        header += "<form class=\"inline\" method=\"post\" action=\"/console/sign-out\"><input type=\"hidden\" name=\"csrf\" value=\"\(HTML.text(session.csrf))\">"
+        header += "<button type=\"submit\" class=\"link\">Sign out</button></form></header>"
+        return htmlResponse(.ok, document(title: title, content: header + "<main>" + body + "</main>"))
+    }
+
+    func document(title: String, content: String) -> String {
+        """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(HTML.text(title)) · koala-router</title><link rel="stylesheet" href="/console/assets/console.css"></head>
+        <body>\(content)</body></html>
+        """
+    }
+
+    // MARK: HTTP
+
+    func htmlResponse(_ status: HTTPResponse.Status, _ html: String) -> Response {
+        var headers = Self.securityHeaders
+        headers[.contentType] = "text/html; charset=utf-8"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    func redirect(_ location: String) -> Response {
+        var headers = Self.securityHeaders
+        headers[.location] = location
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    func forbidden(_ message: String) -> Response {
+        htmlResponse(.forbidden, document(title: "Refused", content: "<main><p class=\"error\" role=\"alert\">\(HTML.text(message))</p><p><a href=\"/console\">Back to the console</a></p></main>"))
+    }
+
+    /// The session cookie: HttpOnly, SameSite=Strict, scoped to /console, Secure when the request came over
+    /// TLS (a proxy in front says so with `X-Forwarded-Proto: https` or `Forwarded: proto=https`).
+    func cookie(_ value: String, maxAge: Int, request: Request) -> String {
+        var cookie = "\(ConsoleSessions.cookieName)=\(value); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+        if Self.overTLS(request.headers) { cookie += "; Secure" }
+        return cookie
+    }
+
+    static func overTLS(_ headers: HTTPFields) -> Bool {
+        if headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased().split(separator: ",").first?.trimmingCharacters(in: .whitespaces) == "https" {
+            return true
+        }
+        return headers[HTTPField.Name("Forwarded")!]?.lowercased().contains("proto=https") ?? false
+    }
+
+    /// A POST from a page of ours: a browser says where a form came from with `Sec-Fetch-Site` or `Origin`;
+    /// a cross-site one is refused even before its CSRF token is looked at.
+    func sameOrigin(_ request: Request) -> Bool {
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site != "same-origin", site != "none" { return false }
+        guard let origin = request.headers[.origin] else { return true }
+        guard let host = request.head.authority ?? request.headers[HTTPField.Name("Host")!] else { return false }
+        return origin == "http://\(host)" || origin == "https://\(host)"
+    }
+
+    /// A form body (`application/x-www-form-urlencoded`, at most 16 KB).
+    static func form(_ request: Request) async throws -> [String: String] {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 16 * 1024)
+        var fields: [String: String] = [:]
+        for pair in String(buffer: buffer).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            fields[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return fields
+    }
+}
