@@ -34,6 +34,9 @@ enum ConsoleAssets {
                                  background: var(--accent); color: #fff; cursor: pointer; }
     button.link { background: none; color: var(--accent); border: none; padding: 0; text-decoration: underline; }
     input[type=password], input[type=text], select { font: inherit; padding: .3rem .5rem; border: 1px solid var(--line); border-radius: 4px; }
+    form.filters { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: flex-end; margin-bottom: 1rem; }
+    ul.routes { padding-left: 1.2rem; }
+    ul.routes li { margin: .25rem 0; }
     .signin { max-width: 28rem; margin: 4rem auto; }
     .signin label { display: block; margin-bottom: .25rem; }
     .signin input[type=password] { width: 100%; margin-bottom: .75rem; }

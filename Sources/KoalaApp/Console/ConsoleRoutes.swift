@@ -61,6 +61,23 @@ struct Console: Sendable {
             guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
             return page(title: "Overview", current: "/console", session: session, body: try await overview())
         }
+        router.get("/console/webhooks") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            var parameters: [String: String] = [:]
+            for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
+            return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(parameters))
+        }
+        router.get("/console/webhooks/:source/:id") { request, context -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            let source = context.parameters.get("source") ?? "", id = context.parameters.get("id") ?? ""
+            guard let body = try await webhookPage(source: source, webhookID: id) else {
+                var response = page(title: "Not found", current: "", session: session,
+                                    body: "<h1>Not found</h1><p>No stored webhook \(HTML.text(source))/\(HTML.text(id)): it may have been pruned after the retention period.</p>")
+                response.status = .notFound
+                return response
+            }
+            return page(title: "Webhook \(id)", current: "/console/webhooks", session: session, body: body)
+        }
     }
 
     // MARK: Pages
@@ -164,7 +181,7 @@ struct Console: Sendable {
     }
 
     func page(title: String, current: String, session: ConsoleSessions.Session, body: String) -> Response {
-        let links = [("/console", "Overview")]
+        let links = [("/console", "Overview"), ("/console/webhooks", "Webhooks")]
         var header = "<header><span class=\"brand\">koala-router</span><nav aria-label=\"Console\"><ul>"
         for (path, label) in links {
             header += "<li><a href=\"\(path)\"\(path == current ? " aria-current=\"page\"" : "")>\(HTML.text(label))</a></li>"

@@ -860,6 +860,51 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
+    public func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
+        let (sql, binds) = WebhookListing.bySource(source, query: query, after: cursor, limit: limit) { "$\($0)" }
+        return try await listing(sql, binds)
+    }
+
+    public func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
+        let (sql, binds) = WebhookListing.byEmail(email, limit: limit) { "$\($0)" }
+        return try await listing(sql, binds)
+    }
+
+    private func listing(_ sql: String, _ binds: [ListingBind]) async throws -> [WebhookSummary] {
+        var bindings = PostgresBindings()
+        for bind in binds {
+            switch bind {
+            case .text(let text): bindings.append(text)
+            case .real(let real): bindings.append(real)
+            }
+        }
+        let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
+        return try await withConnection("list webhooks") { connection, logger in
+            try await connection.query(query, logger: logger).rows().map { row in
+                try WebhookListing.summary(source: try row.get("source"), webhookID: try row.get("webhook_id"), eventType: try row.get("event_type"),
+                                           receivedAt: try row.get("received_at")) { Int(try row.get("n\($0.rawValue)", as: Int64.self)) }
+            }
+        }
+    }
+
+    public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
+        var bindings = PostgresBindings()
+        bindings.append(source)
+        bindings.append(webhookID)
+        let query = PostgresQuery(unsafeSQL: WebhookListing.messages.replacingOccurrences(of: "source = %@", with: "source = $1")
+                                    .replacingOccurrences(of: "webhook_id = %@", with: "webhook_id = $2"), binds: bindings)
+        return try await withConnection("webhook messages") { connection, logger in
+            try await connection.query(query, logger: logger).rows().map { row in
+                MessageRecord(destination: try row.get("destination"), messageID: try row.get("message_id"), route: try row.get("route"),
+                              endpoint: try row.get("endpoint"), state: OutboxStatus(rawValue: try row.get("status", as: Int64.self)) ?? .pending,
+                              attempts: Int(try row.get("attempts", as: Int64.self)), lastError: try row.get("last_error"),
+                              deadReason: try row.get("dead_reason"), deadDetail: try row.get("dead_detail"),
+                              nextAttemptAt: try row.get("next_attempt_at", as: Double?.self).map { Date(timeIntervalSince1970: $0) },
+                              finishedAt: try row.get("finished_at", as: Double?.self).map { Date(timeIntervalSince1970: $0) })
+            }
+        }
+    }
+
     public func ready() async throws {
         try await started.wait()
     }

@@ -167,6 +167,14 @@ public final class SQLiteStore: WebhookStore {
             // Since v7 no query reads pending messages by due time; the index only cost a write per message.
             try db.execute(sql: "DROP INDEX IF EXISTS outbox_due")
         }
+        migrator.registerMigration("v9: a webhook's messages and a person's webhooks by index") { db in
+            // The console (one webhook's messages, search by email), `simulate --stored` and `forget --email`
+            // read these; without the indexes each scanned the whole outbox. PostgreSQL has had both since v1.
+            try db.execute(sql: """
+                CREATE INDEX outbox_webhook ON outbox(source, webhook_id);
+                CREATE INDEX outbox_email ON outbox(email);
+                """)
+        }
         return migrator
     }
 
@@ -682,6 +690,43 @@ public final class SQLiteStore: WebhookStore {
                                              lastDay: try Int.fetchOne(db, sql: count, arguments: [source, t - 86400]) ?? 0)
             }
             return out
+        }
+    }
+
+    public func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
+        let (sql, binds) = WebhookListing.bySource(source, query: query, after: cursor, limit: limit) { _ in "?" }
+        return try await listing(sql, binds)
+    }
+
+    public func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
+        let (sql, binds) = WebhookListing.byEmail(email, limit: limit) { _ in "?" }
+        return try await listing(sql, binds)
+    }
+
+    private func listing(_ sql: String, _ binds: [ListingBind]) async throws -> [WebhookSummary] {
+        let arguments = StatementArguments(binds.map { bind -> (any DatabaseValueConvertible)? in
+            switch bind {
+            case .text(let text): text
+            case .real(let real): real
+            }
+        })
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+                WebhookListing.summary(source: row["source"], webhookID: row["webhook_id"], eventType: row["event_type"],
+                                       receivedAt: row["received_at"]) { row["n\($0.rawValue)"] }
+            }
+        }
+    }
+
+    public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: WebhookListing.messages.replacingOccurrences(of: "%@", with: "?"), arguments: [source, webhookID]).map { row in
+                MessageRecord(destination: row["destination"], messageID: row["message_id"], route: row["route"], endpoint: row["endpoint"],
+                              state: OutboxStatus(rawValue: row["status"]) ?? .pending, attempts: row["attempts"],
+                              lastError: row["last_error"], deadReason: row["dead_reason"], deadDetail: row["dead_detail"],
+                              nextAttemptAt: (row["next_attempt_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
+                              finishedAt: (row["finished_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
+            }
         }
     }
 

@@ -54,6 +54,76 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
+/// Which stored webhooks the console lists. Every field narrows; nil matches all.
+public struct WebhookQuery: Sendable, Equatable {
+    /// Its event type, exactly.
+    public var eventType: String?
+    /// Its id, exactly.
+    public var webhookID: String?
+    /// Received at or after / before.
+    public var since: Date?
+    public var until: Date?
+    /// Only webhooks with a message in this state (`.pending` also takes messages waiting for an identity).
+    public var state: OutboxStatus?
+    /// Only webhooks that produced no message at all.
+    public var noMessages = false
+
+    public init(eventType: String? = nil, since: Date? = nil, until: Date? = nil, state: OutboxStatus? = nil, noMessages: Bool = false) {
+        self.eventType = eventType
+        self.since = since
+        self.until = until
+        self.state = state
+        self.noMessages = noMessages
+    }
+}
+
+/// Where a listing of webhooks (newest first) goes on from: the last one shown.
+public struct WebhookCursor: Sendable, Hashable, Comparable {
+    public let receivedAt: Double
+    public let source: String
+    public let webhookID: String
+
+    public init(receivedAt: Double, source: String, webhookID: String) {
+        self.receivedAt = receivedAt
+        self.source = source
+        self.webhookID = webhookID
+    }
+
+    /// Newest first: a later time, then a later (source, id), comes first.
+    public static func < (a: WebhookCursor, b: WebhookCursor) -> Bool {
+        (a.receivedAt, a.source, a.webhookID) > (b.receivedAt, b.source, b.webhookID)
+    }
+}
+
+/// One stored webhook in a listing, with how many of its messages are in each state.
+public struct WebhookSummary: Sendable, Equatable {
+    public let source: String
+    public let webhookID: String
+    public let eventType: String
+    public let receivedAt: Date
+    /// Messages by state, every destination counted.
+    public let messages: [OutboxStatus: Int]
+
+    /// Its place in a listing.
+    public var cursor: WebhookCursor { WebhookCursor(receivedAt: receivedAt.timeIntervalSince1970, source: source, webhookID: webhookID) }
+}
+
+/// One outbox entry of a webhook, as the console shows it.
+public struct MessageRecord: Sendable, Equatable {
+    public let destination: String
+    public let messageID: String
+    public let route: String
+    public let endpoint: String
+    public let state: OutboxStatus
+    public let attempts: Int
+    /// The destination's last answer when a send failed, and why it was dead-lettered.
+    public let lastError: String?
+    public let deadReason: String?
+    public let deadDetail: String?
+    public let nextAttemptAt: Date?
+    public let finishedAt: Date?
+}
+
 /// What one source has stored lately: across replicas and restarts, since it is read from the store.
 public struct SourceActivity: Sendable, Equatable {
     /// When its latest stored webhook arrived.
@@ -357,6 +427,13 @@ public protocol WebhookStore: Service {
     /// Each source's latest webhook and how many it stored in the hour and the day before `now` (index range
     /// scans on `(source, received_at)`, so they stay fast on a large store).
     func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity]
+    /// One source's stored webhooks matching `query`, newest first, after `cursor`: an index range scan on
+    /// `(source, received_at)`. The console merges the sources.
+    func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary]
+    /// The stored webhooks that produced a message for this address (through the outbox's email index), newest first.
+    func webhooks(email: String, limit: Int) async throws -> [WebhookSummary]
+    /// Every outbox entry of one webhook, every destination.
+    func messages(source: String, webhookID: String) async throws -> [MessageRecord]
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
     /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before

@@ -304,6 +304,9 @@ struct NeverCalledStore: WebhookStore {
     func counts() async throws -> OutboxCounts { try fail() }
     func queueStats(now: Date) async throws -> QueueStats { try fail() }
     func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] { try fail() }
+    func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] { try fail() }
+    func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] { try fail() }
+    func messages(source: String, webhookID: String) async throws -> [MessageRecord] { try fail() }
     func ping() async -> Bool { false }
     func ready() async throws { try fail() as Void }
     func run() async throws {}

@@ -174,6 +174,33 @@ struct StoreTests {
         }
     }
 
+    /// The console's listings: one source's webhooks newest first with a cursor and filters, a person's webhooks
+    /// by email, one webhook's messages in every state.
+    @Test(arguments: Backend.configured) func listingsPageAndFilter(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let now = Date()
+            for i in 0..<7 {
+                let id = "evt_ls_\(i)"
+                _ = try await store.accept(webhook(id, receivedAt: now.addingTimeInterval(Double(i - 10))),
+                                           messages: i == 6 ? [] : [message(id, .track, email: "p\(i % 2)@x.io", problem: i == 5 ? "bad" : nil)],
+                                           remembers: [], linger: 0, identityWait: 0)
+            }
+            let first = try await store.webhooks(source: "stripe", matching: WebhookQuery(), after: nil, limit: 3)
+            #expect(first.map(\.webhookID) == ["evt_ls_6", "evt_ls_5", "evt_ls_4"])
+            #expect(first[1].messages == [.dead: 1] && first[0].messages.isEmpty && first[2].messages == [.pending: 1])
+            let second = try await store.webhooks(source: "stripe", matching: WebhookQuery(), after: first.last!.cursor, limit: 3)
+            #expect(second.map(\.webhookID) == ["evt_ls_3", "evt_ls_2", "evt_ls_1"])
+            #expect(try await store.webhooks(source: "stripe", matching: WebhookQuery(state: .dead), after: nil, limit: 9).map(\.webhookID) == ["evt_ls_5"])
+            #expect(try await store.webhooks(source: "stripe", matching: WebhookQuery(noMessages: true), after: nil, limit: 9).map(\.webhookID) == ["evt_ls_6"])
+            #expect(try await store.webhooks(source: "stripe", matching: WebhookQuery(since: now.addingTimeInterval(-5.5)), after: nil, limit: 9).count == 2)
+            #expect(try await store.webhooks(source: "paddle", matching: WebhookQuery(), after: nil, limit: 9).isEmpty)
+            #expect(try await store.webhooks(email: "p1@x.io", limit: 9).map(\.webhookID) == ["evt_ls_5", "evt_ls_3", "evt_ls_1"])
+            let messages = try await store.messages(source: "stripe", webhookID: "evt_ls_5")
+            #expect(messages.count == 1 && messages[0].state == .dead && messages[0].deadReason == "bad" && messages[0].destination == "koala")
+        }
+    }
+
     /// A backlog interleaves people. A round takes each person's next due messages together, so one request
     /// carries many of them, and stays within its limit by leaving the last people for the next round.
     @Test(arguments: Backend.configured) func aRoundTakesEachPersonsMessagesTogether(_ backend: Backend) async throws {
