@@ -40,6 +40,7 @@ enum ConsoleAssets {
     .signin { max-width: 28rem; margin: 4rem auto; }
     .signin label { display: block; margin-bottom: .25rem; }
     .signin input[type=password] { width: 100%; margin-bottom: .75rem; }
+    .notice { border-left: 4px solid var(--good); padding: .5rem .75rem; background: #eef8f0; }
     .error { border-left: 4px solid var(--bad); padding: .5rem .75rem; background: #fdf1f0; }
     @media (max-width: 640px) {
       main { padding: .75rem; }

@@ -63,9 +63,33 @@ struct Console: Sendable {
         }
         router.get("/console/webhooks") { request, _ -> Response in
             guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
-            var parameters: [String: String] = [:]
-            for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
-            return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(parameters))
+            return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(Self.parameters(request)))
+        }
+        router.get("/console/dead-letters") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            return page(title: "Dead letters", current: "/console/dead-letters", session: session, body: try await deadLettersPage(Self.parameters(request)))
+        }
+        router.get("/console/dead-letters/confirm") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            return page(title: "Confirm", current: "/console/dead-letters", session: session,
+                        body: try await confirmPage(Self.parameters(request), session: session))
+        }
+        for action in ["retry", "drop"] {
+            router.post("/console/dead-letters/\(action)") { request, _ -> Response in
+                guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+                let form = try await Self.form(request)
+                guard sameOrigin(request), session.acceptsCSRF(form["csrf"]) else {
+                    return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
+                }
+                switch try await act(action, form: form) {
+                case .success(let next): return redirect(next)
+                case .failure(let error):
+                    var response = page(title: "Refused", current: "/console/dead-letters", session: session,
+                                        body: "<p class=\"error\" role=\"alert\">\(HTML.text(error.body ?? "refused"))</p>")
+                    response.status = .badRequest
+                    return response
+                }
+            }
         }
         router.get("/console/webhooks/:source/:id") { request, context -> Response in
             guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
@@ -146,7 +170,8 @@ struct Console: Sendable {
             html += "<dl><dt>Pending</dt><dd>\(queue.pending)</dd>"
             html += "<dt>Oldest pending</dt><dd>\(queue.pending > 0 ? HTML.age(queue.oldestPendingAge) : "none")</dd>"
             html += "<dt>Waiting for an identity</dt><dd>\(queue.waiting)</dd>"
-            html += "<dt>Dead letters</dt><dd\(queue.dead > 0 ? " class=\"warn\"" : "")>\(queue.dead)</dd></dl>"
+            html += "<dt>Dead letters</dt><dd\(queue.dead > 0 ? " class=\"warn\"" : "")>\(queue.dead)"
+            html += queue.dead > 0 ? " (<a href=\"/console/dead-letters\">see them</a>)</dd></dl>" : "</dd></dl>"
         } else {
             html += "<p class=\"bad\">The store did not answer: see /readyz and the logs.</p>"
         }
@@ -181,7 +206,7 @@ struct Console: Sendable {
     }
 
     func page(title: String, current: String, session: ConsoleSessions.Session, body: String) -> Response {
-        let links = [("/console", "Overview"), ("/console/webhooks", "Webhooks")]
+        let links = [("/console", "Overview"), ("/console/webhooks", "Webhooks"), ("/console/dead-letters", "Dead letters")]
         var header = "<header><span class=\"brand\">koala-router</span><nav aria-label=\"Console\"><ul>"
         for (path, label) in links {
             header += "<li><a href=\"\(path)\"\(path == current ? " aria-current=\"page\"" : "")>\(HTML.text(label))</a></li>"
@@ -241,6 +266,13 @@ struct Console: Sendable {
         guard let origin = request.headers[.origin] else { return true }
         guard let host = request.head.authority ?? request.headers[HTTPField.Name("Host")!] else { return false }
         return origin == "http://\(host)" || origin == "https://\(host)"
+    }
+
+    /// The query string's parameters (the last of a repeated name).
+    static func parameters(_ request: Request) -> [String: String] {
+        var parameters: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
+        return parameters
     }
 
     /// A form body (`application/x-www-form-urlencoded`, at most 16 KB).

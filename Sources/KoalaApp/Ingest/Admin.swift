@@ -16,6 +16,30 @@ public func parseTimeArgument(_ text: String, now: Date = Date()) -> Date? {
     return nil
 }
 
+/// A dead-letter filter from request parameters (`destination`, `source`, `route`, `reason`, `since`, `until`,
+/// and `id`s), for the admin API and the console. Throws a message naming the parameter and what it takes.
+func deadLetterFilter(ids: [String], _ value: (String) -> String?, now: Date = Date()) throws(HTTPError) -> DeadLetterFilter {
+    var filter = DeadLetterFilter()
+    filter.messageIDs = ids.flatMap { $0.split(separator: ",").map(String.init) }
+    if let name = value("destination") {
+        guard let destination = Destination(rawValue: name) else {
+            throw HTTPError(.badRequest, message: "destination must be one of \(Destination.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        filter.destination = destination
+    }
+    filter.source = value("source")
+    filter.route = value("route")
+    filter.reason = value("reason")
+    for name in ["since", "until"] {
+        guard let text = value(name) else { continue }
+        guard let date = parseTimeArgument(text, now: now) else {
+            throw HTTPError(.badRequest, message: "\(name) must be ISO-8601 or an age such as 2h")
+        }
+        if name == "since" { filter.since = date } else { filter.until = date }
+    }
+    return filter
+}
+
 /// The admin HTTP API (dead letters), on only when `KOALA_ROUTER_ADMIN_TOKEN` is set; every request must
 /// carry `Authorization: Bearer <token>`, compared in constant time.
 func addAdminRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, token: String) {
@@ -26,27 +50,7 @@ func addAdminRoutes(to router: Router<BasicRequestContext>, components: RouterCo
     }
     @Sendable func filter(_ request: Request) throws -> DeadLetterFilter {
         let query = request.uri.queryParameters
-        var filter = DeadLetterFilter()
-        filter.messageIDs = query.getAll("id").flatMap { $0.split(separator: ",").map(String.init) }
-        if let name = query.get("destination") {
-            guard let destination = Destination(rawValue: name) else {
-                throw HTTPError(.badRequest, message: "destination must be one of \(Destination.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            filter.destination = destination
-        }
-        filter.source = query.get("source")
-        filter.route = query.get("route")
-        filter.reason = query.get("reason")
-        func time(_ name: String) throws -> Date? {
-            guard let text = query.get(name) else { return nil }
-            guard let date = parseTimeArgument(text) else {
-                throw HTTPError(.badRequest, message: "\(name) must be ISO-8601 or an age such as 2h")
-            }
-            return date
-        }
-        filter.since = try time("since")
-        filter.until = try time("until")
-        return filter
+        return try deadLetterFilter(ids: query.getAll("id")) { query.get($0) }
     }
     let unauthorized = jsonResponse(.unauthorized, ["error": "admin API: missing or wrong bearer token"])
 

@@ -256,12 +256,14 @@ public struct DeadLetter: Sendable, Equatable {
     public let messageID: String
     /// The source it came from.
     public let source: String
-    let webhookID: String
+    /// The webhook that produced it.
+    public let webhookID: String
     /// The route that produced it.
     public let route: String
     /// Why it is dead.
     public let reason: String
-    let detail: String?
+    /// The destination's answer, when it rejected the message.
+    public let detail: String?
     let itemJSON: String
     /// When it was dead-lettered.
     public let failedAt: Date
@@ -272,7 +274,8 @@ public struct DeadLetter: Sendable, Equatable {
     var endpoint: KoalaEndpoint = .person
     /// Who it is about.
     public var identity = KoalaIdentity()
-    var attempts = 0
+    /// How many times it was sent.
+    public var attempts = 0
     var createdAt = Date(timeIntervalSince1970: 0)
 
     /// Whether a retry can send it: it has someone to send it for.
