@@ -14,6 +14,8 @@ import NIOCore
 struct Console: Sendable {
     let components: RouterComponents
     let sessions: ConsoleSessions
+    /// The rule files' folder (its `tests/` are run by the rules page).
+    let routesDirectory: String
     let logger: Logger
 
     static let securityHeaders: HTTPFields = [
@@ -64,6 +66,10 @@ struct Console: Sendable {
         router.get("/console/webhooks") { request, _ -> Response in
             guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
             return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(Self.parameters(request)))
+        }
+        router.get("/console/rules") { request, _ -> Response in
+            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            return page(title: "Rules", current: "/console/rules", session: session, body: rulesPage())
         }
         router.get("/console/dead-letters") { request, _ -> Response in
             guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
@@ -206,7 +212,7 @@ struct Console: Sendable {
     }
 
     func page(title: String, current: String, session: ConsoleSessions.Session, body: String) -> Response {
-        let links = [("/console", "Overview"), ("/console/webhooks", "Webhooks"), ("/console/dead-letters", "Dead letters")]
+        let links = [("/console", "Overview"), ("/console/webhooks", "Webhooks"), ("/console/dead-letters", "Dead letters"), ("/console/rules", "Rules")]
         var header = "<header><span class=\"brand\">koala-router</span><nav aria-label=\"Console\"><ul>"
         for (path, label) in links {
             header += "<li><a href=\"\(path)\"\(path == current ? " aria-current=\"page\"" : "")>\(HTML.text(label))</a></li>"

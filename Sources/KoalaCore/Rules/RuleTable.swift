@@ -57,9 +57,17 @@ public struct SourceDefinition: Sendable {
 /// One route: when it matches, who the person is, and the messages it produces. A class: every webhook
 /// walks its source's routes, and a reference costs one retain where a value of this size costs one per field.
 public final class Route: Sendable {
-    let name: String
-    let location: SourceLocation
+    /// The route's name, unique in its file.
+    public let name: String
+    /// Where it is written.
+    public let location: SourceLocation
     let types: [TypePattern]
+    /// The event types it takes, as written (globs included).
+    public var typePatterns: [String] { types.map(\.description) }
+    /// What it produces: `track`, `identify`, `account`.
+    public var outputNames: [String] {
+        [track.map { _ in "track" }, identify.map { _ in "identify" }, account.map { _ in "account" }].compactMap { $0 }
+    }
     /// `when.where`: must hold too (nil: no condition).
     public let condition: Condition?
     let person: PersonSpec?

@@ -60,8 +60,9 @@ public struct WebhookQuery: Sendable, Equatable {
     public var eventType: String?
     /// Its id, exactly.
     public var webhookID: String?
-    /// Received at or after / before.
+    /// Received at or after.
     public var since: Date?
+    /// Received before.
     public var until: Date?
     /// Only webhooks with a message in this state (`.pending` also takes messages waiting for an identity).
     public var state: OutboxStatus?
@@ -79,8 +80,11 @@ public struct WebhookQuery: Sendable, Equatable {
 
 /// Where a listing of webhooks (newest first) goes on from: the last one shown.
 public struct WebhookCursor: Sendable, Hashable, Comparable {
+    /// When the last one shown arrived (seconds since 1970).
     public let receivedAt: Double
+    /// Its source.
     public let source: String
+    /// Its id.
     public let webhookID: String
 
     public init(receivedAt: Double, source: String, webhookID: String) {
@@ -97,9 +101,13 @@ public struct WebhookCursor: Sendable, Hashable, Comparable {
 
 /// One stored webhook in a listing, with how many of its messages are in each state.
 public struct WebhookSummary: Sendable, Equatable {
+    /// Its source.
     public let source: String
+    /// Its id.
     public let webhookID: String
+    /// Its event type.
     public let eventType: String
+    /// When it arrived.
     public let receivedAt: Date
     /// Messages by state, every destination counted.
     public let messages: [OutboxStatus: Int]
@@ -110,17 +118,27 @@ public struct WebhookSummary: Sendable, Equatable {
 
 /// One outbox entry of a webhook, as the console shows it.
 public struct MessageRecord: Sendable, Equatable {
+    /// Where it goes (`koala`, or a Segment-compatible destination's name).
     public let destination: String
+    /// The idempotency key.
     public let messageID: String
+    /// The route that produced it.
     public let route: String
+    /// The endpoint it is sent to.
     public let endpoint: String
+    /// Where it is in the outbox.
     public let state: OutboxStatus
+    /// How many times it was sent.
     public let attempts: Int
-    /// The destination's last answer when a send failed, and why it was dead-lettered.
+    /// The destination's last answer when a send failed.
     public let lastError: String?
+    /// Why it was dead-lettered.
     public let deadReason: String?
+    /// The destination's answer that dead-lettered it.
     public let deadDetail: String?
+    /// When it is tried next (while pending).
     public let nextAttemptAt: Date?
+    /// When it was delivered, handled in dry run or dead-lettered.
     public let finishedAt: Date?
 }
 

@@ -158,6 +158,19 @@ struct ConsoleTests {
         }
     }
 
+    @Test func theRulesPageListsRoutesAndRunsTheRuleTests() async throws {
+        let (app, components) = try await app()
+        try await app.test(.live) { client in
+            let cookie = try await Self.signIn(client)
+            let html = String(buffer: try await client.executeRequest(uri: "/console/rules", method: .get, headers: [.cookie: cookie], body: nil).body)
+            #expect(html.contains("<code>\(components.rules.table.version)</code>"))
+            #expect(html.contains(#"<p class="ok">"#) && html.contains("passed, 0 failed (run just now"), "the shipped rule tests pass")
+            #expect(html.contains(#"<tr><th scope="row">payment-succeeded</th><td data-label="Where"><code>"#))
+            #expect(html.contains("stripe.yaml:") && html.contains("<code>invoice.paid</code>"))
+            #expect(html.contains(#"<h2 id="src-paddle">paddle</h2>"#) && html.contains("set PADDLE_WEBHOOK_SECRET"))
+        }
+    }
+
     @Test func htmlEscapesMarkupQuotesAndInvisibleCharacters() {
         #expect(HTML.text(#"<img src=x onerror="alert(1)">'&"#) == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&#39;&amp;")
         #expect(HTML.text("admin\u{202E}gnp.exe\u{200B}\u{0}") == "admin\\u{202E}gnp.exe\\u{200B}\\u{0}")
