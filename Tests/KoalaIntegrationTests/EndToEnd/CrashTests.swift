@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import Synchronization
 import Testing
 @testable import KoalaApp
 @testable import KoalaCore
@@ -28,17 +29,29 @@ struct CrashTests {
         return FileManager.default.isExecutableFile(atPath: fallback) ? fallback : nil
     }
 
+    /// The ports the tests' routers listen on. Each call gives a port no other call in this test process
+    /// gave, below the kernel's ephemeral range, and free right now. Picking with `bind(0)` and closing could
+    /// hand two parallel tests the same port: the second router then failed to bind, exited, and the first
+    /// router's `/readyz` answered for it, so its test waited for deliveries that never came.
+    static let portCounter = Mutex(20_000 + Int(getpid() % 20) * 500)
+
     static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
+        while true {
+            let port = portCounter.withLock { next -> Int in
+                defer { next = next >= 29_999 ? 20_000 : next + 1 }
+                return next
+            }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if bound == 0 { return port }
+        }
     }
 
     final class Router: @unchecked Sendable {
@@ -69,10 +82,11 @@ struct CrashTests {
         func ready() async -> Bool {
             // Generous: three replicas migrating one schema on a loaded two-core machine take a while.
             await eventually(timeout: 45) {
+                guard self.process.isRunning else { return false }
                 var request = HTTPClientRequest(url: "http://127.0.0.1:\(self.port)/readyz")
                 request.method = .GET
                 return (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)).status.code) == 200
-            }
+            } && process.isRunning
         }
 
         func kill9() {
