@@ -266,9 +266,10 @@ struct Console: Sendable {
     }
 
     /// A POST from a page of ours: a browser says where a form came from with `Sec-Fetch-Site` or `Origin`;
-    /// a cross-site one is refused even before its CSRF token is looked at.
+    /// a cross-site one is refused even before its CSRF token is looked at. `Sec-Fetch-Site` decides when
+    /// present: under our `Referrer-Policy: no-referrer` a browser sends `Origin: null` with its own forms.
     func sameOrigin(_ request: Request) -> Bool {
-        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site != "same-origin", site != "none" { return false }
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!] { return site == "same-origin" || site == "none" }
         guard let origin = request.headers[.origin] else { return true }
         guard let host = request.head.authority ?? request.headers[HTTPField.Name("Host")!] else { return false }
         return origin == "http://\(host)" || origin == "https://\(host)"

@@ -72,6 +72,20 @@ struct ConsoleTests {
             let forged = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: crossSite, body: Self.form(["token": Self.token]))
             #expect(forged.status == .forbidden && forged.headers[.setCookie] == nil)
 
+            // What Chromium sends with the sign-in form under `Referrer-Policy: no-referrer` (found by driving it):
+            // `Origin: null` and `Sec-Fetch-Site: same-origin`. A null origin without that header is refused.
+            var browser = Self.formHeaders
+            browser[.origin] = "null"
+            let nullOnly = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: browser, body: Self.form(["token": Self.token]))
+            #expect(nullOnly.status == .forbidden)
+            browser[HTTPField.Name("Sec-Fetch-Site")!] = "same-origin"
+            let fromForm = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: browser, body: Self.form(["token": Self.token]))
+            #expect(fromForm.status == .seeOther && fromForm.headers[.setCookie] != nil)
+            var crossSiteFetch = Self.formHeaders
+            crossSiteFetch[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
+            let crossSiteForm = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: crossSiteFetch, body: Self.form(["token": Self.token]))
+            #expect(crossSiteForm.status == .forbidden)
+
             let right = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: Self.formHeaders, body: Self.form(["token": Self.token]))
             #expect(right.status == .seeOther && right.headers[.location] == "/console")
             let cookie = try #require(right.headers[.setCookie])
