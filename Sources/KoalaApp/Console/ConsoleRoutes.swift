@@ -35,7 +35,7 @@ struct Console: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ConsoleAssets.css)))
         }
         router.get("/console/sign-in") { request, _ -> Response in
-            if sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) != nil { return redirect("/console") }
+            if session(request) != nil { return redirect("/console") }
             return signInPage(status: .ok, problem: nil)
         }
         router.post("/console/sign-in") { request, _ -> Response in
@@ -50,7 +50,7 @@ struct Console: Sendable {
             return response
         }
         router.post("/console/sign-out") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             guard sameOrigin(request), session.acceptsCSRF(try await Self.form(request)["csrf"]) else {
                 return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
             }
@@ -60,29 +60,29 @@ struct Console: Sendable {
             return response
         }
         router.get("/console") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             return page(title: "Overview", current: "/console", session: session, body: try await overview())
         }
         router.get("/console/webhooks") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(Self.parameters(request)))
         }
         router.get("/console/rules") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             return page(title: "Rules", current: "/console/rules", session: session, body: rulesPage())
         }
         router.get("/console/dead-letters") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             return page(title: "Dead letters", current: "/console/dead-letters", session: session, body: try await deadLettersPage(Self.parameters(request)))
         }
         router.get("/console/dead-letters/confirm") { request, _ -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             return page(title: "Confirm", current: "/console/dead-letters", session: session,
                         body: try await confirmPage(Self.parameters(request), session: session))
         }
         for action in ["retry", "drop"] {
             router.post("/console/dead-letters/\(action)") { request, _ -> Response in
-                guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+                guard let session = session(request) else { return redirect("/console/sign-in") }
                 let form = try await Self.form(request)
                 guard sameOrigin(request), session.acceptsCSRF(form["csrf"]) else {
                     return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
@@ -98,7 +98,7 @@ struct Console: Sendable {
             }
         }
         router.get("/console/webhooks/:source/:id") { request, context -> Response in
-            guard let session = sessions.session(request.cookies[ConsoleSessions.cookieName]?.value) else { return redirect("/console/sign-in") }
+            guard let session = session(request) else { return redirect("/console/sign-in") }
             let source = context.parameters.get("source") ?? "", id = context.parameters.get("id") ?? ""
             guard let body = try await webhookPage(source: source, webhookID: id) else {
                 var response = page(title: "Not found", current: "", session: session,
@@ -233,6 +233,11 @@ struct Console: Sendable {
     }
 
     // MARK: HTTP
+
+    /// The request's session, if its cookie holds a valid one.
+    func session(_ request: Request) -> ConsoleSessions.Session? {
+        sessions.session(request.cookies[ConsoleSessions.cookieName]?.value)
+    }
 
     func htmlResponse(_ status: HTTPResponse.Status, _ html: String) -> Response {
         var headers = Self.securityHeaders

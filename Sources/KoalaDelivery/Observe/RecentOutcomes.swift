@@ -40,7 +40,4 @@ public final class RecentOutcomes: Sendable {
             return out
         }
     }
-
-    /// The sources seen so far.
-    public var sources: [String] { buckets.withLock { Array($0.keys) } }
 }

@@ -332,10 +332,10 @@ public final class PostgresStore: WebhookStore {
     /// batch remembers, stays queued for the next (one statement cannot insert or update one row twice).
     static func takeBatch<Item>(from queue: inout [Item], limit: Int, _ request: (Item) -> AcceptRequest) -> [Item] {
         var batch: [Item] = [], left: [Item] = []
-        var webhooks = Set<AcceptKey>(), keys = Set<AcceptKey>()
+        var webhooks = Set<AcceptKey>(), keys = Set<MemorySlot>()
         for queued in queue {
             let request = request(queued)
-            let memory = request.remembers.map { AcceptKey(source: request.webhook.source, webhookID: $0.key.namespace + "\u{0}" + $0.key.key) }
+            let memory = request.remembers.map { MemorySlot(source: request.webhook.source, key: $0.key) }
             if batch.count < limit, !webhooks.contains(request.key), memory.allSatisfy({ !keys.contains($0) }) {
                 batch.append(queued)
                 webhooks.insert(request.key)
@@ -891,8 +891,7 @@ public final class PostgresStore: WebhookStore {
         var bindings = PostgresBindings()
         bindings.append(source)
         bindings.append(webhookID)
-        let query = PostgresQuery(unsafeSQL: WebhookListing.messages.replacingOccurrences(of: "source = %@", with: "source = $1")
-                                    .replacingOccurrences(of: "webhook_id = %@", with: "webhook_id = $2"), binds: bindings)
+        let query = PostgresQuery(unsafeSQL: WebhookListing.messages { "$\($0)" }, binds: bindings)
         return try await withConnection("webhook messages") { connection, logger in
             try await connection.query(query, logger: logger).rows().map { row in
                 MessageRecord(destination: try row.get("destination"), messageID: try row.get("message_id"), route: try row.get("route"),
@@ -927,10 +926,16 @@ public final class PostgresStore: WebhookStore {
     }
 }
 
-/// Which webhook (or, in `takeBatch`, which memory key of a source).
+/// Which webhook.
 struct AcceptKey: Hashable, Sendable {
     let source: String
     let webhookID: String
+}
+
+/// Which memory row: a key of one source.
+struct MemorySlot: Hashable {
+    let source: String
+    let key: MemoryKey
 }
 
 extension AcceptRequest {

@@ -720,7 +720,7 @@ public final class SQLiteStore: WebhookStore {
 
     public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: WebhookListing.messages.replacingOccurrences(of: "%@", with: "?"), arguments: [source, webhookID]).map { row in
+            try Row.fetchAll(db, sql: WebhookListing.messages { _ in "?" }, arguments: [source, webhookID]).map { row in
                 MessageRecord(destination: row["destination"], messageID: row["message_id"], route: row["route"], endpoint: row["endpoint"],
                               state: OutboxStatus(rawValue: row["status"]) ?? .pending, attempts: row["attempts"],
                               lastError: row["last_error"], deadReason: row["dead_reason"], deadDetail: row["dead_detail"],

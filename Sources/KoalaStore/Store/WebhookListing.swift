@@ -62,13 +62,16 @@ enum WebhookListing {
         return (sql, [.text(email)])
     }
 
-    static let messages = """
+    /// One webhook's outbox entries; binds its source, then its id.
+    static func messages(placeholder: (Int) -> String) -> String {
+        """
         SELECT destination, message_id, route, endpoint, status, attempts, last_error, dead_reason, dead_detail, next_attempt_at,
                finished_at
-        FROM outbox WHERE source = %@ AND webhook_id = %@ ORDER BY seq
+        FROM outbox WHERE source = \(placeholder(1)) AND webhook_id = \(placeholder(2)) ORDER BY seq
         """
+    }
 
-    /// A summary from a row's columns, read by name through `value` (each backend's row access).
+    /// A summary from a row's columns; `count` reads a state's count column (`n<status>`) from the backend's row.
     static func summary(source: String, webhookID: String, eventType: String, receivedAt: Double, count: (OutboxStatus) throws -> Int) rethrows -> WebhookSummary {
         var messages: [OutboxStatus: Int] = [:]
         for status in OutboxStatus.allCases {
