@@ -70,6 +70,8 @@ final class FakeKoala: Sendable {
     func up() { state.withLock { $0.whileDown = nil } }
     /// Answers every request that holds one of `ids` with `reply` (a 400 naming a bad property, say).
     func rejectRequests(holding ids: Set<String>, with reply: Reply) { state.withLock { $0.faulty = (ids, reply) } }
+    /// Ends `rejectRequests`: every message is accepted again.
+    func stopRejecting() { state.withLock { $0.faulty = nil } }
     /// How many requests held each message id.
     var sightings: [String: Int] { state.withLock { $0.sightings } }
 

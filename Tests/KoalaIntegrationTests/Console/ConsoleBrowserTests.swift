@@ -1,0 +1,97 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+@testable import KoalaCore
+import KoalaTestSupport
+
+/// The console in a real browser: headless Chromium (Debian's `chromium`, installed by scripts/test) walks through
+/// the console of the real router binary, which delivers to a strict fake Koala. The walk itself is
+/// scripts/browser/console-walkthrough; it saves a screenshot of each page to test-artifacts/console/.
+@Suite("Console in a browser", .serialized)
+struct ConsoleBrowserTests {
+    static let token = "console-browser-test-token-0123456789"
+    static let screenshots = repositoryRoot + "/test-artifacts/console"
+
+    @Test func anOperatorFindsAWebhookAndRetriesADeadLetterInChromium() async throws {
+        let chromium = ProcessInfo.processInfo.environment["CHROMIUM"] ?? "/usr/bin/chromium"
+        try #require(FileManager.default.isExecutableFile(atPath: chromium),
+                     "\(chromium) is missing: scripts/test installs it (scripts/setup chromium fonts-dejavu-core)")
+        let binary = try #require(CrashTests.binary, "koala-router is not built: run swift build --build-tests first")
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        let router = try CrashTests.Router(binary: binary, database: temporaryDirectory() + "/router.sqlite", koala: koala,
+                                           extra: ["KOALA_ROUTER_ADMIN_TOKEN": Self.token])
+        defer { router.kill9() }
+        #expect(await router.ready(), "the router did not start")
+
+        // Three stored webhooks: one to find by email, one whose payload is hostile, one Koala refuses (a dead letter).
+        let hostileNumber = #""><img src=x onerror=alert(1)><script>alert(2)</script>"#
+        let webhooks: [(id: String, body: [UInt8])] = [
+            ("evt_browser_find", invoicePaid(id: "evt_browser_find", email: "grace@hopper.example")),
+            ("evt_browser_xss", stripeEvent(id: "evt_browser_xss", type: "invoice.paid", object: [
+                "id": "in_xss", "object": "invoice", "customer_email": "mallory@evil.example", "amount_paid": 4900,
+                "currency": "usd", "customer": "cus_x", "number": .string(hostileNumber),
+                "description": .string(String(repeating: "W", count: 1500)), "hosted_invoice_url": "javascript:alert(3)",
+                "footer": #"<iframe src="http://foreign.invalid/"></iframe><img src="http://foreign.invalid/beacon.png">"#,
+            ])),
+            ("evt_browser_dead", invoicePaid(id: "evt_browser_dead", email: "ada@lovelace.example")),
+        ]
+        let dead = MessageID.derive(source: "stripe", webhookID: "evt_browser_dead", route: "payment-succeeded", output: .track)
+        koala.rejectRequests(holding: [dead], with: .status(422, body: #"{"error":"Invalid request","message":"events[0].properties: unknown"}"#))
+        for (id, body) in webhooks {
+            #expect(await post(body, port: router.port) == 200, "\(id) was not accepted")
+        }
+        let delivered = await eventually(timeout: 20) { koala.deliveredMessageIDs.count == 2 }
+        let isDead = await eventually(timeout: 20) { await deadLetters(port: router.port) == 1 }
+        try #require(delivered && isDead, "setup: two messages delivered (\(koala.deliveredMessageIDs.count)), one dead letter")
+        koala.stopRejecting()
+
+        let (status, output) = try run(repositoryRoot + "/scripts/browser/console-walkthrough", environment: [
+            "KOALA_ROUTER_CONSOLE_URL": "http://127.0.0.1:\(router.port)", "KOALA_ROUTER_ADMIN_TOKEN": Self.token,
+            "WALK_EMAIL": "grace@hopper.example", "WALK_WEBHOOK": "evt_browser_find",
+            "WALK_XSS_WEBHOOK": "evt_browser_xss", "WALK_XSS_TEXT": hostileNumber,
+            "WALK_DEAD_MESSAGE": dead, "WALK_DEAD_WEBHOOK": "evt_browser_dead",
+            "WALK_SCREENSHOTS": Self.screenshots, "CHROMIUM": chromium,
+        ])
+        print(output)
+        #expect(status == 0, "the walkthrough failed (screenshots in \(Self.screenshots)):\n\(output)")
+        // What the browser saw, Koala got: the retried message, with the id it was refused under, exactly once.
+        #expect(koala.deliveredMessageIDs.filter { $0 == dead }.count == 1)
+        #expect(koala.violations.isEmpty, "\(koala.violations)")
+        let shots = (try? FileManager.default.contentsOfDirectory(atPath: Self.screenshots)) ?? []
+        #expect(shots.filter { $0.hasSuffix(".png") }.count >= 12, "a screenshot of each page: \(shots.sorted())")
+    }
+
+    func post(_ body: [UInt8], port: Int) async -> Int? {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/stripe")
+        request.method = .POST
+        for field in stripeHeaders(body) { request.headers.add(name: field.name.rawName, value: field.value) }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        return (try? await HTTPClient.shared.execute(request, timeout: .seconds(10))).map { Int($0.status.code) }
+    }
+
+    /// The dead letters the admin API lists.
+    func deadLetters(port: Int) async -> Int? {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/admin/dead-letters")
+        request.headers.add(name: "Authorization", value: "Bearer \(Self.token)")
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+              let body = try? await response.body.collect(upTo: 1 << 20),
+              case .object(let top)? = try? JSONValue.parse(Array(buffer: body)), case .int(let count)? = top["count"] else { return nil }
+        return Int(count)
+    }
+
+    /// Runs a program to its end; its exit status and what it printed (both streams).
+    func run(_ path: String, environment: [String: String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
