@@ -182,7 +182,7 @@ public final class PostgresStore: WebhookStore {
 
     static func migrate(_ connection: PostgresConnection, schema: String?, logger: Logger) async throws {
         let migrationLock = migrationLockKey(schema: schema)
-        try await connection.query("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
+        try await connection.perform("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
         do {
             if let schema {
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)
@@ -207,14 +207,14 @@ public final class PostgresStore: WebhookStore {
             }
         } catch {
             do {
-                _ = try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+                try await connection.perform("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
             } catch let unlockError {
                 // The session lock goes with the connection; the migration error below is the one to act on.
                 logger.warning("could not release the migration lock after a failed migration", metadata: ["error": "\(unlockError)"])
             }
             throw error
         }
-        try await connection.query("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
+        try await connection.perform("SELECT pg_advisory_unlock(\(migrationLock))", logger: logger)
     }
 
     // MARK: Ingest
@@ -237,7 +237,7 @@ public final class PostgresStore: WebhookStore {
         let source = webhook.source
         return try await withTransaction("accept") { connection, logger in
             for (key, _) in guarded {
-                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.stateLockKey(source: source, key)))", logger: logger)
+                try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.stateLockKey(source: source, key)))", logger: logger)
             }
             let rows = try await connection.query("""
                 SELECT namespace, key, state_at FROM identities
@@ -462,7 +462,7 @@ public final class PostgresStore: WebhookStore {
         defer { if ContinuousClock.now - began > slowClaim { analyzeOutboxIfDue() } }
         return try await withTransaction("claim") { [owner] connection, logger in
             // Released at commit, when the leases become visible.
-            try await connection.query("SELECT pg_advisory_xact_lock(\(lock))", logger: logger)
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(lock))", logger: logger)
             // The due rows, locked, then each person's batch filled (as SQLite's claim does), then leased.
             // `OFFSET 0` keeps the NOT EXISTS a per-row probe of the person's index: planned as an anti join
             // while the table's statistics still describe it empty (a backlog that built up since the last

@@ -25,6 +25,16 @@ extension PostgresRandomAccessRow {
     }
 }
 
+extension PostgresConnection {
+    /// Runs a statement whose rows nobody reads (`SELECT pg_advisory_lock(…)`) to its end. `query` returns at
+    /// the statement's first answer, and an error that comes after it (a lock wait cut off by
+    /// `statement_timeout`) arrives with the rows: left unread, it is lost and the caller goes on as if it held
+    /// the lock.
+    func perform(_ query: PostgresQuery, logger: Logger) async throws {
+        _ = try await self.query(query, logger: logger).count()
+    }
+}
+
 extension PostgresRowSequence {
     /// All rows, with random access by column name.
     func rows() async throws -> [PostgresRandomAccessRow] {

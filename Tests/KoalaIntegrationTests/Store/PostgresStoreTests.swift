@@ -46,6 +46,30 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A replica that cannot get the migration lock before `statement_timeout` fails to start and changes
+    /// nothing. The lock's error used to arrive after `query` returned, unread: the replica then migrated without
+    /// the lock, beside the one holding it (two replicas applied migration 6; one failed on the duplicate version).
+    @Test func aReplicaThatCannotGetTheMigrationLockMigratesNothing() async throws {
+        let url = try freshPostgresURL()
+        let schema = String(try #require(url.split(separator: "schema=").last))
+        let holder = try PostgresStore(url: try freshPostgresURL(), logger: logger)
+        try await whileRunning([holder]) {
+            try await holder.ready()
+            try await holder.client.withConnection { connection in
+                let key = PostgresStore.migrationLockKey(schema: schema)
+                try await connection.perform("SELECT pg_advisory_lock(\(key))", logger: logger)
+                let late = try PostgresStore(url: url + "&statement_timeout_ms=300", logger: logger)
+                await #expect(throws: PSQLError.self, "the lock wait ends in an error, and start-up fails with it") {
+                    try await late.whileRunning { try await late.ready() }
+                }
+                let tables = try await connection.query(
+                    "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = \(schema)", logger: logger).rows()
+                #expect(try tables.first?.get("n", as: Int64.self) == 0, "nothing was created without the lock")
+                try await connection.perform("SELECT pg_advisory_unlock(\(key))", logger: logger)
+            }
+        }
+    }
+
     /// A slow claim has the outbox analyzed (once a minute at most), so a backlog that grew faster than
     /// autovacuum looks gets planned for its size; a fast one leaves the statistics alone.
     @Test func aSlowClaimAnalyzesTheOutbox() async throws {
