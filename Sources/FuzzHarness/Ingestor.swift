@@ -10,10 +10,10 @@ import Logging
 public final class Ingestor: Sendable {
     /// Secrets for every shipped source (their variable names), known to the signer.
     public static let environment: [String: String] = [
-        "STRIPE_WEBHOOK_SECRET": "whsec_fuzz_stripe", "PADDLE_WEBHOOK_SECRET": "pdl_fuzz", "WORKOS_WEBHOOK_SECRET": "workos_fuzz",
-        "RECURLY_WEBHOOK_SECRET": "recurly_fuzz", "CLERK_WEBHOOK_SECRET": "whsec_" + Base64.encode(Array("fuzz-clerk-signing-key-0123".utf8)),
-        "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon_fuzz", "CHARGEBEE_WEBHOOK_USERNAME": "koala", "CHARGEBEE_WEBHOOK_PASSWORD": "cb_fuzz",
-        "ACME_WEBHOOK_SECRET": "acme_fuzz", "TOKEN_WEBHOOK_SECRET": "tok_fuzz",
+        "STRIPE_WEBHOOK_SECRET": "whsec_fuzz_stripe", "PADDLE_WEBHOOK_SECRET": "pdl_ntfset_fuzz_paddle", "WORKOS_WEBHOOK_SECRET": "workos_fuzz_secret_0",
+        "RECURLY_WEBHOOK_SECRET": "recurly_fuzz_secret_0", "CLERK_WEBHOOK_SECRET": "whsec_" + Base64.encode(Array("fuzz-clerk-signing-key-0123".utf8)),
+        "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon_fuzz_secret_0", "CHARGEBEE_WEBHOOK_USERNAME": "koala", "CHARGEBEE_WEBHOOK_PASSWORD": "cb_fuzz_password_0",
+        "ACME_WEBHOOK_SECRET": "acme_fuzz_secret_0", "TOKEN_WEBHOOK_SECRET": "tok_fuzz_secret_000",
     ]
 
     let ingest: Ingest

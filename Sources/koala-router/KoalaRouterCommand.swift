@@ -92,8 +92,9 @@ struct Check: AsyncParsableCommand {
             an object, filters given the wrong type (errors), paths that resolve in no sample, routes no sample
             exercises and two routes sending the same event for one webhook (warnings).
 
-            Exit status: 0 when all is well, 1 on any error, 2 when there are warnings from the samples only.
-            (Warnings about secrets not set in this environment do not change the status.)
+            Exit status: 0 when all is well, 1 on any error (a secret that is set but unusable, such as a key
+            under 16 bytes, is one), 2 when there are warnings from the samples only. (Warnings about secrets
+            not set in this environment do not change the status.)
             """)
 
     @Argument(help: "Rules folder (default: --routes, KOALA_ROUTER_ROUTES, the config file or routes).")
@@ -111,11 +112,17 @@ struct Check: AsyncParsableCommand {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes])
         let table = try config.loadRules()
         for warning in table.warnings { print("warning: \(warning)") }
+        for error in table.secretErrors { print("error: \(error)") }
         for (name, source) in table.sources.sorted(by: { $0.key < $1.key }) {
             print("ok: \(source.file): source '\(name)' (\(source.scheme)), \(source.routes.count) routes")
         }
         print("rules version \(table.version)")
-        guard !noSamples else { return }
+        // A secret that is set but unusable is a broken setting: fail, whatever the samples say.
+        let secretsFailed = !table.secretErrors.isEmpty
+        guard !noSamples else {
+            if secretsFailed { throw ExitCode(1) }
+            return
+        }
         let folder = config.routesDirectory
         func existing(_ given: String?, _ name: String) -> String? {
             if let given { return given }
@@ -134,7 +141,7 @@ struct Check: AsyncParsableCommand {
             let warnings = report.findings.filter { $0.severity == .warning }.count
             print("samples checked: \(counts); \(errors) error(s), \(warnings) warning(s)")
         }
-        if report.hasErrors { throw ExitCode(1) }
+        if report.hasErrors || secretsFailed { throw ExitCode(1) }
         if report.hasWarnings { throw ExitCode(2) }
     }
 }

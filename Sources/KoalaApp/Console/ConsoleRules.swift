@@ -15,6 +15,9 @@ extension Console {
             html += components.rules.lastReloadAttempt.map { "<span class=\"ok\">loaded</span> " + HTML.time($0, now: now) } ?? "none since start"
         }
         html += "</dd></dl>"
+        if !table.secretErrors.isEmpty {
+            html += "<h3>Unusable secrets</h3><ul>" + table.secretErrors.map { "<li class=\"bad\">\(HTML.text($0))</li>" }.joined() + "</ul>"
+        }
         if !table.warnings.isEmpty {
             html += "<h3>Warnings</h3><ul>" + table.warnings.map { "<li>\(HTML.text($0))</li>" }.joined() + "</ul>"
         }

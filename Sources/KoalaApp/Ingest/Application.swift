@@ -61,6 +61,7 @@ func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store
     }
     let table = try RuleLoader(environment: configuration.environment).load(directory: configuration.routesDirectory)
     for warning in table.warnings { logger.warning("\(warning)") }
+    for error in table.secretErrors { logger.error("\(error)") }
     logger.info("rules loaded", metadata: [
         "version": "\(table.version)", "sources": "\(table.sources.keys.sorted().joined(separator: ","))",
     ])

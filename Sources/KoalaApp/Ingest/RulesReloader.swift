@@ -105,6 +105,8 @@ public final class RulesReloader: Service, Sendable {
             // Only what changed: a warning the previous table had too (a source still disabled) was logged then.
             let known = Set(before.warnings.map(\.description))
             for warning in table.warnings where !known.contains(warning.description) { logger.warning("\(warning)") }
+            let knownErrors = Set(before.secretErrors)
+            for error in table.secretErrors where !knownErrors.contains(error) { logger.error("\(error)") }
             func enabled(_ source: SourceDefinition?) -> Bool {
                 if case .enabled? = source?.state { return true }
                 return false

@@ -1,5 +1,6 @@
-/// Which request headers may be kept with a stored webhook. Credentials never are: the headers the source's
-/// scheme reads a signature or credential from, and any header whose name looks like one.
+/// Which request headers may be kept with a stored webhook. A source keeps an allow-list (`SourceDefinition.keptHeaders`);
+/// credentials are never on it: the headers the source's scheme reads a signature or credential from, and any
+/// header whose name looks like one, even when a rule file lists it.
 public enum StoredHeaders {
     /// Fragments of header names that carry credentials whatever the rule file says (matched case-insensitively).
     static let sensitiveFragments: [[UInt8]] = [
@@ -28,10 +29,11 @@ public enum StoredHeaders {
         }
     }
 
-    /// `headers` (names lower-cased) without credentials: `credentialHeaders` (the source scheme's, any case)
-    /// and every sensitive-looking name.
-    static func keepable(_ headers: [String: String], credentialHeaders: [String]) -> [String: String] {
-        let credentials = Set(credentialHeaders.map { $0.lowercased() })
-        return headers.filter { !credentials.contains($0.key) && !isSensitive($0.key) }
+    /// Whether a byte may appear in a header name (RFC 9110 token).
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }
     }
 }

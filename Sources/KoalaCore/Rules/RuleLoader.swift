@@ -54,6 +54,7 @@ public struct RuleLoader: Sendable {
     public func load(files: [(path: String, text: String)]) throws(RuleTableErrors) -> RuleTable {
         var errors: [RuleError] = []
         var warnings: [String] = []
+        var secretErrors: [String] = []
         var sources: [String: SourceDefinition] = [:]
         var sourceFiles: [String: String] = [:]
         var hashInput = [UInt8]()
@@ -72,10 +73,11 @@ public struct RuleLoader: Sendable {
             }
             errors += file.errors
             warnings += file.warnings
+            secretErrors += file.secretErrors
         }
         guard errors.isEmpty else { throw RuleTableErrors(errors: errors) }
         let version = String(Hex.encode(Crypto.digest(.sha256, hashInput)).prefix(12))
-        return RuleTable(version: version, sources: sources, warnings: warnings)
+        return RuleTable(version: version, sources: sources, warnings: warnings, secretErrors: secretErrors)
     }
 }
 
@@ -90,6 +92,10 @@ struct FileParser {
     var sites: [ExpressionSite] = []
     /// Secrets whose `NAME_FILE` cannot be read, with the reason.
     var unreadableSecrets: [String: String] = [:]
+    /// Secrets that are set but unusable (not valid in their encoding, or shorter than `minimumSecretBytes`).
+    var secretErrors: [String] = []
+    /// The shortest key accepted: 128 bits, as a guessable HMAC key (or an empty one) authenticates anyone.
+    static let minimumSecretBytes = 16
 
     init(path: String, text: String, environment: [String: String]) {
         self.path = path
@@ -97,7 +103,7 @@ struct FileParser {
         self.environment = environment
     }
 
-    static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "routes"]
+    static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "keep_headers", "routes"]
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
     static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember", "destinations"]
     static let whenKeys = ["type", "where"]
@@ -135,7 +141,7 @@ struct FileParser {
         // verify
         var scheme = "stripe"
         var state = SourceState.disabled(reason: "source '\(name)' has no valid verify block")
-        var credentialHeaders: [String] = []
+        var shape = VerifierShape()
         var schemeDefinition: Schemes.Definition?
         if let verifyNode = require(top, "verify", in: root, hint: "every source verifies its webhooks, e.g. 'verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }'"),
            let verify = mapping(verifyNode, what: "verify", allowed: Self.verifyKeys) {
@@ -152,7 +158,7 @@ struct FileParser {
             }
             if let definition = schemeDefinition {
                 if let built = buildVerifier(definition, verify: verify, verifyNode: verifyNode, source: name) {
-                    (state, credentialHeaders) = built
+                    (state, shape) = built
                 }
             }
         }
@@ -161,6 +167,9 @@ struct FileParser {
         let eventTime = expression(top["time"], default: schemeDefinition?.defaultTime, what: "time")
         if top["id"] == nil, schemeDefinition == nil {
             errors.append(location(root).error("missing 'id'", hint: "say where the webhook id lives, e.g. 'id: body.id'"))
+        }
+        if let webhookID, shape.signsBody {
+            checkSigned(webhookID, at: top["id"].map { location($0) } ?? location(root), scheme: scheme, shape: shape)
         }
 
         var routes: [Route] = []
@@ -184,10 +193,58 @@ struct FileParser {
         }
 
         guard let webhookID, let eventType else { return nil }
+        let kept = keptHeaders(top["keep_headers"], shape: shape, delivery: schemeDefinition?.deliveryHeaders ?? [],
+                               identification: [webhookID, eventType] + (eventTime.map { [$0] } ?? []))
         return SourceDefinition(
-            name: name, file: path, scheme: scheme, state: state, credentialHeaders: credentialHeaders,
-            webhookID: webhookID, eventType: eventType, eventTime: eventTime, routes: routes
+            name: name, file: path, scheme: scheme, state: state, credentialHeaders: shape.credentialHeaders,
+            keptHeaders: kept, webhookID: webhookID, eventType: eventType, eventTime: eventTime, routes: routes
         )
+    }
+
+    /// The headers stored with a webhook (and the only ones rules see), lower-cased: an allow-list, since no list
+    /// of credential-looking names is ever complete. `content-type` and `user-agent`; what the scheme signs beside
+    /// the body and its delivery metadata; every header an expression of this file reads; and the file's
+    /// `keep_headers`. A credential is never kept, even when listed.
+    mutating func keptHeaders(_ node: Node?, shape: VerifierShape, delivery: [String], identification: [Expression]) -> Set<String> {
+        let credentials = Set(shape.credentialHeaders.map { $0.lowercased() })
+        func keepable(_ name: String) -> Bool { !credentials.contains(name) && !StoredHeaders.isSensitive(name) }
+        var kept: Set<String> = ["content-type", "user-agent"]
+        for name in shape.signedHeaders + delivery { kept.insert(name.lowercased()) }
+        for expression in identification + sites.map(\.expression) {
+            for path in expression.paths where path.root == .headers {
+                if case .key(let name)? = path.components.first { kept.insert(name.lowercased()) }
+            }
+        }
+        if let node {
+            for (name, at) in stringList(node, what: "keep_headers") {
+                let lower = name.lowercased()
+                guard !lower.isEmpty, lower.utf8.allSatisfy({ StoredHeaders.isTokenByte($0) }) else {
+                    errors.append(at.error("'\(name)' is not a header name", hint: "write the name only, e.g. 'X-Request-Id'"))
+                    continue
+                }
+                guard keepable(lower) else {
+                    errors.append(at.error("header '\(name)' may carry a credential, and credentials are never stored",
+                        hint: "remove it from keep_headers; a signature or credential header is checked, then dropped"))
+                    continue
+                }
+                kept.insert(lower)
+            }
+        }
+        return kept.filter(keepable)
+    }
+
+    /// The webhook id is the dedupe key and part of every message id, so it must come from what the signature
+    /// covers: the body, its digest, or a signed header. An id read from any other header lets whoever replays a
+    /// captured request change it, and the replay pass as a new webhook.
+    mutating func checkSigned(_ webhookID: Expression, at: SourceLocation, scheme: String, shape: VerifierShape) {
+        let signed = Set(shape.signedHeaders.map { $0.lowercased() })
+        for path in webhookID.paths where path.root == .headers {
+            guard case .key(let header)? = path.components.first, !signed.contains(header.lowercased()) else { continue }
+            let alternatives = shape.signedHeaders.isEmpty ? "" : ", or a header it signs (\(shape.signedHeaders.joined(separator: ", ")))"
+            errors.append(at.error(
+                "the webhook id reads header '\(header)', which the \(scheme) signature does not cover: a captured webhook resent with another \(header) would pass dedupe as a new one and count twice in Koala",
+                hint: "take the id from what is signed: the body (e.g. 'id: body.id') or its digest ('id: webhook.body_sha256')\(alternatives)"))
+        }
     }
 
     // MARK: Routes
@@ -278,10 +335,25 @@ struct FileParser {
 
     // MARK: Verification
 
+    /// What a scheme, with its options, reads and signs, known whether or not its secrets are set.
+    struct VerifierShape {
+        var credentialHeaders: [String] = []
+        var signedHeaders: [String] = []
+        var signsBody = true
+
+        init() {}
+
+        init(_ verifier: any SignatureVerifier) {
+            credentialHeaders = verifier.credentialHeaders
+            signedHeaders = verifier.signedHeaders
+            signsBody = verifier.signsBody
+        }
+    }
+
     /// Builds the source's verifier, or says why the source is disabled (a secret is not set), with the
     /// headers the scheme reads credentials from; nil when the verify block has errors (recorded).
     mutating func buildVerifier(_ definition: Schemes.Definition, verify: [String: Node], verifyNode: Node, source: String)
-        -> (state: SourceState, credentialHeaders: [String])?
+        -> (state: SourceState, shape: VerifierShape)?
     {
         var options: Schemes.Options = [:]
         var optionLocations: [String: SourceLocation] = [:]
@@ -329,9 +401,9 @@ struct FileParser {
         }
         // Built without secrets first: it checks the options and names the credential headers even when
         // the source ends up disabled.
-        let credentialHeaders: [String]
+        let shape: VerifierShape
         do {
-            credentialHeaders = try definition.make(options, [], tolerance).credentialHeaders
+            shape = VerifierShape(try definition.make(options, [], tolerance))
         } catch {
             errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
             return nil
@@ -340,22 +412,32 @@ struct FileParser {
             if verify["secrets"] == nil { return nil }  // the missing key is an error already
             let reason = "source '\(source)' is disabled: verify.secrets names no environment variable"
             warnings.append("\(path): \(reason)")
-            return (.disabled(reason: reason), credentialHeaders)
+            return (.disabled(reason: reason), shape)
         }
         var secrets: [WebhookSecret] = []
-        var undecodable: [String] = []
+        // Set, but no usable key: not valid in the encoding, or too short to resist guessing. Each is an error
+        // `check` reports (the setting is wrong, not merely absent); the source is disabled when none is usable.
+        var unusable: [String] = []
         for reference in secretNames {
+            // An empty value is no value (`NAME=` in an env file); `whsec_` alone is a secret with an empty key.
             guard let value = resolveSecret(reference), !value.isEmpty else { continue }
+            let problem: String
             if let key = encoding.decode(value) {
-                secrets.append(WebhookSecret(label: reference, key: key))
+                if key.count >= Self.minimumSecretBytes {
+                    secrets.append(WebhookSecret(label: reference, key: key))
+                    continue
+                }
+                problem = "\(reference) is set but its key is \(key.count) byte\(key.count == 1 ? "" : "s") long (\(encoding.keyDescription)); a signing secret needs at least \(Self.minimumSecretBytes): copy the whole secret from the provider's dashboard, or choose a longer one there"
             } else {
-                undecodable.append(reference)
+                problem = "\(reference) is not a valid \(encoding.rawValue) secret (\(encoding.keyDescription)): copy the whole secret from the provider's dashboard"
             }
+            unusable.append(reference)
+            secretErrors.append("\(path): source '\(source)': \(problem)")
         }
         if secrets.isEmpty || !missing.isEmpty {
             let reason: String
-            if let bad = undecodable.first, secrets.isEmpty {
-                reason = "source '\(source)' is disabled: \(bad) is not a valid \(encoding.rawValue) secret"
+            if let bad = unusable.first, secrets.isEmpty {
+                reason = "source '\(source)' is disabled: \(bad) is not a usable \(encoding.rawValue) secret (at least \(Self.minimumSecretBytes) bytes of key)"
             } else if let unreadable = (missing + secretNames).compactMap({ unreadableSecrets[$0] }).first {
                 reason = "source '\(source)' is disabled: \(unreadable)"
             } else {
@@ -363,13 +445,10 @@ struct FileParser {
                 reason = "source '\(source)' is disabled: set \(needed) (or \(needed)_FILE)"
             }
             warnings.append("\(path): \(reason)")
-            return (.disabled(reason: reason), credentialHeaders)
-        }
-        for bad in undecodable {
-            warnings.append("\(path): \(bad) is not a valid \(encoding.rawValue) secret and is ignored")
+            return (.disabled(reason: reason), shape)
         }
         do {
-            return (.enabled(try definition.make(options, secrets, tolerance)), credentialHeaders)
+            return (.enabled(try definition.make(options, secrets, tolerance)), shape)
         } catch {
             errors.append((optionLocations[error.option] ?? location(verifyNode)).error(error.message, hint: error.hint))
             return nil

@@ -8,11 +8,16 @@ public struct RuleTable: Sendable {
     public let sources: [String: SourceDefinition]
     /// Problems that do not stop the table from serving (e.g. a source whose secret is not set).
     public let warnings: [String]
+    /// Secrets that are set but unusable (not valid in their encoding, or a key under 16 bytes), each naming
+    /// its setting. The table still serves, without them (a source with no usable secret is disabled), but
+    /// `check` fails on them and `serve` logs them as errors: the setting is wrong, not merely absent.
+    public let secretErrors: [String]
 
-    init(version: String, sources: [String: SourceDefinition], warnings: [String] = []) {
+    init(version: String, sources: [String: SourceDefinition], warnings: [String] = [], secretErrors: [String] = []) {
         self.version = version
         self.sources = sources
         self.warnings = warnings
+        self.secretErrors = secretErrors
     }
 }
 
@@ -35,6 +40,9 @@ public struct SourceDefinition: Sendable {
     /// The headers the scheme reads a signature or credential from, as the scheme spells them, whether or
     /// not the source is enabled. They are never stored, and a request without any is refused before its body is read.
     let credentialHeaders: [String]
+    /// The headers stored with a webhook, lower-cased (an allow-list, see `FileParser.keptHeaders`); rules see
+    /// only these.
+    let keptHeaders: Set<String>
     let webhookID: Expression
     let eventType: Expression
     let eventTime: Expression?

@@ -13,10 +13,14 @@ struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private var i = 0
     private var depth = 0
+    /// Numbers that are not an integer within Int64 become `.string` of their text as written (`2e2`,
+    /// `200.0`, `99999999999999999990`), for reading identifiers without a floating-point round trip.
+    private var numbersAsWritten = false
     static let maxDepth = 512
 
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONValue {
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, numbersAsWritten: Bool = false) throws(Failure) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
+        parser.numbersAsWritten = numbersAsWritten
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -221,6 +225,7 @@ struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
         if isInteger, let v = Int64(text) { return .int(v) }
+        if numbersAsWritten { return .string(text) }
         guard let d = Double(text) else { throw Failure(offset: start, message: "invalid number") }
         return .double(d)
     }

@@ -15,10 +15,14 @@ public enum JSONValue: Sendable, Hashable {
         public let description: String
     }
 
-    /// Parses JSON bytes (RFC 8259, strict); the top level may be any JSON value.
-    public static func parse(_ bytes: some ContiguousBytesLike) throws -> JSONValue {
+    /// Parses JSON bytes (RFC 8259, strict); the top level may be any JSON value. With `numbersAsWritten`,
+    /// a number that is not an integer within Int64 is the text it was written as (a `.string`), so that
+    /// `99999999999999999990` and `…991`, or `2e2` and `200.0`, stay different identifiers.
+    public static func parse(_ bytes: some ContiguousBytesLike, numbersAsWritten: Bool = false) throws -> JSONValue {
         let result = bytes.withBytes { raw in
-            Result { () throws(JSONParser.Failure) -> JSONValue in try JSONParser.parse(raw.bindMemory(to: UInt8.self)) }
+            Result { () throws(JSONParser.Failure) -> JSONValue in
+                try JSONParser.parse(raw.bindMemory(to: UInt8.self), numbersAsWritten: numbersAsWritten)
+            }
         }
         switch result {
         case .success(let value): return value

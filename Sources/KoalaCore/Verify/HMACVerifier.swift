@@ -82,6 +82,9 @@ public struct HMACVerifier: SignatureVerifier {
     let tolerance: Double
     public var scheme: String { format.scheme }
     public var credentialHeaders: [String] { [format.header] }
+    public var signedHeaders: [String] {
+        [format.signed.contains(.timestamp) ? format.timestampHeader : nil, format.signed.contains(.id) ? format.idHeader : nil].compactMap { $0 }
+    }
 
     init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format
@@ -202,6 +205,9 @@ public struct CredentialVerifier: SignatureVerifier {
         case .bearer(let header): [header]
         }
     }
+
+    /// A credential authenticates the sender, not the bytes: nothing is signed.
+    public var signsBody: Bool { false }
 
     init(kind: Kind, secrets: [WebhookSecret]) {
         self.kind = kind

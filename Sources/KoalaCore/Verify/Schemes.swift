@@ -25,6 +25,8 @@ public enum Schemes {
         let defaultTime: String?
         /// How secret values are turned into key bytes unless `secret_encoding` says otherwise.
         let defaultSecretEncoding: SecretEncoding
+        /// The provider's delivery metadata headers, stored with each webhook (ids, event names, hook ids).
+        var deliveryHeaders: [String] = []
         /// Option keys this scheme accepts in the `verify` block.
         let options: [String]
         /// Options whose value names an environment variable; the loader passes the variable's value.
@@ -46,6 +48,15 @@ public enum Schemes {
         /// Hex text decoded to bytes (Outseta).
         case hex
 
+        /// How the key is taken from the text, for messages about a secret.
+        var keyDescription: String {
+            switch self {
+            case .raw: "the text's bytes"
+            case .base64: "the base64 after whsec_, decoded"
+            case .hex: "the hex text, decoded"
+            }
+        }
+
         func decode(_ text: String) -> [UInt8]? {
             switch self {
             case .raw: Array(text.utf8)
@@ -66,9 +77,10 @@ public enum Schemes {
                        defaultTime: time, defaultSecretEncoding: .raw, options: common,
                        make: { _, secrets, tolerance in TimestampedHeaderVerifier(format: format, secrets: secrets, tolerance: tolerance) })
         }
-        func preset(_ format: HMACVerifier.Format, summary: String, tolerance: Double?, id: String, type: String, time: String?) -> Definition {
+        func preset(_ format: HMACVerifier.Format, summary: String, tolerance: Double?, id: String, type: String, time: String?,
+                    delivery: [String] = []) -> Definition {
             Definition(name: format.scheme, summary: summary, defaultTolerance: tolerance, defaultID: id, defaultType: type,
-                       defaultTime: time, defaultSecretEncoding: .raw, options: common,
+                       defaultTime: time, defaultSecretEncoding: .raw, deliveryHeaders: delivery, options: common,
                        make: { _, secrets, tolerance in HMACVerifier(format: format, secrets: secrets, tolerance: tolerance) })
         }
         add(timestamped(TimestampedHeaderVerifier.stripe, summary: "Stripe-Signature: t=…,v1=<hex>; HMAC-SHA256 of \"{t}.{body}\"", tolerance: 300,
@@ -89,17 +101,25 @@ public enum Schemes {
             make: { _, secrets, tolerance in StandardWebhooksVerifier(secrets: secrets, tolerance: tolerance) }))
         add(preset(HMACVerifier.orb, summary: "X-Orb-Signature: v1=<hex> with X-Orb-Timestamp; HMAC-SHA256 of \"v1:{ts}:{body}\"",
                    tolerance: 300, id: "body.id", type: "body.type", time: "body.created_at | iso8601"))
+        // GitHub and Shopify sign the body only: their delivery ids are headers outside the signature, so the
+        // webhook id is the body's digest (a retry sends the same bytes; a replay with another delivery id is
+        // still a duplicate).
         add(preset(HMACVerifier.github, summary: "X-Hub-Signature-256: sha256=<hex> of the body (GitHub, Outseta)", tolerance: nil,
-                   id: "headers.x-github-delivery", type: "headers.x-github-event", time: nil))
+                   id: "webhook.body_sha256", type: "headers.x-github-event", time: nil,
+                   delivery: ["X-GitHub-Delivery", "X-GitHub-Event", "X-GitHub-Hook-ID", "X-GitHub-Hook-Installation-Target-ID",
+                              "X-GitHub-Hook-Installation-Target-Type"]))
         add(preset(HMACVerifier.shopify, summary: "X-Shopify-Hmac-Sha256: <base64> of the body", tolerance: nil,
-                   id: "coalesce(headers.x-shopify-event-id, headers.x-shopify-webhook-id)", type: "headers.x-shopify-topic",
-                   time: "headers.x-shopify-triggered-at | iso8601"))
+                   id: "webhook.body_sha256", type: "headers.x-shopify-topic",
+                   time: "headers.x-shopify-triggered-at | iso8601",
+                   delivery: ["X-Shopify-Topic", "X-Shopify-Event-Id", "X-Shopify-Webhook-Id", "X-Shopify-Triggered-At",
+                              "X-Shopify-Shop-Domain", "X-Shopify-API-Version"]))
         add(preset(HMACVerifier.lemonSqueezy, summary: "X-Signature: <hex> of the body", tolerance: nil,
                    // No event id: the event's identity is its name, its object and that object's update time, so
                    // the same event re-serialised (keys reordered, spacing) is still a duplicate.
-                   id: "{{ coalesce(body.meta.event_name, headers.x-event-name) }}:{{ body.data.type }}:{{ body.data.id }}:{{ coalesce(body.data.attributes.updated_at, body.data.attributes.created_at) }}",
+                   // From the body only: the X-Event-Name header is not signed.
+                   id: "{{ body.meta.event_name }}:{{ body.data.type }}:{{ body.data.id }}:{{ coalesce(body.data.attributes.updated_at, body.data.attributes.created_at) }}",
                    type: "coalesce(body.meta.event_name, headers.x-event-name)",
-                   time: "body.data.attributes.updated_at | iso8601"))
+                   time: "body.data.attributes.updated_at | iso8601", delivery: ["X-Event-Name"]))
         add(Definition(
             name: "basic-auth", summary: "Authorization: Basic (Chargebee); username and password compared in constant time",
             defaultTolerance: nil, defaultID: "body.id", defaultType: "body.event_type", defaultTime: "body.occurred_at | unix_seconds",

@@ -11,6 +11,8 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     let tolerance: Double
     public var scheme: String { "standard-webhooks" }
     public var credentialHeaders: [String] { ["webhook-signature", "svix-signature"] }
+    /// Whichever spelling is verified, both must agree where both are sent (see `verify`).
+    public var signedHeaders: [String] { ["webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp"] }
 
     init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
         self.secrets = secrets
@@ -37,6 +39,15 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     }
 
     public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        // A request may carry both spellings (Svix sends svix-*, some relays add webhook-*). Only one set is
+        // verified, and rules may read the id or time from either: where both are sent they must agree, or an
+        // extra unsigned `webhook-id` would make a captured request pass dedupe as a new webhook.
+        for field in ["id", "timestamp"] {
+            if let a = headers.value(named: "webhook-" + field), let b = headers.value(named: "svix-" + field),
+               a.trimmingSpaces != b.trimmingSpaces {
+                return .failure(.conflictingHeaders("webhook-" + field, "svix-" + field))
+            }
+        }
         let svix = headers.value(named: "webhook-signature") == nil && headers.value(named: "svix-signature") != nil
         let prefix = svix ? "svix-" : "webhook-"
         guard let id = headers.value(named: prefix + "id") else { return .failure(.missingHeader(prefix + "id")) }

@@ -24,6 +24,8 @@ public struct WebhookSecret: Sendable, CustomStringConvertible {
 public enum VerificationFailure: Error, Equatable, Sendable {
     case missingHeader(String)
     case malformedHeader(String)
+    /// Two spellings of one signed value disagree (`webhook-id` and `svix-id`).
+    case conflictingHeaders(String, String)
     case timestampOutsideTolerance
     case signatureMismatch
 
@@ -32,6 +34,7 @@ public enum VerificationFailure: Error, Equatable, Sendable {
         switch self {
         case .missingHeader(let name): "missing header \(name)"
         case .malformedHeader(let name): "malformed header \(name)"
+        case .conflictingHeaders(let a, let b): "headers \(a) and \(b) disagree"
         case .timestampOutsideTolerance: "timestamp outside tolerance"
         case .signatureMismatch: "signature mismatch"
         }
@@ -41,7 +44,7 @@ public enum VerificationFailure: Error, Equatable, Sendable {
     public var outcome: WebhookOutcome {
         switch self {
         case .missingHeader: .missingHeader
-        case .malformedHeader: .malformedHeader
+        case .malformedHeader, .conflictingHeaders: .malformedHeader
         case .timestampOutsideTolerance: .staleTimestamp
         case .signatureMismatch: .signatureMismatch
         }
@@ -61,12 +64,26 @@ public protocol SignatureVerifier: Sendable {
     /// The headers a signature or credential is read from, as the scheme spells them (any one may carry it).
     /// They are never stored, and a request carrying none of them is refused before its body is read.
     var credentialHeaders: [String] { get }
+    /// The headers besides the body whose values the signature covers (a signed id or timestamp header), as the
+    /// scheme spells them. A webhook id may be read from these, the body, or the body's digest: anything else
+    /// could be changed by whoever replays a captured request.
+    var signedHeaders: [String] { get }
+    /// Whether the signature covers the body (false for a shared credential such as Basic auth or a token,
+    /// which authenticates the sender but not what it sent).
+    var signsBody: Bool { get }
     /// Checks the request's signature (or credential) against every configured secret in constant time;
     /// on success says which secret matched, on failure why, never revealing the secret.
     func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
     /// The headers that authenticate `body` as the provider would send them, with the first secret, at `now`,
     /// for the webhook `id` where the scheme signs one (`koala-router send`); nil without a secret.
     func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]?
+}
+
+extension SignatureVerifier {
+    /// Most schemes sign the body and keep their timestamp inside the signature header: no other header is signed.
+    public var signedHeaders: [String] { [] }
+    /// Every HMAC scheme signs the body; a shared credential says otherwise.
+    public var signsBody: Bool { true }
 }
 
 extension HTTPFields {

@@ -6,7 +6,7 @@ import KoalaTestSupport
 @Suite("Routing webhooks to Koala messages")
 struct WebhookRouterTests {
     func stripeSource() throws -> SourceDefinition {
-        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(directory: repositoryRoot + "/routes")
+        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": testSecret]).load(directory: repositoryRoot + "/routes")
         return try #require(table.sources["stripe"])
     }
 
@@ -216,7 +216,7 @@ struct NoNullsTests {
         """
 
     func traits(_ object: String) throws -> JSONValue? {
-        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(files: [("routes/shop.yaml", Self.rules)])
+        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": testSecret]).load(files: [("routes/shop.yaml", Self.rules)])
         let source = try #require(table.sources["shop"])
         let body = Array(#"{"id":"evt_n","type":"customer.created","data":{"object":\#(object)}}"#.utf8)
         let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_n", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 0),

@@ -5,7 +5,7 @@ import KoalaTestSupport
 
 @Suite("Rule files")
 struct RuleLoaderTests {
-    let env = ["STRIPE_WEBHOOK_SECRET": "whsec_x"]
+    let env = ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x"]
 
     func load(_ text: String, env: [String: String]? = nil) throws(RuleTableErrors) -> RuleTable {
         try RuleLoader(environment: env ?? self.env).load(files: [("routes/test.yaml", text)])
@@ -168,10 +168,48 @@ struct RuleLoaderTests {
     @Test func secretFromFile() throws {
         let dir = temporaryDirectory()
         let file = dir + "/secret"
-        try "whsec_from_file\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try "whsec_from_a_file\n".write(toFile: file, atomically: true, encoding: .utf8)
         let table = try load(Self.minimal, env: ["STRIPE_WEBHOOK_SECRET_FILE": file])
         let verifier = try #require(table.sources["shop"]?.verifier as? TimestampedHeaderVerifier)
-        #expect(verifier.secrets.first?.key == Array("whsec_from_file".utf8))
+        #expect(verifier.secrets.first?.key == Array("whsec_from_a_file".utf8))
+    }
+
+    /// An empty or guessable HMAC key authenticates anyone who tries it: a secret whose key is under 16 bytes
+    /// is refused, naming the setting, whatever its encoding (`whsec_`, `v1,whsec_` and `====` decode to nothing).
+    @Test(arguments: [
+        ("stripe", "whsec_", "is 6 bytes long"),
+        ("stripe", "short-secret", "is 12 bytes long"),
+        ("standard-webhooks", "whsec_", "is 0 bytes long"),
+        ("standard-webhooks", "v1,whsec_", "is 0 bytes long"),
+        ("standard-webhooks", "====", "is 1 byte long"),
+        ("standard-webhooks", "whsec_" + Data(repeating: 1, count: 15).base64EncodedString(), "is 15 bytes long"),
+        ("standard-webhooks", "whsec_%%%", "is not a valid base64 secret"),
+        ("bearer-token", "tok", "is 3 bytes long"),
+    ])
+    func aSecretUnder16BytesIsRefusedNamingTheSetting(scheme: String, value: String, problem: String) throws {
+        let text = Self.minimal.replacingOccurrences(of: "scheme: stripe", with: "scheme: \(scheme)")
+        let table = try load(text, env: ["STRIPE_WEBHOOK_SECRET": value])
+        #expect(table.sources["shop"]?.verifier == nil, "a short key must not verify anything")
+        #expect(table.sources["shop"]?.disabledReason?.contains("STRIPE_WEBHOOK_SECRET is not a usable") == true,
+                "\(String(describing: table.sources["shop"]?.disabledReason))")
+        #expect(table.secretErrors.count == 1)
+        let error = try #require(table.secretErrors.first)
+        #expect(error.contains(problem) && error.contains("STRIPE_WEBHOOK_SECRET "), "\(error)")
+        #expect(table.secretErrors.first?.hasPrefix("routes/test.yaml: source 'shop': ") == true)
+        // 16 bytes is enough.
+        let long = scheme == "standard-webhooks" ? "whsec_" + Data(repeating: 1, count: 16).base64EncodedString() : "sixteen-bytes-ok"
+        let good = try load(text, env: ["STRIPE_WEBHOOK_SECRET": long])
+        #expect(good.sources["shop"]?.verifier != nil && good.secretErrors.isEmpty)
+    }
+
+    /// A short previous secret beside a good current one: the source serves with the good one, and the bad
+    /// setting is still an error (check fails on it).
+    @Test func aShortSecretBesideAGoodOneIsStillAnError() throws {
+        let text = Self.minimal.replacingOccurrences(of: "secrets: [STRIPE_WEBHOOK_SECRET]", with: "secrets: [STRIPE_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET_PREVIOUS]")
+        let table = try load(text, env: ["STRIPE_WEBHOOK_SECRET": "whsec_current_secret", "STRIPE_WEBHOOK_SECRET_PREVIOUS": "whsec_"])
+        let verifier = try #require(table.sources["shop"]?.verifier as? TimestampedHeaderVerifier)
+        #expect(verifier.secrets.map(\.label) == ["STRIPE_WEBHOOK_SECRET"])
+        #expect(table.secretErrors.count == 1 && table.secretErrors[0].contains("STRIPE_WEBHOOK_SECRET_PREVIOUS is set but its key is 6 bytes long"))
     }
 
     /// The same `_FILE` rule as the service's settings: an unreadable file is said, never taken for "not set".

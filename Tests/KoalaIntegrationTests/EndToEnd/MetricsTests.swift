@@ -24,7 +24,7 @@ struct MetricsTests {
 
     @Test func verificationOutcomesAndSecretLabelsAreCounted() async throws {
         var config = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: nil)
-        config.environment = ["STRIPE_WEBHOOK_SECRET": "whsec_new", "STRIPE_WEBHOOK_SECRET_PREVIOUS": testSecret]
+        config.environment = ["STRIPE_WEBHOOK_SECRET": "whsec_new_secret_rotated", "STRIPE_WEBHOOK_SECRET_PREVIOUS": testSecret]
         let (app, _) = try await buildApplication(config, logger: quietLogger)
         try await app.test(.live) { client in
             func post(_ body: [UInt8], _ headers: HTTPFields) async throws {
@@ -34,7 +34,7 @@ struct MetricsTests {
             try await post(a, stripeHeaders(a, secret: testSecret))          // verified by the previous secret
             try await post(a, stripeHeaders(a, secret: testSecret))          // duplicate
             let b = invoicePaid(id: "evt_m2", email: "b@acme.io")
-            try await post(b, stripeHeaders(b, secret: "whsec_new"))         // verified by the current secret
+            try await post(b, stripeHeaders(b, secret: "whsec_new_secret_rotated"))         // verified by the current secret
             try await post(b, stripeHeaders(b, secret: "whsec_attacker"))    // mismatch
             try await post(b, [.contentType: "application/json"])            // missing header
             _ = try await client.executeRequest(uri: "/webhooks/nosuch", method: .post, headers: [:], body: ByteBuffer(bytes: b))
@@ -51,7 +51,7 @@ struct MetricsTests {
             #expect(metric(text, "koala_router_webhook_secret_verified_total", #"secret="STRIPE_WEBHOOK_SECRET""#) == 1)
             #expect(metric(text, "koala_router_messages_queued_total", #"route="payment-succeeded""#) == 2)
             // Secrets never appear, by value.
-            #expect(!text.contains("whsec_new") && !text.contains(testSecret) && !text.contains("whsec_attacker"))
+            #expect(!text.contains("whsec_new_secret_rotated") && !text.contains(testSecret) && !text.contains("whsec_attacker"))
         }
     }
 }

@@ -11,7 +11,7 @@ struct SendCommandTests {
     static let secrets = [
         "STRIPE_WEBHOOK_SECRET": testSecret, "PADDLE_WEBHOOK_SECRET": "pdl_ntfset_send_test",
         "CHARGEBEE_WEBHOOK_USERNAME": "koala", "CHARGEBEE_WEBHOOK_PASSWORD": "s3cret:with:colons",
-        "CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon-send-test",
+        "CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon-send-test-secret",
         "RECURLY_WEBHOOK_SECRET": "recurly-send-test", "WORKOS_WEBHOOK_SECRET": "workos-send-test",
     ]
 

@@ -15,10 +15,10 @@ struct ShippedRoutesTests {
         "STRIPE_WEBHOOK_SECRET": "whsec_stripe_test",
         "PADDLE_WEBHOOK_SECRET": "pdl_ntfset_01_test",
         "CHARGEBEE_WEBHOOK_USERNAME": "chargebee",
-        "CHARGEBEE_WEBHOOK_PASSWORD": "cb-pass",
-        "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon-secret",
+        "CHARGEBEE_WEBHOOK_PASSWORD": "cb-pass-0123456789",
+        "LEMONSQUEEZY_WEBHOOK_SECRET": "lemon-secret-0123456",
         "CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "WORKOS_WEBHOOK_SECRET": "workos-secret",
+        "WORKOS_WEBHOOK_SECRET": "workos-secret-012345",
         "RECURLY_WEBHOOK_SECRET": "354fab5bd35f5a0d50845ee7e30165244468b13c2c343f104e4e730a59326d9d",
     ]
 
@@ -38,7 +38,7 @@ struct ShippedRoutesTests {
             let h = Hex.encode(Crypto.hmac(.sha256, key: env["PADDLE_WEBHOOK_SECRET"]!, data: Array("\(seconds):".utf8) + body))
             return fields(["Paddle-Signature": "ts=\(seconds);h1=\(h)"])
         case "chargebee":
-            return fields(["Authorization": "Basic " + Base64.encode(Array("chargebee:cb-pass".utf8))])
+            return fields(["Authorization": "Basic " + Base64.encode(Array("chargebee:cb-pass-0123456789".utf8))])
         case "lemonsqueezy":
             return fields(["X-Signature": Hex.encode(Crypto.hmac(.sha256, key: env["LEMONSQUEEZY_WEBHOOK_SECRET"]!, data: body)),
                            "X-Event-Name": "order_created"])

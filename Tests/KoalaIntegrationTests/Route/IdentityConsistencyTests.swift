@@ -26,7 +26,7 @@ struct IdentityConsistencyTests {
         """
 
     func routed(_ object: String) throws -> [KoalaMessage] {
-        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": "x"]).load(files: [("routes/stripe.yaml", Self.rules)])
+        let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": testSecret]).load(files: [("routes/stripe.yaml", Self.rules)])
         let body = Array(#"{"id":"evt_id","type":"customer.created","created":1732871520,"data":{"object":\#(object)}}"#.utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: "evt_id", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 1_732_871_520),
                                       receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "t")

@@ -96,7 +96,7 @@ struct HotReloadTests {
         #expect(!lines.contains { $0.contains("paddle' is disabled") }, "\(lines)")   // as before: said at start-up
         #expect(lines.filter { $0.contains("rules reloaded") }.count == 2)
         // The secret is set: the change is said once.
-        #expect(reloader(environment.merging(["PADDLE_WEBHOOK_SECRET": "pdl"]) { $1 }).reload())
+        #expect(reloader(environment.merging(["PADDLE_WEBHOOK_SECRET": "pdl_ntfset_reload_test"]) { $1 }).reload())
         lines = capture.lines
         #expect(lines.contains("info source 'paddle' is enabled now"), "\(lines)")
         // And unset again: the warning comes back, once.

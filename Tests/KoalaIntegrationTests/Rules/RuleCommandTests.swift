@@ -23,7 +23,7 @@ struct RuleCommandTests {
                 webhok: x.json
                 expect: []
             """.write(toFile: dir + "/tests/stripe.yaml", atomically: true, encoding: .utf8)
-        let result = try run(["test", dir], environment: ["STRIPE_WEBHOOK_SECRET": "whsec_x"])
+        let result = try run(["test", dir], environment: ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x"])
         #expect(result.status == 1)
         #expect(result.output.contains("unknown key 'webhok' in a test; did you mean 'webhook'?"), "\(result.output)")
         #expect(result.output.contains("0 passed, 0 failed, 2 error(s) in test files (above): those tests did not run"), "\(result.output)")
