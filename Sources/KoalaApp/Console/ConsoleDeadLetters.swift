@@ -48,7 +48,7 @@ extension Console {
         html += "<th scope=\"col\">Failed</th><th scope=\"col\">Destination</th><th scope=\"col\">Webhook</th><th scope=\"col\">Route</th>"
         html += "<th scope=\"col\">Reason</th><th scope=\"col\">message_id</th><th scope=\"col\">Act</th></tr></thead><tbody>"
         for letter in shown {
-            let webhook = "/console/webhooks/\(Self.pathComponent(letter.source))/\(Self.pathComponent(letter.webhookID))"
+            let webhook = Self.webhookLink(source: letter.source, webhookID: letter.webhookID)
             let one = Self.queryString(["id": letter.messageID, "destination": letter.destination.rawValue])
             var reason = HTML.text(letter.reason)
             if let detail = letter.detail { reason += "<pre>\(HTML.text(LogText.bounded(detail, limit: 2048)))</pre>" }

@@ -35,7 +35,7 @@ struct Console: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ConsoleAssets.css)))
         }
         router.get("/console/sign-in") { request, _ -> Response in
-            if session(request) != nil { return redirect("/console") }
+            if await session(request) != nil { return redirect("/console") }
             return signInPage(status: .ok, problem: nil)
         }
         router.post("/console/sign-in") { request, _ -> Response in
@@ -50,39 +50,44 @@ struct Console: Sendable {
             return response
         }
         router.post("/console/sign-out") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
             guard sameOrigin(request), session.acceptsCSRF(try await Self.form(request)["csrf"]) else {
                 return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
             }
-            sessions.revoke(session)
-            var response = redirect("/console/sign-in")
-            response.headers[.setCookie] = cookie("", maxAge: 0, request: request)
-            return response
+            return signedOut(everywhere: false, stored: await sessions.revoke(session), request: request)
+        }
+        router.post("/console/sign-out-everywhere") { request, _ -> Response in
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
+            guard sameOrigin(request), session.acceptsCSRF(try await Self.form(request)["csrf"]) else {
+                return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
+            }
+            logger.notice("console: every session signed out")
+            return signedOut(everywhere: true, stored: await sessions.revokeAll(), request: request)
         }
         router.get("/console") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
-            return page(title: "Overview", current: "/console", session: session, body: try await overview())
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
+            return page(title: "Overview", current: "/console", session: session, body: try await overview(session: session))
         }
         router.get("/console/webhooks") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
             return page(title: "Webhooks", current: "/console/webhooks", session: session, body: try await webhooksPage(Self.parameters(request)))
         }
         router.get("/console/rules") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
             return page(title: "Rules", current: "/console/rules", session: session, body: rulesPage())
         }
         router.get("/console/dead-letters") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
             return page(title: "Dead letters", current: "/console/dead-letters", session: session, body: try await deadLettersPage(Self.parameters(request)))
         }
         router.get("/console/dead-letters/confirm") { request, _ -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
             return page(title: "Confirm", current: "/console/dead-letters", session: session,
                         body: try await confirmPage(Self.parameters(request), session: session))
         }
         for action in ["retry", "drop"] {
             router.post("/console/dead-letters/\(action)") { request, _ -> Response in
-                guard let session = session(request) else { return redirect("/console/sign-in") }
+                guard let session = await session(request) else { return redirect("/console/sign-in") }
                 let form = try await Self.form(request)
                 guard sameOrigin(request), session.acceptsCSRF(form["csrf"]) else {
                     return forbidden("The form's CSRF token is missing or wrong: reload the page and try again.")
@@ -98,21 +103,34 @@ struct Console: Sendable {
             }
         }
         router.get("/console/webhooks/:source/:id") { request, context -> Response in
-            guard let session = session(request) else { return redirect("/console/sign-in") }
-            let source = context.parameters.get("source") ?? "", id = context.parameters.get("id") ?? ""
-            guard let body = try await webhookPage(source: source, webhookID: id) else {
-                var response = page(title: "Not found", current: "", session: session,
-                                    body: "<h1>Not found</h1><p>No stored webhook \(HTML.text(source))/\(HTML.text(id)): it may have been pruned after the retention period.</p>")
-                response.status = .notFound
-                return response
-            }
-            return page(title: "Webhook \(id)", current: "/console/webhooks", session: session, body: body)
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
+            // The router matches the raw path: a parameter still holds its escapes (`%3A`, `%2F`, `%25`, `%C3%BC`).
+            return try await webhookPage(source: Self.decodedParameter(context.parameters.get("source")),
+                                         webhookID: Self.decodedParameter(context.parameters.get("id")), session: session)
+        }
+        // The same page by query, for ids a browser would resolve away as a path (`.`, `..`).
+        router.get("/console/webhook") { request, _ -> Response in
+            guard let session = await session(request) else { return redirect("/console/sign-in") }
+            let parameters = Self.parameters(request)
+            return try await webhookPage(source: parameters["source"], webhookID: parameters["id"], session: session)
         }
     }
 
     // MARK: Pages
 
-    func overview(now: Date = Date()) async throws -> String {
+    /// One stored webhook's page, or a 404 page saying it is not (or no longer) stored.
+    func webhookPage(source: String?, webhookID: String?, session: ConsoleSessions.Session) async throws -> Response {
+        let source = source ?? "", id = webhookID ?? ""
+        guard !source.isEmpty, !id.isEmpty, let body = try await webhookPage(source: source, webhookID: id) else {
+            var response = page(title: "Not found", current: "", session: session,
+                                body: "<h1>Not found</h1><p>No stored webhook \(HTML.text(source))/\(HTML.text(id)): it may have been pruned after the retention period.</p>")
+            response.status = .notFound
+            return response
+        }
+        return page(title: "Webhook \(id)", current: "/console/webhooks", session: session, body: body)
+    }
+
+    func overview(session: ConsoleSessions.Session, now: Date = Date()) async throws -> String {
         let table = components.rules.table
         let names = table.sources.keys.sorted()
         let activity = (try? await components.store.sourceActivity(sources: names, now: now)) ?? [:]
@@ -182,6 +200,12 @@ struct Console: Sendable {
             html += "<p class=\"bad\">The store did not answer: see /readyz and the logs.</p>"
         }
         html += "</section>"
+
+        html += "<section aria-labelledby=\"sessions\"><h2 id=\"sessions\">Sessions</h2>"
+        html += "<p>Signed in \(HTML.time(session.issuedAt, now: now)); this session ends \(HTML.time(session.expires, now: now)). "
+        html += "Signing out everywhere ends every console session on every replica, this one too (after a lost laptop, or when the token may have leaked: then change it too).</p>"
+        html += "<form method=\"post\" action=\"/console/sign-out-everywhere\"><input type=\"hidden\" name=\"csrf\" value=\"\(HTML.text(session.csrf))\">"
+        html += "<button type=\"submit\">Sign out everywhere</button></form></section>"
         return html
     }
 
@@ -234,9 +258,23 @@ struct Console: Sendable {
 
     // MARK: HTTP
 
-    /// The request's session, if its cookie holds a valid one.
-    func session(_ request: Request) -> ConsoleSessions.Session? {
-        sessions.session(request.cookies[ConsoleSessions.cookieName]?.value)
+    /// The request's session, if its cookie holds a valid one that was not signed out.
+    func session(_ request: Request) async -> ConsoleSessions.Session? {
+        await sessions.session(request.cookies[ConsoleSessions.cookieName]?.value)
+    }
+
+    /// After a sign-out: the cookie cleared, and the sign-in page; it says so when the store could not record the
+    /// sign-out (then only this replica refuses the session until it expires).
+    func signedOut(everywhere: Bool, stored: Bool, request: Request) -> Response {
+        var response: Response
+        if stored {
+            response = redirect("/console/sign-in")
+        } else {
+            response = signInPage(status: .serviceUnavailable, problem: "Signed out on this replica only: the database did not answer, so "
+                + (everywhere ? "other sessions" : "this session") + " may still work on other replicas until it expires. Try again when the store is back.")
+        }
+        response.headers[.setCookie] = cookie("", maxAge: 0, request: request)
+        return response
     }
 
     func htmlResponse(_ status: HTTPResponse.Status, _ html: String) -> Response {

@@ -95,7 +95,7 @@ extension Console {
             html += "<div class=\"scroll\"><table class=\"rows\"><thead><tr><th scope=\"col\">Received</th><th scope=\"col\">Source</th>"
             html += "<th scope=\"col\">Type</th><th scope=\"col\">Webhook id</th><th scope=\"col\">Messages</th></tr></thead><tbody>"
             for row in rows {
-                let link = "/console/webhooks/\(Self.pathComponent(row.source))/\(Self.pathComponent(row.webhookID))"
+                let link = Self.webhookLink(source: row.source, webhookID: row.webhookID)
                 html += "<tr><td data-label=\"Received\">\(HTML.time(row.receivedAt, now: now))</td>" + cell("Source", HTML.text(row.source))
                 html += cell("Type", "<code>\(HTML.text(row.eventType))</code>")
                 html += cell("Webhook id", "<a href=\"\(HTML.text(link))\">\(HTML.text(row.webhookID))</a>")
@@ -236,11 +236,40 @@ extension Console {
         return String(decoding: body, as: UTF8.self)
     }
 
-    /// A value as one path segment (`/` and everything outside unreserved characters percent-encoded).
+    /// A value as one path segment or query value: every byte of its UTF-8 outside RFC 3986's unreserved
+    /// characters (ASCII letters, digits, `-._~`) percent-encoded, so `/`, `%`, `:`, spaces and non-ASCII text
+    /// survive the round trip through a link (`webhookPath` decodes them).
     static func pathComponent(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
+        var out = ""
+        out.reserveCapacity(value.utf8.count)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                out += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+
+    /// The console's page of one stored webhook: `/console/webhooks/<source>/<id>`, each part percent-encoded.
+    /// An id that is a dot segment (`.`, `..`, even escaped) would be resolved away by the browser, so those
+    /// pages are linked by query instead (`/console/webhook?source=…&id=…`).
+    static func webhookLink(source: String, webhookID: String) -> String {
+        let dots: Set<String> = [".", ".."]
+        if dots.contains(source) || dots.contains(webhookID) {
+            return "/console/webhook?" + queryString(["source": source, "id": webhookID])
+        }
+        return "/console/webhooks/\(pathComponent(source))/\(pathComponent(webhookID))"
+    }
+
+    /// A path parameter as the router hands it (still percent-encoded) decoded to the text it stands for; nil
+    /// when its escapes are not valid UTF-8.
+    static func decodedParameter(_ raw: String?) -> String? {
+        guard let raw else { return nil }
+        return raw.removingPercentEncoding
     }
 
     static func queryString(_ fields: [String: String]) -> String {

@@ -106,7 +106,8 @@ func buildRouter(_ components: RouterComponents, configuration: RouterConfigurat
               budget: BodyBudget(limit: configuration.connections.maxBodyBytesInFlight))
     if let token = configuration.adminToken {
         addAdminRoutes(to: router, components: components, token: token)
-        Console(components: components, sessions: ConsoleSessions(adminToken: token), routesDirectory: configuration.routesDirectory,
+        Console(components: components, sessions: ConsoleSessions(adminToken: token, store: components.store, logger: logger),
+                routesDirectory: configuration.routesDirectory,
                 logger: logger).addRoutes(to: router)
     } else {
         logger.info("admin API and console off (set KOALA_ROUTER_ADMIN_TOKEN to enable them)")

@@ -167,6 +167,10 @@ public final class PostgresStore: WebhookStore {
         (6, "no index the claim no longer reads", [
             "DROP INDEX IF EXISTS outbox_due",
         ]),
+        // Console sign-outs, seen by every replica and kept across restarts.
+        (7, "console sign-outs", [
+            ConsoleRevocations.createTable(real: "double precision"),
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -906,6 +910,45 @@ public final class PostgresStore: WebhookStore {
 
     public func ready() async throws {
         try await started.wait()
+    }
+
+    public func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
+        try await withTransaction("console sign-out") { connection, logger in
+            try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.pruneExpired { "$\($0)" },
+                                                     binds: Self.bindings(now.timeIntervalSince1970)), logger: logger)
+            try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.upsert({ "$\($0)" }, greatest: "GREATEST"),
+                                                     binds: Self.bindings(nonce, expires.timeIntervalSince1970)), logger: logger)
+        }
+    }
+
+    public func revokeConsoleSessions(issuedBefore: Date) async throws {
+        try await withConnection("console sign-out everywhere") { connection, logger in
+            try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.upsert({ "$\($0)" }, greatest: "GREATEST"),
+                                                     binds: Self.bindings(ConsoleRevocations.everywhere, issuedBefore.timeIntervalSince1970)),
+                                       logger: logger)
+        }
+    }
+
+    public func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
+        try await withConnection("console session") { connection, logger in
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.isRevoked { "$\($0)" },
+                                                                binds: Self.bindings(nonce, issuedAt.timeIntervalSince1970)), logger: logger).rows()
+            return try rows.first?.get("revoked", as: Int32.self) == 1
+        }
+    }
+
+    /// Bindings for a text and a number, or a number alone, in that order.
+    private static func bindings(_ text: String, _ number: Double) -> PostgresBindings {
+        var binds = PostgresBindings()
+        binds.append(text)
+        binds.append(number)
+        return binds
+    }
+
+    private static func bindings(_ number: Double) -> PostgresBindings {
+        var binds = PostgresBindings()
+        binds.append(number)
+        return binds
     }
 
     public func ping() async -> Bool {

@@ -175,6 +175,10 @@ public final class SQLiteStore: WebhookStore {
                 CREATE INDEX outbox_email ON outbox(email);
                 """)
         }
+        migrator.registerMigration("v10: console sign-outs") { db in
+            // Kept here, not in one process's memory, so a signed-out session stays out after a restart.
+            try db.execute(sql: ConsoleRevocations.createTable(real: "REAL"))
+        }
         return migrator
     }
 
@@ -732,6 +736,26 @@ public final class SQLiteStore: WebhookStore {
 
     /// Opening the file migrated it: ready at once.
     public func ready() async throws {}
+
+    public func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: ConsoleRevocations.pruneExpired { _ in "?" }, arguments: [now.timeIntervalSince1970])
+            try db.execute(sql: ConsoleRevocations.upsert({ _ in "?" }, greatest: "max"), arguments: [nonce, expires.timeIntervalSince1970])
+        }
+    }
+
+    public func revokeConsoleSessions(issuedBefore: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: ConsoleRevocations.upsert({ _ in "?" }, greatest: "max"),
+                           arguments: [ConsoleRevocations.everywhere, issuedBefore.timeIntervalSince1970])
+        }
+    }
+
+    public func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
+        try await pool.read { db in
+            try Int.fetchOne(db, sql: ConsoleRevocations.isRevoked { _ in "?" }, arguments: [nonce, issuedAt.timeIntervalSince1970]) == 1
+        }
+    }
 
     public func ping() async -> Bool {
         (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1

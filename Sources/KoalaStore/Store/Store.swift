@@ -455,6 +455,13 @@ public protocol WebhookStore: Service {
     func webhooks(email: String, limit: Int) async throws -> [WebhookSummary]
     /// Every outbox entry of one webhook, every destination.
     func messages(source: String, webhookID: String) async throws -> [MessageRecord]
+    /// Ends one console session (by its nonce) on every replica and across restarts, until it would have
+    /// expired anyway; expired revocations are removed on the way.
+    func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws
+    /// Ends every console session issued at or before `issuedBefore` (sign-out everywhere).
+    func revokeConsoleSessions(issuedBefore: Date) async throws
+    /// Whether a console session was ended: its nonce revoked, or issued at or before a sign-out everywhere.
+    func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool
     /// Whether the store can take writes right now (for `/readyz`).
     func ping() async -> Bool
     /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before

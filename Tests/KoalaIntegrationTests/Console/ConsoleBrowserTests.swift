@@ -37,12 +37,17 @@ struct ConsoleBrowserTests {
             ])),
             ("evt_browser_dead", invoicePaid(id: "evt_browser_dead", email: "ada@lovelace.example")),
         ]
+        // Ids with reserved characters, each stored as its own webhook: the console must open every one (issue 25, 5).
+        let odd = ["evt_colon:order_created:1001", "evt/slash/id", "evt%25percent%", "evt space id", "evt_ünïcödé_日本", ".."]
         let dead = MessageID.derive(source: "stripe", webhookID: "evt_browser_dead", route: "payment-succeeded", output: .track)
         koala.rejectRequests(holding: [dead], with: .status(422, body: #"{"error":"Invalid request","message":"events[0].properties: unknown"}"#))
         for (id, body) in webhooks {
             #expect(await post(body, port: router.port) == 200, "\(id) was not accepted")
         }
-        let delivered = await eventually(timeout: 20) { koala.deliveredMessageIDs.count == 2 }
+        for (index, id) in odd.enumerated() {
+            #expect(await post(invoicePaid(id: id, email: "odd\(index)@hopper.example"), port: router.port) == 200, "\(id) was not accepted")
+        }
+        let delivered = await eventually(timeout: 20) { koala.deliveredMessageIDs.count == 2 + odd.count }
         let isDead = await eventually(timeout: 20) { await deadLetters(port: router.port) == 1 }
         try #require(delivered && isDead, "setup: two messages delivered (\(koala.deliveredMessageIDs.count)), one dead letter")
         koala.stopRejecting()
@@ -52,6 +57,7 @@ struct ConsoleBrowserTests {
             "WALK_EMAIL": "grace@hopper.example", "WALK_WEBHOOK": "evt_browser_find",
             "WALK_XSS_WEBHOOK": "evt_browser_xss", "WALK_XSS_TEXT": hostileNumber,
             "WALK_DEAD_MESSAGE": dead, "WALK_DEAD_WEBHOOK": "evt_browser_dead",
+            "WALK_ODD_WEBHOOKS": JSONValue.array(odd.map { .string($0) }).encoded(),
             "WALK_SCREENSHOTS": Self.screenshots, "CHROMIUM": chromium,
         ])
         print(output)

@@ -307,6 +307,9 @@ struct NeverCalledStore: WebhookStore {
     func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] { try fail() }
     func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] { try fail() }
     func messages(source: String, webhookID: String) async throws -> [MessageRecord] { try fail() }
+    func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws { try fail() as Void }
+    func revokeConsoleSessions(issuedBefore: Date) async throws { try fail() as Void }
+    func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool { try fail() }
     func ping() async -> Bool { false }
     func ready() async throws { try fail() as Void }
     func run() async throws {}

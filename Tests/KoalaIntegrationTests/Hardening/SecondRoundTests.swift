@@ -100,6 +100,88 @@ struct SecondRoundTests {
         #expect(check.output.contains("error: ") && check.output.contains("source 'clerk': CLERK_WEBHOOK_SECRET"), "\(check.output)")
     }
 
+    // MARK: 4. Sign-out across restarts and replicas
+
+    @Test func aSignedOutSessionStaysOutAfterARestart() async throws {
+        let running = try await hostile.start()
+        let cookie = try #require(signIn(running))
+        let csrf = try #require(try await csrfToken(running, cookie: cookie))
+        // Signed out: the cookie is refused.
+        let signOut = try #require(RawConnection.exchange(port: running.port, method: "POST", path: "/console/sign-out",
+            headers: [("Cookie", cookie), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/x-www-form-urlencoded")],
+            body: Array("csrf=\(csrf)".utf8)))
+        #expect(signOut.status == 303)
+        #expect(try await hostile.get(running, "/console", headers: [("Cookie", cookie)]).status == 303)
+        // A restart on the same database: still refused, and a retry POST with that session's CSRF token does nothing.
+        running.router.kill9()
+        let binary = try #require(CrashTests.binary)
+        let again = try CrashTests.Router(binary: binary, database: running.database, koala: running.koala,
+                                          extra: ["KOALA_ROUTER_ADMIN_TOKEN": HostileInputTests.adminToken])
+        defer { again.kill9(); running.koala.stop() }
+        #expect(await again.ready())
+        let page = try #require(RawConnection.exchange(port: again.port, path: "/console", headers: [("Cookie", cookie)]))
+        #expect(page.status == 303, "a signed-out session opened the console after a restart")
+        let retry = try #require(RawConnection.exchange(port: again.port, method: "POST", path: "/console/dead-letters/retry",
+            headers: [("Cookie", cookie), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/x-www-form-urlencoded")],
+            body: Array("csrf=\(csrf)&source=stripe".utf8)))
+        #expect(retry.status == 303 && !retry.body.contains("Retried"), "\(retry.status) \(retry.body.prefix(200))")
+    }
+
+    /// Sign out everywhere: one action ends every session, on every replica (two routers on one PostgreSQL schema).
+    @Test(.enabled(if: Backend.postgresConfigured, "needs the PostgreSQL server scripts/test starts"))
+    func signingOutEverywhereEndsEverySessionOnEveryReplica() async throws {
+        let url = try freshPostgresURL()
+        let first = try await hostile.start([:], database: url)
+        defer { hostile.stop(first) }
+        let binary = try #require(CrashTests.binary)
+        let second = try CrashTests.Router(binary: binary, database: url, koala: first.koala, extra: ["KOALA_ROUTER_ADMIN_TOKEN": HostileInputTests.adminToken])
+        defer { second.kill9() }
+        #expect(await second.ready())
+        let laptop = try #require(signIn(first)), phone = try #require(signIn(first))
+        #expect(RawConnection.exchange(port: second.port, path: "/console", headers: [("Cookie", laptop)])?.status == 200)
+        // One session signs out: the other replica refuses it too.
+        let laptopCSRF = try #require(try await csrfToken(first, cookie: laptop))
+        _ = RawConnection.exchange(port: second.port, method: "POST", path: "/console/sign-out",
+            headers: [("Cookie", laptop), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/x-www-form-urlencoded")],
+            body: Array("csrf=\(laptopCSRF)".utf8))
+        #expect(RawConnection.exchange(port: first.port, path: "/console", headers: [("Cookie", laptop)])?.status == 303)
+        #expect(RawConnection.exchange(port: first.port, path: "/console", headers: [("Cookie", phone)])?.status == 200)
+        // Everywhere, from a third session on the second replica: every session ends, on both.
+        let desk = try #require(signIn(first))
+        let deskCSRF = try #require(try await csrfToken(first, cookie: desk))
+        let everywhere = RawConnection.exchange(port: second.port, method: "POST", path: "/console/sign-out-everywhere",
+            headers: [("Cookie", desk), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/x-www-form-urlencoded")],
+            body: Array("csrf=\(deskCSRF)".utf8))
+        #expect(everywhere?.status == 303)
+        for cookie in [phone, desk] {
+            for port in [first.port, second.port] {
+                #expect(RawConnection.exchange(port: port, path: "/console", headers: [("Cookie", cookie)])?.status == 303)
+            }
+        }
+        // A new sign-in works.
+        let fresh = try #require(signIn(first))
+        #expect(RawConnection.exchange(port: second.port, path: "/console", headers: [("Cookie", fresh)])?.status == 200)
+    }
+
+    // MARK: 5. Ids with reserved characters in the console
+
+    /// Every Lemon Squeezy webhook (its id holds `:`) was a 404 from the console's own link; ids holding `/`
+    /// could not be reached at all. (The browser walk opens the same ids from their links.)
+    @Test func theConsoleOpensEveryStoredId() async throws {
+        let running = try await hostile.start()
+        defer { hostile.stop(running) }
+        let cookie = try #require(signIn(running))
+        for id in ["order_created:orders:1001:2024-11-29T09:12:00.000000Z", "evt/with/slashes", "evt%2Fliteral", "evt space", "evt_ü_日本", ".."] {
+            let body = invoicePaid(id: id, email: "ada@acme-corp.io")
+            #expect(try await hostile.post(running, body: body, headers: hostile.signed(body)).json?["status"] == "accepted", "\(id)")
+            let search = try await hostile.get(running, "/console/webhooks?q=" + Console.pathComponent(id), headers: [("Cookie", cookie)])
+            let link = Console.webhookLink(source: "stripe", webhookID: id)
+            #expect(search.body.contains("href=\"\(HTML.text(link))\""), "\(id): its link \(link) is not on the search page")
+            let page = try await hostile.get(running, link, headers: [("Cookie", cookie)])
+            #expect(page.status == 200 && page.body.contains("<h1>Webhook <code>\(HTML.text(id))</code></h1>"), "\(id) at \(link): \(page.status)")
+        }
+    }
+
     // MARK: 6. Numeric ids
 
     @Test func numericIdsThatAFloatWouldMergeStayApart() async throws {
@@ -149,6 +231,13 @@ struct SecondRoundTests {
     }
 
     // MARK: Helpers
+
+    /// The CSRF token of a session, read from the console's overview (its sign-out form).
+    func csrfToken(_ running: HostileInputTests.Running, cookie: String) async throws -> String? {
+        let page = try await hostile.get(running, "/console", headers: [("Cookie", cookie)])
+        guard let range = page.body.range(of: #"name="csrf" value=""#) else { return nil }
+        return String(page.body[range.upperBound...].prefix { $0 != "\"" })
+    }
 
     /// Signs in to the console over HTTP as a browser would; the session cookie (`name=value`).
     func signIn(_ running: HostileInputTests.Running, token: String = HostileInputTests.adminToken) -> String? {

@@ -39,6 +39,30 @@ struct StoreTests {
         }
     }
 
+    /// Console sign-outs are stored: a revoked nonce and a sign-out everywhere hold for every replica and restart.
+    @Test(arguments: Backend.configured) func consoleSignOutsAreKept(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        try await store.whileRunning {
+            let a = String(repeating: "a", count: 32), b = String(repeating: "b", count: 32)
+            #expect(try await store.consoleSessionRevoked(nonce: a, issuedAt: now) == false)
+            try await store.revokeConsoleSession(nonce: a, expires: now.addingTimeInterval(3600), now: now)
+            try await store.revokeConsoleSession(nonce: a, expires: now.addingTimeInterval(60), now: now)   // again: kept, not shortened
+            #expect(try await store.consoleSessionRevoked(nonce: a, issuedAt: now) == true)
+            #expect(try await store.consoleSessionRevoked(nonce: b, issuedAt: now) == false)
+            // Everywhere: sessions issued until then are ended, later ones are not.
+            try await store.revokeConsoleSessions(issuedBefore: now.addingTimeInterval(10))
+            #expect(try await store.consoleSessionRevoked(nonce: b, issuedAt: now.addingTimeInterval(10)) == true)
+            #expect(try await store.consoleSessionRevoked(nonce: b, issuedAt: now.addingTimeInterval(10.001)) == false)
+            try await store.revokeConsoleSessions(issuedBefore: now)   // an older one does not move it back
+            #expect(try await store.consoleSessionRevoked(nonce: b, issuedAt: now.addingTimeInterval(5)) == true)
+            // A revocation that has expired is removed by the next sign-out; the everywhere row stays.
+            try await store.revokeConsoleSession(nonce: b, expires: now.addingTimeInterval(7200), now: now.addingTimeInterval(3601))
+            #expect(try await store.consoleSessionRevoked(nonce: a, issuedAt: now.addingTimeInterval(20)) == false)
+            #expect(try await store.consoleSessionRevoked(nonce: b, issuedAt: now.addingTimeInterval(20)) == true)
+        }
+    }
+
     @Test(arguments: Backend.configured) func concurrentAcceptsShareCommitsAndStayExact(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
         try await store.whileRunning {
