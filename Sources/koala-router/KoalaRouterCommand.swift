@@ -205,12 +205,18 @@ struct HealthCheck: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "healthcheck", abstract: "Exit 0 if the local service answers /healthz (for Docker HEALTHCHECK).")
 
-    @Option(name: .long, help: "URL to check (default: http://127.0.0.1:$KOALA_ROUTER_PORT/healthz).")
+    @Option(name: .long, help: "URL to check (default: /healthz on KOALA_ROUTER_METRICS_ADDRESS when set, else http://127.0.0.1:$KOALA_ROUTER_PORT).")
     var url: String?
 
     func run() throws {
-        let port = ProcessInfo.processInfo.environment["KOALA_ROUTER_PORT"] ?? "8080"
-        let target = url ?? "http://127.0.0.1:\(port)/healthz"
+        let environment = ProcessInfo.processInfo.environment
+        var target = "http://127.0.0.1:\(environment["KOALA_ROUTER_PORT"] ?? "8080")/healthz"
+        // The probes' own listener, when there is one: it answers whatever the webhook connections are doing.
+        if let address = environment["KOALA_ROUTER_METRICS_ADDRESS"], !address.isEmpty, let colon = address.lastIndex(of: ":") {
+            let host = String(address[..<colon])
+            target = "http://\(host.isEmpty || host == "0.0.0.0" ? "127.0.0.1" : host):\(address[address.index(after: colon)...])/healthz"
+        }
+        if let url { target = url }
         guard let components = URLComponents(string: target), let host = components.host else { throw ExitCode(2) }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }

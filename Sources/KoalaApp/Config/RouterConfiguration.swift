@@ -43,6 +43,9 @@ public struct RouterConfiguration: Sendable, Configurable {
     public var shutdownGrace: TimeInterval = 25
     /// Bearer token of the admin API; nil turns the admin API off.
     var adminToken: String?
+    /// `host:port` of a listener of its own for `/metrics`, `/healthz` and detailed `/readyz`; nil: metrics on the
+    /// webhook listener, readiness there with details for the admin token only.
+    var metricsAddress: String?
     /// A file that adds to (or, with `!domain`, removes from) the shipped free-mail / disposable list.
     var freeMailDomainsFile: String?
     /// How often rule files are checked for changes (0: only on SIGHUP).
@@ -117,6 +120,10 @@ public struct RouterConfiguration: Sendable, Configurable {
                           help: "Bearer token of the admin API", check: { token in
                 token.count >= 16 ? nil : "too short; use at least 16 random characters (e.g. openssl rand -hex 24)"
             }),
+            .optionalText("koala_router.metrics_address", \.metricsAddress, unset: "metrics on the webhook listener",
+                          help: "host:port of a listener of its own for /metrics, /healthz and detailed /readyz", check: { address in
+                (try? hostAndPort(address)) == nil ? "'\(address)' is not host:port, e.g. 0.0.0.0:9090 or 127.0.0.1:9090" : nil
+            }),
             .number("koala_router.identity_wait_s", \.identityWait, in: 0...604_800,
                     help: "How long a message waits for an identity another webhook will remember"),
             .number("koala_router.rules_poll_s", \.rulesPollInterval, in: 0...3600, help: "How often rule files are checked for changes (0: SIGHUP only)"),
@@ -138,6 +145,16 @@ public struct RouterConfiguration: Sendable, Configurable {
                 config.logFormat = text.lowercased()
             }, show: { $0.logFormat }),
         ]
+    }
+
+    /// `host:port` (`[::1]:9090` for an IPv6 address) split; throws when the port is not 0...65535.
+    static func hostAndPort(_ address: String) throws(Invalid) -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw Invalid(setting: "KOALA_ROUTER_METRICS_ADDRESS", problem: "'\(address)' is not host:port")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
     /// Why a URL setting is unusable, or nil.

@@ -27,7 +27,7 @@ struct Console: Sendable {
         .cacheControl: "no-store",
     ]
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<RouterRequestContext>) {
         router.get("/console/assets/console.css") { _, _ -> Response in
             var headers = Self.securityHeaders
             headers[.contentType] = "text/css; charset=utf-8"
@@ -38,11 +38,20 @@ struct Console: Sendable {
             if await session(request) != nil { return redirect("/console") }
             return signInPage(status: .ok, problem: nil)
         }
-        router.post("/console/sign-in") { request, _ -> Response in
+        router.post("/console/sign-in") { request, context -> Response in
             guard sameOrigin(request) else { return forbidden("This form must be sent from the console's own page.") }
+            let guards = components.guards, client = guards.client(request, context)
+            // Wrong tokens count per client with the admin API's: past the limit, nothing is compared until it refills.
+            if let retryAfter = guards.adminFailures.retryAfter(client.text) {
+                var response = signInPage(status: .tooManyRequests,
+                                          problem: "Too many wrong tokens from this address: try again in \(retryAfter) s.")
+                response.headers[.retryAfter] = String(retryAfter)
+                return response
+            }
             let form = try await Self.form(request)
             guard let token = form["token"], sessions.isAdminToken(token) else {
-                logger.warning("console sign-in refused: wrong admin token")
+                guards.adminFailures.failed(client.text)
+                guards.rejections.warning("console sign-in refused: wrong admin token", key: "sign-in", client: client, metadata: [:])
                 return signInPage(status: .unauthorized, problem: "That is not the admin token. Use the value of KOALA_ROUTER_ADMIN_TOKEN.")
             }
             var response = redirect("/console")

@@ -50,6 +50,54 @@ public struct RouterComponents: Sendable {
     let reloader: RulesReloader
     let resolver: IdentityResolver
     let retention: Retention
+    /// What one client may hold and try: connections, body bytes, failed credentials; and the refusal log.
+    let guards: ClientGuards
+}
+
+/// The per-client limits of the HTTP listener, shared by every connection and route.
+struct ClientGuards: Sendable {
+    let limits: ConnectionLimits
+    let connections: ClientConnections
+    let bodies: BodyBudget
+    /// Wrong admin tokens per client (the admin API, the console's sign-in, /readyz details).
+    let adminFailures: FailureLimiter
+    /// Webhooks failing verification per client and source.
+    let signatureFailures: FailureLimiter
+    let rejections: RejectionLog
+
+    init(limits: ConnectionLimits, logger: Logger) {
+        self.limits = limits
+        connections = ClientConnections(limit: limits.maxConnectionsPerClient)
+        bodies = BodyBudget(limit: limits.maxBodyBytesInFlight, perClient: limits.maxBodyBytesInFlightPerClient)
+        adminFailures = FailureLimiter(perMinute: limits.adminFailuresPerMinute)
+        signatureFailures = FailureLimiter(perMinute: limits.signatureFailuresPerMinute)
+        rejections = RejectionLog(interval: limits.rejectionLogInterval, logger: logger)
+    }
+
+    /// Who sent `request`: its peer, or the client a trusted proxy names.
+    func client(_ request: Request, _ context: RouterRequestContext) -> ClientAddress {
+        ClientAddress(peer: context.remoteAddress, headers: request.headers, trusted: limits.trustedProxies)
+    }
+
+    /// 429 for a client that has failed too often, with when to try again.
+    static func tooMany(_ what: String, retryAfter: Int, close: Bool = false) -> Response {
+        jsonResponse(.tooManyRequests, ["error": .string("too many \(what) from this client; retry in \(retryAfter) s")],
+                     close: close, retryAfter: retryAfter)
+    }
+}
+
+/// The request context of every route: Hummingbird's, and the peer's address for per-client limits.
+public struct RouterRequestContext: RequestContext, RemoteAddressRequestContext {
+    /// Hummingbird's own part of the context.
+    public var coreContext: CoreRequestContextStorage
+    /// The connection's peer (a proxy, when one is in front).
+    public let remoteAddress: SocketAddress?
+
+    /// The context of a request arriving on `source.channel`.
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
 }
 
 /// Loads the rules and wires the pipeline: store → ingest, identity resolver → sender → Koala client.
@@ -84,26 +132,32 @@ func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store
     if !others.isEmpty {
         logger.info("destinations", metadata: ["destinations": "\(([Destination.koala] + others.map(\.destination)).map(\.rawValue).joined(separator: ","))"])
     }
+    let guards = ClientGuards(limits: configuration.connections, logger: logger)
+    var ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
+                        destinations: [.koala] + others.map(\.destination), metrics: metrics, logger: logger)
+    ingest.rejections = guards.rejections
     var components = RouterComponents(
         rules: rules, store: store,
         sender: Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger),
-        ingest: Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
-                       destinations: [.koala] + others.map(\.destination), metrics: metrics, logger: logger),
+        ingest: ingest,
         metrics: metrics,
         reloader: RulesReloader(holder: rules, directory: configuration.routesDirectory, environment: configuration.environment,
                                 pollInterval: configuration.rulesPollInterval, metrics: metrics, logger: logger,
                                 handleSignals: configuration.reloadOnSIGHUP),
         resolver: IdentityResolver(store: store, rules: rules, linger: configuration.delivery.linger, logger: logger),
-        retention: Retention(store: store, keep: configuration.retention, logger: logger))
+        retention: Retention(store: store, keep: configuration.retention, logger: logger),
+        guards: guards)
     components.destinationSenders = destinationSenders
     return components
 }
 
-/// The HTTP routes: webhooks, health, readiness and metrics, and the admin API when a token is set.
-func buildRouter(_ components: RouterComponents, configuration: RouterConfiguration, logger: Logger) -> Router<BasicRequestContext> {
-    let router = Router<BasicRequestContext>()
-    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes,
-              budget: BodyBudget(limit: configuration.connections.maxBodyBytesInFlight))
+/// The HTTP routes: webhooks, health, readiness and metrics (unless they have a listener of their own), and the
+/// admin API and console when a token is set.
+func buildRouter(_ components: RouterComponents, configuration: RouterConfiguration, logger: Logger) -> Router<RouterRequestContext> {
+    let router = Router<RouterRequestContext>(context: RouterRequestContext.self)
+    addRoutes(to: router, components: components, maxBodyBytes: configuration.maxBodyBytes)
+    addHealthRoutes(to: router, components: components, adminToken: configuration.adminToken, detailed: false,
+                    metrics: configuration.metricsAddress == nil)
     if let token = configuration.adminToken {
         addAdminRoutes(to: router, components: components, token: token)
         Console(components: components, sessions: ConsoleSessions(adminToken: token, store: components.store, logger: logger),
@@ -135,10 +189,12 @@ public func buildApplication(
 ) async throws -> (some ApplicationProtocol, RouterComponents) {
     let components = try await buildComponents(configuration, logger: logger, store: existingStore, httpClient: httpClient)
     let limits = configuration.connections
+    let guards = components.guards, metrics = components.metrics
     var app = Application(
         router: buildRouter(components, configuration: configuration, logger: logger),
         server: .http1(configuration: .init(additionalChannelHandlers: [
-            ConnectionGuard(limits: limits, timedOut: components.metrics.connectionTimedOut),
+            ConnectionGuard(limits: limits, clients: guards.connections, timedOut: { metrics.connectionTimedOut(phase: $0) },
+                            refusedOverCap: { metrics.connectionRefused(reason: "client_cap") }),
         ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
                              backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
@@ -148,7 +204,17 @@ public func buildApplication(
     let store = components.store
     app.beforeServerStarts { try await store.ready() }
     app.addServices(StoreService(store: store, logger: logger), components.sender, components.resolver, components.reloader,
-                    components.retention)
+                    components.retention, guards.rejections)
+    if let address = configuration.metricsAddress {
+        // Metrics and probes on a listener of their own: never behind the webhooks' connections, and readiness
+        // with its details, for the orchestrator and Prometheus only.
+        let ops = Router<RouterRequestContext>(context: RouterRequestContext.self)
+        addHealthRoutes(to: ops, components: components, adminToken: nil, detailed: true, metrics: true)
+        let (host, port) = try RouterConfiguration.hostAndPort(address)
+        app.addServices(Application(router: ops, configuration: .init(address: .hostname(host, port: port), serverName: "koala-router",
+                                                                       availableConnectionsDelegate: .maximum(64, logger: logger)),
+                                    logger: logger))
+    }
     for sender in components.destinationSenders { app.addServices(sender) }
     return (app, components)
 }
@@ -168,109 +234,145 @@ let unreadBodyKeptAlive = 64 * 1024
 enum BodyRead {
     case body([UInt8], reserved: Int)
     case tooLarge
-    case overBudget
+    case overBudget(BodyBudget.Refusal)
 }
 
-/// Reads a request body up to `limit` bytes, taking each chunk from `budget` before keeping it.
-func readBody(_ body: RequestBody, declaredLength: Int?, limit: Int, budget: BodyBudget) async throws -> BodyRead {
+/// Reads a request body up to `limit` bytes, taking each chunk from `budget` (for `client`) as it arrives. A
+/// declared length over the limit is refused before any byte is read; otherwise nothing is reserved for what a
+/// `Content-Length` only promises.
+func readBody(_ body: RequestBody, declaredLength: Int?, limit: Int, budget: BodyBudget, client: String) async throws -> BodyRead {
     if let declaredLength, declaredLength > limit { return .tooLarge }
     var reserved = 0
-    // With a declared length the whole body is reserved up front, so a burst of large bodies is refused
-    // before any of them is read.
-    if let declaredLength {
-        guard budget.reserve(declaredLength) else { return .overBudget }
-        reserved = declaredLength
-    }
     var bytes: [UInt8] = []
-    bytes.reserveCapacity(min(declaredLength ?? 16 * 1024, limit))
+    // Room for the usual webhook at once; a larger body grows the array as it arrives, not as it is announced.
+    bytes.reserveCapacity(min(declaredLength ?? 16 * 1024, 64 * 1024))
     do {
         for try await chunk in body {
             guard bytes.count + chunk.readableBytes <= limit else {
-                budget.release(reserved)
+                budget.release(reserved, client: client)
                 return .tooLarge
             }
-            let needed = bytes.count + chunk.readableBytes - reserved
-            if needed > 0 {
-                guard budget.reserve(needed) else {
-                    budget.release(reserved)
-                    return .overBudget
-                }
-                reserved += needed
+            if let refusal = budget.reserve(chunk.readableBytes, client: client) {
+                budget.release(reserved, client: client)
+                return .overBudget(refusal)
             }
+            reserved += chunk.readableBytes
             bytes.append(contentsOf: chunk.readableBytesView)
         }
     } catch {
-        budget.release(reserved)
+        budget.release(reserved, client: client)
         throw error
     }
     return .body(bytes, reserved: reserved)
 }
 
-func addRoutes(to router: Router<BasicRequestContext>, components: RouterComponents, maxBodyBytes: Int, budget: BodyBudget) {
+func addRoutes(to router: Router<RouterRequestContext>, components: RouterComponents, maxBodyBytes: Int) {
+    let guards = components.guards
     router.post("/webhooks/:source") { request, context -> Response in
         let source = context.parameters.get("source") ?? ""
+        let client = guards.client(request, context)
         let declared = request.headers[.contentLength].flatMap { Int($0) }
         // A refusal leaves the body unread. As Go's net/http does, a small one is discarded so the connection
         // can be kept; a large or chunked one closes it, so a refused client cannot make us read megabytes.
         let discardable = request.headers[.transferEncoding] == nil && (declared ?? 0) <= unreadBodyKeptAlive
+        // A client that keeps failing verification is refused before anything is checked or read.
+        let failureKey = client.text + "\u{0}" + source
+        if let retryAfter = guards.signatureFailures.retryAfter(failureKey) {
+            components.metrics.webhookReceived(source: components.rules.table.sources[source] == nil ? "unknown" : source, outcome: .rateLimited)
+            guards.rejections.warning("webhooks refused: too many failed verifications from one client", key: "rate_limited\u{0}\(source)",
+                                      client: client, metadata: ["source": "\(source)", "retry_after_s": "\(retryAfter)"])
+            return ClientGuards.tooMany("webhooks failing verification", retryAfter: retryAfter, close: !discardable)
+        }
         let admitted: Ingest.Admitted
-        switch components.ingest.admit(source: source, headers: request.headers) {
-        case .refused(let answer): return jsonResponse(answer.status, answer.body, close: !discardable)
+        switch components.ingest.admit(source: source, headers: request.headers, client: client) {
+        case .refused(let answer):
+            if answer.status == .unauthorized { guards.signatureFailures.failed(failureKey) }
+            return jsonResponse(answer.status, answer.body, close: !discardable)
         case .admitted(let a): admitted = a
         }
-        switch try await readBody(request.body, declaredLength: declared, limit: maxBodyBytes, budget: budget) {
+        switch try await readBody(request.body, declaredLength: declared, limit: maxBodyBytes, budget: guards.bodies, client: client.text) {
         case .tooLarge:
             components.metrics.webhookReceived(source: source, outcome: .tooLarge)
             return jsonResponse(.contentTooLarge, ["error": .string("body is larger than \(maxBodyBytes) bytes")], close: !discardable)
-        case .overBudget:
+        case .overBudget(let refusal):
             components.metrics.webhookReceived(source: source, outcome: .overloaded)
-            return jsonResponse(.serviceUnavailable, ["error": "too many webhook bodies in flight, retry later"], close: true, retryAfter: 1)
+            let why = refusal == .clientShare ? "this client has too many webhook bodies in flight" : "too many webhook bodies in flight"
+            return jsonResponse(.serviceUnavailable, ["error": .string("\(why), retry later")], close: true, retryAfter: 1)
         case .body(let bytes, let reserved):
-            defer { budget.release(reserved) }
-            let answer = await components.ingest.handle(admitted, headers: request.headers, body: bytes,
+            defer { guards.bodies.release(reserved, client: client.text) }
+            let answer = await components.ingest.handle(admitted, headers: request.headers, body: bytes, client: client,
                                                         requestID: context.logger[metadataKey: "hb.request.id"]?.description)
-            return jsonResponse(answer.status, answer.body)
+            if answer.status == .unauthorized { guards.signatureFailures.failed(failureKey) }
+            return jsonResponse(answer.status, answer.body, retryAfter: answer.retryAfter)
         }
     }
-    router.get("/metrics") { _, _ -> Response in
-        if let stats = try? await components.store.queueStats(now: Date()) {
-            components.metrics.queue(stats)
+}
+
+/// `/healthz`, `/readyz` and (with `metrics`) `/metrics`. Readiness says only whether the router can take webhooks,
+/// unless `detailed` (the listener of its own) or the request carries the admin token: then it adds the store,
+/// the rules' version and last reload error, each source's state and each destination's circuit.
+func addHealthRoutes(to router: Router<RouterRequestContext>, components: RouterComponents, adminToken: String?, detailed: Bool, metrics: Bool) {
+    let guards = components.guards
+    let expected = adminToken.map { Crypto.digest(.sha256, Array("Bearer \($0)".utf8)) }
+    if metrics {
+        router.get("/metrics") { _, _ -> Response in
+            if let stats = try? await components.store.queueStats(now: Date()) {
+                components.metrics.queue(stats)
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: components.metrics.exposition()))
+            )
         }
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: components.metrics.exposition()))
-        )
     }
     router.get("/healthz") { _, _ -> Response in
         jsonResponse(.ok, ["status": "ok"])
     }
-    router.get("/readyz") { _, _ -> Response in
-        let table = components.rules.table
-        let storeOK = await components.store.ping()
-        var sources: [String: JSONValue] = [:]
-        for (name, source) in table.sources {
-            switch source.state {
-            case .enabled: sources[name] = "enabled"
-            case .disabled(let reason): sources[name] = .string(reason)
+    router.get("/readyz") { request, context -> Response in
+        var details = detailed
+        if !details, let given = request.headers[.authorization] {
+            let client = guards.client(request, context)
+            if let retryAfter = guards.adminFailures.retryAfter(client.text) { return ClientGuards.tooMany("wrong admin tokens", retryAfter: retryAfter) }
+            guard let expected, Crypto.constantTimeEquals(Crypto.digest(.sha256, Array(given.utf8)), expected) else {
+                guards.adminFailures.failed(client.text)
+                guards.rejections.warning("readiness details refused: wrong admin token", key: "readyz", client: client, metadata: [:])
+                return jsonResponse(.unauthorized, ["error": "readiness details need Authorization: Bearer <KOALA_ROUTER_ADMIN_TOKEN>"])
             }
+            details = true
         }
-        var body: [String: JSONValue] = [
-            "status": .string(storeOK ? "ready" : "not ready"),
-            "store": .string(storeOK ? "ok" : "unavailable"),
-            "rules_version": .string(table.version),
-            "sources": .object(sources),
-        ]
-        if let error = components.rules.lastReloadError {
-            body["rules_reload_error"] = .string(error)
-        }
-        body["koala"] = components.sender.health.json
-        if !components.destinationSenders.isEmpty {
-            // Each destination's circuit and last answers: one being down never delays another.
-            var destinations: [String: JSONValue] = [Destination.koala.rawValue: components.sender.health.json]
-            for sender in components.destinationSenders { destinations[sender.destination.rawValue] = sender.health.json }
-            body["destinations"] = .object(destinations)
-        }
-        return jsonResponse(storeOK ? .ok : .serviceUnavailable, .object(body))
+        let (ready, body) = await readiness(components)
+        return jsonResponse(ready ? .ok : .serviceUnavailable, details ? body : ["status": body["status"] ?? "not ready"])
     }
+}
+
+/// Whether the router can take webhooks, and why: the store, the rules (version, last reload error), each
+/// source's state, each destination's circuit.
+func readiness(_ components: RouterComponents) async -> (Bool, JSONValue) {
+    let table = components.rules.table
+    let storeOK = await components.store.ping()
+    var sources: [String: JSONValue] = [:]
+    for (name, source) in table.sources {
+        switch source.state {
+        case .enabled: sources[name] = "enabled"
+        case .disabled(let reason): sources[name] = .string(reason)
+        }
+    }
+    var body: [String: JSONValue] = [
+        "status": .string(storeOK ? "ready" : "not ready"),
+        "store": .string(storeOK ? "ok" : "unavailable"),
+        "rules_version": .string(table.version),
+        "sources": .object(sources),
+    ]
+    if let error = components.rules.lastReloadError {
+        body["rules_reload_error"] = .string(error)
+    }
+    body["koala"] = components.sender.health.json
+    if !components.destinationSenders.isEmpty {
+        // Each destination's circuit and last answers: one being down never delays another.
+        var destinations: [String: JSONValue] = [Destination.koala.rawValue: components.sender.health.json]
+        for sender in components.destinationSenders { destinations[sender.destination.rawValue] = sender.health.json }
+        body["destinations"] = .object(destinations)
+    }
+    return (storeOK, .object(body))
 }

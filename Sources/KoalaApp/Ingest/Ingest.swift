@@ -18,6 +18,9 @@ public struct Ingest: Sendable {
     let stateLocks = KeyedLocks()
     /// Where every message goes: Koala, and the Segment-compatible destinations configured.
     let destinations: [Destination]
+    /// Refusals are logged through it: the first of a kind in full, the rest summed up (`serve` shares one with the
+    /// HTTP routes and runs it as a service).
+    var rejections: RejectionLog
 
     public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
                 destinations: [Destination] = [.koala], metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
@@ -28,6 +31,7 @@ public struct Ingest: Sendable {
         self.identityWait = identityWait
         self.metrics = metrics
         self.logger = logger
+        rejections = RejectionLog(interval: 60, logger: logger)
     }
 
     /// The HTTP answer to a webhook.
@@ -36,6 +40,14 @@ public struct Ingest: Sendable {
         public let status: HTTPResponse.Status
         /// The JSON body.
         public let body: JSONValue
+        /// Seconds a provider should wait before retrying (`Retry-After`), for a 503 it may retry.
+        public var retryAfter: Int?
+
+        init(status: HTTPResponse.Status, body: JSONValue, retryAfter: Int? = nil) {
+            self.status = status
+            self.body = body
+            self.retryAfter = retryAfter
+        }
     }
 
     /// A request let in before its body is read: its source, from one read of the rule table, which then
@@ -53,9 +65,9 @@ public struct Ingest: Sendable {
         case refused(Answer)
     }
 
-    /// Decides from the path and headers alone: the source must exist and be enabled, and the request must
-    /// carry one of the headers its scheme reads the signature or credential from.
-    func admit(source name: String, headers: HTTPFields) -> Admission {
+    /// Decides from the path and headers alone: the source must exist and be enabled, and the request must carry
+    /// a well-formed signature with a fresh timestamp (or the right credential) in the headers its scheme reads.
+    func admit(source name: String, headers: HTTPFields, client: ClientAddress = .unknown, now: Date = Date()) -> Admission {
         let table = rules.table
         guard let source = table.sources[name] else {
             metrics.webhookReceived(source: "unknown", outcome: .unknownSource)
@@ -70,24 +82,38 @@ public struct Ingest: Sendable {
             return .refused(Answer(status: .serviceUnavailable, body: ["error": .string(reason)]))
         case .enabled(let verifier):
             let names = verifier.credentialHeaders
+            var failure: VerificationFailure?
             if !names.isEmpty, !names.contains(where: { headers.value(named: $0) != nil }) {
-                let failure = VerificationFailure.missingHeader(names[0])
-                metrics.webhookReceived(source: name, outcome: failure.outcome)
-                return .refused(Answer(status: .unauthorized, body: ["error": .string(failure.reason)]))
+                failure = .missingHeader(names[0])
+            } else {
+                failure = verifier.precheck(headers: headers, now: now)
+            }
+            if let failure {
+                return .refused(rejected(failure, source: name, client: client, before: "body"))
             }
             return .admitted(Admitted(source: source, verifier: verifier, rulesVersion: table.version))
         }
     }
 
+    /// A verification failure: counted, logged (through the rejection log), and answered 401.
+    private func rejected(_ failure: VerificationFailure, source name: String, client: ClientAddress, before: String? = nil) -> Answer {
+        metrics.webhookReceived(source: name, outcome: failure.outcome)
+        var metadata: Logger.Metadata = ["source": "\(name)", "reason": "\(failure.outcome.rawValue)", "detail": "\(failure.reason)"]
+        if let before { metadata["before"] = "\(before)" }
+        rejections.warning("webhook rejected", key: "rejected\u{0}\(name)\u{0}\(failure.outcome.rawValue)", client: client, metadata: metadata)
+        return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
+    }
+
     /// Admits, verifies, parses, routes and stores one webhook (what `POST /webhooks/{source}` does).
     public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
-        switch admit(source: name, headers: headers) {
+        switch admit(source: name, headers: headers, now: now) {
         case .refused(let answer): return answer
         case .admitted(let admitted): return await handle(admitted, headers: headers, body: body, now: now, requestID: requestID)
         }
     }
 
-    func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+    func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], client: ClientAddress = .unknown, now: Date = Date(),
+                requestID: String? = nil) async -> Answer {
         var logger = self.logger
         if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
         let source = admitted.source, name = source.name
@@ -98,16 +124,14 @@ public struct Ingest: Sendable {
             verification = v
             metrics.secretUsed(source: name, label: v.secretLabel)
         case .failure(let failure):
-            metrics.webhookReceived(source: name, outcome: failure.outcome)
-            logger.warning("webhook rejected", metadata: ["source": "\(name)", "reason": "\(failure.outcome.rawValue)", "detail": "\(failure.reason)"])
-            return Answer(status: .unauthorized, body: ["error": .string(failure.reason)])
+            return rejected(failure, source: name, client: client)
         }
 
         let json: JSONValue
         do {
             json = try JSONValue.parse(body)
         } catch {
-            logger.warning("webhook body is not JSON", metadata: ["source": "\(name)", "detail": "\(error)"])
+            rejections.warning("webhook body is not JSON", key: "invalid_json\u{0}\(name)", client: client, metadata: ["source": "\(name)", "detail": "\(error)"])
             metrics.webhookReceived(source: name, outcome: .invalidJSON)
             return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
         }
@@ -119,7 +143,8 @@ public struct Ingest: Sendable {
             webhook = w
         case .failure(let problem):
             metrics.webhookReceived(source: name, outcome: problem.outcome)
-            logger.warning("webhook refused", metadata: ["source": "\(name)", "reason": "\(problem.outcome.rawValue)", "detail": "\(problem.message)"])
+            rejections.warning("webhook refused", key: "refused\u{0}\(name)\u{0}\(problem.outcome.rawValue)", client: client,
+                               metadata: ["source": "\(name)", "reason": "\(problem.outcome.rawValue)", "detail": "\(problem.message)"])
             return Answer(status: .badRequest, body: ["error": .string(problem.message)])
         }
         if let problem = webhook.eventTimeProblem {
@@ -163,7 +188,7 @@ public struct Ingest: Sendable {
                 metrics.webhookReceived(source: name, outcome: .stateContended)
                 logger.warning("the remembered state kept changing while this webhook was routed; asking the provider to retry",
                                metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])
-                return Answer(status: .serviceUnavailable, body: ["error": "busy with other updates of the same object, retry later"])
+                return Answer(status: .serviceUnavailable, body: ["error": "busy with other updates of the same object, retry later"], retryAfter: 1)
             case .duplicate:
                 metrics.webhookReceived(source: name, outcome: .duplicate)
                 logger.info("duplicate webhook ignored", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)"])

@@ -10,7 +10,10 @@ public enum WebhookOutcome: String, Sendable, CaseIterable {
     case signatureMismatch = "signature_mismatch"
     case staleTimestamp = "stale_timestamp"
     case tooLarge = "too_large"
+    /// Body bytes in flight over the limit, or over the client's share of it (503).
     case overloaded
+    /// The client failed verification too often for this source; refused before anything was read (429).
+    case rateLimited = "rate_limited"
     // Verified, but not a webhook we can take (400).
     case invalidJSON = "invalid_json"
     case missingID = "missing_id"

@@ -110,7 +110,8 @@ public struct HMACVerifier: SignatureVerifier {
         return headers
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    /// What the headers carry: the timestamp and id texts, the timestamp, and the well-formed signatures.
+    private func parsed(_ headers: HTTPFields) -> Result<(timestampText: String, timestamp: Double?, id: String, candidates: [[UInt8]]), VerificationFailure> {
         guard let header = headers.value(named: format.header) else { return .failure(.missingHeader(format.header)) }
         var timestampText = ""
         var timestamp: Double?
@@ -121,7 +122,7 @@ public struct HMACVerifier: SignatureVerifier {
             case .milliseconds: timestamp = Double(text).map { $0 / 1000 }
             case .iso8601: timestamp = Timestamps.parseISO(text)?.timeIntervalSince1970
             }
-            guard timestamp != nil else { return .failure(.malformedHeader(name)) }
+            guard let t = timestamp, t.isFinite else { return .failure(.malformedHeader(name)) }
             timestampText = text
         }
         var idText = ""
@@ -139,11 +140,29 @@ public struct HMACVerifier: SignatureVerifier {
             if let decoded, decoded.count == format.algorithm.digestLength { candidates.append(decoded) }
         }
         guard !candidates.isEmpty else { return .failure(.malformedHeader(format.header)) }
-        let signed = format.signedBytes(body: body, timestamp: timestampText, id: idText)
-        guard let label = SignatureCheck.match(format.algorithm, secrets: secrets, signed: signed, candidates: candidates) else {
+        return .success((timestampText, timestamp, idText, candidates))
+    }
+
+    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+        switch parsed(headers) {
+        case .failure(let failure): return failure
+        case .success(let p):
+            if let timestamp = p.timestamp, !SignatureCheck.withinTolerance(timestamp, now: now, tolerance: tolerance) { return .timestampOutsideTolerance }
+            return nil
+        }
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        let p: (timestampText: String, timestamp: Double?, id: String, candidates: [[UInt8]])
+        switch parsed(headers) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let parsed): p = parsed
+        }
+        let signed = format.signedBytes(body: body, timestamp: p.timestampText, id: p.id)
+        guard let label = SignatureCheck.match(format.algorithm, secrets: secrets, signed: signed, candidates: p.candidates) else {
             return .failure(.signatureMismatch)
         }
-        if let timestamp, !SignatureCheck.withinTolerance(timestamp, now: now, tolerance: tolerance) {
+        if let timestamp = p.timestamp, !SignatureCheck.withinTolerance(timestamp, now: now, tolerance: tolerance) {
             return .failure(.timestampOutsideTolerance)
         }
         return .success(Verification(secretLabel: label))
@@ -224,6 +243,12 @@ public struct CredentialVerifier: SignatureVerifier {
             let token = String(decoding: secret, as: UTF8.self)
             return [(header, header.lowercased() == "authorization" ? "Bearer " + token : token)]
         }
+    }
+
+    /// A credential needs no body: it is checked in full before the body is read.
+    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+        if case .failure(let failure) = verify(headers: headers, body: [], now: now) { return failure }
+        return nil
     }
 
     public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {

@@ -38,7 +38,8 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         return Base64.decode(s)
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    /// The id, timestamp and well-formed `v1` signatures of the spelling that is verified, or why there are none.
+    private func parsed(_ headers: HTTPFields) -> Result<(id: String, timestampText: String, timestamp: Int64, candidates: [[UInt8]]), VerificationFailure> {
         // A request may carry both spellings (Svix sends svix-*, some relays add webhook-*). Only one set is
         // verified, and rules may read the id or time from either: where both are sent they must agree, or an
         // extra unsigned `webhook-id` would make a captured request pass dedupe as a new webhook.
@@ -59,19 +60,35 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         var candidates: [[UInt8]] = []
         for entry in signatureHeader.split(separator: " ") {
             let parts = entry.split(separator: ",", maxSplits: 1)
-            guard parts.count == 2, parts[0] == "v1", let bytes = Base64.decode(parts[1]) else { continue }
+            guard parts.count == 2, parts[0] == "v1", let bytes = Base64.decode(parts[1]), bytes.count == Crypto.Algorithm.sha256.digestLength else { continue }
             candidates.append(bytes)
         }
         guard !candidates.isEmpty else { return .failure(.malformedHeader(prefix + "signature")) }
-        var signed = Array(id.utf8)
+        return .success((id, timestampText.trimmingSpaces, timestamp, candidates))
+    }
+
+    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+        switch parsed(headers) {
+        case .failure(let failure): return failure
+        case .success(let p): return SignatureCheck.withinTolerance(Double(p.timestamp), now: now, tolerance: tolerance) ? nil : .timestampOutsideTolerance
+        }
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        let p: (id: String, timestampText: String, timestamp: Int64, candidates: [[UInt8]])
+        switch parsed(headers) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let parsed): p = parsed
+        }
+        var signed = Array(p.id.utf8)
         signed.append(UInt8(ascii: "."))
-        signed += Array(timestampText.trimmingSpaces.utf8)
+        signed += Array(p.timestampText.utf8)
         signed.append(UInt8(ascii: "."))
         signed += body
-        guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: candidates) else {
+        guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: p.candidates) else {
             return .failure(.signatureMismatch)
         }
-        guard SignatureCheck.withinTolerance(Double(timestamp), now: now, tolerance: tolerance) else {
+        guard SignatureCheck.withinTolerance(Double(p.timestamp), now: now, tolerance: tolerance) else {
             return .failure(.timestampOutsideTolerance)
         }
         return .success(Verification(secretLabel: label))

@@ -37,14 +37,34 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         return [(format.header, format.write(timestamp, signature))]
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    /// The header's timestamp and its well-formed signatures (32 bytes each), or why there are none.
+    private func parsed(_ headers: HTTPFields) -> Result<(timestampText: Substring, timestamp: Double, candidates: [[UInt8]]), VerificationFailure> {
         guard let header = headers.value(named: format.header) else { return .failure(.missingHeader(format.header)) }
         guard let parsed = format.parse(header), let timestamp = Double(parsed.timestamp), timestamp.isFinite else {
             return .failure(.malformedHeader(format.header))
         }
-        let candidates = parsed.signatures.compactMap { Hex.decode($0) }
+        let candidates = parsed.signatures.compactMap { Hex.decode($0) }.filter { $0.count == Crypto.Algorithm.sha256.digestLength }
         guard !candidates.isEmpty else { return .failure(.malformedHeader(format.header)) }
-        var signed = Array(parsed.timestamp.utf8) + Array(format.separator.utf8)
+        return .success((parsed.timestamp, timestamp, candidates))
+    }
+
+    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+        switch parsed(headers) {
+        case .failure(let failure): return failure
+        case .success(let p):
+            // The window is public (each provider documents it), so saying it before the body costs nothing.
+            return SignatureCheck.withinTolerance(p.timestamp / format.unitsPerSecond, now: now, tolerance: tolerance) ? nil : .timestampOutsideTolerance
+        }
+    }
+
+    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+        let parsed: (timestampText: Substring, timestamp: Double, candidates: [[UInt8]])
+        switch self.parsed(headers) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let p): parsed = p
+        }
+        let timestamp = parsed.timestamp, candidates = parsed.candidates
+        var signed = Array(parsed.timestampText.utf8) + Array(format.separator.utf8)
         signed.append(contentsOf: body)
         guard let label = SignatureCheck.match(.sha256, secrets: secrets, signed: signed, candidates: candidates) else {
             return .failure(.signatureMismatch)

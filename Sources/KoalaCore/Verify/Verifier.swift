@@ -71,6 +71,11 @@ public protocol SignatureVerifier: Sendable {
     /// Whether the signature covers the body (false for a shared credential such as Basic auth or a token,
     /// which authenticates the sender but not what it sent).
     var signsBody: Bool { get }
+    /// What the headers alone can refuse, before the body is read: a missing or malformed signature header, a
+    /// timestamp outside the tolerance, a wrong credential (Basic auth and tokens need no body). Nil when only
+    /// the body can tell. Cheap, and never a reason to read the body: a client without a well-formed, fresh
+    /// signature cannot make the router hold its body.
+    func precheck(headers: HTTPFields, now: Date) -> VerificationFailure?
     /// Checks the request's signature (or credential) against every configured secret in constant time;
     /// on success says which secret matched, on failure why, never revealing the secret.
     func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure>
@@ -84,6 +89,8 @@ extension SignatureVerifier {
     public var signedHeaders: [String] { [] }
     /// Every HMAC scheme signs the body; a shared credential says otherwise.
     public var signsBody: Bool { true }
+    /// Only the body can tell, unless the scheme says otherwise.
+    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? { nil }
 }
 
 extension HTTPFields {

@@ -59,6 +59,14 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    /// A connection closed as it opened: `client_cap` (its client address already held its share).
+    public func connectionRefused(reason: String) {
+        counter(
+            name: "koala_router_connections_refused_total", labels: [("reason", reason)],
+            help: "Connections closed as they opened: client_cap (the client address held KOALA_ROUTER_MAX_CONNECTIONS_PER_CLIENT)."
+        ).increment()
+    }
+
     /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
     public func connectionTimedOut(phase: String) {
         counter(

@@ -184,9 +184,18 @@ public final class PostgresStore: WebhookStore {
         return migrationLock ^ Int64(bitPattern: hash)
     }
 
+    /// How long a replica waits for the migration lock while another replica migrates: most of the start-up
+    /// deadline (10 s), not the statement timeout, so replicas starting together on a loaded database wait for
+    /// the one migrating instead of failing after 5 s. A replica that cannot get it by then fails to start and
+    /// changes nothing.
+    static let migrationLockWait = 8.0
+
     static func migrate(_ connection: PostgresConnection, schema: String?, logger: Logger) async throws {
         let migrationLock = migrationLockKey(schema: schema)
+        try await connection.perform(PostgresQuery(unsafeSQL: "SET statement_timeout = \(Int(migrationLockWait * 1000))"), logger: logger)
         try await connection.perform("SELECT pg_advisory_lock(\(migrationLock))", logger: logger)
+        // Back to the connection's own statement timeout (its start-up value) for the migrations themselves.
+        try await connection.perform("RESET statement_timeout", logger: logger)
         do {
             if let schema {
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)

@@ -37,7 +37,9 @@ struct ConsoleTests {
     }
 
     @Test func theConsoleIsAbsentWithoutTheAdminToken() async throws {
-        let (app, _) = try await buildApplication(testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: nil), logger: quietLogger)
+        var config = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: nil)
+        config.adminToken = nil
+        let (app, _) = try await buildApplication(config, logger: quietLogger)
         try await app.test(.live) { client in
             for path in ["/console", "/console/sign-in", "/console/assets/console.css"] {
                 #expect(try await client.executeRequest(uri: path, method: .get, headers: [:], body: nil).status == .notFound, "\(path)")

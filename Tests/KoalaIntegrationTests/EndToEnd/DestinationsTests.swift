@@ -44,7 +44,7 @@ struct DestinationsTests {
             #expect(segment.violations.isEmpty, "\(segment.violations)")
             #expect(koala.violations.isEmpty, "\(koala.violations)")
             // /readyz shows each destination.
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             let readyBody = try JSONValue.parse(Array(buffer: ready.body))
             #expect(readyBody["destinations"]?["segment"] != nil)
             #expect(readyBody["destinations"]?["koala"] != nil)

@@ -126,7 +126,7 @@ struct PipelineTests {
             let (status, answer) = try await post(client, invoicePaid(id: "e", email: "a@b.io"))
             #expect(status == .serviceUnavailable)
             #expect(answer?["error"]?.stringValue?.contains("set STRIPE_WEBHOOK_SECRET") == true)
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             #expect(ready.status == .ok)
             #expect(String(buffer: ready.body).contains("is disabled: set STRIPE_WEBHOOK_SECRET"))
         }
@@ -140,7 +140,7 @@ struct PipelineTests {
             let (status, answer) = try await post(client, invoicePaid(id: "evt_503", email: "a@b.io"))
             #expect(status == .serviceUnavailable)
             #expect(answer == ["error": "storage unavailable, retry later"])
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             #expect(ready.status == .serviceUnavailable)
         }
     }

@@ -31,12 +31,14 @@ struct WalkthroughTests {
         try runProgram("/bin/bash", ["-c", command], environment: environment, in: temporaryDirectory())   // any directory
     }
 
+    /// The rule table's version the running service reports (`koala_router_rules_info{version="…"} 1`).
     func rulesVersion(port: Int) async -> String? {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
         request.method = .GET
         guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(2)),
               let body = try? await response.body.collect(upTo: 1 << 20) else { return nil }
-        return (try? JSONValue.parse(Array(buffer: body)))?["rules_version"]?.stringValue
+        let line = String(buffer: body).split(separator: "\n").first { $0.hasPrefix("koala_router_rules_info{version=\"") && ($0.hasSuffix(" 1") || $0.hasSuffix(" 1.0")) }
+        return line.map { String($0.dropFirst("koala_router_rules_info{version=\"".count).prefix { $0 != "\"" }) }
     }
 
     @Test func theWalkthroughWorksPastedAsWritten() async throws {
@@ -79,13 +81,13 @@ struct WalkthroughTests {
                                         "LOG_LEVEL": "critical"]) { $1 }
         var outputs: [(status: Int32, output: String)] = []
         for command in commands {
-            if command.contains("readyz") {
+            if command.contains("rules_info") {
                 // The service polls the folder: wait for the reload before asking it.
                 #expect(await eventually(timeout: 10) { await self.rulesVersion(port: router.port) != before })
             }
             outputs.append(try shell(command.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(router.port)"), environment: environment))
         }
-        let (check, failing, update, diff, passing, simulate, readyz) = (outputs[0], outputs[1], outputs[2], outputs[3], outputs[4], outputs[5], outputs[6])
+        let (check, failing, update, diff, passing, simulate, running) = (outputs[0], outputs[1], outputs[2], outputs[3], outputs[4], outputs[5], outputs[6])
         #expect(check.status == 0, "\(check.output)")
         #expect(check.output.contains("0 error(s), 0 warning(s)"), "\(check.output)")
         #expect(failing.status == 1)
@@ -97,6 +99,6 @@ struct WalkthroughTests {
         #expect(passing.status == 0 && passing.output.contains(" passed, 0 failed"), "\(passing.output)")
         #expect(simulate.output.contains(#""customer_name":"Ada Lovelace""#), "\(simulate.output)")
         let version = try #require(check.output.split(separator: "\n").first { $0.hasPrefix("rules version ") }?.dropFirst("rules version ".count))
-        #expect(readyz.output.contains(#""rules_version":"\#(version)""#), "\(readyz.output)")
+        #expect(running.output.contains(#"koala_router_rules_info{version="\#(version)"} 1"#), "\(running.output)")
     }
 }

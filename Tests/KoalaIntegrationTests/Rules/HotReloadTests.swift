@@ -61,7 +61,7 @@ struct HotReloadTests {
             #expect(components.rules.table.version == v2)
             #expect(try await send("evt_r3") == .ok)
             #expect(await eventually { koala.received.count == 3 })
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             #expect(ready.status == .ok)
             #expect(String(buffer: ready.body).contains("unknown key 'persn'"))
             let metrics = components.metrics.exposition()

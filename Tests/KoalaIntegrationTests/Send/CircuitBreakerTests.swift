@@ -58,7 +58,7 @@ struct CircuitBreakerTests {
             try await Task.sleep(nanoseconds: 1_500_000_000)
             // Without the breaker 20 people × 50 ms backoff would be hundreds of attempts; open, it probes.
             #expect(koala.attempts - opened <= 3, "attempts while open: \(koala.attempts - opened)")
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             #expect(String(buffer: ready.body).contains(#""circuit":"open""#))
             koala.up()
             #expect(await eventually(timeout: 15) { koala.deliveredMessageIDs.count == 20 })
@@ -78,7 +78,7 @@ struct CircuitBreakerTests {
             #expect(await eventually { (try? await components.store.counts().dead) == 1 })
             try await Task.sleep(nanoseconds: 300_000_000)
             #expect(koala.attempts == 1)
-            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            let ready = try await client.executeRequest(uri: "/readyz", method: .get, headers: readinessDetails, body: nil)
             #expect(String(buffer: ready.body).contains("Koala ingest suspended"))
             #expect(components.metrics.exposition().contains(#"koala_router_koala_refusals_total{destination="koala"} 1"#))
         }

@@ -61,7 +61,8 @@ struct DeadLetterTests {
     }
 
     @Test func adminAPIIsOffWithoutATokenAndGuardedWithOne() async throws {
-        let plain = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: nil)
+        var plain = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: nil)
+        plain.adminToken = nil
         let (off, _) = try await buildApplication(plain, logger: quietLogger)
         try await off.test(.live) { client in
             let response = try await client.executeRequest(uri: "/admin/dead-letters", method: .get, headers: [.authorization: "Bearer x"], body: nil)

@@ -33,9 +33,15 @@ struct PostgresStoreTests {
     func replicas(_ n: Int, _ body: ([PostgresStore]) async throws -> Void) async throws {
         let url = try freshPostgresURL()
         let stores = try (0..<n).map { _ in try PostgresStore(url: url, logger: logger) }
-        try await whileRunning(stores) {
-            for store in stores { try await store.ready() }
-            try await body(stores)
+        do {
+            try await whileRunning(stores) {
+                for store in stores { try await store.ready() }
+                try await body(stores)
+            }
+        } catch let error as PSQLError {
+            // PSQLError's description hides the server's message; a failing test needs it.
+            Issue.record("\(String(reflecting: error))")
+            throw error
         }
     }
 
@@ -46,8 +52,9 @@ struct PostgresStoreTests {
         }
     }
 
-    /// A replica that cannot get the migration lock before `statement_timeout` fails to start and changes
-    /// nothing. The lock's error used to arrive after `query` returned, unread: the replica then migrated without
+    /// A replica that cannot get the migration lock within `PostgresStore.migrationLockWait` fails to start and
+    /// changes nothing (its own short statement timeout does not cut the wait short: replicas starting together
+    /// on a loaded database wait for the one migrating). The lock's error used to arrive after `query` returned, unread: the replica then migrated without
     /// the lock, beside the one holding it (two replicas applied migration 6; one failed on the duplicate version).
     @Test func aReplicaThatCannotGetTheMigrationLockMigratesNothing() async throws {
         let url = try freshPostgresURL()

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -8,10 +9,23 @@ import Glibc
 final class RawConnection: @unchecked Sendable {
     let fd: Int32
 
-    /// Connects to 127.0.0.1:`port`; nil if the connection is refused.
-    init?(port: Int) {
+    /// Connects to 127.0.0.1:`port`, from `source` when given (any 127.x.y.z is this machine: a second client
+    /// address for per-client limits); nil if the connection is refused.
+    init?(port: Int, from source: String? = nil) {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                close(fd)
+                return nil
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -26,6 +40,11 @@ final class RawConnection: @unchecked Sendable {
     }
 
     deinit { close(fd) }
+
+    /// Ends the connection in both directions now (the router sees it closed), whoever still holds this object.
+    func hangUp() {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
 
     /// Sends all of `bytes`; false once the peer has closed the connection.
     @discardableResult
@@ -114,8 +133,8 @@ extension RawConnection {
     /// One request on a fresh connection (`Connection: close`), read until the router closes it. Used
     /// where an HTTP client library would get in the way: answers that come before the body is sent.
     static func exchange(port: Int, method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [],
-                         timeout: Double = 10) -> (status: Int, body: String)? {
-        guard let connection = RawConnection(port: port) else { return nil }
+                         timeout: Double = 10, from source: String? = nil) -> (status: Int, body: String)? {
+        guard let connection = RawConnection(port: port, from: source) else { return nil }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if method != "GET" || !body.isEmpty { head += "Content-Length: \(body.count)\r\n" }
@@ -125,5 +144,22 @@ extension RawConnection {
         guard let status = status(text) else { return nil }
         let payload = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
         return (status, payload)
+    }
+}
+
+extension RawConnection {
+    /// `exchange`, on a thread of its own (see `offPool`).
+    static func request(port: Int, method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+                        timeout: Double = 10, from source: String? = nil) async -> (status: Int, body: String)? {
+        (try? await offPool { exchange(port: port, method: method, path: path, headers: headers, body: body, timeout: timeout, from: source) }) ?? nil
+    }
+}
+
+/// Runs blocking socket work (RawConnection's sends, reads and waits) on a thread of GCD's, never on the test
+/// process's cooperative pool: that pool has one thread per core (two here), and a test holding one for seconds
+/// starved every other test's awaits, so database start-ups in parallel suites missed their deadlines.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
     }
 }

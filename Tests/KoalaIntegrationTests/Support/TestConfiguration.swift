@@ -1,9 +1,16 @@
 import Foundation
+import HTTPTypes
 @testable import KoalaApp
 @testable import KoalaDelivery
 import KoalaTestSupport
 
-/// Test configuration: shipped routes, a temp SQLite file, fast retries.
+/// The admin token of `testConfiguration`: readiness details (`/readyz` with it), the admin API and the console.
+let testAdminToken = "test-admin-token-0123456789"
+
+/// `/readyz` with its details (the admin token).
+let readinessDetails: HTTPFields = [.authorization: "Bearer \(testAdminToken)"]
+
+/// Test configuration: shipped routes, a temp SQLite file, fast retries, the admin token.
 func testConfiguration(database: String, koala: FakeKoala?, routes: String = repositoryRoot + "/routes") -> RouterConfiguration {
     var config = RouterConfiguration(environment: ["STRIPE_WEBHOOK_SECRET": testSecret])
     config.routesDirectory = routes
@@ -17,5 +24,6 @@ func testConfiguration(database: String, koala: FakeKoala?, routes: String = rep
     config.delivery.requestTimeout = 2
     config.reloadOnSIGHUP = false
     config.rulesPollInterval = 0
+    config.adminToken = testAdminToken
     return config
 }
