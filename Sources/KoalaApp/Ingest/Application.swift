@@ -350,7 +350,8 @@ func addHealthRoutes(to router: Router<RouterRequestContext>, components: Router
 /// source's state, each destination's circuit.
 func readiness(_ components: RouterComponents) async -> (Bool, JSONValue) {
     let table = components.rules.table
-    let storeOK = await components.store.ping()
+    let health = await components.store.health()
+    let storeOK = health.isReady
     var sources: [String: JSONValue] = [:]
     for (name, source) in table.sources {
         switch source.state {
@@ -360,7 +361,7 @@ func readiness(_ components: RouterComponents) async -> (Bool, JSONValue) {
     }
     var body: [String: JSONValue] = [
         "status": .string(storeOK ? "ready" : "not ready"),
-        "store": .string(storeOK ? "ok" : "unavailable"),
+        "store": .string(health.description),
         "rules_version": .string(table.version),
         "sources": .object(sources),
     ]

@@ -128,6 +128,7 @@ final class RejectionLog: Service, Sendable {
     let interval: TimeInterval
     let logger: Logger
     private struct Tally {
+        var level: Logger.Level
         var message: Logger.Message
         var metadata: Logger.Metadata
         var more = 0
@@ -142,6 +143,15 @@ final class RejectionLog: Service, Sendable {
 
     /// A refusal: logged now at warning level if it is the first of `key` in this interval, else counted.
     func warning(_ message: Logger.Message, key: String, client: ClientAddress, metadata: Logger.Metadata) {
+        note(.warning, message, key: key, client: client, metadata: metadata)
+    }
+
+    /// The same at error level (the service's own failure, such as a store refusing writes).
+    func error(_ message: Logger.Message, key: String, client: ClientAddress, metadata: Logger.Metadata) {
+        note(.error, message, key: key, client: client, metadata: metadata)
+    }
+
+    private func note(_ level: Logger.Level, _ message: Logger.Message, key: String, client: ClientAddress, metadata: Logger.Metadata) {
         let first = tallies.withLock { tallies -> Bool in
             if var tally = tallies[key] {
                 tally.more += 1
@@ -149,13 +159,13 @@ final class RejectionLog: Service, Sendable {
                 tallies[key] = tally
                 return false
             }
-            tallies[key] = Tally(message: message, metadata: metadata)
+            tallies[key] = Tally(level: level, message: message, metadata: metadata)
             return true
         }
         if first {
             var metadata = metadata
             metadata["client"] = "\(client.text)"
-            logger.warning(message, metadata: metadata)
+            logger.log(level: level, message, metadata: metadata)
         }
     }
 
@@ -170,7 +180,7 @@ final class RejectionLog: Service, Sendable {
             metadata["more"] = "\(tally.more)"
             metadata["clients"] = "\(tally.clients.count)"
             metadata["interval_s"] = "\(Int(interval))"
-            logger.warning("\(tally.message): \(tally.more) more in the last \(Int(interval)) s, not logged one by one", metadata: metadata)
+            logger.log(level: tally.level, "\(tally.message): \(tally.more) more in the last \(Int(interval)) s, not logged one by one", metadata: metadata)
         }
     }
 

@@ -198,8 +198,12 @@ public struct Ingest: Sendable {
             }
         } catch {
             metrics.webhookReceived(source: name, outcome: .storeUnavailable)
-            logger.error("store could not take a webhook", metadata: ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"])
-            return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"])
+            // A full disk or a read-only database heals slowly: ask for a later retry than for a passing fault.
+            let refusal = store.writeRefusal
+            var metadata: Logger.Metadata = ["source": "\(name)", "webhook_id": "\(webhookID)", "error": "\(error)"]
+            if let refusal { metadata["refusing_writes"] = "\(refusal)" }
+            rejections.error("store could not take a webhook", key: "store\u{0}\(refusal == nil ? "unavailable" : "refusing")", client: client, metadata: metadata)
+            return Answer(status: .serviceUnavailable, body: ["error": "storage unavailable, retry later"], retryAfter: refusal == nil ? 5 : 60)
         }
     }
 

@@ -38,6 +38,8 @@ public final class PostgresStore: WebhookStore {
     let slowClaim: Duration
     /// When this process last had PostgreSQL analyze the outbox.
     private let lastAnalyze = Mutex<ContinuousClock.Instant?>(nil)
+    /// Whether the last accept found the database refusing writes (disk full, read-only).
+    private let refusals = WriteRefusals()
 
     /// Reads the address (a malformed one throws here); nothing connects before `run()`.
     public init(url: String, logger: Logger, slowClaim: Duration = .milliseconds(250)) throws {
@@ -236,6 +238,29 @@ public final class PostgresStore: WebhookStore {
     /// one implicit transaction carry it. Its text is the same for every batch (every value is a bind in an
     /// array), so each connection parses and plans it once.
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+        try await refusals.observing(Self.refusal) {
+            try await store(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
+        }
+    }
+
+    /// Why an error means PostgreSQL refuses writes: its disk is full (53100) or out of another resource
+    /// (class 53), or the database is read-only (25006: a standby after a failover, `default_transaction_read_only`).
+    /// Nil for any other error.
+    static func refusal(_ error: any Error) -> String? {
+        guard let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] else { return nil }
+        let message = error.serverInfo?[.message].map { ": \(LogText.bounded(LogText.escaped($0), limit: 200))" } ?? ""
+        switch state {
+        case "53100": return "PostgreSQL's disk is full (53100)\(message); free space on the database server"
+        case "25006": return "the database is read-only (25006)\(message); point the service at the primary, or make it writable"
+        case let s where s.hasPrefix("53"): return "PostgreSQL is out of resources (\(s))\(message)"
+        default: return nil
+        }
+    }
+
+    public var writeRefusal: String? { refusals.current }
+
+    private func store(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
         // The states this webhook was routed against (and those it remembers): if another replica moved one
@@ -960,20 +985,35 @@ public final class PostgresStore: WebhookStore {
         return binds
     }
 
-    public func ping() async -> Bool {
+    public func health() async -> StoreHealth {
         let client = self.client, logger = self.logger
         // Not ready before start-up has connected and migrated; never waits for it.
-        guard started.isOpen else { return false }
+        guard started.isOpen else { return .unavailable }
         do {
             let answer = try await withDeadline(2, "ping") {
                 try await client.withConnection { connection in
                     try await connection.query("SELECT 1 AS one", logger: logger).rows().first?.get("one", as: Int32.self)
                 }
             }
-            return answer == 1
+            guard answer == 1 else { return .unavailable }
         } catch {
             logger.debug("database ping failed", metadata: ["error": "\(error)"])
-            return false
+            return .unavailable
+        }
+        guard let refused = refusals.current else { return .ok }
+        // The last accept was refused: a small committed write tells whether the database takes writes again.
+        do {
+            try await refusals.observing(Self.refusal) {
+                try await withDeadline(2, "write probe") {
+                    try await client.withConnection { connection in
+                        try await connection.perform("CREATE TABLE IF NOT EXISTS koala_router_probe (id int PRIMARY KEY, at double precision)", logger: logger)
+                        try await connection.perform("INSERT INTO koala_router_probe (id, at) VALUES (1, \(Date().timeIntervalSince1970)) ON CONFLICT (id) DO UPDATE SET at = excluded.at", logger: logger)
+                    }
+                }
+            }
+            return .ok
+        } catch {
+            return .refusingWrites(refusals.current ?? refused)
         }
     }
 }

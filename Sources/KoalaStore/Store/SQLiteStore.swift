@@ -13,6 +13,8 @@ public final class SQLiteStore: WebhookStore {
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
     private let started = Mutex(false)
+    /// Whether the last accept found the disk full (or the file read-only).
+    private let refusals = WriteRefusals()
 
     /// `ownsDatabase`: the serving process owns the file, so leases left by a crashed predecessor are void.
     /// Operator commands open it alongside a running server and must leave its leases alone.
@@ -189,6 +191,49 @@ public final class SQLiteStore: WebhookStore {
 
     public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+        try await refusals.observing(refusal) {
+            try await queueAccept(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
+        }
+    }
+
+    /// Why an error means SQLite refuses writes: the disk holding the file is full, or the file (or its folder)
+    /// is read-only. Nil for any other error.
+    func refusal(_ error: any Error) -> String? {
+        guard let error = error as? DatabaseError else { return nil }
+        switch error.resultCode {
+        case .SQLITE_FULL:
+            return "the disk holding \(path) is full (SQLITE_FULL); free space on that volume, and accepting resumes by itself"
+        case .SQLITE_READONLY:
+            return "\(path) is read-only (SQLITE_READONLY); make the file and its folder writable by the service's user"
+        case .SQLITE_IOERR, .SQLITE_CANTOPEN:
+            return "\(path) cannot be written (\(error.resultCode)): is its volume full, gone or read-only?"
+        default:
+            return nil
+        }
+    }
+
+    public var writeRefusal: String? { refusals.current }
+
+    public func health() async -> StoreHealth {
+        guard (try? await pool.read({ db in try Int.fetchOne(db, sql: "SELECT 1") })) == 1 else { return .unavailable }
+        guard let refused = refusals.current else { return .ok }
+        // The last accept was refused: try a write that needs room (64 KB), so readiness comes back by itself
+        // once space does.
+        do {
+            try await refusals.observing(refusal) {
+                try await pool.write { db in
+                    try db.execute(sql: "CREATE TABLE IF NOT EXISTS koala_router_probe (id INTEGER PRIMARY KEY, room BLOB)")
+                    try db.execute(sql: "INSERT OR REPLACE INTO koala_router_probe (id, room) VALUES (1, zeroblob(65536))")
+                }
+            }
+            return .ok
+        } catch {
+            return .refusingWrites(refusals.current ?? refused)
+        }
+    }
+
+    private func queueAccept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+                             linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         try await withCheckedThrowingContinuation { continuation in
             let request = QueuedAccept(request: AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
                                                              identityWait: identityWait), continuation: continuation)
@@ -757,9 +802,6 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func ping() async -> Bool {
-        (try? await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
-    }
 
     /// Runs `sql … seq IN` for every row of `seqs`. The sequence numbers travel as one JSON array, so the
     /// statement text never changes with their count and is prepared once per connection (a statement with

@@ -462,8 +462,11 @@ public protocol WebhookStore: Service {
     func revokeConsoleSessions(issuedBefore: Date) async throws
     /// Whether a console session was ended: its nonce revoked, or issued at or before a sign-out everywhere.
     func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool
-    /// Whether the store can take writes right now (for `/readyz`).
-    func ping() async -> Bool
+    /// Whether the store can take webhooks right now (for `/readyz`): it answers, and, when the last write was
+    /// refused (a full disk, a read-only database), a small write now succeeds.
+    func health() async -> StoreHealth
+    /// Why the database refuses writes, as the last write said (nil: it did not); no round trip.
+    var writeRefusal: String? { get }
     /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before
     /// it listens.
     func ready() async throws

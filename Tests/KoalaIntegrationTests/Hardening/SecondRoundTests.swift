@@ -7,6 +7,10 @@ import Testing
 @testable import KoalaStore
 import KoalaTestSupport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The second hardening round (issue 25), against the real binary: each test reproduces one finding of the
 /// audit as the attacker did it, and checks what the attack gets now.
 @Suite("Hostile input, second round", .serialized)
@@ -457,6 +461,112 @@ struct SecondRoundTests {
         #expect(await eventually(timeout: 5) { running.logText.contains("event time unusable; using the time of receipt") })
         let line = running.logText.split(separator: "\n").first { $0.contains("event time unusable") } ?? ""
         #expect(line.contains("evt_time_huge") && line.contains("body.created | unix_seconds") && line.contains("a number too large for any time"), "\(line)")
+    }
+
+    // MARK: 13. A full disk
+
+    /// The SQLite file on a 3 MiB file system, filled: ingest answers 503 with Retry-After, readiness says why,
+    /// the process lives, every webhook it accepted is delivered, and once space returns it heals by itself.
+    @Test(.enabled(if: getuid() == 0, "mounts a small tmpfs: run as root (CI does)"))
+    func aFullDiskRefusesWebhooksSaysWhyAndHealsByItself() async throws {
+        let volume = temporaryDirectory() + "/small"
+        try FileManager.default.createDirectory(atPath: volume, withIntermediateDirectories: true)
+        let mount = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", volume], environment: [:])
+        try #require(mount.status == 0, "could not mount a tmpfs: \(mount.output)")
+        defer { _ = try? runProgram("/bin/umount", ["-l", volume], environment: [:]) }
+        let running = try await hostile.start([:], database: volume + "/db.sqlite")
+        defer { hostile.stop(running) }
+        // Leave the database little room: a filler file takes the rest.
+        var stat = statvfs()
+        statvfs(volume, &stat)
+        let free = Int(stat.f_bavail) * Int(stat.f_frsize)
+        let filler = volume + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: Data(count: max(0, free - 256 * 1024)))
+        var accepted: [String] = []
+        var refused: HostileInputTests.Answer?
+        var retryAfter: String?
+        for i in 0..<2000 {
+            let body = invoicePaid(id: "evt_full_\(i)", email: "p\(i % 7)@acme-corp.io")
+            let port = running.port, headers = hostile.signed(body)
+            let text = try await offPool { () -> String in
+                guard let connection = RawConnection(port: port) else { return "" }
+                connection.send(HostileInputTests.head(headers + [("Content-Length", "\(body.count)"), ("Connection", "close")]))
+                connection.send(body)
+                return connection.response(timeout: 10).text
+            }
+            let status = RawConnection.status(text) ?? 0
+            if status == 200 { accepted.append("evt_full_\(i)"); continue }
+            refused = HostileInputTests.Answer(status: status, body: text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? "")
+            retryAfter = text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("retry-after: ") }.map { String($0.dropFirst(13)) }
+            break
+        }
+        let answer = try #require(refused, "the disk never filled: \(accepted.count) webhooks accepted")
+        #expect(answer.status == 503 && answer.json?["error"] == "storage unavailable, retry later", "\(answer.status) \(answer.body)")
+        #expect(retryAfter == "60")
+        #expect(running.router.process.isRunning, "the router died on a full disk")
+        let details = [("Authorization", "Bearer \(HostileInputTests.adminToken)")]
+        let ready = try await hostile.get(running, "/readyz", headers: details)
+        #expect(ready.status == 503 && ready.json?["store"]?.stringValue?.contains("refusing writes: the disk holding") == true
+                && ready.body.contains("is full (SQLITE_FULL)"), "\(ready.status) \(ready.body)")
+        #expect(try await hostile.get(running, "/readyz").body == "{\"status\":\"not ready\"}\n")
+        #expect(running.logText.contains("store could not take a webhook") && running.logText.contains("SQLITE_FULL"))
+        // Space returns: readiness and ingest heal without a restart.
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(await eventually(timeout: 10) { (try? await hostile.get(running, "/readyz"))?.status == 200 })
+        let after = invoicePaid(id: "evt_full_after", email: "ada@acme-corp.io")
+        #expect(try await hostile.post(running, body: after, headers: hostile.signed(after)).status == 200)
+        accepted.append("evt_full_after")
+        // Every webhook answered 200 reaches Koala.
+        let expected = Set(accepted.map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
+        #expect(await eventually(timeout: 30) { expected.isSubset(of: Set(running.koala.deliveredMessageIDs)) },
+                "\(expected.subtracting(running.koala.deliveredMessageIDs).count) of \(expected.count) accepted webhooks never reached Koala")
+        print("full disk: \(accepted.count - 1) webhooks accepted on a 3 MiB file system before the first 503; healed once space returned")
+    }
+
+    /// PostgreSQL refusing writes (the database turned read-only, as a standby after a failover is): the same.
+    @Test(.enabled(if: Backend.postgresConfigured, "needs the PostgreSQL server scripts/test starts"))
+    func aDatabaseRefusingWritesRefusesWebhooksSaysWhyAndHealsByItself() async throws {
+        let base = try testPostgresURL()
+        let name = "koala_ro_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        let admin = base.replacingOccurrences(of: "postgres://koala@", with: "postgres://postgres@")
+        func sql(_ statement: String, database: String = "koala_test") throws {
+            let url = admin.replacingOccurrences(of: "/koala_test", with: "/\(database)")
+            let result = try runProgram("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qAtc", statement], environment: [:])
+            try #require(result.status == 0, "\(statement): \(result.output)")
+        }
+        try sql("CREATE DATABASE \(name) OWNER koala")
+        defer { try? sql("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
+        let running = try await hostile.start([:], database: base.replacingOccurrences(of: "/koala_test", with: "/\(name)"))
+        defer { hostile.stop(running) }
+        let first = invoicePaid(id: "evt_ro_1", email: "ada@acme-corp.io")
+        #expect(try await hostile.post(running, body: first, headers: hostile.signed(first)).status == 200)
+        // Delivered and recorded first (a round whose record the read-only database refused would hold its lease).
+        let firstID = MessageID.derive(source: "stripe", webhookID: "evt_ro_1", route: "payment-succeeded", output: .track)
+        #expect(await eventually(timeout: 10) { running.koala.deliveredMessageIDs.contains(firstID) })
+        try await Task.sleep(nanoseconds: 500_000_000)
+        // Read-only from now on, for every new session; the router's pooled sessions are ended so it reconnects.
+        try sql("ALTER DATABASE \(name) SET default_transaction_read_only = on")
+        try sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(name)'")
+        var refused: HostileInputTests.Answer?
+        for i in 0..<20 {
+            let body = invoicePaid(id: "evt_ro_refused_\(i)", email: "ada@acme-corp.io")
+            let answer = try await hostile.post(running, body: body, headers: hostile.signed(body))
+            if answer.status == 503 { refused = answer; break }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        #expect(refused?.json?["error"] == "storage unavailable, retry later", "\(String(describing: refused))")
+        let details = [("Authorization", "Bearer \(HostileInputTests.adminToken)")]
+        let ready = try await hostile.get(running, "/readyz", headers: details)
+        #expect(ready.status == 503 && ready.body.contains("refusing writes: the database is read-only (25006)"), "\(ready.status) \(ready.body)")
+        #expect(running.router.process.isRunning)
+        // Writable again: it heals by itself.
+        try sql("ALTER DATABASE \(name) RESET default_transaction_read_only")
+        try sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(name)'")
+        #expect(await eventually(timeout: 15) { (try? await hostile.get(running, "/readyz"))?.status == 200 })
+        let after = invoicePaid(id: "evt_ro_after", email: "grace@acme-corp.io")
+        #expect(try await hostile.post(running, body: after, headers: hostile.signed(after)).status == 200)
+        let expected = Set(["evt_ro_1", "evt_ro_after"].map { MessageID.derive(source: "stripe", webhookID: $0, route: "payment-succeeded", output: .track) })
+        #expect(await eventually(timeout: 30) { expected.isSubset(of: Set(running.koala.deliveredMessageIDs)) })
     }
 
     // MARK: Helpers

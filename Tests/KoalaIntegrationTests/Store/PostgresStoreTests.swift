@@ -200,7 +200,7 @@ struct PostgresStoreTests {
         let store = try PostgresStore(url: url, logger: logger)
         await #expect(throws: (any Error).self) { try await store.whileRunning { try await store.ready() } }
         #expect(Date().timeIntervalSince(started) < 60)
-        #expect(await store.ping() == false)
+        #expect(await store.health() == .unavailable)
     }
 
     @Test func settingsAreParsedAndPasswordsRedacted() async throws {
