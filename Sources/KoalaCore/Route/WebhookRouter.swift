@@ -57,7 +57,8 @@ public struct WebhookRouter: Sendable {
         for route in source.routes where routing.results.contains(where: { $0.route == route.name && $0.matched }) {
             let outputs: [(String, FieldList)] = [("track.properties", route.track?.properties ?? []),
                                                   ("identify.traits", route.identify?.traits ?? []),
-                                                  ("account.traits", route.account?.traits ?? [])]
+                                                  ("account.traits", route.account?.traits ?? []),
+                                                  ("billing", route.billing?.fields.filter { $0.name == "mrr" } ?? [])]
             for (place, fields) in outputs {
                 for field in fields {
                     for reason in MRR.unknownReasons(in: field.value, context) {
@@ -81,8 +82,15 @@ public struct WebhookRouter: Sendable {
                     keys.append(memoryKey)
                 }
             }
+            if let ledger = ledgerKey(route, context), !keys.contains(ledger) { keys.append(ledger) }
         }
         return keys
+    }
+
+    /// The revenue model's ledger a billing route reads and writes: its billing customer's.
+    func ledgerKey(_ route: Route, _ context: EvaluationContext) -> MemoryKey? {
+        guard let customer = route.billing?.expression("customer")?.evaluate(in: context)?.textValue else { return nil }
+        return MemoryKey(namespace: BillingSpec.ledgerNamespace, payloadKey: customer)
     }
 
     /// The state memory keys this webhook's routes would remember: ingest serialises webhooks that share one,
@@ -97,6 +105,7 @@ public struct WebhookRouter: Sendable {
                     keys.append(memoryKey)
                 }
             }
+            if let ledger = ledgerKey(route, context), !keys.contains(ledger) { keys.append(ledger) }
         }
         return keys
     }
@@ -161,9 +170,13 @@ public struct WebhookRouter: Sendable {
                     continue
                 }
             }
-            let routed = self.messages(for: route, webhook: webhook, context: base)
-            var messages = routed.0
-            let remembered = routed.1
+            let routed = self.messages(for: route, webhook: webhook, context: base, memory: memory)
+            if let skipped = routed.skipped {
+                results.append(RouteResult(route: route.name, matched: false, reason: skipped, messages: []))
+                continue
+            }
+            var messages = routed.messages
+            let remembered = routed.remembers
             // Every configured destination, or those of them the route (and the output) names.
             let targets = route.destinations.map { only in destinations.filter(only.contains) } ?? destinations
             var unconfigured: [String] = []
@@ -214,7 +227,15 @@ public struct WebhookRouter: Sendable {
         return nil
     }
 
-    private func messages(for route: Route, webhook: VerifiedWebhook, context base: EvaluationContext) -> ([KoalaMessage], [Remembered]) {
+    /// What one matching route produces; `skipped` says why it produced nothing after all (out of order).
+    struct RouteOutput {
+        var messages: [KoalaMessage] = []
+        var remembers: [Remembered] = []
+        var skipped: String?
+    }
+
+    private func messages(for route: Route, webhook: VerifiedWebhook, context base: EvaluationContext,
+                          memory: [MemoryKey: Remembered]) -> RouteOutput {
         var context = base
         let sentAt = JSONValue.string(Timestamps.iso(webhook.eventTime))
         var out: [KoalaMessage] = []
@@ -267,16 +288,43 @@ public struct WebhookRouter: Sendable {
 
         /// `wait` wins over `problem`: a message whose identity may still arrive is not dead yet.
         func message(_ output: KoalaMessage.Output, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind, identity: KoalaIdentity,
-                     fields: [String: JSONValue], problem: String?, waits: MemoryKey? = nil) -> KoalaMessage {
+                     fields: [String: JSONValue], problem: String?, waits: MemoryKey? = nil, at: Date? = nil) -> KoalaMessage {
             let id = MessageID.derive(source: source.name, webhookID: webhook.webhookID, route: route.name, output: output)
             var item = fields
             item["message_id"] = .string(id)
             item["type"] = .string(kind.rawValue)
-            item["sent_at"] = sentAt
+            item["sent_at"] = at.map { .string(Timestamps.iso($0)) } ?? sentAt
             let disposition: KoalaMessage.Disposition = waits.map { .wait(for: $0) } ?? problem.map { .dead(reason: $0) } ?? .send
             return KoalaMessage(messageID: id, source: source.name, webhookID: webhook.webhookID, route: route.name,
                                 output: output, endpoint: endpoint, kind: kind, identity: identity,
-                                item: .object(item), eventTime: webhook.eventTime, disposition: disposition)
+                                item: .object(item), eventTime: at ?? webhook.eventTime, disposition: disposition)
+        }
+
+        // The revenue model: the subscription's state joins its billing customer's ledger (README, Revenue semantics).
+        var billed: (key: MemoryKey, customer: String, ledger: RevenueLedger, stateAt: Date, subscription: String,
+                     movement: (previous: Decimal, mrr: Decimal, movement: MRRMovement)?)?
+        var billingProblem: String?
+        if let billing = route.billing {
+            switch billing.snapshot(in: context, eventTime: webhook.eventTime) {
+            case .failure(let problem):
+                billingProblem = problem.text
+            case .success(let (customer, snapshot)):
+                guard let key = MemoryKey(namespace: BillingSpec.ledgerNamespace, payloadKey: customer) else {
+                    billingProblem = "billing.customer is not a usable id"
+                    break
+                }
+                let stored = memory[key]
+                var ledger = RevenueLedger(state: stored?.state)
+                let firstSeen = ledger.subscriptions[snapshot.id] == nil
+                if case .stale(let applied) = ledger.apply(snapshot) {
+                    return RouteOutput(skipped: "\(Self.outOfOrderPrefix) subscription '\(LogText.escaped(snapshot.id))' is known as of version "
+                        + "\(RevenueLedger.versionText(applied)), after this webhook's \(RevenueLedger.versionText(snapshot.version)); its state is kept and nothing is sent")
+                }
+                let created = billing.newWhen?.evaluate(in: context) ?? false
+                let movement = ledger.move(baseline: firstSeen && !created)
+                let stateAt = max(stored?.stateAt ?? webhook.eventTime, webhook.eventTime)
+                billed = (key, customer, ledger, stateAt, snapshot.id, movement)
+            }
         }
 
         if let track = route.track {
@@ -312,18 +360,40 @@ public struct WebhookRouter: Sendable {
             if let group = account.groupID?.evaluate(in: context), !Filters.isEmpty(group) {
                 traits["group_id"] = group
             }
-            var problem: String?
+            if let billed {
+                // The billing customer's state, from all of its subscriptions; the customer is the group.
+                traits.merge(billed.ledger.account.traits) { _, model in model }
+                if traits["group_id"] == nil { traits["group_id"] = .string(billed.customer) }
+            }
+            var problem: String? = billingProblem
             var waits: MemoryKey?
-            if identity.domain == nil && identity.accountID == nil {
+            if problem == nil, identity.domain == nil && identity.accountID == nil {
                 waits = personWaits ?? missedRecall([account.domain, account.accountID], context)
                 if waits == nil {
                     problem = accountDropped.map { "\($0.field) \($0.reason)" } ?? Self.missingAccount(account, context: context, personProblem: personProblem)
                 }
             }
+            // A billing route's account state is as of the ledger's latest event: a late webhook's message, which
+            // carries the whole state, is sent after (never before) the messages of the events it came after.
             var accountMessage = message(.account, endpoint: .account, kind: .identify, identity: identity,
-                                         fields: ["traits": .object(traits)], problem: problem, waits: waits)
+                                         fields: ["traits": .object(traits)], problem: problem, waits: waits, at: billed?.stateAt)
             if problem == nil, waits == nil, let accountDropped { accountMessage.droppedFields = [accountDropped] }
             out.append(accountMessage)
+        }
+        if let billed, let movement = billed.movement {
+            var properties: [String: JSONValue] = [
+                "previous_mrr": RevenueLedger.json(movement.previous), "mrr": RevenueLedger.json(movement.mrr),
+                "mrr_delta": RevenueLedger.json(movement.mrr - movement.previous), "mrr_movement": .string(movement.movement.rawValue),
+                "mrr_basis": .string(billed.ledger.account.basis.rawValue), "subscription_id": .string(billed.subscription),
+                "billing_customer_id": .string(billed.customer),
+            ]
+            if let currency = billed.ledger.currency ?? billed.ledger.account.currency { properties["currency"] = .string(currency) }
+            if let provider = route.billing?.expression("provider")?.evaluate(in: context)?.textValue { properties["billing_provider"] = .string(provider) }
+            var moved = message(.track, endpoint: .person, kind: .track, identity: personIdentity,
+                                fields: ["event": .string(RevenueLedger.movementEvent), "properties": .object(properties)],
+                                problem: personProblem, waits: personWaits)
+            moved.droppedFields = personDropped
+            out.append(moved)
         }
 
         var remembered: [Remembered] = []
@@ -344,7 +414,10 @@ public struct WebhookRouter: Sendable {
                 }
             }
         }
-        return (out, remembered)
+        if let billed {
+            remembered.append(Remembered(key: billed.key, identity: KoalaIdentity(), state: billed.ledger.state, stateAt: billed.stateAt))
+        }
+        return RouteOutput(messages: out, remembers: remembered)
     }
 
     /// Why an account message has no identity: what its domain read (and, when that is the person's email,

@@ -306,8 +306,13 @@ enum Functions {
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
         "recall": 2...2,
-        "stripe_mrr": 1...1,
-        "paddle_mrr": 1...1,
+        "stripe_mrr": 1...4,
+        "stripe_mrr_basis": 1...4,
+        "stripe_list_mrr": 1...1,
+        "paddle_mrr": 1...4,
+        "paddle_mrr_basis": 1...4,
+        "paddle_list_mrr": 1...1,
+        "billing_interval": 1...2,
         "stripe_previous": 1...1,
         "stripe_billing_status": 1...1,
         "stripe_is_paying": 1...1,
@@ -328,12 +333,21 @@ enum Functions {
                 default: return true
                 }
             } ?? nil
-        case "stripe_mrr":
+        case "stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "paddle_mrr", "paddle_mrr_basis", "paddle_list_mrr":
+            // (subscription, remembered discounts…): what the provider's discount events said about discounts
+            // the subscription names by id only.
             guard let subscription = args.first ?? nil else { return nil }
-            do { return try MRR.stripe(subscription) } catch { return nil }
-        case "paddle_mrr":
-            guard let subscription = args.first ?? nil else { return nil }
-            do { return try MRR.paddle(subscription) } catch { return nil }
+            let known = args.dropFirst().compactMap { $0 }.filter { if case .object = $0 { true } else { false } }
+            do {
+                let detail = name.hasPrefix("stripe") ? try MRR.stripeDetail(subscription, known: known) : try MRR.paddleDetail(subscription, known: known)
+                if name.hasSuffix("_basis") { return .string(detail.basis.rawValue) }
+                return try detail.json(name.hasSuffix("_list_mrr") ? detail.list : detail.mrr)
+            } catch {
+                return name.hasSuffix("_basis") ? .string(MRRBasis.unknown.rawValue) : nil
+            }
+        case "billing_interval":
+            // billing_interval(interval, count): quarterly is `quarter`, not `month`.
+            return MRR.intervalLabel(args.first??.stringValue, count: args.count > 1 ? args[1].flatMap(MRR.decimal) : nil).map { .string($0) }
         case "stripe_previous":
             // `data` of a Stripe `*.updated` event: the object as it was, its `previous_attributes` laid over it.
             guard let data = args.first ?? nil, let object = data["object"] else { return nil }

@@ -35,11 +35,11 @@ public enum MRR {
         }
     }
 
-    /// A monthly amount in minor units as the currency's amount, rounded to its decimals.
-    static func major(_ minorPerMonth: Decimal, currency: String, rules: Money.Rules) throws(Unknown) -> JSONValue {
+    /// A monthly amount in minor units (or, `alreadyMajor`, major units) as the currency's amount, rounded to its decimals.
+    static func major(_ amount: Decimal, currency: String, rules: Money.Rules, alreadyMajor: Bool = false) throws(Unknown) -> JSONValue {
         guard let exponent = Money.exponent(of: currency, rules: rules) else { throw Unknown("the currency '\(currency)' is not a three-letter code") }
         // Minor to major units by moving the decimal point: exact, and no Decimal division (slow).
-        var scaled = Decimal(sign: minorPerMonth.sign, exponent: -exponent, significand: minorPerMonth.magnitude)
+        var scaled = alreadyMajor ? amount : Decimal(sign: amount.sign, exponent: -exponent, significand: amount.magnitude)
         var rounded = Decimal()
         NSDecimalRound(&rounded, &scaled, exponent, .plain)
         guard !rounded.isNaN, rounded.isFinite else { throw Unknown("the amount is out of range") }
@@ -49,12 +49,38 @@ public enum MRR {
         return .double(value)
     }
 
+    /// A subscription's MRR as the payload tells it: before discounts (`list`), after the discounts in effect
+    /// (`net`, nil when one cannot be known), and so the basis the MRR sent is on.
+    public struct Detail: Sendable, Equatable {
+        /// Before any discount, in major units.
+        public let list: Decimal
+        /// After the discounts in effect; nil when a discount in effect cannot be known.
+        public let net: Decimal?
+        public let currency: String
+        let rules: Money.Rules
+        /// Why `net` is unknown, for `simulate`.
+        public let unknownDiscount: String?
+
+        /// The MRR sent: net when known, else the list price (a paying customer stays paying, an upgrade stays one).
+        public var mrr: Decimal { net ?? list }
+        public var basis: MRRBasis { net == nil ? .listPrice : .net }
+
+        func json(_ amount: Decimal) throws(Unknown) -> JSONValue { try MRR.major(amount, currency: currency, rules: rules, alreadyMajor: true) }
+    }
+
+    /// A discount as the revenue model reads it, from a Stripe coupon or a Paddle discount.
+    struct Discount {
+        enum Amount { case percent(Decimal), amountPerPeriod(Decimal), amountPerSeatPerPeriod(Decimal) }
+        let amount: Amount
+    }
+
     /// Stripe: a `subscription` object (`data.object` of `customer.subscription.*` events). Items use
     /// `price` (or the older `plan`): `unit_amount` (or `unit_amount_decimal`) × `quantity` per
-    /// `recurring.interval_count` × `recurring.interval`. Discounts that keep applying (`forever`, `repeating`)
-    /// on the subscription, as the older `discount` object or expanded `discounts`, are taken off: percent
-    /// off the total, amount off per billing period. Stripe's own currency decimals.
-    public static func stripe(_ subscription: JSONValue) throws(Unknown) -> JSONValue {
+    /// `recurring.interval_count` × `recurring.interval`. The discounts in effect are taken off: the older
+    /// `discount` object, `discounts` expanded or named by an id that `discount` (or a remembered
+    /// `customer.discount.*` event, in `known`) describes; `forever`, and `repeating` until `discount.end`;
+    /// percent off the total, amount off per billing period. A `once` coupon does not change recurring revenue.
+    public static func stripeDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
         guard case .array(let items)? = subscription["items"]?["data"], !items.isEmpty else {
             throw Unknown("the subscription has no items")
         }
@@ -79,39 +105,70 @@ public enum MRR {
             if currency == nil { currency = price["currency"]?.stringValue }
             total += months == 1 ? unit * quantity : unit * quantity / months
         }
-        var coupons: [JSONValue] = []
-        if case .object? = subscription["discount"], let coupon = subscription["discount"]?["coupon"] { coupons.append(coupon) }
-        if case .array(let discounts)? = subscription["discounts"] {
-            for discount in discounts {
-                guard case .object = discount, let coupon = discount["coupon"] else {
-                    throw Unknown("the subscription has a discount Stripe sent by id only; expand it to know the MRR")
-                }
-                if !coupons.contains(coupon) { coupons.append(coupon) }
-            }
-        }
-        for coupon in coupons where coupon["duration"]?.stringValue != "once" {
-            if let percent = decimal(coupon["percent_off"]) {
-                total = total * (100 - percent) / 100
-            } else if let amount = decimal(coupon["amount_off"]) {
-                total -= amount / (firstPeriodMonths ?? 1)
-            }
-        }
-        if total < 0 { total = 0 }
         guard let currency else { throw Unknown("the subscription names no currency") }
-        return try major(total, currency: currency, rules: .stripe)
+        guard let exponent = Money.exponent(of: currency, rules: .stripe) else { throw Unknown("the currency '\(currency)' is not a three-letter code") }
+        let list = shifted(total, by: exponent)
+        // The discounts: each as an object (the older `discount`, expanded `discounts`, or one remembered).
+        var discounts: [JSONValue] = []
+        var unknown: String?
+        if case .object? = subscription["discount"], let discount = subscription["discount"] { discounts.append(discount) }
+        if case .array(let listed)? = subscription["discounts"] {
+            for entry in listed {
+                if case .object = entry {
+                    if !discounts.contains(where: { $0["id"] == entry["id"] && entry["id"] != nil }) { discounts.append(entry) }
+                } else if let id = entry.stringValue {
+                    if discounts.contains(where: { $0["id"]?.stringValue == id }) { continue }
+                    if let remembered = known.first(where: { ($0["id"]?.stringValue ?? $0["discount_id"]?.stringValue) == id }) {
+                        discounts.append(remembered)
+                    } else {
+                        unknown = "the subscription has a discount Stripe sent by id only (\(LogText.bounded(LogText.escaped(id), limit: 40))) and no customer.discount event told what it is"
+                    }
+                }
+            }
+        }
+        // "Now" for a repeating discount: the start of the subscription's current period.
+        let periodStart = (subscription["current_period_start"] ?? items.first?["current_period_start"])?.doubleValue
+        var net = list
+        for discount in discounts {
+            let coupon = discount["coupon"] ?? discount
+            switch coupon["duration"]?.stringValue {
+            case "once": continue
+            case "repeating":
+                if let end = discount["end"]?.doubleValue, let periodStart, end <= periodStart { continue }
+            default: break
+            }
+            if let percent = decimal(coupon["percent_off"]) {
+                net = net * (100 - percent) / 100
+            } else if let amount = decimal(coupon["amount_off"]) {
+                let couponCurrency = coupon["currency"]?.stringValue ?? currency
+                guard couponCurrency.lowercased() == currency.lowercased() else {
+                    unknown = "a coupon's amount is in \(couponCurrency.uppercased()), the subscription in \(currency.uppercased())"
+                    continue
+                }
+                net -= shifted(amount, by: exponent) / (firstPeriodMonths ?? 1)
+            }
+        }
+        if net < 0 { net = 0 }
+        return Detail(list: list, net: unknown == nil ? net : nil, currency: currency, rules: .stripe, unknownDiscount: unknown)
+    }
+
+    /// Stripe's MRR as `stripe_mrr` sends it (net, or the list price when a discount cannot be known).
+    public static func stripe(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
+        let detail = try stripeDetail(subscription, known: known)
+        return try detail.json(detail.mrr)
     }
 
     /// Paddle Billing: a `subscription` entity (`data` of `subscription.*` events): each item's
     /// `price.unit_price.amount` (text, lowest denomination) × `quantity` per `price.billing_cycle` (or the
-    /// subscription's `billing_cycle`), ISO 4217 decimals. Paddle sends a subscription's discount by id only,
-    /// so a discounted subscription's MRR is unknown.
-    public static func paddle(_ subscription: JSONValue) throws(Unknown) -> JSONValue {
+    /// subscription's `billing_cycle`), ISO 4217 decimals. Its `discount` names a discount by id: what a
+    /// `discount.*` event said about it (in `known`: `type` percentage, flat or flat_per_seat, `amount`,
+    /// `recur`) is taken off while it applies (`ends_at` not passed).
+    public static func paddleDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
         guard case .array(let items)? = subscription["items"], !items.isEmpty else { throw Unknown("the subscription has no items") }
-        if let discount = subscription["discount"], discount != .null {
-            throw Unknown("Paddle sends the subscription's discount by id only, without its amount")
-        }
         var total = Decimal(0)
         var currency = subscription["currency_code"]?.stringValue
+        var seats = Decimal(0)
+        var periodMonths: Decimal?
         for item in items {
             guard let unit = decimal(item["price"]?["unit_price"]?["amount"]) else { throw Unknown("an item has no unit price") }
             let quantity = item["quantity"].flatMap { decimal($0) } ?? 1
@@ -119,11 +176,51 @@ public enum MRR {
             guard let cycle, let months = months(interval: cycle["interval"]?.stringValue, count: decimal(cycle["frequency"]) ?? 1) else {
                 throw Unknown("an item is not billed by day, week, month or year")
             }
+            if periodMonths == nil { periodMonths = months }
+            seats += quantity
             if currency == nil { currency = item["price"]?["unit_price"]?["currency_code"]?.stringValue }
             total += months == 1 ? unit * quantity : unit * quantity / months
         }
         guard let currency else { throw Unknown("the subscription names no currency") }
-        return try major(total, currency: currency, rules: .iso4217)
+        guard let exponent = Money.exponent(of: currency, rules: .iso4217) else { throw Unknown("the currency '\(currency)' is not a three-letter code") }
+        let list = shifted(total, by: exponent)
+        var net: Decimal? = list
+        var unknown: String?
+        if let discount = subscription["discount"], discount != .null {
+            let id = discount["id"]?.stringValue
+            let periodStart = subscription["current_billing_period"]?["starts_at"]?.stringValue
+            let ended = discount["ends_at"]?.stringValue.flatMap { end in periodStart.map { end <= $0 } } ?? false
+            if !ended {
+                if let entity = known.first(where: { $0["id"]?.stringValue == id && id != nil }),
+                   let type = entity["type"]?.stringValue, let amount = decimal(entity["amount"]) {
+                    let recurs = entity["recur"] != .bool(false)
+                    if recurs {
+                        switch type {
+                        case "percentage": net = list * (100 - amount) / 100
+                        case "flat": net = list - shifted(amount, by: exponent) / (periodMonths ?? 1)
+                        case "flat_per_seat": net = list - shifted(amount * seats, by: exponent) / (periodMonths ?? 1)
+                        default: unknown = "a discount of type '\(type)' is not one Paddle documents"
+                        }
+                    }
+                } else {
+                    unknown = "Paddle sends the subscription's discount by id only (\(LogText.bounded(LogText.escaped(id ?? "?"), limit: 40))) and no discount event told what it is"
+                }
+            }
+        }
+        if unknown != nil { net = nil }
+        if let value = net, value < 0 { net = 0 }
+        return Detail(list: list, net: net, currency: currency, rules: .iso4217, unknownDiscount: unknown)
+    }
+
+    /// Paddle's MRR as `paddle_mrr` sends it (net, or the list price when a discount cannot be known).
+    public static func paddle(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
+        let detail = try paddleDetail(subscription, known: known)
+        return try detail.json(detail.mrr)
+    }
+
+    /// Minor units as major units: the decimal point moved (exact).
+    static func shifted(_ minor: Decimal, by exponent: Int) -> Decimal {
+        Decimal(sign: minor.sign, exponent: minor.exponent - exponent, significand: minor.significand)
     }
 }
 
@@ -144,8 +241,10 @@ extension MRR {
                     reasons.append("\(name)(\(argument)) has no subscription to read")
                     return
                 }
+                let known = args.dropFirst().compactMap { $0.evaluate(in: context) }
                 do {
-                    _ = name == "stripe_mrr" ? try MRR.stripe(subscription) : try MRR.paddle(subscription)
+                    let detail = name == "stripe_mrr" ? try MRR.stripeDetail(subscription, known: known) : try MRR.paddleDetail(subscription, known: known)
+                    if let why = detail.unknownDiscount { reasons.append("\(name)(\(argument)) is the list price (mrr_basis: list_price): \(why)") }
                 } catch {
                     reasons.append("\(name)(\(argument)): \(error.description)")
                 }
@@ -164,15 +263,18 @@ extension MRR {
 public enum BillingStatus: String, Sendable, CaseIterable {
     case trialing, active, pastDue = "past_due", paused, cancelling, churned
 
-    /// A Stripe subscription's state: `cancelling` while a cancellation is scheduled (`cancel_at_period_end`
-    /// or `cancel_at`), `past_due` for `past_due` and `unpaid`, `churned` once `canceled` (or
+    /// A Stripe subscription's state: `paused` while collection is paused (`pause_collection` set, status still
+    /// `active`) or `paused`, `cancelling` while a cancellation is scheduled (`cancel_at_period_end` or
+    /// `cancel_at`), `past_due` for `past_due` and `unpaid`, `churned` once `canceled` (or
     /// `incomplete_expired`); nil for `incomplete`, which is not yet a subscription anyone uses.
     public static func stripe(_ subscription: JSONValue) -> BillingStatus? {
         let scheduled = subscription["cancel_at_period_end"] == .bool(true)
             || (subscription["cancel_at"].map { $0 != .null } ?? false)
+        // Collection paused (`pause_collection` set) keeps Stripe's status `active`, but nothing is billed.
+        let collectionPaused = subscription["pause_collection"].map { if case .object = $0 { true } else { false } } ?? false
         switch subscription["status"]?.stringValue {
         case "trialing": return scheduled ? .cancelling : .trialing
-        case "active": return scheduled ? .cancelling : .active
+        case "active": return collectionPaused ? .paused : scheduled ? .cancelling : .active
         case "past_due", "unpaid": return .pastDue
         case "paused": return .paused
         case "canceled", "incomplete_expired": return .churned
@@ -196,18 +298,37 @@ public enum BillingStatus: String, Sendable, CaseIterable {
 
     /// Whether a Paddle subscription is a paying customer: active with MRR above zero.
     public static func paddleIsPaying(_ subscription: JSONValue) -> Bool {
-        isPaying(subscription, mrr: MRR.paddle)
+        isPaying(subscription, mrr: { try MRR.paddle($0) })
     }
 
     /// Whether a Stripe subscription is a paying customer: active (a scheduled cancellation still pays to the
     /// period's end) with MRR above zero; never a trial, a past-due, paused or ended subscription.
     public static func stripeIsPaying(_ subscription: JSONValue) -> Bool {
-        isPaying(subscription, mrr: MRR.stripe)
+        isPaying(subscription, mrr: { try MRR.stripe($0) })
     }
 
-    /// Active with an MRR above zero; an MRR the payload cannot tell is not evidence of a paying customer.
+    /// Generating revenue (active, cancelling until it ends, past due) with an MRR above zero; an MRR the payload
+    /// cannot tell at all (metered, tiered) is not evidence of a paying customer.
     private static func isPaying(_ subscription: JSONValue, mrr: (JSONValue) throws -> JSONValue) -> Bool {
-        guard subscription["status"]?.stringValue == "active" else { return false }
+        let status = subscription["pause_collection"] != nil || subscription["items"]?["data"] != nil
+            ? BillingStatus.stripe(subscription) : BillingStatus.paddle(subscription)
+        guard let status, [.active, .cancelling, .pastDue].contains(status) else { return false }
         return ((try? mrr(subscription))?.doubleValue ?? 0) > 0
+    }
+}
+
+extension MRR {
+    /// A billing period's canonical name: `day`, `week`, `month`, `quarter` (3 months), `half_year` (6 months),
+    /// `year` (also 12 months), else `<count> <interval>s` such as `2 months` or `2 years`; nil without an interval.
+    public static func intervalLabel(_ interval: String?, count: Decimal?) -> String? {
+        guard let interval = interval?.lowercased(), ["day", "week", "month", "year"].contains(interval) else { return nil }
+        let count = count ?? 1
+        switch (interval, count) {
+        case (_, 1): return interval
+        case ("month", 3): return "quarter"
+        case ("month", 6): return "half_year"
+        case ("month", 12): return "year"
+        default: return "\(NSDecimalNumber(decimal: count).stringValue) \(interval)s"
+        }
     }
 }

@@ -105,7 +105,7 @@ struct FileParser {
 
     static let sourceKeys = ["source", "description", "verify", "id", "type", "time", "keep_headers", "routes"]
     static let verifyKeys = Array(Set(Schemes.all.values.flatMap(\.options))).sorted()
-    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "remember", "destinations"]
+    static let routeKeys = ["name", "description", "when", "person", "track", "identify", "account", "billing", "remember", "destinations"]
     static let whenKeys = ["type", "where"]
     static let personKeys = ["email", "profile_id", "user_id"]
     static let trackKeys = ["event", "properties", "destinations"]
@@ -313,22 +313,53 @@ struct FileParser {
                                     groupID: expression(a["group_id"], default: nil, what: "account.group_id"),
                                     traits: fields(a["traits"], what: "account.traits"))
         }
+        var billing: BillingSpec?
+        if let billingNode = map["billing"], let b = mapping(billingNode, what: "billing", allowed: BillingSpec.keys) {
+            let newWhen = b["new_when"].flatMap { parseCondition($0) }
+            var parsed: FieldList = []
+            if case .mapping(var expressions) = billingNode {
+                expressions["new_when"] = nil
+                parsed = fields(.mapping(expressions), what: "billing")
+            }
+            for key in BillingSpec.required where b[key] == nil {
+                errors.append(location(billingNode).error("billing needs '\(key)'",
+                    hint: "the revenue model keeps one ledger per billing customer and one state per subscription: give customer, subscription and status"))
+            }
+            if account == nil {
+                errors.append(location(billingNode).error("route '\(name)' feeds the revenue model but has no 'account'",
+                    hint: "add 'account: { domain: person.email | email_domain }': the model sends the billing customer's state as account traits"))
+            }
+            if person == nil {
+                errors.append(location(billingNode).error("route '\(name)' feeds the revenue model but has no 'person'",
+                    hint: "add 'person: { email: … }': MRR movements are sent as the customer's 'MRR Changed' events"))
+            }
+            if track != nil {
+                errors.append(location(map["track"] ?? billingNode).error("route '\(name)' has both 'billing' and 'track'",
+                    hint: "a billing route sends the account's state and its MRR movements; put lifecycle events in routes of their own"))
+            }
+            for spec in memorySpecs(map["remember"]) where spec.name == BillingSpec.ledgerNamespace {
+                errors.append(location(billingNode).error("'\(BillingSpec.ledgerNamespace)' is the revenue model's own memory", hint: "remember under another name"))
+            }
+            billing = BillingSpec(fields: parsed, newWhen: newWhen)
+        }
         if (track != nil || identify != nil) && person == nil {
             errors.append(location(node).error("route '\(name)' sends visitor data but has no 'person'",
                 hint: "add 'person: { email: … }' so Koala knows whose event or traits these are"))
         }
-        if track == nil && identify == nil && account == nil && map["track"] == nil && map["identify"] == nil && map["account"] == nil {
-            errors.append(location(node).error("route '\(name)' has no output",
-                hint: "add at least one of 'track', 'identify' or 'account'"))
-        }
         let remember = memorySpecs(map["remember"])
+        // A route may only remember a state (a discount, say) that later routes read.
+        if track == nil && identify == nil && account == nil && billing == nil && map["track"] == nil && map["identify"] == nil && map["account"] == nil
+            && !remember.contains(where: { !$0.values.isEmpty }) {
+            errors.append(location(node).error("route '\(name)' has no output",
+                hint: "add at least one of 'track', 'identify', 'account' or 'billing' (or remember values for later routes)"))
+        }
         if remember.contains(where: { $0.values.isEmpty }) && person == nil && account == nil {
             errors.append(location(map["remember"] ?? node).error("route '\(name)' remembers an identity but resolves none",
                 hint: "add 'person: { email: … }' (or an account) whose identity is remembered, or remember 'values:'"))
         }
         let destinations = map["destinations"].map { destinationList($0) }
         return Route(name: name, location: location(node), types: types, condition: condition, person: person,
-                     track: track, identify: identify, account: account, remember: remember,
+                     track: track, identify: identify, account: account, remember: remember, billing: billing,
                      destinations: destinations, outputDestinations: outputDestinations,
                      sites: Array(sites[firstSite...]))
     }

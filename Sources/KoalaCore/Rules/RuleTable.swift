@@ -82,6 +82,8 @@ public final class Route: Sendable {
     let track: TrackOutput?
     let identify: IdentifyOutput?
     let account: AccountOutput?
+    /// `billing`: the subscription state this route feeds the revenue model (README, Revenue semantics).
+    let billing: BillingSpec?
     /// `remember`: what this route remembers, and under which provider id.
     let remember: [MemorySpec]
     /// `destinations`: the only destinations this route sends to (nil: every one configured).
@@ -106,8 +108,9 @@ public final class Route: Sendable {
 
     /// A route; what it reads from memory is worked out here, once, not for every webhook.
     init(name: String, location: SourceLocation, types: [TypePattern], condition: Condition?, person: PersonSpec?,
-         track: TrackOutput?, identify: IdentifyOutput?, account: AccountOutput?, remember: [MemorySpec],
+         track: TrackOutput?, identify: IdentifyOutput?, account: AccountOutput?, remember: [MemorySpec], billing: BillingSpec? = nil,
          destinations: [Destination]? = nil, outputDestinations: [KoalaMessage.Output: [Destination]] = [:], sites: [ExpressionSite] = []) {
+        self.billing = billing
         self.destinations = destinations
         self.outputDestinations = outputDestinations
         self.sites = sites
@@ -125,9 +128,12 @@ public final class Route: Sendable {
         if let track { expressions += [track.event] + track.properties.map(\.value) }
         if let identify { expressions += identify.traits.map(\.value) }
         if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
-        recalls = expressions.flatMap(\.recalls)
+        let ordered = expressions.flatMap(\.recalls)
+        // A billing block's recalls (remembered discounts) are looked up but do not make the route out of order:
+        // the revenue model orders each subscription's states itself.
+        recalls = ordered + (billing?.fields.flatMap { $0.value.recalls } ?? [])
         stateRemembers = remember.filter { !$0.values.isEmpty }
-        memoryReads = recalls + stateRemembers.map { (namespace: $0.name, key: $0.key) }
+        memoryReads = ordered + stateRemembers.map { (namespace: $0.name, key: $0.key) }
     }
 }
 
@@ -197,6 +203,26 @@ public struct MemorySpec: Sendable {
     let key: Expression
     /// Empty: identity only.
     let values: FieldList
+}
+
+/// A route's `billing:` block: where the payload says a subscription's state, for the revenue model. Each key
+/// is one of `BillingSpec.keys`; `customer`, `subscription` and `status` are required.
+public struct BillingSpec: Sendable {
+    /// The keys, in the order README documents them.
+    static let keys = ["customer", "subscription", "status", "mrr", "mrr_basis", "list_mrr", "currency", "plan", "seats",
+                       "billing_interval", "trial_ends_at", "started_at", "ended_at", "version", "provider", "new_when"]
+    static let required = ["customer", "subscription", "status"]
+    /// The keys with their expressions, as written (all but `new_when`).
+    let fields: FieldList
+    /// `new_when`: when this webhook starts a subscription (a condition, as `when.where`). A subscription first
+    /// seen on any other webhook existed before the service saw it: its revenue is a `baseline` movement, not
+    /// `new` business.
+    let newWhen: Condition?
+
+    func expression(_ key: String) -> Expression? { fields.first { $0.name == key }?.value }
+
+    /// The memory namespace the revenue model keeps each billing customer's ledger under (per source).
+    public static let ledgerNamespace = "billing_ledger"
 }
 
 /// A Koala custom event a route sends.

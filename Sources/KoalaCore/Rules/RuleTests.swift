@@ -101,6 +101,8 @@ struct TestFile {
     var onlyLine: Int?
     var edits: [ExpectEdit] = []
     var updatedTests: [String] = []
+    /// The file's tests by name, for `after:`.
+    var testsByName: [String: Node.Mapping] = [:]
 
     init(path: String, text: String, table: RuleTable) {
         self.path = path
@@ -144,13 +146,16 @@ struct TestFile {
             fail(root, "missing 'tests' list", "add 'tests:' with one '- name: …' entry per sample webhook")
             return
         }
+        for test in tests {
+            if case .mapping(let map) = test, let name = map["name"]?.string { testsByName[name] = map }
+        }
         for (index, test) in tests.enumerated() {
             let next = index + 1 < tests.count ? tests[index + 1].mark?.line : nil
             runTest(test, source: source, nextTestLine: next)
         }
     }
 
-    static let testKeys = ["name", "webhook", "body", "headers", "memory", "expect"]
+    static let testKeys = ["name", "after", "webhook", "body", "headers", "memory", "expect"]
     static let expectKeys = ["route", "output", "email", "profile_id", "domain", "account_id", "event", "properties", "traits",
                              "sent_at", "message_id", "problem", "waiting_for"]
 
@@ -166,7 +171,39 @@ struct TestFile {
             }
         }
         let name = map["name"]?.string ?? "test at line \(at(node).line)"
-        guard let (body, headers, memory) = input(map, node: node, name: name) else { return }
+        guard let (body, headers, ownMemory) = input(map, node: node, name: name) else { return }
+        var memory = ownMemory
+        // after: [test names]: those tests' webhooks are routed first, in that order, through one memory (each
+        // with its own memory added), so a test can follow a customer's life step by step. Their messages are
+        // not checked here (their own tests check them).
+        if let afterNode = map["after"] {
+            let names: [(String, Node)]
+            switch afterNode {
+            case .sequence(let items): names = items.compactMap { item in item.string.map { ($0, item) } }
+            case .scalar(let scalar): names = [(scalar.string, afterNode)]
+            default: names = []
+            }
+            if names.isEmpty { fail(afterNode, "'after' must name earlier tests of this file", "e.g. 'after: [\"life 1: the trial starts\"]'") }
+            for (earlier, at) in names {
+                guard earlier != name, let earlierMap = testsByName[earlier] else {
+                    let suggestion = Suggest.closest(to: earlier, in: Array(testsByName.keys)).map { "did you mean '\($0)'? " } ?? ""
+                    fail(at, "no test named '\(earlier)' in this file", "\(suggestion)'after' names tests of the same file, whose webhooks are routed first")
+                    return
+                }
+                guard let (earlierBody, earlierHeaders, earlierMemory) = input(earlierMap, node: at, name: earlier) else { return }
+                for (key, entry) in earlierMemory where memory[key] == nil { memory[key] = entry }
+                guard let json = try? JSONValue.parse(earlierBody),
+                      case .success(let webhook) = source.webhook(body: earlierBody, json: json, headers: earlierHeaders,
+                                                                    receivedAt: Date(timeIntervalSince1970: 0), secretLabel: "test", rulesVersion: table.version)
+                else {
+                    fail(at, "the webhook of test '\(earlier)' cannot be identified", "fix that test first")
+                    return
+                }
+                for entry in WebhookRouter(source: source).routing(webhook, memory: memory).remembers {
+                    memory[entry.key] = memory[entry.key].map { $0.updated(by: entry) } ?? entry
+                }
+            }
+        }
         guard let expectNode = map["expect"] else {
             fail(node, "test '\(name)' has no 'expect'", "list the expected messages, or write 'expect: []' for no output")
             return
@@ -187,7 +224,8 @@ struct TestFile {
             return
         }
         let routing = WebhookRouter(source: source).routing(webhook, memory: memory)
-        for message in routing.messages { covered.insert("\(source.name)/\(message.route)") }
+        // A route is exercised when it matches, messages or not (one may only remember a state).
+        for result in routing.results where result.matched { covered.insert("\(source.name)/\(result.route)") }
 
         var expected: [Node] = []
         switch expectNode {

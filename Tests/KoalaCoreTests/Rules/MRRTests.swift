@@ -77,7 +77,10 @@ struct MRRTests {
         }
         #expect(reason(stripe([item(1000, extra: ["billing_scheme": "tiered"])]))?.contains("tiered") == true)
         #expect(reason(stripe([item(1000, extra: ["recurring": ["interval": "month", "usage_type": "metered"]])]))?.contains("metered") == true)
-        #expect(reason(stripe([item(1000)], discounts: ["di_1Qkoala"]))?.contains("by id only") == true)
+        // A discount named by id only is not a reason to leave MRR out: the list price is sent, and said so.
+        #expect(reason(stripe([item(1000)], discounts: ["di_1Qkoala"])) == nil)
+        let byID = try? MRR.stripeDetail(stripe([item(1000)], discounts: ["di_1Qkoala"]))
+        #expect(byID?.net == nil && byID?.list == 10 && byID?.basis == .listPrice && byID?.unknownDiscount?.contains("by id only") == true)
         #expect(reason(stripe([]))?.contains("no items") == true)
         #expect(reason(stripe([item(1000, extra: ["recurring": .null])]))?.contains("not recurring") == true)
         #expect(reason(stripe([item(1000)], currency: "dollars"))?.contains("three-letter") == true)
@@ -95,7 +98,14 @@ struct MRRTests {
         #expect((try? MRR.paddle(paddle([("3000", 5, "month", 1)]))) == .int(150))
         #expect((try? MRR.paddle(paddle([("120000", 10, "year", 1)]))) == .int(1000))
         #expect((try? MRR.paddle(paddle([("4900", 1, "month", 1)], currency: "JPY"))) == .int(4900))
-        #expect((try? MRR.paddle(paddle([("3000", 1, "month", 1)], discount: ["id": "dsc_01", "starts_at": "2024-11-29T00:00:00Z"]))) == nil)
+        // A discount named by id only: the list price, on that basis; once a discount event told what it is, net.
+        let discounted = paddle([("3000", 2, "month", 1)], discount: ["id": "dsc_01", "starts_at": "2024-11-29T00:00:00Z"])
+        #expect((try? MRR.paddle(discounted)) == .int(60))
+        #expect((try? MRR.paddleDetail(discounted))?.basis == .listPrice)
+        #expect((try? MRR.paddle(discounted, known: [["id": "dsc_01", "type": "percentage", "amount": "10", "recur": true]])) == .int(54))
+        #expect((try? MRR.paddle(discounted, known: [["id": "dsc_01", "type": "flat", "amount": "500", "recur": true, "currency_code": "USD"]])) == .int(55))
+        #expect((try? MRR.paddle(discounted, known: [["id": "dsc_01", "type": "flat_per_seat", "amount": "500", "recur": true]])) == .int(50))
+        #expect((try? MRR.paddle(discounted, known: [["id": "dsc_01", "type": "percentage", "amount": "10", "recur": false]])) == .int(60))
     }
 
     /// `simulate` says why MRR was left out, per route and field.
@@ -110,7 +120,7 @@ struct MRRTests {
         let notes = router.mrrNotes(webhook, memory: WebhookRouter.entries([MemoryKey(namespace: "stripe_customer", key: "cus_t"): KoalaIdentity(email: "a@acme-corp.io")]))
         #expect(notes == [
             "subscription-started: track.properties.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",
-            "subscription-account: account.traits.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",
+            "subscription-revenue: billing.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",
         ])
     }
 

@@ -221,7 +221,7 @@ struct RuleLoaderTests {
 
     @Test func unknownKeyIsReportedWithPositionAndSuggestion() {
         let text = Self.minimal.replacingOccurrences(of: "    person:", with: "    persn:")
-        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, remember, destinations")
+        #expect(errors(text).first == "routes/test.yaml:6:5: unknown key 'persn' in a route; did you mean 'person'? allowed keys: name, description, when, person, track, identify, account, billing, remember, destinations")
     }
 
     @Test func unknownFilterPointsAtTheFilter() {
@@ -271,7 +271,7 @@ struct RuleLoaderTests {
               - when: { type: b }
                 track: { event: X }
             """)
-        #expect(e.contains("routes/test.yaml:4:5: route 'nothing' has no output; add at least one of 'track', 'identify' or 'account'"))
+        #expect(e.contains("routes/test.yaml:4:5: route 'nothing' has no output; add at least one of 'track', 'identify', 'account' or 'billing' (or remember values for later routes)"))
         #expect(e.contains("routes/test.yaml:6:5: missing 'name'; give the route a unique name, e.g. 'name: invoice-paid'"))
     }
 

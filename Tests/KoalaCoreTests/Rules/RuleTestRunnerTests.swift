@@ -86,7 +86,7 @@ struct RuleTestRunnerTests {
                 webhok: x.json
                 expect: []
             """)
-        #expect(report.errors.map(\.description).contains("\(temporaryDirectoryPrefix(report))t.yaml:4:5: unknown key 'webhok' in a test; did you mean 'webhook'? allowed keys: name, webhook, body, headers, memory, expect"))
+        #expect(report.errors.map(\.description).contains("\(temporaryDirectoryPrefix(report))t.yaml:4:5: unknown key 'webhok' in a test; did you mean 'webhook'? allowed keys: name, after, webhook, body, headers, memory, expect"))
         let unknown = try run("source: nope\ntests: []\n")
         #expect(unknown.errors.first?.message == "no rule file declares source 'nope'")
     }

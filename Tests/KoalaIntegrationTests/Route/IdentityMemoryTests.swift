@@ -59,14 +59,14 @@ struct IdentityMemoryTests {
                                                   identity: KoalaIdentity(email: "ada@acme.io", domain: "acme.io"))])
 
         let subscription = try webhook(Self.subscriptionCreated(id: "evt_s", customer: "cus_9"), id: "evt_s", type: "customer.subscription.created")
-        #expect(router.recallKeys(subscription) == [MemoryKey(namespace: "stripe_customer", key: "cus_9")])
-        // Without memory: the messages wait for the customer.
+        #expect(router.recallKeys(subscription) == [MemoryKey(namespace: "stripe_customer", key: "cus_9"), MemoryKey(namespace: "billing_ledger", key: "cus_9")])
+        // Without memory: the messages wait for the customer (the start, the account's state, its MRR movement).
         let waiting = router.route(subscription)
-        #expect(waiting.count == 2)
+        #expect(waiting.count == 3)
         #expect(waiting.allSatisfy { $0.waitingFor == MemoryKey(namespace: "stripe_customer", key: "cus_9") && $0.problem == nil })
         // With memory: resolved, including the account domain derived from the recalled email.
         let resolved = router.route(subscription, memory: [MemoryKey(namespace: "stripe_customer", key: "cus_9"): KoalaIdentity(email: "ada@acme.io", domain: "acme.io")])
-        #expect(resolved.map(\.identity) == [KoalaIdentity(email: "ada@acme.io"), KoalaIdentity(domain: "acme.io")])
+        #expect(resolved.map(\.identity) == [KoalaIdentity(email: "ada@acme.io"), KoalaIdentity(domain: "acme.io"), KoalaIdentity(email: "ada@acme.io")])
         #expect(resolved.allSatisfy { $0.waitingFor == nil && $0.problem == nil })
         #expect(resolved.map(\.messageID) == waiting.map(\.messageID))
         // A status outside the condition produces nothing.
@@ -85,8 +85,8 @@ struct IdentityMemoryTests {
             let sub = Self.subscriptionCreated(id: "evt_sub_first", customer: "cus_42")
             let first = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
             #expect(first.status == .ok)
-            #expect(first.body["waiting_for_identity"] == 2)
-            #expect(try await store.counts().waiting == 2)
+            #expect(first.body["waiting_for_identity"] == 3)
+            #expect(try await store.counts().waiting == 3)
             #expect(try await resolver.runOnce() == false)  // nothing to settle yet
             #expect(try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60).isEmpty)
 
@@ -116,7 +116,7 @@ struct IdentityMemoryTests {
             _ = await ingest.handle(source: "stripe", headers: stripeHeaders(sub), body: sub)
             #expect(try await resolver.runOnce(now: Date().addingTimeInterval(1)) == true)
             let dead = try await store.deadLetters(limit: 10)
-            #expect(dead.count == 2)
+            #expect(dead.count == 3)
             #expect(dead.allSatisfy { $0.reason == "identity unresolved: nothing remembered under stripe_customer 'cus_unknown'" })
         }
     }

@@ -1,0 +1,346 @@
+import Foundation
+
+/// How a subscription's MRR was told.
+public enum MRRBasis: String, Sendable, CaseIterable {
+    /// Every price and every discount in effect was known: revenue after discounts.
+    case net
+    /// A discount in effect could not be known from the payload (nor from the provider's discount events):
+    /// the list price, so a paying customer stays paying and an upgrade is still one.
+    case listPrice = "list_price"
+    /// The payload cannot tell the amount at all (a metered or tiered price): counted as 0.
+    case unknown
+}
+
+/// One subscription as one webhook shows it, in the words of the revenue model whatever the provider
+/// (README, Revenue semantics). Routes build it in their `billing:` block.
+public struct SubscriptionSnapshot: Sendable, Equatable {
+    /// The provider's subscription id.
+    public var id: String
+    public var status: BillingStatus
+    /// Monthly recurring revenue in the currency's major units, after the discounts in effect (see `basis`).
+    public var mrr: Decimal?
+    public var basis: MRRBasis
+    /// The same before any discount: what a trial would bring (`trial_mrr`).
+    public var listMRR: Decimal?
+    public var currency: String?
+    public var plan: String?
+    public var seats: Decimal?
+    public var interval: String?
+    public var trialEndsAt: String?
+    public var startedAt: String?
+    public var endedAt: String?
+    /// Orders this subscription's states: a snapshot with a lower version than the one applied changes
+    /// nothing (the provider's event time, or its own version counter where it has one).
+    public var version: Double
+
+    public init(id: String, status: BillingStatus, mrr: Decimal? = nil, basis: MRRBasis = .net, listMRR: Decimal? = nil,
+                currency: String? = nil, plan: String? = nil, seats: Decimal? = nil, interval: String? = nil,
+                trialEndsAt: String? = nil, startedAt: String? = nil, endedAt: String? = nil, version: Double) {
+        self.id = id
+        self.status = status
+        self.mrr = mrr
+        self.basis = mrr == nil ? .unknown : basis
+        self.listMRR = listMRR
+        self.currency = currency
+        self.plan = plan
+        self.seats = seats
+        self.interval = interval
+        self.trialEndsAt = trialEndsAt
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.version = version
+    }
+
+    /// Whether it brings revenue now: active, past due, or cancelling until the cancellation takes effect.
+    /// Trials, paused and ended subscriptions do not.
+    public var generatesRevenue: Bool {
+        switch status {
+        case .active, .pastDue, .cancelling: true
+        case .trialing, .paused, .churned: false
+        }
+    }
+
+    /// What it adds to the account's MRR: its MRR while it generates revenue, else 0.
+    var contribution: Decimal { generatesRevenue ? (mrr ?? 0) : 0 }
+}
+
+/// An account's billing state: the billing customer's, built from all of its subscriptions.
+public struct AccountRevenue: Sendable, Equatable {
+    public var status: BillingStatus
+    /// The sum of the subscriptions' contributions in the account's currency.
+    public var mrr: Decimal
+    public var basis: MRRBasis
+    public var currency: String?
+    public var isPaying: Bool
+    public var plan: String?
+    public var seats: Decimal?
+    public var interval: String?
+    /// Subscriptions that have not ended.
+    public var liveSubscriptions: Int
+    /// What the trialing subscriptions would bring at list price.
+    public var trialMRR: Decimal
+    public var onTrial: Bool
+    public var trialEndsAt: String?
+    public var cancellationScheduled: Bool
+    public var paused: Bool
+    public var paymentFailing: Bool
+    public var customerSince: String?
+    public var churnedAt: String?
+    /// Revenue of subscriptions billed in another currency than the account's, by currency (not in `mrr`).
+    public var otherCurrencies: [String: Decimal]
+}
+
+/// A movement of an account's MRR, in ChartMogul's words.
+public enum MRRMovement: String, Sendable, CaseIterable {
+    /// From 0, for a customer that never paid before.
+    case new
+    /// Up, from a non-zero MRR.
+    case expansion
+    /// Down, to a non-zero MRR.
+    case contraction
+    /// Down to 0.
+    case churn
+    /// From 0, for a customer that paid before.
+    case reactivation
+    /// A subscription first seen mid-life (it predates the service, or its creation was never received): the
+    /// revenue it already brought, not new business.
+    case baseline
+}
+
+/// One billing customer's subscriptions and the MRR reported for it so far: the state the revenue model keeps
+/// (in state memory, per source and customer). Pure: applying the same snapshots in any order, each at most
+/// once per version, ends in the same state; the MRR reported moves by exactly the deltas it returns.
+public struct RevenueLedger: Sendable, Equatable {
+    public var subscriptions: [String: SubscriptionSnapshot] = [:]
+    /// The account MRR reported so far: the sum of every `mrr_delta` sent.
+    public var reportedMRR: Decimal = 0
+    /// The account's currency: the first in which it had revenue.
+    public var currency: String?
+    /// Whether the account ever had revenue (a return from 0 is then a reactivation, not new).
+    public var everPaid = false
+
+    public init() {}
+
+    /// Why a snapshot was not applied.
+    public enum Outcome: Sendable, Equatable {
+        case applied
+        /// The subscription's state is already known as of a later version.
+        case stale(appliedVersion: Double)
+    }
+
+    /// Applies a subscription's state unless one of a later version is already applied.
+    public mutating func apply(_ snapshot: SubscriptionSnapshot) -> Outcome {
+        if let known = subscriptions[snapshot.id], known.version > snapshot.version {
+            return .stale(appliedVersion: known.version)
+        }
+        subscriptions[snapshot.id] = snapshot
+        return .applied
+    }
+
+    /// The account as its subscriptions make it now.
+    public var account: AccountRevenue {
+        let all = subscriptions.values.sorted { ($0.startedAt ?? "", $0.id) < ($1.startedAt ?? "", $1.id) }
+        let earning = all.filter(\.generatesRevenue)
+        // The account's currency: the one it has had revenue in, else its earning or newest subscription's.
+        let currency = self.currency ?? earning.first?.currency ?? all.last?.currency
+        var mrr = Decimal(0), others: [String: Decimal] = [:]
+        var basis = MRRBasis.net
+        for subscription in earning {
+            if let other = subscription.currency, let currency, other != currency {
+                others[other, default: 0] += subscription.contribution
+                continue
+            }
+            mrr += subscription.contribution
+            switch (basis, subscription.basis) {
+            case (_, .unknown): basis = .unknown
+            case (.net, .listPrice): basis = .listPrice
+            default: break
+            }
+        }
+        let trialing = all.filter { $0.status == .trialing }
+        // The plan is the largest earning subscription's; without one, the newest live one's.
+        let lead = earning.max { ($0.contribution, $0.startedAt ?? "") < ($1.contribution, $1.startedAt ?? "") }
+            ?? all.filter { $0.status != .churned }.last ?? all.last
+        let seatsOf = !earning.isEmpty ? earning : !trialing.isEmpty ? trialing : lead.map { [$0] } ?? []
+        let seats = seatsOf.compactMap(\.seats).reduce(into: Decimal?.none) { $0 = ($0 ?? 0) + $1 }
+        let live = all.filter { $0.status != .churned }
+        return AccountRevenue(
+            status: Self.status(of: all),
+            mrr: mrr,
+            basis: earning.isEmpty ? .net : basis,
+            currency: currency,
+            isPaying: earning.contains { $0.mrr.map { $0 > 0 } ?? true },
+            plan: lead?.plan,
+            seats: seats,
+            interval: lead?.interval,
+            liveSubscriptions: live.count,
+            trialMRR: trialing.compactMap { $0.listMRR ?? $0.mrr }.reduce(0, +),
+            onTrial: !trialing.isEmpty,
+            trialEndsAt: trialing.compactMap(\.trialEndsAt).min(),
+            cancellationScheduled: all.contains { $0.status == .cancelling },
+            paused: all.contains { $0.status == .paused },
+            paymentFailing: all.contains { $0.status == .pastDue },
+            customerSince: all.compactMap(\.startedAt).min(),
+            churnedAt: live.isEmpty ? all.compactMap(\.endedAt).max() : nil,
+            otherCurrencies: others)
+    }
+
+    /// The account's status when its subscriptions differ, by precedence: past due (it needs action) over
+    /// active over cancelling over trialing over paused over churned; churned only when every one ended.
+    static func status(of subscriptions: [SubscriptionSnapshot]) -> BillingStatus {
+        let order: [BillingStatus] = [.pastDue, .active, .cancelling, .trialing, .paused, .churned]
+        for status in order where subscriptions.contains(where: { $0.status == status }) { return status }
+        return .churned
+    }
+
+    /// The MRR movement from what was reported to what the subscriptions make now, if the MRR changed; the
+    /// reported MRR moves to it.
+    /// `baseline`: the change comes from a subscription first seen mid-life (not created by this event).
+    public mutating func move(baseline: Bool = false) -> (previous: Decimal, mrr: Decimal, movement: MRRMovement)? {
+        let now = account
+        if currency == nil, now.mrr > 0 { currency = now.currency }
+        let previous = reportedMRR
+        guard now.mrr != previous else { return nil }
+        let movement: MRRMovement
+        if baseline, now.mrr > previous {
+            movement = .baseline
+        } else if now.mrr > previous {
+            movement = previous == 0 ? (everPaid ? .reactivation : .new) : .expansion
+        } else {
+            movement = now.mrr == 0 ? .churn : .contraction
+        }
+        reportedMRR = now.mrr
+        if now.mrr > 0 { everPaid = true }
+        return (previous, now.mrr, movement)
+    }
+}
+
+// MARK: Stored form
+
+extension RevenueLedger {
+    /// The ledger as state memory keeps it: amounts as exact decimal text.
+    public var state: [String: JSONValue] {
+        var subs: [String: JSONValue] = [:]
+        for (id, s) in subscriptions {
+            var o: [String: JSONValue] = ["status": .string(s.status.rawValue), "basis": .string(s.basis.rawValue), "version": .double(s.version)]
+            func put(_ key: String, _ value: String?) { if let value { o[key] = .string(value) } }
+            put("mrr", s.mrr.map(Self.text)); put("list_mrr", s.listMRR.map(Self.text)); put("currency", s.currency)
+            put("plan", s.plan); put("seats", s.seats.map(Self.text)); put("interval", s.interval)
+            put("trial_ends_at", s.trialEndsAt); put("started_at", s.startedAt); put("ended_at", s.endedAt)
+            subs[id] = .object(o)
+        }
+        var out: [String: JSONValue] = ["subscriptions": .object(subs), "reported_mrr": .string(Self.text(reportedMRR)), "ever_paid": .bool(everPaid)]
+        if let currency { out["currency"] = .string(currency) }
+        return out
+    }
+
+    /// A ledger read back from state memory; an empty one for nothing (or something unreadable) stored.
+    public init(state: [String: JSONValue]?) {
+        self.init()
+        guard let state else { return }
+        reportedMRR = state["reported_mrr"].flatMap(MRR.decimal) ?? 0
+        currency = state["currency"]?.stringValue
+        everPaid = state["ever_paid"] == .bool(true)
+        guard case .object(let subs)? = state["subscriptions"] else { return }
+        for (id, value) in subs {
+            guard let status = value["status"]?.stringValue.flatMap(BillingStatus.init(rawValue:)),
+                  let version = value["version"]?.doubleValue else { continue }
+            subscriptions[id] = SubscriptionSnapshot(
+                id: id, status: status, mrr: value["mrr"].flatMap(MRR.decimal),
+                basis: value["basis"]?.stringValue.flatMap(MRRBasis.init(rawValue:)) ?? .net,
+                listMRR: value["list_mrr"].flatMap(MRR.decimal), currency: value["currency"]?.stringValue,
+                plan: value["plan"]?.stringValue, seats: value["seats"].flatMap(MRR.decimal), interval: value["interval"]?.stringValue,
+                trialEndsAt: value["trial_ends_at"]?.stringValue, startedAt: value["started_at"]?.stringValue,
+                endedAt: value["ended_at"]?.stringValue, version: version)
+        }
+    }
+
+    static func text(_ value: Decimal) -> String { NSDecimalNumber(decimal: value).stringValue }
+
+    /// The event the model sends for each movement of an account's MRR.
+    public static let movementEvent = "MRR Changed"
+
+    /// A version as said in an explanation: a time when it looks like one, else the number.
+    static func versionText(_ version: Double) -> String {
+        version > 946_684_800 && version < 4_102_444_800 ? Timestamps.iso(Date(timeIntervalSince1970: version)) : Setting<Int>.format(version)
+    }
+
+    /// A decimal as JSON: a whole number as an integer, else a number.
+    static func json(_ value: Decimal) -> JSONValue {
+        let text = Self.text(value)
+        if let whole = Int64(text) { return .int(whole) }
+        return Double(text).map { .double($0) } ?? .int(0)
+    }
+}
+
+extension AccountRevenue {
+    /// The account traits that state the present (README, Revenue semantics): never a value a later state
+    /// contradicts, so none has to be cleared with a null.
+    public var traits: [String: JSONValue] {
+        var out: [String: JSONValue] = [
+            "billing_status": .string(status.rawValue),
+            "mrr": RevenueLedger.json(mrr),
+            "mrr_basis": .string(basis.rawValue),
+            "is_paying_customer": .bool(isPaying),
+            "live_subscriptions": .int(Int64(liveSubscriptions)),
+            "trial_mrr": RevenueLedger.json(trialMRR),
+            "on_trial": .bool(onTrial),
+            "cancellation_scheduled": .bool(cancellationScheduled),
+            "paused": .bool(paused),
+            "payment_failing": .bool(paymentFailing),
+        ]
+        if let currency { out["currency"] = .string(currency) }
+        if let plan { out["plan"] = .string(plan) }
+        if let seats { out["seats"] = RevenueLedger.json(seats) }
+        if let interval { out["billing_interval"] = .string(interval) }
+        if let trialEndsAt { out["trial_ends_at"] = .string(trialEndsAt) }
+        if let customerSince { out["customer_since"] = .string(customerSince) }
+        if let churnedAt { out["churned_at"] = .string(churnedAt) }
+        if !otherCurrencies.isEmpty { out["mrr_other_currencies"] = .object(otherCurrencies.mapValues(RevenueLedger.json)) }
+        return out
+    }
+}
+
+// MARK: From a route's billing block
+
+extension BillingSpec {
+    /// The billing customer and the subscription's state the block reads from this webhook, or why it cannot.
+    func snapshot(in context: EvaluationContext, eventTime: Date) -> Result<(customer: String, snapshot: SubscriptionSnapshot), BillingProblem> {
+        func value(_ key: String) -> JSONValue? {
+            expression(key)?.evaluate(in: context).flatMap { Filters.isEmpty($0) ? nil : $0 }
+        }
+        func text(_ key: String) -> String? { value(key)?.textValue }
+        func required(_ key: String) -> Result<String, BillingProblem> {
+            guard let text = text(key), Identity.isUsableKey(text) else {
+                let raw = expression(key)?.evaluate(in: context)
+                return .failure(BillingProblem(text: "billing.\(key) ← \(expression(key).map(\.description) ?? "nothing") gave "
+                    + (raw.map { "\(LogText.preview($0)), not a usable id" } ?? "nothing") + " in this webhook"))
+            }
+            return .success(text)
+        }
+        let customer: String, id: String
+        switch required("customer") { case .success(let c): customer = c; case .failure(let p): return .failure(p) }
+        switch required("subscription") { case .success(let s): id = s; case .failure(let p): return .failure(p) }
+        guard let statusText = text("status"), let status = BillingStatus(rawValue: statusText) else {
+            let raw = expression("status")?.evaluate(in: context)
+            return .failure(BillingProblem(text: "billing.status ← \(expression("status").map(\.description) ?? "nothing") gave "
+                + (raw.map { LogText.preview($0) } ?? "nothing") + ", not one of " + BillingStatus.allCases.map(\.rawValue).joined(separator: ", ")))
+        }
+        var version = eventTime.timeIntervalSince1970
+        if let raw = value("version") {
+            if let number = raw.doubleValue { version = number } else if let date = Timestamps.date(from: raw) { version = date.timeIntervalSince1970 }
+        }
+        let mrr = value("mrr").flatMap(MRR.decimal)
+        let basis = text("mrr_basis").flatMap(MRRBasis.init(rawValue:)) ?? .net
+        return .success((customer, SubscriptionSnapshot(
+            id: id, status: status, mrr: mrr, basis: basis, listMRR: value("list_mrr").flatMap(MRR.decimal),
+            currency: text("currency")?.uppercased(), plan: text("plan"), seats: value("seats").flatMap(MRR.decimal),
+            interval: text("billing_interval"), trialEndsAt: text("trial_ends_at"), startedAt: text("started_at"),
+            endedAt: text("ended_at"), version: version)))
+    }
+}
+
+/// Why a billing block could not read a subscription from a webhook (the account message is a dead letter with it).
+struct BillingProblem: Error {
+    let text: String
+}
