@@ -69,6 +69,9 @@ public struct AccountRevenue: Sendable, Equatable {
     public var status: BillingStatus
     /// The sum of the subscriptions' contributions in the account's currency.
     public var mrr: Decimal
+    /// False when no payload ever told the amount of any of the account's subscriptions (Lemon Squeezy's carry
+    /// no price): `mrr` is then left out rather than sent as a 0 that is not true.
+    public var mrrKnown: Bool
     public var basis: MRRBasis
     public var currency: String?
     public var isPaying: Bool
@@ -77,8 +80,8 @@ public struct AccountRevenue: Sendable, Equatable {
     public var interval: String?
     /// Subscriptions that have not ended.
     public var liveSubscriptions: Int
-    /// What the trialing subscriptions would bring at list price.
-    public var trialMRR: Decimal
+    /// What the trialing subscriptions would bring at list price; nil when one is trialing but no amount is known.
+    public var trialMRR: Decimal?
     public var onTrial: Bool
     public var trialEndsAt: String?
     public var cancellationScheduled: Bool
@@ -164,17 +167,19 @@ public struct RevenueLedger: Sendable, Equatable {
         let seatsOf = !earning.isEmpty ? earning : !trialing.isEmpty ? trialing : lead.map { [$0] } ?? []
         let seats = seatsOf.compactMap(\.seats).reduce(into: Decimal?.none) { $0 = ($0 ?? 0) + $1 }
         let live = all.filter { $0.status != .churned }
+        let known = everPaid || all.isEmpty || all.contains { $0.mrr != nil }
         return AccountRevenue(
             status: Self.status(of: all),
             mrr: mrr,
-            basis: earning.isEmpty ? .net : basis,
+            mrrKnown: known,
+            basis: !known ? .unknown : earning.isEmpty ? .net : basis,
             currency: currency,
             isPaying: earning.contains { $0.mrr.map { $0 > 0 } ?? true },
             plan: lead?.plan,
             seats: seats,
             interval: lead?.interval,
             liveSubscriptions: live.count,
-            trialMRR: trialing.compactMap { $0.listMRR ?? $0.mrr }.reduce(0, +),
+            trialMRR: trialing.isEmpty ? 0 : trialing.compactMap { $0.listMRR ?? $0.mrr }.reduce(into: Decimal?.none) { $0 = ($0 ?? 0) + $1 },
             onTrial: !trialing.isEmpty,
             trialEndsAt: trialing.compactMap(\.trialEndsAt).min(),
             cancellationScheduled: all.contains { $0.status == .cancelling },
@@ -279,16 +284,16 @@ extension AccountRevenue {
     public var traits: [String: JSONValue] {
         var out: [String: JSONValue] = [
             "billing_status": .string(status.rawValue),
-            "mrr": RevenueLedger.json(mrr),
             "mrr_basis": .string(basis.rawValue),
             "is_paying_customer": .bool(isPaying),
             "live_subscriptions": .int(Int64(liveSubscriptions)),
-            "trial_mrr": RevenueLedger.json(trialMRR),
             "on_trial": .bool(onTrial),
             "cancellation_scheduled": .bool(cancellationScheduled),
             "paused": .bool(paused),
             "payment_failing": .bool(paymentFailing),
         ]
+        if mrrKnown { out["mrr"] = RevenueLedger.json(mrr) }
+        if let trialMRR { out["trial_mrr"] = RevenueLedger.json(trialMRR) }
         if let currency { out["currency"] = .string(currency) }
         if let plan { out["plan"] = .string(plan) }
         if let seats { out["seats"] = RevenueLedger.json(seats) }

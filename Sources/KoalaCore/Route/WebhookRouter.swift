@@ -358,7 +358,7 @@ public struct WebhookRouter: Sendable {
             }
             var traits = evaluate(account.traits, context)
             if let group = account.groupID?.evaluate(in: context), !Filters.isEmpty(group) {
-                traits["group_id"] = group
+                traits["group_id"] = Self.idText(group)
             }
             if let billed {
                 // The billing customer's state, from all of its subscriptions; the customer is the group.
@@ -444,9 +444,21 @@ public struct WebhookRouter: Sendable {
                 continue
             }
             guard let value = field.value.evaluate(in: context).flatMap(Self.present) else { continue }
-            out[field.name] = value
+            out[field.name] = Self.isIdentifier(field.name) ? Self.idText(value) : value
         }
         return out
+    }
+
+    /// Whether a property or trait names an id (`id`, `group_id`, `subscription_id`, …): sent as text whatever
+    /// the payload said, so one id has one type in Koala whichever event carried it (README, Outputs).
+    static func isIdentifier(_ name: String) -> Bool { name == "id" || name.hasSuffix("_id") }
+
+    /// A number as the id text it is (`7001` → `"7001"`); other values unchanged.
+    static func idText(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .int, .double: value.textValue.map { .string($0) } ?? value
+        default: value
+        }
     }
 
     /// The value with every missing part removed; nil when nothing is left.

@@ -159,6 +159,42 @@ struct TestFile {
     static let expectKeys = ["route", "output", "email", "profile_id", "domain", "account_id", "event", "properties", "traits",
                              "sent_at", "message_id", "problem", "waiting_for"]
 
+    /// The memory a test's webhook is routed against: its own, after the webhooks of the tests it names in
+    /// `after:` were routed first, in that order, through one memory (each with its own memory added), so a test
+    /// can follow a customer's life step by step. Their messages are not checked here (their own tests check
+    /// them). Nil, with the failure recorded, when an earlier test cannot be found or identified.
+    mutating func memoryAfter(_ map: Node.Mapping, own: [MemoryKey: Remembered], name: String, source: SourceDefinition) -> [MemoryKey: Remembered]? {
+        var memory = own
+        guard let afterNode = map["after"] else { return memory }
+        let names: [(String, Node)]
+        switch afterNode {
+        case .sequence(let items): names = items.compactMap { item in item.string.map { ($0, item) } }
+        case .scalar(let scalar): names = [(scalar.string, afterNode)]
+        default: names = []
+        }
+        if names.isEmpty { fail(afterNode, "'after' must name earlier tests of this file", "e.g. 'after: [\"life 1: the trial starts\"]'") }
+        for (earlier, at) in names {
+            guard earlier != name, let earlierMap = testsByName[earlier] else {
+                let suggestion = Suggest.closest(to: earlier, in: Array(testsByName.keys)).map { "did you mean '\($0)'? " } ?? ""
+                fail(at, "no test named '\(earlier)' in this file", "\(suggestion)'after' names tests of the same file, whose webhooks are routed first")
+                return nil
+            }
+            guard let (earlierBody, earlierHeaders, earlierMemory) = input(earlierMap, node: at, name: earlier) else { return nil }
+            for (key, entry) in earlierMemory where memory[key] == nil { memory[key] = entry }
+            guard let json = try? JSONValue.parse(earlierBody),
+                  case .success(let webhook) = source.webhook(body: earlierBody, json: json, headers: earlierHeaders,
+                                                                receivedAt: Date(timeIntervalSince1970: 0), secretLabel: "test", rulesVersion: table.version)
+            else {
+                fail(at, "the webhook of test '\(earlier)' cannot be identified", "fix that test first")
+                return nil
+            }
+            for entry in WebhookRouter(source: source).routing(webhook, memory: memory).remembers {
+                memory[entry.key] = memory[entry.key].map { $0.updated(by: entry) } ?? entry
+            }
+        }
+        return memory
+    }
+
     mutating func runTest(_ node: Node, source: SourceDefinition, nextTestLine: Int? = nil) {
         guard case .mapping(let map) = node else {
             fail(node, "a test must be a mapping", "write '- name: …' with webhook and expect")
@@ -172,38 +208,7 @@ struct TestFile {
         }
         let name = map["name"]?.string ?? "test at line \(at(node).line)"
         guard let (body, headers, ownMemory) = input(map, node: node, name: name) else { return }
-        var memory = ownMemory
-        // after: [test names]: those tests' webhooks are routed first, in that order, through one memory (each
-        // with its own memory added), so a test can follow a customer's life step by step. Their messages are
-        // not checked here (their own tests check them).
-        if let afterNode = map["after"] {
-            let names: [(String, Node)]
-            switch afterNode {
-            case .sequence(let items): names = items.compactMap { item in item.string.map { ($0, item) } }
-            case .scalar(let scalar): names = [(scalar.string, afterNode)]
-            default: names = []
-            }
-            if names.isEmpty { fail(afterNode, "'after' must name earlier tests of this file", "e.g. 'after: [\"life 1: the trial starts\"]'") }
-            for (earlier, at) in names {
-                guard earlier != name, let earlierMap = testsByName[earlier] else {
-                    let suggestion = Suggest.closest(to: earlier, in: Array(testsByName.keys)).map { "did you mean '\($0)'? " } ?? ""
-                    fail(at, "no test named '\(earlier)' in this file", "\(suggestion)'after' names tests of the same file, whose webhooks are routed first")
-                    return
-                }
-                guard let (earlierBody, earlierHeaders, earlierMemory) = input(earlierMap, node: at, name: earlier) else { return }
-                for (key, entry) in earlierMemory where memory[key] == nil { memory[key] = entry }
-                guard let json = try? JSONValue.parse(earlierBody),
-                      case .success(let webhook) = source.webhook(body: earlierBody, json: json, headers: earlierHeaders,
-                                                                    receivedAt: Date(timeIntervalSince1970: 0), secretLabel: "test", rulesVersion: table.version)
-                else {
-                    fail(at, "the webhook of test '\(earlier)' cannot be identified", "fix that test first")
-                    return
-                }
-                for entry in WebhookRouter(source: source).routing(webhook, memory: memory).remembers {
-                    memory[entry.key] = memory[entry.key].map { $0.updated(by: entry) } ?? entry
-                }
-            }
-        }
+        guard let memory = memoryAfter(map, own: ownMemory, name: name, source: source) else { return }
         guard let expectNode = map["expect"] else {
             fail(node, "test '\(name)' has no 'expect'", "list the expected messages, or write 'expect: []' for no output")
             return

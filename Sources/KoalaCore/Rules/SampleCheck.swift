@@ -375,13 +375,18 @@ extension TestFile {
     /// The webhooks of this file's tests, as samples of its source (nil when the file cannot be read).
     mutating func samples() -> (source: String, samples: [SampleCheck.Sample])? {
         guard let root = try? Yams.compose(yaml: text), case .mapping(let top) = root,
-              let source = top["source"]?.string, table.sources[source] != nil,
+              let source = top["source"]?.string,
               case .sequence(let tests)? = top["tests"] else { return nil }
+        guard let definition = table.sources[source] else { return nil }
+        for test in tests {
+            if case .mapping(let map) = test, let name = map["name"]?.string { testsByName[name] = map }
+        }
         var out: [SampleCheck.Sample] = []
         for test in tests {
             guard case .mapping(let map) = test else { continue }
             let name = map["name"]?.string ?? "test"
-            guard let (body, headers, memory) = input(map, node: test, name: name) else { continue }
+            guard let (body, headers, own) = input(map, node: test, name: name),
+                  let memory = memoryAfter(map, own: own, name: name, source: definition) else { continue }
             out.append(SampleCheck.Sample(name: "\(path):\(at(test).line)", body: body, headers: headers, memory: memory))
         }
         return (source, out)

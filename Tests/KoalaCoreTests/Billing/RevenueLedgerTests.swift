@@ -74,8 +74,11 @@ struct RevenueLedgerTests {
         let (ledger, _) = run([sub("a", .active, 100, at: 1, basis: .listPrice)])
         #expect(ledger.account.traits["mrr"] == 100 && ledger.account.traits["mrr_basis"] == "list_price" && ledger.account.isPaying)
         let (metered, _) = run([sub("m", .active, nil, at: 1)])
-        #expect(metered.account.traits["mrr"] == 0 && metered.account.traits["mrr_basis"] == "unknown" && metered.account.isPaying,
-                "a metered subscription is a paying customer whose MRR the payload cannot tell")
+        #expect(metered.account.traits["mrr"] == nil && metered.account.traits["mrr_basis"] == "unknown" && metered.account.isPaying,
+                "a metered subscription is a paying customer whose MRR the payload cannot tell: no mrr is sent, not a false 0")
+        // Once an amount was known, mrr is always sent: a trait never stays behind at an older value.
+        let (mixed, _) = run([sub("a", .active, 100, at: 1), sub("a", .churned, 100, at: 2), sub("m", .active, nil, at: 3)])
+        #expect(mixed.account.traits["mrr"] == 0 && mixed.account.traits["mrr_basis"] == "unknown")
     }
 
     /// The property: whatever the delivery order (duplicates included), the same final account state, and the
