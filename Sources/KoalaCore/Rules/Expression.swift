@@ -320,6 +320,7 @@ enum Functions {
         "paddle_is_paying": 1...1,
         "paying": 2...2,
         "minus": 2...2,
+        "concat": 2...16,
     ]
 
     static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {
@@ -372,6 +373,14 @@ enum Functions {
             let text = NSDecimalNumber(decimal: a - b).stringValue
             if let whole = Int64(text) { return .int(whole) }
             return Double(text).flatMap { $0.isFinite ? .double($0) : nil }
+        case "concat":
+            // concat(a, b, …): the texts joined; missing when any part is (an id built from parts is whole or none).
+            var out = ""
+            for arg in args {
+                guard let text = arg?.textValue, !text.isEmpty else { return nil }
+                out += text
+            }
+            return .string(out)
         default:
             return nil
         }

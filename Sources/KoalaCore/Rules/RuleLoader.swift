@@ -329,9 +329,11 @@ struct FileParser {
                 errors.append(location(billingNode).error("route '\(name)' feeds the revenue model but has no 'account'",
                     hint: "add 'account: { domain: person.email | email_domain }': the model sends the billing customer's state as account traits"))
             }
-            if person == nil {
-                errors.append(location(billingNode).error("route '\(name)' feeds the revenue model but has no 'person'",
-                    hint: "add 'person: { email: … }': MRR movements are sent as the customer's 'MRR Changed' events"))
+            // Without an amount there is no MRR movement to send, so a provider that names no person (Recurly) may
+            // still keep the account's state.
+            if person == nil, billing?.expression("mrr") != nil {
+                errors.append(location(billingNode).error("route '\(name)' feeds the revenue model an mrr but has no 'person'",
+                    hint: "add 'person: { email: … }': MRR movements are sent as the customer's 'MRR Changed' events (or leave out billing.mrr)"))
             }
             if track != nil {
                 errors.append(location(map["track"] ?? billingNode).error("route '\(name)' has both 'billing' and 'track'",

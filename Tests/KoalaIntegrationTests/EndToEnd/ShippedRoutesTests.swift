@@ -78,7 +78,7 @@ struct ShippedRoutesTests {
                  outputs: ["customer-upserted/identify"],
                  identity: KoalaIdentity(email: "grace.hopper@compilers.dev"), account: nil),
         Expected(source: "chargebee", sample: "subscription_created", webhookID: "ev_koala_chargebee_0001",
-                 outputs: ["subscription-started/track", "subscription-account/account"],
+                 outputs: ["subscription-started/track", "subscription-revenue/account", "subscription-revenue/track"],
                  identity: KoalaIdentity(email: "katherine@orbital-mechanics.io"), account: KoalaIdentity(domain: "orbital-mechanics.io")),
         Expected(source: "lemonsqueezy", sample: "order_created", webhookID: "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
                  outputs: ["order-paid/track", "order-paid/identify"],
@@ -126,6 +126,29 @@ struct ShippedRoutesTests {
             #expect(answers.map { $0["webhook_id"] } == ["order_created:orders:1001:2024-11-29T09:12:00.000000Z",
                                                          "order_created:orders:1001:2024-11-29T09:12:00.000000Z",
                                                          "order_created:orders:1001:2024-11-30T10:00:00.000000Z"])
+        }
+    }
+
+    /// Issue 26, finding 9: a Recurly notification without an `id` is accepted (not 400, which Recurly retries
+    /// forever) under an id derived from what it says; its retry is a duplicate; another notification is not.
+    @Test func aRecurlyNotificationWithoutAnIdGetsAStableDerivedId() async throws {
+        let table = try RuleLoader(environment: Self.environment).load(directory: repositoryRoot + "/routes")
+        let store = try await SQLiteStore(path: temporaryDirectory() + "/db.sqlite")
+        try await store.whileRunning {
+            let ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, logger: quietLogger)
+            let expired = Array(#"{"object_type":"subscription","event_type":"expired","event_time":"2025-04-01T00:00:00Z","account_code":"acct_8","uuid":"sub_8"}"#.utf8)
+            let retry = Array(#"{"uuid":"sub_8","account_code":"acct_8","event_time":"2025-04-01T00:00:00Z","event_type":"expired","object_type":"subscription"}"#.utf8)
+            let renewed = Array(#"{"object_type":"subscription","event_type":"renewed","event_time":"2025-03-01T00:00:00Z","account_code":"acct_8","uuid":"sub_8"}"#.utf8)
+            var answers: [Ingest.Answer] = []
+            for body in [expired, retry, renewed] {
+                let now = Date()
+                answers.append(await ingest.handle(source: "recurly", headers: signed("recurly", body, now: now), body: body, now: now))
+            }
+            #expect(answers.map(\.status) == [.ok, .ok, .ok])
+            #expect(answers.map { $0.body["status"] } == ["accepted", "duplicate", "accepted"])
+            #expect(answers.map { $0.body["webhook_id"] } == ["subscription.expired:sub_8:2025-04-01T00:00:00Z",
+                                                               "subscription.expired:sub_8:2025-04-01T00:00:00Z",
+                                                               "subscription.renewed:sub_8:2025-03-01T00:00:00Z"])
         }
     }
 

@@ -150,8 +150,8 @@ struct IdentityMemoryTests {
                 let response = try await client.executeRequest(uri: "/webhooks/stripe", method: .post, headers: stripeHeaders(body), body: ByteBuffer(bytes: body))
                 #expect(response.status == .ok)
             }
-            // identify (customer) + track (subscription) to /batch, account traits to /accounts/batch.
-            #expect(await eventually { koala.deliveredMessageIDs.count == 3 })
+            // identify (customer) + track (subscription) + MRR Changed to /batch, account traits to /accounts/batch.
+            #expect(await eventually { koala.deliveredMessageIDs.count == 4 })
         }
         #expect(koala.violations.isEmpty)
         #expect(Set(koala.received.compactMap(\.email)) == ["katherine@nasa-langley.io"])

@@ -76,9 +76,9 @@ struct StateMemoryTests {
             let customer = Array(#"{"event_id":"evt_c","event_type":"customer.created","occurred_at":"2024-12-01T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
             #expect(await send(ingest, customer).status == .ok)
             let first = await send(ingest, paddleUpdate("evt_1", at: "2024-12-01T10:00:00Z", price: "team", amount: "2000"))
-            #expect(first.body["messages"] == 1)          // account traits; no state yet, so no transition
+            #expect(first.body["messages"] == 2)          // account traits + MRR Changed (baseline); no state yet, so no transition
             let second = await send(ingest, paddleUpdate("evt_2", at: "2024-12-02T10:00:00Z", price: "scale", amount: "5000"))
-            #expect(second.body["messages"] == 2)         // Subscription Upgraded + account traits
+            #expect(second.body["messages"] == 3)         // Subscription Upgraded + account traits + MRR Changed (expansion)
             let late = await send(ingest, paddleUpdate("evt_late", at: "2024-12-01T12:00:00Z", price: "solo", amount: "900"))
             #expect(late.body["status"] == "accepted")
             #expect(late.body["messages"] == 0)
@@ -89,7 +89,9 @@ struct StateMemoryTests {
             let item = try JSONValue.parse(Array(try #require(upgrades.first).itemJSON.utf8))
             #expect(item["properties"]?["previous_mrr"] == 20)
             #expect(item["properties"]?["mrr"] == 50)
-            #expect(item["properties"]?["mrr_delta"] == 30)
+            // The delta travels on the MRR movement, once per change of the account's MRR.
+            let moves = try due.filter { $0.route == "subscription-revenue" && $0.kind == .track }.map { try JSONValue.parse(Array($0.itemJSON.utf8))["properties"] }
+            #expect(moves.map { $0?["mrr_movement"] } == ["baseline", "expansion"] && moves.map { $0?["mrr_delta"] } == [20, 30])
             let key = MemoryKey(namespace: "paddle_subscription", key: "sub_1")
             #expect(try await store.recall(source: "paddle", keys: [key])[key]?.state?["price_id"] == "scale")
         }
@@ -140,7 +142,7 @@ struct StateMemoryTests {
             let resolver = IdentityResolver(store: store, rules: holder, linger: 0, logger: quietLogger)
             _ = await send(ingest, paddleUpdate("evt_1", at: "2024-12-01T10:00:00Z", price: "team", amount: "2000"))
             let upgrade = await send(ingest, paddleUpdate("evt_2", at: "2024-12-02T10:00:00Z", price: "scale", amount: "5000"))
-            #expect(upgrade.body["waiting_for_identity"] == 2)    // the upgrade and the account traits
+            #expect(upgrade.body["waiting_for_identity"] == 3)    // the upgrade, the account traits and the MRR movement
 
             let customer = Array(#"{"event_id":"evt_c","event_type":"customer.updated","occurred_at":"2024-12-03T09:00:00Z","data":{"id":"ctm_1","email":"ana@brightco.io"}}"#.utf8)
             #expect(await send(ingest, customer).status == .ok)
@@ -155,7 +157,7 @@ struct StateMemoryTests {
 
             // The journal holds the state it was compared against; routing it again decides the same.
             let stored = try #require(try await store.storedWebhook(source: "paddle", webhookID: "evt_2"))
-            #expect(stored.routedStates?.first?.state?["price_id"] == "team")
+            #expect(stored.routedStates?.first { $0.key.namespace == "paddle_subscription" }?.state?["price_id"] == "team")
             let router = WebhookRouter(source: try #require(table.sources["paddle"]))
             let now = try await store.recall(source: "paddle", keys: router.recallKeys(stored))
             #expect(router.route(stored, memory: stored.memoryAsRouted(now)).map(\.route).contains("subscription-upgraded"))
@@ -190,7 +192,7 @@ struct StateMemoryTests {
         #expect(process.terminationStatus == 0, "\(output)")
         #expect(output.contains("✓ subscription-upgraded"), "\(output)")
         #expect(output.contains(#""previous_mrr":20"#), "\(output)")
-        #expect(output.contains(#"remembers paddle_subscription 'sub_1' → {"domain":"brightco.io","email":"ana@brightco.io","mrr":50,"plan":"scale","price_id":"scale","remembered_at":"2024-12-02T10:00:00.000Z","seats":1,"status":"active"}"#), "\(output)")
+        #expect(output.contains(#"remembers paddle_subscription 'sub_1' → {"mrr":50,"plan":"scale","price_id":"scale","remembered_at":"2024-12-02T10:00:00.000Z","seats":1,"status":"active"}"#), "\(output)")
     }
 
     /// Two replicas on one PostgreSQL schema take updates of one subscription at the same moment. Their
