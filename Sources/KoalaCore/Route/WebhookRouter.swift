@@ -76,7 +76,7 @@ public struct WebhookRouter: Sendable {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
         for route in source.routes where route.takes(type: webhook.eventType) {
-            for recall in route.memoryReads {
+            for recall in route.memoryLookups {
                 if let key = recall.key.evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: recall.namespace, payloadKey: key),
                    !keys.contains(memoryKey) {
                     keys.append(memoryKey)

@@ -70,20 +70,29 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
         paths.contains { $0.root == root }
     }
 
-    /// The `recall(namespace, key)` calls inside this expression.
-    public var recalls: [(namespace: String, key: Expression)] {
+    /// The `recall(namespace, key)` and `latest(namespace, key)` calls inside this expression: the memory it reads.
+    public var recalls: [(namespace: String, key: Expression)] { memoryCalls(["recall", "latest"]) }
+
+    /// The `recall` calls alone: the states a route compares against, which make it out of order when they are
+    /// newer than the webhook (`latest` copies the newest value known and never does).
+    public var orderedRecalls: [(namespace: String, key: Expression)] { memoryCalls(["recall"]) }
+
+    /// The names of the functions that read memory.
+    public static let memoryFunctions: Set<String> = ["recall", "latest"]
+
+    func memoryCalls(_ names: Set<String>) -> [(namespace: String, key: Expression)] {
         switch self {
         case .literal, .path: []
         case .template(let parts):
             parts.flatMap { part -> [(namespace: String, key: Expression)] in
-                if case .expression(let e) = part { return e.recalls }
+                if case .expression(let e) = part { return e.memoryCalls(names) }
                 return []
             }
-        case .call("recall", let args):
-            if args.count == 2, case .literal(.string(let namespace)) = args[0] { [(namespace, args[1])] } else { [] }
-        case .call(_, let args): args.flatMap(\.recalls)
-        case .access(let base, _): base.recalls
-        case .piped(let base, let filters): base.recalls + filters.flatMap { $0.arguments.flatMap(\.recalls) }
+        case .call(let name, let args) where Self.memoryFunctions.contains(name):
+            if names.contains(name), args.count == 2, case .literal(.string(let namespace)) = args[0] { [(namespace, args[1])] } else { [] }
+        case .call(_, let args): args.flatMap { $0.memoryCalls(names) }
+        case .access(let base, _): base.memoryCalls(names)
+        case .piped(let base, let filters): base.memoryCalls(names) + filters.flatMap { $0.arguments.flatMap { $0.memoryCalls(names) } }
         }
     }
 }
@@ -212,7 +221,7 @@ extension Expression {
                 out = out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
             }
             return out.isEmpty ? .none : .some(.string(out))
-        case .call("recall", let args):
+        case .call(let name, let args) where Self.memoryFunctions.contains(name):
             guard args.count == 2, case .literal(.string(let namespace)) = args[0],
                   let key = args[1].evaluate(in: context)?.textValue, let memoryKey = MemoryKey(namespace: namespace, payloadKey: key)
             else { return nil }
@@ -306,12 +315,15 @@ enum Functions {
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
         "recall": 2...2,
+        "latest": 2...2,
         "stripe_mrr": 1...4,
         "stripe_mrr_basis": 1...4,
         "stripe_list_mrr": 1...1,
         "paddle_mrr": 1...4,
         "paddle_mrr_basis": 1...4,
         "paddle_list_mrr": 1...1,
+        "clerk_mrr": 1...1,
+        "clerk_mrr_basis": 1...1,
         "billing_interval": 1...2,
         "stripe_previous": 1...1,
         "stripe_billing_status": 1...1,
@@ -334,6 +346,14 @@ enum Functions {
                 default: return true
                 }
             } ?? nil
+        case "clerk_mrr", "clerk_mrr_basis":
+            guard let item = args.first ?? nil else { return nil }
+            do {
+                let detail = try MRR.clerkDetail(item)
+                return name.hasSuffix("_basis") ? .string(detail.basis.rawValue) : try detail.json(detail.mrr)
+            } catch {
+                return name.hasSuffix("_basis") ? .string(MRRBasis.unknown.rawValue) : nil
+            }
         case "stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "paddle_mrr", "paddle_mrr_basis", "paddle_list_mrr":
             // (subscription, remembered discounts…): what the provider's discount events said about discounts
             // the subscription names by id only.

@@ -145,14 +145,14 @@ public struct ExpressionParser {
                     throw Failure(offset: peek.offset, message: "function '\(word)' needs arguments",
                                   hint: "write \(word)(value, …)")
                 }
-                let args = try parseArguments(bareFirst: word == "recall")
+                let args = try parseArguments(bareFirst: Expression.memoryFunctions.contains(word))
                 guard arity.contains(args.count) else {
                     throw Failure(offset: token.offset, message: "function '\(word)' takes \(describe(arity)) arguments, got \(args.count)",
                                   hint: "check the call")
                 }
-                if word == "recall" {
+                if Expression.memoryFunctions.contains(word) {
                     guard case .literal(.string(let namespace)) = args[0], FileParser.isName(namespace) else {
-                        throw Failure(offset: token.offset, message: "recall's first argument names a memory",
+                        throw Failure(offset: token.offset, message: "\(word)'s first argument names a memory",
                                       hint: "write recall(stripe_customer, body.data.object.customer): a name made of lower-case letters, digits, '-' and '_'")
                     }
                 }

@@ -218,6 +218,32 @@ public enum MRR {
         return try detail.json(detail.mrr)
     }
 
+    /// Clerk Billing: a subscription item (`data` of `subscriptionItem.*` events). Its `plan.amount` is the
+    /// monthly fee in minor units; billed yearly (`interval: annual`) the month costs `plan.annual_monthly_amount`,
+    /// and without it the monthly fee is the list price (said so: Clerk's annual price is usually lower).
+    public static func clerkDetail(_ item: JSONValue) throws(Unknown) -> Detail {
+        guard let plan = item["plan"], plan != .null, let monthly = decimal(plan["amount"]) else { throw Unknown("the item has no plan amount") }
+        guard let currency = (plan["currency"] ?? item["amount"]?["currency"])?.stringValue?.uppercased(),
+              let exponent = Money.exponent(of: currency, rules: .iso4217) else { throw Unknown("the item names no currency") }
+        let list = shifted(monthly, by: exponent)
+        var net: Decimal? = list
+        var unknown: String?
+        switch item["interval"]?.stringValue ?? item["plan_period"]?.stringValue {
+        case "annual", "year":
+            if let annualMonthly = decimal(plan["annual_monthly_amount"]) {
+                net = shifted(annualMonthly, by: exponent)
+            } else {
+                net = nil
+                unknown = "the item is billed yearly and its plan does not say annual_monthly_amount"
+            }
+        case "month", nil:
+            break
+        case let other?:
+            throw Unknown("the item is billed by '\(LogText.bounded(LogText.escaped(other), limit: 20))', not month or annual")
+        }
+        return Detail(list: list, net: net, currency: currency, rules: .iso4217, unknownDiscount: unknown)
+    }
+
     /// Minor units as major units: the decimal point moved (exact).
     static func shifted(_ minor: Decimal, by exponent: Int) -> Decimal {
         Decimal(sign: minor.sign, exponent: minor.exponent - exponent, significand: minor.significand)

@@ -98,6 +98,8 @@ public final class Route: Sendable {
     /// What routing this route reads from memory: its recalls and the states it remembers (compared with the
     /// state remembered before).
     let memoryReads: [(namespace: String, key: Expression)]
+    /// Every memory entry the route reads or remembers: what ingest loads before routing it.
+    let memoryLookups: [(namespace: String, key: Expression)]
     /// The `remember` entries that keep values (states), not only an identity.
     let stateRemembers: [MemorySpec]
 
@@ -128,12 +130,14 @@ public final class Route: Sendable {
         if let track { expressions += [track.event] + track.properties.map(\.value) }
         if let identify { expressions += identify.traits.map(\.value) }
         if let account { expressions += [account.domain, account.accountID, account.groupID].compactMap { $0 } + account.traits.map(\.value) }
-        let ordered = expressions.flatMap(\.recalls)
-        // A billing block's recalls (remembered discounts) are looked up but do not make the route out of order:
-        // the revenue model orders each subscription's states itself.
-        recalls = ordered + (billing?.fields.flatMap { $0.value.recalls } ?? [])
+        let ordered = expressions.flatMap(\.orderedRecalls)
+        // A billing block's recalls (remembered discounts) and every latest() are looked up but do not make the
+        // route out of order: the revenue model orders each subscription's states itself, and latest() copies
+        // the newest value known.
+        recalls = expressions.flatMap(\.recalls) + (billing?.fields.flatMap { $0.value.recalls } ?? [])
         stateRemembers = remember.filter { !$0.values.isEmpty }
         memoryReads = ordered + stateRemembers.map { (namespace: $0.name, key: $0.key) }
+        memoryLookups = recalls + stateRemembers.map { (namespace: $0.name, key: $0.key) }
     }
 }
 
