@@ -58,20 +58,36 @@ struct SegmentMappingTests {
         #expect(call["properties"] == [:])
     }
 
-    @Test func anAccountIsAGroupCallByItsDomain() throws {
-        let m = message(4, identity: KoalaIdentity(domain: "acme.io"), endpoint: .account, kind: .identify, item: [
+    /// Issue 26, finding 10: account traits are a group call of the person they came with into the billing
+    /// customer's group (group_id), the domain a trait; two customers on one domain stay two groups; no
+    /// anonymous user is invented.
+    @Test func anAccountIsAGroupCallOfItsPersonIntoTheBillingCustomer() throws {
+        let m = message(4, identity: KoalaIdentity(email: "ada@acme.io", domain: "acme.io"), endpoint: .account, kind: .identify, item: [
             "type": "identify", "message_id": "m4", "sent_at": "2024-11-29T09:12:00.000Z",
             "traits": ["billing_status": "active", "mrr": 49, "group_id": "cus_1"],
         ])
         let call = try SegmentMapping.call(m).get()
         #expect(call == [
-            "type": "group", "groupId": "acme.io", "anonymousId": "account:acme.io", "messageId": "m4",
-            "timestamp": "2024-11-29T09:12:00.000Z", "traits": ["billing_status": "active", "mrr": 49, "group_id": "cus_1"],
+            "type": "group", "groupId": "cus_1", "userId": "ada@acme.io", "messageId": "m4",
+            "timestamp": "2024-11-29T09:12:00.000Z", "traits": ["billing_status": "active", "mrr": 49, "group_id": "cus_1", "domain": "acme.io"],
             "context": ["library": library],
         ])
-        let byID = message(5, identity: KoalaIdentity(accountID: "acct_1"), endpoint: .account, kind: .identify,
-                           item: ["type": "identify", "message_id": "m5", "traits": ["plan": "Pro"]])
-        #expect(try SegmentMapping.call(byID).get()["groupId"] == "acct_1")
+        let other = message(5, identity: KoalaIdentity(email: "bob@acme.io", domain: "acme.io", userID: "cus_2"), endpoint: .account, kind: .identify,
+                            item: ["type": "identify", "message_id": "m5", "traits": ["group_id": "cus_2", "plan": "Pro"]])
+        let second = try SegmentMapping.call(other).get()
+        #expect(second["groupId"] == "cus_2" && second["userId"] == "cus_2" && second["anonymousId"] == nil)
+        // Without a group_id the group is the account's domain (or account id).
+        let byID = message(6, identity: KoalaIdentity(email: "eve@acme.io", accountID: "acct_1"), endpoint: .account, kind: .identify,
+                           item: ["type": "identify", "message_id": "m6", "traits": ["plan": "Pro"]])
+        let third = try SegmentMapping.call(byID).get()
+        #expect(third["groupId"] == "acct_1" && third["traits"]?["account_id"] == "acct_1")
+        // A visitor known by profile id joins as that anonymous visitor; nobody at all is refused, never invented.
+        let visitor = message(7, identity: KoalaIdentity(profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba", domain: "acme.io"), endpoint: .account,
+                              kind: .identify, item: ["type": "identify", "message_id": "m7", "traits": ["plan": "Pro"]])
+        #expect(try SegmentMapping.call(visitor).get()["anonymousId"] == "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba")
+        let nobody = message(8, identity: KoalaIdentity(domain: "acme.io"), endpoint: .account, kind: .identify,
+                             item: ["type": "identify", "message_id": "m8", "traits": ["plan": "Pro"]])
+        #expect(SegmentMapping.call(nobody) == .failure(.init(reason: "the account traits name no person: a group call needs the user who belongs to the group")))
     }
 
     @Test func aCallOverThirtyTwoKilobytesIsRefused() {

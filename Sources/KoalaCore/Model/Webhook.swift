@@ -105,15 +105,30 @@ public struct KoalaIdentity: Sendable, Hashable {
 
     /// Messages with equal keys may share one request and are sent in order, one request at a time.
     public var key: String {
-        if domain != nil || accountID != nil {
+        if isAccount {
             return "a|\(domain ?? "")|\(accountID ?? "")"
         }
         return "p|\(email ?? "")|\(profileID ?? "")"
     }
 
-    /// The top-level identity fields of a Koala request body.
+    /// Whether a person is named (email, profile id or user id).
+    public var namesPerson: Bool { email != nil || profileID != nil || userID != nil }
+
+    /// Whether this names an account (a domain or account id): the person beside it, if any, is only who the
+    /// account's traits came with (Segment's group call names them), never part of Koala's request.
+    public var isAccount: Bool { domain != nil || accountID != nil }
+
+    /// Who Koala's request names: an account alone (without the person its traits came with), or the person.
+    public var koala: KoalaIdentity { isAccount ? KoalaIdentity(domain: domain, accountID: accountID) : self }
+
+    /// The top-level identity fields of a Koala request body: an account's domain or account id, or a person's.
     public var topLevel: [(String, String)] {
         var out: [(String, String)] = []
+        if isAccount {
+            if let domain { out.append(("domain", domain)) }
+            if let accountID { out.append(("account_id", accountID)) }
+            return out
+        }
         if let profileID { out.append(("profile_id", profileID)) }
         if let email { out.append(("email", email)) }
         if let domain { out.append(("domain", domain)) }

@@ -188,6 +188,14 @@ public struct WebhookRouter: Sendable {
                     unconfigured.append("\(output.rawValue) sends only to \(named)")
                 }
             }
+            // A Segment-compatible group call needs the user who belongs to the group: account traits that name no
+            // person go to Koala alone (never as an invented anonymous user).
+            for index in messages.indices where messages[index].output == .account && !messages[index].identity.namesPerson {
+                if messages[index].destinations.contains(where: { $0 != .koala }) {
+                    messages[index].destinations.removeAll { $0 != .koala }
+                    if messages[index].destinations.isEmpty { unconfigured.append("account names no person, and a group call needs one") }
+                }
+            }
             let wasEmpty = messages.isEmpty
             messages.removeAll { $0.destinations.isEmpty }
             if messages.isEmpty && !wasEmpty {
@@ -343,7 +351,11 @@ public struct WebhookRouter: Sendable {
             out.append(identified)
         }
         if let account = route.account {
-            var identity = KoalaIdentity()
+            // The person the traits came with (when the route names one): Segment-compatible destinations send
+            // account traits as a group call of that user; Koala's request names the account alone.
+            var identity = personProblem == nil && personWaits == nil
+                ? KoalaIdentity(email: personIdentity.email, profileID: personIdentity.profileID, userID: personIdentity.userID)
+                : KoalaIdentity()
             if let raw = account.domain?.evaluate(in: context), case .string(let text) = raw {
                 identity.domain = Identity.companyDomain(from: text)
             }

@@ -56,8 +56,9 @@ struct ExpectWriter {
                 kept = ["sent_at"]   // a new expectation checks the event time: the lifecycle moment Koala records
             }
             var fields: [String: JSONValue] = ["route": .string(message.route), "output": .string(message.output.rawValue)]
-            let identity: [(String, String?)] = [("email", message.identity.email), ("profile_id", message.identity.profileID),
-                                                 ("domain", message.identity.domain), ("account_id", message.identity.accountID)]
+            let who = message.identity.koala
+            let identity: [(String, String?)] = [("email", who.email), ("profile_id", who.profileID),
+                                                 ("domain", who.domain), ("account_id", who.accountID)]
             for (key, value) in identity { if let value { fields[key] = .string(value) } }
             for key in ["event", "properties", "traits", "sent_at", "message_id"] {
                 guard let value = message.item[key], !Self.optionalKeys.contains(key) || kept.contains(key) else { continue }

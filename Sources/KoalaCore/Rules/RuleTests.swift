@@ -345,8 +345,10 @@ struct TestFile {
         check("output", .string(m.output.rawValue))
         if ["email", "profile_id", "domain", "account_id"].contains(where: { e[$0] != nil }) {
             // The identity is compared whole: fields not written are expected to be absent.
-            let actual: [(key: String, value: String?)] = [("email", m.identity.email), ("profile_id", m.identity.profileID),
-                                                           ("domain", m.identity.domain), ("account_id", m.identity.accountID)]
+            // (Koala's identity: an account's, not the person its traits came with.)
+            let who = m.identity.koala
+            let actual: [(key: String, value: String?)] = [("email", who.email), ("profile_id", who.profileID),
+                                                           ("domain", who.domain), ("account_id", who.accountID)]
             for (key, value) in actual {
                 let wanted = e[key].map(Self.json) ?? .null
                 let got = value.map { JSONValue.string($0) } ?? .null

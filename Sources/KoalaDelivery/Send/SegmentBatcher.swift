@@ -11,9 +11,10 @@ import KoalaStore
 ///   your app's user id), otherwise the email (the one id both the provider and Koala know); the email is
 ///   also `traits.email` (identify) or `context.traits.email` (track), as Segment's spec names it;
 /// - a person known only by Koala's `profile_id` (the `ko_id` cookie, an anonymous visitor): `anonymousId`;
-/// - an account: `groupId` is its domain (or `account_id`); Segment requires a user on every call and an
-///   account output names none, so `anonymousId` is `account:<groupId>`, stable for the account. Koala's
-///   `group_id` (a workspace within the company) stays a trait.
+/// - an account: a `group` call of the person the traits came with (`userId` as above, or `anonymousId` for a
+///   visitor known by profile id) into `groupId` = the account's `group_id` (the billing customer, or the
+///   workspace), else its domain (or `account_id`); the domain is a trait. Account traits that name no person
+///   are not sent here (the router keeps them for Koala): no anonymous user is ever invented.
 ///
 /// `messageId` is the same deterministic id Koala gets, so a retry or replay is absorbed the same way;
 /// `timestamp` is the event time; `context.library` names koala-router and its version.
@@ -36,13 +37,23 @@ public enum SegmentMapping {
         let identity = message.identity
         switch (message.endpoint, message.kind) {
         case (.account, _):
-            guard let groupID = identity.domain ?? identity.accountID else {
-                return .failure(Refusal(reason: "the account has no domain or account_id"))
+            var traits: [String: JSONValue] = [:]
+            if case .object(let given)? = item["traits"] { traits = given }
+            guard let groupID = traits["group_id"]?.textValue ?? identity.domain ?? identity.accountID else {
+                return .failure(Refusal(reason: "the account has no group_id, domain or account_id"))
             }
+            if let userID = identity.userID ?? identity.email {
+                call["userId"] = .string(userID)
+            } else if let profileID = identity.profileID {
+                call["anonymousId"] = .string(profileID)
+            } else {
+                return .failure(Refusal(reason: "the account traits name no person: a group call needs the user who belongs to the group"))
+            }
+            if let domain = identity.domain, traits["domain"] == nil { traits["domain"] = .string(domain) }
+            if let accountID = identity.accountID, traits["account_id"] == nil { traits["account_id"] = .string(accountID) }
             call["type"] = "group"
             call["groupId"] = .string(groupID)
-            call["anonymousId"] = .string("account:" + groupID)
-            call["traits"] = item["traits"] ?? .object([:])
+            call["traits"] = .object(traits)
         case (.person, let kind):
             if let userID = identity.userID ?? identity.email {
                 call["userId"] = .string(userID)

@@ -52,6 +52,38 @@ struct DestinationsTests {
         }
     }
 
+    /// Issue 26, finding 10: a billing customer's account traits reach a Segment-compatible API as a group call
+    /// of the customer's person into the billing customer's group, the domain a trait (no invented user), while
+    /// Koala's /accounts/batch names the domain alone. Account traits with no person stay Koala's.
+    @Test func accountTraitsAreAGroupCallOfTheirPerson() async throws {
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        let segment = try await FakeSegment.start()
+        defer { segment.stop() }
+        var config = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala)
+        config.segmentWriteKey = segment.writeKey
+        config.segmentURL = segment.baseURL
+        let (app, _) = try await buildApplication(config, logger: quietLogger)
+        try await app.test(.live) { client in
+            for body in [IdentityMemoryTests.customerCreated(id: "evt_grp_cus", customer: "cus_7", email: "katherine@nasa-langley.io"),
+                         IdentityMemoryTests.subscriptionCreated(id: "evt_grp_sub", customer: "cus_7")] {
+                let response = try await client.executeRequest(uri: "/webhooks/stripe", method: .post, headers: stripeHeaders(body), body: ByteBuffer(bytes: body))
+                #expect(response.status == .ok)
+            }
+            // identify + Subscription Started + MRR Changed + the account: four calls each.
+            #expect(await eventually { koala.deliveredMessageIDs.count == 4 && segment.calls.count == 4 })
+            let group = try #require(segment.calls.first { $0["type"] == "group" })
+            #expect(group["userId"] == "katherine@nasa-langley.io")
+            #expect(group["anonymousId"] == nil)
+            #expect(group["groupId"] == "cus_7")
+            #expect(group["traits"]?["domain"] == "nasa-langley.io")
+            #expect(group["traits"]?["mrr"] == 49)
+            #expect(koala.received.compactMap(\.domain) == ["nasa-langley.io"])
+            #expect(segment.violations.isEmpty, "\(segment.violations)")
+            #expect(koala.violations.isEmpty, "\(koala.violations)")
+        }
+    }
+
     /// A revoked write key is loud and final for that destination only: its messages are dead letters that
     /// say so, Koala's are delivered.
     @Test func aRevokedWriteKeyDeadLettersThatDestinationOnly() async throws {

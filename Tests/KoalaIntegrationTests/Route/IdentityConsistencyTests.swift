@@ -61,7 +61,7 @@ struct IdentityConsistencyTests {
         let messages = try routed(#"{"email":"ada@acme-corp.io","metadata":{"account":"acct\u0001"}}"#)
         let account = try #require(messages.first { $0.output == .account })
         #expect(account.problem == nil)
-        #expect(account.identity == KoalaIdentity(domain: "acme-corp.io"))
+        #expect(account.identity.koala == KoalaIdentity(domain: "acme-corp.io"))
         #expect(account.droppedFields.map(\.field) == ["account.account_id"])
     }
 

@@ -46,10 +46,10 @@ struct IdentityMemoryTests {
         let webhook = VerifiedWebhook(source: "clerk", webhookID: "msg_1", eventType: "organization.updated", eventTime: Date(timeIntervalSince1970: 1_732_871_800),
                                       receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
         let key = MemoryKey(namespace: "clerk_organization", key: "org_1")
-        #expect(router.recallKeys(webhook) == [key])
+        #expect(router.recallKeys(webhook) == [MemoryKey(namespace: "clerk_organization_profile", key: "org_1"), key])
         #expect(router.route(webhook).isEmpty)
         let routed = router.route(webhook, memory: [key: KoalaIdentity(domain: "hut8.io")])
-        #expect(routed.map(\.identity) == [KoalaIdentity(domain: "hut8.io")])
+        #expect(routed.map(\.identity.koala) == [KoalaIdentity(domain: "hut8.io")])
     }
 
     @Test func routesRememberAndRecall() throws {
@@ -66,7 +66,8 @@ struct IdentityMemoryTests {
         #expect(waiting.allSatisfy { $0.waitingFor == MemoryKey(namespace: "stripe_customer", key: "cus_9") && $0.problem == nil })
         // With memory: resolved, including the account domain derived from the recalled email.
         let resolved = router.route(subscription, memory: [MemoryKey(namespace: "stripe_customer", key: "cus_9"): KoalaIdentity(email: "ada@acme.io", domain: "acme.io")])
-        #expect(resolved.map(\.identity) == [KoalaIdentity(email: "ada@acme.io"), KoalaIdentity(domain: "acme.io"), KoalaIdentity(email: "ada@acme.io")])
+        #expect(resolved.map(\.identity) == [KoalaIdentity(email: "ada@acme.io"), KoalaIdentity(email: "ada@acme.io", domain: "acme.io"), KoalaIdentity(email: "ada@acme.io")])
+        #expect(resolved.map(\.identity.koala) == [KoalaIdentity(email: "ada@acme.io"), KoalaIdentity(domain: "acme.io"), KoalaIdentity(email: "ada@acme.io")])
         #expect(resolved.allSatisfy { $0.waitingFor == nil && $0.problem == nil })
         #expect(resolved.map(\.messageID) == waiting.map(\.messageID))
         // A status outside the condition produces nothing.
@@ -99,7 +100,7 @@ struct IdentityMemoryTests {
             let track = try #require(due.first { $0.route == "subscription-started" && $0.kind == .track })
             #expect(track.identity == KoalaIdentity(email: "grace@hopper.dev"))
             let account = try #require(due.first { $0.endpoint == .account })
-            #expect(account.identity == KoalaIdentity(domain: "hopper.dev"))
+            #expect(account.identity == KoalaIdentity(email: "grace@hopper.dev", domain: "hopper.dev"))   // the person rides along for Segment's group call
             #expect(account.itemJSON.contains(#""is_paying_customer":true"#))
             #expect(account.itemJSON.contains(#""billing_status":"active""#))
         }

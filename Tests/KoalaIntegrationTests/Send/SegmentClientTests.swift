@@ -23,7 +23,7 @@ struct SegmentClientTests {
             message(2, KoalaIdentity(email: "ada@acme.io"), .person, .identify, ["type": "identify", "message_id": "m2", "sent_at": at, "traits": ["name": "Ada"]]),
             message(3, KoalaIdentity(profileID: "3e6a2c18-3b02-40c4-b8d2-1842c193d3ba"), .person, .track,
                     ["type": "track", "event": "Signed Up", "message_id": "m3", "sent_at": at]),
-            message(4, KoalaIdentity(domain: "acme.io"), .account, .identify,
+            message(4, KoalaIdentity(email: "ada@acme.io", domain: "acme.io"), .account, .identify,
                     ["type": "identify", "message_id": "m4", "sent_at": at, "traits": ["billing_status": "active", "group_id": "cus_1"]]),
         ]
     }
