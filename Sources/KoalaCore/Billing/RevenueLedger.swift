@@ -32,10 +32,14 @@ public struct SubscriptionSnapshot: Sendable, Equatable {
     /// Orders this subscription's states: a snapshot with a lower version than the one applied changes
     /// nothing (the provider's event time, or its own version counter where it has one).
     public var version: Double
+    /// Discounts the payload named by id only, which the provider's discount events may describe later.
+    public var pending: PendingDiscounts?
 
     public init(id: String, status: BillingStatus, mrr: Decimal? = nil, basis: MRRBasis = .net, listMRR: Decimal? = nil,
                 currency: String? = nil, plan: String? = nil, seats: Decimal? = nil, interval: String? = nil,
-                trialEndsAt: String? = nil, startedAt: String? = nil, endedAt: String? = nil, version: Double) {
+                trialEndsAt: String? = nil, startedAt: String? = nil, endedAt: String? = nil, version: Double,
+                pending: PendingDiscounts? = nil) {
+        self.pending = pending
         self.id = id
         self.status = status
         self.mrr = mrr
@@ -62,6 +66,65 @@ public struct SubscriptionSnapshot: Sendable, Equatable {
 
     /// What it adds to the account's MRR: its MRR while it generates revenue, else 0.
     var contribution: Decimal { generatesRevenue ? (mrr ?? 0) : 0 }
+}
+
+/// Discounts a subscription names by id only, and what its MRR is before them: the revenue model finishes
+/// the MRR when the provider's discount events describe them, whichever arrives first (README, Revenue semantics).
+public struct PendingDiscounts: Sendable, Equatable {
+    public var ids: [String]
+    /// The MRR after the discounts that were known.
+    public var partial: Decimal
+    /// Months in one billing period, and the quantity: an amount off is per period (and per seat).
+    public var periodMonths: Decimal
+    public var seats: Decimal
+    /// The currency's decimals, to round the result as the MRR sent is rounded.
+    public var exponent: Int
+
+    init(ids: [String], partial: Decimal, periodMonths: Decimal, seats: Decimal, exponent: Int) {
+        self.ids = ids
+        self.partial = partial
+        self.periodMonths = periodMonths
+        self.seats = seats
+        self.exponent = exponent
+    }
+
+    init?(_ value: JSONValue?) {
+        guard let value, case .array(let list)? = value["ids"] else { return nil }
+        let ids = list.compactMap(\.stringValue)
+        guard !ids.isEmpty, let partial = value["partial"].flatMap(MRR.decimal),
+              case .int(let raw)? = value["exponent"], (0...4).contains(raw) else { return nil }
+        let exponent = Int(raw)
+        self.ids = ids
+        self.partial = partial
+        self.periodMonths = value["period_months"].flatMap(MRR.decimal).flatMap { $0 > 0 ? $0 : nil } ?? 1
+        self.seats = value["seats"].flatMap(MRR.decimal) ?? 1
+        self.exponent = exponent
+    }
+
+    var json: JSONValue {
+        .object(["ids": .array(ids.map { .string($0) }), "partial": .string(RevenueLedger.text(partial)),
+                 "period_months": .string(RevenueLedger.text(periodMonths)), "seats": .string(RevenueLedger.text(seats)),
+                 "exponent": .int(Int64(exponent))])
+    }
+}
+
+/// A discount as the provider's discount event describes it: a percentage, or an amount (major units) off
+/// each billing period (per seat when `perSeat`). One that does not recur (`once`) changes no MRR.
+public struct KnownDiscount: Sendable, Equatable {
+    public var percent: Decimal?
+    public var amount: Decimal?
+    public var perSeat: Bool
+    public var recurs: Bool
+    /// The event time it was described at: a later description replaces it, an older one does not.
+    public var at: Double
+
+    public init(percent: Decimal? = nil, amount: Decimal? = nil, perSeat: Bool = false, recurs: Bool = true, at: Double) {
+        self.percent = percent
+        self.amount = amount
+        self.perSeat = perSeat
+        self.recurs = recurs
+        self.at = at
+    }
 }
 
 /// An account's billing state: the billing customer's, built from all of its subscriptions.
@@ -121,6 +184,8 @@ public struct RevenueLedger: Sendable, Equatable {
     public var currency: String?
     /// Whether the account ever had revenue (a return from 0 is then a reactivation, not new).
     public var everPaid = false
+    /// Discounts the provider's discount events described, by id.
+    public var discounts: [String: KnownDiscount] = [:]
 
     public init() {}
 
@@ -140,9 +205,38 @@ public struct RevenueLedger: Sendable, Equatable {
         return .applied
     }
 
+    /// Learns what a discount is; false when a later description is already known.
+    @discardableResult
+    public mutating func learn(_ id: String, _ discount: KnownDiscount) -> Bool {
+        if let known = discounts[id], known.at > discount.at { return false }
+        discounts[id] = discount
+        return true
+    }
+
+    /// The subscription with its pending discounts taken off, once every one of them is known.
+    func resolved(_ subscription: SubscriptionSnapshot) -> SubscriptionSnapshot {
+        guard let pending = subscription.pending, pending.ids.allSatisfy({ discounts[$0] != nil }) else { return subscription }
+        var net = pending.partial
+        for id in pending.ids {
+            guard let discount = discounts[id], discount.recurs else { continue }
+            if let percent = discount.percent {
+                net = net * (100 - percent) / 100
+            } else if let amount = discount.amount {
+                net -= (discount.perSeat ? amount * pending.seats : amount) / pending.periodMonths
+            }
+        }
+        if net < 0 { net = 0 }
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &net, pending.exponent, .plain)
+        var out = subscription
+        out.mrr = rounded
+        out.basis = .net
+        return out
+    }
+
     /// The account as its subscriptions make it now.
     public var account: AccountRevenue {
-        let all = subscriptions.values.sorted { ($0.startedAt ?? "", $0.id) < ($1.startedAt ?? "", $1.id) }
+        let all = subscriptions.values.map(resolved).sorted { ($0.startedAt ?? "", $0.id) < ($1.startedAt ?? "", $1.id) }
         let earning = all.filter(\.generatesRevenue)
         // The account's currency: the one it has had revenue in, else its earning or newest subscription's.
         let currency = self.currency ?? earning.first?.currency ?? all.last?.currency
@@ -232,10 +326,19 @@ extension RevenueLedger {
             put("mrr", s.mrr.map(Self.text)); put("list_mrr", s.listMRR.map(Self.text)); put("currency", s.currency)
             put("plan", s.plan); put("seats", s.seats.map(Self.text)); put("interval", s.interval)
             put("trial_ends_at", s.trialEndsAt); put("started_at", s.startedAt); put("ended_at", s.endedAt)
+            if let pending = s.pending { o["pending"] = pending.json }
             subs[id] = .object(o)
         }
         var out: [String: JSONValue] = ["subscriptions": .object(subs), "reported_mrr": .string(Self.text(reportedMRR)), "ever_paid": .bool(everPaid)]
         if let currency { out["currency"] = .string(currency) }
+        if !discounts.isEmpty {
+            out["discounts"] = .object(discounts.mapValues { d in
+                var o: [String: JSONValue] = ["per_seat": .bool(d.perSeat), "recurs": .bool(d.recurs), "at": .double(d.at)]
+                if let percent = d.percent { o["percent"] = .string(Self.text(percent)) }
+                if let amount = d.amount { o["amount"] = .string(Self.text(amount)) }
+                return .object(o)
+            })
+        }
         return out
     }
 
@@ -256,7 +359,14 @@ extension RevenueLedger {
                 listMRR: value["list_mrr"].flatMap(MRR.decimal), currency: value["currency"]?.stringValue,
                 plan: value["plan"]?.stringValue, seats: value["seats"].flatMap(MRR.decimal), interval: value["interval"]?.stringValue,
                 trialEndsAt: value["trial_ends_at"]?.stringValue, startedAt: value["started_at"]?.stringValue,
-                endedAt: value["ended_at"]?.stringValue, version: version)
+                endedAt: value["ended_at"]?.stringValue, version: version, pending: PendingDiscounts(value["pending"]))
+        }
+        if case .object(let known)? = state["discounts"] {
+            for (id, d) in known {
+                discounts[id] = KnownDiscount(percent: d["percent"].flatMap(MRR.decimal), amount: d["amount"].flatMap(MRR.decimal),
+                                              perSeat: d["per_seat"] == .bool(true), recurs: d["recurs"] != .bool(false),
+                                              at: d["at"]?.doubleValue ?? 0)
+            }
         }
     }
 
@@ -341,7 +451,21 @@ extension BillingSpec {
             id: id, status: status, mrr: mrr, basis: basis, listMRR: value("list_mrr").flatMap(MRR.decimal),
             currency: text("currency")?.uppercased(), plan: text("plan"), seats: value("seats").flatMap(MRR.decimal),
             interval: text("billing_interval"), trialEndsAt: text("trial_ends_at"), startedAt: text("started_at"),
-            endedAt: text("ended_at"), version: version)))
+            endedAt: text("ended_at"), version: version, pending: PendingDiscounts(value("pending_discounts")))))
+    }
+
+    /// The discount a discount-describing block tells (`discount_id` and what it is), or nil when it names none.
+    func discount(in context: EvaluationContext, eventTime: Date) -> (customer: String, id: String, discount: KnownDiscount)? {
+        func value(_ key: String) -> JSONValue? {
+            expression(key)?.evaluate(in: context).flatMap { Filters.isEmpty($0) ? nil : $0 }
+        }
+        guard let customer = value("customer")?.textValue, Identity.isUsableKey(customer),
+              let id = value("discount_id")?.textValue, Identity.isUsableKey(id) else { return nil }
+        let percent = value("discount_percent").flatMap(MRR.decimal)
+        let amount = value("discount_amount").flatMap(MRR.decimal)
+        guard percent != nil || amount != nil else { return nil }
+        return (customer, id, KnownDiscount(percent: percent, amount: amount, perSeat: value("discount_per_seat")?.textValue == "true",
+                                           recurs: value("discount_recurs")?.textValue != "false", at: eventTime.timeIntervalSince1970))
     }
 }
 

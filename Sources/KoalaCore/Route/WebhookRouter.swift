@@ -309,10 +309,27 @@ public struct WebhookRouter: Sendable {
         }
 
         // The revenue model: the subscription's state joins its billing customer's ledger (README, Revenue semantics).
-        var billed: (key: MemoryKey, customer: String, ledger: RevenueLedger, stateAt: Date, subscription: String,
+        var billed: (key: MemoryKey, customer: String, ledger: RevenueLedger, stateAt: Date, subscription: String?,
                      movement: (previous: Decimal, mrr: Decimal, movement: MRRMovement)?)?
         var billingProblem: String?
-        if let billing = route.billing {
+        if let billing = route.billing, billing.describesDiscount {
+            // A discount described: subscriptions of this customer waiting for it get their MRR after it.
+            guard let (customer, id, discount) = billing.discount(in: context, eventTime: webhook.eventTime),
+                  let key = MemoryKey(namespace: BillingSpec.ledgerNamespace, payloadKey: customer) else {
+                return RouteOutput(skipped: "billing: the discount has no usable customer, id, or amount in this webhook; nothing is sent")
+            }
+            let stored = memory[key]
+            var ledger = RevenueLedger(state: stored?.state)
+            ledger.learn(id, discount)
+            let affected = ledger.subscriptions.values.filter { $0.pending?.ids.contains(id) == true }.map(\.id).sorted().first
+            if affected == nil {
+                // No subscription waits for it: the ledger remembers it, and nothing is sent.
+                return RouteOutput(messages: [], remembers: [Remembered(key: key, identity: KoalaIdentity(), state: ledger.state,
+                                                                        stateAt: max(stored?.stateAt ?? webhook.eventTime, webhook.eventTime))])
+            }
+            let movement = ledger.move()
+            billed = (key, customer, ledger, max(stored?.stateAt ?? webhook.eventTime, webhook.eventTime), affected, movement)
+        } else if let billing = route.billing {
             switch billing.snapshot(in: context, eventTime: webhook.eventTime) {
             case .failure(let problem):
                 billingProblem = problem.text
@@ -396,9 +413,9 @@ public struct WebhookRouter: Sendable {
             var properties: [String: JSONValue] = [
                 "previous_mrr": RevenueLedger.json(movement.previous), "mrr": RevenueLedger.json(movement.mrr),
                 "mrr_delta": RevenueLedger.json(movement.mrr - movement.previous), "mrr_movement": .string(movement.movement.rawValue),
-                "mrr_basis": .string(billed.ledger.account.basis.rawValue), "subscription_id": .string(billed.subscription),
-                "billing_customer_id": .string(billed.customer),
+                "mrr_basis": .string(billed.ledger.account.basis.rawValue), "billing_customer_id": .string(billed.customer),
             ]
+            if let subscription = billed.subscription { properties["subscription_id"] = .string(subscription) }
             if let currency = billed.ledger.currency ?? billed.ledger.account.currency { properties["currency"] = .string(currency) }
             if let provider = route.billing?.expression("provider")?.evaluate(in: context)?.textValue { properties["billing_provider"] = .string(provider) }
             var moved = message(.track, endpoint: .person, kind: .track, identity: personIdentity,

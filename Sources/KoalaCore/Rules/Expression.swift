@@ -312,6 +312,10 @@ enum Functions {
         return .object(old)
     }
 
+    /// The functions that compute a subscription's MRR from its payload (and remembered discounts).
+    static let mrrFunctions: Set<String> = ["stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "stripe_mrr_pending",
+                                            "paddle_mrr", "paddle_mrr_basis", "paddle_list_mrr", "clerk_mrr", "clerk_mrr_basis"]
+
     static let names: [String: ClosedRange<Int>] = [
         "coalesce": 1...16,
         "recall": 2...2,
@@ -319,6 +323,7 @@ enum Functions {
         "stripe_mrr": 1...4,
         "stripe_mrr_basis": 1...4,
         "stripe_list_mrr": 1...1,
+        "stripe_mrr_pending": 1...4,
         "paddle_mrr": 1...4,
         "paddle_mrr_basis": 1...4,
         "paddle_list_mrr": 1...1,
@@ -354,6 +359,12 @@ enum Functions {
             } catch {
                 return name.hasSuffix("_basis") ? .string(MRRBasis.unknown.rawValue) : nil
             }
+        case "stripe_mrr_pending":
+            // What the revenue model keeps to finish the MRR once customer.discount events describe the discounts
+            // the subscription names by id only (nil when none is pending).
+            guard let subscription = args.first ?? nil else { return nil }
+            let known = args.dropFirst().compactMap { $0 }.filter { if case .object = $0 { true } else { false } }
+            return (try? MRR.stripeDetail(subscription, known: known))?.pending
         case "stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "paddle_mrr", "paddle_mrr_basis", "paddle_list_mrr":
             // (subscription, remembered discounts…): what the provider's discount events said about discounts
             // the subscription names by id only.

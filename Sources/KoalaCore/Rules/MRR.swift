@@ -60,6 +60,22 @@ public enum MRR {
         let rules: Money.Rules
         /// Why `net` is unknown, for `simulate`.
         public let unknownDiscount: String?
+        /// Discounts named by id only that nothing described yet, in order, when they are all that is unknown:
+        /// the revenue model takes them off `partial` once the provider's discount events describe them.
+        public var pendingIDs: [String] = []
+        /// The MRR after the discounts that are known (the list price when none is).
+        public var partial: Decimal = 0
+        /// Months in one billing period (an amount off per period is spread over them).
+        public var periodMonths: Decimal = 1
+        /// The quantity (an amount off per seat is multiplied by it).
+        public var seats: Decimal = 1
+
+        /// What the revenue model keeps to finish the MRR when the pending discounts are described; nil when
+        /// nothing is pending (or something else is unknown).
+        public var pending: JSONValue? {
+            guard !pendingIDs.isEmpty, let exponent = Money.exponent(of: currency, rules: rules) else { return nil }
+            return PendingDiscounts(ids: pendingIDs, partial: partial, periodMonths: periodMonths, seats: seats, exponent: exponent).json
+        }
 
         /// The MRR sent: net when known, else the list price (a paying customer stays paying, an upgrade stays one).
         public var mrr: Decimal { net ?? list }
@@ -111,6 +127,8 @@ public enum MRR {
         // The discounts: each as an object (the older `discount`, expanded `discounts`, or one remembered).
         var discounts: [JSONValue] = []
         var unknown: String?
+        var pendingIDs: [String] = []
+        var otherUnknown = false
         if case .object? = subscription["discount"], let discount = subscription["discount"] { discounts.append(discount) }
         if case .array(let listed)? = subscription["discounts"] {
             for entry in listed {
@@ -122,6 +140,7 @@ public enum MRR {
                         discounts.append(remembered)
                     } else {
                         unknown = "the subscription has a discount Stripe sent by id only (\(LogText.bounded(LogText.escaped(id), limit: 40))) and no customer.discount event told what it is"
+                        pendingIDs.append(id)
                     }
                 }
             }
@@ -143,13 +162,21 @@ public enum MRR {
                 let couponCurrency = coupon["currency"]?.stringValue ?? currency
                 guard couponCurrency.lowercased() == currency.lowercased() else {
                     unknown = "a coupon's amount is in \(couponCurrency.uppercased()), the subscription in \(currency.uppercased())"
+                    otherUnknown = true
                     continue
                 }
                 net -= shifted(amount, by: exponent) / (firstPeriodMonths ?? 1)
             }
         }
         if net < 0 { net = 0 }
-        return Detail(list: list, net: unknown == nil ? net : nil, currency: currency, rules: .stripe, unknownDiscount: unknown)
+        var detail = Detail(list: list, net: unknown == nil ? net : nil, currency: currency, rules: .stripe, unknownDiscount: unknown)
+        if !otherUnknown {
+            detail.pendingIDs = pendingIDs
+            detail.partial = net
+            detail.periodMonths = firstPeriodMonths ?? 1
+            detail.seats = items.compactMap { $0["quantity"].flatMap { decimal($0) } }.reduce(0, +)
+        }
+        return detail
     }
 
     /// Stripe's MRR as `stripe_mrr` sends it (net, or the list price when a discount cannot be known).

@@ -321,7 +321,7 @@ struct FileParser {
                 expressions["new_when"] = nil
                 parsed = fields(.mapping(expressions), what: "billing")
             }
-            for key in BillingSpec.required where b[key] == nil {
+            for key in (b["discount_id"] != nil ? BillingSpec.requiredForDiscount : BillingSpec.required) where b[key] == nil {
                 errors.append(location(billingNode).error("billing needs '\(key)'",
                     hint: "the revenue model keeps one ledger per billing customer and one state per subscription: give customer, subscription and status"))
             }
@@ -331,7 +331,7 @@ struct FileParser {
             }
             // Without an amount there is no MRR movement to send, so a provider that names no person (Recurly) may
             // still keep the account's state.
-            if person == nil, billing?.expression("mrr") != nil {
+            if person == nil, billing?.expression("mrr") != nil || b["discount_id"] != nil {
                 errors.append(location(billingNode).error("route '\(name)' feeds the revenue model an mrr but has no 'person'",
                     hint: "add 'person: { email: … }': MRR movements are sent as the customer's 'MRR Changed' events (or leave out billing.mrr)"))
             }

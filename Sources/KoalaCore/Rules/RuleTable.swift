@@ -213,9 +213,15 @@ public struct MemorySpec: Sendable {
 /// is one of `BillingSpec.keys`; `customer`, `subscription` and `status` are required.
 public struct BillingSpec: Sendable {
     /// The keys, in the order README documents them.
-    static let keys = ["customer", "subscription", "status", "mrr", "mrr_basis", "list_mrr", "currency", "plan", "seats",
-                       "billing_interval", "trial_ends_at", "started_at", "ended_at", "version", "provider", "new_when"]
+    static let keys = ["customer", "subscription", "status", "mrr", "mrr_basis", "list_mrr", "pending_discounts", "currency", "plan", "seats",
+                       "billing_interval", "trial_ends_at", "started_at", "ended_at", "version", "provider", "new_when",
+                       "discount_id", "discount_percent", "discount_amount", "discount_per_seat", "discount_recurs"]
     static let required = ["customer", "subscription", "status"]
+    /// A block that describes a discount (for subscriptions that name it by id only) needs these instead.
+    static let requiredForDiscount = ["customer", "discount_id"]
+
+    /// Whether this block describes a discount rather than a subscription.
+    var describesDiscount: Bool { expression("discount_id") != nil }
     /// The keys with their expressions, as written (all but `new_when`).
     let fields: FieldList
     /// `new_when`: when this webhook starts a subscription (a condition, as `when.where`). A subscription first

@@ -286,6 +286,8 @@ struct SourceCheck {
         case .call("coalesce", let args):
             let alternatives = args.flatMap(\.paths).filter { $0.root == .body }
             return alternatives.isEmpty ? [] : [alternatives]
+        // The MRR functions' arguments after the subscription are remembered discounts, there only when one is named.
+        case .call(let name, let args) where Functions.mrrFunctions.contains(name) && !args.isEmpty: return pathGroups(args[0])
         case .call(_, let args): return args.flatMap(pathGroups)
         case .access(let base, _): return pathGroups(base)
         case .piped(let base, let filters): return pathGroups(base) + filters.flatMap { $0.arguments.flatMap(pathGroups) }

@@ -103,6 +103,38 @@ struct RevenueLedgerTests {
         #expect(moves.map { $0.mrr - $0.previous }.reduce(0, +) == ledger.account.mrr)
     }
 
+    /// A discount named by id only, described before or after the subscription: the same MRR either way,
+    /// rounded as the MRR sent is (a third of 250.00 a quarter less 15 % is 70.83).
+    @Test func aDiscountDescribedLateEndsLikeOneDescribedFirst() {
+        var pending = sub("q", .active, Decimal(string: "83.33"), at: 1, basis: .listPrice)
+        pending.pending = PendingDiscounts(ids: ["di_1"], partial: Decimal(25000) / 300, periodMonths: 3, seats: 1, exponent: 2)
+        let discount = KnownDiscount(percent: 15, at: 2)
+        var late = RevenueLedger()
+        _ = late.apply(pending)
+        let first = late.move()
+        late.learn("di_1", discount)
+        let second = late.move()
+        #expect(first?.mrr == Decimal(string: "83.33") && second?.mrr == Decimal(string: "70.83") && second?.movement == .contraction)
+        var early = RevenueLedger()
+        early.learn("di_1", discount)
+        _ = early.apply(pending)
+        _ = early.move()
+        #expect(early.account == late.account && late.account.basis == .net)
+        #expect(RevenueLedger(state: late.state).account == late.account, "pending discounts and known ones survive storage")
+        // An amount off per period, per seat, spread over the period; a `once` discount changes nothing.
+        var seats = sub("s", .active, 300, at: 1, basis: .listPrice)
+        seats.pending = PendingDiscounts(ids: ["di_2", "di_3"], partial: 300, periodMonths: 12, seats: 3, exponent: 2)
+        var ledger = RevenueLedger()
+        _ = ledger.apply(seats)
+        ledger.learn("di_2", KnownDiscount(amount: 120, perSeat: true, at: 1))
+        #expect(ledger.account.mrr == 300 && ledger.account.basis == .listPrice, "one of two discounts still unknown")
+        ledger.learn("di_3", KnownDiscount(percent: 50, recurs: false, at: 1))
+        #expect(ledger.account.mrr == 270 && ledger.account.basis == .net)
+        // An older description of a discount never replaces a newer one.
+        let replaced = ledger.learn("di_2", KnownDiscount(amount: 1200, perSeat: true, at: 0))
+        #expect(!replaced && ledger.account.mrr == 270)
+    }
+
     @Test func quarterlyIsNotMonthly() {
         #expect(MRR.intervalLabel("month", count: 3) == "quarter")
         #expect(MRR.intervalLabel("month", count: 1) == "month")
