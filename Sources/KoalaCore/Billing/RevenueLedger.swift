@@ -408,9 +408,10 @@ extension AccountRevenue {
         if let plan { out["plan"] = .string(plan) }
         if let seats { out["seats"] = RevenueLedger.json(seats) }
         if let interval { out["billing_interval"] = .string(interval) }
-        if let trialEndsAt { out["trial_ends_at"] = .string(trialEndsAt) }
         if let customerSince { out["customer_since"] = .string(customerSince) }
-        if let churnedAt { out["churned_at"] = .string(churnedAt) }
+        // No trial end or churn date: a trait that only some states have would stay behind in Koala after the
+        // state is gone (a converted trial still 'ending', a reactivated customer still 'churned'). on_trial and
+        // billing_status say it; the Trial Started / Trial Ending / Subscription Churned events carry the dates.
         if !otherCurrencies.isEmpty { out["mrr_other_currencies"] = .object(otherCurrencies.mapValues(RevenueLedger.json)) }
         return out
     }

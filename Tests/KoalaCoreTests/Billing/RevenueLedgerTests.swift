@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+import KoalaTestSupport
 
 /// The revenue model on its own: one billing customer's subscriptions, its account state, its MRR movements.
 @Suite("Revenue model")
@@ -143,18 +144,5 @@ struct RevenueLedgerTests {
         #expect(MRR.intervalLabel("year", count: 2) == "2 years")
         #expect(MRR.intervalLabel("week", count: nil) == "week")
         #expect(MRR.intervalLabel("fortnight", count: 1) == nil)
-    }
-}
-
-/// SplitMix64: a repeatable random order per seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
