@@ -16,18 +16,27 @@ public enum MRRBasis: String, Sendable, CaseIterable {
 public struct SubscriptionSnapshot: Sendable, Equatable {
     /// The provider's subscription id.
     public var id: String
+    /// The status in the revenue model's words.
     public var status: BillingStatus
     /// Monthly recurring revenue in the currency's major units, after the discounts in effect (see `basis`).
     public var mrr: Decimal?
+    /// How the MRR was told (net, list price, unknown).
     public var basis: MRRBasis
     /// The same before any discount: what a trial would bring (`trial_mrr`).
     public var listMRR: Decimal?
+    /// The ISO currency code, upper case.
     public var currency: String?
+    /// The plan's name as the provider gives it.
     public var plan: String?
+    /// The quantity (seats).
     public var seats: Decimal?
+    /// The billing interval label (`month`, `quarter`, `year`, …).
     public var interval: String?
+    /// When the trial ends (ISO-8601), while trialing.
     public var trialEndsAt: String?
+    /// When it started (ISO-8601).
     public var startedAt: String?
+    /// When it ended (ISO-8601), once churned.
     public var endedAt: String?
     /// Orders this subscription's states: a snapshot with a lower version than the one applied changes
     /// nothing (the provider's event time, or its own version counter where it has one).
@@ -71,11 +80,13 @@ public struct SubscriptionSnapshot: Sendable, Equatable {
 /// Discounts a subscription names by id only, and what its MRR is before them: the revenue model finishes
 /// the MRR when the provider's discount events describe them, whichever arrives first (README, Revenue semantics).
 public struct PendingDiscounts: Sendable, Equatable {
+    /// The discount ids, in the order the subscription names them.
     public var ids: [String]
     /// The MRR after the discounts that were known.
     public var partial: Decimal
     /// Months in one billing period, and the quantity: an amount off is per period (and per seat).
     public var periodMonths: Decimal
+    /// The quantity (seats).
     public var seats: Decimal
     /// The currency's decimals, to round the result as the MRR sent is rounded.
     public var exponent: Int
@@ -111,9 +122,13 @@ public struct PendingDiscounts: Sendable, Equatable {
 /// A discount as the provider's discount event describes it: a percentage, or an amount (major units) off
 /// each billing period (per seat when `perSeat`). One that does not recur (`once`) changes no MRR.
 public struct KnownDiscount: Sendable, Equatable {
+    /// A percentage off.
     public var percent: Decimal?
+    /// An amount off each billing period, in major units.
     public var amount: Decimal?
+    /// Whether `amount` is off per seat.
     public var perSeat: Bool
+    /// False for a discount that applies once (it changes no MRR).
     public var recurs: Bool
     /// The event time it was described at: a later description replaces it, an older one does not.
     public var at: Double
@@ -129,28 +144,42 @@ public struct KnownDiscount: Sendable, Equatable {
 
 /// An account's billing state: the billing customer's, built from all of its subscriptions.
 public struct AccountRevenue: Sendable, Equatable {
+    /// The status in the revenue model's words.
     public var status: BillingStatus
     /// The sum of the subscriptions' contributions in the account's currency.
     public var mrr: Decimal
     /// False when no payload ever told the amount of any of the account's subscriptions (Lemon Squeezy's carry
     /// no price): `mrr` is then left out rather than sent as a 0 that is not true.
     public var mrrKnown: Bool
+    /// How the MRR was told (net, list price, unknown).
     public var basis: MRRBasis
+    /// The ISO currency code, upper case.
     public var currency: String?
+    /// Whether a subscription generates revenue (MRR above 0, or an amount no payload tells).
     public var isPaying: Bool
+    /// The plan's name as the provider gives it.
     public var plan: String?
+    /// The quantity (seats).
     public var seats: Decimal?
+    /// The billing interval label (`month`, `quarter`, `year`, …).
     public var interval: String?
     /// Subscriptions that have not ended.
     public var liveSubscriptions: Int
     /// What the trialing subscriptions would bring at list price; nil when one is trialing but no amount is known.
     public var trialMRR: Decimal?
+    /// Whether a subscription is trialing.
     public var onTrial: Bool
+    /// When the trial ends (ISO-8601), while trialing.
     public var trialEndsAt: String?
+    /// Whether a subscription's cancellation is scheduled.
     public var cancellationScheduled: Bool
+    /// Whether a subscription is paused.
     public var paused: Bool
+    /// Whether a subscription is past due.
     public var paymentFailing: Bool
+    /// The earliest subscription start (ISO-8601).
     public var customerSince: String?
+    /// When the last subscription ended, once every one has (not sent as a trait: see `traits`).
     public var churnedAt: String?
     /// Revenue of subscriptions billed in another currency than the account's, by currency (not in `mrr`).
     public var otherCurrencies: [String: Decimal]
@@ -177,6 +206,7 @@ public enum MRRMovement: String, Sendable, CaseIterable {
 /// (in state memory, per source and customer). Pure: applying the same snapshots in any order, each at most
 /// once per version, ends in the same state; the MRR reported moves by exactly the deltas it returns.
 public struct RevenueLedger: Sendable, Equatable {
+    /// Each subscription's latest state, by id.
     public var subscriptions: [String: SubscriptionSnapshot] = [:]
     /// The account MRR reported so far: the sum of every `mrr_delta` sent.
     public var reportedMRR: Decimal = 0

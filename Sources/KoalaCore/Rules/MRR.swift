@@ -56,6 +56,7 @@ public enum MRR {
         public let list: Decimal
         /// After the discounts in effect; nil when a discount in effect cannot be known.
         public let net: Decimal?
+        /// The subscription's currency, as the payload names it.
         public let currency: String
         let rules: Money.Rules
         /// Why `net` is unknown, for `simulate`.
@@ -79,6 +80,7 @@ public enum MRR {
 
         /// The MRR sent: net when known, else the list price (a paying customer stays paying, an upgrade stays one).
         public var mrr: Decimal { net ?? list }
+        /// How `mrr` was told: net, or the list price when a discount cannot be known.
         public var basis: MRRBasis { net == nil ? .listPrice : .net }
 
         func json(_ amount: Decimal) throws(Unknown) -> JSONValue { try MRR.major(amount, currency: currency, rules: rules, alreadyMajor: true) }
