@@ -547,16 +547,22 @@ struct SecondRoundTests {
         // Read-only from now on, for every new session; the router's pooled sessions are ended so it reconnects.
         try sql("ALTER DATABASE \(name) SET default_transaction_read_only = on")
         try sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(name)'")
+        // The first 503 may be a pooled session the termination cut (unavailable, not a refusal): send until the
+        // database itself has refused a write, as readiness then says.
+        let details = [("Authorization", "Bearer \(HostileInputTests.adminToken)")]
         var refused: HostileInputTests.Answer?
+        var ready = try await hostile.get(running, "/readyz", headers: details)
         for i in 0..<20 {
             let body = invoicePaid(id: "evt_ro_refused_\(i)", email: "ada@acme-corp.io")
             let answer = try await hostile.post(running, body: body, headers: hostile.signed(body))
-            if answer.status == 503 { refused = answer; break }
+            if answer.status == 503 {
+                refused = answer
+                ready = try await hostile.get(running, "/readyz", headers: details)
+                if ready.body.contains("refusing writes") { break }
+            }
             try await Task.sleep(nanoseconds: 200_000_000)
         }
         #expect(refused?.json?["error"] == "storage unavailable, retry later", "\(String(describing: refused))")
-        let details = [("Authorization", "Bearer \(HostileInputTests.adminToken)")]
-        let ready = try await hostile.get(running, "/readyz", headers: details)
         #expect(ready.status == 503 && ready.body.contains("refusing writes: the database is read-only (25006)"), "\(ready.status) \(ready.body)")
         #expect(running.router.process.isRunning)
         // Writable again: it heals by itself.
