@@ -42,26 +42,18 @@ public enum SegmentMapping {
             guard let groupID = traits["group_id"]?.textValue ?? identity.domain ?? identity.accountID else {
                 return .failure(Refusal(reason: "the account has no group_id, domain or account_id"))
             }
-            if let userID = identity.userID ?? identity.email {
-                call["userId"] = .string(userID)
-            } else if let profileID = identity.profileID {
-                call["anonymousId"] = .string(profileID)
-            } else {
+            guard let (field, who) = user(identity) else {
                 return .failure(Refusal(reason: "the account traits name no person: a group call needs the user who belongs to the group"))
             }
+            call[field] = .string(who)
             if let domain = identity.domain, traits["domain"] == nil { traits["domain"] = .string(domain) }
             if let accountID = identity.accountID, traits["account_id"] == nil { traits["account_id"] = .string(accountID) }
             call["type"] = "group"
             call["groupId"] = .string(groupID)
             call["traits"] = .object(traits)
         case (.person, let kind):
-            if let userID = identity.userID ?? identity.email {
-                call["userId"] = .string(userID)
-            } else if let profileID = identity.profileID {
-                call["anonymousId"] = .string(profileID)
-            } else {
-                return .failure(Refusal(reason: "the person has no email or profile_id"))
-            }
+            guard let (field, who) = user(identity) else { return .failure(Refusal(reason: "the person has no email or profile_id")) }
+            call[field] = .string(who)
             if kind == .track {
                 call["type"] = "track"
                 call["event"] = item["event"]
@@ -82,6 +74,14 @@ public enum SegmentMapping {
             return .failure(Refusal(reason: "the call is over Segment's \(maxCallBytes / 1024) KB limit per message"))
         }
         return .success(encoded)
+    }
+
+    /// Who a call is about: `userId` (the rule's user id, else the email), or `anonymousId` for a visitor known
+    /// only by Koala's profile id; nil when nobody is named.
+    static func user(_ identity: KoalaIdentity) -> (field: String, value: String)? {
+        if let userID = identity.userID ?? identity.email { return ("userId", userID) }
+        if let profileID = identity.profileID { return ("anonymousId", profileID) }
+        return nil
     }
 
     /// Why a message cannot be a Segment-compatible call (it goes to that destination's dead letters).
