@@ -16,7 +16,7 @@ struct KoalaRouterCommand: AsyncParsableCommand {
         commandName: "koala-router",
         abstract: "Receives signed billing and signup webhooks and delivers them to Koala as events and traits.",
         version: KoalaRouterVersion.string,
-        subcommands: [Serve.self, Check.self, TestRules.self, NewTest.self, Simulate.self, SendCommand.self, DeadLetters.self, ReplayCommand.self, Forget.self, ConfigCommand.self, HealthCheck.self, Sign.self],
+        subcommands: [Serve.self, Check.self, TestRules.self, NewTest.self, Simulate.self, SendCommand.self, DeadLetters.self, ReplayCommand.self, BackfillCommand.self, ReconcileCommand.self, Forget.self, ConfigCommand.self, HealthCheck.self, Sign.self],
         defaultSubcommand: Serve.self
     )
 }

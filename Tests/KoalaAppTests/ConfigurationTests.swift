@@ -104,7 +104,8 @@ struct ConfigurationTests {
             let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             guard cells.count > 4 else { continue }
             let name = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
-            guard name.hasPrefix("KOALA_") || name.hasPrefix("LOG_") || name.hasPrefix("SEGMENT_") || name.hasPrefix("RUDDERSTACK_") else { continue }
+            guard name.hasPrefix("KOALA_") || name.hasPrefix("LOG_") || name.hasPrefix("SEGMENT_") || name.hasPrefix("RUDDERSTACK_")
+                    || name.hasSuffix("_API_KEY") || name.hasSuffix("_API_URL") else { continue }
             documented[name] = cells[3]
         }
         let defaults = Dictionary(RouterConfiguration(environment: [:]).described, uniquingKeysWith: { a, _ in a })

@@ -52,6 +52,12 @@ public struct RouterConfiguration: Sendable, Configurable {
     var rulesPollInterval: TimeInterval = 2
     /// Whether SIGHUP reloads the rules (off in tests, where the signal would reach every router in the process).
     var reloadOnSIGHUP = true
+    /// Read-only API keys of the providers `backfill` and `reconcile` read (`STRIPE_API_KEY` …).
+    var providerAPIKeys: [ProviderKind: String] = [:]
+    /// Their API base URLs where not the provider's own (`STRIPE_API_URL` …; Chargebee's is per site).
+    var providerAPIURLs: [ProviderKind: String] = [:]
+    /// How often `serve` reconciles each source whose provider API key is set (0: never).
+    var reconcileInterval: TimeInterval = 0
     /// The sender's settings.
     var delivery = DeliveryPolicy()
     /// Connection deadlines and memory limits for incoming requests.
@@ -134,6 +140,9 @@ public struct RouterConfiguration: Sendable, Configurable {
                           help: "More free-mail domains (or !domain to remove one)", check: { path in
                 FileManager.default.isReadableFile(atPath: path) ? nil : "cannot read '\(path)'"
             }),
+            .number("koala_router.reconcile_interval_h", \.reconcileInterval, in: 0...720, scale: 3600,
+                    help: "How often serve reconciles every source whose provider API key is set (0: never)"),
+        ] + ProviderKind.allCases.flatMap(Self.providerSettings) + [
             Setting("log.level", help: "trace, debug, info, notice, warning, error or critical", apply: { config, text throws(SettingProblem) in
                 guard let level = Logger.Level(rawValue: text.lowercased()) else {
                     throw SettingProblem("'\(text)' is not one of trace, debug, info, notice, warning, error, critical")
@@ -146,6 +155,38 @@ public struct RouterConfiguration: Sendable, Configurable {
             }, show: { $0.logFormat }),
         ]
     }
+
+    /// `<provider>.api_key` and `<provider>.api_url` (`STRIPE_API_KEY`, `STRIPE_API_URL` in the environment).
+    static func providerSettings(_ kind: ProviderKind) -> [Setting<RouterConfiguration>] {
+        [
+            Setting("\(kind.rawValue).api_key", help: "\(kind.displayName) API key (read-only) for backfill and reconcile", isSecret: true,
+                    apply: { config, text throws(SettingProblem) in
+                guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw SettingProblem("is empty") }
+                config.providerAPIKeys[kind] = text
+            }, show: { $0.providerAPIKeys[kind] == nil ? "(not set: no backfill)" : "(set, redacted)" }),
+            Setting("\(kind.rawValue).api_url", help: "\(kind.displayName) API base URL", apply: { config, text throws(SettingProblem) in
+                if let problem = httpURLProblem(text) { throw SettingProblem(problem) }
+                config.providerAPIURLs[kind] = text
+            }, show: { $0.providerAPIURLs[kind] ?? kind.defaultURL ?? "(not set: https://<site>.chargebee.com)" }),
+        ]
+    }
+
+    /// The key and base URL `backfill` and `reconcile` read `kind`'s API with; an error naming the setting to set.
+    public func providerAPI(_ kind: ProviderKind) throws -> (key: String, url: String) {
+        guard let key = providerAPIKeys[kind] else {
+            throw Invalid(setting: "\(kind.settingPrefix)_API_KEY", problem: "not set: give a read-only API key of \(kind.displayName) (README, Backfill and reconcile)")
+        }
+        guard let url = providerAPIURLs[kind] ?? kind.defaultURL else {
+            throw Invalid(setting: "\(kind.settingPrefix)_API_URL", problem: "not set: \(kind.displayName) has an API address per site, e.g. https://acme.chargebee.com")
+        }
+        return (key, url)
+    }
+
+    /// The providers whose API key is set, for the reconcile schedule.
+    public var providersWithKeys: [ProviderKind] { ProviderKind.allCases.filter { providerAPIKeys[$0] != nil } }
+
+    /// How often `serve` reconciles (0: never).
+    public var reconcileEvery: TimeInterval { reconcileInterval }
 
     /// `host:port` (`[::1]:9090` for an IPv6 address) split; throws when the port is not 0...65535.
     static func hostAndPort(_ address: String) throws(Invalid) -> (String, Int) {

@@ -216,6 +216,9 @@ public func buildApplication(
                                     logger: logger))
     }
     for sender in components.destinationSenders { app.addServices(sender) }
+    if configuration.reconcileEvery > 0 {
+        app.addServices(ReconcileSchedule(backfill: Backfill(ingest: components.ingest, logger: logger), configuration: configuration, logger: logger))
+    }
     return (app, components)
 }
 

@@ -209,7 +209,7 @@ public struct Ingest: Sendable {
 
     /// Recalls memory, routes and stores. Webhooks that remember the same state are taken one at a time, so
     /// an update compares against the state of the update before it, not a state both read at once.
-    private func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
+    func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
         let recallKeys = router.recallKeys(webhook)
         let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in

@@ -34,6 +34,13 @@ public struct VerifiedWebhook: Sendable {
     /// for an identity, a replay, `simulate --stored`) decides as ingest did, whatever states came since.
     public var routedStates: [Remembered]?
 
+    /// The type of every snapshot begins so (`snapshot.customer`, `snapshot.subscription`, …).
+    public static let snapshotTypePrefix = "snapshot."
+
+    /// A provider object read by `backfill` or `reconcile` rather than an event the provider sent: it states the
+    /// object as it is, and tells no moment (README, Backfill and reconcile).
+    public var isSnapshot: Bool { eventType.hasPrefix(Self.snapshotTypePrefix) }
+
     public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
                 headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,
                 bodySHA256: String? = nil) {

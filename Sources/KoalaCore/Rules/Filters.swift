@@ -204,8 +204,8 @@ public enum Timestamps {
     }
 
     /// Numbers above 10^11 are taken as milliseconds, others as seconds; text is parsed as ISO-8601
-    /// or, if numeric, as a number.
-    static func date(from value: JSONValue?) -> Date? {
+    /// or, if numeric, as a number. Total: anything else, or out of range, is nil.
+    public static func date(from value: JSONValue?) -> Date? {
         switch value {
         case .int?, .double?:
             guard let d = value?.doubleValue else { return nil }

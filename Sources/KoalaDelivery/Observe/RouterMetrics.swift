@@ -102,6 +102,15 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts what a reconcile read and what it had to correct (objects whose state differed from the one
+    /// known, so it sent messages): a webhook missed shows here.
+    public func reconciled(source: String, objects: Int, corrections: Int) {
+        counter(name: "koala_router_reconcile_objects_total", labels: [("source", source)],
+                help: "Provider objects read by reconcile.").increment(by: Int64(objects))
+        counter(name: "koala_router_reconcile_corrections_total", labels: [("source", source)],
+                help: "Objects whose provider state differed from the one known: corrections reconcile sent.").increment(by: Int64(corrections))
+    }
+
     /// Counts messages that reached a final state.
     public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
         guard count > 0 else { return }

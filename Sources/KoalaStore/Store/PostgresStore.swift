@@ -173,6 +173,10 @@ public final class PostgresStore: WebhookStore {
         (7, "console sign-outs", [
             ConsoleRevocations.createTable(real: "double precision"),
         ]),
+        // Where backfill and reconcile are: a rerun continues from the last page stored.
+        (8, "backfill progress", [
+            BackfillProgress.createTable(real: "double precision"),
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other
@@ -968,6 +972,35 @@ public final class PostgresStore: WebhookStore {
             let rows = try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.isRevoked { "$\($0)" },
                                                                 binds: Self.bindings(nonce, issuedAt.timeIntervalSince1970)), logger: logger).rows()
             return try rows.first?.get("revoked", as: Int32.self) == 1
+        }
+    }
+
+    public func saveProgress(name: String, value: String?, at: Date) async throws {
+        try await withConnection("backfill progress") { connection, logger in
+            var binds = PostgresBindings()
+            binds.append(name)
+            if let value {
+                binds.append(value)
+                binds.append(at.timeIntervalSince1970)
+                try await connection.query(PostgresQuery(unsafeSQL: BackfillProgress.upsert { "$\($0)" }, binds: binds), logger: logger)
+            } else {
+                try await connection.query(PostgresQuery(unsafeSQL: BackfillProgress.delete { "$\($0)" }, binds: binds), logger: logger)
+            }
+        }
+    }
+
+    public func progress(prefix: String) async throws -> [ProgressEntry] {
+        let (low, high) = BackfillProgress.bounds(prefix)
+        return try await withConnection("backfill progress") { connection, logger in
+            var binds = PostgresBindings()
+            binds.append(low)
+            binds.append(high)
+            var out: [ProgressEntry] = []
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: BackfillProgress.select { "$\($0)" }, binds: binds), logger: logger) {
+                let (name, value, at) = try row.decode((String, String, Double).self)
+                out.append(ProgressEntry(name: name, value: value, updatedAt: at))
+            }
+            return out
         }
     }
 

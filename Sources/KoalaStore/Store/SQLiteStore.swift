@@ -181,6 +181,9 @@ public final class SQLiteStore: WebhookStore {
             // Kept here, not in one process's memory, so a signed-out session stays out after a restart.
             try db.execute(sql: ConsoleRevocations.createTable(real: "REAL"))
         }
+        migrator.registerMigration("v11: backfill progress") { db in
+            try db.execute(sql: BackfillProgress.createTable(real: "REAL"))
+        }
         return migrator
     }
 
@@ -799,6 +802,25 @@ public final class SQLiteStore: WebhookStore {
     public func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
         try await pool.read { db in
             try Int.fetchOne(db, sql: ConsoleRevocations.isRevoked { _ in "?" }, arguments: [nonce, issuedAt.timeIntervalSince1970]) == 1
+        }
+    }
+
+    public func saveProgress(name: String, value: String?, at: Date) async throws {
+        try await pool.write { db in
+            if let value {
+                try db.execute(sql: BackfillProgress.upsert { _ in "?" }, arguments: [name, value, at.timeIntervalSince1970])
+            } else {
+                try db.execute(sql: BackfillProgress.delete { _ in "?" }, arguments: [name])
+            }
+        }
+    }
+
+    public func progress(prefix: String) async throws -> [ProgressEntry] {
+        let (low, high) = BackfillProgress.bounds(prefix)
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: BackfillProgress.select { _ in "?" }, arguments: [low, high]).map {
+                ProgressEntry(name: $0["name"], value: $0["value"], updatedAt: $0["updated_at"])
+            }
         }
     }
 

@@ -462,6 +462,10 @@ public protocol WebhookStore: Service {
     func revokeConsoleSessions(issuedBefore: Date) async throws
     /// Whether a console session was ended: its nonce revoked, or issued at or before a sign-out everywhere.
     func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool
+    /// Writes one progress entry of `backfill` or `reconcile` (nil removes it).
+    func saveProgress(name: String, value: String?, at: Date) async throws
+    /// The progress entries whose name begins with `prefix`, by name.
+    func progress(prefix: String) async throws -> [ProgressEntry]
     /// Whether the store can take webhooks right now (for `/readyz`): it answers, and, when the last write was
     /// refused (a full disk, a read-only database), a small write now succeeds.
     func health() async -> StoreHealth

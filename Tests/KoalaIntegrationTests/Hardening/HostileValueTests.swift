@@ -310,6 +310,8 @@ struct NeverCalledStore: WebhookStore {
     func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws { try fail() as Void }
     func revokeConsoleSessions(issuedBefore: Date) async throws { try fail() as Void }
     func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool { try fail() }
+    func saveProgress(name: String, value: String?, at: Date) async throws { try fail() as Void }
+    func progress(prefix: String) async throws -> [ProgressEntry] { try fail() }
     func health() async -> StoreHealth { .unavailable }
     var writeRefusal: String? { nil }
     func ready() async throws { try fail() as Void }

@@ -1,0 +1,261 @@
+import Foundation
+import HTTPTypes
+import Testing
+@testable import KoalaApp
+@testable import KoalaCore
+@testable import KoalaDelivery
+@testable import KoalaStore
+import KoalaTestSupport
+import Synchronization
+
+/// Issue 27: `backfill` and `reconcile` read a provider's list API (a loopback fake written from its reference:
+/// its list shapes, pagination, expansion, 429s, 5xx and slow pages) and route each object through the shipped
+/// rule files into a real store. What Koala would get is read from the store's outbox.
+@Suite("Backfill and reconcile")
+struct BackfillTests {
+    static let environment = ShippedRoutesTests.environment
+
+    /// What Koala would get, in the sender's order.
+    struct Sent {
+        var messages: [OutboxMessage]
+        var events: [(email: String?, name: String, properties: JSONValue)] {
+            messages.filter { $0.kind == .track }.compactMap { m in
+                let item = try? JSONValue.parse(Array(m.itemJSON.utf8))
+                return (m.identity.email, item?["event"]?.stringValue ?? "", item?["properties"] ?? .null)
+            }
+        }
+        /// The account traits of each domain, later identifies written over earlier ones.
+        var accounts: [String: [String: JSONValue]] {
+            var out: [String: [String: JSONValue]] = [:]
+            for m in messages where m.endpoint == .account {
+                guard let domain = m.identity.domain, case .object(let traits)? = (try? JSONValue.parse(Array(m.itemJSON.utf8)))?["traits"] else { continue }
+                out[domain, default: [:]].merge(traits) { _, new in new }
+            }
+            return out
+        }
+        var people: [String: [String: JSONValue]] {
+            var out: [String: [String: JSONValue]] = [:]
+            for m in messages where m.endpoint == .person && m.kind == .identify {
+                guard let email = m.identity.email, case .object(let traits)? = (try? JSONValue.parse(Array(m.itemJSON.utf8)))?["traits"] else { continue }
+                out[email, default: [:]].merge(traits) { _, new in new }
+            }
+            return out
+        }
+    }
+
+    /// A store, the shipped rules, and a backfill over them.
+    struct Rig {
+        let store: any WebhookStore
+        let ingest: Ingest
+        let backfill: Backfill
+        let metrics = RouterMetrics()
+
+        init(store: any WebhookStore) throws {
+            self.store = store
+            let table = try RuleLoader(environment: BackfillTests.environment).load(directory: repositoryRoot + "/routes")
+            ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, identityWait: 3600, metrics: metrics, logger: quietLogger)
+            backfill = Backfill(ingest: ingest, logger: quietLogger)
+        }
+
+        /// Everything queued since the last call, then marked delivered (as the sender would).
+        func sent() async throws -> Sent {
+            let messages = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10_000, lease: 3600)
+            try await store.record([.delivered(messages.map(\.seq), at: Date())])
+            return Sent(messages: messages)
+        }
+    }
+
+    static func options(_ api: FakeProviderAPI, source: String? = nil, mode: Backfill.Mode = .backfill) -> Backfill.Options {
+        var options = Backfill.Options(source: source ?? api.provider.rawValue, provider: api.provider, apiKey: api.key, apiURL: api.baseURL, mode: mode)
+        options.requestsPerSecond = 500
+        return options
+    }
+
+    // MARK: Stripe
+
+    static func stripeCustomer(_ id: String, _ email: String, _ name: String, created: Int = 1_700_000_000) -> JSONValue {
+        ["id": .string(id), "object": "customer", "email": .string(email), "name": .string(name), "created": .int(Int64(created)),
+         "currency": "usd", "delinquent": false, "livemode": false, "metadata": [:]]
+    }
+
+    static func stripeSubscription(_ id: String, customer: String, status: String, plan: String, amount: Int, quantity: Int,
+                                   percentOff: Double? = nil, trialEnd: Int? = nil, endedAt: Int? = nil) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "id": .string(id), "object": "subscription", "customer": .string(customer), "status": .string(status), "currency": "usd",
+            "created": 1_700_000_100, "start_date": 1_700_000_100, "current_period_start": 1_733_000_000, "current_period_end": 1_735_600_000,
+            "cancel_at_period_end": false, "cancel_at": .null, "canceled_at": .null, "pause_collection": .null, "livemode": false,
+            "items": ["object": "list", "has_more": false, "data": [[
+                "id": .string("si_" + id), "object": "subscription_item", "quantity": .int(Int64(quantity)),
+                "price": ["id": .string("price_" + plan), "object": "price", "nickname": .string(plan), "currency": "usd", "type": "recurring",
+                          "billing_scheme": "per_unit", "unit_amount": .int(Int64(amount)), "unit_amount_decimal": .string(String(amount)),
+                          "recurring": ["interval": "month", "interval_count": 1, "usage_type": "licensed"]],
+            ]]],
+            "discount": .null, "discounts": [],
+            "trial_end": trialEnd.map { .int(Int64($0)) } ?? .null, "ended_at": endedAt.map { .int(Int64($0)) } ?? .null,
+        ]
+        if let percentOff {
+            // Expanded (expand[]=data.discounts): the discount object with its coupon.
+            fields["discounts"] = [["id": .string("di_" + id), "object": "discount", "customer": .string(customer), "subscription": .string(id),
+                                    "start": 1_700_000_100, "end": .null,
+                                    "coupon": ["id": "SAVE", "object": "coupon", "percent_off": .double(percentOff), "duration": "forever", "valid": true]]]
+        }
+        return .object(fields)
+    }
+
+    static func stripeWorld(_ api: FakeProviderAPI) {
+        api.set("customers", [
+            stripeCustomer("cus_A", "ada@acme-a.io", "Ada"),
+            stripeCustomer("cus_B", "bob@bravo-b.io", "Bob"),
+            stripeCustomer("cus_C", "cy@charlie-c.io", "Cy"),
+        ])
+        api.set("subscriptions", [
+            stripeSubscription("sub_A", customer: "cus_A", status: "active", plan: "Team", amount: 10000, quantity: 2, percentOff: 20),
+            stripeSubscription("sub_B", customer: "cus_B", status: "trialing", plan: "Growth", amount: 4900, quantity: 1, trialEnd: 1_900_000_000),
+            stripeSubscription("sub_C", customer: "cus_C", status: "canceled", plan: "Starter", amount: 2900, quantity: 1, endedAt: 1_720_000_000),
+        ])
+    }
+
+    @Test("Stripe: customers and subscriptions set state, tell no moment, and a second run sends nothing", arguments: Backend.configured)
+    func stripeBackfill(_ backend: Backend) async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        // The API limits the first request (429, Retry-After: 1) and fails the retry (500): both are waited out.
+        api.script([.status(429, retryAfter: "1"), .status(500)])
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            let started = Date()
+            let summary = try await rig.backfill.run(Self.options(api))
+            #expect(Date().timeIntervalSince(started) >= 1, "Retry-After: 1 was waited for")
+            #expect(summary.objects == ["customer": 3, "subscription": 3])
+            #expect(summary.rateLimited == 1 && summary.retried == 1)
+            #expect(summary.accounts == ["acme-a.io", "bravo-b.io", "charlie-c.io"])
+            #expect(summary.people == ["ada@acme-a.io", "bob@bravo-b.io", "cy@charlie-c.io"])
+            #expect(summary.deadLettered == 0 && summary.waiting == 0)
+
+            // Pagination by starting_after (two per page), discounts expanded, every status.
+            let lists = api.seen.filter { $0.path.hasPrefix("/v1/") }
+            #expect(lists.contains { $0.path == "/v1/customers" && $0.query["starting_after"] == "cus_B" })
+            #expect(lists.filter { $0.path == "/v1/subscriptions" }.allSatisfy { $0.query["expand[]"] == "data.discounts" && $0.query["status"] == "all" })
+
+            let sent = try await rig.sent()
+            // State, no lifecycle moment: no Subscription Started, Trial Started or Churned for old subscriptions.
+            #expect(Set(sent.events.map(\.name)) == ["MRR Changed"])
+            let movement = try #require(sent.events.first)
+            #expect(movement.email == "ada@acme-a.io")
+            #expect(movement.properties["mrr_movement"] == "baseline")
+            #expect(movement.properties["mrr"] == 160 && movement.properties["mrr_delta"] == 160)
+
+            let accounts = sent.accounts
+            #expect(accounts["acme-a.io"]?["mrr"] == 160)
+            #expect(accounts["acme-a.io"]?["billing_status"] == "active")
+            #expect(accounts["acme-a.io"]?["is_paying_customer"] == true)
+            #expect(accounts["acme-a.io"]?["mrr_basis"] == "net")
+            #expect(accounts["acme-a.io"]?["group_id"] == "cus_A")
+            #expect(accounts["bravo-b.io"]?["on_trial"] == true)
+            #expect(accounts["bravo-b.io"]?["trial_mrr"] == 49)
+            #expect(accounts["bravo-b.io"]?["is_paying_customer"] == false)
+            #expect(accounts["charlie-c.io"]?["billing_status"] == "churned")
+            #expect(sent.people["ada@acme-a.io"]?["stripe_customer_id"] == "cus_A")
+            #expect(sent.people["ada@acme-a.io"]?["name"] == "Ada")
+            // No nulls anywhere.
+            #expect(!sent.messages.contains { $0.itemJSON.contains("null") })
+            // Identity memory: the customer's email, for the webhooks to come.
+            let memory = try await store.recall(source: "stripe", keys: [MemoryKey(namespace: "stripe_customer", key: "cus_A")])
+            #expect(memory.values.first?.identity.email == "ada@acme-a.io")
+
+            // Again: nothing new.
+            let again = try await rig.backfill.run(Self.options(api))
+            #expect(again.messages == 0 && again.stored == 0)
+            #expect(again.skipped[Backfill.Skip.unchanged] == 3)
+            #expect(again.skipped[Backfill.Skip.agrees] == 3)
+            #expect(try await rig.sent().messages.isEmpty)
+        }
+    }
+
+    @Test("A snapshot read before a webhook already applied changes nothing")
+    func olderSnapshotChangesNothing() async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        let store = try await makeStore(.sqlite)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            let now = Date()
+            // The customer and an upgrade to Scale 200 × 2 (less 20 %: 320) arrive as webhooks.
+            let customer = stripeEvent(id: "evt_cus", type: "customer.created", created: Int(now.timeIntervalSince1970) - 60,
+                                       object: Self.stripeCustomer("cus_A", "ada@acme-a.io", "Ada"))
+            let upgraded = Self.stripeSubscription("sub_A", customer: "cus_A", status: "active", plan: "Scale", amount: 20000, quantity: 2, percentOff: 20)
+            let webhook = stripeEvent(id: "evt_up", type: "customer.subscription.updated", created: Int(now.timeIntervalSince1970), object: upgraded)
+            for body in [customer, webhook] {
+                let answer = await rig.ingest.handle(source: "stripe", headers: ShippedRoutesTests().signed("stripe", body, now: now), body: body, now: now)
+                #expect(answer.status == .ok, "\(answer.body.encoded())")
+            }
+            let first = try await rig.sent()
+            #expect(first.accounts["acme-a.io"]?["mrr"] == 320)
+
+            // A backfill whose pages were read an hour before that webhook still shows Team 100 × 2.
+            var options = Self.options(api)
+            options.clock = { now.addingTimeInterval(-3600) }
+            let summary = try await rig.backfill.run(options)
+            #expect(summary.skipped[Backfill.Skip.older] == 1, "\(summary.skipped)")
+            let sent = try await rig.sent()
+            #expect(sent.accounts["acme-a.io"] == nil, "the account keeps the webhook's state: nothing is sent for it")
+            #expect(!sent.events.contains { $0.email == "ada@acme-a.io" })
+        }
+    }
+
+    @Test("Reconcile sends only corrections: a missed upgrade heals, counted in the metric and kept for the console")
+    func reconcileCorrectsWhatWebhooksMissed() async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        let store = try await makeStore(.sqlite)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            _ = try await rig.backfill.run(Self.options(api))
+            _ = try await rig.sent()
+            // The upgrade's webhook never came (Stripe gave up after three days).
+            var subscriptions = api.collections.withLock { $0["subscriptions"]! }
+            subscriptions[0] = Self.stripeSubscription("sub_A", customer: "cus_A", status: "active", plan: "Scale", amount: 20000, quantity: 2, percentOff: 20)
+            api.set("subscriptions", subscriptions)
+
+            let summary = try await rig.backfill.run(Self.options(api, mode: .reconcile))
+            #expect(summary.corrections == 1, "\(summary)")
+            let sent = try await rig.sent()
+            #expect(sent.accounts["acme-a.io"]?["mrr"] == 320)
+            #expect(sent.accounts["acme-a.io"]?["plan"] == "Scale")
+            let movement = try #require(sent.events.first { $0.name == "MRR Changed" })
+            #expect(movement.properties["mrr_movement"] == "expansion" && movement.properties["mrr_delta"] == 160)
+            #expect(!sent.events.contains { $0.name == "Subscription Upgraded" }, "a reconcile tells state, not the moment it missed")
+            #expect(sent.accounts.keys.sorted() == ["acme-a.io"], "only the correction is sent")
+            #expect(rig.metrics.exposition().contains(#"koala_router_reconcile_corrections_total{source="stripe"} 1"#))
+            let last = try await store.progress(prefix: Backfill.lastReconcileName("stripe"))
+            #expect(last.first.flatMap { try? JSONValue.parse(Array($0.value.utf8)) }?["corrections"] == 1)
+        }
+    }
+
+    @Test("A dry run prints the requests and stores nothing")
+    func dryRun() async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        let store = try await makeStore(.sqlite)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            var options = Self.options(api)
+            options.dryRun = true
+            let printed = Mutex<[String]>([])
+            let summary = try await rig.backfill.run(options, printed: { text in printed.withLock { $0.append(text) } })
+            #expect(summary.messages > 0 && summary.stored == 0)
+            let text = printed.withLock { $0.joined(separator: "\n") }
+            #expect(text.contains(#"POST /web/projects/<key>/accounts/batch {"domain":"acme-a.io""#))
+            #expect(text.contains(#""mrr":160"#))
+            // The subscriptions found their customer's email from the customers read before them in the run.
+            #expect(!text.contains("waits"))
+            #expect(try await rig.sent().messages.isEmpty)
+            #expect(try await store.counts().webhooks == 0)
+        }
+    }
+}
