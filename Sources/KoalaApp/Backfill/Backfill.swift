@@ -194,7 +194,7 @@ public struct Backfill: Sendable {
                             let outcome = try await take(object, reader: reader, source: source, rulesVersion: table.version, readAt: readAt,
                                                          options: options, overlay: overlay, printed: printed)
                             state.withLock { summary in
-                                summary.objects[object.kind, default: 0] += 1
+                                if !object.again { summary.objects[object.kind, default: 0] += 1 }
                                 outcome.add(to: &summary)
                             }
                         }
@@ -300,9 +300,16 @@ public struct Backfill: Sendable {
         }
         let base = "snapshot:\(object.kind):\(object.id)"
         guard let provisional = webhook(base) else { return .skipped(Skip.unreadable) }
-        let first = router.routing(provisional, memory: try await recall(provisional), destinations: ingest.destinations, explaining: false)
+        let recalled = try await recall(provisional)
+        let first = router.routing(provisional, memory: recalled, destinations: ingest.destinations, explaining: false)
         let lasting = first.remembers.filter { $0.key.namespace != BillingSpec.ledgerNamespace }
-        if first.messages.isEmpty && lasting.isEmpty {
+        // Memory it would write that already holds the same (a state remembered by a webhook or an earlier run).
+        let changesMemory = lasting.contains { entry in
+            guard let known = recalled[entry.key] else { return true }
+            let merged = known.updated(by: entry)
+            return merged.identity != known.identity || merged.state != known.state
+        }
+        if first.messages.isEmpty && !changesMemory {
             if first.results.isEmpty { return .skipped(Skip.noRoute) }
             if first.results.contains(where: { $0.reason.hasPrefix(WebhookRouter.outOfOrderPrefix) }) { return .skipped(Skip.older) }
             return .skipped(Skip.agrees)

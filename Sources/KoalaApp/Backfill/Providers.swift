@@ -90,6 +90,9 @@ struct ProviderObject: Sendable {
     let updatedAt: Date?
     /// The organization an organization's domains and memberships belong to (taken after it, in order).
     var group: String?
+    /// Read once more after its children (not counted again): a Clerk organization, whose account traits need the
+    /// domain its domains' snapshots remember, and whose domains need the name it remembers.
+    var again = false
 }
 
 /// One page of a list.
@@ -185,6 +188,10 @@ struct ProviderReader: Sendable {
                 }
                 out += try await all(path + "/memberships", offsetPaged: true).compactMap {
                     Self.object("membership", $0, id: $0["id"], updated: Self.unix($0["updated_at"]))
+                }
+                if var again = Self.object("organization", organization, id: organization["id"], updated: Self.unix(organization["updated_at"])) {
+                    again.again = true
+                    out.append(again)
                 }
                 return out
             } parent: { Self.object("organization", $0, id: $0["id"], updated: Self.unix($0["updated_at"])) }
