@@ -210,12 +210,48 @@ struct Console: Sendable {
         }
         html += "</section>"
 
+        html += await backfillSection(now: now)
+
         html += "<section aria-labelledby=\"sessions\"><h2 id=\"sessions\">Sessions</h2>"
         html += "<p>Signed in \(HTML.time(session.issuedAt, now: now)); this session ends \(HTML.time(session.expires, now: now)). "
         html += "Signing out everywhere ends every console session on every replica, this one too (after a lost laptop, or when the token may have leaked: then change it too).</p>"
         html += "<form method=\"post\" action=\"/console/sign-out-everywhere\"><input type=\"hidden\" name=\"csrf\" value=\"\(HTML.text(session.csrf))\">"
         html += "<button type=\"submit\">Sign out everywhere</button></form></section>"
         return html
+    }
+
+    /// The last reconcile of each source (from the store: every replica's and the CLI's) and any backfill or
+    /// reconcile that stopped before its last page (its cursor is still stored).
+    func backfillSection(now: Date) async -> String {
+        var html = "<section aria-labelledby=\"reconcile\"><h2 id=\"reconcile\">Backfill and reconcile</h2>"
+        guard let entries = try? await components.store.progress(prefix: "") else {
+            return html + "<p class=\"bad\">The store did not answer.</p></section>"
+        }
+        let last = entries.filter { $0.name.hasPrefix(Backfill.lastReconcileName("")) }
+        let running = entries.filter { $0.name.hasPrefix("backfill:") || $0.name.hasPrefix("reconcile:") }
+        if last.isEmpty {
+            html += "<p class=\"muted\">No reconcile yet. <code>koala-router reconcile SOURCE</code> compares a provider's current state with "
+            html += "the one known and sends only corrections; <code>KOALA_ROUTER_RECONCILE_INTERVAL_H</code> runs it on a schedule.</p>"
+        } else {
+            html += "<div class=\"scroll\"><table class=\"rows\"><thead><tr><th scope=\"col\">Source</th><th scope=\"col\">Last reconcile</th>"
+            html += "<th scope=\"col\">Objects read</th><th scope=\"col\">Corrections</th><th scope=\"col\">Messages</th></tr></thead><tbody>"
+            for entry in last {
+                let source = String(entry.name.dropFirst(Backfill.lastReconcileName("").count))
+                let summary = (try? JSONValue.parse(Array(entry.value.utf8))) ?? .null
+                let corrections = summary["corrections"]?.textValue ?? "?"
+                let flagged = corrections != "0" && corrections != "?"
+                html += "<tr><th scope=\"row\">\(HTML.text(source))</th>" + cell("Last reconcile", HTML.time(Date(timeIntervalSince1970: entry.updatedAt), now: now))
+                html += cell("Objects read", HTML.text(summary["objects"]?.textValue ?? "?"))
+                html += cell("Corrections", flagged ? "<span class=\"warn\">\(HTML.text(corrections))</span> (webhooks were missed)" : HTML.text(corrections))
+                html += cell("Messages", HTML.text(summary["messages"]?.textValue ?? "?")) + "</tr>"
+            }
+            html += "</tbody></table></div>"
+        }
+        for entry in running {
+            html += "<p>\(HTML.text(entry.name)): stopped or running, next page after <code>\(HTML.text(entry.value))</code> "
+            html += "(\(HTML.time(Date(timeIntervalSince1970: entry.updatedAt), now: now))); the same command continues it.</p>"
+        }
+        return html + "</section>"
     }
 
     /// A table cell labelled with its column (shown as the label on a phone, where rows become cards).

@@ -259,3 +259,62 @@ struct BackfillTests {
         }
     }
 }
+
+extension BackfillTests {
+    @Test("kill -9 during a backfill: the rerun continues from the stored cursor, and every customer is sent once")
+    func killedBackfillResumes() async throws {
+        let binary = try #require(CrashTests.binary, "build koala-router first (swift build --build-tests)")
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        let count = 40
+        api.set("customers", (0..<count).map { Self.stripeCustomer(String(format: "cus_%03d", $0), "owner\($0)@company\($0).io", "Owner \($0)") })
+        api.set("subscriptions", (0..<count).map {
+            Self.stripeSubscription(String(format: "sub_%03d", $0), customer: String(format: "cus_%03d", $0), status: "active", plan: "Team", amount: 1000 * ($0 + 1), quantity: 1)
+        })
+        api.pageDelay.withLock { $0 = 0.15 }
+        let folder = temporaryDirectory()
+        let database = folder + "/router.sqlite"
+        var environment = Self.environment
+        environment["STRIPE_API_KEY"] = api.key
+        environment["STRIPE_API_URL"] = api.baseURL
+        environment["PATH"] = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let arguments = ["backfill", "stripe", "--database", database, "--routes", repositoryRoot + "/routes", "--requests-per-second", "200"]
+
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: binary)
+        first.arguments = arguments
+        first.environment = environment
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        let midway = await eventually(timeout: 30) { api.seen.filter { $0.path == "/v1/customers" }.count >= 8 }
+        #expect(midway)
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(first.terminationReason == .uncaughtSignal)
+        let before = api.seen.count
+
+        api.pageDelay.withLock { $0 = 0 }
+        let rerun = try runProgram(binary, arguments, environment: environment)
+        #expect(rerun.status == 0, "\(rerun.output)")
+        #expect(rerun.output.contains("continued from the stored cursor of: customers"), "\(rerun.output)")
+        let after = Array(api.seen.dropFirst(before))
+        let firstRead = try #require(after.first { $0.path == "/v1/customers" })
+        #expect(firstRead.query["starting_after"] != nil, "the rerun starts after the last page stored, not from the first")
+        let customerPages = api.seen.filter { $0.path == "/v1/customers" }.count
+        #expect(customerPages <= count / 2 + 2, "at most the page in flight is read twice: \(customerPages) reads of \(count / 2) pages")
+
+        // Every customer's identify and account once, whatever page the kill cut.
+        let store = try await SQLiteStore(path: database)
+        try await store.whileRunning {
+            let messages = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10_000, lease: 60)
+            let identifies = messages.filter { $0.endpoint == .person && $0.kind == .identify }
+            #expect(identifies.count == count)
+            #expect(Set(identifies.compactMap(\.identity.email)).count == count)
+            let accounts = messages.filter { $0.endpoint == .account }
+            #expect(Set(accounts.compactMap(\.identity.domain)).count == count)
+            #expect(accounts.count == count)
+            #expect(try await store.progress(prefix: "backfill:stripe:").isEmpty, "a finished run leaves no cursor behind")
+        }
+    }
+}

@@ -174,6 +174,23 @@ struct ConsoleTests {
         }
     }
 
+    @Test func theOverviewShowsTheLastReconcileAndItsCorrections() async throws {
+        let (app, components) = try await app()
+        try await app.test(.live) { client in
+            let cookie = try await Self.signIn(client)
+            var html = String(buffer: try await client.executeRequest(uri: "/console", method: .get, headers: [.cookie: cookie], body: nil).body)
+            #expect(html.contains("No reconcile yet."))
+            // What `koala-router reconcile stripe` keeps in the store (here as another process would have written it).
+            try await components.store.saveProgress(name: Backfill.lastReconcileName("stripe"),
+                                                    value: #"{"objects":20,"corrections":2,"messages":5}"#, at: Date())
+            try await components.store.saveProgress(name: "backfill:paddle:customers", value: "ctm_<b>", at: Date())
+            html = String(buffer: try await client.executeRequest(uri: "/console", method: .get, headers: [.cookie: cookie], body: nil).body)
+            #expect(html.contains(#"<th scope="row">stripe</th><td data-label="Last reconcile">"#))
+            #expect(html.contains(#"<td data-label="Objects read">20</td><td data-label="Corrections"><span class="warn">2</span> (webhooks were missed)</td>"#))
+            #expect(html.contains("backfill:paddle:customers: stopped or running, next page after <code>ctm_&lt;b&gt;</code>"))
+        }
+    }
+
     @Test func theRulesPageListsRoutesAndRunsTheRuleTests() async throws {
         let (app, components) = try await app()
         try await app.test(.live) { client in
