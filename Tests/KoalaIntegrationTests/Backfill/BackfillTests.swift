@@ -318,3 +318,30 @@ extension BackfillTests {
         }
     }
 }
+
+extension BackfillTests {
+    @Test("serve reconciles on its schedule, and its sender delivers the corrections to Koala")
+    func scheduledReconcileIsDelivered() async throws {
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        var config = testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala)
+        config.providerAPIKeys[.stripe] = api.key
+        config.providerAPIURLs[.stripe] = api.baseURL
+        config.reconcileInterval = 0.3
+        let (app, components) = try await buildApplication(config, logger: quietLogger)
+        try await app.test(.live) { _ in
+            let delivered = await eventually(timeout: 20) {
+                koala.received.contains { $0.domain == "acme-a.io" && $0.identifies.contains { $0["traits"]?["mrr"] == 160 } }
+            }
+            #expect(delivered, "the scheduled reconcile's account traits reached Koala")
+            #expect(koala.violations.isEmpty, "\(koala.violations)")
+            #expect(!koala.received.flatMap(\.events).contains { $0["event"] == "Subscription Started" || $0["event"] == "Trial Started" })
+            let last = try await components.store.progress(prefix: Backfill.lastReconcileName("stripe"))
+            #expect(last.count == 1)
+            #expect(components.metrics.exposition().contains(#"koala_router_reconcile_objects_total{source="stripe"}"#))
+        }
+    }
+}
