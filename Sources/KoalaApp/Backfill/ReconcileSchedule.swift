@@ -28,13 +28,12 @@ struct ReconcileSchedule: Service {
     func run() async throws {
         let interval = configuration.reconcileEvery
         guard interval > 0 else { return }
-        while !Task.isCancelled {
-            do {
+        // A shutdown ends the wait, or the run in progress (its pages done are stored; the next run continues).
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
                 try await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
-            } catch {
-                return
+                await reconcileAll()
             }
-            await reconcileAll()
         }
     }
 
