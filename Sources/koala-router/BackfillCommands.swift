@@ -24,6 +24,8 @@ struct BackfillOptions: ParsableArguments {
     var requestsPerSecond: Double?
     @Flag(name: .long, help: "Start from the first page, not where an interrupted run stopped.")
     var restart = false
+    @Option(name: .long, help: "Seconds one request to the provider may take before it is tried again.")
+    var requestTimeout: Double = 60
     @OptionGroup var routesOption: RoutesOption
     @Option(name: .long, help: "SQLite file or postgres:// URL (env KOALA_ROUTER_DATABASE, default data/koala-router.sqlite).")
     var database: String?
@@ -44,6 +46,8 @@ struct BackfillOptions: ParsableArguments {
         options.dryRun = dryRun
         options.concurrency = concurrency
         options.restart = restart
+        guard requestTimeout > 0, requestTimeout <= 600 else { throw ValidationError("--request-timeout takes seconds in 0...600") }
+        options.requestTimeout = requestTimeout
         if let requestsPerSecond {
             guard requestsPerSecond > 0, requestsPerSecond <= 1000 else { throw ValidationError("--requests-per-second takes a number in 0...1000") }
             options.requestsPerSecond = requestsPerSecond

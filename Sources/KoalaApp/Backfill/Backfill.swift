@@ -46,6 +46,8 @@ public struct Backfill: Sendable {
         public var requestsPerSecond: Double
         /// Start from the first page even when a stored cursor says where the last run stopped.
         public var restart = false
+        /// Seconds one request may take before it is abandoned and tried again.
+        public var requestTimeout: TimeInterval = 60
         /// The read time of each page (tests set it to play an old snapshot).
         public var clock: @Sendable () -> Date = { Date() }
 
@@ -143,6 +145,8 @@ public struct Backfill: Sendable {
     public static func lastReconcileName(_ source: String) -> String { "last-reconcile:\(source)" }
     /// What a finished phase's cursor says.
     static let finished = "done"
+    /// The memory namespace of each object's last outcome digest.
+    static let digestNamespace = "koala_router_snapshot"
 
     /// Reads every page of every phase, routes and stores each object; `progress` is called after each page,
     /// `printed` with each request a dry run would send.
@@ -155,7 +159,7 @@ public struct Backfill: Sendable {
         }
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         let http = ProviderHTTP(client: client, baseURL: options.apiURL, headers: options.provider.headers(key: options.apiKey),
-                                requestsPerSecond: options.requestsPerSecond, logger: logger)
+                                requestsPerSecond: options.requestsPerSecond, timeout: options.requestTimeout, logger: logger)
         let reader = ProviderReader(kind: options.provider, http: http, concurrency: options.concurrency)
         let state = Mutex(Summary())
         let overlay = Overlay()
@@ -189,7 +193,8 @@ public struct Backfill: Sendable {
                             chunks.append([object])
                         }
                     }
-                    try await forEach(chunks, concurrency: options.concurrency) { chunk in
+                    // A dry run prints in the order read.
+                    try await forEach(chunks, concurrency: options.dryRun ? 1 : options.concurrency) { chunk in
                         for object in chunk {
                             let outcome = try await take(object, reader: reader, source: source, rulesVersion: table.version, readAt: readAt,
                                                          options: options, overlay: overlay, printed: printed)
@@ -314,7 +319,15 @@ public struct Backfill: Sendable {
             if first.results.contains(where: { $0.reason.hasPrefix(WebhookRouter.outOfOrderPrefix) }) { return .skipped(Skip.older) }
             return .skipped(Skip.agrees)
         }
-        guard let final = webhook(base + ":" + Self.digest(first.messages, lasting)) else { return .skipped(Skip.unreadable) }
+        // The outcome this object last led to, kept in memory (which retention does not prune, unlike the journal
+        // whose duplicate check would otherwise forget it after KOALA_ROUTER_RETENTION_DAYS).
+        let digest = Self.digest(first.messages, lasting)
+        let digestKey = MemoryKey(namespace: Self.digestNamespace, key: "\(object.kind):\(object.id)")
+        if !options.dryRun,
+           try await store.recall(source: source.name, keys: [digestKey])[digestKey]?.state?["digest"] == .string(digest) {
+            return .skipped(Skip.unchanged)
+        }
+        guard let final = webhook(base + ":" + digest) else { return .skipped(Skip.unreadable) }
 
         func counted(_ messages: [KoalaMessage]) -> (Int, Int, Int, [String], [String]) {
             var queued = 0, dead = 0, waiting = 0
@@ -354,7 +367,9 @@ public struct Backfill: Sendable {
             return .wouldSend(queued: q, dead: d, waiting: w, accounts: a, people: p)
         }
 
-        let (routing, outcome) = try await ingest.routeAndStore(final, router: router)
+        let (routing, outcome) = try await ingest.routeAndStore(final, router: router, extra: [
+            Remembered(key: digestKey, identity: KoalaIdentity(), state: ["digest": .string(digest)], stateAt: readAt),
+        ])
         switch outcome {
         case .duplicate:
             return .skipped(Skip.unchanged)

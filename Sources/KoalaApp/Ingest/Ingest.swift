@@ -209,7 +209,8 @@ public struct Ingest: Sendable {
 
     /// Recalls memory, routes and stores. Webhooks that remember the same state are taken one at a time, so
     /// an update compares against the state of the update before it, not a state both read at once.
-    func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
+    /// `extra`: memory stored with it besides what its routes remember (a snapshot's digest).
+    func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter, extra: [Remembered] = []) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
         let recallKeys = router.recallKeys(webhook)
         let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in
@@ -221,7 +222,7 @@ public struct Ingest: Sendable {
                 let routing = router.routing(webhook, memory: memory, destinations: destinations, explaining: false)
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
-                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers,
+                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers + extra,
                                                      linger: linger, identityWait: identityWait)
                 if outcome != .stateChanged || attempt >= 4 { return (routing, outcome) }
             }

@@ -171,6 +171,13 @@ struct BackfillTests {
             #expect(again.skipped[Backfill.Skip.unchanged] == 3)
             #expect(again.skipped[Backfill.Skip.agrees] == 3)
             #expect(try await rig.sent().messages.isEmpty)
+
+            // Retention deletes the journal (and with it the duplicate check); what each object last led to is
+            // kept in memory, so a reconcile a week later still finds nothing to correct.
+            let pruned = try await store.prune(before: Date().addingTimeInterval(3600))
+            #expect(pruned.webhooks >= 6)
+            let later = try await rig.backfill.run(Self.options(api, mode: .reconcile))
+            #expect(later.corrections == 0 && later.messages == 0, "\(later)")
         }
     }
 
@@ -413,5 +420,43 @@ extension BackfillTests {
             if ends == 2 { break }
         }
         return (process.terminationStatus, String(decoding: output.withLock { $0 }, as: UTF8.self))
+    }
+}
+
+extension BackfillTests {
+    @Test("A page slower than the request timeout is abandoned and read again")
+    func aSlowPageIsReadAgain() async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        Self.stripeWorld(api)
+        api.script([.delay(3)])
+        let store = try await makeStore(.sqlite)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            var options = Self.options(api)
+            options.requestTimeout = 0.5
+            let summary = try await rig.backfill.run(options)
+            #expect(summary.retried == 1, "\(summary)")
+            #expect(summary.objects == ["customer": 3, "subscription": 3])
+            #expect(try await rig.sent().accounts.count == 3)
+        }
+    }
+
+    @Test("A refused key ends the run with what to fix, and no secret in the message")
+    func aRefusedKeySaysWhatToFix() async throws {
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        let store = try await makeStore(.sqlite)
+        try await store.whileRunning {
+            let rig = try Rig(store: store)
+            var options = Self.options(api)
+            options.apiKey = "rk_test_wrong_key_0123456789"
+            await #expect {
+                _ = try await rig.backfill.run(options)
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains("answered 401: the API key was refused") && !text.contains("rk_test_wrong_key")
+            }
+        }
     }
 }
