@@ -72,7 +72,7 @@ struct DeadLetters: AsyncParsableCommand {
             if !json {
                 print("\(letters.count) dead letter(s)")
                 if counts.dryRun > 0 {
-                    print("\(counts.dryRun) message(s) were handled in dry run (no KOALA_PUBLIC_API_KEY): logged, never sent, not dead letters; 'koala-router replay SOURCE --since …' queues them once a key is set")
+                    print("\(counts.dryRun) message(s) were handled in dry run (no KOALA_PUBLIC_API_KEY): logged, never sent, not dead letters; 'koala-router replay --source SOURCE --since 7d' queues them once a key is set (add --dry-run to see what first)")
                 }
             }
         }

@@ -101,6 +101,9 @@ struct Simulate: AsyncParsableCommand {
               koala-router simulate stripe sub.json --memory stripe_customer:cus_9=ada@acme.io
               koala-router simulate stripe --stored evt_123     (a webhook already in the database)
               koala-router simulate stripe invoice.json --destination segment   (the Segment-compatible request)
+
+            Exit status: 0 when something would be sent, 3 when nothing would (the reasons are printed), 1 when the
+            payload is refused (not JSON, no id or type), 2 for a usage error.
             """)
 
     @Argument(help: "The source, as named by a rule file.")
@@ -232,7 +235,11 @@ struct Simulate: AsyncParsableCommand {
                 }
             }
         }
-        if routing.messages.isEmpty { print("no output") }
+        if routing.messages.isEmpty {
+            // A script (or a person reading $?) learns that this payload sends nothing: the reasons are above.
+            print("no output: nothing would be sent")
+            throw ExitCode(3)
+        }
     }
 }
 

@@ -344,3 +344,18 @@ struct RuleLoaderTests {
         }
     }
 }
+
+extension RuleLoaderTests {
+    /// Issue 28: an unknown filter close to a real one by prefix gets a did-you-mean, like a typo does.
+    @Test func anUnknownFilterNamesTheRealOneItStartsWith() {
+        let text = Self.minimal.replacingOccurrences(of: "track: { event: Invoice Paid }",
+                                                     with: "track: { event: Invoice Paid, properties: { currency: body.data.object.currency | uppercase } }")
+        let found = errors(text)
+        #expect(found.count == 1)
+        #expect(found.first?.contains("unknown filter 'uppercase'") == true, "\(found)")
+        #expect(found.first?.contains("did you mean 'upper'?") == true, "\(found)")
+        #expect(Suggest.closest(to: "uppr", in: Array(Filters.all.keys)) == "upper")
+        #expect(Suggest.closest(to: "lowercase", in: Array(Filters.all.keys)) == "lower")
+        #expect(Suggest.closest(to: "xyzzy", in: Array(Filters.all.keys)) == nil)
+    }
+}

@@ -40,6 +40,16 @@ struct DryRunTests {
                                             environment: ["LOG_LEVEL": "critical"])
         #expect(simulated.contains("[queued; stored: koala dry_run]"), "\(simulated)")
 
+        // Issue 28: `dead-letters list` says how to queue them, and the command it prints runs as printed.
+        let binary = try #require(CrashTests.binary)
+        let (_, listed) = try runProgram(binary, ["dead-letters", "list", "--database", database], environment: ["LOG_LEVEL": "critical"])
+        let hint = try #require(listed.split(separator: "'").first { $0.hasPrefix("koala-router replay") }.map(String.init), "\(listed)")
+        #expect(hint == "koala-router replay --source SOURCE --since 7d", "\(listed)")
+        let hinted = hint.replacingOccurrences(of: "SOURCE", with: "stripe").split(separator: " ").dropFirst().map(String.init)
+        let (status, replayed) = try runProgram(binary, hinted + ["--dry-run", "--database", database, "--routes", repositoryRoot + "/routes"],
+                                                environment: ["LOG_LEVEL": "critical", "STRIPE_WEBHOOK_SECRET": testSecret])
+        #expect(status == 0, "\(replayed)")
+
         // A replay, as an operator runs it once the key is set, reports them as never sent and queues them.
         let koala = try await FakeKoala.start()
         defer { koala.stop() }

@@ -196,3 +196,18 @@ struct RuleCommandTests {
         #expect(output.contains("routes: cannot read the rules folder: there is no folder \(URL(fileURLWithPath: elsewhere).standardizedFileURL.path)/routes; run from the folder that holds 'routes', or name the rules folder"), "\(output)")
     }
 }
+
+extension RuleCommandTests {
+    /// Issue 28: `simulate` of a payload that sends nothing says so and exits 3 (0 when something would be sent).
+    @Test func simulateExitsThreeWhenNothingWouldBeSent() throws {
+        let file = temporaryDirectory() + "/unrouted.json"
+        try #"{"id":"evt_none","type":"balance.available","created":1732871520,"data":{"object":{}}}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let environment = ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x"]
+        let nothing = try run(["simulate", "stripe", file, "--routes", repositoryRoot + "/routes"], environment: environment)
+        #expect(nothing.status == 3, "\(nothing.output)")
+        #expect(nothing.output.contains("no output: nothing would be sent"), "\(nothing.output)")
+        let something = try run(["simulate", "stripe", repositoryRoot + "/routes/samples/stripe/invoice.paid.json", "--routes", repositoryRoot + "/routes"],
+                                environment: environment)
+        #expect(something.status == 0, "\(something.output)")
+    }
+}
