@@ -32,7 +32,23 @@ struct SendCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes])
-        let table = try config.loadRules()
+        let loaded = Result { () throws(RuleTableErrors) -> RuleTable in try RuleLoader(environment: config.environment).load(directory: config.routesDirectory) }
+        let table: RuleTable
+        switch loaded {
+        case .success(let whole):
+            table = whole
+        case .failure(let errors):
+            // Exactly when a broken folder is being fixed, one wants to check that the running router still serves
+            // its last good table: signing needs only this source's own file.
+            guard let (path, text) = Self.sourceFile(source, in: config.routesDirectory),
+                  let alone = try? RuleLoader(environment: config.environment).load(files: [(path, text)]) else {
+                FileHandle.standardError.write(Data("\(errors)\nkoala-router: the rules folder is broken and \(source)'s own file cannot be read alone; nothing was sent\n".utf8))
+                throw ExitCode(1)
+            }
+            FileHandle.standardError.write(Data(("koala-router: the rules folder is broken (a running router keeps serving its last good table):\n"
+                + "\(errors)\nsigning with \(path) alone, which loads\n").utf8))
+            table = alone
+        }
         guard let definition = table.sources[source] else {
             fail("no rule file declares source '\(source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))")
         }
@@ -67,11 +83,36 @@ struct SendCommand: AsyncParsableCommand {
             let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
             answer = (response.status.code, text)
         } catch {
-            FileHandle.standardError.write(Data("koala-router: could not POST to \(target): \(error)\n".utf8))
+            FileHandle.standardError.write(Data("koala-router: \(Self.explain(error, base: base, target: target))\n".utf8))
             throw ExitCode(1)
         }
         print("\(answer.status) \(answer.text)")
         guard (200..<300).contains(answer.status) else { throw ExitCode(1) }
+    }
+
+    /// Why the POST failed, said for a person: who is not listening, or did not answer, and what to do.
+    static func explain(_ error: any Error, base: String, target: String) -> String {
+        let text = String(describing: error)
+        if text.contains("Connection refused") || text.contains("errno: 111") || text.contains("connectionRefused") {
+            return "nothing is listening at \(base) (connection refused): start the router (koala-router serve) or give its address with --url; nothing was sent"
+        }
+        if text.contains("deadlineExceeded") || text.contains("connectTimeout") || text.contains("imed out") {
+            return "\(base) did not answer within 30 s; it may or may not have received the webhook (send it again: a duplicate is answered as such)"
+        }
+        return "could not POST to \(target): \(LogText.bounded(text, limit: 300))"
+    }
+
+    /// The rule file in `folder` whose top-level `source:` names `source`, and its text.
+    static func sourceFile(_ source: String, in folder: String) -> (String, String)? {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+        for name in names.sorted() {
+            let path = (folder as NSString).appendingPathComponent(name)
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+            let line = text.split(separator: "\n").first { $0.hasPrefix("source:") }
+            let declared = line.map { $0.dropFirst("source:".count).split(separator: "#").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
+            if declared == source { return (path, text) }
+        }
+        return nil
     }
 
     func fail(_ message: String) -> Never {

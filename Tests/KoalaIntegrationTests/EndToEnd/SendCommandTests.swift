@@ -47,7 +47,28 @@ struct SendCommandTests {
         wrong["STRIPE_WEBHOOK_SECRET"] = "whsec_not_the_one"
         let refused = try send(["stripe", "routes/samples/stripe/checkout.session.completed.json"], environment: wrong)
         #expect(refused.status == 1 && refused.output.hasPrefix("401 "), "\(refused.output)")
+        // Issue 28: while the rules folder is broken (a typo in another file), send still signs with the source's own
+        // file, and says so: the running router, on its last good table, accepts it.
+        let broken = temporaryDirectory() + "/routes"
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/routes", toPath: broken)
+        let workos = try String(contentsOfFile: broken + "/workos.yaml", encoding: .utf8)
+        try workos.replacingOccurrences(of: "\ndescription:", with: "\ndescripton:").write(toFile: broken + "/workos.yaml", atomically: true, encoding: .utf8)
+        let whileBroken = try send(["stripe", "routes/samples/stripe/checkout.session.completed.json", "--routes", broken], environment: environment)
+        #expect(whileBroken.status == 0 && whileBroken.output.contains(#""status":"accepted""#), "\(whileBroken.output)")
+        #expect(whileBroken.output.contains("the rules folder is broken (a running router keeps serving its last good table)"), "\(whileBroken.output)")
+        #expect(whileBroken.output.contains("workos.yaml:8:1: unknown key 'descripton'"), "\(whileBroken.output)")
+        #expect(whileBroken.output.contains("signing with \(broken)/stripe.yaml alone, which loads"), "\(whileBroken.output)")
         #expect(koala.violations.isEmpty)
+    }
+
+    /// Issue 28: a router that is not running is said plainly.
+    @Test func aRouterThatIsNotRunningIsSaidPlainly() throws {
+        let port = CrashTests.freePort()
+        let result = try send(["stripe", "routes/samples/stripe/invoice.paid.json", "--url", "http://127.0.0.1:\(port)"], environment: Self.secrets)
+        #expect(result.status == 1)
+        #expect(result.output.contains("koala-router: nothing is listening at http://127.0.0.1:\(port) (connection refused): start the router (koala-router serve) or give its address with --url; nothing was sent"),
+                "\(result.output)")
+        #expect(!result.output.contains("errno"))
     }
 
     @Test func nothingIsSentWhenItCannotSign() throws {
