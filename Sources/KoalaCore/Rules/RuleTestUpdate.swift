@@ -56,7 +56,7 @@ struct ExpectWriter {
                 kept = ["sent_at"]   // a new expectation checks the event time: the lifecycle moment Koala records
             }
             var fields: [String: JSONValue] = ["route": .string(message.route), "output": .string(message.output.rawValue)]
-            let who = message.identity.koala
+            let who = TestFile.identity(of: message)
             let identity: [(String, String?)] = [("email", who.email), ("profile_id", who.profileID),
                                                  ("domain", who.domain), ("account_id", who.accountID)]
             for (key, value) in identity { if let value { fields[key] = .string(value) } }

@@ -96,3 +96,23 @@ struct RuleTestRunnerTests {
         return String(file.dropLast("t.yaml".count))
     }
 }
+
+extension RuleTestRunnerTests {
+    /// Issue 28: an expectation without `email:` (or `domain:`) no longer passes whoever the message goes to: a field
+    /// left out means none is expected, and the diff says what to write.
+    @Test func anExpectationWithoutAnIdentityStillComparesIt() throws {
+        let report = try run("""
+            source: stripe
+            tests:
+              - name: who is it for?
+                body: { id: e1, type: invoice.paid, created: 0, data: { object: { customer_email: a@acme.io, amount_paid: 4900, currency: usd } } }
+                expect:
+                  - route: payment-succeeded
+                    output: track
+                    event: Payment Succeeded
+            """)
+        let failures = try #require(report.outcomes.first?.failures)
+        #expect(failures.contains(#"message 1 (payment-succeeded/track): email: expected nothing, got "a@acme.io" (a field left out means none is expected: write `email: a@acme.io`)"#),
+                "\(failures)")
+    }
+}
