@@ -19,13 +19,22 @@ struct TestRules: AsyncParsableCommand {
     var tests: String?
     @Flag(name: .long, help: "Rewrite the 'expect:' block of every failing test from what the rules produce now (review the diff).")
     var update = false
+    @Option(name: .long, help: "Only the tests whose name contains this text (any case); with --update, only those are rewritten.")
+    var filter: String?
+    @Flag(name: .long, help: "Print every test that passes too (by default: failures and the summary).")
+    var verbose = false
     @OptionGroup var settings: SettingsOption
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": directory ?? routesOption.routes])
         let directory = config.routesDirectory
         let table = try config.loadRules()
-        let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"), update: update)
+        let report = RuleTestRunner(table: table).run(directory: tests ?? (directory as NSString).appendingPathComponent("tests"), update: update,
+                                                      filter: filter)
+        if let filter, report.outcomes.isEmpty, report.errors.isEmpty {
+            print("no test's name contains '\(filter)'")
+            throw ExitCode(1)
+        }
         for error in report.errors { print("error: \(error)") }
         for (file, names) in report.updated {
             print("updated \(file): \(names.count) test(s): \(names.joined(separator: "; "))")
@@ -33,7 +42,7 @@ struct TestRules: AsyncParsableCommand {
         if update, report.updated.isEmpty, report.errors.isEmpty { print("nothing to update: every test passes") }
         for outcome in report.outcomes {
             if outcome.passed {
-                print("PASS \(outcome.file):\(outcome.line) \(outcome.name)")
+                if verbose { print("PASS \(outcome.file):\(outcome.line) \(outcome.name)") }
             } else {
                 print("FAIL \(outcome.file):\(outcome.line) \(outcome.name)")
                 for failure in outcome.failures { print("  " + failure.replacingOccurrences(of: "\n", with: "\n  ")) }

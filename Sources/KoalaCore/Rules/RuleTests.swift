@@ -43,7 +43,8 @@ public struct RuleTestRunner: Sendable {
     /// Runs every `*.yaml` in `directory` (default: `<routes>/tests`). With `update`, the `expect:` block of
     /// every failing test is first rewritten from the current output (files with errors are left alone), and
     /// the report is that of the rewritten files.
-    public func run(directory: String, update: Bool = false) -> Report {
+    /// `filter`: only the tests whose name contains it (any case); the tests they name in `after:` still feed them.
+    public func run(directory: String, update: Bool = false, filter: String? = nil) -> Report {
         var report = Report()
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
@@ -60,6 +61,7 @@ public struct RuleTestRunner: Sendable {
             }
             var file = TestFile(path: path, text: text, table: table)
             file.update = update
+            file.filter = filter
             file.run()
             if update, file.errors.isEmpty, !file.edits.isEmpty {
                 let rewritten = ExpectEdit.apply(file.edits, to: text)
@@ -67,6 +69,7 @@ public struct RuleTestRunner: Sendable {
                     try rewritten.write(toFile: path, atomically: true, encoding: .utf8)
                     report.updated.append((path, file.updatedTests))
                     file = TestFile(path: path, text: rewritten, table: table)
+                    file.filter = filter
                     file.run()
                 } catch {
                     report.errors.append(RuleError(file: path, line: 0, column: 0, message: "cannot write the file: \(error)",
@@ -77,7 +80,8 @@ public struct RuleTestRunner: Sendable {
             report.errors += file.errors
             covered.formUnion(file.covered)
         }
-        for (name, source) in table.sources {
+        // Coverage is a property of the whole suite: not judged from a filtered run.
+        for (name, source) in table.sources where filter == nil {
             for route in source.routes where !covered.contains("\(name)/\(route.name)") {
                 report.untested.append("\(name)/\(route.name)")
             }
@@ -99,6 +103,8 @@ struct TestFile {
     var update = false
     /// With `update`, only the test starting at this line (`new-test`).
     var onlyLine: Int?
+    /// `test --filter`: only tests whose name contains this (any case).
+    var filter: String?
     var edits: [ExpectEdit] = []
     var updatedTests: [String] = []
     /// The file's tests by name, for `after:`.
@@ -150,6 +156,8 @@ struct TestFile {
             if case .mapping(let map) = test, let name = map["name"]?.string { testsByName[name] = map }
         }
         for (index, test) in tests.enumerated() {
+            if let filter, case .mapping(let map) = test, let name = map["name"]?.string,
+               name.range(of: filter, options: .caseInsensitive) == nil { continue }
             let next = index + 1 < tests.count ? tests[index + 1].mark?.line : nil
             runTest(test, source: source, nextTestLine: next)
         }

@@ -52,7 +52,7 @@ struct RuleCommandTests {
     @Test func testUpdateRewritesExpectationsOnEveryShippedFile() throws {
         let dir = try shippedCopy()
         let shipped = try testFiles(dir)
-        let baseline = try run(["test", dir])
+        let baseline = try run(["test", dir, "--verbose"])
         #expect(baseline.status == 0, "\(baseline.output)")
         let passing = baseline.output.split(separator: "\n").filter { $0.hasPrefix("PASS ") }.count
         #expect(passing > 100)
@@ -141,7 +141,7 @@ struct RuleCommandTests {
         #expect(text.contains("    sent_at: \"2024-11-29T09:12:00.000Z\"\n"))
         #expect(text.contains("  - name: a checkout\n    webhook: ../samples/stripe/checkout.session.completed.json\n"))
         #expect(text.contains("        traits:\n          email: ada.lovelace@analytical-engines.io\n          is_customer: true\n          name: Ada Lovelace\n"))
-        let tests = try run(["test", dir])
+        let tests = try run(["test", dir, "--verbose"])
         #expect(tests.output.contains("PASS \(dir)/tests/stripe.yaml:4 invoice.paid (invoice.paid.json)"), "\(tests.output)")
         #expect(tests.output.contains("PASS \(dir)/tests/stripe.yaml:"), "\(tests.output)")
         #expect(tests.status == 0, "\(tests.output)")
@@ -209,5 +209,27 @@ extension RuleCommandTests {
         let something = try run(["simulate", "stripe", repositoryRoot + "/routes/samples/stripe/invoice.paid.json", "--routes", repositoryRoot + "/routes"],
                                 environment: environment)
         #expect(something.status == 0, "\(something.output)")
+    }
+}
+
+extension RuleCommandTests {
+    /// Issue 28: `test` prints failures and the summary (every PASS with --verbose), and `--filter` runs the tests
+    /// whose name contains a text, fed by the tests they name in `after:`.
+    @Test func testIsQuietAndRunsOneTestByName() throws {
+        let environment = ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x", "PADDLE_WEBHOOK_SECRET": "pdl_ntfset_rule_tests_x"]
+        let all = try run(["test", repositoryRoot + "/routes"], environment: environment)
+        #expect(all.status == 0)
+        #expect(!all.output.contains("PASS "), "\(all.output)")
+        #expect(all.output.hasSuffix(" passed, 0 failed\n"), "\(all.output)")
+        #expect(all.output.split(separator: "\n").count == 1, "one line when all is well: \(all.output)")
+
+        let one = try run(["test", repositoryRoot + "/routes", "--filter", "life 3: UPGRADED", "--verbose"], environment: environment)
+        #expect(one.status == 0, "\(one.output)")
+        #expect(one.output.contains("PASS \(repositoryRoot)/routes/tests/stripe.yaml:"), "\(one.output)")
+        #expect(one.output.contains("life 3: upgraded from Growth to Scale"), "\(one.output)")
+        #expect(one.output.hasSuffix("1 passed, 0 failed\n"), "\(one.output)")
+
+        let none = try run(["test", repositoryRoot + "/routes", "--filter", "no such test"], environment: environment)
+        #expect(none.status == 1 && none.output.contains("no test's name contains 'no such test'"), "\(none.output)")
     }
 }
