@@ -80,14 +80,18 @@ struct NewTest: AsyncParsableCommand {
     var tests: String?
     @Option(name: .long, help: "The test's name (default: the event type and the sample's file name).")
     var name: String?
+    @Option(name: .long, parsing: .singleValue, help: "A remembered identity, namespace:key=email (repeatable), written into the test's memory:.")
+    var memory: [String] = []
     @OptionGroup var settings: SettingsOption
 
     func run() async throws {
         let config = try await settings.resolve(["KOALA_ROUTER_ROUTES": routesOption.routes])
         let table = try config.loadRules()
         let folder = tests ?? (config.routesDirectory as NSString).appendingPathComponent("tests")
+        let remembered = try parseMemoryArguments(memory).mapValues(\.identity)
         do {
-            let made = try RuleTestRunner(table: table).scaffold(source: source, sample: sample, testsDirectory: folder, name: name)
+            let made = try RuleTestRunner(table: table).scaffold(source: source, sample: sample, testsDirectory: folder, name: name,
+                                                                 memory: remembered)
             print("added \(made.file):\(made.line) \(made.name): expects \(made.messages) message(s)")
             if !made.unmatched.isEmpty {
                 print("note: no route produces a message for this sample; if one should, fix the rules and run 'koala-router test --update':")
@@ -139,14 +143,7 @@ struct Simulate: AsyncParsableCommand {
             FileHandle.standardError.write(Data("unknown source '\(source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))\n".utf8))
             throw ExitCode(2)
         }
-        var remembered: [MemoryKey: Remembered] = [:]
-        for entry in memory {
-            let parts = entry.split(separator: "=", maxSplits: 1)
-            let key = parts.first?.split(separator: ":", maxSplits: 1) ?? []
-            guard parts.count == 2, key.count == 2 else { throw ValidationError("--memory takes namespace:key=email, got '\(entry)'") }
-            let memoryKey = MemoryKey(namespace: String(key[0]), key: String(key[1]))
-            remembered[memoryKey] = Remembered(key: memoryKey, identity: KoalaIdentity(email: String(parts[1])))
-        }
+        var remembered = try parseMemoryArguments(memory)
         let webhook: VerifiedWebhook
         var storedStates: [Destination: [String: StoredMessage]] = [:]
         if let stored {
@@ -253,3 +250,16 @@ struct Simulate: AsyncParsableCommand {
 }
 
 extension Destination: ExpressibleByArgument {}
+
+/// `--memory namespace:key=email` arguments (simulate, new-test), as remembered identities.
+func parseMemoryArguments(_ arguments: [String]) throws -> [MemoryKey: Remembered] {
+    var remembered: [MemoryKey: Remembered] = [:]
+    for entry in arguments {
+        let parts = entry.split(separator: "=", maxSplits: 1)
+        let key = parts.first?.split(separator: ":", maxSplits: 1) ?? []
+        guard parts.count == 2, key.count == 2 else { throw ValidationError("--memory takes namespace:key=email, got '\(entry)'") }
+        let memoryKey = MemoryKey(namespace: String(key[0]), key: String(key[1]))
+        remembered[memoryKey] = Remembered(key: memoryKey, identity: KoalaIdentity(email: String(parts[1])))
+    }
+    return remembered
+}

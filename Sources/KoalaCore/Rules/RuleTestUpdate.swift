@@ -153,7 +153,10 @@ extension RuleTestRunner {
 
     /// `koala-router new-test SOURCE SAMPLE`: appends a test for `sample` to `<tests>/<source>.yaml` (creating
     /// the file), with the webhook path relative to the tests folder and `expect:` written from the current output.
-    public func scaffold(source: String, sample: String, testsDirectory: String, name: String?) throws(RuleError) -> Scaffold {
+    /// `memory`: identities earlier webhooks would have remembered (`stripe_customer` `cus_9` → an email), written
+    /// into the test's `memory:` so a route that recalls them is tested as it runs, not in its waiting state.
+    public func scaffold(source: String, sample: String, testsDirectory: String, name: String?,
+                         memory: [MemoryKey: KoalaIdentity] = [:]) throws(RuleError) -> Scaffold {
         guard let definition = table.sources[source] else {
             throw RuleError(file: sample, line: 0, column: 0, message: "no rule file declares source '\(source)'",
                             hint: "name a source from the routes folder: \(table.sources.keys.sorted().joined(separator: ", "))")
@@ -190,6 +193,21 @@ extension RuleTestRunner {
         text += "  - name: \(ExpectWriter.isPlainSafe(testName) ? testName : JSONValue.string(testName).encoded())\n"
         let relative = Self.relativePath(from: testsURL, to: sampleURL)
         text += "    webhook: \(ExpectWriter.isPlainSafe(relative) ? relative : JSONValue.string(relative).encoded())\n"
+        if !memory.isEmpty {
+            // { namespace: { key: { email: … } } }, as JSON (valid YAML, quoted as needed).
+            var namespaces: [String: JSONValue] = [:]
+            for (key, identity) in memory {
+                var entry: [String: JSONValue] = [:]
+                if let email = identity.email { entry["email"] = .string(email) }
+                if let id = identity.profileID { entry["profile_id"] = .string(id) }
+                if let domain = identity.domain { entry["domain"] = .string(domain) }
+                var keys: [String: JSONValue] = [:]
+                if case .object(let existing)? = namespaces[key.namespace] { keys = existing }
+                keys[key.key] = .object(entry)
+                namespaces[key.namespace] = .object(keys)
+            }
+            text += "    memory: \(JSONValue.object(namespaces).encoded())\n"
+        }
         text += "    expect: []\n"
         var test = TestFile(path: file, text: text, table: table)
         test.update = true
@@ -208,7 +226,7 @@ extension RuleTestRunner {
         var produced = 0
         if case .success(let webhook) = definition.webhook(body: body, json: json, headers: [:], receivedAt: Date(timeIntervalSince1970: 0),
                                                            secretLabel: "test", rulesVersion: table.version) {
-            let results = routing.explain(webhook)
+            let results = routing.explain(webhook, memory: WebhookRouter.entries(memory))
             produced = results.reduce(0) { $0 + $1.messages.count }
             if produced == 0 { unmatched = results.map { "\($0.route): \($0.reason)" } }
         }

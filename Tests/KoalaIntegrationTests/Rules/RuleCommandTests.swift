@@ -233,3 +233,26 @@ extension RuleCommandTests {
         #expect(none.status == 1 && none.output.contains("no test's name contains 'no such test'"), "\(none.output)")
     }
 }
+
+extension RuleCommandTests {
+    /// Issue 28: `new-test --memory` writes the identity a route recalls into the test, so the test records what the
+    /// route sends, not its waiting state.
+    @Test func newTestWritesTheMemoryItWasGiven() throws {
+        let dir = try shippedCopy()
+        let sample = dir + "/samples/stripe/customer.subscription.created.coupon.json"
+        let waiting = try run(["new-test", "stripe", sample, "--routes", dir, "--name", "scaffolded without memory"])
+        #expect(waiting.status == 0, "\(waiting.output)")
+        let made = try run(["new-test", "stripe", sample, "--routes", dir, "--name", "scaffolded with memory", "--memory", "stripe_customer:cus_QkoalaCoupon01=grace@hopper.dev"])
+        #expect(made.status == 0, "\(made.output)")
+        let text = try String(contentsOfFile: dir + "/tests/stripe.yaml", encoding: .utf8)
+        let withMemory = try #require(text.components(separatedBy: "  - name: scaffolded with memory\n").last)
+        #expect(withMemory.contains(#"    memory: {"stripe_customer":{"cus_QkoalaCoupon01":{"email":"grace@hopper.dev"}}}"#), "\(withMemory)")
+        #expect(withMemory.contains("email: grace@hopper.dev"), "\(withMemory)")
+        #expect(withMemory.contains("domain: hopper.dev"), "\(withMemory)")
+        #expect(!withMemory.contains("waiting_for"), "\(withMemory)")
+        let without = try #require(text.components(separatedBy: "  - name: scaffolded without memory\n").last?.components(separatedBy: "  - name: scaffolded with memory").first)
+        #expect(without.contains("waiting_for: stripe_customer cus_QkoalaCoupon01"), "\(without)")
+        let tests = try run(["test", dir, "--filter", "scaffolded"], environment: ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x"])
+        #expect(tests.status == 0 && tests.output.hasSuffix("2 passed, 0 failed\n"), "[\(tests.output)]")
+    }
+}
