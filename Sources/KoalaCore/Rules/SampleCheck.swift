@@ -256,7 +256,11 @@ struct SourceCheck {
             } else {
                 hint = "if the field is optional, add a sample that has it"
             }
-            add(.warning, record.site.location,
+            // A typo in the field that says who a message is for dead-letters every message of the route: an error
+            // when the samples have a key close to it beside it.
+            let identityTypo = guess != nil && Self.identityFields.contains(record.site.what)
+            if identityTypo { hint += "; without it every message of this route is dead-lettered (identity missing)" }
+            add(identityTypo ? .error : .warning, record.site.location,
                 "in \(record.site.what): \(record.paths[0]) resolves in none of the \(record.samplesSeen) sample(s) of '\(source.name)' that route '\(record.route.name)' takes",
                 hint, once: "path \(key)")
         }

@@ -79,3 +79,29 @@ struct SampleCheckTests {
         #expect(report.samples.keys.sorted() == ["chargebee", "clerk", "lemonsqueezy", "paddle", "recurly", "stripe", "workos"])
     }
 }
+
+extension SampleCheckTests {
+    /// Issue 28: a typo deep inside a valid path in an identity field is an error (exit 1), not a warning: every
+    /// message of the route would be dead-lettered.
+    @Test func anIdentityPathTypoIsAnError() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
+        try """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person: { email: body.data.object.custmer_email }
+                track: { event: Payment Succeeded }
+            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        try #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":100}}}"#
+            .write(toFile: dir + "/samples/shop/paid.json", atomically: true, encoding: .utf8)
+        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
+        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+        #expect(report.hasErrors)
+        let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
+        #expect(lines.contains("error: /shop.yaml:6:22: in person.email: body.data.object.custmer_email resolves in none of the 1 sample(s) of 'shop' that route 'paid' takes; did you mean 'customer_email'? (body.data.object.custmer_email is not in the samples; body.data.object has amount_paid, customer_email); without it every message of this route is dead-lettered (identity missing)"),
+                "\(lines)")
+    }
+}
