@@ -160,6 +160,10 @@ struct SourceCheck {
             findings.append(.init(severity: severity, location: location.description, message: message, hint: hint))
         }
         var typeSeen = Set<String>(), exercised = Set<String>()
+        /// Every event type the samples of this source have, for a did-you-mean on a route's type.
+        var sampleTypes = Set<String>()
+        /// Why a route whose type a sample has did not take it (its `where`, the part that failed and the value).
+        var whyNot: [String: String] = [:]
         var records: [String: PathRecord] = [:]
         var recordOrder: [String] = []
         let router = WebhookRouter(source: source)
@@ -180,11 +184,14 @@ struct SourceCheck {
             }
             let routing = router.routing(webhook, memory: sample.memory)
             let context = EvaluationContext(body: json, headers: webhook.headers, webhook: webhook.fields)
+            sampleTypes.insert(webhook.eventType)
 
             for route in source.routes where route.types.contains(where: { $0.matches(webhook.eventType) }) {
                 typeSeen.insert(route.name)
-                let matched = routing.results.first { $0.route == route.name }?.matched ?? false
+                let result = routing.results.first { $0.route == route.name }
+                let matched = result?.matched ?? false
                 if matched { exercised.insert(route.name) }
+                if !matched, whyNot[route.name] == nil, let reason = result?.reason { whyNot[route.name] = "in \(sample.name): \(reason)" }
                 for (siteIndex, site) in route.sites.enumerated() {
                     for (groupIndex, group) in Self.pathGroups(site.expression).enumerated() {
                         let key = "\(route.name)#\(siteIndex)#\(groupIndex)"
@@ -266,11 +273,18 @@ struct SourceCheck {
         }
         for route in source.routes where !exercised.contains(route.name) {
             if typeSeen.contains(route.name) {
-                add(.warning, route.location, "no sample exercises route '\(route.name)': samples of its type(s) exist, but its 'where' never held",
+                add(.warning, route.location, "no sample exercises route '\(route.name)': samples of its type(s) exist, but its 'where' never held"
+                    + (whyNot[route.name].map { " (\($0))" } ?? ""),
                     "add a sample (or a rule test) where it should match, or check the condition with 'koala-router simulate'", once: "route \(route.name)")
             } else {
+                // A type no sample has, close to one the samples (or the source's other routes) name: likely a typo.
+                let known = sampleTypes.union(source.routes.flatMap { $0.types.filter { !$0.isGlob }.map(\.pattern) })
+                let typos = route.types.filter { !$0.isGlob && !sampleTypes.contains($0.pattern) }.compactMap { type in
+                    Suggest.closest(to: type.pattern, in: Array(known.subtracting([type.pattern]))).map { "'\(type.pattern)': did you mean '\($0)'?" }
+                }
                 add(.warning, route.location, "no sample exercises route '\(route.name)': none has type \(route.types.map(\.description).joined(separator: " or "))",
-                    "add one to samples/\(source.name)/ (or a rule test with its webhook)", once: "route \(route.name)")
+                    (typos.isEmpty ? "" : typos.joined(separator: "; ") + " ") + "add one to samples/\(source.name)/ (or a rule test with its webhook)",
+                    once: "route \(route.name)")
             }
         }
         return findings

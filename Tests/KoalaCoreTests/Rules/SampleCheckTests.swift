@@ -58,7 +58,7 @@ struct SampleCheckTests {
             "warning: /shop.yaml:13:5: routes 'checkout' and 'checkout-again' both send 'Checkout Completed' for \(dir)/samples/shop/checkout.json (type checkout.session.completed); Koala would count it twice: narrow one route's 'when' (type or where) so only one takes this webhook",
             "warning: /shop.yaml:10:15: in track.properties.mode: body.data.objct.mode resolves in none of the 1 sample(s) of 'shop' that route 'checkout' takes; did you mean 'object'? (body.data.objct is not in the samples; body.data has object)",
             "warning: /shop.yaml:17:5: no sample exercises route 'refund': none has type charge.refunded; add one to samples/shop/ (or a rule test with its webhook)",
-            "warning: /shop.yaml:21:5: no sample exercises route 'expired': samples of its type(s) exist, but its 'where' never held; add a sample (or a rule test) where it should match, or check the condition with 'koala-router simulate'",
+            "warning: /shop.yaml:21:5: no sample exercises route 'expired': samples of its type(s) exist, but its 'where' never held (in \(dir)/samples/shop/expired.json: body.data.object.amount_total > 0 is false (body.data.object.amount_total is 0)); add a sample (or a rule test) where it should match, or check the condition with 'koala-router simulate'",
         ].map { $0.replacingOccurrences(of: dir, with: "") })
         #expect(report.samples == ["shop": 3])
     }
@@ -102,6 +102,30 @@ extension SampleCheckTests {
         #expect(report.hasErrors)
         let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
         #expect(lines.contains("error: /shop.yaml:6:22: in person.email: body.data.object.custmer_email resolves in none of the 1 sample(s) of 'shop' that route 'paid' takes; did you mean 'customer_email'? (body.data.object.custmer_email is not in the samples; body.data.object has amount_paid, customer_email); without it every message of this route is dead-lettered (identity missing)"),
+                "\(lines)")
+    }
+}
+
+extension SampleCheckTests {
+    /// Issue 28: a route whose type no sample has, close to a type the samples have, gets a did-you-mean.
+    @Test func aTypeTypoGetsADidYouMean() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
+        try """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: tax-id
+                when: { type: customer.taxid.created }
+                person: { email: body.data.object.email }
+                track: { event: Tax ID Added }
+            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        try #"{"id":"evt_1","type":"customer.tax_id.created","created":1732871520,"data":{"object":{"email":"ada@acme.io"}}}"#
+            .write(toFile: dir + "/samples/shop/tax.json", atomically: true, encoding: .utf8)
+        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
+        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+        let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
+        #expect(lines == ["warning: /shop.yaml:4:5: no sample exercises route 'tax-id': none has type customer.taxid.created; 'customer.taxid.created': did you mean 'customer.tax_id.created'? add one to samples/shop/ (or a rule test with its webhook)"],
                 "\(lines)")
     }
 }
