@@ -164,6 +164,9 @@ struct SourceCheck {
         var sampleTypes = Set<String>()
         /// Why a route whose type a sample has did not take it (its `where`, the part that failed and the value).
         var whyNot: [String: String] = [:]
+        /// Per property (or trait) name, the JSON types it was sent as: the first route, sample and value of each.
+        var sentAs: [String: [String: (route: String, sample: String, value: JSONValue)]] = [:]
+        var sentOrder: [String] = []
         var records: [String: PathRecord] = [:]
         var recordOrder: [String] = []
         let router = WebhookRouter(source: source)
@@ -227,6 +230,18 @@ struct SourceCheck {
                 }
             }
 
+            // The JSON type each route sends each property and trait as (Koala keeps one type per name).
+            for message in routing.messages where message.problem == nil {
+                let (what, fields): (String, JSONValue?) = message.output == .track ? ("property", message.item["properties"]) : (message.output == .account ? "account trait" : "trait", message.item["traits"])
+                guard case .object(let values)? = fields else { continue }
+                for (name, value) in values {
+                    guard let kind = Self.kind(value) else { continue }
+                    let key = "\(what)\u{0}\(name)"
+                    if sentAs[key] == nil { sentAs[key] = [:]; sentOrder.append(key) }
+                    if sentAs[key]?[kind] == nil { sentAs[key]?[kind] = (message.route, sample.name, value) }
+                }
+            }
+
             // Two routes saying the same thing about one webhook.
             let messages = routing.messages
             for (i, a) in messages.enumerated() {
@@ -271,6 +286,20 @@ struct SourceCheck {
                 "in \(record.site.what): \(record.paths[0]) resolves in none of the \(record.samplesSeen) sample(s) of '\(source.name)' that route '\(record.route.name)' takes",
                 hint, once: "path \(key)")
         }
+        for key in sentOrder {
+            guard let kinds = sentAs[key], kinds.count > 1 else { continue }
+            let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            // The type most routes use is the property's; each other one is pointed at its route.
+            let byRoutes = kinds.sorted { ($0.value.route, $0.key) < ($1.value.route, $1.key) }
+            let usual = byRoutes.first { $0.key != "text" } ?? byRoutes[0]
+            for (kind, first) in byRoutes where kind != usual.key {
+                guard let route = source.routes.first(where: { $0.name == first.route }) else { continue }
+                add(.warning, route.location,
+                    "route '\(first.route)' sends \(parts[0]) '\(parts[1])' as \(kind) (\(IdentityDiagnosis.excerpt(first.value)) for \(first.sample)), while route '\(usual.value.route)' sends it as \(usual.key)",
+                    "Koala keeps one type per \(parts[0]): convert it (e.g. '| number' for numeric text) or give it another name",
+                    once: "type \(key) \(kind)")
+            }
+        }
         for route in source.routes where !exercised.contains(route.name) {
             if typeSeen.contains(route.name) {
                 add(.warning, route.location, "no sample exercises route '\(route.name)': samples of its type(s) exist, but its 'where' never held"
@@ -288,6 +317,18 @@ struct SourceCheck {
             }
         }
         return findings
+    }
+
+    /// A value's JSON type as people say it; nil for null (nothing is sent).
+    static func kind(_ value: JSONValue) -> String? {
+        switch value {
+        case .null: nil
+        case .bool: "a boolean"
+        case .int, .double: "a number"
+        case .string: "text"
+        case .array: "a list"
+        case .object: "an object"
+        }
     }
 
     /// The payload paths `expression` reads, grouped: the paths of one `coalesce(…)` are alternatives (one

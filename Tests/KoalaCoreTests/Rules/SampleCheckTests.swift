@@ -129,3 +129,33 @@ extension SampleCheckTests {
                 "\(lines)")
     }
 }
+
+extension SampleCheckTests {
+    /// Issue 28: a property one route sends as text while the others send a number is warned about, at that route.
+    @Test func aPropertySentAsTwoTypesIsWarnedAbout() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
+        try """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person: { email: body.data.object.customer_email }
+                track: { event: Payment Succeeded, properties: { amount: body.data.object.amount_paid | cents } }
+              - name: refunded
+                when: { type: charge.refunded }
+                person: { email: body.data.object.receipt_email }
+                track: { event: Refund Issued, properties: { amount: body.data.object.amount_text } }
+            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        try #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":4900}}}"#
+            .write(toFile: dir + "/samples/shop/paid.json", atomically: true, encoding: .utf8)
+        try #"{"id":"evt_2","type":"charge.refunded","created":1732871520,"data":{"object":{"receipt_email":"ada@acme.io","amount_text":"49.00"}}}"#
+            .write(toFile: dir + "/samples/shop/refunded.json", atomically: true, encoding: .utf8)
+        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
+        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+        let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
+        #expect(lines == ["warning: /shop.yaml:8:5: route 'refunded' sends property 'amount' as text (\"49.00\" (text) for /samples/shop/refunded.json), while route 'paid' sends it as a number; Koala keeps one type per property: convert it (e.g. '| number' for numeric text) or give it another name"],
+                "\(lines)")
+    }
+}
