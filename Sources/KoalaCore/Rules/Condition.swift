@@ -143,3 +143,70 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension Condition {
+    /// Why the condition holds for every webhook, or for none, whatever the payload says: the part and the values
+    /// (`status != verified or status != unverified` is always true). Nil when it depends on the payload.
+    var constantOutcome: String? {
+        func text(_ value: JSONValue) -> String { value.textValue ?? value.encoded() }
+        switch self {
+        case .compare(.literal(let a), let op, .literal(let b)):
+            return "'\(self)' compares two fixed values: it is always \(Self.compare(a, op, b)); compare a path of the payload with a value"
+        case .any(let conditions):
+            var differs: [String: JSONValue] = [:]
+            var present = Set<String>(), absent = Set<String>()
+            for condition in conditions {
+                switch condition {
+                case .compare(let a, .notEqual, .literal(let value)), .compare(.literal(let value), .notEqual, let a):
+                    let key = a.description
+                    if let other = differs[key], other != value {
+                        return "'\(key) != \(text(other)) or \(key) != \(text(value))' is always true: whatever \(key) is, it differs from one of them; "
+                            + "did you mean 'and' (or '\(key) not in [\(text(other)), \(text(value))]')?"
+                    }
+                    differs[key] = value
+                case .exists(let a): present.insert(a.description)
+                case .missing(let a): absent.insert(a.description)
+                default: break
+                }
+            }
+            if let both = present.intersection(absent).sorted().first {
+                return "'\(both) exists or \(both) missing' is always true"
+            }
+            return conditions.lazy.compactMap(\.constantOutcome).first
+        case .all(let conditions):
+            var equals: [String: JSONValue] = [:]
+            var differs: [String: JSONValue] = [:]
+            var present = Set<String>(), absent = Set<String>()
+            for condition in conditions {
+                switch condition {
+                case .compare(let a, .equal, .literal(let value)), .compare(.literal(let value), .equal, let a):
+                    let key = a.description
+                    if let other = equals[key], other != value {
+                        return "'\(key) == \(text(other)) and \(key) == \(text(value))' is never true: \(key) cannot be both; did you mean 'or' (or '\(key) in [\(text(other)), \(text(value))]')?"
+                    }
+                    if let other = differs[key], other == value {
+                        return "'\(key) == \(text(value)) and \(key) != \(text(value))' is never true"
+                    }
+                    equals[key] = value
+                case .compare(let a, .notEqual, .literal(let value)), .compare(.literal(let value), .notEqual, let a):
+                    let key = a.description
+                    if let other = equals[key], other == value {
+                        return "'\(key) == \(text(value)) and \(key) != \(text(value))' is never true"
+                    }
+                    differs[key] = value
+                case .exists(let a): present.insert(a.description)
+                case .missing(let a): absent.insert(a.description)
+                default: break
+                }
+            }
+            if let both = present.intersection(absent).sorted().first {
+                return "'\(both) exists and \(both) missing' is never true"
+            }
+            return conditions.lazy.compactMap(\.constantOutcome).first
+        case .not(let condition):
+            return condition.constantOutcome
+        default:
+            return nil
+        }
+    }
+}

@@ -300,6 +300,12 @@ struct SourceCheck {
                     once: "type \(key) \(kind)")
             }
         }
+        for route in source.routes {
+            if let outcome = route.condition?.constantOutcome {
+                add(.warning, route.location, "in route '\(route.name)', when.where: \(outcome)",
+                    "a 'where' that does not depend on the payload lets every webhook of the type through, or none", once: "constant \(route.name)")
+            }
+        }
         for route in source.routes where !exercised.contains(route.name) {
             if typeSeen.contains(route.name) {
                 add(.warning, route.location, "no sample exercises route '\(route.name)': samples of its type(s) exist, but its 'where' never held"

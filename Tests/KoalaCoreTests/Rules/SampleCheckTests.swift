@@ -159,3 +159,32 @@ extension SampleCheckTests {
                 "\(lines)")
     }
 }
+
+extension SampleCheckTests {
+    /// Issue 28: a 'where' that holds for every payload, or for none, is warned about with the part and the values.
+    @Test func aConditionThatDoesNotDependOnThePayloadIsWarnedAbout() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
+        try """
+            source: shop
+            verify: { scheme: stripe, secrets: [S] }
+            routes:
+              - name: domain
+                when: { type: organizationDomain.updated, where: body.data.status != verified or body.data.status != unverified }
+                account: { domain: body.data.name }
+              - name: plan
+                when: { type: organizationDomain.updated, where: body.data.plan == pro and body.data.plan == team }
+                account: { domain: body.data.name, traits: { plan: body.data.plan } }
+            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        try #"{"id":"evt_1","type":"organizationDomain.updated","created":1732871520,"data":{"name":"acme.io","status":"verified","plan":"pro"}}"#
+            .write(toFile: dir + "/samples/shop/domain.json", atomically: true, encoding: .utf8)
+        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
+        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+        let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
+        #expect(lines.contains("warning: /shop.yaml:4:5: in route 'domain', when.where: 'body.data.status != verified or body.data.status != unverified' is always true: whatever body.data.status is, it differs from one of them; did you mean 'and' (or 'body.data.status not in [verified, unverified]')?; a 'where' that does not depend on the payload lets every webhook of the type through, or none"),
+                "\(lines)")
+        #expect(lines.contains { $0.contains("in route 'plan', when.where: 'body.data.plan == pro and body.data.plan == team' is never true: body.data.plan cannot be both; did you mean 'or'") },
+                "\(lines)")
+        #expect(report.hasWarnings)
+    }
+}
