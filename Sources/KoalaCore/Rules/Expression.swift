@@ -340,6 +340,37 @@ enum Functions {
         "concat": 2...16,
     ]
 
+    /// Every function as README's reference lists it: how it is called and what it gives. A test renders the
+    /// table from this and compares it with README (the names must be those of `names`).
+    static let reference: [(call: String, gives: String)] = [
+        ("coalesce(a, b, …)", "the first argument that is not missing, null or blank (up to 16)"),
+        ("recall(namespace, key)", "what an earlier webhook remembered under the key: `email`, `profile_id`, `domain`, its values and `remembered_at`; a route that reads a state remembered from a later event is skipped (out of order)"),
+        ("latest(namespace, key)", "the same, newest state whatever this webhook's time: reading it never makes a route out of order"),
+        ("concat(a, b, …)", "the texts joined; missing if a part is"),
+        ("minus(a, b)", "a − b; missing if a side is"),
+        ("paying(billing_status, mrr)", "true for `active` or `cancelling` with an MRR above zero; never a trial"),
+        ("billing_interval(interval, count)", "`day`, `week`, `month`, `quarter`, `half_year`, `year` (or `<count> <interval>s`)"),
+        ("stripe_mrr(subscription, discount…)", "a Stripe subscription's MRR: every item × quantity per month, less the discounts that keep applying (README, Values)"),
+        ("stripe_mrr_basis(subscription, discount…)", "how that MRR was told: `net`, `list_price` (a discount that cannot be known) or `unknown`"),
+        ("stripe_list_mrr(subscription)", "the MRR before discounts"),
+        ("stripe_mrr_pending(subscription, discount…)", "what the revenue model keeps to finish the MRR when discounts named by id only are described later"),
+        ("stripe_previous(data)", "the object of a Stripe `*.updated` event as it was: `previous_attributes` laid over it"),
+        ("stripe_billing_status(subscription)", "the billing vocabulary's status of a Stripe subscription (`trialing`, `active`, `past_due`, `paused`, `cancelling`, `churned` …)"),
+        ("stripe_is_paying(subscription)", "whether a Stripe subscription is paying now"),
+        ("paddle_mrr(subscription, discount…)", "a Paddle Billing subscription's MRR, less its discount when a `discount.*` event described it"),
+        ("paddle_mrr_basis(subscription, discount…)", "`net`, `list_price` or `unknown`, as for Stripe"),
+        ("paddle_list_mrr(subscription)", "the MRR before discounts"),
+        ("paddle_billing_status(subscription)", "the billing vocabulary's status of a Paddle subscription"),
+        ("paddle_is_paying(subscription)", "whether a Paddle subscription is paying now"),
+        ("clerk_mrr(item)", "a Clerk Billing subscription item's MRR"),
+        ("clerk_mrr_basis(item)", "`net` or `unknown`, as for Stripe"),
+    ]
+
+    /// README's function table, rendered from `reference`.
+    static var referenceTable: String {
+        (["| function | gives |", "|---|---|"] + reference.map { "| `\($0.call)` | \($0.gives) |" }).joined(separator: "\n")
+    }
+
     static func call(_ name: String, _ args: [JSONValue?]) -> JSONValue? {
         switch name {
         case "coalesce":
