@@ -112,6 +112,11 @@ struct FileParser {
     static let identifyKeys = ["traits", "destinations"]
     static let memoryKeys = ["key", "values"]
     static let accountKeys = ["domain", "account_id", "group_id", "traits", "destinations"]
+    /// Where each key belongs, for the hint on a key at the wrong indentation.
+    static let sections: [(name: String, keys: [String])] = [
+        ("'person:'", personKeys), ("'when:'", whenKeys), ("'track:'", trackKeys), ("'account:'", accountKeys),
+        ("'identify:'", identifyKeys), ("a route (an entry of 'routes:')", routeKeys), ("the top level of a rule file", sourceKeys),
+    ]
 
     mutating func parse() -> SourceDefinition? {
         let root: Node
@@ -782,7 +787,11 @@ struct FileParser {
         for (keyNode, value) in map {
             guard let key = keyNode.string else { continue }
             if !allowed.contains(key) {
-                let suggestion = Suggest.closest(to: key, in: allowed).map { "did you mean '\($0)'? " } ?? ""
+                var suggestion = Suggest.closest(to: key, in: allowed).map { "did you mean '\($0)'? " } ?? ""
+                // A key of another section here was most likely indented one level too little (or too much).
+                if suggestion.isEmpty, let home = Self.sections.first(where: { $0.keys.contains(key) && $0.keys != allowed }) {
+                    suggestion = "'\(key)' is a key of \(home.name): if it belongs there, indent it under that key (YAML nests by indentation); "
+                }
                 errors.append(location(keyNode).error("unknown key '\(key)' in \(what)",
                     hint: "\(suggestion)allowed keys: \(allowed.joined(separator: ", "))"))
                 continue
@@ -837,11 +846,40 @@ struct FileParser {
 
     func yamlError(_ error: YamlError) -> RuleError {
         switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            return RuleError(file: path, line: mark.line, column: mark.column, message: "invalid YAML: \(problem)",
-                             hint: "check indentation and quoting around this position")
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _), .composer(let context, let problem, let mark, _):
+            let (what, cause) = Self.explainYAML(problem)
+            var hint = cause
+            if let context, context.mark.line != mark.line {
+                hint += " (the \(context.text.replacingOccurrences(of: "while parsing a ", with: "")) it is in starts at line \(context.mark.line))"
+            }
+            return RuleError(file: path, line: mark.line, column: mark.column, message: "invalid YAML: \(what)", hint: hint)
         default:
             return RuleError(file: path, line: 1, column: 1, message: "invalid YAML: \(error)", hint: "fix the YAML syntax")
+        }
+    }
+
+    /// libyaml's wording said for people: what is wrong here, and its likely cause.
+    static func explainYAML(_ problem: String) -> (String, String) {
+        switch problem {
+        case "did not find expected key":
+            return ("this line is not a 'key: value' where one was expected",
+                    "likely cause: it is indented differently from the keys above it, or a value holds ': ' or starts with [ { * & ! without quotes")
+        case "mapping values are not allowed in this context":
+            return ("a second ': ' on one line", "likely cause: a value holding ': ' (quote it: \"a: b\"), or a key written on the line of another")
+        case "found character that cannot start any token":
+            return ("a character YAML cannot start a value with", "likely cause: a tab (indent with spaces), or a value starting with @ or ` (quote it)")
+        case "did not find expected '-' indicator":
+            return ("this line is not a list item ('- …') where one was expected", "likely cause: it is indented differently from the items above it")
+        case "could not find expected ':'":
+            return ("a key without ':'", "likely cause: a line that continues a value but is not indented under its key, or a missing ':'")
+        case "found unexpected end of stream":
+            return ("the file ends inside a value", "likely cause: a quote, [ or { opened and never closed")
+        case "did not find expected node content":
+            return ("a value is missing here", "likely cause: nothing (or only a comment) after '-' or ':' where a value must be, or a stray ',' in a [ ] list")
+        case "found a tab character that violates indentation":
+            return ("a tab in the indentation", "indent with spaces only")
+        default:
+            return (problem, "check indentation and quoting around this position")
         }
     }
 

@@ -359,3 +359,44 @@ extension RuleLoaderTests {
         #expect(Suggest.closest(to: "xyzzy", in: Array(Filters.all.keys)) == nil)
     }
 }
+
+extension RuleLoaderTests {
+    /// Issue 28: libyaml's wording is said for people, with the likely cause; a key at the wrong indentation says
+    /// where it belongs.
+    @Test func yamlMistakesAreSaidForPeople() {
+        let dedentedLine = errors("""
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person:
+                  email: body.data.object.customer_email
+                 track: { event: Invoice Paid }
+            """)
+        #expect(dedentedLine.first?.hasPrefix("routes/test.yaml:8:") == true, "\(dedentedLine)")
+        #expect(dedentedLine.first?.contains("invalid YAML: ") == true && dedentedLine.first?.contains("likely cause") == true, "\(dedentedLine)")
+        #expect(dedentedLine.allSatisfy { !$0.contains("did not find expected key") }, "\(dedentedLine)")
+
+        let dedentedKey = errors("""
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: paid
+                when: { type: invoice.paid }
+                person:
+                email: body.data.object.customer_email
+                track: { event: Invoice Paid }
+            """)
+        #expect(dedentedKey.contains { $0.contains("unknown key 'email' in a route; 'email' is a key of 'person:': if it belongs there, indent it under that key (YAML nests by indentation)") },
+                "\(dedentedKey)")
+
+        let colon = errors("""
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            description: Billing: Stripe events
+            routes: []
+            """)
+        #expect(colon.first == "routes/test.yaml:3:21: invalid YAML: a second ': ' on one line; likely cause: a value holding ': ' (quote it: \"a: b\"), or a key written on the line of another", "\(colon)")
+    }
+}
