@@ -193,6 +193,7 @@ struct Simulate: AsyncParsableCommand {
         if let problem = webhook.eventTimeProblem { print("warning: \(problem); the time of receipt is used") }
         let configuredDestinations = [Destination.koala] + ((try? config.segmentDestinations()) ?? []).map(\.destination)
         let routing = WebhookRouter(source: definition).routing(webhook, memory: remembered, destinations: destination.map { [$0] } ?? configuredDestinations)
+        var differing: [(String, String, String)] = []
         for result in routing.results {
             print("\(result.matched ? "✓" : "✗") \(result.route): \(result.reason)")
             for m in result.messages {
@@ -204,12 +205,26 @@ struct Simulate: AsyncParsableCommand {
                     let now = storedStates.sorted { $0.key < $1.key }.compactMap { target, messages in
                         messages[m.messageID].map { "\(target.rawValue) \($0.state.name)" }
                     }
-                    state += now.isEmpty ? "; not stored" : "; stored: " + now.joined(separator: ", ")
+                    state += now.isEmpty ? "; not stored: today's rules produce it, the stored webhook did not" : "; stored: " + now.joined(separator: ", ")
+                    // Today's rules may say something else than what was stored (and perhaps sent) for this id.
+                    if let old = storedStates[.koala]?[m.messageID], old.itemJSON != m.item.encoded() {
+                        state += "; DIFFERS from the stored content (replay queues today's, unless it was delivered)"
+                        differing.append((m.messageID, old.itemJSON, m.item.encoded()))
+                    }
                 }
                 print("    \(m.output) \(m.messageID) → \(m.endpoint.path) \(m.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")) [\(state)]")
                 for dropped in m.droppedFields {
                     print("      note: \(dropped.field) \(dropped.reason): left out, the message goes by the other field")
                 }
+            }
+        }
+        for (id, old, new) in differing {
+            print("differs: \(id)\n  stored: \(old)\n  today:  \(new)")
+        }
+        if stored != nil, let kept = storedStates[.koala] {
+            let produced = Set(routing.messages.map(\.messageID))
+            for (id, message) in kept.sorted(by: { $0.key < $1.key }) where !produced.contains(id) {
+                print("stored, not produced by today's rules: \(id) (\(message.route), \(message.state.name))")
             }
         }
         for note in WebhookRouter(source: definition).mrrNotes(webhook, memory: remembered) {

@@ -40,6 +40,18 @@ struct DryRunTests {
                                             environment: ["LOG_LEVEL": "critical"])
         #expect(simulated.contains("[queued; stored: koala dry_run]"), "\(simulated)")
 
+        // Issue 28: with rules that now say something else, `simulate --stored` marks the difference.
+        let changed = temporaryDirectory() + "/routes"
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/routes", toPath: changed)
+        let stripeRules = try String(contentsOfFile: changed + "/stripe.yaml", encoding: .utf8)
+        try stripeRules.replacingOccurrences(of: "      event: Payment Succeeded\n", with: "      event: Invoice Paid\n")
+            .write(toFile: changed + "/stripe.yaml", atomically: true, encoding: .utf8)
+        let (_, differs) = try runProgram(try #require(CrashTests.binary),
+                                          ["simulate", "stripe", "--stored", "evt_dry_1", "--database", database, "--routes", changed],
+                                          environment: ["LOG_LEVEL": "critical"])
+        #expect(differs.contains("; DIFFERS from the stored content (replay queues today's, unless it was delivered)]"), "\(differs)")
+        #expect(differs.contains(#""event":"Payment Succeeded""#) && differs.contains(#""event":"Invoice Paid""#), "\(differs)")
+
         // Issue 28: `dead-letters list` says how to queue them, and the command it prints runs as printed.
         let binary = try #require(CrashTests.binary)
         let (_, listed) = try runProgram(binary, ["dead-letters", "list", "--database", database], environment: ["LOG_LEVEL": "critical"])
