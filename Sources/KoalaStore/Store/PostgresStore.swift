@@ -108,7 +108,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    /// Versioned migrations, each in its own transaction, under a session advisory lock so replicas starting
+    /// Versioned migrations, those pending applied in one transaction, under a session advisory lock so replicas starting
     /// together apply each exactly once.
     static let migrations: [(version: Int64, name: String, statements: [String])] = [
         (1, "webhooks, outbox, identities", [
@@ -212,17 +212,25 @@ public final class PostgresStore: WebhookStore {
                 """, logger: logger)
             let applied = Set(try await connection.query("SELECT version FROM koala_router_migrations", logger: logger)
                 .rows().map { try $0.get("version", as: Int64.self) })
-            for migration in migrations where !applied.contains(migration.version) {
+            // Every pending migration in one transaction: a new database (or schema) is created with one commit
+            // instead of one per migration (replicas starting together on a loaded machine waited on each flush),
+            // and an upgrade applies whole or not at all.
+            let pending = migrations.filter { !applied.contains($0.version) }
+            if !pending.isEmpty {
                 try await connection.withTransaction(logger: logger) { connection in
-                    for statement in migration.statements {
-                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    for migration in pending {
+                        for statement in migration.statements {
+                            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                        }
+                        try await connection.query("""
+                            INSERT INTO koala_router_migrations (version, name, applied_at)
+                            VALUES (\(migration.version), \(migration.name), \(Date().timeIntervalSince1970))
+                            """, logger: logger)
                     }
-                    try await connection.query("""
-                        INSERT INTO koala_router_migrations (version, name, applied_at)
-                        VALUES (\(migration.version), \(migration.name), \(Date().timeIntervalSince1970))
-                        """, logger: logger)
                 }
-                logger.info("database migrated", metadata: ["version": "\(migration.version)", "migration": "\(migration.name)"])
+                for migration in pending {
+                    logger.info("database migrated", metadata: ["version": "\(migration.version)", "migration": "\(migration.name)"])
+                }
             }
         } catch {
             do {
