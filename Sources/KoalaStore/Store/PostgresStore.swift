@@ -52,14 +52,14 @@ public final class PostgresStore: WebhookStore {
     }
 
     /// Runs the connection pool until graceful shutdown or cancellation. Connecting, checking durability and
-    /// migrating must succeed within 10 s, or `run()` throws (and so does every store call).
+    /// migrating must succeed within `start_timeout_ms` (10 s), or `run()` throws (and so does every store call).
     public func run() async throws {
         guard !running.withLock({ running in defer { running = true }; return running }) else { throw StoreError.stopped }
         try await withThrowingTaskGroup(of: Void.self) { group in
             let client = self.client
             group.addTask { await client.run() }
             do {
-                try await withDeadline(10, "connect and migrate") { [settings, logger] in
+                try await withDeadline(Double(settings.startTimeoutMS) / 1000, "connect and migrate") { [settings, logger] in
                     try await client.withConnection { connection in
                         try await Self.checkDurable(connection, logger: logger)
                         try await Self.migrate(connection, schema: settings.schema, logger: logger)

@@ -23,6 +23,8 @@ public struct PostgresURL: Sendable, Equatable {
     var poolSize = 10
     var statementTimeoutMS = 5000
     var operationTimeoutMS = 5000
+    /// How long start-up (connecting, checking durability, migrating) may take before `run()` gives up.
+    var startTimeoutMS = 10000
 
     /// Why a database URL cannot be used.
     public struct Invalid: Error, CustomStringConvertible {
@@ -70,8 +72,11 @@ public struct PostgresURL: Sendable, Equatable {
             case "operation_timeout_ms":
                 guard let n = Int(value), n > 0 else { throw Invalid(problem: "operation_timeout_ms must be a positive number, got '\(value)'") }
                 operationTimeoutMS = n
+            case "start_timeout_ms":
+                guard let n = Int(value), n > 0 else { throw Invalid(problem: "start_timeout_ms must be a positive number, got '\(value)'") }
+                startTimeoutMS = n
             default:
-                throw Invalid(problem: "unknown option '\(item.name)' (known: sslmode, host, schema, pool_size, statement_timeout_ms, operation_timeout_ms)")
+                throw Invalid(problem: "unknown option '\(item.name)' (known: sslmode, host, schema, pool_size, statement_timeout_ms, operation_timeout_ms, start_timeout_ms)")
             }
         }
     }

@@ -43,10 +43,13 @@ func testPostgresURL() throws -> String {
 }
 
 /// A database address of its own: the test server's database with a fresh schema, so tests never see each other's rows.
+/// Start-up and store calls get more time than in production: dozens of stores start at once beside CPU-bound
+/// tests on the test machine's two cores, and a test is about what the store does, not how fast a starved machine is.
+/// (Tests of deadlines set their own timeouts on the URL, after these.)
 func freshPostgresURL() throws -> String {
     let base = try testPostgresURL()
     let schema = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
-    return base + (base.contains("?") ? "&" : "?") + "schema=" + schema
+    return base + (base.contains("?") ? "&" : "?") + "schema=" + schema + "&start_timeout_ms=30000&operation_timeout_ms=15000"
 }
 
 /// An empty store of the given backend.
