@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Testing
@@ -458,5 +459,51 @@ extension BackfillTests {
                 return text.contains("answered 401: the API key was refused") && !text.contains("rk_test_wrong_key")
             }
         }
+    }
+}
+
+extension BackfillTests {
+    @Test("backfill beside a running serve on the same SQLite file: the service delivers, each person's messages one request at a time")
+    func backfillBesideTheRunningService() async throws {
+        let binary = try #require(CrashTests.binary, "build koala-router first (swift build --build-tests)")
+        let koala = try await FakeKoala.start()
+        defer { koala.stop() }
+        let api = try await FakeProviderAPI.start(.stripe)
+        defer { api.stop() }
+        let count = 30
+        api.set("customers", (0..<count).map { Self.stripeCustomer(String(format: "cus_%03d", $0), "owner\($0)@company\($0).io", "Owner \($0)") })
+        api.set("subscriptions", (0..<count).map {
+            Self.stripeSubscription(String(format: "sub_%03d", $0), customer: String(format: "cus_%03d", $0), status: "active", plan: "Team", amount: 1000 * ($0 + 1), quantity: 1)
+        })
+        let database = temporaryDirectory() + "/router.sqlite"
+        let router = try CrashTests.Router(binary: binary, database: database, koala: koala)
+        defer { router.kill9() }
+        #expect(await router.ready())
+        // Webhooks for some of the same people arrive while the backfill runs.
+        let sender = Task {
+            for i in stride(from: 0, to: count, by: 3) {
+                let body = invoicePaid(id: "evt_beside_\(i)", email: "owner\(i)@company\(i).io")
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(router.port)/webhooks/stripe")
+                request.method = .POST
+                for field in stripeHeaders(body) { request.headers.add(name: field.name.rawName, value: field.value) }
+                request.body = .bytes(body)
+                _ = try? await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            }
+        }
+        var environment = Self.environment
+        environment["STRIPE_WEBHOOK_SECRET"] = testSecret
+        environment["STRIPE_API_KEY"] = api.key
+        environment["STRIPE_API_URL"] = api.baseURL
+        let backfill = try await Self.run(binary, ["backfill", "stripe", "--database", database, "--routes", repositoryRoot + "/routes",
+                                                   "--requests-per-second", "200"], environment: environment)
+        await sender.value
+        #expect(backfill.status == 0, "\(backfill.output)")
+        let delivered = await eventually(timeout: 30) {
+            Set(koala.received.compactMap { $0.domain }).count == count
+                && koala.received.filter { $0.events.contains { $0["event"] == "Payment Succeeded" } }.count == (count + 2) / 3
+        }
+        #expect(delivered, "accounts \(Set(koala.received.compactMap { $0.domain }).count) of \(count)")
+        #expect(koala.violations.isEmpty, "\(koala.violations)")
+        #expect(koala.concurrentPersonViolations == 0, "one request at a time per person")
     }
 }
