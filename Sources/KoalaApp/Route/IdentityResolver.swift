@@ -53,7 +53,7 @@ public final class IdentityResolver: Service, Sendable {
             guard let source = table.sources[first.source],
                   let webhook = try await store.storedWebhook(source: first.source, webhookID: first.webhookID) else {
                 for message in group {
-                    try await store.resolveWaiting(message.seq, with: nil, deadReason: "source '\(first.source)' no longer exists", linger: linger, at: now)
+                    try await store.resolveWaiting(message.seq, .dead(reason: "source '\(first.source)' no longer exists"), linger: linger, at: now)
                 }
                 continue
             }
@@ -67,22 +67,22 @@ public final class IdentityResolver: Service, Sendable {
                 guard let fresh = routed[message.messageID] else {
                     // Most likely a route skipped as out of order: a later event's state arrived while this waited.
                     let skipped = routing.results.first { !$0.matched && $0.reason.hasPrefix(WebhookRouter.outOfOrderPrefix) }
-                    try await store.resolveWaiting(message.seq, with: nil, deadReason: skipped?.reason ?? "the current rules no longer produce this message",
+                    try await store.resolveWaiting(message.seq, .dead(reason: skipped?.reason ?? "the current rules no longer produce this message"),
                                                    linger: linger, at: now)
                     continue
                 }
                 switch fresh.disposition {
                 case .dead(let reason):
-                    try await store.resolveWaiting(message.seq, with: nil, deadReason: reason, linger: linger, at: now)
+                    try await store.resolveWaiting(message.seq, .dead(reason: reason), linger: linger, at: now)
                 case .wait where now >= message.deadline:
-                    try await store.resolveWaiting(message.seq, with: nil,
-                        deadReason: "identity unresolved: nothing remembered under \(message.waitingFor.namespace) '\(message.waitingFor.key)'",
+                    try await store.resolveWaiting(message.seq,
+                        .dead(reason: "identity unresolved: nothing remembered under \(message.waitingFor.namespace) '\(message.waitingFor.key)'"),
                         linger: linger, at: now)
-                case .wait:
-                    try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
+                case .wait(let key):
+                    try await store.resolveWaiting(message.seq, .stillWaiting(for: key), linger: linger, at: now)
                 case .send:
                     logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)"])
-                    try await store.resolveWaiting(message.seq, with: fresh, deadReason: nil, linger: linger, at: now)
+                    try await store.resolveWaiting(message.seq, .released(fresh), linger: linger, at: now)
                 }
             }
         }

@@ -450,20 +450,21 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws {
+    public func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
         let t = at.timeIntervalSince1970
         try await withConnection("resolve waiting") { connection, logger in
-            if let deadReason {
+            switch resolution {
+            case .dead(let deadReason):
                 try await connection.query("""
                     UPDATE outbox SET status = 2, dead_reason = \(deadReason), finished_at = \(t), lease_until = 0, lease_owner = NULL
                     WHERE seq = \(seq) AND status = 3
                     """, logger: logger)
-            } else if let message, let waits = message.waitingFor {
+            case .stillWaiting(let waits):
                 try await connection.query("""
                     UPDATE outbox SET wait_namespace = \(waits.namespace), wait_key = \(waits.key), lease_until = 0, lease_owner = NULL
                     WHERE seq = \(seq) AND status = 3
                     """, logger: logger)
-            } else if let message {
+            case .released(let message):
                 try await connection.query("""
                     UPDATE outbox SET status = 0, person_key = \(message.identity.key), email = \(message.identity.email),
                         profile_id = \(message.identity.profileID), domain = \(message.identity.domain),

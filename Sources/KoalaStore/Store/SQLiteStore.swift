@@ -402,17 +402,18 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws {
+    public func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
         let t = at.timeIntervalSince1970
         try await pool.write { db in
-            if let deadReason {
+            switch resolution {
+            case .dead(let deadReason):
                 try db.execute(sql: """
                     UPDATE outbox SET status = 2, dead_reason = ?, finished_at = ?, lease_until = 0 WHERE seq = ? AND status = 3
                     """, arguments: [deadReason, t, seq])
-            } else if let message, let waits = message.waitingFor {
+            case .stillWaiting(let waits):
                 try db.execute(sql: "UPDATE outbox SET wait_namespace = ?, wait_key = ?, lease_until = 0 WHERE seq = ? AND status = 3",
                                arguments: [waits.namespace, waits.key, seq])
-            } else if let message {
+            case .released(let message):
                 try db.execute(sql: """
                     UPDATE outbox SET status = 0, person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
                         next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL, user_id = ? WHERE seq = ? AND status = 3

@@ -267,6 +267,16 @@ public enum DeliveryOutcome: Sendable, Equatable {
     case dead([Int64], reason: String, detail: String?, at: Date)
 }
 
+/// How a message that waited for an identity is settled, each outcome with what it needs.
+public enum WaitingResolution: Sendable, Equatable {
+    /// Its identity is known now: pending, with the content of the routing done again.
+    case released(KoalaMessage)
+    /// Routed again, it waits for another memory entry.
+    case stillWaiting(for: MemoryKey)
+    /// It will not be sent: a dead letter, with why.
+    case dead(reason: String)
+}
+
 /// A message that will not be sent without an operator's action.
 public struct DeadLetter: Sendable, Equatable {
     let seq: Int64
@@ -405,8 +415,8 @@ public protocol WebhookStore: Service {
 
     /// Leases waiting messages whose memory entry now exists or whose wait has run out.
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage]
-    /// Settles a waiting message: routed again (pending, or still waiting on another key), or dead.
-    func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws
+    /// Settles a waiting message: released (pending, routed again), still waiting on another key, or dead.
+    func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws
     /// A stored webhook, as it was accepted.
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook?
 

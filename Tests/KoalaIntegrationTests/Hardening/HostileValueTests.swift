@@ -289,7 +289,7 @@ struct NeverCalledStore: WebhookStore {
     func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered], linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome { try fail() }
     func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] { try fail() }
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] { try fail() }
-    func resolveWaiting(_ seq: Int64, with message: KoalaMessage?, deadReason: String?, linger: TimeInterval, at: Date) async throws { try fail() as Void }
+    func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws { try fail() as Void }
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? { try fail() }
     func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] { try fail() }
     func record(_ outcomes: [DeliveryOutcome]) async throws { try fail() as Void }
