@@ -1,7 +1,5 @@
 import Foundation
 import KoalaCore
-import KoalaDelivery
-import KoalaStore
 import Synchronization
 
 /// The current rule table, swapped atomically on reload. A webhook reads it once and is routed
