@@ -84,7 +84,7 @@ public struct Backfill: Sendable {
         public var skipped: [String: Int] = [:]
         /// Pages read.
         public var pages = 0
-        /// Requests, 429 answers waited for, retries.
+        /// Requests made to the provider.
         public var requests = 0
         /// 429 answers.
         public var rateLimited = 0

@@ -131,6 +131,6 @@ public final class ProviderHTTP: Sendable {
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
     }
 
-    /// A URL as logged: escaped and bounded (keys travel in headers, never in URLs).
+    /// A URL as logged: escaped and bounded (keys travel in headers, never in URLs, so nothing needs hiding).
     static func redacted(_ url: String) -> String { LogText.bounded(LogText.escaped(url), limit: 200) }
 }

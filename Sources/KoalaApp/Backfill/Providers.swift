@@ -125,7 +125,7 @@ struct ProviderReader: Sendable {
             let json = try await http.get(phase == "customers" ? "/v1/customers" : "/v1/subscriptions", query: query)
             let objects = json["data"]?.arrayValue ?? []
             let kind = phase == "customers" ? "customer" : "subscription"
-            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.unix($0["created"])) })
+            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.time($0["created"])) })
             if json["has_more"]?.boolValue == true, let last = objects.last?["id"]?.stringValue { page.next = last }
             return page
 
@@ -135,7 +135,7 @@ struct ProviderReader: Sendable {
             let json = try await http.get("/\(phase)", query: query)
             let objects = json["data"]?.arrayValue ?? []
             let kind = String(phase.dropLast())
-            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.iso($0["updated_at"])) })
+            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.time($0["updated_at"])) })
             let pagination = json["meta"]?["pagination"]
             if pagination?["has_more"]?.boolValue == true, let last = objects.last?["id"]?.stringValue { page.next = last }
             page.total = pagination?["estimated_total"]?.intValue
@@ -148,7 +148,7 @@ struct ProviderReader: Sendable {
             let json = try await http.get("/api/v2/\(phase)", query: query)
             let kind = String(phase.dropLast())
             let entries = json["list"]?.arrayValue ?? []
-            var page = ProviderPage(objects: entries.compactMap { Self.object(kind, $0, id: $0[kind]?["id"], updated: Self.unix($0[kind]?["updated_at"])) })
+            var page = ProviderPage(objects: entries.compactMap { Self.object(kind, $0, id: $0[kind]?["id"], updated: Self.time($0[kind]?["updated_at"])) })
             page.next = json["next_offset"]?.stringValue
             return page
 
@@ -157,7 +157,7 @@ struct ProviderReader: Sendable {
             let json = try await http.get("/v1/\(phase)", query: [("page[size]", limit), ("page[number]", String(number))])
             let kind = String(phase.dropLast())
             let objects = json["data"]?.arrayValue ?? []
-            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.iso($0["attributes"]?["updated_at"])) })
+            var page = ProviderPage(objects: objects.compactMap { Self.object(kind, $0, id: $0["id"], updated: Self.time($0["attributes"]?["updated_at"])) })
             let meta = json["meta"]?["page"]
             if let current = meta?["currentPage"]?.intValue, let last = meta?["lastPage"]?.intValue, current < last {
                 page.next = String(current + 1)
@@ -169,7 +169,7 @@ struct ProviderReader: Sendable {
             let offset = Int(cursor ?? "0") ?? 0
             let json = try await http.get("/v1/users", query: [("limit", limit), ("offset", String(offset)), ("order_by", "+created_at")])
             let objects = json.arrayValue ?? json["data"]?.arrayValue ?? []
-            var page = ProviderPage(objects: objects.compactMap { Self.object("user", $0, id: $0["id"], updated: Self.unix($0["updated_at"])) })
+            var page = ProviderPage(objects: objects.compactMap { Self.object("user", $0, id: $0["id"], updated: Self.time($0["updated_at"])) })
             if objects.count == Self.pageSize { page.next = String(offset + objects.count) }
             if offset == 0 { page.total = try? await http.get("/v1/users/count")["total_count"]?.intValue }
             return page
@@ -183,18 +183,18 @@ struct ProviderReader: Sendable {
             page.objects = try await withChildren(organizations) { organization in
                 guard let id = organization["id"]?.stringValue else { return [] }
                 let path = "/v1/organizations/\(ProviderHTTP.encode(id))"
-                var out = try await all(path + "/domains", offsetPaged: true).compactMap {
-                    Self.object("organization_domain", $0, id: $0["id"], updated: Self.unix($0["updated_at"]))
+                var out = try await all(path + "/domains").compactMap {
+                    Self.object("organization_domain", $0, id: $0["id"], updated: Self.time($0["updated_at"]))
                 }
-                out += try await all(path + "/memberships", offsetPaged: true).compactMap {
-                    Self.object("membership", $0, id: $0["id"], updated: Self.unix($0["updated_at"]))
+                out += try await all(path + "/memberships").compactMap {
+                    Self.object("membership", $0, id: $0["id"], updated: Self.time($0["updated_at"]))
                 }
-                if var again = Self.object("organization", organization, id: organization["id"], updated: Self.unix(organization["updated_at"])) {
+                if var again = Self.object("organization", organization, id: organization["id"], updated: Self.time(organization["updated_at"])) {
                     again.again = true
                     out.append(again)
                 }
                 return out
-            } parent: { Self.object("organization", $0, id: $0["id"], updated: Self.unix($0["updated_at"])) }
+            } parent: { Self.object("organization", $0, id: $0["id"], updated: Self.time($0["updated_at"])) }
             return page
 
         case (.workos, "users"):
@@ -202,7 +202,7 @@ struct ProviderReader: Sendable {
             if let cursor { query.append(("after", cursor)) }
             let json = try await http.get("/user_management/users", query: query)
             let objects = json["data"]?.arrayValue ?? []
-            var page = ProviderPage(objects: objects.compactMap { Self.object("user", $0, id: $0["id"], updated: Self.iso($0["updated_at"])) })
+            var page = ProviderPage(objects: objects.compactMap { Self.object("user", $0, id: $0["id"], updated: Self.time($0["updated_at"])) })
             page.next = json["list_metadata"]?["after"]?.stringValue
             return page
 
@@ -226,20 +226,20 @@ struct ProviderReader: Sendable {
                             fields["organization_name"] = name
                             membership = .object(fields)
                         }
-                        if let object = Self.object("membership", membership, id: membership["id"], updated: Self.iso(membership["updated_at"])) {
+                        if let object = Self.object("membership", membership, id: membership["id"], updated: Self.time(membership["updated_at"])) {
                             memberships.append(object)
                         }
                     }
                     after = json["list_metadata"]?["after"]?.stringValue
                 } while after != nil
                 return memberships
-            } parent: { Self.object("organization", $0, id: $0["id"], updated: Self.iso($0["updated_at"])) }
+            } parent: { Self.object("organization", $0, id: $0["id"], updated: Self.time($0["updated_at"])) }
             return page
         }
     }
 
     /// Every page of an offset-paged Clerk list (`{data, total_count}`).
-    private func all(_ path: String, offsetPaged: Bool) async throws -> [JSONValue] {
+    private func all(_ path: String) async throws -> [JSONValue] {
         var out: [JSONValue] = []
         var offset = 0
         while true {
@@ -289,12 +289,8 @@ struct ProviderReader: Sendable {
         return ProviderObject(kind: kind, object: value, id: id, updatedAt: updated)
     }
 
-    static func unix(_ value: JSONValue?) -> Date? {
-        guard let value, let date = Timestamps.date(from: value) else { return nil }
-        return date
-    }
-
-    static func iso(_ value: JSONValue?) -> Date? { unix(value) }
+    /// An object's time as the API writes it: Unix seconds or milliseconds, or ISO-8601 text.
+    static func time(_ value: JSONValue?) -> Date? { Timestamps.date(from: value) }
 
     /// The object wrapped as the provider's webhooks wrap theirs, with the snapshot's id, type and time where the
     /// source reads them (Clerk reads its id from the `svix-id` header).

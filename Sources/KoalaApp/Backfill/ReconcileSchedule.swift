@@ -26,7 +26,7 @@ struct ReconcileSchedule: Service {
     let logger: Logger
 
     func run() async throws {
-        let interval = configuration.reconcileEvery
+        let interval = configuration.reconcileInterval
         guard interval > 0 else { return }
         // A shutdown ends the wait, or the run in progress (its pages done are stored; the next run continues).
         try? await cancelWhenGracefulShutdown {

@@ -183,10 +183,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The providers whose API key is set, for the reconcile schedule.
-    public var providersWithKeys: [ProviderKind] { ProviderKind.allCases.filter { providerAPIKeys[$0] != nil } }
-
-    /// How often `serve` reconciles (0: never).
-    public var reconcileEvery: TimeInterval { reconcileInterval }
+    var providersWithKeys: [ProviderKind] { ProviderKind.allCases.filter { providerAPIKeys[$0] != nil } }
 
     /// `host:port` (`[::1]:9090` for an IPv6 address) split; throws when the port is not 0...65535.
     static func hostAndPort(_ address: String) throws(Invalid) -> (String, Int) {

@@ -216,7 +216,7 @@ public func buildApplication(
                                     logger: logger))
     }
     for sender in components.destinationSenders { app.addServices(sender) }
-    if configuration.reconcileEvery > 0 {
+    if configuration.reconcileInterval > 0 {
         app.addServices(ReconcileSchedule(backfill: Backfill(ingest: components.ingest, logger: logger), configuration: configuration, logger: logger))
     }
     return (app, components)

@@ -222,7 +222,7 @@ public struct Ingest: Sendable {
                 let routing = router.routing(webhook, memory: memory, destinations: destinations, explaining: false)
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
-                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: routing.remembers + extra,
+                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: extra.isEmpty ? routing.remembers : routing.remembers + extra,
                                                      linger: linger, identityWait: identityWait)
                 if outcome != .stateChanged || attempt >= 4 { return (routing, outcome) }
             }

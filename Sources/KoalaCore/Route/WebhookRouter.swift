@@ -341,7 +341,8 @@ public struct WebhookRouter: Sendable {
                 let stored = memory[key]
                 var ledger = RevenueLedger(state: stored?.state)
                 let firstSeen = ledger.subscriptions[snapshot.id] == nil
-                let before = ledger.account.traits
+                // Only a snapshot compares the account's state before and after (no work for every webhook).
+                let before = webhook.isSnapshot ? ledger.account.traits : nil
                 if case .stale(let applied) = ledger.apply(snapshot) {
                     return RouteOutput(skipped: "\(Self.outOfOrderPrefix) subscription '\(LogText.escaped(snapshot.id))' is known as of version "
                         + "\(RevenueLedger.versionText(applied)), after this webhook's \(RevenueLedger.versionText(snapshot.version)); its state is kept and nothing is sent")
@@ -351,7 +352,7 @@ public struct WebhookRouter: Sendable {
                 let stateAt = max(stored?.stateAt ?? webhook.eventTime, webhook.eventTime)
                 // A snapshot (backfill, reconcile) sets state and tells no moment: when the customer's state it
                 // leads to is the one known, there is nothing to correct and nothing is sent.
-                if webhook.isSnapshot, movement == nil, ledger.account.traits == before {
+                if let before, movement == nil, ledger.account.traits == before {
                     return RouteOutput(messages: [], remembers: [Remembered(key: key, identity: KoalaIdentity(), state: ledger.state, stateAt: stateAt)])
                 }
                 billed = (key, customer, ledger, stateAt, snapshot.id, movement)

@@ -34,10 +34,11 @@ struct SampleCheckTests {
             track: { event: Checkout Abandoned }
         """
 
-    func check(samples: [String: String]) throws -> (report: SampleCheck.Report, dir: String) {
+    /// `rules` as shop.yaml and `samples` under samples/shop, checked.
+    func check(samples: [String: String], rules: String = Self.rules) throws -> (report: SampleCheck.Report, dir: String) {
         let dir = temporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
-        try Self.rules.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
+        try rules.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
         for (name, body) in samples { try body.write(toFile: dir + "/samples/shop/" + name, atomically: true, encoding: .utf8) }
         let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
         return (SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil), dir)
@@ -84,9 +85,9 @@ extension SampleCheckTests {
     /// Issue 28: a typo deep inside a valid path in an identity field is an error (exit 1), not a warning: every
     /// message of the route would be dead-lettered.
     @Test func anIdentityPathTypoIsAnError() throws {
-        let dir = temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
-        try """
+        let (report, dir) = try check(samples: [
+            "paid.json": #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":100}}}"#,
+        ], rules: """
             source: shop
             verify: { scheme: stripe, secrets: [S] }
             routes:
@@ -94,11 +95,7 @@ extension SampleCheckTests {
                 when: { type: invoice.paid }
                 person: { email: body.data.object.custmer_email }
                 track: { event: Payment Succeeded }
-            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
-        try #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":100}}}"#
-            .write(toFile: dir + "/samples/shop/paid.json", atomically: true, encoding: .utf8)
-        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
-        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+            """)
         #expect(report.hasErrors)
         let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
         #expect(lines.contains("error: /shop.yaml:6:22: in person.email: body.data.object.custmer_email resolves in none of the 1 sample(s) of 'shop' that route 'paid' takes; did you mean 'customer_email'? (body.data.object.custmer_email is not in the samples; body.data.object has amount_paid, customer_email); without it every message of this route is dead-lettered (identity missing)"),
@@ -109,9 +106,9 @@ extension SampleCheckTests {
 extension SampleCheckTests {
     /// Issue 28: a route whose type no sample has, close to a type the samples have, gets a did-you-mean.
     @Test func aTypeTypoGetsADidYouMean() throws {
-        let dir = temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
-        try """
+        let (report, dir) = try check(samples: [
+            "tax.json": #"{"id":"evt_1","type":"customer.tax_id.created","created":1732871520,"data":{"object":{"email":"ada@acme.io"}}}"#,
+        ], rules: """
             source: shop
             verify: { scheme: stripe, secrets: [S] }
             routes:
@@ -119,11 +116,7 @@ extension SampleCheckTests {
                 when: { type: customer.taxid.created }
                 person: { email: body.data.object.email }
                 track: { event: Tax ID Added }
-            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
-        try #"{"id":"evt_1","type":"customer.tax_id.created","created":1732871520,"data":{"object":{"email":"ada@acme.io"}}}"#
-            .write(toFile: dir + "/samples/shop/tax.json", atomically: true, encoding: .utf8)
-        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
-        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+            """)
         let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
         #expect(lines == ["warning: /shop.yaml:4:5: no sample exercises route 'tax-id': none has type customer.taxid.created; 'customer.taxid.created': did you mean 'customer.tax_id.created'? add one to samples/shop/ (or a rule test with its webhook)"],
                 "\(lines)")
@@ -133,9 +126,10 @@ extension SampleCheckTests {
 extension SampleCheckTests {
     /// Issue 28: a property one route sends as text while the others send a number is warned about, at that route.
     @Test func aPropertySentAsTwoTypesIsWarnedAbout() throws {
-        let dir = temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
-        try """
+        let (report, dir) = try check(samples: [
+            "paid.json": #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":4900}}}"#,
+            "refunded.json": #"{"id":"evt_2","type":"charge.refunded","created":1732871520,"data":{"object":{"receipt_email":"ada@acme.io","amount_text":"49.00"}}}"#,
+        ], rules: """
             source: shop
             verify: { scheme: stripe, secrets: [S] }
             routes:
@@ -147,13 +141,7 @@ extension SampleCheckTests {
                 when: { type: charge.refunded }
                 person: { email: body.data.object.receipt_email }
                 track: { event: Refund Issued, properties: { amount: body.data.object.amount_text } }
-            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
-        try #"{"id":"evt_1","type":"invoice.paid","created":1732871520,"data":{"object":{"customer_email":"ada@acme.io","amount_paid":4900}}}"#
-            .write(toFile: dir + "/samples/shop/paid.json", atomically: true, encoding: .utf8)
-        try #"{"id":"evt_2","type":"charge.refunded","created":1732871520,"data":{"object":{"receipt_email":"ada@acme.io","amount_text":"49.00"}}}"#
-            .write(toFile: dir + "/samples/shop/refunded.json", atomically: true, encoding: .utf8)
-        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
-        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+            """)
         let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
         #expect(lines == ["warning: /shop.yaml:8:5: route 'refunded' sends property 'amount' as text (\"49.00\" (text) for /samples/shop/refunded.json), while route 'paid' sends it as a number; Koala keeps one type per property: convert it (e.g. '| number' for numeric text) or give it another name"],
                 "\(lines)")
@@ -163,9 +151,9 @@ extension SampleCheckTests {
 extension SampleCheckTests {
     /// Issue 28: a 'where' that holds for every payload, or for none, is warned about with the part and the values.
     @Test func aConditionThatDoesNotDependOnThePayloadIsWarnedAbout() throws {
-        let dir = temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: dir + "/samples/shop", withIntermediateDirectories: true)
-        try """
+        let (report, dir) = try check(samples: [
+            "domain.json": #"{"id":"evt_1","type":"organizationDomain.updated","created":1732871520,"data":{"name":"acme.io","status":"verified","plan":"pro"}}"#,
+        ], rules: """
             source: shop
             verify: { scheme: stripe, secrets: [S] }
             routes:
@@ -175,11 +163,7 @@ extension SampleCheckTests {
               - name: plan
                 when: { type: organizationDomain.updated, where: body.data.plan == pro and body.data.plan == team }
                 account: { domain: body.data.name, traits: { plan: body.data.plan } }
-            """.write(toFile: dir + "/shop.yaml", atomically: true, encoding: .utf8)
-        try #"{"id":"evt_1","type":"organizationDomain.updated","created":1732871520,"data":{"name":"acme.io","status":"verified","plan":"pro"}}"#
-            .write(toFile: dir + "/samples/shop/domain.json", atomically: true, encoding: .utf8)
-        let table = try RuleLoader(environment: ["S": "x"]).load(directory: dir)
-        let report = SampleCheck(table: table).run(samplesDirectory: dir + "/samples", testsDirectory: nil)
+            """)
         let lines = report.findings.map { $0.description.replacingOccurrences(of: dir, with: "") }
         #expect(lines.contains("warning: /shop.yaml:4:5: in route 'domain', when.where: 'body.data.status != verified or body.data.status != unverified' is always true: whatever body.data.status is, it differs from one of them; did you mean 'and' (or 'body.data.status not in [verified, unverified]')?; a 'where' that does not depend on the payload lets every webhook of the type through, or none"),
                 "\(lines)")

@@ -103,6 +103,14 @@ struct BackfillTests {
         return .object(fields)
     }
 
+    /// `count` customers (owner<i>@company<i>.io), each with one active Team subscription.
+    static func manyCustomers(_ api: FakeProviderAPI, count: Int) {
+        api.set("customers", (0..<count).map { stripeCustomer(String(format: "cus_%03d", $0), "owner\($0)@company\($0).io", "Owner \($0)") })
+        api.set("subscriptions", (0..<count).map {
+            stripeSubscription(String(format: "sub_%03d", $0), customer: String(format: "cus_%03d", $0), status: "active", plan: "Team", amount: 1000 * ($0 + 1), quantity: 1)
+        })
+    }
+
     static func stripeWorld(_ api: FakeProviderAPI) {
         api.set("customers", [
             stripeCustomer("cus_A", "ada@acme-a.io", "Ada"),
@@ -275,10 +283,7 @@ extension BackfillTests {
         let api = try await FakeProviderAPI.start(.stripe)
         defer { api.stop() }
         let count = 40
-        api.set("customers", (0..<count).map { Self.stripeCustomer(String(format: "cus_%03d", $0), "owner\($0)@company\($0).io", "Owner \($0)") })
-        api.set("subscriptions", (0..<count).map {
-            Self.stripeSubscription(String(format: "sub_%03d", $0), customer: String(format: "cus_%03d", $0), status: "active", plan: "Team", amount: 1000 * ($0 + 1), quantity: 1)
-        })
+        Self.manyCustomers(api, count: count)
         api.pageDelay.withLock { $0 = 0.15 }
         let folder = temporaryDirectory()
         let database = folder + "/router.sqlite"
@@ -471,10 +476,7 @@ extension BackfillTests {
         let api = try await FakeProviderAPI.start(.stripe)
         defer { api.stop() }
         let count = 30
-        api.set("customers", (0..<count).map { Self.stripeCustomer(String(format: "cus_%03d", $0), "owner\($0)@company\($0).io", "Owner \($0)") })
-        api.set("subscriptions", (0..<count).map {
-            Self.stripeSubscription(String(format: "sub_%03d", $0), customer: String(format: "cus_%03d", $0), status: "active", plan: "Team", amount: 1000 * ($0 + 1), quantity: 1)
-        })
+        Self.manyCustomers(api, count: count)
         let database = temporaryDirectory() + "/router.sqlite"
         let router = try CrashTests.Router(binary: binary, database: database, koala: koala)
         defer { router.kill9() }
