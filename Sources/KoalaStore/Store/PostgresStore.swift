@@ -127,15 +127,15 @@ public final class PostgresStore: WebhookStore {
                 endpoint text NOT NULL, kind text NOT NULL, person_key text NOT NULL,
                 email text, profile_id text, domain text, account_id text, item text NOT NULL,
                 event_time double precision NOT NULL, created_at double precision NOT NULL,
-                status bigint NOT NULL DEFAULT 0, attempts bigint NOT NULL DEFAULT 0,
+                status bigint NOT NULL DEFAULT \(literal: .pending), attempts bigint NOT NULL DEFAULT 0,
                 next_attempt_at double precision NOT NULL, lease_until double precision NOT NULL DEFAULT 0,
                 lease_owner text, last_error text, dead_reason text, dead_detail text, finished_at double precision,
-                wait_namespace text, wait_key text, lane bigint NOT NULL DEFAULT 0)
+                wait_namespace text, wait_key text, lane bigint NOT NULL DEFAULT \(literal: .live))
             """,
-            "CREATE INDEX outbox_due ON outbox (lane, next_attempt_at) WHERE status = 0",
-            "CREATE INDEX outbox_person ON outbox (person_key, seq) WHERE status = 0",
-            "CREATE INDEX outbox_dead ON outbox (finished_at) WHERE status = 2",
-            "CREATE INDEX outbox_waiting ON outbox (source, wait_namespace, wait_key) WHERE status = 3",
+            "CREATE INDEX outbox_due ON outbox (lane, next_attempt_at) WHERE status = \(literal: .pending)",
+            "CREATE INDEX outbox_person ON outbox (person_key, seq) WHERE status = \(literal: .pending)",
+            "CREATE INDEX outbox_dead ON outbox (finished_at) WHERE status = \(literal: .dead)",
+            "CREATE INDEX outbox_waiting ON outbox (source, wait_namespace, wait_key) WHERE status = \(literal: .waiting)",
             "CREATE INDEX outbox_webhook ON outbox (source, webhook_id)",
             "CREATE INDEX outbox_email ON outbox (email)",
             """
@@ -156,14 +156,14 @@ public final class PostgresStore: WebhookStore {
             "ALTER TABLE outbox DROP CONSTRAINT outbox_message_id_key",
             "ALTER TABLE outbox ADD CONSTRAINT outbox_message_destination UNIQUE (message_id, destination)",
             "DROP INDEX outbox_person",
-            "CREATE INDEX outbox_person ON outbox (destination, person_key, seq) WHERE status = 0",
+            "CREATE INDEX outbox_person ON outbox (destination, person_key, seq) WHERE status = \(literal: .pending)",
         ]),
         (4, "user id for Segment-compatible destinations", [
             "ALTER TABLE outbox ADD COLUMN user_id text",
         ]),
         // Claims read the queue in seq order and stop after `limit` rows, instead of sorting every due row.
         (5, "claims read the queue in order", [
-            "CREATE INDEX outbox_claim ON outbox (destination, lane, seq) WHERE status = 0",
+            "CREATE INDEX outbox_claim ON outbox (destination, lane, seq) WHERE status = \(literal: .pending)",
         ]),
         // Since 5 no query reads pending messages by due time; the index only cost a write per message.
         (6, "no index the claim no longer reads", [
@@ -432,7 +432,7 @@ public final class PostgresStore: WebhookStore {
             try await connection.query("""
                 WITH claimed AS (
                     SELECT o.seq FROM outbox o
-                    WHERE o.status = 3 AND o.lease_until <= \(t)
+                    WHERE o.status = \(literal: .waiting) AND o.lease_until <= \(t)
                       AND (o.next_attempt_at <= \(t) OR EXISTS (
                         SELECT 1 FROM identities i WHERE i.source = o.source AND i.namespace = o.wait_namespace AND i.key = o.wait_key))
                     ORDER BY o.seq LIMIT \(limit)
@@ -456,21 +456,21 @@ public final class PostgresStore: WebhookStore {
             switch resolution {
             case .dead(let deadReason):
                 try await connection.query("""
-                    UPDATE outbox SET status = 2, dead_reason = \(deadReason), finished_at = \(t), lease_until = 0, lease_owner = NULL
-                    WHERE seq = \(seq) AND status = 3
+                    UPDATE outbox SET status = \(literal: .dead), dead_reason = \(deadReason), finished_at = \(t), lease_until = 0, lease_owner = NULL
+                    WHERE seq = \(seq) AND status = \(literal: .waiting)
                     """, logger: logger)
             case .stillWaiting(let waits):
                 try await connection.query("""
                     UPDATE outbox SET wait_namespace = \(waits.namespace), wait_key = \(waits.key), lease_until = 0, lease_owner = NULL
-                    WHERE seq = \(seq) AND status = 3
+                    WHERE seq = \(seq) AND status = \(literal: .waiting)
                     """, logger: logger)
             case .released(let message):
                 try await connection.query("""
-                    UPDATE outbox SET status = 0, person_key = \(message.identity.key), email = \(message.identity.email),
+                    UPDATE outbox SET status = \(literal: .pending), person_key = \(message.identity.key), email = \(message.identity.email),
                         profile_id = \(message.identity.profileID), domain = \(message.identity.domain),
                         account_id = \(message.identity.accountID), item = \(message.item.encoded()), next_attempt_at = \(t + linger),
                         lease_until = 0, lease_owner = NULL, wait_namespace = NULL, wait_key = NULL, user_id = \(message.identity.userID)
-                    WHERE seq = \(seq) AND status = 3
+                    WHERE seq = \(seq) AND status = \(literal: .waiting)
                     """, logger: logger)
             }
         }
@@ -518,15 +518,15 @@ public final class PostgresStore: WebhookStore {
             // `OFFSET 0` keeps the NOT EXISTS a per-row probe of the person's index: planned as an anti join
             // while the table's statistics still describe it empty (a backlog that built up since the last
             // ANALYZE), it scanned every pending row for each candidate, 17 s for a 30,000-message backlog.
-            func claim(lane: Int, limit: Int) async throws -> [OutboxMessage] {
+            func claim(lane: OutboxLane, limit: Int) async throws -> [OutboxMessage] {
                 let due = try await connection.query("""
                     SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain, o.account_id,
                            o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key
                     FROM outbox o
-                    WHERE o.status = 0 AND o.destination = \(name) AND o.lane = \(lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
+                    WHERE o.status = \(literal: .pending) AND o.destination = \(name) AND o.lane = \(literal: lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
                       AND NOT EXISTS (
                         SELECT 1 FROM outbox p
-                        WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
+                        WHERE p.status = \(literal: .pending) AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
                           AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)) OFFSET 0)
                     ORDER BY o.seq LIMIT \(limit)
                     FOR UPDATE OF o SKIP LOCKED
@@ -561,7 +561,7 @@ public final class PostgresStore: WebhookStore {
                                    o.account_id, o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key,
                                    o.next_attempt_at <= \(t) AND o.lease_until <= \(t) AS ready
                             FROM outbox o
-                            WHERE o.status = 0 AND o.destination = \(name) AND o.person_key = c.person_key AND o.seq > c.after
+                            WHERE o.status = \(literal: .pending) AND o.destination = \(name) AND o.person_key = c.person_key AND o.seq > c.after
                             ORDER BY o.seq LIMIT \(cap)) x
                         ORDER BY x.person_key, x.seq
                         """, logger: logger).rows()
@@ -585,9 +585,9 @@ public final class PostgresStore: WebhookStore {
                 return round
             }
             // Live traffic first; the replay lane gets a small, capped share of each round.
-            var messages = try await claim(lane: 0, limit: limit)
+            var messages = try await claim(lane: .live, limit: limit)
             let replayShare = min(SQLiteStore.replayPerRound, max(0, limit - messages.count))
-            if replayShare > 0 { messages += try await claim(lane: 1, limit: replayShare) }
+            if replayShare > 0 { messages += try await claim(lane: .replay, limit: replayShare) }
             return messages
         }
     }
@@ -656,9 +656,9 @@ public final class PostgresStore: WebhookStore {
             if !deliveredSeqs.isEmpty {
                 // Delivered is a fact, whoever holds the lease now.
                 try await connection.query("""
-                    UPDATE outbox SET status = 1, lease_until = 0, lease_owner = NULL, finished_at = d.at, attempts = attempts + 1
+                    UPDATE outbox SET status = \(literal: .delivered), lease_until = 0, lease_owner = NULL, finished_at = d.at, attempts = attempts + 1
                     FROM unnest(\(deliveredSeqs)::int8[], \(deliveredAt)::float8[]) AS d(seq, at)
-                    WHERE outbox.seq = d.seq AND outbox.status = 0
+                    WHERE outbox.seq = d.seq AND outbox.status = \(literal: .pending)
                     """, logger: logger)
             }
             for outcome in others {
@@ -668,21 +668,21 @@ public final class PostgresStore: WebhookStore {
                 case .dryRun(let seqs, let at):
                     // Handled in dry run is a fact too, whoever holds the lease now.
                     try await connection.query("""
-                        UPDATE outbox SET status = \(OutboxStatus.dryRun.rawValue), lease_until = 0, lease_owner = NULL,
+                        UPDATE outbox SET status = \(literal: .dryRun), lease_until = 0, lease_owner = NULL,
                             finished_at = \(at.timeIntervalSince1970), attempts = attempts + 1
-                        WHERE status = 0 AND seq = ANY(\(seqs))
+                        WHERE status = \(literal: .pending) AND seq = ANY(\(seqs))
                         """, logger: logger)
                 case .retry(let seqs, let next, let error):
                     try await connection.query("""
                         UPDATE outbox SET lease_until = 0, lease_owner = NULL, next_attempt_at = \(next.timeIntervalSince1970),
                             last_error = \(error), attempts = attempts + 1
-                        WHERE status = 0 AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
+                        WHERE status = \(literal: .pending) AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
                         """, logger: logger)
                 case .dead(let seqs, let reason, let detail, let at):
                     try await connection.query("""
-                        UPDATE outbox SET status = 2, lease_until = 0, lease_owner = NULL, dead_reason = \(reason),
+                        UPDATE outbox SET status = \(literal: .dead), lease_until = 0, lease_owner = NULL, dead_reason = \(reason),
                             dead_detail = \(detail), finished_at = \(at.timeIntervalSince1970), attempts = attempts + 1
-                        WHERE status = 0 AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
+                        WHERE status = \(literal: .pending) AND seq = ANY(\(seqs)) AND (lease_owner = \(owner) OR lease_until <= \(now))
                         """, logger: logger)
                 }
             }
@@ -704,12 +704,12 @@ public final class PostgresStore: WebhookStore {
         return try await withTransaction("prune") { connection, logger in
             var report = PruneReport()
             var messages = SQLBuilder()
-            messages.text = "DELETE FROM outbox WHERE status IN (1, \(OutboxStatus.dryRun.rawValue)) AND finished_at < \(messages.bind(t))"
+            messages.text = "DELETE FROM outbox WHERE status IN (\(literal: [.delivered, .dryRun])) AND finished_at < \(messages.bind(t))"
             report.messages = try await Self.changed(connection, messages, logger: logger)
             var webhooks = SQLBuilder()
             webhooks.text = """
                 DELETE FROM webhooks w WHERE w.received_at < \(webhooks.bind(t)) AND NOT EXISTS (
-                    SELECT 1 FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status IN (0, 3))
+                    SELECT 1 FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status IN (\(literal: [.pending, .waiting])))
                 """
             report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
             return report
@@ -782,14 +782,14 @@ public final class PostgresStore: WebhookStore {
                     VALUES (\(message.messageID), \(destination.rawValue), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
                         \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
                         \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
-                        \(message.eventTime.timeIntervalSince1970), \(now), 0, \(now), 1, \(message.identity.userID))
+                        \(message.eventTime.timeIntervalSince1970), \(now), \(literal: .pending), \(now), \(literal: .replay), \(message.identity.userID))
                     ON CONFLICT (message_id, destination) DO UPDATE SET
                         item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
-                        status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
+                        status = \(literal: .pending), next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
                         attempts = 0, lease_until = 0, lease_owner = NULL, dead_reason = NULL, dead_detail = NULL,
-                        finished_at = NULL, lane = 1
-                    WHERE outbox.status <> 1
+                        finished_at = NULL, lane = \(literal: .replay)
+                    WHERE outbox.status <> \(literal: .delivered)
                     RETURNING 1
                     """, logger: logger).count()
               }
@@ -802,7 +802,7 @@ public final class PostgresStore: WebhookStore {
 
     /// Appends the conditions selecting the dead letters a filter means.
     static func whereClause(_ filter: DeadLetterFilter, into sql: inout SQLBuilder) {
-        var clauses = ["status = 2"]
+        var clauses = ["status = \(literal: .dead)"]
         if !filter.messageIDs.isEmpty { clauses.append("message_id = ANY(\(sql.bind(filter.messageIDs)))") }
         if let destination = filter.destination { clauses.append("destination = \(sql.bind(destination.rawValue))") }
         if let source = filter.source { clauses.append("source = \(sql.bind(source))") }
@@ -845,7 +845,7 @@ public final class PostgresStore: WebhookStore {
         var sql = SQLBuilder()
         let t = sql.bind(at.timeIntervalSince1970)
         sql.text = """
-            UPDATE outbox SET status = 0, next_attempt_at = \(t), created_at = \(t), attempts = 0, lease_until = 0, lease_owner = NULL,
+            UPDATE outbox SET status = \(literal: .pending), next_attempt_at = \(t), created_at = \(t), attempts = 0, lease_until = 0, lease_owner = NULL,
                 dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
             WHERE (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL) AND
             """ + " "
@@ -883,7 +883,7 @@ public final class PostgresStore: WebhookStore {
         try await withConnection("queue stats") { connection, logger in
             var stats = QueueStats()
             for row in try await connection.query("""
-                SELECT status, count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status
+                SELECT status, count(*) AS n, min(created_at) AS oldest FROM outbox WHERE status IN (\(literal: [.pending, .dead, .waiting])) GROUP BY status
                 """, logger: logger).rows() {
                 stats.add(OutboxStatus(rawValue: try row.get("status", as: Int64.self)), count: Int(try row.get("n", as: Int64.self)),
                           oldest: try row.get("oldest", as: Double?.self), now: now)
@@ -1156,7 +1156,7 @@ extension PostgresStore {
                 SELECT m.id, m.destination, m.source, m.webhook_id, m.route, m.output, m.endpoint, m.kind, m.person_key,
                        NULLIF(m.email, ''), NULLIF(m.profile_id, ''), NULLIF(m.domain, ''), NULLIF(m.account_id, ''), m.item,
                        m.event_time, m.created_at, m.status, m.due, NULLIF(m.problem, ''),
-                       CASE WHEN m.status = 2 THEN m.created_at END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''),
+                       CASE WHEN m.status = \(literal: .dead) THEN m.created_at END, NULLIF(m.wait_namespace, ''), NULLIF(m.wait_key, ''),
                        NULLIF(m.user_id, '')
                 FROM unnest(\(rows.ids)::text[], \(rows.routes)::text[], \(rows.outputs)::text[], \(rows.endpoints)::text[], \(rows.kinds)::text[],
                             \(rows.personKeys)::text[], \(rows.emails)::text[], \(rows.profiles)::text[], \(rows.domains)::text[], \(rows.accounts)::text[],
@@ -1182,9 +1182,9 @@ extension PostgresStore {
                 RETURNING 1
             )
             SELECT h.source, h.webhook_id,
-                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 0),
-                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 2),
-                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = 3)
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = \(literal: .pending)),
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = \(literal: .dead)),
+                   (SELECT count(DISTINCT q.message_id) FROM queued q WHERE q.source = h.source AND q.webhook_id = h.webhook_id AND q.status = \(literal: .waiting))
             FROM hook h
             """
     }

@@ -19,6 +19,13 @@ struct SQLBuilder {
     var query: PostgresQuery { PostgresQuery(unsafeSQL: text, binds: binds) }
 }
 
+/// Outbox states and lanes in a PostgreSQL query's text: spliced in as literals, not bound (see `OutboxStatus.sql`).
+extension PostgresQuery.StringInterpolation {
+    mutating func appendInterpolation(literal status: OutboxStatus) { appendInterpolation(unescaped: status.sql) }
+    mutating func appendInterpolation(literal states: [OutboxStatus]) { appendInterpolation(unescaped: states.map(\.sql).joined(separator: ", ")) }
+    mutating func appendInterpolation(literal lane: OutboxLane) { appendInterpolation(unescaped: lane.sql) }
+}
+
 extension PostgresRandomAccessRow {
     func get<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T {
         try self[column].decode(T.self, context: .default)

@@ -45,7 +45,7 @@ public final class SQLiteStore: WebhookStore {
         // A single serving process owns a SQLite file: leases left by a previous run are void.
         if ownsDatabase {
             try await pool.write { db in
-                try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (0, 3) AND lease_until > 0")
+                try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE status IN (\(literal: [.pending, .waiting])) AND lease_until > 0")
             }
         }
     }
@@ -84,7 +84,7 @@ public final class SQLiteStore: WebhookStore {
                     item TEXT NOT NULL,
                     event_time REAL NOT NULL,
                     created_at REAL NOT NULL,
-                    status INTEGER NOT NULL DEFAULT 0,
+                    status INTEGER NOT NULL DEFAULT \(literal: .pending),
                     attempts INTEGER NOT NULL DEFAULT 0,
                     next_attempt_at REAL NOT NULL,
                     lease_until REAL NOT NULL DEFAULT 0,
@@ -93,9 +93,9 @@ public final class SQLiteStore: WebhookStore {
                     dead_detail TEXT,
                     finished_at REAL
                 );
-                CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 0;
-                CREATE INDEX outbox_person ON outbox(person_key, seq) WHERE status = 0;
-                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
+                CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_person ON outbox(person_key, seq) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = \(literal: .dead);
                 """)
         }
         migrator.registerMigration("v2: identity memory") { db in
@@ -113,11 +113,11 @@ public final class SQLiteStore: WebhookStore {
                 CREATE INDEX identities_email ON identities(email);
                 ALTER TABLE outbox ADD COLUMN wait_namespace TEXT;
                 ALTER TABLE outbox ADD COLUMN wait_key TEXT;
-                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = \(literal: .waiting);
                 """)
         }
         migrator.registerMigration("v3: replay lane") { db in
-            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT \(literal: .live)")
         }
         migrator.registerMigration("v4: state memory") { db in
             try db.execute(sql: """
@@ -137,10 +137,10 @@ public final class SQLiteStore: WebhookStore {
                     endpoint TEXT NOT NULL, kind TEXT NOT NULL, person_key TEXT NOT NULL,
                     email TEXT, profile_id TEXT, domain TEXT, account_id TEXT, item TEXT NOT NULL,
                     event_time REAL NOT NULL, created_at REAL NOT NULL,
-                    status INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+                    status INTEGER NOT NULL DEFAULT \(literal: .pending), attempts INTEGER NOT NULL DEFAULT 0,
                     next_attempt_at REAL NOT NULL, lease_until REAL NOT NULL DEFAULT 0,
                     last_error TEXT, dead_reason TEXT, dead_detail TEXT, finished_at REAL,
-                    wait_namespace TEXT, wait_key TEXT, lane INTEGER NOT NULL DEFAULT 0,
+                    wait_namespace TEXT, wait_key TEXT, lane INTEGER NOT NULL DEFAULT \(literal: .live),
                     UNIQUE (message_id, destination)
                 );
                 INSERT INTO outbox_v5 (seq, message_id, source, webhook_id, route, output, endpoint, kind, person_key, email,
@@ -151,10 +151,10 @@ public final class SQLiteStore: WebhookStore {
                     last_error, dead_reason, dead_detail, finished_at, wait_namespace, wait_key, lane FROM outbox;
                 DROP TABLE outbox;
                 ALTER TABLE outbox_v5 RENAME TO outbox;
-                CREATE INDEX outbox_due ON outbox(destination, next_attempt_at) WHERE status = 0;
-                CREATE INDEX outbox_person ON outbox(destination, person_key, seq) WHERE status = 0;
-                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = 2;
-                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = 3;
+                CREATE INDEX outbox_due ON outbox(destination, next_attempt_at) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_person ON outbox(destination, person_key, seq) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = \(literal: .dead);
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = \(literal: .waiting);
                 """)
         }
         migrator.registerMigration("v6: user id for Segment-compatible destinations") { db in
@@ -163,7 +163,7 @@ public final class SQLiteStore: WebhookStore {
         migrator.registerMigration("v7: claims read the queue in order") { db in
             // The sender claims the oldest due messages: read in seq order, a claim stops after `limit` rows
             // instead of sorting every due message of the backlog on each round.
-            try db.execute(sql: "CREATE INDEX outbox_claim ON outbox(destination, lane, seq) WHERE status = 0")
+            try db.execute(sql: "CREATE INDEX outbox_claim ON outbox(destination, lane, seq) WHERE status = \(literal: .pending)")
         }
         migrator.registerMigration("v8: no index the claim no longer reads") { db in
             // Since v7 no query reads pending messages by due time; the index only cost a write per message.
@@ -387,7 +387,7 @@ public final class SQLiteStore: WebhookStore {
         return try await pool.write { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT seq, message_id, source, webhook_id, wait_namespace, wait_key, next_attempt_at FROM outbox o
-                WHERE o.status = 3 AND o.lease_until <= :now
+                WHERE o.status = \(literal: .waiting) AND o.lease_until <= :now
                   AND (o.next_attempt_at <= :now OR EXISTS (
                     SELECT 1 FROM identities i WHERE i.source = o.source AND i.namespace = o.wait_namespace AND i.key = o.wait_key))
                 ORDER BY o.seq LIMIT :limit
@@ -408,15 +408,15 @@ public final class SQLiteStore: WebhookStore {
             switch resolution {
             case .dead(let deadReason):
                 try db.execute(sql: """
-                    UPDATE outbox SET status = 2, dead_reason = ?, finished_at = ?, lease_until = 0 WHERE seq = ? AND status = 3
+                    UPDATE outbox SET status = \(literal: .dead), dead_reason = ?, finished_at = ?, lease_until = 0 WHERE seq = ? AND status = \(literal: .waiting)
                     """, arguments: [deadReason, t, seq])
             case .stillWaiting(let waits):
-                try db.execute(sql: "UPDATE outbox SET wait_namespace = ?, wait_key = ?, lease_until = 0 WHERE seq = ? AND status = 3",
+                try db.execute(sql: "UPDATE outbox SET wait_namespace = ?, wait_key = ?, lease_until = 0 WHERE seq = ? AND status = \(literal: .waiting)",
                                arguments: [waits.namespace, waits.key, seq])
             case .released(let message):
                 try db.execute(sql: """
-                    UPDATE outbox SET status = 0, person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
-                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL, user_id = ? WHERE seq = ? AND status = 3
+                    UPDATE outbox SET status = \(literal: .pending), person_key = ?, email = ?, profile_id = ?, domain = ?, account_id = ?, item = ?,
+                        next_attempt_at = ?, lease_until = 0, wait_namespace = NULL, wait_key = NULL, user_id = ? WHERE seq = ? AND status = \(literal: .waiting)
                     """, arguments: [message.identity.key, message.identity.email, message.identity.profileID, message.identity.domain,
                                      message.identity.accountID, message.item.encoded(), t + linger, message.identity.userID, seq])
             }
@@ -464,7 +464,7 @@ public final class SQLiteStore: WebhookStore {
             SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                    event_time, created_at, attempts, person_key, next_attempt_at, lease_until
             FROM outbox INDEXED BY outbox_person
-            WHERE status = 0 AND destination = ? AND person_key = ? AND seq > ?
+            WHERE status = \(literal: .pending) AND destination = ? AND person_key = ? AND seq > ?
             ORDER BY seq LIMIT ?
             """)
         var round: [Row] = []
@@ -490,21 +490,21 @@ public final class SQLiteStore: WebhookStore {
                 SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                        event_time, created_at, attempts, person_key
                 FROM outbox o INDEXED BY outbox_claim
-                WHERE o.status = 0 AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
+                WHERE o.status = \(literal: .pending) AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now
                   AND NOT EXISTS (
                     SELECT 1 FROM outbox p
-                    WHERE p.status = 0 AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
+                    WHERE p.status = \(literal: .pending) AND p.destination = o.destination AND p.person_key = o.person_key AND p.seq < o.seq
                       AND (p.next_attempt_at > :now OR p.lease_until > :now))
                 ORDER BY o.seq
                 LIMIT :limit
                 """
             // Live traffic first; the replay lane gets a small, capped share of each round. Prepared once per connection.
             let statement = try db.cachedStatement(sql: select)
-            var rows = try Row.fetchAll(statement, arguments: ["now": t, "limit": limit, "lane": 0, "destination": destination.rawValue])
+            var rows = try Row.fetchAll(statement, arguments: ["now": t, "limit": limit, "lane": OutboxLane.live.rawValue, "destination": destination.rawValue])
             let replayShare = min(Self.replayPerRound, max(0, limit - rows.count))
             if replayShare > 0 {
                 // A replayed message of a person who also has live messages joins them in the same batch.
-                rows += try Row.fetchAll(statement, arguments: ["now": t, "limit": replayShare, "lane": 1, "destination": destination.rawValue])
+                rows += try Row.fetchAll(statement, arguments: ["now": t, "limit": replayShare, "lane": OutboxLane.replay.rawValue, "destination": destination.rawValue])
             }
             guard !rows.isEmpty else { return [] }
             if limit > 1 { rows = try Self.fillPeople(db, rows, now: t, limit: limit, destination: destination.rawValue) }
@@ -531,16 +531,16 @@ public final class SQLiteStore: WebhookStore {
             for outcome in outcomes {
                 switch outcome {
                 case .delivered(let seqs, let at):
-                    try Self.update(db, "UPDATE outbox SET status = 1, lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                    try Self.update(db, "UPDATE outbox SET status = \(literal: .delivered), lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = \(literal: .pending) AND seq IN",
                                     [at.timeIntervalSince1970], seqs)
                 case .dryRun(let seqs, let at):
-                    try Self.update(db, "UPDATE outbox SET status = \(OutboxStatus.dryRun.rawValue), lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                    try Self.update(db, "UPDATE outbox SET status = \(literal: .dryRun), lease_until = 0, finished_at = ?, attempts = attempts + 1 WHERE status = \(literal: .pending) AND seq IN",
                                     [at.timeIntervalSince1970], seqs)
                 case .retry(let seqs, let next, let error):
-                    try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                    try Self.update(db, "UPDATE outbox SET lease_until = 0, next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE status = \(literal: .pending) AND seq IN",
                                     [next.timeIntervalSince1970, error], seqs)
                 case .dead(let seqs, let reason, let detail, let at):
-                    try Self.update(db, "UPDATE outbox SET status = 2, lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = 0 AND seq IN",
+                    try Self.update(db, "UPDATE outbox SET status = \(literal: .dead), lease_until = 0, dead_reason = ?, dead_detail = ?, finished_at = ?, attempts = attempts + 1 WHERE status = \(literal: .pending) AND seq IN",
                                     [reason, detail, at.timeIntervalSince1970], seqs)
                 }
             }
@@ -551,11 +551,11 @@ public final class SQLiteStore: WebhookStore {
         let t = cutoff.timeIntervalSince1970
         return try await pool.write { db in
             var report = PruneReport()
-            try db.execute(sql: "DELETE FROM outbox WHERE status IN (1, \(OutboxStatus.dryRun.rawValue)) AND finished_at < ?", arguments: [t])
+            try db.execute(sql: "DELETE FROM outbox WHERE status IN (\(literal: [.delivered, .dryRun])) AND finished_at < ?", arguments: [t])
             report.messages = db.changesCount
             try db.execute(sql: """
                 DELETE FROM webhooks WHERE received_at < ? AND NOT EXISTS (
-                    SELECT 1 FROM outbox o WHERE o.source = webhooks.source AND o.webhook_id = webhooks.webhook_id AND o.status IN (0, 3))
+                    SELECT 1 FROM outbox o WHERE o.source = webhooks.source AND o.webhook_id = webhooks.webhook_id AND o.status IN (\(literal: [.pending, .waiting])))
                 """, arguments: [t])
             report.webhooks = db.changesCount
             return report
@@ -625,13 +625,13 @@ public final class SQLiteStore: WebhookStore {
                 try db.execute(sql: """
                     INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                         domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1, ?)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \(literal: .pending), ?, \(literal: .replay), ?)
                     ON CONFLICT (message_id, destination) DO UPDATE SET
                         item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
                         profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
-                        status = 0, next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
-                        attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = 1
-                    WHERE outbox.status <> 1
+                        status = \(literal: .pending), next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
+                        attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = \(literal: .replay)
+                    WHERE outbox.status <> \(literal: .delivered)
                     """, arguments: [
                         message.messageID, destination.rawValue, message.source, message.webhookID, message.route, message.output.rawValue,
                         message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
@@ -647,7 +647,7 @@ public final class SQLiteStore: WebhookStore {
 
     /// SQL and arguments selecting the dead letters a filter means.
     static func whereClause(_ filter: DeadLetterFilter) -> (String, StatementArguments) {
-        var clauses = ["status = 2"]
+        var clauses = ["status = \(literal: .dead)"]
         var arguments = StatementArguments()
         if !filter.messageIDs.isEmpty {
             clauses.append("message_id IN (\(Array(repeating: "?", count: filter.messageIDs.count).joined(separator: ",")))")
@@ -694,7 +694,7 @@ public final class SQLiteStore: WebhookStore {
         let all = combined
         return try await pool.write { db in
             try db.execute(sql: """
-                UPDATE outbox SET status = 0, next_attempt_at = ?, created_at = ?, attempts = 0, lease_until = 0,
+                UPDATE outbox SET status = \(literal: .pending), next_attempt_at = ?, created_at = ?, attempts = 0, lease_until = 0,
                     dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
                 WHERE \(whereSQL) AND (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL)
                 """, arguments: all)
@@ -724,7 +724,7 @@ public final class SQLiteStore: WebhookStore {
     public func queueStats(now: Date) async throws -> QueueStats {
         try await pool.read { db in
             var stats = QueueStats()
-            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (0, 2, 3) GROUP BY status") {
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (\(literal: [.pending, .dead, .waiting])) GROUP BY status") {
                 stats.add(OutboxStatus(rawValue: row["status"]), count: row["n"], oldest: row["oldest"], now: now)
             }
             return stats

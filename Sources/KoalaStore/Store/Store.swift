@@ -193,8 +193,9 @@ public struct StoredCursor: Sendable, Equatable {
     }
 }
 
-/// A message's place in the outbox. The raw values are what both backends keep in `outbox.status` (their SQL
-/// uses the same numbers); this is the one place the states are defined.
+/// A message's place in the outbox. The raw values are what both backends keep in `outbox.status`; this is the one
+/// place the states are defined, and every SQL text names them with `\(literal: .pending)` (scripts/check-architecture
+/// refuses a bare number).
 public enum OutboxStatus: Int64, Sendable, CaseIterable {
     case pending = 0, delivered = 1, dead = 2, waiting = 3
     /// Handled in dry run (no project key): the request was logged, never sent. Kept and aged out like a
@@ -212,6 +213,10 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
         }
     }
 
+    /// The status as a literal in SQL text. A literal, not a bound parameter: PostgreSQL uses a partial index
+    /// (`… WHERE status = 0`) only for a query whose predicate names the same constant.
+    var sql: String { String(rawValue) }
+
     /// The status a newly accepted message starts in, as the router disposed of it.
     init(_ disposition: KoalaMessage.Disposition) {
         switch disposition {
@@ -225,6 +230,23 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
     func firstDue(acceptedAt now: Double, linger: TimeInterval, identityWait: TimeInterval) -> Double {
         self == .waiting ? now + identityWait : now + linger
     }
+}
+
+/// The outbox's two queues. Live traffic is claimed first; messages an operator replayed wait in their own lane
+/// and get a small, capped share of each claim round, so a large replay never delays new webhooks.
+public enum OutboxLane: Int64, Sendable, CaseIterable {
+    case live = 0, replay = 1
+
+    /// The lane as a literal in SQL text (see `OutboxStatus.sql`).
+    var sql: String { String(rawValue) }
+}
+
+/// Outbox states and lanes in the SQL text the stores build as strings (SQLite's statements, PostgreSQL's migrations
+/// and dynamic filters).
+extension DefaultStringInterpolation {
+    mutating func appendInterpolation(literal status: OutboxStatus) { appendLiteral(status.sql) }
+    mutating func appendInterpolation(literal states: [OutboxStatus]) { appendLiteral(states.map(\.sql).joined(separator: ", ")) }
+    mutating func appendInterpolation(literal lane: OutboxLane) { appendLiteral(lane.sql) }
 }
 
 /// A message as stored, for comparing a replay with what was routed before.

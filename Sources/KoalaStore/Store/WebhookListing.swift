@@ -11,7 +11,7 @@ enum ListingBind: Sendable {
 enum WebhookListing {
     /// Each state's count of a webhook's messages, as correlated index probes on `outbox(source, webhook_id)`.
     static let counts = OutboxStatus.allCases.map { status in
-        "(SELECT count(*) FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status = \(status.rawValue)) AS n\(status.rawValue)"
+        "(SELECT count(*) FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status = \(literal: status)) AS n\(status.rawValue)"
     }.joined(separator: ", ")
 
     static let columns = "w.source, w.webhook_id, w.event_type, w.received_at, \(counts)"
@@ -45,7 +45,7 @@ enum WebhookListing {
         let ofThisWebhook = "FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id"
         if let state = query.state {
             let states = state == .pending ? [OutboxStatus.pending, .waiting] : [state]
-            sql += " AND EXISTS (SELECT 1 \(ofThisWebhook) AND o.status IN (\(states.map { String($0.rawValue) }.joined(separator: ", "))))"
+            sql += " AND EXISTS (SELECT 1 \(ofThisWebhook) AND o.status IN (\(literal: states)))"
         }
         if query.noMessages { sql += " AND NOT EXISTS (SELECT 1 \(ofThisWebhook))" }
         sql += " ORDER BY w.received_at DESC, w.webhook_id DESC LIMIT \(max(1, min(limit, 1000)))"
