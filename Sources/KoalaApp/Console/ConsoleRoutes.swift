@@ -183,16 +183,13 @@ struct Console: Sendable {
         html += "<section aria-labelledby=\"delivery\"><h2 id=\"delivery\">Delivery</h2><div class=\"scroll\"><table class=\"rows\">"
         html += "<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Circuit</th><th scope=\"col\">Last success</th><th scope=\"col\">Last error</th></tr></thead><tbody>"
         for sender in [components.sender] + components.destinationSenders {
-            let health = sender.health.json
-            let open = health["circuit"] == "open"
-            var circuit = open ? "<span class=\"bad\">open</span>" : "<span class=\"ok\">closed</span>"
-            if case .string(let refusing)? = health["refusing"] { circuit += ": refusing, " + HTML.text(refusing) }
-            if case .string(let next)? = health["next_probe"], let at = Timestamps.parseISO(next) { circuit += "; next probe " + HTML.time(at, now: now) }
-            if case .int(let failures)? = health["consecutive_failures"], failures > 0 { circuit += "; \(failures) failures in a row" }
-            var success = "never"
-            if case .string(let ok)? = health["last_success"], let at = Timestamps.parseISO(ok) { success = HTML.time(at, now: now) }
-            var error = "<span class=\"muted\">none</span>"
-            if case .string(let e)? = health["last_error"] { error = HTML.text(e) }
+            let health = sender.health.snapshot
+            var circuit = health.isOpen ? "<span class=\"bad\">open</span>" : "<span class=\"ok\">closed</span>"
+            if let refusing = health.refusing { circuit += ": refusing, " + HTML.text(refusing) }
+            if let next = health.nextProbe { circuit += "; next probe " + HTML.time(next, now: now) }
+            if health.consecutiveFailures > 0 { circuit += "; \(health.consecutiveFailures) failures in a row" }
+            let success = health.lastSuccess.map { HTML.time($0, now: now) } ?? "never"
+            let error = health.lastError.map(HTML.text) ?? "<span class=\"muted\">none</span>"
             html += "<tr><th scope=\"row\">\(HTML.text(sender.destination.rawValue))</th>" + cell("Circuit", circuit) + cell("Last success", success)
             html += cell("Last error", error) + "</tr>"
         }

@@ -110,11 +110,16 @@ public final class Sender: Service, Sendable {
     /// Returns whether anything was claimed.
     @discardableResult
     func runOnce() async throws -> Bool {
-        let gate = health.mayProceed(now: Date())
-        guard gate.proceed else { return false }
-        if gate.probe { logger.info("circuit open: probing \(transport.name)") }
+        let probe: Bool
+        switch health.gate(now: Date()) {
+        case .wait: return false
+        case .send: probe = false
+        case .probe:
+            probe = true
+            logger.info("circuit open: probing \(transport.name)")
+        }
         // A probe is one message: one request tells whether the destination is back.
-        let due = try await store.claimDue(now: Date(), limit: gate.probe ? 1 : policy.claimLimit, lease: policy.lease,
+        let due = try await store.claimDue(now: Date(), limit: probe ? 1 : policy.claimLimit, lease: policy.lease,
                                            destination: transport.destination)
         guard !due.isEmpty else { return false }
         var plan: [[KoalaBatch]]
@@ -141,7 +146,7 @@ public final class Sender: Service, Sendable {
                     all += done
                     running -= 1
                 }
-                group.addTask { await self.deliver(batches, probe: gate.probe) }
+                group.addTask { await self.deliver(batches, probe: probe) }
                 running += 1
             }
             for await done in group { all += done }
@@ -212,10 +217,8 @@ public final class Sender: Service, Sendable {
         var outcomes: [DeliveryOutcome] = []
         for (index, batch) in batches.enumerated() {
             // The circuit opened while this round was running: hold the rest back until the next probe.
-            let snapshot = health.snapshot
-            if snapshot.circuitOpen && !probe {
-                let remaining = batches[index...].flatMap(\.seqs)
-                outcomes.append(.retry(remaining, next: snapshot.nextProbe ?? Date().addingTimeInterval(1), error: "circuit open"))
+            if !probe, case .open(let nextProbe, _) = health.snapshot.state {
+                outcomes.append(.retry(batches[index...].flatMap(\.seqs), next: nextProbe, error: "circuit open"))
                 return outcomes
             }
             let result = await transport.send(batch)
@@ -226,10 +229,9 @@ public final class Sender: Service, Sendable {
                 outcomes.append(.dryRun(batch.seqs, at: now))
                 metrics.messagesFinished(endpoint: batch.endpoint, outcome: .dryRun, count: batch.seqs.count, destination: transport.destination)
             case .delivered:
-                if health.snapshot.circuitOpen || health.snapshot.refusing != nil {
+                if health.recordSuccess(now: now) == .recovered {
                     logger.notice("\(transport.name) answers again: sending at full speed")
                 }
-                health.recordSuccess(now: now)
                 outcomes.append(.delivered(batch.seqs, at: now))
                 for accepted in batch.acceptedAt {
                     metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted), destination: transport.destination)
@@ -238,10 +240,10 @@ public final class Sender: Service, Sendable {
             case .retry(let cause, let retryAfter):
                 let reason = cause.description
                 let remaining = batches[index...].flatMap(\.seqs)
-                if !cause.isRateLimit, health.recordFailure(reason, now: now, probe: probe), !probe {
+                if !cause.isRateLimit, case (.opened, let breaker) = health.recordFailure(reason, now: now, probe: probe) {
                     logger.error("\(transport.name) keeps failing: circuit open, probing at a low rate", metadata: [
-                        "reason": "\(reason)", "consecutive_failures": "\(health.snapshot.consecutiveFailures)",
-                        "next_probe_in_s": "\(health.snapshot.probeInterval)",
+                        "reason": "\(reason)", "consecutive_failures": "\(breaker.consecutiveFailures)",
+                        "next_probe_in_s": "\(breaker.probeInterval)",
                     ])
                 }
                 if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
