@@ -51,7 +51,7 @@ struct Serve: AsyncParsableCommand {
         ])
 
         let level = config.logLevel
-        let json = config.logFormat == "json"
+        let json = config.logFormat == .json
         LoggingSystem.bootstrap { label in
             if json {
                 var handler = JSONLogHandler(label: label)

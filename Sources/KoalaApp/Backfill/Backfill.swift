@@ -177,6 +177,8 @@ public struct Backfill: Sendable {
                 var done = 0
                 var total: Int?
                 var next: Task<ProviderPage, any Error>? = Task { [cursor] in try await reader.page(phase, cursor: cursor, since: options.since) }
+                // A read ahead that nobody will take (the run failed or was cancelled) is cancelled with it.
+                defer { next?.cancel() }
                 while let pending = next {
                     let page = try await pending.value
                     // The next page is read while this one is routed.

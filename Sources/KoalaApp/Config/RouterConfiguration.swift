@@ -64,8 +64,8 @@ public struct RouterConfiguration: Sendable, Configurable {
     public var connections = ConnectionLimits()
     /// The least severe log level written.
     public var logLevel: Logger.Level = .info
-    /// `text` for people, `json` (one object per line) for log pipelines.
-    public var logFormat = "text"
+    /// How log lines are written.
+    public var logFormat = LogFormat.text
     /// Where secrets referenced by rule files are looked up.
     public var environment: [String: String]
     /// The YAML config file the settings were read from, if any.
@@ -150,9 +150,9 @@ public struct RouterConfiguration: Sendable, Configurable {
                 config.logLevel = level
             }, show: { $0.logLevel.rawValue }),
             Setting("log.format", help: "text for people, json for log pipelines", apply: { config, text throws(SettingProblem) in
-                guard ["json", "text"].contains(text.lowercased()) else { throw SettingProblem("'\(text)' is not json or text") }
-                config.logFormat = text.lowercased()
-            }, show: { $0.logFormat }),
+                guard let format = LogFormat(rawValue: text.lowercased()) else { throw SettingProblem("'\(text)' is not json or text") }
+                config.logFormat = format
+            }, show: { $0.logFormat.rawValue }),
         ]
     }
 
@@ -343,4 +343,12 @@ extension Configurable {
         self.init()
         try RouterConfiguration.read(&self, from: reader)
     }
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// One line per event for people, with the metadata after the message.
+    case text
+    /// One JSON object per line, for log pipelines (`JSONLogHandler`).
+    case json
 }

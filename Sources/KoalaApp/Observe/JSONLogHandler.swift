@@ -21,17 +21,17 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-                    file: String, function: String, line: UInt) {
+    public func log(event: LogEvent) {
         var object: [String: JSONValue] = [
             "time": .string(Timestamps.iso(Date())),
-            "level": .string(level.rawValue),
-            "message": .string(LogText.escaped(message.description)),
+            "level": .string(event.level.rawValue),
+            "message": .string(LogText.escaped(event.message.description)),
             "logger": .string(label),
         ]
-        for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { _, new in new }) {
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { _, new in new }) {
             object[key] = Self.json(LogText.escaped(value))
         }
+        if let error = event.error, object["error"] == nil { object["error"] = .string(LogText.escaped("\(error)")) }
         let line = JSONValue.object(object).encoded() + "\n"
         FileHandle.standardError.write(Data(line.utf8))
     }
