@@ -66,7 +66,7 @@ struct DeadLetters: AsyncParsableCommand {
                 } else {
                     let who = letter.identity.topLevel.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
                     let destination = letter.destination == .koala ? "" : "→\(letter.destination.rawValue)  "
-                    print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(destination)\(letter.source)/\(letter.route)/\(letter.output)  \(who.isEmpty ? "-" : who)  \(letter.reason)")
+                    print("\(Timestamps.iso(letter.failedAt))  \(letter.messageID)  \(destination)\(letter.source)/\(letter.route)/\(letter.output?.rawValue ?? "-")  \(who.isEmpty ? "-" : who)  \(letter.reason)")
                 }
             }
             if !json {

@@ -127,14 +127,15 @@ public struct Backfill: Sendable {
     }
 
     let ingest: Ingest
-    let store: any WebhookStore
+    /// Where the run's progress is kept (the store `ingest` writes to).
+    let store: any OperatorStore & IngestStore
     let logger: Logger
     let metrics: RouterMetrics
 
-    /// A run over the store and rules `ingest` uses.
-    public init(ingest: Ingest, logger: Logger) {
+    /// A run with the rules `ingest` uses, keeping its progress in `store` (the one `ingest` writes to).
+    public init(ingest: Ingest, store: any OperatorStore & IngestStore, logger: Logger) {
         self.ingest = ingest
-        store = ingest.store
+        self.store = store
         metrics = ingest.metrics
         self.logger = logger
     }

@@ -13,7 +13,7 @@ extension Backfill {
         let destinations = [Destination.koala] + (try configuration.segmentDestinations()).map(\.destination)
         let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
                             destinations: destinations, metrics: metrics, logger: logger)
-        return Backfill(ingest: ingest, logger: logger)
+        return Backfill(ingest: ingest, store: store, logger: logger)
     }
 }
 

@@ -19,12 +19,12 @@ final class ConsoleSessions: Sendable {
     private let key: [UInt8]
     private let tokenDigest: [UInt8]
     /// Where revocations are kept (nil: this replica's memory only, as in unit tests without a store).
-    private let store: (any WebhookStore)?
+    private let store: (any OperatorStore)?
     private let logger: Logger
     /// This replica's own revocations (nonce → when the session would expire) and its last sign-out everywhere.
     private let local = Mutex<(revoked: [String: Date], everywhere: Date?)>(([:], nil))
 
-    init(adminToken: String, store: (any WebhookStore)? = nil, lifetime: TimeInterval = 12 * 3600,
+    init(adminToken: String, store: (any OperatorStore)? = nil, lifetime: TimeInterval = 12 * 3600,
          logger: Logger = Logger(label: "koala-router.console")) {
         key = Crypto.digest(.sha256, Array("koala-router console session key\u{0}\(adminToken)".utf8))
         tokenDigest = Crypto.digest(.sha256, Array(adminToken.utf8))
@@ -91,7 +91,7 @@ final class ConsoleSessions: Sendable {
         return await stored("console sign-out everywhere") { try await $0.revokeConsoleSessions(issuedBefore: now) }
     }
 
-    private func stored(_ what: String, _ write: (any WebhookStore) async throws -> Void) async -> Bool {
+    private func stored(_ what: String, _ write: (any OperatorStore) async throws -> Void) async -> Bool {
         guard let store else { return true }
         do {
             try await write(store)

@@ -180,7 +180,7 @@ extension Console {
                 } else if let error = m.lastError {
                     answer = HTML.text(LogText.bounded(error, limit: 4096))
                 }
-                html += "<tr><td data-label=\"Destination\">\(HTML.text(m.destination))</td>" + cell("Route", HTML.text(m.route) + " → " + HTML.text(m.endpoint))
+                html += "<tr><td data-label=\"Destination\">\(HTML.text(m.destination.rawValue))</td>" + cell("Route", HTML.text(m.route) + " → " + HTML.text(m.endpoint.rawValue))
                 html += cell("State", state) + cell("Attempts", "\(m.attempts)") + cell("Last answer", answer)
                 html += cell("message_id", "<code>\(HTML.text(m.messageID))</code>") + "</tr>"
             }

@@ -217,7 +217,7 @@ public func buildApplication(
     }
     for sender in components.destinationSenders { app.addServices(sender) }
     if configuration.reconcileInterval > 0 {
-        app.addServices(ReconcileSchedule(backfill: Backfill(ingest: components.ingest, logger: logger), configuration: configuration, logger: logger))
+        app.addServices(ReconcileSchedule(backfill: Backfill(ingest: components.ingest, store: components.store, logger: logger), configuration: configuration, logger: logger))
     }
     return (app, components)
 }

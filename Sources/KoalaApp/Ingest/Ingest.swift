@@ -8,7 +8,7 @@ import Logging
 /// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
 public struct Ingest: Sendable {
     let rules: RulesHolder
-    let store: any WebhookStore
+    let store: any IngestStore
     let linger: TimeInterval
     /// How long a message whose `recall` missed waits for the identity before it is dead-lettered.
     let identityWait: TimeInterval
@@ -22,7 +22,7 @@ public struct Ingest: Sendable {
     /// HTTP routes and runs it as a service).
     var rejections: RejectionLog
 
-    public init(rules: RulesHolder, store: any WebhookStore, linger: TimeInterval, identityWait: TimeInterval = 900,
+    public init(rules: RulesHolder, store: any IngestStore, linger: TimeInterval, identityWait: TimeInterval = 900,
                 destinations: [Destination] = [.koala], metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.rules = rules
         self.store = store

@@ -9,13 +9,13 @@ import ServiceLifecycle
 /// arrives it is routed again from the stored webhook (same message id) and queued, and when the wait runs
 /// out it goes to the dead letters with reason `identity unresolved`.
 public final class IdentityResolver: Service, Sendable {
-    let store: any WebhookStore
+    let store: any WaitingStore
     let rules: RulesHolder
     let linger: TimeInterval
     let interval: TimeInterval
     let logger: Logger
 
-    init(store: any WebhookStore, rules: RulesHolder, linger: TimeInterval, interval: TimeInterval = 0.5, logger: Logger) {
+    init(store: any WaitingStore, rules: RulesHolder, linger: TimeInterval, interval: TimeInterval = 0.5, logger: Logger) {
         self.store = store
         self.rules = rules
         self.linger = linger

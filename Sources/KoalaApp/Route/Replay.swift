@@ -61,10 +61,10 @@ public struct Replay: Sendable {
         }
     }
 
-    let store: any WebhookStore
+    let store: any OperatorStore & WaitingStore
     let table: RuleTable
 
-    public init(store: any WebhookStore, table: RuleTable) {
+    public init(store: any OperatorStore & WaitingStore, table: RuleTable) {
         self.store = store
         self.table = table
     }

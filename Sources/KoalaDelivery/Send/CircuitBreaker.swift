@@ -38,8 +38,11 @@ public struct CircuitBreaker: Sendable, Equatable {
 
     /// When to open and how fast to probe.
     public struct Policy: Sendable, Equatable {
+        /// Failures in a row that open the circuit.
         public var failureThreshold: Int
+        /// The wait before the first probe after the circuit opens.
         public var firstProbeInterval: TimeInterval
+        /// The longest wait between probes, however many failed.
         public var maxProbeInterval: TimeInterval
 
         public init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
@@ -49,6 +52,7 @@ public struct CircuitBreaker: Sendable, Equatable {
         }
     }
 
+    /// When it opens and how fast it probes.
     public let policy: Policy
     public private(set) var state: State = .closed
     /// Failures without a success between them (requests refused for good do not count).
@@ -60,6 +64,7 @@ public struct CircuitBreaker: Sendable, Equatable {
 
     public init(policy: Policy = Policy()) { self.policy = policy }
 
+    /// Whether sending has stopped for a streak of failures.
     public var isOpen: Bool { if case .open = state { true } else { false } }
 
     /// The wait before the probe after the next one; 0 while closed.

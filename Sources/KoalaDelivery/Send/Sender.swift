@@ -41,7 +41,7 @@ enum Transport: Sendable {
 /// bounded concurrency, and records each outcome. Each destination has its own sender, circuit breaker and
 /// retries, so one being down never delays another.
 public final class Sender: Service, Sendable {
-    let store: any WebhookStore
+    let store: any OutboxStore
     let transport: Transport
     let policy: DeliveryPolicy
     let metrics: RouterMetrics
@@ -50,18 +50,18 @@ public final class Sender: Service, Sendable {
     let logger: Logger
 
     /// Koala's sender.
-    public convenience init(store: any WebhookStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
+    public convenience init(store: any OutboxStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
                             health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
         self.init(store: store, transport: .koala(client), policy: policy, metrics: metrics, health: health, logger: logger)
     }
 
     /// The sender of a Segment-compatible destination.
-    public convenience init(store: any WebhookStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
+    public convenience init(store: any OutboxStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
                             metrics: RouterMetrics = RouterMetrics(), health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
         self.init(store: store, transport: .segment(client, destination), policy: policy, metrics: metrics, health: health, logger: logger)
     }
 
-    init(store: any WebhookStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger) {
+    init(store: any OutboxStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger) {
         self.store = store
         self.transport = transport
         self.policy = policy

@@ -29,7 +29,10 @@ public final class PostgresStore: WebhookStore {
     /// This schema's claim lock: replicas of one service take turns, other schemas never wait for them.
     let claimLock: Int64
     private let running = Mutex(false)
-    private let acceptQueue = Mutex<(requests: [QueuedAccept], committers: Int)>(([], 0))
+    private let acceptQueue = Mutex<(requests: [QueuedAccept], committers: Int, stopped: Bool)>(([], 0, false))
+    /// Work that `run()` starts as its own child tasks: a group-commit committer, or an ANALYZE of the outbox.
+    private enum Job { case commit, analyze }
+    private let (jobs, startJob) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .unbounded)
 
     static let migrationLock: Int64 = 0x6B6F_616C_615F_6D69 // "koala_mi"
     static let claimLockBase: Int64 = 0x6B6F_616C_615F_636C // "koala_cl"
@@ -53,11 +56,13 @@ public final class PostgresStore: WebhookStore {
 
     /// Runs the connection pool until graceful shutdown or cancellation. Connecting, checking durability and
     /// migrating must succeed within `start_timeout_ms` (10 s), or `run()` throws (and so does every store call).
+    /// The group-commit committers and the ANALYZE after a slow claim run as its children, so they end with it.
     public func run() async throws {
         guard !running.withLock({ running in defer { running = true }; return running }) else { throw StoreError.stopped }
         try await withThrowingTaskGroup(of: Void.self) { group in
             let client = self.client
             group.addTask { await client.run() }
+            group.addTask { await self.runJobs() }
             do {
                 try await withDeadline(Double(settings.startTimeoutMS) / 1000, "connect and migrate") { [settings, logger] in
                     try await client.withConnection { connection in
@@ -328,13 +333,40 @@ public final class PostgresStore: WebhookStore {
     private func commitWithOthers(_ request: AcceptRequest) async throws -> AcceptOutcome {
         try await started.wait()
         return try await withCheckedThrowingContinuation { continuation in
-            let startCommitter = acceptQueue.withLock { queue -> Bool in
-                queue.requests.append(QueuedAccept(request: request, continuation: continuation))
+            let queued = QueuedAccept(request: request, continuation: continuation)
+            let start = acceptQueue.withLock { queue -> Bool? in
+                guard !queue.stopped else { return nil }
+                queue.requests.append(queued)
                 guard queue.committers < Self.committers else { return false }
                 queue.committers += 1
                 return true
             }
-            if startCommitter { Task { await self.commitQueued() } }
+            switch start {
+            case nil: continuation.resume(throwing: StoreError.stopped)
+            case true?: startJob.yield(.commit)
+            case false?: break
+            }
+        }
+    }
+
+    /// Starts each job asked for as a child task, until graceful shutdown (when the connection pool stops too) or
+    /// cancellation; then refuses new accepts, lets the running jobs finish, and answers the accepts still queued:
+    /// stopped, never silently dropped.
+    private func runJobs() async {
+        await withTaskGroup(of: Void.self) { group in
+            for await job in jobs.cancelOnGracefulShutdown() {
+                switch job {
+                case .commit: group.addTask { await self.commitQueued() }
+                case .analyze: group.addTask { await self.analyzeOutbox() }
+                }
+            }
+            await group.waitForAll()
+            let left = acceptQueue.withLock { queue -> [QueuedAccept] in
+                queue.stopped = true
+                defer { queue.requests = [] }
+                return queue.requests
+            }
+            for queued in left { queued.continuation.resume(throwing: StoreError.stopped) }
         }
     }
 
@@ -530,17 +562,13 @@ public final class PostgresStore: WebhookStore {
                           AND (p.next_attempt_at > \(t) OR p.lease_until > \(t)) OFFSET 0)
                     ORDER BY o.seq LIMIT \(limit)
                     FOR UPDATE OF o SKIP LOCKED
-                    """, logger: logger).rows().map(ClaimedRow.init)
+                    """, logger: logger).rows().map { row in try ClaimedRow(row, destination: destination) }
                 let round = limit > 1 ? try await fillPeople(due, limit: limit) : due
                 guard !round.isEmpty else { return [] }
                 try await connection.query("""
                     UPDATE outbox SET lease_until = \(t + lease), lease_owner = \(owner) WHERE seq = ANY(\(round.map(\.message.seq)))
                     """, logger: logger)
-                return round.map { row in
-                    var message = row.message
-                    message.destination = destination
-                    return message
-                }
+                return round.map(\.message)
             }
             /// Each person's next due messages after those claimed, in order, up to Koala's cap per request, stopping
             /// at one not due or leased; people in order of their first claimed message; the last people are left
@@ -567,7 +595,7 @@ public final class PostgresStore: WebhookStore {
                         """, logger: logger).rows()
                     var stopped = Set<String>()
                     for row in next {
-                        let claimedRow = try ClaimedRow(row)
+                        let claimedRow = try ClaimedRow(row, destination: destination)
                         let key = claimedRow.personKey
                         guard !stopped.contains(key), claimed[key]!.count < cap, try row.get("ready", as: Bool.self) else {
                             stopped.insert(key)
@@ -603,16 +631,17 @@ public final class PostgresStore: WebhookStore {
             last = now
             return true
         }
-        guard due else { return }
-        Task {
-            do {
-                try await withConnection("analyze outbox") { connection, logger in
-                    try await connection.query("ANALYZE outbox", logger: logger)
-                }
-                logger.info("a delivery claim was slow: analyzed the outbox so the next claims are planned for its size")
-            } catch {
-                logger.warning("could not analyze the outbox after a slow claim", metadata: ["error": "\(error)"])
+        if due { startJob.yield(.analyze) }
+    }
+
+    private func analyzeOutbox() async {
+        do {
+            try await withConnection("analyze outbox") { connection, logger in
+                try await connection.query("ANALYZE outbox", logger: logger)
             }
+            logger.info("a delivery claim was slow: analyzed the outbox so the next claims are planned for its size")
+        } catch {
+            logger.warning("could not analyze the outbox after a slow claim", metadata: ["error": "\(error)"])
         }
     }
 
@@ -621,21 +650,10 @@ public final class PostgresStore: WebhookStore {
         let message: OutboxMessage
         let personKey: String
 
-        init(_ row: PostgresRandomAccessRow) throws {
-            message = try PostgresStore.outboxMessage(row)
+        init(_ row: PostgresRandomAccessRow, destination: Destination) throws {
+            message = try OutboxMessage(row: row, destination: destination)
             personKey = try row.get("person_key")
         }
-    }
-
-    static func outboxMessage(_ row: PostgresRandomAccessRow) throws -> OutboxMessage {
-        OutboxMessage(
-            seq: try row.get("seq"), messageID: try row.get("message_id"), source: try row.get("source"), route: try row.get("route"),
-            endpoint: KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person,
-            kind: KoalaMessage.Kind(rawValue: try row.get("kind")) ?? .track,
-            identity: KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"), domain: try row.get("domain"),
-                                    accountID: try row.get("account_id"), userID: try row.get("user_id")),
-            itemJSON: try row.get("item"), eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
-            createdAt: Date(timeIntervalSince1970: try row.get("created_at")), attempts: Int(try row.get("attempts", as: Int64.self)))
     }
 
     public func record(_ outcomes: [DeliveryOutcome]) async throws {
@@ -692,7 +710,7 @@ public final class PostgresStore: WebhookStore {
     // MARK: Retention
 
     /// Runs a data-changing statement and returns how many rows it changed.
-    private static func changed(_ connection: PostgresConnection, _ statement: SQLBuilder, logger: Logger) async throws -> Int {
+    private static func changed(_ connection: PostgresConnection, _ statement: SQLStatement, logger: Logger) async throws -> Int {
         var wrapped = statement
         wrapped.text = "WITH changed AS (\(statement.text) RETURNING 1) SELECT count(*) AS n FROM changed"
         let rows = try await connection.query(wrapped.query, logger: logger).rows()
@@ -702,37 +720,18 @@ public final class PostgresStore: WebhookStore {
     public func prune(before cutoff: Date) async throws -> PruneReport {
         let t = cutoff.timeIntervalSince1970
         return try await withTransaction("prune") { connection, logger in
-            var report = PruneReport()
-            var messages = SQLBuilder()
-            messages.text = "DELETE FROM outbox WHERE status IN (\(literal: [.delivered, .dryRun])) AND finished_at < \(messages.bind(t))"
-            report.messages = try await Self.changed(connection, messages, logger: logger)
-            var webhooks = SQLBuilder()
-            webhooks.text = """
-                DELETE FROM webhooks w WHERE w.received_at < \(webhooks.bind(t)) AND NOT EXISTS (
-                    SELECT 1 FROM outbox o WHERE o.source = w.source AND o.webhook_id = w.webhook_id AND o.status IN (\(literal: [.pending, .waiting])))
-                """
-            report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
-            return report
+            var changed: [Int] = []
+            for statement in OutboxSQL.prune(before: t, .postgres) { changed.append(try await Self.changed(connection, statement, logger: logger)) }
+            return PruneReport(webhooks: changed[1], messages: changed[0])
         }
     }
 
     public func forget(email raw: String) async throws -> PruneReport {
         let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
         return try await withTransaction("forget") { connection, logger in
-            var report = PruneReport()
-            var messages = SQLBuilder()
-            let e1 = messages.bind(email)
-            messages.text = "DELETE FROM outbox WHERE email = \(e1) OR strpos(lower(item), \(e1)) > 0"
-            report.messages = try await Self.changed(connection, messages, logger: logger)
-            var webhooks = SQLBuilder()
-            // Bodies are bytes; 'escape' keeps ASCII as is, which is all an address needs to be found.
-            webhooks.text = "DELETE FROM webhooks WHERE strpos(lower(encode(body, 'escape')), \(webhooks.bind(email))) > 0"
-            report.webhooks = try await Self.changed(connection, webhooks, logger: logger)
-            var identities = SQLBuilder()
-            // A remembered state holding the address as a value goes too (it is JSON text: the quoted address).
-            identities.text = "DELETE FROM identities WHERE email = \(identities.bind(email)) OR strpos(lower(state), \(identities.bind(JSONValue.string(email).encoded()))) > 0"
-            report.identities = try await Self.changed(connection, identities, logger: logger)
-            return report
+            var changed: [Int] = []
+            for statement in OutboxSQL.forget(email: email, .postgres) { changed.append(try await Self.changed(connection, statement, logger: logger)) }
+            return PruneReport(webhooks: changed[1], messages: changed[0], identities: changed[2])
         }
     }
 
@@ -740,7 +739,7 @@ public final class PostgresStore: WebhookStore {
 
     public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
         try await withConnection("read webhooks") { connection, logger in
-            var sql = SQLBuilder()
+            var sql = SQLStatement(.postgres)
             sql.text = """
                 SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
                 WHERE source = \(sql.bind(source)) AND received_at >= \(sql.bind(since.timeIntervalSince1970))
@@ -776,22 +775,9 @@ public final class PostgresStore: WebhookStore {
             var queued = 0
             for message in messages where message.disposition == .send {
               for destination in message.destinations {
-                queued += try await connection.query("""
-                    INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
-                    VALUES (\(message.messageID), \(destination.rawValue), \(message.source), \(message.webhookID), \(message.route), \(message.output.rawValue),
-                        \(message.endpoint.rawValue), \(message.kind.rawValue), \(message.identity.key), \(message.identity.email),
-                        \(message.identity.profileID), \(message.identity.domain), \(message.identity.accountID), \(message.item.encoded()),
-                        \(message.eventTime.timeIntervalSince1970), \(now), \(literal: .pending), \(now), \(literal: .replay), \(message.identity.userID))
-                    ON CONFLICT (message_id, destination) DO UPDATE SET
-                        item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
-                        profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
-                        status = \(literal: .pending), next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
-                        attempts = 0, lease_until = 0, lease_owner = NULL, dead_reason = NULL, dead_detail = NULL,
-                        finished_at = NULL, lane = \(literal: .replay)
-                    WHERE outbox.status <> \(literal: .delivered)
-                    RETURNING 1
-                    """, logger: logger).count()
+                var upsert = OutboxSQL.enqueueReplay(message, destination: destination, at: now, .postgres)
+                upsert.text += " RETURNING 1"
+                queued += try await connection.query(upsert.query, logger: logger).count()
               }
             }
             return queued
@@ -801,65 +787,22 @@ public final class PostgresStore: WebhookStore {
     // MARK: Dead letters
 
     /// Appends the conditions selecting the dead letters a filter means.
-    static func whereClause(_ filter: DeadLetterFilter, into sql: inout SQLBuilder) {
-        var clauses = ["status = \(literal: .dead)"]
-        if !filter.messageIDs.isEmpty { clauses.append("message_id = ANY(\(sql.bind(filter.messageIDs)))") }
-        if let destination = filter.destination { clauses.append("destination = \(sql.bind(destination.rawValue))") }
-        if let source = filter.source { clauses.append("source = \(sql.bind(source))") }
-        if let route = filter.route { clauses.append("route = \(sql.bind(route))") }
-        if let reason = filter.reason { clauses.append("strpos(dead_reason, \(sql.bind(reason))) > 0") }
-        if let since = filter.since { clauses.append("finished_at >= \(sql.bind(since.timeIntervalSince1970))") }
-        if let until = filter.until { clauses.append("finished_at < \(sql.bind(until.timeIntervalSince1970))") }
-        sql.text += clauses.joined(separator: " AND ")
-    }
-
     public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
-        var sql = SQLBuilder("""
-            SELECT seq, message_id, destination, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
-                   dead_reason, dead_detail, item, finished_at, attempts, created_at
-            FROM outbox WHERE
-            """ + " ")
-        Self.whereClause(filter, into: &sql)
-        sql.text += " ORDER BY finished_at, seq LIMIT \(sql.bind(limit))"
-        let query = sql.query
+        let query = OutboxSQL.deadLetters(filter, limit: limit, .postgres).query
         return try await withConnection("read dead letters") { connection, logger in
-            try await connection.query(query, logger: logger).rows().map { row in
-                var letter = DeadLetter(seq: try row.get("seq"), messageID: try row.get("message_id"), source: try row.get("source"),
-                                        webhookID: try row.get("webhook_id"), route: try row.get("route"),
-                                        reason: try row.get("dead_reason", as: String?.self) ?? "", detail: try row.get("dead_detail"),
-                                        itemJSON: try row.get("item"),
-                                        failedAt: Date(timeIntervalSince1970: try row.get("finished_at", as: Double?.self) ?? 0))
-                letter.output = try row.get("output")
-                letter.destination = Destination(rawValue: try row.get("destination")) ?? .koala
-                letter.endpoint = KoalaEndpoint(rawValue: try row.get("endpoint")) ?? .person
-                letter.identity = KoalaIdentity(email: try row.get("email"), profileID: try row.get("profile_id"),
-                                                domain: try row.get("domain"), accountID: try row.get("account_id"))
-                letter.attempts = Int(try row.get("attempts", as: Int64.self))
-                letter.createdAt = Date(timeIntervalSince1970: try row.get("created_at"))
-                return letter
-            }
+            try await connection.query(query, logger: logger).rows().map { row in try DeadLetter(row: row) }
         }
     }
 
     public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
-        var sql = SQLBuilder()
-        let t = sql.bind(at.timeIntervalSince1970)
-        sql.text = """
-            UPDATE outbox SET status = \(literal: .pending), next_attempt_at = \(t), created_at = \(t), attempts = 0, lease_until = 0, lease_owner = NULL,
-                dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
-            WHERE (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL) AND
-            """ + " "
-        Self.whereClause(filter, into: &sql)
-        let statement = sql
+        let statement = OutboxSQL.retryDeadLetters(filter, at: at, .postgres)
         return try await withTransaction("retry dead letters") { connection, logger in
             try await Self.changed(connection, statement, logger: logger)
         }
     }
 
     public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
-        var sql = SQLBuilder("DELETE FROM outbox WHERE ")
-        Self.whereClause(filter, into: &sql)
-        let statement = sql
+        let statement = OutboxSQL.dropDeadLetters(filter, .postgres)
         return try await withTransaction("drop dead letters") { connection, logger in
             try await Self.changed(connection, statement, logger: logger)
         }
@@ -944,14 +887,7 @@ public final class PostgresStore: WebhookStore {
         bindings.append(webhookID)
         let query = PostgresQuery(unsafeSQL: WebhookListing.messages { "$\($0)" }, binds: bindings)
         return try await withConnection("webhook messages") { connection, logger in
-            try await connection.query(query, logger: logger).rows().map { row in
-                MessageRecord(destination: try row.get("destination"), messageID: try row.get("message_id"), route: try row.get("route"),
-                              endpoint: try row.get("endpoint"), state: OutboxStatus(rawValue: try row.get("status", as: Int64.self)) ?? .pending,
-                              attempts: Int(try row.get("attempts", as: Int64.self)), lastError: try row.get("last_error"),
-                              deadReason: try row.get("dead_reason"), deadDetail: try row.get("dead_detail"),
-                              nextAttemptAt: try row.get("next_attempt_at", as: Double?.self).map { Date(timeIntervalSince1970: $0) },
-                              finishedAt: try row.get("finished_at", as: Double?.self).map { Date(timeIntervalSince1970: $0) })
-            }
+            try await connection.query(query, logger: logger).rows().map { row in try MessageRecord(row: row) }
         }
     }
 

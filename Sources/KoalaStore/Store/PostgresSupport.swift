@@ -3,20 +3,21 @@ import KoalaCore
 import PostgresNIO
 import Synchronization
 
-/// A query assembled piece by piece, with `$n` placeholders for its binds (for dynamic WHERE clauses).
-struct SQLBuilder {
-    var text = ""
-    var binds = PostgresBindings()
-
-    init(_ text: String = "") { self.text = text }
-
-    /// Appends a placeholder for `value` and returns it.
-    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
-        binds.append(value)
-        return "$\(binds.count)"
+extension SQLStatement {
+    /// The statement for postgres-nio (built with the PostgreSQL dialect).
+    var query: PostgresQuery {
+        var binds = PostgresBindings()
+        for value in values {
+            switch value {
+            case .text(let text?): binds.append(text)
+            case .text(nil): binds.appendNull()
+            case .integer(let number): binds.append(number)
+            case .real(let number): binds.append(number)
+            case .texts(let texts): binds.append(texts)
+            }
+        }
+        return PostgresQuery(unsafeSQL: text, binds: binds)
     }
-
-    var query: PostgresQuery { PostgresQuery(unsafeSQL: text, binds: binds) }
 }
 
 /// Outbox states and lanes in a PostgreSQL query's text: spliced in as literals, not bound (see `OutboxStatus.sql`).
@@ -24,6 +25,13 @@ extension PostgresQuery.StringInterpolation {
     mutating func appendInterpolation(literal status: OutboxStatus) { appendInterpolation(unescaped: status.sql) }
     mutating func appendInterpolation(literal states: [OutboxStatus]) { appendInterpolation(unescaped: states.map(\.sql).joined(separator: ", ")) }
     mutating func appendInterpolation(literal lane: OutboxLane) { appendInterpolation(unescaped: lane.sql) }
+}
+
+/// PostgreSQL's rows for the shared decoders (StoreRows.swift).
+extension PostgresRandomAccessRow: StoreRow {
+    func text(_ column: String) throws -> String? { try get(column, as: String?.self) }
+    func integer(_ column: String) throws -> Int64? { try get(column, as: Int64?.self) }
+    func real(_ column: String) throws -> Double? { try get(column, as: Double?.self) }
 }
 
 extension PostgresRandomAccessRow {

@@ -6,12 +6,12 @@ import ServiceLifecycle
 /// Background service that prunes raw webhooks (they hold personal data) and delivered messages after
 /// the retention period. Dead letters, and webhooks whose messages are still pending or waiting, stay.
 public final class Retention: Service, Sendable {
-    let store: any WebhookStore
+    let store: any OperatorStore
     let keep: TimeInterval
     let interval: TimeInterval
     let logger: Logger
 
-    public init(store: any WebhookStore, keep: TimeInterval, interval: TimeInterval = 600, logger: Logger) {
+    public init(store: any OperatorStore, keep: TimeInterval, interval: TimeInterval = 600, logger: Logger) {
         self.store = store
         self.keep = keep
         self.interval = interval

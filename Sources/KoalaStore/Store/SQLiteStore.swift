@@ -508,18 +508,7 @@ public final class SQLiteStore: WebhookStore {
             }
             guard !rows.isEmpty else { return [] }
             if limit > 1 { rows = try Self.fillPeople(db, rows, now: t, limit: limit, destination: destination.rawValue) }
-            let messages = rows.map { row in
-                var message = OutboxMessage(
-                    seq: row["seq"], messageID: row["message_id"], source: row["source"], route: row["route"],
-                    endpoint: KoalaEndpoint(rawValue: row["endpoint"]) ?? .person,
-                    kind: KoalaMessage.Kind(rawValue: row["kind"]) ?? .track,
-                    identity: KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"],
-                                            userID: row["user_id"]),
-                    itemJSON: row["item"], eventTime: Date(timeIntervalSince1970: row["event_time"]),
-                    createdAt: Date(timeIntervalSince1970: row["created_at"]), attempts: row["attempts"])
-                message.destination = destination
-                return message
-            }
+            let messages = try rows.map { row in try OutboxMessage(row: row, destination: destination) }
             try Self.update(db, "UPDATE outbox SET lease_until = ? WHERE seq IN", [t + lease], messages.map(\.seq))
             return messages
         }
@@ -550,31 +539,16 @@ public final class SQLiteStore: WebhookStore {
     public func prune(before cutoff: Date) async throws -> PruneReport {
         let t = cutoff.timeIntervalSince1970
         return try await pool.write { db in
-            var report = PruneReport()
-            try db.execute(sql: "DELETE FROM outbox WHERE status IN (\(literal: [.delivered, .dryRun])) AND finished_at < ?", arguments: [t])
-            report.messages = db.changesCount
-            try db.execute(sql: """
-                DELETE FROM webhooks WHERE received_at < ? AND NOT EXISTS (
-                    SELECT 1 FROM outbox o WHERE o.source = webhooks.source AND o.webhook_id = webhooks.webhook_id AND o.status IN (\(literal: [.pending, .waiting])))
-                """, arguments: [t])
-            report.webhooks = db.changesCount
-            return report
+            let changed = try OutboxSQL.prune(before: t, .sqlite).map { try db.changes($0) }
+            return PruneReport(webhooks: changed[1], messages: changed[0])
         }
     }
 
     public func forget(email raw: String) async throws -> PruneReport {
         let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
         return try await pool.write { db in
-            var report = PruneReport()
-            try db.execute(sql: "DELETE FROM outbox WHERE email = ? OR instr(lower(item), ?) > 0", arguments: [email, email])
-            report.messages = db.changesCount
-            try db.execute(sql: "DELETE FROM webhooks WHERE instr(lower(CAST(body AS TEXT)), ?) > 0", arguments: [email])
-            report.webhooks = db.changesCount
-            // A remembered state holding the address as a value goes too (it is JSON text: the quoted address).
-            try db.execute(sql: "DELETE FROM identities WHERE email = ? OR instr(lower(state), ?) > 0",
-                           arguments: [email, JSONValue.string(email).encoded()])
-            report.identities = db.changesCount
-            return report
+            let changed = try OutboxSQL.forget(email: email, .sqlite).map { try db.changes($0) }
+            return PruneReport(webhooks: changed[1], messages: changed[0], identities: changed[2])
         }
     }
 
@@ -622,22 +596,7 @@ public final class SQLiteStore: WebhookStore {
             var queued = 0
             for message in messages where message.disposition == .send {
               for destination in message.destinations {
-                try db.execute(sql: """
-                    INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
-                        domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \(literal: .pending), ?, \(literal: .replay), ?)
-                    ON CONFLICT (message_id, destination) DO UPDATE SET
-                        item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
-                        profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
-                        status = \(literal: .pending), next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
-                        attempts = 0, lease_until = 0, dead_reason = NULL, dead_detail = NULL, finished_at = NULL, lane = \(literal: .replay)
-                    WHERE outbox.status <> \(literal: .delivered)
-                    """, arguments: [
-                        message.messageID, destination.rawValue, message.source, message.webhookID, message.route, message.output.rawValue,
-                        message.endpoint.rawValue, message.kind.rawValue, message.identity.key, message.identity.email,
-                        message.identity.profileID, message.identity.domain, message.identity.accountID, message.item.encoded(),
-                        message.eventTime.timeIntervalSince1970, now, now, message.identity.userID,
-                    ])
+                try db.execute(OutboxSQL.enqueueReplay(message, destination: destination, at: now, .sqlite))
                 queued += db.changesCount
               }
             }
@@ -646,68 +605,19 @@ public final class SQLiteStore: WebhookStore {
     }
 
     /// SQL and arguments selecting the dead letters a filter means.
-    static func whereClause(_ filter: DeadLetterFilter) -> (String, StatementArguments) {
-        var clauses = ["status = \(literal: .dead)"]
-        var arguments = StatementArguments()
-        if !filter.messageIDs.isEmpty {
-            clauses.append("message_id IN (\(Array(repeating: "?", count: filter.messageIDs.count).joined(separator: ",")))")
-            arguments += StatementArguments(filter.messageIDs)
-        }
-        if let destination = filter.destination { clauses.append("destination = ?"); arguments += [destination.rawValue] }
-        if let source = filter.source { clauses.append("source = ?"); arguments += [source] }
-        if let route = filter.route { clauses.append("route = ?"); arguments += [route] }
-        if let reason = filter.reason { clauses.append("instr(dead_reason, ?) > 0"); arguments += [reason] }
-        if let since = filter.since { clauses.append("finished_at >= ?"); arguments += [since.timeIntervalSince1970] }
-        if let until = filter.until { clauses.append("finished_at < ?"); arguments += [until.timeIntervalSince1970] }
-        return (clauses.joined(separator: " AND "), arguments)
-    }
-
     public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
-        let (whereSQL, arguments) = Self.whereClause(filter)
-        var combined = arguments
-        combined += [limit]
-        let all = combined
+        let statement = OutboxSQL.deadLetters(filter, limit: limit, .sqlite)
         return try await pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT seq, message_id, destination, source, webhook_id, route, output, endpoint, email, profile_id, domain, account_id,
-                       dead_reason, dead_detail, item, finished_at, attempts, created_at
-                FROM outbox WHERE \(whereSQL) ORDER BY finished_at, seq LIMIT ?
-                """, arguments: all).map { row in
-                var letter = DeadLetter(seq: row["seq"], messageID: row["message_id"], source: row["source"], webhookID: row["webhook_id"],
-                                        route: row["route"], reason: row["dead_reason"] ?? "", detail: row["dead_detail"],
-                                        itemJSON: row["item"], failedAt: Date(timeIntervalSince1970: row["finished_at"] ?? 0))
-                letter.output = row["output"]
-                letter.destination = Destination(rawValue: row["destination"]) ?? .koala
-                letter.endpoint = KoalaEndpoint(rawValue: row["endpoint"]) ?? .person
-                letter.identity = KoalaIdentity(email: row["email"], profileID: row["profile_id"], domain: row["domain"], accountID: row["account_id"])
-                letter.attempts = row["attempts"]
-                letter.createdAt = Date(timeIntervalSince1970: row["created_at"])
-                return letter
-            }
+            try Row.fetchAll(db, sql: statement.text, arguments: statement.arguments).map { row in try DeadLetter(row: row) }
         }
     }
 
     public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
-        let (whereSQL, arguments) = Self.whereClause(filter)
-        var combined: StatementArguments = [at.timeIntervalSince1970, at.timeIntervalSince1970]
-        combined += arguments
-        let all = combined
-        return try await pool.write { db in
-            try db.execute(sql: """
-                UPDATE outbox SET status = \(literal: .pending), next_attempt_at = ?, created_at = ?, attempts = 0, lease_until = 0,
-                    dead_reason = NULL, dead_detail = NULL, finished_at = NULL, last_error = NULL
-                WHERE \(whereSQL) AND (email IS NOT NULL OR profile_id IS NOT NULL OR domain IS NOT NULL OR account_id IS NOT NULL)
-                """, arguments: all)
-            return db.changesCount
-        }
+        try await pool.write { db in try db.changes(OutboxSQL.retryDeadLetters(filter, at: at, .sqlite)) }
     }
 
     public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
-        let (whereSQL, arguments) = Self.whereClause(filter)
-        return try await pool.write { db in
-            try db.execute(sql: "DELETE FROM outbox WHERE \(whereSQL)", arguments: arguments)
-            return db.changesCount
-        }
+        try await pool.write { db in try db.changes(OutboxSQL.dropDeadLetters(filter, .sqlite)) }
     }
 
     public func counts() async throws -> OutboxCounts {
@@ -773,13 +683,7 @@ public final class SQLiteStore: WebhookStore {
 
     public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: WebhookListing.messages { _ in "?" }, arguments: [source, webhookID]).map { row in
-                MessageRecord(destination: row["destination"], messageID: row["message_id"], route: row["route"], endpoint: row["endpoint"],
-                              state: OutboxStatus(rawValue: row["status"]) ?? .pending, attempts: row["attempts"],
-                              lastError: row["last_error"], deadReason: row["dead_reason"], deadDetail: row["dead_detail"],
-                              nextAttemptAt: (row["next_attempt_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
-                              finishedAt: (row["finished_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
-            }
+            try Row.fetchAll(db, sql: WebhookListing.messages { _ in "?" }, arguments: [source, webhookID]).map { row in try MessageRecord(row: row) }
         }
     }
 
@@ -841,5 +745,36 @@ public final class SQLiteStore: WebhookStore {
         var arguments = StatementArguments(leading)
         arguments += [list]
         try db.cachedStatement(sql: "\(sql) (SELECT value FROM json_each(?))").execute(arguments: arguments)
+    }
+}
+
+/// GRDB's rows for the shared decoders (StoreRows.swift).
+extension Row: StoreRow {
+    func text(_ column: String) -> String? { self[column] }
+    func integer(_ column: String) -> Int64? { self[column] }
+    func real(_ column: String) -> Double? { self[column] }
+}
+
+extension SQLStatement {
+    /// The values as GRDB's arguments (built with SQLite's dialect, which binds no arrays).
+    var arguments: StatementArguments {
+        StatementArguments(values.map { value -> DatabaseValue in
+            switch value {
+            case .text(let text): text.databaseValue
+            case .integer(let number): number.databaseValue
+            case .real(let number): number.databaseValue
+            case .texts: .null  // SQLite's dialect binds each element on its own (`SQLStatement.oneOf`)
+            }
+        })
+    }
+}
+
+extension Database {
+    func execute(_ statement: SQLStatement) throws { try execute(sql: statement.text, arguments: statement.arguments) }
+
+    /// Runs a data-changing statement and returns how many rows it changed.
+    func changes(_ statement: SQLStatement) throws -> Int {
+        try execute(statement)
+        return changesCount
     }
 }

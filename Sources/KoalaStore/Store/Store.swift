@@ -118,14 +118,14 @@ public struct WebhookSummary: Sendable, Equatable {
 
 /// One outbox entry of a webhook, as the console shows it.
 public struct MessageRecord: Sendable, Equatable {
-    /// Where it goes (`koala`, or a Segment-compatible destination's name).
-    public let destination: String
+    /// Where it goes.
+    public let destination: Destination
     /// The idempotency key.
     public let messageID: String
     /// The route that produced it.
     public let route: String
     /// The endpoint it is sent to.
-    public let endpoint: String
+    public let endpoint: KoalaEndpoint
     /// Where it is in the outbox.
     public let state: OutboxStatus
     /// How many times it was sent.
@@ -317,8 +317,8 @@ public struct DeadLetter: Sendable, Equatable {
     let itemJSON: String
     /// When it was dead-lettered.
     public let failedAt: Date
-    /// Which output of the route.
-    public var output: String = ""
+    /// Which output of the route (nil for a row whose output this version does not know).
+    public var output: KoalaMessage.Output?
     /// The destination it failed to reach.
     public var destination: Destination = .koala
     var endpoint: KoalaEndpoint = .person
@@ -337,12 +337,13 @@ public struct DeadLetter: Sendable, Equatable {
     public var json: JSONValue {
         var object: [String: JSONValue] = [
             "message_id": .string(messageID), "destination": .string(destination.rawValue), "source": .string(source),
-            "webhook_id": .string(webhookID), "route": .string(route), "output": .string(output), "endpoint": .string(endpoint.path),
+            "webhook_id": .string(webhookID), "route": .string(route), "endpoint": .string(endpoint.path),
             "reason": .string(reason), "failed_at": .string(Timestamps.iso(failedAt)),
             "accepted_at": .string(Timestamps.iso(createdAt)), "attempts": .int(Int64(attempts)),
             "item": (try? JSONValue.parse(Array(itemJSON.utf8))) ?? .string(itemJSON),
         ]
         if let detail { object["detail"] = .string(detail) }
+        if let output { object["output"] = .string(output.rawValue) }
         var who: [String: JSONValue] = [:]
         for (k, v) in identity.topLevel { who[k] = .string(v) }
         object["identity"] = .object(who)
@@ -425,7 +426,21 @@ public struct WaitingMessage: Sendable, Equatable {
 /// A store is a `Service`: `run()` holds what it runs in the background (SQLite's group-commit writer,
 /// PostgreSQL's connection pool) and returns after graceful shutdown or cancellation, with the store closed.
 /// `serve` runs it as the first service of its group, so it stops last; commands and tests use `whileRunning`.
-public protocol WebhookStore: Service {
+///
+/// The contract is split by role, so each part of the service depends on the few methods it uses: ingest on
+/// `IngestStore`, the sender on `OutboxStore`, the identity resolver on `WaitingStore`, operators' tools (replay,
+/// dead letters, the console, retention, backfill) on `OperatorStore`.
+public protocol WebhookStore: Service, IngestStore, OutboxStore, WaitingStore, OperatorStore {
+    /// Whether the store can take webhooks right now (for `/readyz`): it answers, and, when the last write was
+    /// refused (a full disk, a read-only database), a small write now succeeds.
+    func health() async -> StoreHealth
+    /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before
+    /// it listens.
+    func ready() async throws
+}
+
+/// What ingest needs of the store.
+public protocol IngestStore: Sendable {
     /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
     /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
     /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
@@ -434,22 +449,35 @@ public protocol WebhookStore: Service {
 
     /// What was remembered for `source` under these keys: identities and states.
     func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered]
+    /// Why the database refuses writes, as the last write said (nil: it did not); no round trip.
+    var writeRefusal: String? { get }
+}
 
+/// What the identity resolver needs of the store: the messages waiting for an identity, and what releases them.
+public protocol WaitingStore: Sendable {
+    /// What was remembered for `source` under these keys: identities and states.
+    func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered]
     /// Leases waiting messages whose memory entry now exists or whose wait has run out.
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage]
     /// Settles a waiting message: released (pending, routed again), still waiting on another key, or dead.
     func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws
     /// A stored webhook, as it was accepted.
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook?
+}
 
+/// What a sender needs of the store: the outbox of its destination.
+public protocol OutboxStore: Sendable {
     /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
     /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
     func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage]
 
     /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
     func record(_ outcomes: [DeliveryOutcome]) async throws
+}
 
-
+/// What operators' tools need of the store: retention and erasure, replay, dead letters, the console's
+/// listings and sessions, and backfill's progress.
+public protocol OperatorStore: Sendable {
     /// Deletes stored webhooks received before `cutoff` (except those whose messages still wait or are
     /// pending) and delivered messages finished before it. Dead letters stay until handled.
     func prune(before cutoff: Date) async throws -> PruneReport
@@ -498,14 +526,6 @@ public protocol WebhookStore: Service {
     func saveProgress(name: String, value: String?, at: Date) async throws
     /// The progress entries whose name begins with `prefix`, by name.
     func progress(prefix: String) async throws -> [ProgressEntry]
-    /// Whether the store can take webhooks right now (for `/readyz`): it answers, and, when the last write was
-    /// refused (a full disk, a read-only database), a small write now succeeds.
-    func health() async -> StoreHealth
-    /// Why the database refuses writes, as the last write said (nil: it did not); no round trip.
-    var writeRefusal: String? { get }
-    /// Returns once `run()` has connected and migrated; throws why it could not. `serve` waits for it before
-    /// it listens.
-    func ready() async throws
 }
 
 extension WebhookStore {

@@ -55,7 +55,7 @@ struct BackfillTests {
             self.store = store
             let table = try RuleLoader(environment: BackfillTests.environment).load(directory: repositoryRoot + "/routes")
             ingest = Ingest(rules: RulesHolder(table), store: store, linger: 0, identityWait: 3600, metrics: metrics, logger: quietLogger)
-            backfill = Backfill(ingest: ingest, logger: quietLogger)
+            backfill = Backfill(ingest: ingest, store: store, logger: quietLogger)
         }
 
         /// Everything queued since the last call, then marked delivered (as the sender would).

@@ -221,7 +221,7 @@ struct StoreTests {
             #expect(try await store.webhooks(source: "paddle", matching: WebhookQuery(), after: nil, limit: 9).isEmpty)
             #expect(try await store.webhooks(email: "p1@x.io", limit: 9).map(\.webhookID) == ["evt_ls_5", "evt_ls_3", "evt_ls_1"])
             let messages = try await store.messages(source: "stripe", webhookID: "evt_ls_5")
-            #expect(messages.count == 1 && messages[0].state == .dead && messages[0].deadReason == "bad" && messages[0].destination == "koala")
+            #expect(messages.count == 1 && messages[0].state == .dead && messages[0].deadReason == "bad" && messages[0].destination == .koala && messages[0].endpoint == .person)
         }
     }
 
