@@ -76,7 +76,7 @@ public enum FuzzHarness {
         "basic-auth": Array("s3cret:with:colons".utf8),
         "bearer-token": Array("tok_123".utf8),
     ]
-    public static let hmacOptions: Schemes.Options = ["header": "X-Sig", "algorithm": "sha512", "encoding": "base64", "prefix": "sha512=",
+    package static let hmacOptions: Schemes.Options = ["header": "X-Sig", "algorithm": "sha512", "encoding": "base64", "prefix": "sha512=",
                                                       "timestamp_header": "X-Ts", "id_header": "X-Delivery", "signed": "{timestamp}:{id}:{body}"]
 
     static let verifiers: [String: any SignatureVerifier] = {

@@ -2,22 +2,22 @@ import Logging
 import Synchronization
 
 /// A log handler that keeps every line (`level message key=value …`), for tests that check what is logged.
-public final class CapturingLogHandler: LogHandler, @unchecked Sendable {
-    public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level = .trace
+package final class CapturingLogHandler: LogHandler, @unchecked Sendable {
+    package var metadata: Logger.Metadata = [:]
+    package var logLevel: Logger.Level = .trace
     private let captured = Mutex<[String]>([])
 
-    public init() {}
+    package init() {}
 
     /// The lines so far.
-    public var lines: [String] { captured.withLock { $0 } }
+    package var lines: [String] { captured.withLock { $0 } }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         captured.withLock { $0.append("\(event.level) \(event.message)" + (fields.isEmpty ? "" : " " + fields)) }

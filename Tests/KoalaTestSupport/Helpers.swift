@@ -3,17 +3,17 @@ import HTTPTypes
 import KoalaCore
 import Logging
 
-public let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+package let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// A fresh temporary folder for one test.
-public func temporaryDirectory() -> String {
+package func temporaryDirectory() -> String {
     let path = NSTemporaryDirectory() + "koala-router-tests/" + UUID().uuidString
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-public func eventually(timeout: Double = 10, _ condition: () async throws -> Bool) async rethrows -> Bool {
+package func eventually(timeout: Double = 10, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try await condition() { return true }
@@ -23,7 +23,7 @@ public func eventually(timeout: Double = 10, _ condition: () async throws -> Boo
 }
 
 /// The repository root (tests read the shipped routes/).
-public let repositoryRoot: String = {
+package let repositoryRoot: String = {
     var url = URL(fileURLWithPath: #filePath)
     while url.path != "/" {
         url.deleteLastPathComponent()
@@ -32,29 +32,29 @@ public let repositoryRoot: String = {
     return FileManager.default.currentDirectoryPath
 }()
 
-public let testSecret = "whsec_koala_router_tests"
+package let testSecret = "whsec_koala_router_tests"
 
 /// A Stripe-shaped event body.
-public func stripeEvent(id: String, type: String, created: Int = 1_732_871_520, object: JSONValue) -> [UInt8] {
+package func stripeEvent(id: String, type: String, created: Int = 1_732_871_520, object: JSONValue) -> [UInt8] {
     Array(JSONValue.object(["id": .string(id), "object": "event", "type": .string(type), "created": .int(Int64(created)),
                             "data": ["object": object]]).encoded().utf8)
 }
 
-public func invoicePaid(id: String, email: String, amount: Int64 = 4900, created: Int = 1_732_871_520) -> [UInt8] {
+package func invoicePaid(id: String, email: String, amount: Int64 = 4900, created: Int = 1_732_871_520) -> [UInt8] {
     stripeEvent(id: id, type: "invoice.paid", created: created, object: [
         "id": .string("in_\(id)"), "object": "invoice", "customer_email": .string(email), "amount_paid": .int(amount),
         "currency": "usd", "customer": "cus_1", "number": "INV-1", "billing_reason": "subscription_create",
     ])
 }
 
-public func stripeHeaders(_ body: [UInt8], secret: String = testSecret, timestamp: Int64 = Int64(Date().timeIntervalSince1970)) -> HTTPFields {
+package func stripeHeaders(_ body: [UInt8], secret: String = testSecret, timestamp: Int64 = Int64(Date().timeIntervalSince1970)) -> HTTPFields {
     [HTTPField.Name("Stripe-Signature")!: StripeVerifier.sign(body: body, secret: secret, timestamp: timestamp),
      .contentType: "application/json"]
 }
 
 
 /// Header fields from name → value pairs.
-public func fields(_ pairs: [String: String]) -> HTTPFields {
+package func fields(_ pairs: [String: String]) -> HTTPFields {
     var f = HTTPFields()
     for (k, v) in pairs { f[HTTPField.Name(k)!] = v }
     return f
@@ -62,7 +62,7 @@ public func fields(_ pairs: [String: String]) -> HTTPFields {
 
 /// Runs a program to its end and returns its exit status with its standard output and error together.
 /// `folder`: the working directory (default: this process's).
-public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String], in folder: String? = nil) throws -> (status: Int32, output: String) {
+package func runProgram(_ executable: String, _ arguments: [String], environment: [String: String], in folder: String? = nil) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -78,10 +78,10 @@ public func runProgram(_ executable: String, _ arguments: [String], environment:
 }
 
 /// SplitMix64: a repeatable random order per seed.
-public struct SeededGenerator: RandomNumberGenerator {
+package struct SeededGenerator: RandomNumberGenerator {
     var state: UInt64
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    public mutating func next() -> UInt64 {
+    package init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

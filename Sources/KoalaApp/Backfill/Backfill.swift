@@ -15,9 +15,9 @@ import Synchronization
 /// is a `baseline` movement. Its id is the object's id and a digest of what it leads to, so reading an unchanged
 /// object again is a duplicate, and one whose outcome the state known already says is not stored at all; a
 /// snapshot older than the state known (its version is the time it was read) changes nothing.
-public struct Backfill: Sendable {
+package struct Backfill: Sendable {
     /// Reading every object to set state, or comparing with the state known to correct what webhooks missed.
-    public enum Mode: String, Sendable {
+    package enum Mode: String, Sendable {
         /// `koala-router backfill`.
         case backfill
         /// `koala-router reconcile`, or the schedule of `serve`.
@@ -25,34 +25,34 @@ public struct Backfill: Sendable {
     }
 
     /// What to read and how.
-    public struct Options: Sendable {
+    package struct Options: Sendable {
         /// The source (rule file) whose routes take the snapshots.
-        public var source: String
+        package var source: String
         /// Whose API to read.
-        public var provider: ProviderKind
+        package var provider: ProviderKind
         /// The read-only API key.
-        public var apiKey: String
+        package var apiKey: String
         /// The API's base URL.
-        public var apiURL: String
+        package var apiURL: String
         /// Backfill or reconcile.
-        public var mode: Mode = .backfill
+        package var mode: Mode = .backfill
         /// Route and print, store nothing.
-        public var dryRun = false
+        package var dryRun = false
         /// Only objects changed (Stripe: created) at or after this time.
-        public var since: Date?
+        package var since: Date?
         /// Objects routed at once, and sub-requests at once.
-        public var concurrency = 4
+        package var concurrency = 4
         /// Requests per second to the provider.
-        public var requestsPerSecond: Double
+        package var requestsPerSecond: Double
         /// Start from the first page even when a stored cursor says where the last run stopped.
-        public var restart = false
+        package var restart = false
         /// Seconds one request may take before it is abandoned and tried again.
-        public var requestTimeout: TimeInterval = 60
+        package var requestTimeout: TimeInterval = 60
         /// The read time of each page (tests set it to play an old snapshot).
-        public var clock: @Sendable () -> Date = { Date() }
+        package var clock: @Sendable () -> Date = { Date() }
 
         /// Options with the provider's default rate.
-        public init(source: String, provider: ProviderKind, apiKey: String, apiURL: String, mode: Mode = .backfill) {
+        package init(source: String, provider: ProviderKind, apiKey: String, apiURL: String, mode: Mode = .backfill) {
             self.source = source
             self.provider = provider
             self.apiKey = apiKey
@@ -63,43 +63,43 @@ public struct Backfill: Sendable {
     }
 
     /// What a run did.
-    public struct Summary: Sendable {
+    package struct Summary: Sendable {
         /// Objects read, by kind.
-        public var objects: [String: Int] = [:]
+        package var objects: [String: Int] = [:]
         /// Snapshots stored (new or changed outcome).
-        public var stored = 0
+        package var stored = 0
         /// Messages queued (or, in a dry run, that would be).
-        public var messages = 0
+        package var messages = 0
         /// Messages dead-lettered (an identity missing).
-        public var deadLettered = 0
+        package var deadLettered = 0
         /// Messages waiting for an identity.
-        public var waiting = 0
+        package var waiting = 0
         /// Snapshots that sent at least one message: for `reconcile`, the corrections.
-        public var corrections = 0
+        package var corrections = 0
         /// Accounts (domains) and people (emails, profile ids) messages went to.
-        public var accounts: Set<String> = []
+        package var accounts: Set<String> = []
         /// People messages went to.
-        public var people: Set<String> = []
+        package var people: Set<String> = []
         /// Objects that changed nothing, by why.
-        public var skipped: [String: Int] = [:]
+        package var skipped: [String: Int] = [:]
         /// Pages read.
-        public var pages = 0
+        package var pages = 0
         /// Requests made to the provider.
-        public var requests = 0
+        package var requests = 0
         /// 429 answers.
-        public var rateLimited = 0
+        package var rateLimited = 0
         /// Retries after 5xx or network errors.
-        public var retried = 0
+        package var retried = 0
         /// Phases continued from a stored cursor.
-        public var resumed: [String] = []
+        package var resumed: [String] = []
         /// Wall seconds.
-        public var seconds = 0.0
+        package var seconds = 0.0
 
         /// Objects read in all.
-        public var total: Int { objects.values.reduce(0, +) }
+        package var total: Int { objects.values.reduce(0, +) }
 
         /// The summary as JSON (kept for the console after a reconcile).
-        public var json: JSONValue {
+        package var json: JSONValue {
             .object([
                 "objects": .int(Int64(total)), "stored": .int(Int64(stored)), "messages": .int(Int64(messages)),
                 "corrections": .int(Int64(corrections)), "accounts": .int(Int64(accounts.count)), "people": .int(Int64(people.count)),
@@ -109,21 +109,21 @@ public struct Backfill: Sendable {
     }
 
     /// Progress as it goes, for a terminal.
-    public struct Progress: Sendable {
+    package struct Progress: Sendable {
         /// The phase (`customers`, `subscriptions` …).
-        public let phase: String
+        package let phase: String
         /// Objects of this phase done.
-        public let done: Int
+        package let done: Int
         /// Of how many, when the API tells.
-        public let total: Int?
+        package let total: Int?
         /// Objects per second in this phase.
-        public let rate: Double
+        package let rate: Double
     }
 
     /// Why a run cannot start or stopped.
-    public struct Failure: Error, CustomStringConvertible {
+    package struct Failure: Error, CustomStringConvertible {
         /// What is wrong and what to do.
-        public let description: String
+        package let description: String
     }
 
     let ingest: Ingest
@@ -133,7 +133,7 @@ public struct Backfill: Sendable {
     let metrics: RouterMetrics
 
     /// A run with the rules `ingest` uses, keeping its progress in `store` (the one `ingest` writes to).
-    public init(ingest: Ingest, store: any OperatorStore & IngestStore, logger: Logger) {
+    package init(ingest: Ingest, store: any OperatorStore & IngestStore, logger: Logger) {
         self.ingest = ingest
         self.store = store
         metrics = ingest.metrics
@@ -143,7 +143,7 @@ public struct Backfill: Sendable {
     /// The name of a phase's stored cursor.
     static func cursorName(_ mode: Mode, _ source: String, _ phase: String) -> String { "\(mode.rawValue):\(source):\(phase)" }
     /// The name of the last reconcile's summary.
-    public static func lastReconcileName(_ source: String) -> String { "last-reconcile:\(source)" }
+    package static func lastReconcileName(_ source: String) -> String { "last-reconcile:\(source)" }
     /// What a finished phase's cursor says.
     static let finished = "done"
     /// The memory namespace of each object's last outcome digest.
@@ -151,7 +151,7 @@ public struct Backfill: Sendable {
 
     /// Reads every page of every phase, routes and stores each object; `progress` is called after each page,
     /// `printed` with each request a dry run would send.
-    public func run(_ options: Options, progress: (@Sendable (Progress) -> Void)? = nil,
+    package func run(_ options: Options, progress: (@Sendable (Progress) -> Void)? = nil,
                     printed: (@Sendable (String) -> Void)? = nil) async throws -> Summary {
         let started = ContinuousClock.now
         let table = ingest.rules.table

@@ -8,11 +8,11 @@ import Synchronization
 /// Reads a provider's list API politely: at most `requestsPerSecond` requests (a token bucket shared by every
 /// task of the run), 429 answered by waiting what `Retry-After` says, 5xx, timeouts and dropped connections
 /// retried with growing pauses, any other answer an error that says what to fix.
-public final class ProviderHTTP: Sendable {
+package final class ProviderHTTP: Sendable {
     /// Why a read failed for good.
-    public struct Failure: Error, CustomStringConvertible {
+    package struct Failure: Error, CustomStringConvertible {
         /// What happened and what to do.
-        public let description: String
+        package let description: String
     }
 
     let client: HTTPClient

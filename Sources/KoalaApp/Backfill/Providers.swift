@@ -4,7 +4,7 @@ import KoalaCore
 /// The providers `backfill` and `reconcile` read, with their list APIs as their references document them:
 /// paths, pagination (Stripe's `starting_after`, Paddle's and WorkOS's `after`, Chargebee's `next_offset`,
 /// Lemon Squeezy's `page[number]`, Clerk's `offset`), authentication and documented rate limits.
-public enum ProviderKind: String, Sendable, CaseIterable {
+package enum ProviderKind: String, Sendable, CaseIterable {
     /// Stripe: customers, subscriptions (every status, discounts expanded).
     case stripe
     /// Paddle Billing: discounts, customers, subscriptions.
@@ -19,7 +19,7 @@ public enum ProviderKind: String, Sendable, CaseIterable {
     case workos
 
     /// The provider's name as people write it.
-    public var displayName: String {
+    package var displayName: String {
         switch self {
         case .stripe: "Stripe"
         case .paddle: "Paddle"
@@ -31,10 +31,10 @@ public enum ProviderKind: String, Sendable, CaseIterable {
     }
 
     /// The settings' prefix: `STRIPE_API_KEY`, `STRIPE_API_URL`.
-    public var settingPrefix: String { rawValue.uppercased() }
+    package var settingPrefix: String { rawValue.uppercased() }
 
     /// The API's address when `<PREFIX>_API_URL` is not set (Chargebee has one per site: no default).
-    public var defaultURL: String? {
+    package var defaultURL: String? {
         switch self {
         case .stripe: "https://api.stripe.com"
         case .paddle: "https://api.paddle.com"
@@ -46,7 +46,7 @@ public enum ProviderKind: String, Sendable, CaseIterable {
     }
 
     /// Requests per second by default, under each provider's documented limit.
-    public var defaultRequestsPerSecond: Double {
+    package var defaultRequestsPerSecond: Double {
         switch self {
         case .stripe: 20          // 100 read requests/s live, 25/s in test mode
         case .paddle: 3.5         // 240 requests per minute per IP

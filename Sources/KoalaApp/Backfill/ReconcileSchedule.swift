@@ -8,7 +8,7 @@ import ServiceLifecycle
 extension Backfill {
     /// A backfill over `store` that routes with `rules` to the destinations `configuration` names, counting into
     /// `metrics` (for `koala-router backfill`/`reconcile`, and the schedule of `serve`).
-    public static func make(configuration: RouterConfiguration, rules: RulesHolder, store: any WebhookStore,
+    package static func make(configuration: RouterConfiguration, rules: RulesHolder, store: any WebhookStore,
                             metrics: RouterMetrics = RouterMetrics(), logger: Logger) throws -> Backfill {
         let destinations = [Destination.koala] + (try configuration.segmentDestinations()).map(\.destination)
         let ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,

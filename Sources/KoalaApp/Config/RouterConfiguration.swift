@@ -95,10 +95,10 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// Each key names its own section (`koala_router`, `koala`, `log`).
-    public static let section = ""
+    package static let section = ""
 
     /// The service's own settings; README's configuration table documents them with the components'.
-    public static var settings: [Setting<RouterConfiguration>] {
+    package static var settings: [Setting<RouterConfiguration>] {
         [
             .text("koala_router.host", \.host, help: "Address to listen on"),
             .integer("koala_router.port", \.port, in: 0...65535, help: "Port to listen on"),
@@ -172,7 +172,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The key and base URL `backfill` and `reconcile` read `kind`'s API with; an error naming the setting to set.
-    public func providerAPI(_ kind: ProviderKind) throws -> (key: String, url: String) {
+    package func providerAPI(_ kind: ProviderKind) throws -> (key: String, url: String) {
         guard let key = providerAPIKeys[kind] else {
             throw Invalid(setting: "\(kind.settingPrefix)_API_KEY", problem: "not set: give a read-only API key of \(kind.displayName) (README, Backfill and reconcile)")
         }
@@ -205,7 +205,7 @@ public struct RouterConfiguration: Sendable, Configurable {
 
     /// The destinations besides Koala, from their settings: (destination, base URL, write key). A destination
     /// half configured (a key without its URL, or the other way round) is an error naming what is missing.
-    public func segmentDestinations() throws -> [(destination: Destination, url: String, writeKey: String)] {
+    package func segmentDestinations() throws -> [(destination: Destination, url: String, writeKey: String)] {
         var out: [(destination: Destination, url: String, writeKey: String)] = []
         if let key = segmentWriteKey { out.append((.segment, segmentURL, key)) }
         switch (rudderstackWriteKey, rudderstackDataPlaneURL) {
@@ -224,7 +224,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// One setting of any component: where it is read and how it is named.
-    public struct Entry: Sendable {
+    package struct Entry: Sendable {
         /// The environment name, e.g. `KOALA_ROUTER_LINGER_MS`.
         let name: String
         /// The configuration key, e.g. `["koala_router", "linger_ms"]`.

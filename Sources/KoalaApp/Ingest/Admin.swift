@@ -7,7 +7,7 @@ import KoalaStore
 import NIOCore
 
 /// Time arguments: ISO-8601 (`2024-11-29T09:00:00Z`) or an age (`90s`, `30m`, `2h`, `7d`) counted back from now.
-public func parseTimeArgument(_ text: String, now: Date = Date()) -> Date? {
+package func parseTimeArgument(_ text: String, now: Date = Date()) -> Date? {
     if let date = Timestamps.parseISO(text) { return date }
     let units: [(String, Double)] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
     for (suffix, factor) in units where text.hasSuffix(suffix) {

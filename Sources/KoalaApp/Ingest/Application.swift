@@ -13,7 +13,7 @@ import ServiceLifecycle
 /// Opens the store named by the configuration; it works once `run()` runs (`serve` runs it as a service,
 /// commands through `whileRunning`).
 /// `serving`: this process runs the sender and owns the database (false for operator commands).
-public func openStore(_ configuration: RouterConfiguration, serving: Bool = true,
+package func openStore(_ configuration: RouterConfiguration, serving: Bool = true,
                       logger: Logger = Logger(label: "koala-router.store")) async throws -> any WebhookStore {
     if PostgresURL.isPostgres(configuration.database) {
         // Replicas share it: leases are never voided at start-up, they run out.
@@ -38,7 +38,7 @@ struct StoreService: Service {
 }
 
 /// Everything the service is made of; `buildComponents` wires it, tests reach into it.
-public struct RouterComponents: Sendable {
+package struct RouterComponents: Sendable {
     let rules: RulesHolder
     let store: any WebhookStore
     /// Koala's sender.
@@ -87,14 +87,14 @@ struct ClientGuards: Sendable {
 }
 
 /// The request context of every route: Hummingbird's, and the peer's address for per-client limits.
-public struct RouterRequestContext: RequestContext, RemoteAddressRequestContext {
+package struct RouterRequestContext: RequestContext, RemoteAddressRequestContext {
     /// Hummingbird's own part of the context.
-    public var coreContext: CoreRequestContextStorage
+    package var coreContext: CoreRequestContextStorage
     /// The connection's peer (a proxy, when one is in front).
-    public let remoteAddress: SocketAddress?
+    package let remoteAddress: SocketAddress?
 
     /// The context of a request arriving on `source.channel`.
-    public init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
     }
@@ -175,13 +175,20 @@ func buildRouter(_ components: RouterComponents, configuration: RouterConfigurat
 /// kernel thread switches — go away. Call it first thing in `serve`, before any task runs; nothing in the
 /// service blocks a thread (the stores hand their work to GRDB's queues and postgres-nio's connections).
 /// Returns false when the runtime refuses (the service then runs as before, on the default pool).
-public func runConcurrencyOnEventLoops() -> Bool {
+package func runConcurrencyOnEventLoops() -> Bool {
     NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+}
+
+/// The service as a Hummingbird application, for a Swift program that embeds koala-router: the same settings as
+/// `koala-router serve` (`RouterConfiguration.load(…)` reads flags, environment, secret files and the config file),
+/// the same store, rules, ingest, delivery and background services. Run it with `runService()`.
+public func makeRouterApplication(_ configuration: RouterConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
+    try await buildApplication(configuration, logger: logger).0
 }
 
 /// Builds the whole service — components, routes, the HTTP server with its connection limits, and the
 /// background services — for `koala-router serve` and the tests.
-public func buildApplication(
+package func buildApplication(
     _ configuration: RouterConfiguration,
     logger: Logger,
     store existingStore: (any WebhookStore)? = nil,

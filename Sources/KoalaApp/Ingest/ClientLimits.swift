@@ -37,7 +37,7 @@ final class ClientConnections: Sendable {
 /// The memory all requests together may hold in bodies not yet checked, and each client's share of it. Bytes
 /// are charged as they arrive, never from what a `Content-Length` promises: a client that declares a megabyte
 /// and sends nothing holds nothing.
-public final class BodyBudget: Sendable {
+package final class BodyBudget: Sendable {
     let limit: Int
     /// What one client address may hold at once (its fair share); `limit` when not limited per client.
     let perClient: Int

@@ -40,10 +40,10 @@ public struct ConnectionLimits: Sendable, Equatable, Configurable {
 
     public init() {}
 
-    public static let section = "koala_router"
+    package static let section = "koala_router"
 
     /// Documented in README's configuration table; defaults are the values above.
-    public static var settings: [Setting<ConnectionLimits>] {
+    package static var settings: [Setting<ConnectionLimits>] {
         /// A deadline, written in seconds.
         func seconds(_ key: String, _ path: WritableKeyPath<ConnectionLimits, TimeAmount>, in range: ClosedRange<Double> = 0.1...3600,
                      help: String) -> Setting<ConnectionLimits> {
@@ -85,7 +85,7 @@ public struct ConnectionLimits: Sendable, Equatable, Configurable {
         ]
     }
 
-    public func validate() throws(SettingConflict) {
+    package func validate() throws(SettingConflict) {
         if maxBodyBytesInFlight < maxBodyBytes {
             throw SettingConflict(setting: "KOALA_ROUTER_MAX_BODY_BYTES_IN_FLIGHT",
                                   problem: "\(maxBodyBytesInFlight) is below KOALA_ROUTER_MAX_BODY_BYTES (\(maxBodyBytes)): no body of the largest allowed size could ever be read")

@@ -6,7 +6,7 @@ import KoalaStore
 import Logging
 
 /// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
-public struct Ingest: Sendable {
+package struct Ingest: Sendable {
     let rules: RulesHolder
     let store: any IngestStore
     let linger: TimeInterval
@@ -22,7 +22,7 @@ public struct Ingest: Sendable {
     /// HTTP routes and runs it as a service).
     var rejections: RejectionLog
 
-    public init(rules: RulesHolder, store: any IngestStore, linger: TimeInterval, identityWait: TimeInterval = 900,
+    package init(rules: RulesHolder, store: any IngestStore, linger: TimeInterval, identityWait: TimeInterval = 900,
                 destinations: [Destination] = [.koala], metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
         self.rules = rules
         self.store = store
@@ -35,13 +35,13 @@ public struct Ingest: Sendable {
     }
 
     /// The HTTP answer to a webhook.
-    public struct Answer: Sendable, Equatable {
+    package struct Answer: Sendable, Equatable {
         /// The status.
-        public let status: HTTPResponse.Status
+        package let status: HTTPResponse.Status
         /// The JSON body.
-        public let body: JSONValue
+        package let body: JSONValue
         /// Seconds a provider should wait before retrying (`Retry-After`), for a 503 it may retry.
-        public var retryAfter: Int?
+        package var retryAfter: Int?
 
         init(status: HTTPResponse.Status, body: JSONValue, retryAfter: Int? = nil) {
             self.status = status
@@ -52,14 +52,14 @@ public struct Ingest: Sendable {
 
     /// A request let in before its body is read: its source, from one read of the rule table, which then
     /// verifies and routes it whatever a concurrent reload does.
-    public struct Admitted: Sendable {
+    package struct Admitted: Sendable {
         let source: SourceDefinition
         let verifier: any SignatureVerifier
         let rulesVersion: String
     }
 
     /// What the headers alone decide, before the body is read.
-    public enum Admission: Sendable {
+    package enum Admission: Sendable {
         case admitted(Admitted)
         /// Answer without reading the body.
         case refused(Answer)
@@ -105,7 +105,7 @@ public struct Ingest: Sendable {
     }
 
     /// Admits, verifies, parses, routes and stores one webhook (what `POST /webhooks/{source}` does).
-    public func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
+    package func handle(source name: String, headers: HTTPFields, body: [UInt8], now: Date = Date(), requestID: String? = nil) async -> Answer {
         switch admit(source: name, headers: headers, now: now) {
         case .refused(let answer): return answer
         case .admitted(let admitted): return await handle(admitted, headers: headers, body: body, now: now, requestID: requestID)

@@ -4,12 +4,12 @@ import Synchronization
 
 /// The current rule table, swapped atomically on reload. A webhook reads it once and is routed
 /// entirely by that version.
-public final class RulesHolder: Sendable {
+package final class RulesHolder: Sendable {
     private let current: Mutex<RuleTable>
     private let reloadError: Mutex<String?>
     private let times: Mutex<(loaded: Date, lastAttempt: Date?)>
 
-    public init(_ table: RuleTable) {
+    package init(_ table: RuleTable) {
         current = Mutex(table)
         reloadError = Mutex(nil)
         times = Mutex((Date(), nil))

@@ -9,7 +9,7 @@ import UnixSignals
 /// Reloads the rule table on SIGHUP and when a rule file changes. The new table is validated as a whole
 /// and swapped in atomically; a broken one is refused, logged, counted, shown in `/readyz`, and the old
 /// table keeps serving.
-public final class RulesReloader: Service, Sendable {
+package final class RulesReloader: Service, Sendable {
     let holder: RulesHolder
     let directory: String
     let environment: [String: String]
@@ -29,7 +29,7 @@ public final class RulesReloader: Service, Sendable {
         self.handleSignals = handleSignals
     }
 
-    public func run() async throws {
+    package func run() async throws {
         metrics.rulesVersion(holder.table.version)
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in

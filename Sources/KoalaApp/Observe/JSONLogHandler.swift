@@ -6,22 +6,22 @@ import Logging
 
 /// One JSON object per line on standard error, for log pipelines: `time`, `level`, `message`, `logger`,
 /// then the metadata (source, webhook_id, route, message ids, …). `LOG_FORMAT=json` selects it.
-public struct JSONLogHandler: LogHandler {
-    public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level = .info
+package struct JSONLogHandler: LogHandler {
+    package var metadata: Logger.Metadata = [:]
+    package var logLevel: Logger.Level = .info
     let label: String
 
-    public init(label: String) {
+    package init(label: String) {
         self.label = label
     }
 
     /// Metadata attached to this handler.
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var object: [String: JSONValue] = [
             "time": .string(Timestamps.iso(Date())),
             "level": .string(event.level.rawValue),

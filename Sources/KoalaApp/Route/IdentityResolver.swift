@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// Background service for identity memory: a message whose `recall` missed waits; when the memory entry
 /// arrives it is routed again from the stored webhook (same message id) and queued, and when the wait runs
 /// out it goes to the dead letters with reason `identity unresolved`.
-public final class IdentityResolver: Service, Sendable {
+package final class IdentityResolver: Service, Sendable {
     let store: any WaitingStore
     let rules: RulesHolder
     let linger: TimeInterval
@@ -23,7 +23,7 @@ public final class IdentityResolver: Service, Sendable {
         self.logger = logger
     }
 
-    public func run() async throws {
+    package func run() async throws {
         await cancelWhenGracefulShutdown {
             var failures = FailureStreak("identity resolver rounds")
             while !Task.isCancelled {

@@ -6,9 +6,9 @@ import KoalaStore
 /// Re-routes stored webhooks through the current rule table and compares with what was routed before.
 /// Message ids are deterministic, so unchanged outputs are harmless to send again; the report says what
 /// is new, changed and gone before anything is queued (`dryRun`).
-public struct Replay: Sendable {
+package struct Replay: Sendable {
     /// Which stored webhooks to route again, and whether to queue the result.
-    public struct Options: Sendable {
+    package struct Options: Sendable {
         var source: String
         var since: Date
         var until: Date
@@ -17,7 +17,7 @@ public struct Replay: Sendable {
         /// Whose entries to compare and queue (each destination has its own).
         var destination: Destination
 
-        public init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool, destination: Destination = .koala) {
+        package init(source: String, since: Date, until: Date, route: String? = nil, dryRun: Bool, destination: Destination = .koala) {
             self.source = source
             self.since = since
             self.until = until
@@ -28,35 +28,35 @@ public struct Replay: Sendable {
     }
 
     /// A message that differs from what was routed before.
-    public struct Change: Sendable, Equatable {
+    package struct Change: Sendable, Equatable {
         /// New message, changed content, or a message the rules no longer produce.
-        public enum Kind: String, Sendable { case new, changed, removed }
+        package enum Kind: String, Sendable { case new, changed, removed }
         /// What changed.
-        public let kind: Kind
+        package let kind: Kind
         /// The webhook.
-        public let webhookID: String
+        package let webhookID: String
         /// The message.
-        public let messageID: String
+        package let messageID: String
         /// The route.
-        public let route: String
+        package let route: String
         /// For changed messages already delivered: Koala keeps the version it first accepted for a message id.
-        public let note: String?
+        package let note: String?
     }
 
     /// What a replay found and queued.
-    public struct Report: Sendable {
+    package struct Report: Sendable {
         /// Webhooks routed again.
-        public var webhooks = 0
+        package var webhooks = 0
         /// Messages that did not change.
-        public var unchanged = 0
+        package var unchanged = 0
         /// Every change, in webhook order.
-        public var changes: [Change] = []
+        package var changes: [Change] = []
         /// Messages queued.
-        public var queued = 0
+        package var queued = 0
         /// Unchanged messages that were handled in dry run (logged, never sent), queued like dead letters.
-        public var neverSent = 0
+        package var neverSent = 0
         /// Changes by kind.
-        public var count: [Change.Kind: Int] {
+        package var count: [Change.Kind: Int] {
             Dictionary(grouping: changes, by: \.kind).mapValues(\.count)
         }
     }
@@ -64,12 +64,12 @@ public struct Replay: Sendable {
     let store: any OperatorStore & WaitingStore
     let table: RuleTable
 
-    public init(store: any OperatorStore & WaitingStore, table: RuleTable) {
+    package init(store: any OperatorStore & WaitingStore, table: RuleTable) {
         self.store = store
         self.table = table
     }
 
-    public func run(_ options: Options) async throws -> Report {
+    package func run(_ options: Options) async throws -> Report {
         guard let source = table.sources[options.source] else {
             throw RuleTableErrors(errors: [RuleError(file: "", line: 0, column: 0, message: "unknown source '\(options.source)'",
                                                      hint: "sources: \(table.sources.keys.sorted().joined(separator: ", "))")])

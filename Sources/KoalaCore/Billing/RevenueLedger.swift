@@ -1,7 +1,7 @@
 import Foundation
 
 /// How a subscription's MRR was told.
-public enum MRRBasis: String, Sendable, CaseIterable {
+package enum MRRBasis: String, Sendable, CaseIterable {
     /// Every price and every discount in effect was known: revenue after discounts.
     case net
     /// A discount in effect could not be known from the payload (nor from the provider's discount events):
@@ -13,38 +13,38 @@ public enum MRRBasis: String, Sendable, CaseIterable {
 
 /// One subscription as one webhook shows it, in the words of the revenue model whatever the provider
 /// (README, Revenue semantics). Routes build it in their `billing:` block.
-public struct SubscriptionSnapshot: Sendable, Equatable {
+package struct SubscriptionSnapshot: Sendable, Equatable {
     /// The provider's subscription id.
-    public var id: String
+    package var id: String
     /// The status in the revenue model's words.
-    public var status: BillingStatus
+    package var status: BillingStatus
     /// Monthly recurring revenue in the currency's major units, after the discounts in effect (see `basis`).
-    public var mrr: Decimal?
+    package var mrr: Decimal?
     /// How the MRR was told (net, list price, unknown).
-    public var basis: MRRBasis
+    package var basis: MRRBasis
     /// The same before any discount: what a trial would bring (`trial_mrr`).
-    public var listMRR: Decimal?
+    package var listMRR: Decimal?
     /// The ISO currency code, upper case.
-    public var currency: String?
+    package var currency: String?
     /// The plan's name as the provider gives it.
-    public var plan: String?
+    package var plan: String?
     /// The quantity (seats).
-    public var seats: Decimal?
+    package var seats: Decimal?
     /// The billing interval label (`month`, `quarter`, `year`, …).
-    public var interval: String?
+    package var interval: String?
     /// When the trial ends (ISO-8601), while trialing.
-    public var trialEndsAt: String?
+    package var trialEndsAt: String?
     /// When it started (ISO-8601).
-    public var startedAt: String?
+    package var startedAt: String?
     /// When it ended (ISO-8601), once churned.
-    public var endedAt: String?
+    package var endedAt: String?
     /// Orders this subscription's states: a snapshot with a lower version than the one applied changes
     /// nothing (the provider's event time, or its own version counter where it has one).
-    public var version: Double
+    package var version: Double
     /// Discounts the payload named by id only, which the provider's discount events may describe later.
-    public var pending: PendingDiscounts?
+    package var pending: PendingDiscounts?
 
-    public init(id: String, status: BillingStatus, mrr: Decimal? = nil, basis: MRRBasis = .net, listMRR: Decimal? = nil,
+    package init(id: String, status: BillingStatus, mrr: Decimal? = nil, basis: MRRBasis = .net, listMRR: Decimal? = nil,
                 currency: String? = nil, plan: String? = nil, seats: Decimal? = nil, interval: String? = nil,
                 trialEndsAt: String? = nil, startedAt: String? = nil, endedAt: String? = nil, version: Double,
                 pending: PendingDiscounts? = nil) {
@@ -66,7 +66,7 @@ public struct SubscriptionSnapshot: Sendable, Equatable {
 
     /// Whether it brings revenue now: active, past due, or cancelling until the cancellation takes effect.
     /// Trials, paused and ended subscriptions do not.
-    public var generatesRevenue: Bool {
+    package var generatesRevenue: Bool {
         switch status {
         case .active, .pastDue, .cancelling: true
         case .trialing, .paused, .churned: false
@@ -79,17 +79,17 @@ public struct SubscriptionSnapshot: Sendable, Equatable {
 
 /// Discounts a subscription names by id only, and what its MRR is before them: the revenue model finishes
 /// the MRR when the provider's discount events describe them, whichever arrives first (README, Revenue semantics).
-public struct PendingDiscounts: Sendable, Equatable {
+package struct PendingDiscounts: Sendable, Equatable {
     /// The discount ids, in the order the subscription names them.
-    public var ids: [String]
+    package var ids: [String]
     /// The MRR after the discounts that were known.
-    public var partial: Decimal
+    package var partial: Decimal
     /// Months in one billing period, and the quantity: an amount off is per period (and per seat).
-    public var periodMonths: Decimal
+    package var periodMonths: Decimal
     /// The quantity (seats).
-    public var seats: Decimal
+    package var seats: Decimal
     /// The currency's decimals, to round the result as the MRR sent is rounded.
-    public var exponent: Int
+    package var exponent: Int
 
     init(ids: [String], partial: Decimal, periodMonths: Decimal, seats: Decimal, exponent: Int) {
         self.ids = ids
@@ -121,19 +121,19 @@ public struct PendingDiscounts: Sendable, Equatable {
 
 /// A discount as the provider's discount event describes it: a percentage, or an amount (major units) off
 /// each billing period (per seat when `perSeat`). One that does not recur (`once`) changes no MRR.
-public struct KnownDiscount: Sendable, Equatable {
+package struct KnownDiscount: Sendable, Equatable {
     /// A percentage off.
-    public var percent: Decimal?
+    package var percent: Decimal?
     /// An amount off each billing period, in major units.
-    public var amount: Decimal?
+    package var amount: Decimal?
     /// Whether `amount` is off per seat.
-    public var perSeat: Bool
+    package var perSeat: Bool
     /// False for a discount that applies once (it changes no MRR).
-    public var recurs: Bool
+    package var recurs: Bool
     /// The event time it was described at: a later description replaces it, an older one does not.
-    public var at: Double
+    package var at: Double
 
-    public init(percent: Decimal? = nil, amount: Decimal? = nil, perSeat: Bool = false, recurs: Bool = true, at: Double) {
+    package init(percent: Decimal? = nil, amount: Decimal? = nil, perSeat: Bool = false, recurs: Bool = true, at: Double) {
         self.percent = percent
         self.amount = amount
         self.perSeat = perSeat
@@ -143,50 +143,50 @@ public struct KnownDiscount: Sendable, Equatable {
 }
 
 /// An account's billing state: the billing customer's, built from all of its subscriptions.
-public struct AccountRevenue: Sendable, Equatable {
+package struct AccountRevenue: Sendable, Equatable {
     /// The status in the revenue model's words.
-    public var status: BillingStatus
+    package var status: BillingStatus
     /// The sum of the subscriptions' contributions in the account's currency.
-    public var mrr: Decimal
+    package var mrr: Decimal
     /// False when no payload ever told the amount of any of the account's subscriptions (Lemon Squeezy's carry
     /// no price): `mrr` is then left out rather than sent as a 0 that is not true.
-    public var mrrKnown: Bool
+    package var mrrKnown: Bool
     /// How the MRR was told (net, list price, unknown).
-    public var basis: MRRBasis
+    package var basis: MRRBasis
     /// The ISO currency code, upper case.
-    public var currency: String?
+    package var currency: String?
     /// Whether a subscription generates revenue (MRR above 0, or an amount no payload tells).
-    public var isPaying: Bool
+    package var isPaying: Bool
     /// The plan's name as the provider gives it.
-    public var plan: String?
+    package var plan: String?
     /// The quantity (seats).
-    public var seats: Decimal?
+    package var seats: Decimal?
     /// The billing interval label (`month`, `quarter`, `year`, …).
-    public var interval: String?
+    package var interval: String?
     /// Subscriptions that have not ended.
-    public var liveSubscriptions: Int
+    package var liveSubscriptions: Int
     /// What the trialing subscriptions would bring at list price; nil when one is trialing but no amount is known.
-    public var trialMRR: Decimal?
+    package var trialMRR: Decimal?
     /// Whether a subscription is trialing.
-    public var onTrial: Bool
+    package var onTrial: Bool
     /// When the trial ends (ISO-8601), while trialing.
-    public var trialEndsAt: String?
+    package var trialEndsAt: String?
     /// Whether a subscription's cancellation is scheduled.
-    public var cancellationScheduled: Bool
+    package var cancellationScheduled: Bool
     /// Whether a subscription is paused.
-    public var paused: Bool
+    package var paused: Bool
     /// Whether a subscription is past due.
-    public var paymentFailing: Bool
+    package var paymentFailing: Bool
     /// The earliest subscription start (ISO-8601).
-    public var customerSince: String?
+    package var customerSince: String?
     /// When the last subscription ended, once every one has (not sent as a trait: see `traits`).
-    public var churnedAt: String?
+    package var churnedAt: String?
     /// Revenue of subscriptions billed in another currency than the account's, by currency (not in `mrr`).
-    public var otherCurrencies: [String: Decimal]
+    package var otherCurrencies: [String: Decimal]
 }
 
 /// A movement of an account's MRR, in ChartMogul's words.
-public enum MRRMovement: String, Sendable, CaseIterable {
+package enum MRRMovement: String, Sendable, CaseIterable {
     /// From 0, for a customer that never paid before.
     case new
     /// Up, from a non-zero MRR.
@@ -205,29 +205,29 @@ public enum MRRMovement: String, Sendable, CaseIterable {
 /// One billing customer's subscriptions and the MRR reported for it so far: the state the revenue model keeps
 /// (in state memory, per source and customer). Pure: applying the same snapshots in any order, each at most
 /// once per version, ends in the same state; the MRR reported moves by exactly the deltas it returns.
-public struct RevenueLedger: Sendable, Equatable {
+package struct RevenueLedger: Sendable, Equatable {
     /// Each subscription's latest state, by id.
-    public var subscriptions: [String: SubscriptionSnapshot] = [:]
+    package var subscriptions: [String: SubscriptionSnapshot] = [:]
     /// The account MRR reported so far: the sum of every `mrr_delta` sent.
-    public var reportedMRR: Decimal = 0
+    package var reportedMRR: Decimal = 0
     /// The account's currency: the first in which it had revenue.
-    public var currency: String?
+    package var currency: String?
     /// Whether the account ever had revenue (a return from 0 is then a reactivation, not new).
-    public var everPaid = false
+    package var everPaid = false
     /// Discounts the provider's discount events described, by id.
-    public var discounts: [String: KnownDiscount] = [:]
+    package var discounts: [String: KnownDiscount] = [:]
 
-    public init() {}
+    package init() {}
 
     /// Why a snapshot was not applied.
-    public enum Outcome: Sendable, Equatable {
+    package enum Outcome: Sendable, Equatable {
         case applied
         /// The subscription's state is already known as of a later version.
         case stale(appliedVersion: Double)
     }
 
     /// Applies a subscription's state unless one of a later version is already applied.
-    public mutating func apply(_ snapshot: SubscriptionSnapshot) -> Outcome {
+    package mutating func apply(_ snapshot: SubscriptionSnapshot) -> Outcome {
         if let known = subscriptions[snapshot.id], known.version > snapshot.version {
             return .stale(appliedVersion: known.version)
         }
@@ -237,7 +237,7 @@ public struct RevenueLedger: Sendable, Equatable {
 
     /// Learns what a discount is; false when a later description is already known.
     @discardableResult
-    public mutating func learn(_ id: String, _ discount: KnownDiscount) -> Bool {
+    package mutating func learn(_ id: String, _ discount: KnownDiscount) -> Bool {
         if let known = discounts[id], known.at > discount.at { return false }
         discounts[id] = discount
         return true
@@ -265,7 +265,7 @@ public struct RevenueLedger: Sendable, Equatable {
     }
 
     /// The account as its subscriptions make it now.
-    public var account: AccountRevenue {
+    package var account: AccountRevenue {
         let all = subscriptions.values.map(resolved).sorted { ($0.startedAt ?? "", $0.id) < ($1.startedAt ?? "", $1.id) }
         let earning = all.filter(\.generatesRevenue)
         // The account's currency: the one it has had revenue in, else its earning or newest subscription's.
@@ -325,7 +325,7 @@ public struct RevenueLedger: Sendable, Equatable {
     /// The MRR movement from what was reported to what the subscriptions make now, if the MRR changed; the
     /// reported MRR moves to it.
     /// `baseline`: the change comes from a subscription first seen mid-life (not created by this event).
-    public mutating func move(baseline: Bool = false) -> (previous: Decimal, mrr: Decimal, movement: MRRMovement)? {
+    package mutating func move(baseline: Bool = false) -> (previous: Decimal, mrr: Decimal, movement: MRRMovement)? {
         let now = account
         if currency == nil, now.mrr > 0 { currency = now.currency }
         let previous = reportedMRR
@@ -348,7 +348,7 @@ public struct RevenueLedger: Sendable, Equatable {
 
 extension RevenueLedger {
     /// The ledger as state memory keeps it: amounts as exact decimal text.
-    public var state: [String: JSONValue] {
+    package var state: [String: JSONValue] {
         var subs: [String: JSONValue] = [:]
         for (id, s) in subscriptions {
             var o: [String: JSONValue] = ["status": .string(s.status.rawValue), "basis": .string(s.basis.rawValue), "version": .double(s.version)]
@@ -373,7 +373,7 @@ extension RevenueLedger {
     }
 
     /// A ledger read back from state memory; an empty one for nothing (or something unreadable) stored.
-    public init(state: [String: JSONValue]?) {
+    package init(state: [String: JSONValue]?) {
         self.init()
         guard let state else { return }
         reportedMRR = state["reported_mrr"].flatMap(MRR.decimal) ?? 0
@@ -403,7 +403,7 @@ extension RevenueLedger {
     static func text(_ value: Decimal) -> String { NSDecimalNumber(decimal: value).stringValue }
 
     /// The event the model sends for each movement of an account's MRR.
-    public static let movementEvent = "MRR Changed"
+    package static let movementEvent = "MRR Changed"
 
     /// A version as said in an explanation: a time when it looks like one, else the number.
     static func versionText(_ version: Double) -> String {
@@ -421,7 +421,7 @@ extension RevenueLedger {
 extension AccountRevenue {
     /// The account traits that state the present (README, Revenue semantics): never a value a later state
     /// contradicts, so none has to be cleared with a null.
-    public var traits: [String: JSONValue] {
+    package var traits: [String: JSONValue] {
         var out: [String: JSONValue] = [
             "billing_status": .string(status.rawValue),
             "mrr_basis": .string(basis.rawValue),

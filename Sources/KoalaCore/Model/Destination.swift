@@ -1,14 +1,14 @@
 /// Where messages are delivered: Koala (the default and first-class destination) and services that accept
 /// Segment's HTTP Tracking API. Each has its own outbox entries, retries and dead letters. The one list of
 /// these names (settings, the `destinations:` rule key, the `destination` metric label, `--destination`).
-public enum Destination: String, Sendable, CaseIterable, Codable, Comparable {
+package enum Destination: String, Sendable, CaseIterable, Codable, Comparable {
     case koala
     case segment
     case rudderstack
     case segmentCompatible = "segment-compatible"
 
     /// Koala first, then in declaration order.
-    public static func < (a: Destination, b: Destination) -> Bool { a.order < b.order }
+    package static func < (a: Destination, b: Destination) -> Bool { a.order < b.order }
 
     private var order: Int {
         switch self {

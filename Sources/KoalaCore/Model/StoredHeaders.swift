@@ -1,7 +1,7 @@
 /// Which request headers may be kept with a stored webhook. A source keeps an allow-list (`SourceDefinition.keptHeaders`);
 /// credentials are never on it: the headers the source's scheme reads a signature or credential from, and any
 /// header whose name looks like one, even when a rule file lists it.
-public enum StoredHeaders {
+package enum StoredHeaders {
     /// Fragments of header names that carry credentials whatever the rule file says (matched case-insensitively).
     static let sensitiveFragments: [[UInt8]] = [
         "auth", "cookie", "signature", "hmac", "token", "secret", "api-key", "apikey", "password", "passwd",

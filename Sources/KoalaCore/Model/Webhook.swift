@@ -2,46 +2,46 @@ import Foundation
 
 /// A webhook that passed signature verification and whose body is valid JSON. Everything after
 /// ingest works on this value; nothing unverified ever becomes one.
-public struct VerifiedWebhook: Sendable {
+package struct VerifiedWebhook: Sendable {
     /// The source's name (its rule file).
-    public let source: String
+    package let source: String
     /// The provider's id of this delivery: the deduplication key within the source.
-    public let webhookID: String
+    package let webhookID: String
     /// The provider's event type, e.g. `invoice.paid`.
-    public let eventType: String
+    package let eventType: String
     /// The provider's own event time when the rules say where it is, else the time we received it.
-    public let eventTime: Date
+    package let eventTime: Date
     /// When the router received it.
-    public let receivedAt: Date
+    package let receivedAt: Date
     /// Header names lower-cased; credentials (authorization, cookies, signatures) are removed before storing.
-    public let headers: [String: String]
+    package let headers: [String: String]
     /// The body exactly as received.
-    public let body: [UInt8]
+    package let body: [UInt8]
     let json: JSONValue
     /// Which configured secret verified it (its environment name; never the secret).
-    public let secretLabel: String
+    package let secretLabel: String
     /// Version of the rule table that routed it.
-    public let rulesVersion: String
+    package let rulesVersion: String
     /// Hex SHA-256 of the raw body (`webhook.body_sha256`), computed once.
     let bodySHA256: String
     /// The `webhook.` fields rules read (id, type, time, source, received_at, body_sha256), built once:
     /// routing reads them several times per webhook.
     let fields: JSONValue
     /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
-    public var eventTimeProblem: String?
+    package var eventTimeProblem: String?
     /// The remembered states its routes were compared against when it was accepted (nil: not recorded, as for
     /// webhooks stored before state memory). Stored with it, so routing it again later (a message that waited
     /// for an identity, a replay, `simulate --stored`) decides as ingest did, whatever states came since.
-    public var routedStates: [Remembered]?
+    package var routedStates: [Remembered]?
 
     /// The type of every snapshot begins so (`snapshot.customer`, `snapshot.subscription`, …).
-    public static let snapshotTypePrefix = "snapshot."
+    package static let snapshotTypePrefix = "snapshot."
 
     /// A provider object read by `backfill` or `reconcile` rather than an event the provider sent: it states the
     /// object as it is, and tells no moment (README, Backfill and reconcile).
-    public var isSnapshot: Bool { eventType.hasPrefix(Self.snapshotTypePrefix) }
+    package var isSnapshot: Bool { eventType.hasPrefix(Self.snapshotTypePrefix) }
 
-    public init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
+    package init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
                 headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,
                 bodySHA256: String? = nil) {
         self.source = source
@@ -68,14 +68,14 @@ public struct VerifiedWebhook: Sendable {
 }
 
 /// Which Koala endpoint a message goes to.
-public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
+package enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
     /// `/web/projects/{key}/batch`, one visitor per request.
     case person
     /// `/web/projects/{key}/accounts/batch`, one account per request.
     case account
 
     /// The API path of this endpoint, relative to the project.
-    public var path: String {
+    package var path: String {
         switch self {
         case .person: "batch"
         case .account: "accounts/batch"
@@ -85,24 +85,24 @@ public enum KoalaEndpoint: String, Sendable, Codable, CaseIterable {
 
 extension KoalaEndpoint {
     /// Koala's documented cap per type (events, identifies, page views) and request.
-    public static let maxPerType = 30
+    package static let maxPerType = 30
 }
 
 /// Who a message is about: a visitor (email and/or profile id) or an account (domain or account id).
-public struct KoalaIdentity: Sendable, Hashable {
+package struct KoalaIdentity: Sendable, Hashable {
     /// The person's email address.
-    public var email: String?
+    package var email: String?
     /// Koala's profile id (a UUID).
-    public var profileID: String?
+    package var profileID: String?
     /// A company domain.
-    public var domain: String?
+    package var domain: String?
     /// Koala's account id.
-    public var accountID: String?
+    package var accountID: String?
     /// The person's id for Segment-compatible destinations (`person.user_id`); Koala never gets it, and it
     /// is no part of `key` (Koala's ordering).
-    public var userID: String?
+    package var userID: String?
 
-    public init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil, userID: String? = nil) {
+    package init(email: String? = nil, profileID: String? = nil, domain: String? = nil, accountID: String? = nil, userID: String? = nil) {
         self.email = email
         self.profileID = profileID
         self.domain = domain
@@ -111,7 +111,7 @@ public struct KoalaIdentity: Sendable, Hashable {
     }
 
     /// Messages with equal keys may share one request and are sent in order, one request at a time.
-    public var key: String {
+    package var key: String {
         if isAccount {
             return "a|\(domain ?? "")|\(accountID ?? "")"
         }
@@ -119,17 +119,17 @@ public struct KoalaIdentity: Sendable, Hashable {
     }
 
     /// Whether a person is named (email, profile id or user id).
-    public var namesPerson: Bool { email != nil || profileID != nil || userID != nil }
+    package var namesPerson: Bool { email != nil || profileID != nil || userID != nil }
 
     /// Whether this names an account (a domain or account id): the person beside it, if any, is only who the
     /// account's traits came with (Segment's group call names them), never part of Koala's request.
-    public var isAccount: Bool { domain != nil || accountID != nil }
+    package var isAccount: Bool { domain != nil || accountID != nil }
 
     /// Who Koala's request names: an account alone (without the person its traits came with), or the person.
-    public var koala: KoalaIdentity { isAccount ? KoalaIdentity(domain: domain, accountID: accountID) : self }
+    package var koala: KoalaIdentity { isAccount ? KoalaIdentity(domain: domain, accountID: accountID) : self }
 
     /// The top-level identity fields of a Koala request body: an account's domain or account id, or a person's.
-    public var topLevel: [(String, String)] {
+    package var topLevel: [(String, String)] {
         var out: [(String, String)] = []
         if isAccount {
             if let domain { out.append(("domain", domain)) }
@@ -145,19 +145,19 @@ public struct KoalaIdentity: Sendable, Hashable {
 }
 
 /// One Koala item (a custom event or an identify) produced by one route output for one webhook.
-public struct KoalaMessage: Sendable, Equatable {
+package struct KoalaMessage: Sendable, Equatable {
     /// Which list of a batch the item goes in.
-    public enum Kind: String, Sendable, Codable {
+    package enum Kind: String, Sendable, Codable {
         case track, identify
     }
 
     /// Which output of a route produced a message. The raw value is part of the `message_id` contract.
-    public enum Output: String, Sendable, Codable, CaseIterable {
+    package enum Output: String, Sendable, Codable, CaseIterable {
         case track, identify, account
     }
 
     /// What becomes of a message once it is stored; decided by the router, carried out by the stores.
-    public enum Disposition: Sendable, Equatable {
+    package enum Disposition: Sendable, Equatable {
         /// Queued for delivery.
         case send
         /// It cannot be sent as routed (e.g. no valid email): straight to the dead letters, with the reason.
@@ -167,40 +167,40 @@ public struct KoalaMessage: Sendable, Equatable {
     }
 
     /// The idempotency key Koala deduplicates by, derived from source, webhook id, route and output.
-    public let messageID: String
+    package let messageID: String
     /// The source it came from.
-    public let source: String
+    package let source: String
     /// The webhook it came from.
-    public let webhookID: String
+    package let webhookID: String
     /// The route that produced it.
-    public let route: String
+    package let route: String
     /// Which output of the route.
-    public let output: Output
+    package let output: Output
     /// Which Koala endpoint it goes to.
-    public let endpoint: KoalaEndpoint
+    package let endpoint: KoalaEndpoint
     /// Event, identify or account traits.
-    public let kind: Kind
+    package let kind: Kind
     /// Who it is about.
-    public let identity: KoalaIdentity
+    package let identity: KoalaIdentity
     /// The element of `events[]` or `identifies[]`, including `message_id` and `sent_at`.
-    public let item: JSONValue
+    package let item: JSONValue
     /// When it happened (the webhook's event time).
-    public let eventTime: Date
+    package let eventTime: Date
     /// Send, dead-letter at once, or wait for an identity.
-    public let disposition: Disposition
+    package let disposition: Disposition
     /// Identity fields that were present but unusable while another field named the person (an email that is
     /// valid beside a `profile_id` that is not a UUID, say): the message is sent by the usable field, and these
     /// are left out, logged and counted.
-    public var droppedFields: [DroppedField] = []
+    package var droppedFields: [DroppedField] = []
     /// Where it is delivered: one outbox entry per destination (the configured ones a route allows).
-    public var destinations: [Destination] = [.koala]
+    package var destinations: [Destination] = [.koala]
 
     /// An identity field left out of a message, and why.
-    public struct DroppedField: Sendable, Equatable {
+    package struct DroppedField: Sendable, Equatable {
         /// The rule's field, e.g. `person.profile_id`.
-        public let field: String
+        package let field: String
         /// Why it is unusable, e.g. `is not a UUID`.
-        public let reason: String
+        package let reason: String
     }
 
     init(messageID: String, source: String, webhookID: String, route: String, output: Output,
@@ -220,13 +220,13 @@ public struct KoalaMessage: Sendable, Equatable {
     }
 
     /// The dead-letter reason of a message that cannot be sent.
-    public var problem: String? {
+    package var problem: String? {
         if case .dead(let reason) = disposition { return reason }
         return nil
     }
 
     /// The memory entry a waiting message waits for.
-    public var waitingFor: MemoryKey? {
+    package var waitingFor: MemoryKey? {
         if case .wait(let key) = disposition { return key }
         return nil
     }
@@ -234,18 +234,18 @@ public struct KoalaMessage: Sendable, Equatable {
 
 /// What a route remembered under a provider id, for later webhooks to `recall`: an identity, and (state
 /// memory) a few values as of one moment, e.g. a subscription's last MRR and status.
-public struct Remembered: Sendable, Equatable {
+package struct Remembered: Sendable, Equatable {
     /// The memory key.
-    public let key: MemoryKey
+    package let key: MemoryKey
     /// Who the key stands for (may be empty for state alone).
-    public let identity: KoalaIdentity
+    package let identity: KoalaIdentity
     /// The remembered values (nil: this entry remembers no state).
-    public let state: [String: JSONValue]?
+    package let state: [String: JSONValue]?
     /// When the state was true: the event time of the webhook that remembered it. A webhook older than this
     /// never overwrites it, and the routes that read it are skipped for that webhook.
-    public let stateAt: Date?
+    package let stateAt: Date?
 
-    public init(key: MemoryKey, identity: KoalaIdentity, state: [String: JSONValue]? = nil, stateAt: Date? = nil) {
+    package init(key: MemoryKey, identity: KoalaIdentity, state: [String: JSONValue]? = nil, stateAt: Date? = nil) {
         self.key = key
         self.identity = identity
         self.state = state
@@ -253,11 +253,11 @@ public struct Remembered: Sendable, Equatable {
     }
 
     /// Names a state value may not take: `recall(...)` returns them for the identity and the state's time.
-    public static let reservedNames: Set<String> = ["email", "profile_id", "domain", "remembered_at"]
+    package static let reservedNames: Set<String> = ["email", "profile_id", "domain", "remembered_at"]
 
     /// The value `recall(...)` returns: `{email, profile_id, domain}`, the remembered values and
     /// `remembered_at` (the state's time).
-    public var value: JSONValue {
+    package var value: JSONValue {
         var object: [String: JSONValue] = state ?? [:]
         if let email = identity.email { object["email"] = .string(email) }
         if let id = identity.profileID { object["profile_id"] = .string(id) }
@@ -268,7 +268,7 @@ public struct Remembered: Sendable, Equatable {
 
     /// This entry with `later` written over it the way the stores do: known identity fields are kept when
     /// `later` lacks them; its state replaces this one's unless it is older.
-    public func updated(by later: Remembered) -> Remembered {
+    package func updated(by later: Remembered) -> Remembered {
         let identity = KoalaIdentity(email: later.identity.email ?? self.identity.email,
                                      profileID: later.identity.profileID ?? self.identity.profileID,
                                      domain: later.identity.domain ?? self.identity.domain)
@@ -281,7 +281,7 @@ public struct Remembered: Sendable, Equatable {
 
 extension VerifiedWebhook {
     /// `routedStates` as stored: a JSON array of `{namespace, key, state, at}`.
-    public var routedStatesJSON: String? {
+    package var routedStatesJSON: String? {
         routedStates.map { entries in
             JSONValue.array(entries.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }.map { entry in
                 var object: [String: JSONValue] = ["namespace": .string(entry.key.namespace), "key": .string(entry.key.key)]
@@ -293,7 +293,7 @@ extension VerifiedWebhook {
     }
 
     /// Reads `routedStatesJSON` back; nil for nothing recorded or unreadable text.
-    public static func routedStates(fromJSON text: String?) -> [Remembered]? {
+    package static func routedStates(fromJSON text: String?) -> [Remembered]? {
         guard let text, case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) else { return nil }
         return items.compactMap { item in
             guard let namespace = item["namespace"]?.stringValue, let key = item["key"]?.stringValue,
@@ -305,7 +305,7 @@ extension VerifiedWebhook {
 
     /// The memory to route this webhook with: identities as remembered now; states as they were when it was
     /// accepted, if that was recorded (a state remembered since, by this webhook or a later one, is not seen).
-    public func memoryAsRouted(_ current: [MemoryKey: Remembered]) -> [MemoryKey: Remembered] {
+    package func memoryAsRouted(_ current: [MemoryKey: Remembered]) -> [MemoryKey: Remembered] {
         guard let routedStates else { return current }
         let then = Dictionary(routedStates.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var out: [MemoryKey: Remembered] = [:]
@@ -321,7 +321,7 @@ extension VerifiedWebhook {
 /// decimal UTF-8 byte length of x, a colon and x itself; formatted as a UUID (version 8, RFC 9562).
 /// The same webhook routed by the same route and output always gets the same id, so retries and replays
 /// are absorbed by Koala's idempotency.
-public enum MessageID {
+package enum MessageID {
     static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
         var input = Array("koala-router:v1".utf8)
         for part in [source, webhookID, route, output.rawValue] {

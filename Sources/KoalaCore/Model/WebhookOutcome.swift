@@ -1,6 +1,6 @@
 /// What became of one webhook request: the `outcome` label of `koala_router_webhooks_received_total` and the
 /// `reason` in logs. The one list of these words.
-public enum WebhookOutcome: String, Sendable, CaseIterable {
+package enum WebhookOutcome: String, Sendable, CaseIterable {
     case accepted, duplicate
     // Refused before or by verification (401, 404, 413, 503).
     case unknownSource = "unknown_source"

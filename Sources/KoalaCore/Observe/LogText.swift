@@ -4,9 +4,9 @@ import Logging
 /// control character (C0, DEL, C1), line or paragraph separator and invisible format character (bidi
 /// overrides and isolates, zero-width characters, the BOM) is written as `\u{…}`, so a value can neither
 /// start a forged log line nor reorder the text around it.
-public enum LogText {
+package enum LogText {
     /// Writes every character that could forge or reorder a log line as `\u{…}`; printable ASCII is returned as it is.
-    public static func escaped(_ text: String) -> String {
+    package static func escaped(_ text: String) -> String {
         // Printable ASCII, by far the common case, is returned as it is.
         if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return text }
         var out = ""
@@ -22,7 +22,7 @@ public enum LogText {
     }
 
     /// Whether a character could forge or reorder a line: control, separator, invisible format, unassigned.
-    public static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+    package static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) { return true }
         if scalar.isASCII { return false }
         switch scalar.properties.generalCategory {
@@ -32,12 +32,12 @@ public enum LogText {
     }
 
     /// A short escaped preview of a payload value for error messages: its JSON form, cut to `limit` bytes.
-    public static func preview(_ value: JSONValue, limit: Int = 64) -> String {
+    package static func preview(_ value: JSONValue, limit: Int = 64) -> String {
         bounded(escaped(value.encoded()), limit: limit)
     }
 
     /// `text` cut to at most `limit` UTF-8 bytes at a character boundary, with `…` when cut.
-    public static func bounded(_ text: String, limit: Int) -> String {
+    package static func bounded(_ text: String, limit: Int) -> String {
         guard text.utf8.count > limit else { return text }
         var out = ""
         var bytes = 0
@@ -52,35 +52,35 @@ public enum LogText {
 
 /// Wraps a log handler (swift-log's text `StreamLogHandler`) so that the message and every metadata value
 /// it prints are escaped with `LogText`: nothing from a payload can forge a log line.
-public struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
+package struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
     var inner: Inner
 
-    public init(_ inner: Inner) {
+    package init(_ inner: Inner) {
         self.inner = inner
     }
 
-    public var logLevel: Logger.Level {
+    package var logLevel: Logger.Level {
         get { inner.logLevel }
         set { inner.logLevel = newValue }
     }
 
-    public var metadata: Logger.Metadata {
+    package var metadata: Logger.Metadata {
         get { inner.metadata }
         set { inner.metadata = newValue.mapValues(LogText.escaped) }
     }
 
-    public var metadataProvider: Logger.MetadataProvider? {
+    package var metadataProvider: Logger.MetadataProvider? {
         get { inner.metadataProvider }
         set { inner.metadataProvider = newValue }
     }
 
     /// Metadata of the wrapped handler.
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { inner[metadataKey: key] }
         set { inner[metadataKey: key] = newValue.map(LogText.escaped) }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var event = event
         event.message = Logger.Message(stringLiteral: LogText.escaped(event.message.description))
         event.metadata = event.metadata?.mapValues(LogText.escaped)
@@ -90,7 +90,7 @@ public struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
 
 extension LogText {
     /// A metadata value with every string in it escaped.
-    public static func escaped(_ value: Logger.Metadata.Value) -> Logger.Metadata.Value {
+    package static func escaped(_ value: Logger.Metadata.Value) -> Logger.Metadata.Value {
         switch value {
         case .string(let s): .string(escaped(s))
         case .stringConvertible(let c): .string(escaped(c.description))

@@ -3,7 +3,7 @@ import Synchronization
 
 /// Email and domain rules shared by the rule language and the router. Every input is hostile: the
 /// result is either an address Koala can key a person by, or nil.
-public enum Identity {
+package enum Identity {
     /// RFC 5321 limits, in bytes: local part, domain, and the whole address (a 256-byte path minus `<>`).
     static let maxLocalBytes = 64, maxDomainBytes = 255, maxEmailBytes = 254
 
@@ -16,7 +16,7 @@ public enum Identity {
     /// - the domain is normalised as IDNA does (NFKC, lower case, ideographic full stops as dots) and written
     ///   in ASCII (`xn--` labels), so `ｇｍａｉｌ.com` is `gmail.com`;
     /// - byte limits: 64 for the local part, 255 for the domain, 254 for the whole.
-    public static func normalizeEmail(_ raw: String) -> String? {
+    package static func normalizeEmail(_ raw: String) -> String? {
         let trimmed = raw.trimmingWhitespace
         guard trimmed.utf8.count <= 4 * maxEmailBytes else { return nil }  // nothing that long normalises under the limit
         guard let at = trimmed.lastIndex(of: "@") else { return nil }
@@ -206,12 +206,12 @@ enum Punycode {
 }
 
 /// Free-mail and disposable email providers whose domain is never a company.
-public enum FreeMailDomains {
+package enum FreeMailDomains {
     /// Site-specific changes to the shipped list: domains added, and shipped domains that are companies here.
     private static let overrides = Mutex<(added: Set<String>, removed: Set<String>)>(([], []))
 
     /// Applies a list file: one domain per line adds it, `!domain` removes a shipped one, `#` starts a comment.
-    public static func configure(file path: String) throws {
+    package static func configure(file path: String) throws {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         var added = Set<String>(), removed = Set<String>()
         for raw in text.split(whereSeparator: \.isNewline) {

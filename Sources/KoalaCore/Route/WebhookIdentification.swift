@@ -2,11 +2,11 @@ import Foundation
 import HTTPTypes
 
 /// Why a verified body could not become a webhook.
-public struct IdentificationProblem: Error, Sendable {
+package struct IdentificationProblem: Error, Sendable {
     /// `missingID`, `missingType`, `invalidID` or `invalidType`.
-    public let outcome: WebhookOutcome
+    package let outcome: WebhookOutcome
     /// Why, as said in the 400 answer.
-    public let message: String
+    package let message: String
 }
 
 extension SourceDefinition {
@@ -14,7 +14,7 @@ extension SourceDefinition {
     static let maxIdentifierBytes = 255
 
     /// Reads the webhook id, type and time where the rule file says they are. Used by ingest, `test` and `simulate`.
-    public func webhook(body: [UInt8], json: JSONValue, headers: HTTPFields, receivedAt: Date, secretLabel: String,
+    package func webhook(body: [UInt8], json: JSONValue, headers: HTTPFields, receivedAt: Date, secretLabel: String,
                         rulesVersion: String) -> Result<VerifiedWebhook, IdentificationProblem> {
         // Rules see only what may be stored (an allow-list): a credential can never be copied into a message.
         var headerMap: [String: String] = [:]

@@ -1,42 +1,42 @@
 import Foundation
 
 /// Turns a verified webhook into Koala messages using one source's rules. Pure: same input, same output.
-public struct WebhookRouter: Sendable {
+package struct WebhookRouter: Sendable {
     let source: SourceDefinition
 
-    public init(source: SourceDefinition) {
+    package init(source: SourceDefinition) {
         self.source = source
     }
 
     /// Why a route did or did not take a webhook.
-    public struct RouteResult: Sendable {
+    package struct RouteResult: Sendable {
         /// The route's name.
-        public let route: String
+        package let route: String
         /// Whether it matched.
-        public let matched: Bool
+        package let matched: Bool
         /// Why it matched or did not, for `simulate`.
-        public let reason: String
+        package let reason: String
         /// What it produced.
-        public let messages: [KoalaMessage]
+        package let messages: [KoalaMessage]
     }
 
     /// Everything one webhook produces: messages, identities to remember, and why each route did or did not match.
-    public struct Routing: Sendable {
+    package struct Routing: Sendable {
         /// Every message the webhook produces.
-        public let messages: [KoalaMessage]
+        package let messages: [KoalaMessage]
         /// Identities the webhook's routes remember.
-        public let remembers: [Remembered]
+        package let remembers: [Remembered]
         /// One result per route, in file order.
-        public let results: [RouteResult]
+        package let results: [RouteResult]
     }
 
     /// The messages the webhook produces, with what earlier webhooks remembered (`memory`).
-    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [KoalaMessage] {
+    package func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [KoalaMessage] {
         routing(webhook, memory: memory).messages
     }
 
     /// The same, with remembered identities alone (no state).
-    public func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> [KoalaMessage] {
+    package func route(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> [KoalaMessage] {
         routing(webhook, memory: Self.entries(memory)).messages
     }
 
@@ -50,7 +50,7 @@ public struct WebhookRouter: Sendable {
 
     /// For the routes that match: each property or trait left out because the MRR of a subscription cannot be
     /// told from the payload, and why (`simulate` prints these).
-    public func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [String] {
+    package func mrrNotes(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [String] {
         let routing = routing(webhook, memory: memory)
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var notes: [String] = []
@@ -72,7 +72,7 @@ public struct WebhookRouter: Sendable {
 
     /// The memory entries the routes matching this webhook's type would recall, and the state they would
     /// remember (its time decides whether this webhook is out of order).
-    public func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
+    package func recallKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
         for route in source.routes where route.takes(type: webhook.eventType) {
@@ -95,7 +95,7 @@ public struct WebhookRouter: Sendable {
 
     /// The state memory keys this webhook's routes would remember: ingest serialises webhooks that share one,
     /// so each compares against the state the one before it left.
-    public func stateKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
+    package func stateKeys(_ webhook: VerifiedWebhook) -> [MemoryKey] {
         let context = EvaluationContext(body: webhook.json, headers: webhook.headers, webhook: webhook.fields)
         var keys: [MemoryKey] = []
         for route in source.routes where route.takes(type: webhook.eventType) {
@@ -111,7 +111,7 @@ public struct WebhookRouter: Sendable {
     }
 
     /// How the reason of a route skipped as out of order begins.
-    public static let outOfOrderPrefix = "out of order:"
+    package static let outOfOrderPrefix = "out of order:"
 
     /// Why this route must not act on this webhook: a state it reads or remembers was remembered from a
     /// later event (webhooks arrive out of order), so its comparison and its traits would be stale.
@@ -126,7 +126,7 @@ public struct WebhookRouter: Sendable {
     }
 
     /// The same, with remembered identities alone (no state).
-    public func routing(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> Routing {
+    package func routing(_ webhook: VerifiedWebhook, memory: [MemoryKey: KoalaIdentity]) -> Routing {
         routing(webhook, memory: Self.entries(memory))
     }
 
@@ -135,7 +135,7 @@ public struct WebhookRouter: Sendable {
     /// `explaining`: say why each route did not match (simulate, tests, replay). Ingest passes false: a
     /// route of another type is then left out of `results`, and a condition is only evaluated, which spares
     /// building a sentence for every route that does not match every webhook.
-    public func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:],
+    package func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:],
                         destinations: [Destination] = [.koala], explaining: Bool = true) -> Routing {
         var memory = recalled
         var base = EvaluationContext(

@@ -2,9 +2,9 @@ import Foundation
 
 /// A test on a webhook, from a route's `when.where`: comparisons, `in` lists, `exists` / `missing`,
 /// regular expressions, combined with `and`, `or`, `not` (in text) or `all` / `any` / `not` (in YAML).
-public indirect enum Condition: Sendable, CustomStringConvertible {
+package indirect enum Condition: Sendable, CustomStringConvertible {
     /// How a `where` comparison compares its two sides.
-    public enum Comparison: String, Sendable {
+    package enum Comparison: String, Sendable {
         case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
     }
 
@@ -19,7 +19,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
     case not(Condition)
 
     /// A compiled regular expression with its source text.
-    public struct Pattern: @unchecked Sendable {
+    package struct Pattern: @unchecked Sendable {
         let source: String
         let regex: NSRegularExpression
 
@@ -34,7 +34,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .compare(let a, let op, let b): "\(a) \(op.rawValue) \(b)"
         case .member(let a, let list, let negated): "\(a) \(negated ? "not in" : "in") [\(list.map { $0.textValue ?? $0.encoded() }.joined(separator: ", "))]"
@@ -60,7 +60,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
 
     /// Whether the condition holds for this webhook (`explain` says why not). Builds no text: ingest asks
     /// this of every route whose type matches.
-    public func evaluate(in context: EvaluationContext) -> Bool {
+    package func evaluate(in context: EvaluationContext) -> Bool {
         switch self {
         case .compare(let a, let op, let b):
             return Self.compare(a.evaluate(in: context), op, b.evaluate(in: context))
@@ -85,7 +85,7 @@ public indirect enum Condition: Sendable, CustomStringConvertible {
     }
 
     /// nil when the condition holds; otherwise the part that failed, with the value it saw.
-    public func explain(in context: EvaluationContext) -> String? {
+    package func explain(in context: EvaluationContext) -> String? {
         guard !evaluate(in: context) else { return nil }
         func shown(_ a: Expression) -> String { a.evaluate(in: context).map { $0.encoded() } ?? "missing" }
         switch self {

@@ -2,7 +2,7 @@ import Foundation
 
 /// A value computed from a webhook: a literal, a path into the body, headers or resolved person,
 /// a string template, optionally followed by a pipeline of filters.
-public indirect enum Expression: Sendable, CustomStringConvertible {
+package indirect enum Expression: Sendable, CustomStringConvertible {
     case literal(JSONValue)
     case path(Path)
     case template([TemplatePart])
@@ -12,12 +12,12 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
     case piped(Expression, [Filter])
 
     /// A piece of a template: literal text or an expression whose value is spliced in.
-    public enum TemplatePart: Sendable {
+    package enum TemplatePart: Sendable {
         case text(String)
         case expression(Expression)
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .literal(let value): value.encoded()
         case .path(let path): path.description
@@ -71,14 +71,14 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
     }
 
     /// The `recall(namespace, key)` and `latest(namespace, key)` calls inside this expression: the memory it reads.
-    public var recalls: [(namespace: String, key: Expression)] { memoryCalls(["recall", "latest"]) }
+    package var recalls: [(namespace: String, key: Expression)] { memoryCalls(["recall", "latest"]) }
 
     /// The `recall` calls alone: the states a route compares against, which make it out of order when they are
     /// newer than the webhook (`latest` copies the newest value known and never does).
-    public var orderedRecalls: [(namespace: String, key: Expression)] { memoryCalls(["recall"]) }
+    package var orderedRecalls: [(namespace: String, key: Expression)] { memoryCalls(["recall"]) }
 
     /// The names of the functions that read memory.
-    public static let memoryFunctions: Set<String> = ["recall", "latest"]
+    package static let memoryFunctions: Set<String> = ["recall", "latest"]
 
     func memoryCalls(_ names: Set<String>) -> [(namespace: String, key: Expression)] {
         switch self {
@@ -98,14 +98,14 @@ public indirect enum Expression: Sendable, CustomStringConvertible {
 }
 
 /// A path such as `body.data.object.items.data[0].price.nickname` or `headers.x-event-name`.
-public struct Path: Sendable, CustomStringConvertible {
+package struct Path: Sendable, CustomStringConvertible {
     /// What a path starts from: the payload (`body`), its `headers`, the resolved `person`, or facts about the `webhook`.
-    public enum Root: String, Sendable, CaseIterable {
+    package enum Root: String, Sendable, CaseIterable {
         case body, headers, person, webhook
     }
 
     /// One step of a path: a key of an object or an index of an array.
-    public enum Component: Sendable {
+    package enum Component: Sendable {
         case key(String)
         case index(Int)
         /// The first array element whose `field` equals (or, negated, differs from) `value`,
@@ -121,7 +121,7 @@ public struct Path: Sendable, CustomStringConvertible {
         self.components = components
     }
 
-    public var description: String {
+    package var description: String {
         var out = root.rawValue
         for component in components {
             switch component {
@@ -140,18 +140,18 @@ public struct Path: Sendable, CustomStringConvertible {
 }
 
 /// One step of a pipeline, e.g. `cents`, `default('unknown')`, `join(', ')`.
-public struct Filter: Sendable, CustomStringConvertible {
+package struct Filter: Sendable, CustomStringConvertible {
     let name: String
     let arguments: [Expression]
     let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
 
-    public var description: String {
+    package var description: String {
         arguments.isEmpty ? name : "\(name)(\(arguments.map(\.description).joined(separator: ", ")))"
     }
 }
 
 /// Everything an expression can read while a webhook is routed.
-public struct EvaluationContext: Sendable {
+package struct EvaluationContext: Sendable {
     let body: JSONValue
     /// Header names lower-cased.
     let headers: [String: String]
@@ -160,7 +160,7 @@ public struct EvaluationContext: Sendable {
     /// Identities remembered by earlier webhooks, as `recall` sees them: `{email, profile_id, domain}`.
     var memory: [MemoryKey: JSONValue]
 
-    public init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
+    package init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
                 memory: [MemoryKey: JSONValue] = [:]) {
         self.body = body
         self.headers = headers
@@ -171,13 +171,13 @@ public struct EvaluationContext: Sendable {
 }
 
 /// One entry of identity memory within a source: `namespace` (e.g. `stripe_customer`) and the provider's id.
-public struct MemoryKey: Sendable, Hashable {
+package struct MemoryKey: Sendable, Hashable {
     /// Which kind of key, e.g. `stripe_customer`.
-    public let namespace: String
+    package let namespace: String
     /// The key itself, e.g. a customer id.
-    public let key: String
+    package let key: String
 
-    public init(namespace: String, key: String) {
+    package init(namespace: String, key: String) {
         self.namespace = namespace
         self.key = key
     }
@@ -192,7 +192,7 @@ public struct MemoryKey: Sendable, Hashable {
 
 extension Expression {
     /// Evaluates to a value, or nil when a path is missing (JSON `null` stays `.null`).
-    public func evaluate(in context: EvaluationContext) -> JSONValue? {
+    package func evaluate(in context: EvaluationContext) -> JSONValue? {
         switch self {
         case .literal(let value):
             return value

@@ -2,7 +2,7 @@ import Foundation
 
 /// Parses the expression text found in rule files. Positions in errors are columns within the text,
 /// added to the scalar's own location by the caller. Public for the fuzz harness.
-public struct ExpressionParser {
+package struct ExpressionParser {
     enum TokenKind: Equatable {
         case word(String)
         case number(String)
@@ -17,7 +17,7 @@ public struct ExpressionParser {
     }
 
     /// Why an expression cannot be parsed, and where in its text.
-    public struct Failure: Error {
+    package struct Failure: Error {
         let offset: Int
         let message: String
         let hint: String
@@ -27,7 +27,7 @@ public struct ExpressionParser {
     private var tokens: [Token] = []
     private var position = 0
 
-    public init(_ text: String) throws(Failure) {
+    package init(_ text: String) throws(Failure) {
         self.text = text
         self.tokens = try Self.tokenize(text)
     }
@@ -36,7 +36,7 @@ public struct ExpressionParser {
 
     /// Whether a plain YAML string is meant as an expression rather than literal text: it starts with a
     /// path root (`body`, `headers`, `person`, `webhook`) or a function call such as `coalesce(`.
-    public static func looksLikeExpression(_ text: String) -> Bool {
+    package static func looksLikeExpression(_ text: String) -> Bool {
         guard let tokens = try? tokenize(text), let first = tokens.first, case .word(let word) = first.kind else {
             return false
         }
@@ -52,7 +52,7 @@ public struct ExpressionParser {
     /// dots or followed by brackets, with no spaces. Such text in a value position is almost always a path
     /// with a mistyped root, so the loader refuses it unless it is marked `!literal`. Text whose dots are
     /// followed by digits (`v1.2`, `1.2.3`) or which contains spaces is not path-shaped.
-    public static func pathShapedRoot(_ text: String) -> String? {
+    package static func pathShapedRoot(_ text: String) -> String? {
         guard !text.contains(" "), !text.contains("\t"), let tokens = try? tokenize(text),
               tokens.count >= 3, case .word(let root) = tokens[0].kind else { return nil }
         var i = 1
@@ -87,7 +87,7 @@ public struct ExpressionParser {
 
     /// The first word of text shaped like a call of a mistyped function (`coalese(body.a, 'x')`): a word
     /// within a typo of a function name, directly followed by '('.
-    public static func misspeltFunction(_ text: String) -> (word: String, function: String)? {
+    package static func misspeltFunction(_ text: String) -> (word: String, function: String)? {
         guard let tokens = try? tokenize(text), tokens.count >= 3, case .word(let word) = tokens[0].kind,
               tokens[1].kind == .punct("("), tokens[1].offset == word.unicodeScalars.count,
               Functions.names[word] == nil, word.count >= 3,
@@ -109,7 +109,7 @@ public struct ExpressionParser {
     }
 
     /// Parses the whole text as one value expression; anything left over is an error.
-    public mutating func parseComplete() throws(Failure) -> Expression {
+    package mutating func parseComplete() throws(Failure) -> Expression {
         let expression = try parseExpression()
         guard peek.kind == .end else {
             throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in expression",
@@ -310,7 +310,7 @@ public struct ExpressionParser {
     }
 
     /// Parses the whole text as one `where` condition; anything left over is an error.
-    public mutating func parseCompleteCondition() throws(Failure) -> Condition {
+    package mutating func parseCompleteCondition() throws(Failure) -> Condition {
         let condition = try parseCondition()
         guard peek.kind == .end else {
             throw Failure(offset: peek.offset, message: "unexpected \(describe(peek.kind)) in condition",
@@ -520,11 +520,11 @@ public struct ExpressionParser {
 }
 
 /// "Did you mean …?" for names in rule files and configuration files.
-public enum Suggest {
+package enum Suggest {
     /// The candidate with the smallest edit distance, if it is close enough to be a likely typo; else one the
     /// word begins with or that begins with the word (`uppercase` → `upper`, `trimspace` → `trim`), the nearest
     /// in length, when both have at least 3 characters.
-    public static func closest(to word: String, in candidates: [String]) -> String? {
+    package static func closest(to word: String, in candidates: [String]) -> String? {
         let lower = word.lowercased()
         let scored = candidates.map { ($0, distance(lower, $0.lowercased())) }
         if let best = scored.min(by: { ($0.1, $0.0) < ($1.1, $1.0) }), best.1 <= max(2, word.count / 3) { return best.0 }

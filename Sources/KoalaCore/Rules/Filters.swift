@@ -164,10 +164,10 @@ enum Filters {
 }
 
 /// Total conversions between times and their text or number forms: out-of-range input gives nil, never a trap.
-public enum Timestamps {
+package enum Timestamps {
     /// The times a payload may name: years 0001 through 9999, what ISO-8601's four-digit years can write.
     /// Anything outside (or not a number at all) is a missing time, never a trap.
-    public static let representableSeconds: ClosedRange<Double> = -62_135_596_800 ... 253_402_300_799.999
+    package static let representableSeconds: ClosedRange<Double> = -62_135_596_800 ... 253_402_300_799.999
 
     /// The date `seconds` after the Unix epoch, or nil when it is not a number or outside `representableSeconds`.
     static func date(unixSeconds seconds: Double) -> Date? {
@@ -177,7 +177,7 @@ public enum Timestamps {
     /// ISO-8601 UTC with milliseconds, as Koala's examples show: `2023-11-30T02:51:36.840Z`.
     /// Total: every date from a payload was checked against `representableSeconds` on the way in; any other
     /// (a clock gone mad) is written clamped to that range rather than trapping.
-    public static func iso(_ date: Date) -> String {
+    package static func iso(_ date: Date) -> String {
         let since1970 = date.timeIntervalSince1970
         let clamped = since1970.isNaN ? 0 : min(max(since1970, representableSeconds.lowerBound), representableSeconds.upperBound)
         let millis = Int64((clamped * 1000).rounded(.down))
@@ -205,7 +205,7 @@ public enum Timestamps {
 
     /// Numbers above 10^11 are taken as milliseconds, others as seconds; text is parsed as ISO-8601
     /// or, if numeric, as a number. Total: anything else, or out of range, is nil.
-    public static func date(from value: JSONValue?) -> Date? {
+    package static func date(from value: JSONValue?) -> Date? {
         switch value {
         case .int?, .double?:
             guard let d = value?.doubleValue else { return nil }
@@ -219,7 +219,7 @@ public enum Timestamps {
     }
 
     /// Parses `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]][Z|±HH[:]MM]`; no offset means UTC.
-    public static func parseISO(_ text: String) -> Date? {
+    package static func parseISO(_ text: String) -> Date? {
         let s = Array(text.trimmingSpaces.utf8)
         var i = 0
         func digits(_ count: Int) -> Int? {

@@ -4,10 +4,10 @@ import Foundation
 /// price: every item's unit amount × quantity, normalised to a month from its billing interval, less the
 /// discounts that keep applying, in the currency's major units. When the payload cannot tell (a metered or
 /// tiered price, a discount sent only by id), the answer is "unknown" with the reason, never a number.
-public enum MRR {
+package enum MRR {
     /// Why the MRR of a subscription cannot be told from its payload.
-    public struct Unknown: Error, Equatable, CustomStringConvertible {
-        public let description: String
+    package struct Unknown: Error, Equatable, CustomStringConvertible {
+        package let description: String
         init(_ description: String) { self.description = description }
     }
 
@@ -51,37 +51,37 @@ public enum MRR {
 
     /// A subscription's MRR as the payload tells it: before discounts (`list`), after the discounts in effect
     /// (`net`, nil when one cannot be known), and so the basis the MRR sent is on.
-    public struct Detail: Sendable, Equatable {
+    package struct Detail: Sendable, Equatable {
         /// Before any discount, in major units.
-        public let list: Decimal
+        package let list: Decimal
         /// After the discounts in effect; nil when a discount in effect cannot be known.
-        public let net: Decimal?
+        package let net: Decimal?
         /// The subscription's currency, as the payload names it.
-        public let currency: String
+        package let currency: String
         let rules: Money.Rules
         /// Why `net` is unknown, for `simulate`.
-        public let unknownDiscount: String?
+        package let unknownDiscount: String?
         /// Discounts named by id only that nothing described yet, in order, when they are all that is unknown:
         /// the revenue model takes them off `partial` once the provider's discount events describe them.
-        public var pendingIDs: [String] = []
+        package var pendingIDs: [String] = []
         /// The MRR after the discounts that are known (the list price when none is).
-        public var partial: Decimal = 0
+        package var partial: Decimal = 0
         /// Months in one billing period (an amount off per period is spread over them).
-        public var periodMonths: Decimal = 1
+        package var periodMonths: Decimal = 1
         /// The quantity (an amount off per seat is multiplied by it).
-        public var seats: Decimal = 1
+        package var seats: Decimal = 1
 
         /// What the revenue model keeps to finish the MRR when the pending discounts are described; nil when
         /// nothing is pending (or something else is unknown).
-        public var pending: JSONValue? {
+        package var pending: JSONValue? {
             guard !pendingIDs.isEmpty, let exponent = Money.exponent(of: currency, rules: rules) else { return nil }
             return PendingDiscounts(ids: pendingIDs, partial: partial, periodMonths: periodMonths, seats: seats, exponent: exponent).json
         }
 
         /// The MRR sent: net when known, else the list price (a paying customer stays paying, an upgrade stays one).
-        public var mrr: Decimal { net ?? list }
+        package var mrr: Decimal { net ?? list }
         /// How `mrr` was told: net, or the list price when a discount cannot be known.
-        public var basis: MRRBasis { net == nil ? .listPrice : .net }
+        package var basis: MRRBasis { net == nil ? .listPrice : .net }
 
         func json(_ amount: Decimal) throws(Unknown) -> JSONValue { try MRR.major(amount, currency: currency, rules: rules, alreadyMajor: true) }
     }
@@ -98,7 +98,7 @@ public enum MRR {
     /// `discount` object, `discounts` expanded or named by an id that `discount` (or a remembered
     /// `customer.discount.*` event, in `known`) describes; `forever`, and `repeating` until `discount.end`;
     /// percent off the total, amount off per billing period. A `once` coupon does not change recurring revenue.
-    public static func stripeDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
+    package static func stripeDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
         guard case .array(let items)? = subscription["items"]?["data"], !items.isEmpty else {
             throw Unknown("the subscription has no items")
         }
@@ -182,7 +182,7 @@ public enum MRR {
     }
 
     /// Stripe's MRR as `stripe_mrr` sends it (net, or the list price when a discount cannot be known).
-    public static func stripe(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
+    package static func stripe(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
         let detail = try stripeDetail(subscription, known: known)
         return try detail.json(detail.mrr)
     }
@@ -192,7 +192,7 @@ public enum MRR {
     /// subscription's `billing_cycle`), ISO 4217 decimals. Its `discount` names a discount by id: what a
     /// `discount.*` event said about it (in `known`: `type` percentage, flat or flat_per_seat, `amount`,
     /// `recur`) is taken off while it applies (`ends_at` not passed).
-    public static func paddleDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
+    package static func paddleDetail(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> Detail {
         guard case .array(let items)? = subscription["items"], !items.isEmpty else { throw Unknown("the subscription has no items") }
         var total = Decimal(0)
         var currency = subscription["currency_code"]?.stringValue
@@ -242,7 +242,7 @@ public enum MRR {
     }
 
     /// Paddle's MRR as `paddle_mrr` sends it (net, or the list price when a discount cannot be known).
-    public static func paddle(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
+    package static func paddle(_ subscription: JSONValue, known: [JSONValue] = []) throws(Unknown) -> JSONValue {
         let detail = try paddleDetail(subscription, known: known)
         return try detail.json(detail.mrr)
     }
@@ -250,7 +250,7 @@ public enum MRR {
     /// Clerk Billing: a subscription item (`data` of `subscriptionItem.*` events). Its `plan.amount` is the
     /// monthly fee in minor units; billed yearly (`interval: annual`) the month costs `plan.annual_monthly_amount`,
     /// and without it the monthly fee is the list price (said so: Clerk's annual price is usually lower).
-    public static func clerkDetail(_ item: JSONValue) throws(Unknown) -> Detail {
+    package static func clerkDetail(_ item: JSONValue) throws(Unknown) -> Detail {
         guard let plan = item["plan"], plan != .null, let monthly = decimal(plan["amount"]) else { throw Unknown("the item has no plan amount") }
         guard let currency = (plan["currency"] ?? item["amount"]?["currency"])?.stringValue?.uppercased(),
               let exponent = Money.exponent(of: currency, rules: .iso4217) else { throw Unknown("the item names no currency") }
@@ -315,14 +315,14 @@ extension MRR {
 }
 
 /// One lifecycle vocabulary for billing: a provider's subscription state in the words every route sends.
-public enum BillingStatus: String, Sendable, CaseIterable {
+package enum BillingStatus: String, Sendable, CaseIterable {
     case trialing, active, pastDue = "past_due", paused, cancelling, churned
 
     /// A Stripe subscription's state: `paused` while collection is paused (`pause_collection` set, status still
     /// `active`) or `paused`, `cancelling` while a cancellation is scheduled (`cancel_at_period_end` or
     /// `cancel_at`), `past_due` for `past_due` and `unpaid`, `churned` once `canceled` (or
     /// `incomplete_expired`); nil for `incomplete`, which is not yet a subscription anyone uses.
-    public static func stripe(_ subscription: JSONValue) -> BillingStatus? {
+    package static func stripe(_ subscription: JSONValue) -> BillingStatus? {
         let scheduled = subscription["cancel_at_period_end"] == .bool(true)
             || (subscription["cancel_at"].map { $0 != .null } ?? false)
         // Collection paused (`pause_collection` set) keeps Stripe's status `active`, but nothing is billed.
@@ -339,7 +339,7 @@ public enum BillingStatus: String, Sendable, CaseIterable {
 
     /// A Paddle Billing subscription's state: `cancelling` while `scheduled_change.action` is `cancel`,
     /// `churned` once `canceled`.
-    public static func paddle(_ subscription: JSONValue) -> BillingStatus? {
+    package static func paddle(_ subscription: JSONValue) -> BillingStatus? {
         let cancelScheduled = subscription["scheduled_change"]?["action"]?.stringValue == "cancel"
         switch subscription["status"]?.stringValue {
         case "trialing": return cancelScheduled ? .cancelling : .trialing
@@ -352,13 +352,13 @@ public enum BillingStatus: String, Sendable, CaseIterable {
     }
 
     /// Whether a Paddle subscription is a paying customer: active with MRR above zero.
-    public static func paddleIsPaying(_ subscription: JSONValue) -> Bool {
+    package static func paddleIsPaying(_ subscription: JSONValue) -> Bool {
         isPaying(subscription, mrr: { try MRR.paddle($0) })
     }
 
     /// Whether a Stripe subscription is a paying customer: active (a scheduled cancellation still pays to the
     /// period's end) with MRR above zero; never a trial, a past-due, paused or ended subscription.
-    public static func stripeIsPaying(_ subscription: JSONValue) -> Bool {
+    package static func stripeIsPaying(_ subscription: JSONValue) -> Bool {
         isPaying(subscription, mrr: { try MRR.stripe($0) })
     }
 
@@ -375,7 +375,7 @@ public enum BillingStatus: String, Sendable, CaseIterable {
 extension MRR {
     /// A billing period's canonical name: `day`, `week`, `month`, `quarter` (3 months), `half_year` (6 months),
     /// `year` (also 12 months), else `<count> <interval>s` such as `2 months` or `2 years`; nil without an interval.
-    public static func intervalLabel(_ interval: String?, count: Decimal?) -> String? {
+    package static func intervalLabel(_ interval: String?, count: Decimal?) -> String? {
         guard let interval = interval?.lowercased(), ["day", "week", "month", "year"].contains(interval) else { return nil }
         let count = count ?? 1
         switch (interval, count) {

@@ -2,9 +2,9 @@ import Foundation
 
 /// Amounts in a currency's minor units (what billing providers send) turned into the amount a person reads,
 /// with the currency's real number of decimals: JPY 4900 is ¥4,900, USD 4999 is $49.99, KWD 1234 is 1.234 KD.
-public enum Money {
+package enum Money {
     /// Whose list of decimals a provider follows.
-    public enum Rules: String, Sendable, CaseIterable {
+    package enum Rules: String, Sendable, CaseIterable {
         /// ISO 4217's minor units: Paddle, Chargebee, Lemon Squeezy, Recurly and most others.
         case iso4217 = "iso"
         /// Stripe's: its own zero-decimal list, and ISK, HUF and TWD kept at two decimals in its API.
@@ -32,7 +32,7 @@ public enum Money {
     }()
 
     /// The number of decimals of `currency` (a three-letter code, any case) under `rules`; nil if it is not a code.
-    public static func exponent(of currency: String, rules: Rules) -> Int? {
+    package static func exponent(of currency: String, rules: Rules) -> Int? {
         let code = currency.trimmingSpaces.uppercased()
         guard code.utf8.count == 3, code.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x5A }) else { return nil }
         switch rules {
@@ -45,7 +45,7 @@ public enum Money {
     /// `unit_amount_decimal` `"1234.5"`) in major units of `currency`. The decimal point is moved in the text,
     /// so the result is the exact amount (as exact as a JSON number can carry it). Missing when the amount is
     /// not a number or the currency is not a three-letter code: an amount is never sent in a guessed currency.
-    public static func major(_ minor: JSONValue?, currency: String?, rules: Rules) -> JSONValue? {
+    package static func major(_ minor: JSONValue?, currency: String?, rules: Rules) -> JSONValue? {
         guard let currency, let exponent = exponent(of: currency, rules: rules) else { return nil }
         let text: String
         switch minor {

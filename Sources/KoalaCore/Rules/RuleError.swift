@@ -1,17 +1,17 @@
 /// A mistake in a rule file, located precisely enough for an editor to jump to it.
-public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
+package struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
     /// The rule file, as the loader was given its path.
-    public let file: String
+    package let file: String
     /// 1-based line of the mistake.
-    public let line: Int
+    package let line: Int
     /// 1-based column of the mistake.
-    public let column: Int
+    package let column: Int
     /// What is wrong.
-    public let message: String
+    package let message: String
     /// What to do about it.
     let hint: String
 
-    public init(file: String, line: Int, column: Int, message: String, hint: String) {
+    package init(file: String, line: Int, column: Int, message: String, hint: String) {
         self.file = file
         self.line = line
         self.column = column
@@ -20,7 +20,7 @@ public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     /// `file:line:column: what is wrong; what to do`
-    public var description: String {
+    package var description: String {
         // A problem with a whole file or folder has no line to point at: `file: message`.
         let place = line == 0 ? file : "\(file):\(line):\(column)"
         return hint.isEmpty ? "\(place): \(message)" : "\(place): \(message); \(hint)"
@@ -28,19 +28,19 @@ public struct RuleError: Error, CustomStringConvertible, Sendable, Equatable {
 }
 
 /// Every error found while loading a rule table; loading never stops at the first.
-public struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
+package struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
     /// Every error found, in file order.
-    public let errors: [RuleError]
+    package let errors: [RuleError]
 
-    public init(errors: [RuleError]) {
+    package init(errors: [RuleError]) {
         self.errors = errors
     }
 
-    public var description: String { errors.map(\.description).joined(separator: "\n") }
+    package var description: String { errors.map(\.description).joined(separator: "\n") }
 }
 
 /// A position inside a rule file.
-public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
+package struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
     let file: String
     let line: Int
     let column: Int
@@ -59,5 +59,5 @@ public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
         RuleError(file: file, line: line, column: column, message: message, hint: hint)
     }
 
-    public var description: String { "\(file):\(line):\(column)" }
+    package var description: String { "\(file):\(line):\(column)" }
 }

@@ -2,15 +2,15 @@ import Foundation
 import Yams
 
 /// Reads rule files and validates them completely, collecting every error with its file, line and column.
-public struct RuleLoader: Sendable {
+package struct RuleLoader: Sendable {
     let environment: [String: String]
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment
     }
 
     /// Loads every `*.yaml` / `*.yml` file directly inside `directory` (sub-folders such as `tests/` are not rules).
-    public func load(directory: String) throws(RuleTableErrors) -> RuleTable {
+    package func load(directory: String) throws(RuleTableErrors) -> RuleTable {
         let url = URL(fileURLWithPath: directory)
         let names: [String]
         do {
@@ -51,7 +51,7 @@ public struct RuleLoader: Sendable {
     }
 
     /// Loads rule files given as (path, text) pairs.
-    public func load(files: [(path: String, text: String)]) throws(RuleTableErrors) -> RuleTable {
+    package func load(files: [(path: String, text: String)]) throws(RuleTableErrors) -> RuleTable {
         var errors: [RuleError] = []
         var warnings: [String] = []
         var secretErrors: [String] = []

@@ -1,17 +1,17 @@
 import Foundation
 
 /// The whole validated rule table: one definition per source. Immutable; a reload builds a new one.
-public struct RuleTable: Sendable {
+package struct RuleTable: Sendable {
     /// Content hash of every loaded file; recorded with each webhook routed by this table.
-    public let version: String
+    package let version: String
     /// The sources by name (the `source:` of their rule file).
-    public let sources: [String: SourceDefinition]
+    package let sources: [String: SourceDefinition]
     /// Problems that do not stop the table from serving (e.g. a source whose secret is not set).
-    public let warnings: [String]
+    package let warnings: [String]
     /// Secrets that are set but unusable (not valid in their encoding, or a key under 16 bytes), each naming
     /// its setting. The table still serves, without them (a source with no usable secret is disabled), but
     /// `check` fails on them and `serve` logs them as errors: the setting is wrong, not merely absent.
-    public let secretErrors: [String]
+    package let secretErrors: [String]
 
     init(version: String, sources: [String: SourceDefinition], warnings: [String] = [], secretErrors: [String] = []) {
         self.version = version
@@ -22,21 +22,21 @@ public struct RuleTable: Sendable {
 }
 
 /// Whether a source takes webhooks.
-public enum SourceState: Sendable {
+package enum SourceState: Sendable {
     case enabled(any SignatureVerifier)
     /// Webhooks are answered 503 with this reason, e.g. the source's secret is not set.
     case disabled(reason: String)
 }
 
 /// Everything a rule file says about one source.
-public struct SourceDefinition: Sendable {
+package struct SourceDefinition: Sendable {
     /// The source's name, as in `/webhooks/<name>`.
-    public let name: String
+    package let name: String
     /// The rule file that defines it.
-    public let file: String
-    public let scheme: String
+    package let file: String
+    package let scheme: String
     /// Enabled with its verifier, or disabled and why.
-    public let state: SourceState
+    package let state: SourceState
     /// The headers the scheme reads a signature or credential from, as the scheme spells them, whether or
     /// not the source is enabled. They are never stored, and a request without any is refused before its body is read.
     let credentialHeaders: [String]
@@ -47,7 +47,7 @@ public struct SourceDefinition: Sendable {
     let eventType: Expression
     let eventTime: Expression?
     /// The routes, in file order.
-    public let routes: [Route]
+    package let routes: [Route]
 
     /// The verifier of an enabled source.
     var verifier: (any SignatureVerifier)? {
@@ -64,20 +64,20 @@ public struct SourceDefinition: Sendable {
 
 /// One route: when it matches, who the person is, and the messages it produces. A class: every webhook
 /// walks its source's routes, and a reference costs one retain where a value of this size costs one per field.
-public final class Route: Sendable {
+package final class Route: Sendable {
     /// The route's name, unique in its file.
-    public let name: String
+    package let name: String
     /// Where it is written.
-    public let location: SourceLocation
+    package let location: SourceLocation
     let types: [TypePattern]
     /// The event types it takes, as written (globs included).
-    public var typePatterns: [String] { types.map(\.description) }
+    package var typePatterns: [String] { types.map(\.description) }
     /// What it produces: `track`, `identify`, `account`.
-    public var outputNames: [String] {
+    package var outputNames: [String] {
         [track.map { _ in "track" }, identify.map { _ in "identify" }, account.map { _ in "account" }].compactMap { $0 }
     }
     /// `when.where`: must hold too (nil: no condition).
-    public let condition: Condition?
+    package let condition: Condition?
     let person: PersonSpec?
     let track: TrackOutput?
     let identify: IdentifyOutput?
@@ -94,7 +94,7 @@ public final class Route: Sendable {
     let sites: [ExpressionSite]
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
-    public let recalls: [(namespace: String, key: Expression)]
+    package let recalls: [(namespace: String, key: Expression)]
     /// What routing this route reads from memory: its recalls and the states it remembers (compared with the
     /// state remembered before).
     let memoryReads: [(namespace: String, key: Expression)]
@@ -149,7 +149,7 @@ struct ExpressionSite: Sendable {
 }
 
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.
-public struct TypePattern: Sendable, CustomStringConvertible {
+package struct TypePattern: Sendable, CustomStringConvertible {
     let pattern: String
     /// Whether the pattern has `*` or `?`, decided once: every webhook is matched against every route.
     let isGlob: Bool
@@ -159,7 +159,7 @@ public struct TypePattern: Sendable, CustomStringConvertible {
         isGlob = pattern.utf8.contains(UInt8(ascii: "*")) || pattern.utf8.contains(UInt8(ascii: "?"))
     }
 
-    public var description: String { pattern }
+    package var description: String { pattern }
 
     func matches(_ type: String) -> Bool {
         // Byte checks: String.contains(String) goes through the generic searcher, which allocates.
@@ -190,7 +190,7 @@ public struct TypePattern: Sendable, CustomStringConvertible {
 }
 
 /// How a route finds the person (or account) a message is about.
-public struct PersonSpec: Sendable {
+package struct PersonSpec: Sendable {
     let email: Expression?
     let profileID: Expression?
     /// `person.user_id`: the id Segment-compatible destinations know the person by (Koala ignores it).
@@ -198,11 +198,11 @@ public struct PersonSpec: Sendable {
 }
 
 /// Ordered name → value pairs (properties, traits), kept in file order for stable output.
-public typealias FieldList = [(name: String, value: Expression)]
+package typealias FieldList = [(name: String, value: Expression)]
 
 /// One `remember` entry: under `name` and the provider id `key`, the route's resolved identity and, for
 /// state memory, `values` as of the webhook's event time.
-public struct MemorySpec: Sendable {
+package struct MemorySpec: Sendable {
     let name: String
     let key: Expression
     /// Empty: identity only.
@@ -211,7 +211,7 @@ public struct MemorySpec: Sendable {
 
 /// A route's `billing:` block: where the payload says a subscription's state, for the revenue model. Each key
 /// is one of `BillingSpec.keys`; `customer`, `subscription` and `status` are required.
-public struct BillingSpec: Sendable {
+package struct BillingSpec: Sendable {
     /// The keys, in the order README documents them.
     static let keys = ["customer", "subscription", "status", "mrr", "mrr_basis", "list_mrr", "pending_discounts", "currency", "plan", "seats",
                        "billing_interval", "trial_ends_at", "started_at", "ended_at", "version", "provider", "new_when",
@@ -232,22 +232,22 @@ public struct BillingSpec: Sendable {
     func expression(_ key: String) -> Expression? { fields.first { $0.name == key }?.value }
 
     /// The memory namespace the revenue model keeps each billing customer's ledger under (per source).
-    public static let ledgerNamespace = "billing_ledger"
+    package static let ledgerNamespace = "billing_ledger"
 }
 
 /// A Koala custom event a route sends.
-public struct TrackOutput: Sendable {
+package struct TrackOutput: Sendable {
     let event: Expression
     let properties: FieldList
 }
 
 /// Visitor traits a route sends.
-public struct IdentifyOutput: Sendable {
+package struct IdentifyOutput: Sendable {
     let traits: FieldList
 }
 
 /// Account traits a route sends, keyed by domain or account id.
-public struct AccountOutput: Sendable {
+package struct AccountOutput: Sendable {
     let domain: Expression?
     let accountID: Expression?
     let groupID: Expression?

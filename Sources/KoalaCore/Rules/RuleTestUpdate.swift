@@ -138,24 +138,24 @@ struct ExpectWriter {
 
 extension RuleTestRunner {
     /// What `new-test` wrote.
-    public struct Scaffold: Sendable {
+    package struct Scaffold: Sendable {
         /// The test file the test was added to (created when missing).
-        public let file: String
+        package let file: String
         /// The new test's line in that file.
-        public let line: Int
+        package let line: Int
         /// Its name.
-        public let name: String
+        package let name: String
         /// The messages its `expect:` holds.
-        public let messages: Int
+        package let messages: Int
         /// Each route that did not match the sample, and why, when none did.
-        public let unmatched: [String]
+        package let unmatched: [String]
     }
 
     /// `koala-router new-test SOURCE SAMPLE`: appends a test for `sample` to `<tests>/<source>.yaml` (creating
     /// the file), with the webhook path relative to the tests folder and `expect:` written from the current output.
     /// `memory`: identities earlier webhooks would have remembered (`stripe_customer` `cus_9` → an email), written
     /// into the test's `memory:` so a route that recalls them is tested as it runs, not in its waiting state.
-    public func scaffold(source: String, sample: String, testsDirectory: String, name: String?,
+    package func scaffold(source: String, sample: String, testsDirectory: String, name: String?,
                          memory: [MemoryKey: KoalaIdentity] = [:]) throws(RuleError) -> Scaffold {
         guard let definition = table.sources[source] else {
             throw RuleError(file: sample, line: 0, column: 0, message: "no rule file declares source '\(source)'",

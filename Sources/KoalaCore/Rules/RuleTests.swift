@@ -5,46 +5,46 @@ import Yams
 /// Rule tests kept beside the rules (`routes/tests/*.yaml`), like `vector test`: a sample webhook in, the
 /// exact Koala messages expected out. Verification is skipped (tests hold no secrets); everything after it
 /// runs as in production: id/type/time extraction, conditions, identity memory, every output.
-public struct RuleTestRunner: Sendable {
+package struct RuleTestRunner: Sendable {
     let table: RuleTable
 
-    public init(table: RuleTable) {
+    package init(table: RuleTable) {
         self.table = table
     }
 
     /// One rule test's result.
-    public struct Outcome: Sendable {
+    package struct Outcome: Sendable {
         /// The test file.
-        public let file: String
+        package let file: String
         /// The line the test starts at.
-        public let line: Int
+        package let line: Int
         /// The test's name.
-        public let name: String
+        package let name: String
         /// Empty when the test passed.
-        public let failures: [String]
+        package let failures: [String]
         /// True when every expectation held.
-        public var passed: Bool { failures.isEmpty }
+        package var passed: Bool { failures.isEmpty }
     }
 
     /// Every test's result and the problems that stopped a test file from running.
-    public struct Report: Sendable {
+    package struct Report: Sendable {
         /// One outcome per test, in file order.
-        public var outcomes: [Outcome] = []
+        package var outcomes: [Outcome] = []
         /// Problems with the test files themselves, as `file:line:column: …`.
-        public var errors: [RuleError] = []
+        package var errors: [RuleError] = []
         /// `source/route` pairs no test produced a message for.
-        public var untested: [String] = []
+        package var untested: [String] = []
         /// With `update`: each file rewritten, with the names of the tests whose `expect:` was refreshed.
-        public var updated: [(file: String, tests: [String])] = []
+        package var updated: [(file: String, tests: [String])] = []
         /// True when no file had an error and every test passed.
-        public var passed: Bool { errors.isEmpty && outcomes.allSatisfy(\.passed) }
+        package var passed: Bool { errors.isEmpty && outcomes.allSatisfy(\.passed) }
     }
 
     /// Runs every `*.yaml` in `directory` (default: `<routes>/tests`). With `update`, the `expect:` block of
     /// every failing test is first rewritten from the current output (files with errors are left alone), and
     /// the report is that of the rewritten files.
     /// `filter`: only the tests whose name contains it (any case); the tests they name in `after:` still feed them.
-    public func run(directory: String, update: Bool = false, filter: String? = nil) -> Report {
+    package func run(directory: String, update: Bool = false, filter: String? = nil) -> Report {
         var report = Report()
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()

@@ -12,11 +12,11 @@ import Yams
 /// - Warnings: a path that resolves in no sample the route takes (with a did-you-mean from the keys that are
 ///   there); a route no sample exercises; two routes sending the same event, or the same output for the same
 ///   identity, for one webhook.
-public struct SampleCheck: Sendable {
+package struct SampleCheck: Sendable {
     /// One sample webhook.
-    public struct Sample: Sendable {
+    package struct Sample: Sendable {
         /// Where it comes from: a sample file, or `tests/x.yaml:12` for a rule test's webhook.
-        public let name: String
+        package let name: String
         let body: [UInt8]
         let headers: HTTPFields
         let memory: [MemoryKey: Remembered]
@@ -30,47 +30,47 @@ public struct SampleCheck: Sendable {
     }
 
     /// How sure a finding is.
-    public enum Severity: String, Sendable {
+    package enum Severity: String, Sendable {
         case error, warning
     }
 
     /// One thing found, at the rule it concerns.
-    public struct Finding: Sendable, CustomStringConvertible {
+    package struct Finding: Sendable, CustomStringConvertible {
         /// Error or warning.
-        public let severity: Severity
+        package let severity: Severity
         /// Where in the rule files (or the sample, when the rule is not the cause).
-        public let location: String
+        package let location: String
         /// What is wrong.
-        public let message: String
+        package let message: String
         /// What to do.
-        public let hint: String
+        package let hint: String
 
-        public var description: String { "\(severity.rawValue): \(location): \(message)\(hint.isEmpty ? "" : "; \(hint)")" }
+        package var description: String { "\(severity.rawValue): \(location): \(message)\(hint.isEmpty ? "" : "; \(hint)")" }
     }
 
     /// The findings, and how many samples each source was checked with.
-    public struct Report: Sendable {
+    package struct Report: Sendable {
         /// Errors first, then warnings, each in rule order.
-        public var findings: [Finding] = []
+        package var findings: [Finding] = []
         /// Samples per source.
-        public var samples: [String: Int] = [:]
+        package var samples: [String: Int] = [:]
         /// Problems reading the samples themselves (unreadable files, broken test files).
-        public var problems: [RuleError] = []
+        package var problems: [RuleError] = []
         /// Whether any finding is an error.
-        public var hasErrors: Bool { !problems.isEmpty || findings.contains { $0.severity == .error } }
+        package var hasErrors: Bool { !problems.isEmpty || findings.contains { $0.severity == .error } }
         /// Whether any finding is a warning.
-        public var hasWarnings: Bool { findings.contains { $0.severity == .warning } }
+        package var hasWarnings: Bool { findings.contains { $0.severity == .warning } }
     }
 
     let table: RuleTable
 
-    public init(table: RuleTable) {
+    package init(table: RuleTable) {
         self.table = table
     }
 
     /// Reads `<samples>/<source>/*.json` and the webhooks of every rule test in `tests`, and checks each
     /// source against its samples. A folder that does not exist is skipped.
-    public func run(samplesDirectory: String?, testsDirectory: String?) -> Report {
+    package func run(samplesDirectory: String?, testsDirectory: String?) -> Report {
         var report = Report()
         var samples: [String: [Sample]] = [:]
         let files = FileManager.default

@@ -1,10 +1,10 @@
 import Foundation
 
 /// Hexadecimal encoding, and decoding of either case.
-public enum Hex {
+package enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
-    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out = [UInt8]()
         out.reserveCapacity(64)
         for byte in bytes {
@@ -40,7 +40,7 @@ public enum Hex {
 }
 
 /// Base64 encoding, and decoding of the standard or URL-safe alphabet with or without padding.
-public enum Base64 {
+package enum Base64 {
     /// Decodes standard or URL-safe base64, with or without padding.
     static func decode(_ text: some StringProtocol) -> [UInt8]? {
         var s = String(text).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
@@ -50,7 +50,7 @@ public enum Base64 {
         return Data(base64Encoded: s).map { [UInt8]($0) }
     }
 
-    public static func encode(_ bytes: [UInt8]) -> String {
+    package static func encode(_ bytes: [UInt8]) -> String {
         Data(bytes).base64EncodedString()
     }
 }

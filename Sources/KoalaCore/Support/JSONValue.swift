@@ -1,7 +1,7 @@
 import Foundation
 
 /// A parsed JSON document. Webhook bodies are parsed once into this and every rule reads from it.
-public enum JSONValue: Sendable, Hashable {
+package enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -11,14 +11,14 @@ public enum JSONValue: Sendable, Hashable {
     case object([String: JSONValue])
 
     /// Why a body is not JSON (or nests deeper than the parser allows), and where.
-    public struct ParseError: Error, CustomStringConvertible {
-        public let description: String
+    package struct ParseError: Error, CustomStringConvertible {
+        package let description: String
     }
 
     /// Parses JSON bytes (RFC 8259, strict); the top level may be any JSON value. With `numbersAsWritten`,
     /// a number that is not an integer within Int64 is the text it was written as (a `.string`), so that
     /// `99999999999999999990` and `…991`, or `2e2` and `200.0`, stay different identifiers.
-    public static func parse(_ bytes: some ContiguousBytesLike, numbersAsWritten: Bool = false) throws -> JSONValue {
+    package static func parse(_ bytes: some ContiguousBytesLike, numbersAsWritten: Bool = false) throws -> JSONValue {
         let result = bytes.withBytes { raw in
             Result { () throws(JSONParser.Failure) -> JSONValue in
                 try JSONParser.parse(raw.bindMemory(to: UInt8.self), numbersAsWritten: numbersAsWritten)
@@ -31,13 +31,13 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// The member named `key` of an object; nil for other values.
-    public subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
         return nil
     }
 
     /// The text of a string value; nil for other values.
-    public var stringValue: String? {
+    package var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil
     }
@@ -57,7 +57,7 @@ public enum JSONValue: Sendable, Hashable {
 
     /// The value as a number, if it is one (or a string holding one). A number too large for a Double
     /// (`1e999` parses as infinity) or text such as `nan` is no number: nil.
-    public var doubleValue: Double? {
+    package var doubleValue: Double? {
         let d: Double? = switch self {
         case .int(let i): Double(i)
         case .double(let d): d
@@ -68,7 +68,7 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// Text form used when a value is interpolated or used as a key: strings as-is, numbers and bools as JSON.
-    public var textValue: String? {
+    package var textValue: String? {
         switch self {
         case .string(let s): s
         case .int(let i): String(i)
@@ -86,7 +86,7 @@ public enum JSONValue: Sendable, Hashable {
     // MARK: Encoding
 
     /// Compact JSON with object keys sorted, so equal values always encode to equal bytes.
-    public func encoded() -> String {
+    package func encoded() -> String {
         var out = ""
         out.reserveCapacity(256)
         write(to: &out)
@@ -121,7 +121,7 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// Appends `s` as a JSON string literal (quoted, escaped) to `out`.
-    public static func writeString(_ s: String, to out: inout String) {
+    package static func writeString(_ s: String, to out: inout String) {
         // Most text needs no escaping: copy it whole.
         if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C }) {
             out += "\""
@@ -147,7 +147,7 @@ public enum JSONValue: Sendable, Hashable {
 }
 
 extension JSONValue: Codable {
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
@@ -166,7 +166,7 @@ extension JSONValue: Codable {
         }
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()
@@ -183,12 +183,12 @@ extension JSONValue: Codable {
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
     ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByNilLiteral
 {
-    public init(stringLiteral value: String) { self = .string(value) }
-    public init(integerLiteral value: Int64) { self = .int(value) }
-    public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+    package init(stringLiteral value: String) { self = .string(value) }
+    package init(integerLiteral value: Int64) { self = .int(value) }
+    package init(booleanLiteral value: Bool) { self = .bool(value) }
+    package init(dictionaryLiteral elements: (String, JSONValue)...) {
         self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
-    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
-    public init(nilLiteral: ()) { self = .null }
+    package init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    package init(nilLiteral: ()) { self = .null }
 }

@@ -4,21 +4,21 @@ import Foundation
 /// becomes the component's value (with the accepted range), and how the effective value is shown by
 /// `koala-router config`. The app reads the values (environment, `NAME_FILE`, config file) and turns a
 /// problem into an error naming the setting; the component never sees where a value came from.
-public struct Setting<Component> {
+package struct Setting<Component> {
     /// The key within the component's section, dot-separated: `linger_ms` in section `koala_router` is
     /// `koala_router: { linger_ms: … }` in the config file and `KOALA_ROUTER_LINGER_MS` in the environment.
-    public let key: String
+    package let key: String
     /// What the setting means, for people.
-    public let help: String
+    package let help: String
     /// Never printed, logged or stored.
-    public let isSecret: Bool
+    package let isSecret: Bool
     /// Sets the value from its text; throws what is wrong with the text.
-    public let apply: (inout Component, String) throws(SettingProblem) -> Void
+    package let apply: (inout Component, String) throws(SettingProblem) -> Void
     /// The effective value, as `koala-router config` prints it (secrets say only whether they are set).
-    public let show: (Component) -> String
+    package let show: (Component) -> String
 
     /// A setting read by its own code.
-    public init(_ key: String, help: String, isSecret: Bool = false,
+    package init(_ key: String, help: String, isSecret: Bool = false,
                 apply: @escaping (inout Component, String) throws(SettingProblem) -> Void, show: @escaping (Component) -> String) {
         self.key = key
         self.help = help
@@ -28,7 +28,7 @@ public struct Setting<Component> {
     }
 
     /// A number in `range` (as written), stored multiplied by `scale` (e.g. milliseconds written, seconds kept).
-    public static func number(_ key: String, _ path: WritableKeyPath<Component, Double>, in range: ClosedRange<Double>,
+    package static func number(_ key: String, _ path: WritableKeyPath<Component, Double>, in range: ClosedRange<Double>,
                               scale: Double = 1, help: String) -> Setting {
         Setting(key, help: help, apply: { component, text throws(SettingProblem) in
             component[keyPath: path] = try parse(text, in: range) * scale
@@ -36,7 +36,7 @@ public struct Setting<Component> {
     }
 
     /// A whole number in `range`.
-    public static func integer(_ key: String, _ path: WritableKeyPath<Component, Int>, in range: ClosedRange<Int>,
+    package static func integer(_ key: String, _ path: WritableKeyPath<Component, Int>, in range: ClosedRange<Int>,
                                help: String) -> Setting {
         Setting(key, help: help, apply: { component, text throws(SettingProblem) in
             component[keyPath: path] = Int(try parse(text, in: Double(range.lowerBound)...Double(range.upperBound)))
@@ -44,7 +44,7 @@ public struct Setting<Component> {
     }
 
     /// Text, checked by `check` (nil: fine; otherwise what is wrong).
-    public static func text(_ key: String, _ path: WritableKeyPath<Component, String>, help: String,
+    package static func text(_ key: String, _ path: WritableKeyPath<Component, String>, help: String,
                             check: @escaping (String) -> String? = { _ in nil }, show: ((String) -> String)? = nil) -> Setting {
         Setting(key, help: help, apply: { component, text throws(SettingProblem) in
             if let problem = check(text) { throw SettingProblem(problem) }
@@ -53,7 +53,7 @@ public struct Setting<Component> {
     }
 
     /// Optional text; `unset` says what its absence means. A secret shows only whether it is set.
-    public static func optionalText(_ key: String, _ path: WritableKeyPath<Component, String?>, isSecret: Bool = false,
+    package static func optionalText(_ key: String, _ path: WritableKeyPath<Component, String?>, isSecret: Bool = false,
                                     unset: String, help: String, check: @escaping (String) -> String? = { _ in nil }) -> Setting {
         Setting(key, help: help, isSecret: isSecret, apply: { component, text throws(SettingProblem) in
             if let problem = check(text) { throw SettingProblem(problem) }
@@ -65,7 +65,7 @@ public struct Setting<Component> {
     }
 
     /// A number from text, or the problem with it.
-    public static func parse(_ text: String, in range: ClosedRange<Double>) throws(SettingProblem) -> Double {
+    package static func parse(_ text: String, in range: ClosedRange<Double>) throws(SettingProblem) -> Double {
         guard let value = Double(text), range.contains(value) else {
             throw SettingProblem("'\(text)' is not a number in \(format(range.lowerBound))...\(format(range.upperBound))")
         }
@@ -73,20 +73,20 @@ public struct Setting<Component> {
     }
 
     /// `60` rather than `60.0`; fractions as they are.
-    public static func format(_ value: Double) -> String {
+    package static func format(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
     }
 }
 
 /// Why a setting's text was refused, said so a person knows what to write instead.
-public struct SettingProblem: Error, Equatable {
+package struct SettingProblem: Error, Equatable {
     /// What is wrong and what to write instead.
-    public let text: String
-    public init(_ text: String) { self.text = text }
+    package let text: String
+    package init(_ text: String) { self.text = text }
 }
 
 /// A component with settings of its own, read through `init(reader:)` (the app gives it the reader).
-public protocol Configurable {
+package protocol Configurable {
     /// The component with every setting at its default.
     init()
     /// The section its keys sit under (`koala_router`); empty when each key names its own section.
@@ -98,32 +98,32 @@ public protocol Configurable {
 }
 
 /// Two settings that do not fit together: `setting` is the one to change.
-public struct SettingConflict: Error, Equatable {
+package struct SettingConflict: Error, Equatable {
     /// The setting's environment name.
-    public let setting: String
+    package let setting: String
     /// What is wrong and what to change.
-    public let problem: String
-    public init(setting: String, problem: String) {
+    package let problem: String
+    package init(setting: String, problem: String) {
         self.setting = setting
         self.problem = problem
     }
 }
 
 extension Configurable {
-    public func validate() throws(SettingConflict) {}
+    package func validate() throws(SettingConflict) {}
 
     /// A setting's full key: its section and key, e.g. `["koala_router", "linger_ms"]`.
-    public static func path(of setting: Setting<Self>) -> [String] {
+    package static func path(of setting: Setting<Self>) -> [String] {
         (section.isEmpty ? [] : [section]) + setting.key.split(separator: ".").map(String.init)
     }
 
     /// A setting's environment name: `KOALA_ROUTER_LINGER_MS`.
-    public static func environmentName(of setting: Setting<Self>) -> String {
+    package static func environmentName(of setting: Setting<Self>) -> String {
         path(of: setting).joined(separator: "_").uppercased()
     }
 
     /// Every setting's environment name and effective value, secrets redacted.
-    public var described: [(String, String)] {
+    package var described: [(String, String)] {
         Self.settings.map { (Self.environmentName(of: $0), $0.show(self)) }
     }
 }

@@ -1,9 +1,9 @@
 import COpenSSL
 
 /// HMAC, digests and constant-time comparison, all through OpenSSL's libcrypto.
-public enum Crypto {
+package enum Crypto {
     /// A digest algorithm of OpenSSL's libcrypto.
-    public enum Algorithm: String, Sendable, CaseIterable {
+    package enum Algorithm: String, Sendable, CaseIterable {
         case sha1, sha256, sha512
 
         var md: OpaquePointer? {
@@ -24,7 +24,7 @@ public enum Crypto {
     }
 
     /// HMAC of `data` with `key`.
-    public static func hmac(_ algorithm: Algorithm, key: some ContiguousBytesLike, data: some ContiguousBytesLike) -> [UInt8] {
+    package static func hmac(_ algorithm: Algorithm, key: some ContiguousBytesLike, data: some ContiguousBytesLike) -> [UInt8] {
         key.withBytes { keyBytes in
             // OpenSSL needs a valid pointer even for an empty key: lend it one that lives through the call.
             guard let keyPointer = keyBytes.baseAddress, !keyBytes.isEmpty else {
@@ -47,7 +47,7 @@ public enum Crypto {
     }
 
     /// Message digest of `data`.
-    public static func digest(_ algorithm: Algorithm, _ data: some ContiguousBytesLike) -> [UInt8] {
+    package static func digest(_ algorithm: Algorithm, _ data: some ContiguousBytesLike) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var outLength: UInt32 = 0
         data.withBytes { dataBytes in
@@ -59,7 +59,7 @@ public enum Crypto {
     }
 
     /// Constant-time equality (`CRYPTO_memcmp`). Lengths are public; contents are not.
-    public static func constantTimeEquals(_ a: some ContiguousBytesLike, _ b: some ContiguousBytesLike) -> Bool {
+    package static func constantTimeEquals(_ a: some ContiguousBytesLike, _ b: some ContiguousBytesLike) -> Bool {
         a.withBytes { aBytes in
             b.withBytes { bBytes in
                 guard aBytes.count == bBytes.count else { return false }
@@ -71,25 +71,25 @@ public enum Crypto {
 }
 
 /// Anything whose bytes can be read contiguously without copying.
-public protocol ContiguousBytesLike {
+package protocol ContiguousBytesLike {
     /// Calls `body` with the bytes, valid only during the call.
     func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
 }
 
 extension Array: ContiguousBytesLike where Element == UInt8 {
-    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    package func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try self.withUnsafeBytes(body)
     }
 }
 
 extension ArraySlice: ContiguousBytesLike where Element == UInt8 {
-    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    package func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try self.withUnsafeBytes(body)
     }
 }
 
 extension String: ContiguousBytesLike {
-    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    package func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         var copy = self
         return try copy.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
     }

@@ -3,19 +3,19 @@ import HTTPTypes
 
 /// A signature in one header over a template of the body and optionally a timestamp and id from other
 /// headers. Presets cover GitHub, Shopify, Lemon Squeezy and Orb; the `hmac` scheme exposes every knob.
-public struct HMACVerifier: SignatureVerifier {
+package struct HMACVerifier: SignatureVerifier {
     /// How a signature is written in its header.
-    public enum Encoding: String, Sendable, CaseIterable {
+    package enum Encoding: String, Sendable, CaseIterable {
         case hex, base64
     }
 
     /// How a signature's timestamp is written.
-    public enum TimestampFormat: String, Sendable, CaseIterable {
+    package enum TimestampFormat: String, Sendable, CaseIterable {
         case seconds, milliseconds, iso8601
     }
 
     /// A piece of the signed bytes.
-    public enum Part: Sendable, Equatable {
+    package enum Part: Sendable, Equatable {
         case text(String)
         case body
         case timestamp
@@ -23,7 +23,7 @@ public struct HMACVerifier: SignatureVerifier {
     }
 
     /// Where the signature sits and what is signed, as a rule file's `verify:` options describe it.
-    public struct Format: Sendable {
+    package struct Format: Sendable {
         var scheme: String
         var header: String
         var algorithm: Crypto.Algorithm = .sha256
@@ -80,9 +80,9 @@ public struct HMACVerifier: SignatureVerifier {
     let format: Format
     let secrets: [WebhookSecret]
     let tolerance: Double
-    public var scheme: String { format.scheme }
-    public var credentialHeaders: [String] { [format.header] }
-    public var signedHeaders: [String] {
+    package var scheme: String { format.scheme }
+    package var credentialHeaders: [String] { [format.header] }
+    package var signedHeaders: [String] {
         [format.signed.contains(.timestamp) ? format.timestampHeader : nil, format.signed.contains(.id) ? format.idHeader : nil].compactMap { $0 }
     }
 
@@ -92,7 +92,7 @@ public struct HMACVerifier: SignatureVerifier {
         self.tolerance = tolerance
     }
 
-    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+    package func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
         guard let key = secrets.first?.key else { return nil }
         var headers: [(name: String, value: String)] = []
         var timestamp = ""
@@ -143,7 +143,7 @@ public struct HMACVerifier: SignatureVerifier {
         return .success((timestampText, timestamp, idText, candidates))
     }
 
-    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+    package func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
         switch parsed(headers) {
         case .failure(let failure): return failure
         case .success(let p):
@@ -152,7 +152,7 @@ public struct HMACVerifier: SignatureVerifier {
         }
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    package func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
         let p: (timestampText: String, timestamp: Double?, id: String, candidates: [[UInt8]])
         switch parsed(headers) {
         case .failure(let failure): return .failure(failure)
@@ -200,9 +200,9 @@ public struct HMACVerifier: SignatureVerifier {
 }
 
 /// Shared-secret schemes without a signature: HTTP Basic auth (Chargebee) and a static token (Auth0 log streams).
-public struct CredentialVerifier: SignatureVerifier {
+package struct CredentialVerifier: SignatureVerifier {
     /// The credential a request must carry.
-    public enum Kind: Sendable {
+    package enum Kind: Sendable {
         /// `Authorization: Basic base64(username:password)`; the username must match too.
         case basic(usernames: [WebhookSecret])
         /// `<header>: [Bearer ]<token>`.
@@ -213,12 +213,12 @@ public struct CredentialVerifier: SignatureVerifier {
     /// Passwords or tokens.
     let secrets: [WebhookSecret]
 
-    public var scheme: String {
+    package var scheme: String {
         if case .basic = kind { return "basic-auth" }
         return "bearer-token"
     }
 
-    public var credentialHeaders: [String] {
+    package var credentialHeaders: [String] {
         switch kind {
         case .basic: ["Authorization"]
         case .bearer(let header): [header]
@@ -226,14 +226,14 @@ public struct CredentialVerifier: SignatureVerifier {
     }
 
     /// A credential authenticates the sender, not the bytes: nothing is signed.
-    public var signsBody: Bool { false }
+    package var signsBody: Bool { false }
 
     init(kind: Kind, secrets: [WebhookSecret]) {
         self.kind = kind
         self.secrets = secrets
     }
 
-    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+    package func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
         guard let secret = secrets.first?.key else { return nil }
         switch kind {
         case .basic(let usernames):
@@ -246,12 +246,12 @@ public struct CredentialVerifier: SignatureVerifier {
     }
 
     /// A credential needs no body: it is checked in full before the body is read.
-    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+    package func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
         if case .failure(let failure) = verify(headers: headers, body: [], now: now) { return failure }
         return nil
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    package func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
         switch kind {
         case .basic(let usernames):
             guard let value = headers.value(named: "Authorization") else { return .failure(.missingHeader("Authorization")) }

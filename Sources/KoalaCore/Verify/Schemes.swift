@@ -1,24 +1,24 @@
 import Foundation
 
 /// The signature schemes a rule file can name in `verify.scheme`, with each scheme's defaults and options.
-public enum Schemes {
+package enum Schemes {
     /// Scalar options from a rule file's `verify` block (besides scheme, secrets, tolerance).
-    public typealias Options = [String: String]
+    package typealias Options = [String: String]
 
     /// An option with a bad value; the loader turns it into an error at the option's position.
-    public struct OptionError: Error {
+    package struct OptionError: Error {
         let option: String
         let message: String
         let hint: String
     }
 
     /// A signature scheme: its options, its defaults and how it builds a verifier.
-    public struct Definition: Sendable {
+    package struct Definition: Sendable {
         let name: String
         let summary: String
         /// Default replay tolerance in seconds; nil for schemes that sign no timestamp (they rely on
         /// webhook-id dedupe against replays).
-        public let defaultTolerance: Double?
+        package let defaultTolerance: Double?
         /// Where the webhook id, type and time live unless the rule file says otherwise.
         let defaultID: String
         let defaultType: String
@@ -34,13 +34,13 @@ public enum Schemes {
         let make: @Sendable (_ options: Options, _ secrets: [WebhookSecret], _ tolerance: Double) throws(OptionError) -> any SignatureVerifier
 
         /// A verifier of this scheme for the given options, secrets and tolerance (what a rule file builds).
-        public func verifier(options: Options, secrets: [WebhookSecret], tolerance: Double) throws(OptionError) -> any SignatureVerifier {
+        package func verifier(options: Options, secrets: [WebhookSecret], tolerance: Double) throws(OptionError) -> any SignatureVerifier {
             try make(options, secrets, tolerance)
         }
     }
 
     /// How a secret's text becomes key bytes.
-    public enum SecretEncoding: String, Sendable, CaseIterable {
+    package enum SecretEncoding: String, Sendable, CaseIterable {
         /// The secret text's UTF-8 bytes, as given (Stripe keeps the `whsec_` prefix in the key).
         case raw
         /// `whsec_<base64>` (Standard Webhooks): prefix removed, base64-decoded.
@@ -69,7 +69,7 @@ public enum Schemes {
     static let common = ["scheme", "secrets", "tolerance", "secret_encoding"]
 
     /// Every scheme by the name a rule file uses.
-    public static let all: [String: Definition] = {
+    package static let all: [String: Definition] = {
         var all: [String: Definition] = [:]
         func add(_ d: Definition) { all[d.name] = d }
         func timestamped(_ format: TimestampedHeaderVerifier.Format, summary: String, tolerance: Double, id: String, type: String, time: String) -> Definition {

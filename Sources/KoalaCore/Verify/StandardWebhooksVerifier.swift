@@ -4,15 +4,15 @@ import HTTPTypes
 /// Standard Webhooks (and Svix, which wrote it): `webhook-id`, `webhook-timestamp`, `webhook-signature`
 /// (or the `svix-*` spellings); signs `"{id}.{timestamp}.{body}"` with HMAC-SHA256; the signature header is a
 /// space-separated list of `v1,<base64>` entries, any of which may match; other versions are skipped.
-public struct StandardWebhooksVerifier: SignatureVerifier {
+package struct StandardWebhooksVerifier: SignatureVerifier {
     static let defaultTolerance: Double = 300
 
     let secrets: [WebhookSecret]
     let tolerance: Double
-    public var scheme: String { "standard-webhooks" }
-    public var credentialHeaders: [String] { ["webhook-signature", "svix-signature"] }
+    package var scheme: String { "standard-webhooks" }
+    package var credentialHeaders: [String] { ["webhook-signature", "svix-signature"] }
     /// Whichever spelling is verified, both must agree where both are sent (see `verify`).
-    public var signedHeaders: [String] { ["webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp"] }
+    package var signedHeaders: [String] { ["webhook-id", "webhook-timestamp", "svix-id", "svix-timestamp"] }
 
     init(secrets: [WebhookSecret], tolerance: Double = StandardWebhooksVerifier.defaultTolerance) {
         self.secrets = secrets
@@ -20,7 +20,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     }
 
     /// Both spellings, as Svix (Clerk) sends `svix-*` and a rule may read the id from either.
-    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+    package func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
         guard let key = secrets.first?.key else { return nil }
         let timestamp = Int64(now.timeIntervalSince1970)
         let signature = Self.sign(id: id, timestamp: timestamp, body: body, key: key)
@@ -31,7 +31,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
 
     /// `whsec_<base64>` → the decoded key bytes. Also accepts the bare base64, missing padding, and Supabase's
     /// `v1,whsec_<base64>` display form. Nil if the text is not base64.
-    public static func decodeSecret(_ text: String) -> [UInt8]? {
+    package static func decodeSecret(_ text: String) -> [UInt8]? {
         var s = text.trimmingWhitespace
         if s.hasPrefix("v1,") { s.removeFirst(3) }
         if s.hasPrefix("whsec_") { s.removeFirst(6) }
@@ -67,14 +67,14 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
         return .success((id, timestampText.trimmingSpaces, timestamp, candidates))
     }
 
-    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+    package func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
         switch parsed(headers) {
         case .failure(let failure): return failure
         case .success(let p): return SignatureCheck.withinTolerance(Double(p.timestamp), now: now, tolerance: tolerance) ? nil : .timestampOutsideTolerance
         }
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    package func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
         let p: (id: String, timestampText: String, timestamp: Int64, candidates: [[UInt8]])
         switch parsed(headers) {
         case .failure(let failure): return .failure(failure)
@@ -95,7 +95,7 @@ public struct StandardWebhooksVerifier: SignatureVerifier {
     }
 
     /// `v1,<base64>` for the given key bytes.
-    public static func sign(id: String, timestamp: Int64, body: [UInt8], key: [UInt8]) -> String {
+    package static func sign(id: String, timestamp: Int64, body: [UInt8], key: [UInt8]) -> String {
         let signed = Array("\(id).\(timestamp).".utf8) + body
         return "v1," + Base64.encode(Crypto.hmac(.sha256, key: key, data: signed))
     }

@@ -3,9 +3,9 @@ import HTTPTypes
 
 /// Schemes whose one header carries both a timestamp and one or more hex HMAC-SHA256 signatures over
 /// `"{timestamp}{separator}{body}"`: Stripe, Paddle Billing, WorkOS, Recurly.
-public struct TimestampedHeaderVerifier: SignatureVerifier {
+package struct TimestampedHeaderVerifier: SignatureVerifier {
     /// The header layout: which header, the timestamp and signature prefixes, what is signed.
-    public struct Format: Sendable {
+    package struct Format: Sendable {
         let scheme: String
         let header: String
         /// Between the timestamp text and the body in the signed bytes.
@@ -21,8 +21,8 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
     let format: Format
     let secrets: [WebhookSecret]
     let tolerance: Double
-    public var scheme: String { format.scheme }
-    public var credentialHeaders: [String] { [format.header] }
+    package var scheme: String { format.scheme }
+    package var credentialHeaders: [String] { [format.header] }
 
     init(format: Format, secrets: [WebhookSecret], tolerance: Double) {
         self.format = format
@@ -30,7 +30,7 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         self.tolerance = tolerance
     }
 
-    public func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
+    package func sign(body: [UInt8], id: String, now: Date) -> [(name: String, value: String)]? {
         guard let key = secrets.first?.key else { return nil }
         let timestamp = String(Int64(now.timeIntervalSince1970 * format.unitsPerSecond))
         let signature = Hex.encode(Crypto.hmac(.sha256, key: key, data: Array((timestamp + format.separator).utf8) + body))
@@ -48,7 +48,7 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         return .success((parsed.timestamp, timestamp, candidates))
     }
 
-    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
+    package func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? {
         switch parsed(headers) {
         case .failure(let failure): return failure
         case .success(let p):
@@ -57,7 +57,7 @@ public struct TimestampedHeaderVerifier: SignatureVerifier {
         }
     }
 
-    public func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
+    package func verify(headers: HTTPFields, body: [UInt8], now: Date) -> Result<Verification, VerificationFailure> {
         let parsed: (timestampText: Substring, timestamp: Double, candidates: [[UInt8]])
         switch self.parsed(headers) {
         case .failure(let failure): return .failure(failure)
@@ -125,11 +125,11 @@ func trimmed(_ s: Substring) -> Substring {
 }
 
 /// Builds the `Stripe-Signature` header for a body, the way Stripe signs. Used by tests, `sign` and benchmarks.
-public enum StripeVerifier {
+package enum StripeVerifier {
     static let defaultTolerance: Double = 300
 
     /// Signs `body` the way Stripe does (for `koala-router sign` and tests).
-    public static func sign(body: [UInt8], secret: String, timestamp: Int64) -> String {
+    package static func sign(body: [UInt8], secret: String, timestamp: Int64) -> String {
         var signed = Array(String(timestamp).utf8)
         signed.append(UInt8(ascii: "."))
         signed.append(contentsOf: body)

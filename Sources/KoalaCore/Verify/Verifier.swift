@@ -3,25 +3,25 @@ import HTTPTypes
 
 /// One webhook secret. The label (the environment variable it came from) may be logged and exported;
 /// the key never is.
-public struct WebhookSecret: Sendable, CustomStringConvertible {
+package struct WebhookSecret: Sendable, CustomStringConvertible {
     let label: String
     let key: [UInt8]
 
-    public init(label: String, key: [UInt8]) {
+    package init(label: String, key: [UInt8]) {
         self.label = label
         self.key = key
     }
 
-    public init(label: String, value: String) {
+    package init(label: String, value: String) {
         self.init(label: label, key: Array(value.utf8))
     }
 
-    public var description: String { "WebhookSecret(\(label), <redacted>)" }
+    package var description: String { "WebhookSecret(\(label), <redacted>)" }
 }
 
 /// Why a webhook failed verification. `reason` is short and safe to send back to the provider;
 /// it never contains a secret, a signature or a header value.
-public enum VerificationFailure: Error, Equatable, Sendable {
+package enum VerificationFailure: Error, Equatable, Sendable {
     case missingHeader(String)
     case malformedHeader(String)
     /// Two spellings of one signed value disagree (`webhook-id` and `svix-id`).
@@ -30,7 +30,7 @@ public enum VerificationFailure: Error, Equatable, Sendable {
     case signatureMismatch
 
     /// The refusal as said in the 401 answer and the log (never the secret or the signature).
-    public var reason: String {
+    package var reason: String {
         switch self {
         case .missingHeader(let name): "missing header \(name)"
         case .malformedHeader(let name): "malformed header \(name)"
@@ -41,7 +41,7 @@ public enum VerificationFailure: Error, Equatable, Sendable {
     }
 
     /// The webhook outcome it stands for, in metrics and logs.
-    public var outcome: WebhookOutcome {
+    package var outcome: WebhookOutcome {
         switch self {
         case .missingHeader: .missingHeader
         case .malformedHeader, .conflictingHeaders: .malformedHeader
@@ -52,13 +52,13 @@ public enum VerificationFailure: Error, Equatable, Sendable {
 }
 
 /// What a verifier learned from a webhook it accepted.
-public struct Verification: Sendable, Equatable {
+package struct Verification: Sendable, Equatable {
     /// Label of the secret that matched.
-    public let secretLabel: String
+    package let secretLabel: String
 }
 
 /// A signature scheme bound to a source's secrets and tolerance.
-public protocol SignatureVerifier: Sendable {
+package protocol SignatureVerifier: Sendable {
     /// Name of the scheme, as written in a rule file.
     var scheme: String { get }
     /// The headers a signature or credential is read from, as the scheme spells them (any one may carry it).
@@ -86,16 +86,16 @@ public protocol SignatureVerifier: Sendable {
 
 extension SignatureVerifier {
     /// Most schemes sign the body and keep their timestamp inside the signature header: no other header is signed.
-    public var signedHeaders: [String] { [] }
+    package var signedHeaders: [String] { [] }
     /// Every HMAC scheme signs the body; a shared credential says otherwise.
-    public var signsBody: Bool { true }
+    package var signsBody: Bool { true }
     /// Only the body can tell, unless the scheme says otherwise.
-    public func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? { nil }
+    package func precheck(headers: HTTPFields, now: Date) -> VerificationFailure? { nil }
 }
 
 extension HTTPFields {
     /// The value of a header by case-insensitive name, nil if absent or if the name is not a valid field name.
-    public func value(named name: String) -> String? {
+    package func value(named name: String) -> String? {
         guard let fieldName = HTTPField.Name(name) else { return nil }
         return self[fieldName]
     }

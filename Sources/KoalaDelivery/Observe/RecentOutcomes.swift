@@ -5,7 +5,7 @@ import Synchronization
 /// How many webhooks of each source ended in each outcome over the last day, in one-minute buckets, for the
 /// console's overview. Kept in memory by this process (since it started): refusals are never stored. Sources
 /// are the rule files' names (unknown paths all count as "unknown"), so the table stays small.
-public final class RecentOutcomes: Sendable {
+package final class RecentOutcomes: Sendable {
     /// One minute of one source: a count per outcome.
     struct Bucket {
         var minute: Int64
@@ -15,9 +15,9 @@ public final class RecentOutcomes: Sendable {
     static let minutes = 24 * 60
     private let buckets = Mutex<[String: [Bucket]]>([:])
 
-    public init() {}
+    package init() {}
 
-    public func record(source: String, outcome: WebhookOutcome, at date: Date = Date()) {
+    package func record(source: String, outcome: WebhookOutcome, at date: Date = Date()) {
         let minute = Int64((date.timeIntervalSince1970 / 60).rounded(.down))
         let slot = Int(minute % Int64(Self.minutes))
         buckets.withLock { all in
@@ -29,7 +29,7 @@ public final class RecentOutcomes: Sendable {
     }
 
     /// Each outcome's count for `source` over the `seconds` before `now`, whole minutes.
-    public func counts(source: String, within seconds: TimeInterval, now: Date = Date()) -> [WebhookOutcome: Int] {
+    package func counts(source: String, within seconds: TimeInterval, now: Date = Date()) -> [WebhookOutcome: Int] {
         let current = Int64((now.timeIntervalSince1970 / 60).rounded(.down))
         let first = current - Int64(max(1, min(Double(Self.minutes), (seconds / 60).rounded(.up)))) + 1
         return buckets.withLock { all in

@@ -5,7 +5,7 @@ import Prometheus
 import Synchronization
 
 /// How a message's delivery ended (the `outcome` of `koala_router_messages_total`).
-public enum MessageOutcome: String, Sendable, CaseIterable {
+package enum MessageOutcome: String, Sendable, CaseIterable {
     case delivered, retried
     case deadLettered = "dead_lettered"
     /// Handled without a project key: logged, not sent.
@@ -15,12 +15,12 @@ public enum MessageOutcome: String, Sendable, CaseIterable {
 /// The service's metrics, in a registry of its own (so several routers in one test process never mix).
 /// Names follow Prometheus conventions. No label ever carries a secret, a payload or a raw header: sources
 /// and routes come from the rule files, secret labels are environment variable names.
-public final class RouterMetrics: Sendable {
+package final class RouterMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     /// The last day's outcomes by source and minute, for the console.
-    public let recent = RecentOutcomes()
+    package let recent = RecentOutcomes()
 
-    public init() {}
+    package init() {}
 
     /// A counter's identity in the caches below: its name and its label values (the names are fixed per metric).
     struct SeriesKey: Hashable {
@@ -50,7 +50,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Outcome of one webhook: accepted, duplicate, or the rejection reason.
-    public func webhookReceived(source: String, outcome: WebhookOutcome) {
+    package func webhookReceived(source: String, outcome: WebhookOutcome) {
         recent.record(source: source, outcome: outcome)
         counter(
             name: "koala_router_webhooks_received_total",
@@ -60,7 +60,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// A connection closed as it opened: `client_cap` (its client address already held its share).
-    public func connectionRefused(reason: String) {
+    package func connectionRefused(reason: String) {
         counter(
             name: "koala_router_connections_refused_total", labels: [("reason", reason)],
             help: "Connections closed as they opened: client_cap (the client address held KOALA_ROUTER_MAX_CONNECTIONS_PER_CLIENT)."
@@ -68,7 +68,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
-    public func connectionTimedOut(phase: String) {
+    package func connectionTimedOut(phase: String) {
         counter(
             name: "koala_router_connections_timed_out_total", labels: [("phase", phase)],
             help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
@@ -76,7 +76,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
-    public func secretUsed(source: String, label: String) {
+    package func secretUsed(source: String, label: String) {
         counter(
             name: "koala_router_webhook_secret_verified_total",
             labels: [("source", source), ("secret", label)],
@@ -85,7 +85,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Counts messages a route queued.
-    public func messagesQueued(source: String, route: String, count: Int) {
+    package func messagesQueued(source: String, route: String, count: Int) {
         guard count > 0 else { return }
         counter(
             name: "koala_router_messages_queued_total", labels: [("source", source), ("route", route)],
@@ -95,7 +95,7 @@ public final class RouterMetrics: Sendable {
 
     /// Counts identity fields left out of a message because they were unusable while another field named the
     /// person (an invalid `profile_id` beside a valid email, say).
-    public func identityFieldDropped(source: String, route: String, field: String) {
+    package func identityFieldDropped(source: String, route: String, field: String) {
         counter(
             name: "koala_router_identity_fields_dropped_total", labels: [("source", source), ("route", route), ("field", field)],
             help: "Identity fields left out of messages sent by another field, because they were unusable."
@@ -104,7 +104,7 @@ public final class RouterMetrics: Sendable {
 
     /// Counts what a reconcile read and what it had to correct (objects whose state differed from the one
     /// known, so it sent messages): a webhook missed shows here.
-    public func reconciled(source: String, objects: Int, corrections: Int) {
+    package func reconciled(source: String, objects: Int, corrections: Int) {
         counter(name: "koala_router_reconcile_objects_total", labels: [("source", source)],
                 help: "Provider objects read by reconcile.").increment(by: Int64(objects))
         counter(name: "koala_router_reconcile_corrections_total", labels: [("source", source)],
@@ -112,7 +112,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Counts messages that reached a final state.
-    public func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
+    package func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
         guard count > 0 else { return }
         counter(
             name: "koala_router_messages_total",
@@ -143,7 +143,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Queue state, refreshed at each scrape from the store.
-    public func queue(_ stats: QueueStats) {
+    package func queue(_ stats: QueueStats) {
         for (state, value) in [("pending", stats.pending), ("waiting", stats.waiting), ("dead", stats.dead)] {
             registry.makeGauge(name: "koala_router_queue_messages", labels: [("state", state)],
                                help: "Messages in the store by state (pending, waiting for identity, dead letters).").set(to: Double(value))
@@ -160,7 +160,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// Counts a rule reload and its result.
-    public func rulesReloaded(success: Bool) {
+    package func rulesReloaded(success: Bool) {
         counter(
             name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],
             help: "Rule table reloads, by result; a failed reload keeps the previous table."
@@ -168,7 +168,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// `koala_router_rules_info{version="…"} 1` for the table in service.
-    public func rulesVersion(_ version: String) {
+    package func rulesVersion(_ version: String) {
         let previous = currentVersion.withLock { old -> String? in
             defer { old = version }
             return old
@@ -182,7 +182,7 @@ public final class RouterMetrics: Sendable {
     private let currentVersion = Mutex<String?>(nil)
 
     /// The Prometheus text exposition.
-    public func exposition() -> String {
+    package func exposition() -> String {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return String(decoding: buffer, as: UTF8.self)

@@ -3,14 +3,14 @@ import KoalaCore
 import KoalaStore
 
 /// One HTTP request to Koala: one person (or account), at most `maxPerType` events and identifies.
-public struct KoalaBatch: Sendable, Equatable {
+package struct KoalaBatch: Sendable, Equatable {
     /// Where the request goes.
-    public let endpoint: KoalaEndpoint
+    package let endpoint: KoalaEndpoint
     let identity: KoalaIdentity
     let seqs: [Int64]
     let messageIDs: [String]
     /// The request body, ready to send.
-    public let body: String
+    package let body: String
     let oldestCreatedAt: Date
     /// Failed attempts so far of the most-tried message in the batch.
     let attempts: Int
@@ -34,10 +34,10 @@ public struct KoalaBatch: Sendable, Equatable {
 }
 
 /// Groups leased messages into Koala requests. Pure and deterministic.
-public enum Batcher {
+package enum Batcher {
     /// One list of batches per person (or account), in the order they must be sent. Messages are taken
     /// in event-time order (ties by arrival) and a new request starts when either type reaches the cap.
-    public static func plan(_ messages: [OutboxMessage], maxPerType: Int = KoalaEndpoint.maxPerType) -> [[KoalaBatch]] {
+    package static func plan(_ messages: [OutboxMessage], maxPerType: Int = KoalaEndpoint.maxPerType) -> [[KoalaBatch]] {
         var order: [String] = []
         var groups: [String: [OutboxMessage]] = [:]
         for message in messages {

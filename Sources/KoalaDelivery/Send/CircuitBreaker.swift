@@ -7,9 +7,9 @@ import Foundation
 /// After `failureThreshold` failures in a row the circuit opens: the sender stops sending and sends one probe
 /// message per interval, the interval doubling after each failed probe up to `maxProbeInterval`, while ingest keeps
 /// accepting and storing. The first success closes it.
-public struct CircuitBreaker: Sendable, Equatable {
+package struct CircuitBreaker: Sendable, Equatable {
     /// Where the circuit stands.
-    public enum State: Sendable, Equatable {
+    package enum State: Sendable, Equatable {
         /// Sending normally.
         case closed
         /// Sending stopped after a streak of failures; the next probe is due at `nextProbe`, and `probeInterval`
@@ -18,7 +18,7 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// What the sender may do now.
-    public enum Gate: Sendable, Equatable {
+    package enum Gate: Sendable, Equatable {
         /// A full round.
         case send
         /// One message, to learn whether the destination is back.
@@ -28,7 +28,7 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// What an outcome changed, for the one log line each change deserves.
-    public enum Change: Sendable, Equatable {
+    package enum Change: Sendable, Equatable {
         case none
         /// This failure opened the circuit (not the failures of requests already in flight when it opened).
         case opened
@@ -37,15 +37,15 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// When to open and how fast to probe.
-    public struct Policy: Sendable, Equatable {
+    package struct Policy: Sendable, Equatable {
         /// Failures in a row that open the circuit.
-        public var failureThreshold: Int
+        package var failureThreshold: Int
         /// The wait before the first probe after the circuit opens.
-        public var firstProbeInterval: TimeInterval
+        package var firstProbeInterval: TimeInterval
         /// The longest wait between probes, however many failed.
-        public var maxProbeInterval: TimeInterval
+        package var maxProbeInterval: TimeInterval
 
-        public init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
+        package init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
             self.failureThreshold = failureThreshold
             self.firstProbeInterval = firstProbeInterval
             self.maxProbeInterval = maxProbeInterval
@@ -53,29 +53,29 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// When it opens and how fast it probes.
-    public let policy: Policy
-    public private(set) var state: State = .closed
+    package let policy: Policy
+    package private(set) var state: State = .closed
     /// Failures without a success between them (requests refused for good do not count).
-    public private(set) var consecutiveFailures = 0
-    public private(set) var lastError: String?
+    package private(set) var consecutiveFailures = 0
+    package private(set) var lastError: String?
     /// The destination answering 4xx in a way that means "not for any request" (wrong key, ingest suspended).
-    public private(set) var refusing: String?
-    public private(set) var lastSuccess: Date?
+    package private(set) var refusing: String?
+    package private(set) var lastSuccess: Date?
 
-    public init(policy: Policy = Policy()) { self.policy = policy }
+    package init(policy: Policy = Policy()) { self.policy = policy }
 
     /// Whether sending has stopped for a streak of failures.
-    public var isOpen: Bool { if case .open = state { true } else { false } }
+    package var isOpen: Bool { if case .open = state { true } else { false } }
 
     /// The wait before the probe after the next one; 0 while closed.
-    public var probeInterval: TimeInterval { if case .open(_, let interval) = state { interval } else { 0 } }
+    package var probeInterval: TimeInterval { if case .open(_, let interval) = state { interval } else { 0 } }
 
     /// When the next probe is due; nil while closed.
-    public var nextProbe: Date? { if case .open(let next, _) = state { next } else { nil } }
+    package var nextProbe: Date? { if case .open(let next, _) = state { next } else { nil } }
 
     /// Whether the sender may send at `now`. While open, a due probe moves the next one an interval on, so there is
     /// one probe round per interval however often the sender asks.
-    public mutating func gate(now: Date) -> Gate {
+    package mutating func gate(now: Date) -> Gate {
         switch state {
         case .closed:
             return .send
@@ -87,7 +87,7 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// The destination accepted a request.
-    public mutating func success(at now: Date) -> Change {
+    package mutating func success(at now: Date) -> Change {
         let recovered = isOpen || refusing != nil
         state = .closed
         consecutiveFailures = 0
@@ -98,7 +98,7 @@ public struct CircuitBreaker: Sendable, Equatable {
 
     /// A failure that says nothing about the request itself (5xx, timeout, connection error). A failed probe
     /// doubles the wait before the next one.
-    public mutating func failure(_ reason: String, at now: Date, probe: Bool = false) -> Change {
+    package mutating func failure(_ reason: String, at now: Date, probe: Bool = false) -> Change {
         consecutiveFailures += 1
         lastError = reason
         switch state {
@@ -118,7 +118,7 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     /// The destination refuses every request from this service (see `DeliveryHealth.isRefusal`).
-    public mutating func refusal(_ description: String) {
+    package mutating func refusal(_ description: String) {
         refusing = description
     }
 }

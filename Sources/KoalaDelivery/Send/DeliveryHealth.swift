@@ -5,16 +5,16 @@ import Synchronization
 
 /// How a destination is answering, shared by the sender (which updates it) and `/readyz` and the console (which show
 /// it): a `CircuitBreaker` behind a lock.
-public final class DeliveryHealth: Sendable {
+package final class DeliveryHealth: Sendable {
     private let breaker: Mutex<CircuitBreaker>
 
-    public init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
+    package init(failureThreshold: Int = 5, firstProbeInterval: TimeInterval = 1, maxProbeInterval: TimeInterval = 60) {
         breaker = Mutex(CircuitBreaker(policy: .init(failureThreshold: failureThreshold, firstProbeInterval: firstProbeInterval,
                                                      maxProbeInterval: maxProbeInterval)))
     }
 
     /// The circuit and what the destination last answered, at one moment: for the console, `/readyz` and tests.
-    public var snapshot: CircuitBreaker { breaker.withLock { $0 } }
+    package var snapshot: CircuitBreaker { breaker.withLock { $0 } }
 
     /// See `CircuitBreaker.gate(now:)`.
     func gate(now: Date) -> CircuitBreaker.Gate { breaker.withLock { $0.gate(now: now) } }
@@ -23,18 +23,13 @@ public final class DeliveryHealth: Sendable {
     @discardableResult
     func recordSuccess(now: Date) -> CircuitBreaker.Change { breaker.withLock { $0.success(at: now) } }
 
-    /// See `CircuitBreaker.failure(_:at:probe:)`; returns the breaker after the failure, for the log line.
-    @discardableResult
-    func recordFailure(_ reason: String, now: Date, probe: Bool = false) -> (change: CircuitBreaker.Change, after: CircuitBreaker) {
-        breaker.withLock { b in (b.failure(reason, at: now, probe: probe), b) }
-    }
-
-    func recordRefusal(_ description: String) {
-        breaker.withLock { $0.refusal(description) }
+    /// Runs `body` with the breaker held: for a decision that reads and changes it in one step.
+    func update<Result>(_ body: (inout CircuitBreaker) -> Result) -> Result {
+        breaker.withLock { body(&$0) }
     }
 
     /// For `/readyz`.
-    public var json: JSONValue {
+    package var json: JSONValue {
         let s = snapshot
         var object: [String: JSONValue] = [
             "circuit": .string(s.isOpen ? "open" : "closed"),

@@ -3,15 +3,15 @@ import KoalaCore
 
 /// How the sender delivers: batching delay, concurrency, leases, retries. Its settings are declared here,
 /// once; `RouterConfiguration` reads them.
-public struct DeliveryPolicy: Sendable, Configurable {
+package struct DeliveryPolicy: Sendable, Configurable {
     /// How long a new message waits so a burst for one person coalesces into one request.
-    public var linger: TimeInterval = 0.1
+    package var linger: TimeInterval = 0.1
     /// How often the outbox is polled when idle.
     var pollInterval: TimeInterval = 0.05
     /// Messages leased per round.
     var claimLimit: Int = 1000
     /// A lease outlives any request: request timeout plus margin.
-    public var lease: TimeInterval = 60
+    package var lease: TimeInterval = 60
     /// Requests in flight at once (each to a different person).
     var concurrency: Int = 16
     /// First retry delay; doubles per attempt up to `maxBackoff`, with jitter.
@@ -21,14 +21,14 @@ public struct DeliveryPolicy: Sendable, Configurable {
     /// After this long since a message was accepted, it goes to the dead letters.
     var retryBudget: TimeInterval = 72 * 3600
     /// How long one request to Koala may take.
-    public var requestTimeout: TimeInterval = 10
+    package var requestTimeout: TimeInterval = 10
 
-    public init() {}
+    package init() {}
 
-    public static let section = "koala_router"
+    package static let section = "koala_router"
 
     /// Documented in README's configuration table; defaults are the values above.
-    public static var settings: [Setting<DeliveryPolicy>] {
+    package static var settings: [Setting<DeliveryPolicy>] {
         [
             .number("linger_ms", \.linger, in: 0...60000, scale: 0.001,
                     help: "How long a new message waits so a burst for one person goes out in one request"),
@@ -42,7 +42,7 @@ public struct DeliveryPolicy: Sendable, Configurable {
         ]
     }
 
-    public func validate() throws(SettingConflict) {
+    package func validate() throws(SettingConflict) {
         if lease <= requestTimeout {
             throw SettingConflict(setting: "KOALA_ROUTER_LEASE_S",
                                   problem: "the lease (\(Setting<Self>.format(lease)) s) must outlast KOALA_ROUTER_REQUEST_TIMEOUT_S (\(Setting<Self>.format(requestTimeout)) s), or a slow request is sent twice")

@@ -7,7 +7,7 @@ import NIOCore
 import NIOHTTP1
 
 /// Why a request to Koala is worth trying again.
-public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
+package enum RetryCause: Sendable, Equatable, CustomStringConvertible {
     /// Koala answered 408, 429 or 5xx.
     case status(Int)
     /// No answer within the request timeout (seconds).
@@ -19,7 +19,7 @@ public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
     var isRateLimit: Bool { self == .status(429) }
 
     /// For logs and `last_error`.
-    public var description: String {
+    package var description: String {
         switch self {
         case .status(let status): "Koala answered \(status)"
         case .timeout(let seconds): "timeout after \(seconds)s"
@@ -29,7 +29,7 @@ public enum RetryCause: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// What Koala's answer means for a batch.
-public enum DeliveryResult: Sendable, Equatable {
+package enum DeliveryResult: Sendable, Equatable {
     case delivered(status: Int)
     /// Dry run (no project key): the request was logged, not sent.
     case dryRun
@@ -54,7 +54,7 @@ extension DeliveryResult {
 }
 
 /// Sends batches to Koala's server-side API, or, without a project key, logs them (dry run).
-public struct KoalaClient: Sendable {
+package struct KoalaClient: Sendable {
     static var userAgent: String { "koala-router/\(KoalaRouterVersion.string)" }
 
     let http: HTTPClient
@@ -63,7 +63,7 @@ public struct KoalaClient: Sendable {
     let timeout: TimeInterval
     let logger: Logger
 
-    public init(http: HTTPClient, baseURL: String, publicKey: String?, timeout: TimeInterval, logger: Logger) {
+    package init(http: HTTPClient, baseURL: String, publicKey: String?, timeout: TimeInterval, logger: Logger) {
         self.http = http
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.publicKey = publicKey
@@ -75,7 +75,7 @@ public struct KoalaClient: Sendable {
 
     /// POSTs one batch to its Koala endpoint and says what the answer means; in dry run (no public key) it
     /// only logs the request.
-    public func send(_ batch: KoalaBatch) async -> DeliveryResult {
+    package func send(_ batch: KoalaBatch) async -> DeliveryResult {
         guard let publicKey else {
             logger.notice("dry run: would POST", metadata: [
                 "endpoint": "/web/projects/<key>/\(batch.endpoint.path)",

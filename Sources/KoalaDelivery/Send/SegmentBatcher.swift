@@ -18,14 +18,14 @@ import KoalaStore
 ///
 /// `messageId` is the same deterministic id Koala gets, so a retry or replay is absorbed the same way;
 /// `timestamp` is the event time; `context.library` names koala-router and its version.
-public enum SegmentMapping {
+package enum SegmentMapping {
     /// Segment's documented cap on one call.
-    public static let maxCallBytes = 32 * 1024
+    package static let maxCallBytes = 32 * 1024
     /// Segment's documented cap on one `/v1/batch` request.
-    public static let maxBatchBytes = 500 * 1024
+    package static let maxBatchBytes = 500 * 1024
 
     /// The call for one stored message, or why it cannot be sent.
-    public static func call(_ message: OutboxMessage) -> Result<JSONValue, Refusal> {
+    package static func call(_ message: OutboxMessage) -> Result<JSONValue, Refusal> {
         guard case .object(let item)? = try? JSONValue.parse(Array(message.itemJSON.utf8)) else {
             return .failure(Refusal(reason: "the stored item is not a JSON object"))
         }
@@ -85,22 +85,22 @@ public enum SegmentMapping {
     }
 
     /// Why a message cannot be a Segment-compatible call (it goes to that destination's dead letters).
-    public struct Refusal: Error, Sendable, Equatable {
+    package struct Refusal: Error, Sendable, Equatable {
         /// Said to a person: what is wrong.
-        public let reason: String
+        package let reason: String
     }
 
     /// One `/v1/batch` request: calls of any number of people, in the order they must be sent.
-    public struct Batch: Sendable, Equatable {
+    package struct Batch: Sendable, Equatable {
         /// The request body, ready to send.
-        public let body: String
+        package let body: String
         /// The messages in it, in order.
-        public let messageIDs: [String]
+        package let messageIDs: [String]
     }
 
     /// Requests for these messages, in event-time order (ties by arrival), each within `maxBatchBytes`;
     /// messages that cannot be calls are returned with the reason.
-    public static func plan(_ messages: [OutboxMessage], maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
+    package static func plan(_ messages: [OutboxMessage], maxBatchBytes: Int = SegmentMapping.maxBatchBytes)
         -> (batches: [Batch], refused: [(messageID: String, reason: String)]) {
         let chunks = chunked(messages, maxBatchBytes: maxBatchBytes)
         return (chunks.requests.map { Batch(body: body($0.map(\.call)), messageIDs: $0.map(\.message.messageID)) },

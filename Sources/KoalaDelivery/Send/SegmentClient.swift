@@ -7,11 +7,11 @@ import KoalaCore
 /// as the user name and no password, as those APIs document. Answers mean what they mean for Koala: 2xx
 /// delivered; 408, 429 and 5xx worth retrying (with `Retry-After`); any other 4xx a rejection (a 401 or 403
 /// is a revoked or wrong write key).
-public struct SegmentClient: Sendable {
+package struct SegmentClient: Sendable {
     /// Segment's default endpoint (US workspaces).
-    public static let segmentURL = "https://api.segment.io"
+    package static let segmentURL = "https://api.segment.io"
     /// Segment's endpoint for EU workspaces.
-    public static let segmentEUURL = "https://events.eu1.segmentapis.com"
+    package static let segmentEUURL = "https://events.eu1.segmentapis.com"
 
     let http: HTTPClient
     let batchURL: String
@@ -19,7 +19,7 @@ public struct SegmentClient: Sendable {
     let timeout: TimeInterval
 
     /// `baseURL` without `/v1/batch` (e.g. `https://api.segment.io`, or a RudderStack data plane URL).
-    public init(http: HTTPClient, baseURL: String, writeKey: String, timeout: TimeInterval) {
+    package init(http: HTTPClient, baseURL: String, writeKey: String, timeout: TimeInterval) {
         self.http = http
         self.batchURL = (baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL) + "/v1/batch"
         self.authorization = "Basic " + Base64.encode(Array((writeKey + ":").utf8))
@@ -27,7 +27,7 @@ public struct SegmentClient: Sendable {
     }
 
     /// Posts one batch and says what the answer means.
-    public func send(_ batch: SegmentMapping.Batch) async -> DeliveryResult {
+    package func send(_ batch: SegmentMapping.Batch) async -> DeliveryResult {
         await KoalaClient.post(http: http, url: batchURL, headers: [("Authorization", authorization)], body: batch.body, timeout: timeout)
     }
 }

@@ -40,28 +40,32 @@ enum Transport: Sendable {
 /// (per person for Koala; many people per request, in order, for a Segment-compatible API), sends with
 /// bounded concurrency, and records each outcome. Each destination has its own sender, circuit breaker and
 /// retries, so one being down never delays another.
-public final class Sender: Service, Sendable {
+package final class Sender: Service, Sendable {
     let store: any OutboxStore
     let transport: Transport
     let policy: DeliveryPolicy
     let metrics: RouterMetrics
     /// The circuit breaker and the destination's last answers.
-    public let health: DeliveryHealth
+    package let health: DeliveryHealth
     let logger: Logger
+    /// The time, for every decision (tests pass their own).
+    let clock: @Sendable () -> Date
 
     /// Koala's sender.
-    public convenience init(store: any OutboxStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
+    package convenience init(store: any OutboxStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
                             health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
         self.init(store: store, transport: .koala(client), policy: policy, metrics: metrics, health: health, logger: logger)
     }
 
     /// The sender of a Segment-compatible destination.
-    public convenience init(store: any OutboxStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
+    package convenience init(store: any OutboxStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
                             metrics: RouterMetrics = RouterMetrics(), health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
         self.init(store: store, transport: .segment(client, destination), policy: policy, metrics: metrics, health: health, logger: logger)
     }
 
-    init(store: any OutboxStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger) {
+    init(store: any OutboxStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger,
+         clock: @escaping @Sendable () -> Date = Date.init) {
+        self.clock = clock
         self.store = store
         self.transport = transport
         self.policy = policy
@@ -73,9 +77,9 @@ public final class Sender: Service, Sendable {
     }
 
     /// Which destination this sender delivers to.
-    public var destination: Destination { transport.destination }
+    package var destination: Destination { transport.destination }
 
-    public func run() async throws {
+    package func run() async throws {
         if case .koala(let client) = transport, client.isDryRun {
             logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and their messages recorded as dry_run (never sent; 'replay' queues them once a key is set), nothing is sent to Koala")
         }
@@ -111,7 +115,7 @@ public final class Sender: Service, Sendable {
     @discardableResult
     func runOnce() async throws -> Bool {
         let probe: Bool
-        switch health.gate(now: Date()) {
+        switch health.gate(now: clock()) {
         case .wait: return false
         case .send: probe = false
         case .probe:
@@ -119,7 +123,7 @@ public final class Sender: Service, Sendable {
             logger.info("circuit open: probing \(transport.name)")
         }
         // A probe is one message: one request tells whether the destination is back.
-        let due = try await store.claimDue(now: Date(), limit: probe ? 1 : policy.claimLimit, lease: policy.lease,
+        let due = try await store.claimDue(now: clock(), limit: probe ? 1 : policy.claimLimit, lease: policy.lease,
                                            destination: transport.destination)
         guard !due.isEmpty else { return false }
         var plan: [[KoalaBatch]]
@@ -134,7 +138,7 @@ public final class Sender: Service, Sendable {
             plan = requests.batches.isEmpty ? [] : [requests.batches]
             for (message, reason) in requests.refused {
                 logger.error("a message cannot be sent to \(transport.name); dead-lettering", metadata: ["message_id": "\(message.messageID)", "reason": "\(reason)"])
-                refusedOutcomes.append(.dead([message.seq], reason: reason, detail: nil, at: Date()))
+                refusedOutcomes.append(.dead([message.seq], reason: reason, detail: nil, at: clock()))
                 metrics.messagesFinished(endpoint: message.endpoint, outcome: .deadLettered, count: 1, destination: destination)
             }
         }
@@ -173,25 +177,20 @@ public final class Sender: Service, Sendable {
             logger.error("\(transport.name) rejected a message; dead-lettering", metadata: [
                 "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "message_id": "\(batch.messageIDs.first ?? "")",
             ])
-            metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count, destination: transport.destination)
-            return ([.dead(batch.seqs, reason: "\(transport.destination.rawValue) rejected (\(status))", detail: body, at: Date())], nil)
+            report([.finished(batch.endpoint, .deadLettered, count: batch.seqs.count)])
+            return ([.dead(batch.seqs, reason: PersonDelivery.rejectedReason(transport.destination, status), detail: body, at: clock())], nil)
         }
         var outcomes: [DeliveryOutcome] = []
         for (position, half) in halves.enumerated() {
             let result = await transport.send(half)
             metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
-            let now = Date()
+            let now = clock()
             switch result {
-            case .dryRun:
-                outcomes.append(.dryRun(half.seqs, at: now))
-                metrics.messagesFinished(endpoint: half.endpoint, outcome: .dryRun, count: half.seqs.count, destination: transport.destination)
-            case .delivered:
-                health.recordSuccess(now: now)
-                outcomes.append(.delivered(half.seqs, at: now))
-                for accepted in half.acceptedAt {
-                    metrics.deliveryLatency(endpoint: half.endpoint, seconds: now.timeIntervalSince(accepted), destination: transport.destination)
-                }
-                metrics.messagesFinished(endpoint: half.endpoint, outcome: .delivered, count: half.seqs.count, destination: transport.destination)
+            case .dryRun, .delivered:
+                if case .delivered = result { health.recordSuccess(now: now) }
+                let settled = PersonDelivery.settled(result, half, at: now)
+                outcomes.append(settled.outcome)
+                report(settled.events)
             case .rejected(let status, let body) where !DeliveryHealth.isRefusal(status: status, body: body):
                 let inner = await isolate(half, status: status, body: body)
                 outcomes += inner.outcomes
@@ -205,92 +204,46 @@ public final class Sender: Service, Sendable {
                              error: "while isolating a rejected message, \(transport.name) answered \(result.metricLabel)")
                 let waiting = halves[position...].flatMap(\.seqs)
                 outcomes.append(.retry(waiting, next: retry.next, error: retry.error))
-                metrics.messagesFinished(endpoint: half.endpoint, outcome: .retried, count: waiting.count, destination: transport.destination)
+                report([.finished(half.endpoint, .retried, count: waiting.count)])
                 return (outcomes, retry)
             }
         }
         return (outcomes, nil)
     }
 
-    /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order.
+    /// Sends one person's batches in order; on the first failure the rest wait with it, keeping order. The
+    /// decisions are `PersonDelivery`'s; this does the requests and reports what it says.
     func deliver(_ batches: [KoalaBatch], probe: Bool = false) async -> [DeliveryOutcome] {
-        var outcomes: [DeliveryOutcome] = []
-        for (index, batch) in batches.enumerated() {
-            // The circuit opened while this round was running: hold the rest back until the next probe.
-            if !probe, case .open(let nextProbe, _) = health.snapshot.state {
-                outcomes.append(.retry(batches[index...].flatMap(\.seqs), next: nextProbe, error: "circuit open"))
-                return outcomes
-            }
-            let result = await transport.send(batch)
-            metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
-            let now = Date()
-            switch result {
-            case .dryRun:
-                outcomes.append(.dryRun(batch.seqs, at: now))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .dryRun, count: batch.seqs.count, destination: transport.destination)
-            case .delivered:
-                if health.recordSuccess(now: now) == .recovered {
-                    logger.notice("\(transport.name) answers again: sending at full speed")
-                }
-                outcomes.append(.delivered(batch.seqs, at: now))
-                for accepted in batch.acceptedAt {
-                    metrics.deliveryLatency(endpoint: batch.endpoint, seconds: now.timeIntervalSince(accepted), destination: transport.destination)
-                }
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .delivered, count: batch.seqs.count, destination: transport.destination)
-            case .retry(let cause, let retryAfter):
-                let reason = cause.description
-                let remaining = batches[index...].flatMap(\.seqs)
-                if !cause.isRateLimit, case (.opened, let breaker) = health.recordFailure(reason, now: now, probe: probe) {
-                    logger.error("\(transport.name) keeps failing: circuit open, probing at a low rate", metadata: [
-                        "reason": "\(reason)", "consecutive_failures": "\(breaker.consecutiveFailures)",
-                        "next_probe_in_s": "\(breaker.probeInterval)",
-                    ])
-                }
-                if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
-                    logger.error("retry budget exhausted; dead-lettering", metadata: ["reason": "\(reason)", "messages": "\(remaining.count)"])
-                    outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
-                    metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: remaining.count, destination: transport.destination)
-                    return outcomes
-                }
-                let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
-                logger.warning("delivery will be retried", metadata: [
-                    "reason": "\(reason)", "retry_in_s": "\(String(format: "%.1f", delay))", "messages": "\(remaining.count)",
-                ])
-                outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .retried, count: remaining.count, destination: transport.destination)
-                return outcomes
-            case .rejected(let status, let body):
-                if DeliveryHealth.isRefusal(status: status, body: body) {
-                    let description = "\(transport.name) answered \(status): \(body.prefix(200))"
-                    health.recordRefusal(description)
-                    metrics.koalaRefusing(destination: transport.destination)
-                    let hint = transport.destination == .koala ? "wrong KOALA_PUBLIC_API_KEY, or ingest suspended" : "wrong or revoked write key, or wrong URL"
-                    logger.critical("\(transport.name) refuses requests from this service (\(hint)); messages go to the dead letters until it accepts again", metadata: [
-                        "status": "\(status)", "answer": "\(body.prefix(200))",
-                    ])
-                }
-                if !DeliveryHealth.isRefusal(status: status, body: body), batch.messages.count > 1 {
-                    // One bad message must not take the rest of its request with it.
-                    logger.warning("\(transport.name) rejected a request of several messages; sending its halves apart to find the one at fault", metadata: [
-                        "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
-                    ])
-                    let isolated = await isolate(batch, status: status, body: body)
-                    outcomes += isolated.outcomes
-                    if let retry = isolated.retry {
-                        // Part of it waits for a retry: the person's later requests wait with it, keeping order.
-                        let later = batches[(index + 1)...].flatMap(\.seqs)
-                        if !later.isEmpty { outcomes.append(.retry(later, next: retry.next, error: retry.error)) }
-                        return outcomes
-                    }
-                    continue
-                }
-                logger.error("\(transport.name) rejected a request; dead-lettering", metadata: [
-                    "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
-                ])
-                outcomes.append(.dead(batch.seqs, reason: "\(transport.destination.rawValue) rejected (\(status))", detail: body, at: now))
-                metrics.messagesFinished(endpoint: batch.endpoint, outcome: .deadLettered, count: batch.seqs.count, destination: transport.destination)
+        var person = PersonDelivery(batches, destination: transport.destination, name: transport.name, policy: policy, probe: probe)
+        while true {
+            switch person.next(circuit: health.snapshot.state) {
+            case .done:
+                return person.outcomes
+            case .send(let batch):
+                let result = await transport.send(batch)
+                metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
+                let now = clock()
+                report(health.update { breaker in person.received(result, at: now, breaker: &breaker) })
+            case .isolate(let batch, let status, let body):
+                let found = await isolate(batch, status: status, body: body)
+                person.isolated(found.outcomes, retry: found.retry)
             }
         }
-        return outcomes
+    }
+
+    /// Carries out what the delivery decisions report: metrics, and log lines with their metadata.
+    func report(_ events: [PersonDelivery.Event]) {
+        for event in events {
+            switch event {
+            case .finished(let endpoint, let outcome, let count):
+                metrics.messagesFinished(endpoint: endpoint, outcome: outcome, count: count, destination: transport.destination)
+            case .latency(let endpoint, let seconds):
+                metrics.deliveryLatency(endpoint: endpoint, seconds: seconds, destination: transport.destination)
+            case .refusing:
+                metrics.koalaRefusing(destination: transport.destination)
+            case .log(let level, let message, let metadata):
+                logger.log(level: level, "\(message)", metadata: metadata.mapValues { .string($0) })
+            }
+        }
     }
 }

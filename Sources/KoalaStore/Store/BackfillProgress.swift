@@ -28,16 +28,16 @@ enum BackfillProgress {
 }
 
 /// One row of the progress `backfill` and `reconcile` keep.
-public struct ProgressEntry: Sendable, Equatable {
+package struct ProgressEntry: Sendable, Equatable {
     /// `backfill:<source>:<phase>` or `reconcile:<source>`.
-    public let name: String
+    package let name: String
     /// A cursor, or a JSON summary.
-    public let value: String
+    package let value: String
     /// When it was written.
-    public let updatedAt: Double
+    package let updatedAt: Double
 
     /// An entry as read.
-    public init(name: String, value: String, updatedAt: Double) {
+    package init(name: String, value: String, updatedAt: Double) {
         self.name = name
         self.value = value
         self.updatedAt = updatedAt

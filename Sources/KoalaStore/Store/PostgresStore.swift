@@ -19,7 +19,7 @@ import Synchronization
 ///
 /// `run()` runs postgres-nio's connection pool, checks durability and applies migrations; store calls wait
 /// for that (within their operation timeout) and fail with its error if it failed.
-public final class PostgresStore: WebhookStore {
+package final class PostgresStore: WebhookStore {
     let client: PostgresClient
     let settings: PostgresURL
     let logger: Logger
@@ -45,7 +45,7 @@ public final class PostgresStore: WebhookStore {
     private let refusals = WriteRefusals()
 
     /// Reads the address (a malformed one throws here); nothing connects before `run()`.
-    public init(url: String, logger: Logger, slowClaim: Duration = .milliseconds(250)) throws {
+    package init(url: String, logger: Logger, slowClaim: Duration = .milliseconds(250)) throws {
         settings = try PostgresURL(url)
         self.logger = logger
         self.slowClaim = slowClaim
@@ -57,7 +57,7 @@ public final class PostgresStore: WebhookStore {
     /// Runs the connection pool until graceful shutdown or cancellation. Connecting, checking durability and
     /// migrating must succeed within `start_timeout_ms` (10 s), or `run()` throws (and so does every store call).
     /// The group-commit committers and the ANALYZE after a slow claim run as its children, so they end with it.
-    public func run() async throws {
+    package func run() async throws {
         guard !running.withLock({ running in defer { running = true }; return running }) else { throw StoreError.stopped }
         try await withThrowingTaskGroup(of: Void.self) { group in
             let client = self.client
@@ -254,7 +254,7 @@ public final class PostgresStore: WebhookStore {
     /// Accepts commit in batches (`commitQueued`): one statement stores a whole batch, so one round trip and
     /// one implicit transaction carry it. Its text is the same for every batch (every value is a bind in an
     /// array), so each connection parses and plans it once.
-    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+    package func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         try await refusals.observing(Self.refusal) {
             try await store(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
@@ -275,7 +275,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public var writeRefusal: String? { refusals.current }
+    package var writeRefusal: String? { refusals.current }
 
     private func store(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
@@ -440,7 +440,7 @@ public final class PostgresStore: WebhookStore {
         return Int64(bitPattern: hash)
     }
 
-    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
+    package func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
         guard !keys.isEmpty else { return [:] }
         let unique = Array(Set(keys))
         return try await withConnection("recall") { connection, logger in
@@ -458,7 +458,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
+    package func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
         let t = now.timeIntervalSince1970
         return try await withTransaction("claim waiting") { [owner] connection, logger in
             try await connection.query("""
@@ -482,7 +482,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
+    package func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
         let t = at.timeIntervalSince1970
         try await withConnection("resolve waiting") { connection, logger in
             switch resolution {
@@ -508,7 +508,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
+    package func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await withConnection("read webhook") { connection, logger in
             let rows = try await connection.query("""
                 SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
@@ -535,7 +535,7 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Delivery
 
-    public func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
+    package func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
         // One claimer at a time across replicas, per destination: one destination's claims never wait for another's.
         // Koala's key is the one every earlier version takes, so a rolling upgrade keeps claims one at a time.
@@ -656,7 +656,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func record(_ outcomes: [DeliveryOutcome]) async throws {
+    package func record(_ outcomes: [DeliveryOutcome]) async throws {
         guard !outcomes.isEmpty else { return }
         let now = Date().timeIntervalSince1970
         // A round is mostly deliveries: all of them go in one statement; retries and dead letters are rare.
@@ -717,7 +717,7 @@ public final class PostgresStore: WebhookStore {
         return Int(try rows.first?.get("n", as: Int64.self) ?? 0)
     }
 
-    public func prune(before cutoff: Date) async throws -> PruneReport {
+    package func prune(before cutoff: Date) async throws -> PruneReport {
         let t = cutoff.timeIntervalSince1970
         return try await withTransaction("prune") { connection, logger in
             var changed: [Int] = []
@@ -726,7 +726,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func forget(email raw: String) async throws -> PruneReport {
+    package func forget(email raw: String) async throws -> PruneReport {
         let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
         return try await withTransaction("forget") { connection, logger in
             var changed: [Int] = []
@@ -737,7 +737,7 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Replay
 
-    public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
+    package func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
         try await withConnection("read webhooks") { connection, logger in
             var sql = SQLStatement(.postgres)
             sql.text = """
@@ -754,7 +754,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
+    package func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
         let destinationName = destination.rawValue
         return try await withConnection("read messages") { connection, logger in
             var out: [String: StoredMessage] = [:]
@@ -769,7 +769,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
+    package func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
         let now = at.timeIntervalSince1970
         return try await withTransaction("enqueue replay") { connection, logger in
             var queued = 0
@@ -787,21 +787,21 @@ public final class PostgresStore: WebhookStore {
     // MARK: Dead letters
 
     /// Appends the conditions selecting the dead letters a filter means.
-    public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+    package func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         let query = OutboxSQL.deadLetters(filter, limit: limit, .postgres).query
         return try await withConnection("read dead letters") { connection, logger in
             try await connection.query(query, logger: logger).rows().map { row in try DeadLetter(row: row) }
         }
     }
 
-    public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
+    package func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
         let statement = OutboxSQL.retryDeadLetters(filter, at: at, .postgres)
         return try await withTransaction("retry dead letters") { connection, logger in
             try await Self.changed(connection, statement, logger: logger)
         }
     }
 
-    public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
+    package func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
         let statement = OutboxSQL.dropDeadLetters(filter, .postgres)
         return try await withTransaction("drop dead letters") { connection, logger in
             try await Self.changed(connection, statement, logger: logger)
@@ -810,7 +810,7 @@ public final class PostgresStore: WebhookStore {
 
     // MARK: Status
 
-    public func counts() async throws -> OutboxCounts {
+    package func counts() async throws -> OutboxCounts {
         try await withConnection("counts") { connection, logger in
             var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
             for row in try await connection.query("SELECT status, count(*) AS n FROM outbox GROUP BY status", logger: logger).rows() {
@@ -822,7 +822,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func queueStats(now: Date) async throws -> QueueStats {
+    package func queueStats(now: Date) async throws -> QueueStats {
         try await withConnection("queue stats") { connection, logger in
             var stats = QueueStats()
             for row in try await connection.query("""
@@ -835,7 +835,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
+    package func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
         let t = now.timeIntervalSince1970
         return try await withConnection("source activity") { connection, logger in
             var out: [String: SourceActivity] = [:]
@@ -854,12 +854,12 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
+    package func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
         let (sql, binds) = WebhookListing.bySource(source, query: query, after: cursor, limit: limit) { "$\($0)" }
         return try await listing(sql, binds)
     }
 
-    public func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
+    package func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
         let (sql, binds) = WebhookListing.byEmail(email, limit: limit) { "$\($0)" }
         return try await listing(sql, binds)
     }
@@ -881,7 +881,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
+    package func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
         var bindings = PostgresBindings()
         bindings.append(source)
         bindings.append(webhookID)
@@ -891,11 +891,11 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func ready() async throws {
+    package func ready() async throws {
         try await started.wait()
     }
 
-    public func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
+    package func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
         try await withTransaction("console sign-out") { connection, logger in
             try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.pruneExpired { "$\($0)" },
                                                      binds: Self.bindings(now.timeIntervalSince1970)), logger: logger)
@@ -904,7 +904,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func revokeConsoleSessions(issuedBefore: Date) async throws {
+    package func revokeConsoleSessions(issuedBefore: Date) async throws {
         try await withConnection("console sign-out everywhere") { connection, logger in
             try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.upsert({ "$\($0)" }, greatest: "GREATEST"),
                                                      binds: Self.bindings(ConsoleRevocations.everywhere, issuedBefore.timeIntervalSince1970)),
@@ -912,7 +912,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
+    package func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
         try await withConnection("console session") { connection, logger in
             let rows = try await connection.query(PostgresQuery(unsafeSQL: ConsoleRevocations.isRevoked { "$\($0)" },
                                                                 binds: Self.bindings(nonce, issuedAt.timeIntervalSince1970)), logger: logger).rows()
@@ -920,7 +920,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func saveProgress(name: String, value: String?, at: Date) async throws {
+    package func saveProgress(name: String, value: String?, at: Date) async throws {
         try await withConnection("backfill progress") { connection, logger in
             var binds = PostgresBindings()
             binds.append(name)
@@ -934,7 +934,7 @@ public final class PostgresStore: WebhookStore {
         }
     }
 
-    public func progress(prefix: String) async throws -> [ProgressEntry] {
+    package func progress(prefix: String) async throws -> [ProgressEntry] {
         let (low, high) = BackfillProgress.bounds(prefix)
         return try await withConnection("backfill progress") { connection, logger in
             var binds = PostgresBindings()
@@ -963,7 +963,7 @@ public final class PostgresStore: WebhookStore {
         return binds
     }
 
-    public func health() async -> StoreHealth {
+    package func health() async -> StoreHealth {
         let client = self.client, logger = self.logger
         // Not ready before start-up has connected and migrated; never waits for it.
         guard started.isOpen else { return .unavailable }

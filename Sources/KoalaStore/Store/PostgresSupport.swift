@@ -67,10 +67,10 @@ extension PostgresRowSequence {
 }
 
 /// A store call that took too long: the database is down, unreachable or overloaded.
-public struct StoreUnavailable: Error, CustomStringConvertible {
+package struct StoreUnavailable: Error, CustomStringConvertible {
     let operation: String
     let seconds: Double
-    public var description: String {
+    package var description: String {
         "the database did not answer '\(operation)' within \(seconds) s (is PostgreSQL up and reachable?)"
     }
 }

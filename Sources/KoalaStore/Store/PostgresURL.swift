@@ -8,9 +8,9 @@ import PostgresNIO
 /// socket directory instead of TCP), `schema` (tables live in this schema, created if missing), `pool_size`
 /// (connections per replica, default 10), `statement_timeout_ms` (default 5000), `operation_timeout_ms` (how long
 /// one store call may take, connection wait included, before ingest answers 503; default 5000).
-public struct PostgresURL: Sendable, Equatable {
+package struct PostgresURL: Sendable, Equatable {
     /// PostgreSQL's `sslmode`, as in libpq.
-    public enum SSLMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
+    package enum SSLMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
 
     var host = "localhost"
     var port = 5432
@@ -27,18 +27,18 @@ public struct PostgresURL: Sendable, Equatable {
     var startTimeoutMS = 10000
 
     /// Why a database URL cannot be used.
-    public struct Invalid: Error, CustomStringConvertible {
+    package struct Invalid: Error, CustomStringConvertible {
         /// What is wrong, without the password.
-        public let problem: String
-        public var description: String { "KOALA_ROUTER_DATABASE: \(problem)" }
+        package let problem: String
+        package var description: String { "KOALA_ROUTER_DATABASE: \(problem)" }
     }
 
     /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
-    public static func isPostgres(_ text: String) -> Bool {
+    package static func isPostgres(_ text: String) -> Bool {
         text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
     }
 
-    public init(_ text: String) throws {
+    package init(_ text: String) throws {
         guard Self.isPostgres(text), let components = URLComponents(string: text) else {
             throw Invalid(problem: "expected postgres://user:password@host:5432/database, got \(Self.redacted(text))")
         }
@@ -84,7 +84,7 @@ public struct PostgresURL: Sendable, Equatable {
     /// Any database address (a URL of any scheme, or a file path) with its password replaced, for logs,
     /// errors and `koala-router config`. Works on text no URL parser accepts (a password with an unescaped
     /// `@`, `/` or `#`): everything between `scheme://` and the last `@` is the user information.
-    public static func redacted(_ text: String) -> String {
+    package static func redacted(_ text: String) -> String {
         guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
         let userinfo = text[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return text }

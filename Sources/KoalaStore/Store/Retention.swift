@@ -5,20 +5,20 @@ import ServiceLifecycle
 
 /// Background service that prunes raw webhooks (they hold personal data) and delivered messages after
 /// the retention period. Dead letters, and webhooks whose messages are still pending or waiting, stay.
-public final class Retention: Service, Sendable {
+package final class Retention: Service, Sendable {
     let store: any OperatorStore
     let keep: TimeInterval
     let interval: TimeInterval
     let logger: Logger
 
-    public init(store: any OperatorStore, keep: TimeInterval, interval: TimeInterval = 600, logger: Logger) {
+    package init(store: any OperatorStore, keep: TimeInterval, interval: TimeInterval = 600, logger: Logger) {
         self.store = store
         self.keep = keep
         self.interval = interval
         self.logger = logger
     }
 
-    public func run() async throws {
+    package func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.runOnce()

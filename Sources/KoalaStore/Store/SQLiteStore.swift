@@ -6,7 +6,7 @@ import Synchronization
 
 /// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a webhook is on
 /// disk before it is acknowledged.
-public final class SQLiteStore: WebhookStore {
+package final class SQLiteStore: WebhookStore {
     let pool: DatabasePool
     let path: String
     /// Wakes `run()`'s writer when accepts are queued.
@@ -18,7 +18,7 @@ public final class SQLiteStore: WebhookStore {
 
     /// `ownsDatabase`: the serving process owns the file, so leases left by a crashed predecessor are void.
     /// Operator commands open it alongside a running server and must leave its leases alone.
-    public init(path: String, ownsDatabase: Bool = true) async throws {
+    package init(path: String, ownsDatabase: Bool = true) async throws {
         self.path = path
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -192,7 +192,7 @@ public final class SQLiteStore: WebhookStore {
     /// fails does not take the others with it. `run()` is the one writer.
     private let acceptQueue = Mutex<(requests: [QueuedAccept], stopped: Bool)>(([], false))
 
-    public func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
+    package func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                        linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
         try await refusals.observing(refusal) {
             try await queueAccept(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
@@ -215,9 +215,9 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public var writeRefusal: String? { refusals.current }
+    package var writeRefusal: String? { refusals.current }
 
-    public func health() async -> StoreHealth {
+    package func health() async -> StoreHealth {
         guard (try? await pool.read({ db in try Int.fetchOne(db, sql: "SELECT 1") })) == 1 else { return .unavailable }
         guard let refused = refusals.current else { return .ok }
         // The last accept was refused: try a write that needs room (64 KB), so readiness comes back by itself
@@ -255,7 +255,7 @@ public final class SQLiteStore: WebhookStore {
 
     /// The group-commit writer: commits queued accepts until graceful shutdown (or cancellation), then
     /// refuses new ones, commits those already queued and closes the database.
-    public func run() async throws {
+    package func run() async throws {
         guard !started.withLock({ started in defer { started = true }; return started }) else { throw StoreError.stopped }
         for await _ in wakeups.cancelOnGracefulShutdown() {
             await drainAccepts()
@@ -365,7 +365,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
+    package func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] {
         guard !keys.isEmpty else { return [:] }
         return try await pool.read { db in
             var out: [MemoryKey: Remembered] = [:]
@@ -382,7 +382,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
+    package func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let rows = try Row.fetchAll(db, sql: """
@@ -402,7 +402,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
+    package func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws {
         let t = at.timeIntervalSince1970
         try await pool.write { db in
             switch resolution {
@@ -423,7 +423,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
+    package func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await pool.read { db in
             guard let row = try Row.fetchOne(db, sql: """
                 SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
@@ -483,7 +483,7 @@ public final class SQLiteStore: WebhookStore {
         return round
     }
 
-    public func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
+    package func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let select = """
@@ -514,7 +514,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func record(_ outcomes: [DeliveryOutcome]) async throws {
+    package func record(_ outcomes: [DeliveryOutcome]) async throws {
         guard !outcomes.isEmpty else { return }
         try await pool.write { db in
             for outcome in outcomes {
@@ -536,7 +536,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func prune(before cutoff: Date) async throws -> PruneReport {
+    package func prune(before cutoff: Date) async throws -> PruneReport {
         let t = cutoff.timeIntervalSince1970
         return try await pool.write { db in
             let changed = try OutboxSQL.prune(before: t, .sqlite).map { try db.changes($0) }
@@ -544,7 +544,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func forget(email raw: String) async throws -> PruneReport {
+    package func forget(email raw: String) async throws -> PruneReport {
         let email = Identity.normalizeEmail(raw) ?? raw.lowercased()
         return try await pool.write { db in
             let changed = try OutboxSQL.forget(email: email, .sqlite).map { try db.changes($0) }
@@ -552,7 +552,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
+    package func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] {
         let keys = try await pool.read { db -> [(String, Double)] in
             let rows: [Row]
             if let cursor {
@@ -577,7 +577,7 @@ public final class SQLiteStore: WebhookStore {
         return out
     }
 
-    public func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
+    package func storedMessages(source: String, webhookID: String, destination: Destination) async throws -> [String: StoredMessage] {
         try await pool.read { db in
             var out: [String: StoredMessage] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT message_id, route, item, status FROM outbox WHERE source = ? AND webhook_id = ? AND destination = ?",
@@ -590,7 +590,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
+    package func enqueueReplay(_ messages: [KoalaMessage], at: Date) async throws -> Int {
         let now = at.timeIntervalSince1970
         return try await pool.write { db in
             var queued = 0
@@ -605,22 +605,22 @@ public final class SQLiteStore: WebhookStore {
     }
 
     /// SQL and arguments selecting the dead letters a filter means.
-    public func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+    package func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         let statement = OutboxSQL.deadLetters(filter, limit: limit, .sqlite)
         return try await pool.read { db in
             try Row.fetchAll(db, sql: statement.text, arguments: statement.arguments).map { row in try DeadLetter(row: row) }
         }
     }
 
-    public func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
+    package func retryDeadLetters(matching filter: DeadLetterFilter, at: Date) async throws -> Int {
         try await pool.write { db in try db.changes(OutboxSQL.retryDeadLetters(filter, at: at, .sqlite)) }
     }
 
-    public func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
+    package func dropDeadLetters(matching filter: DeadLetterFilter) async throws -> Int {
         try await pool.write { db in try db.changes(OutboxSQL.dropDeadLetters(filter, .sqlite)) }
     }
 
-    public func counts() async throws -> OutboxCounts {
+    package func counts() async throws -> OutboxCounts {
         try await pool.read { db in
             var counts = OutboxCounts(pending: 0, delivered: 0, dead: 0, webhooks: 0)
             for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status") {
@@ -631,7 +631,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func queueStats(now: Date) async throws -> QueueStats {
+    package func queueStats(now: Date) async throws -> QueueStats {
         try await pool.read { db in
             var stats = QueueStats()
             for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status IN (\(literal: [.pending, .dead, .waiting])) GROUP BY status") {
@@ -641,7 +641,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
+    package func sourceActivity(sources: [String], now: Date) async throws -> [String: SourceActivity] {
         let t = now.timeIntervalSince1970
         return try await pool.read { db in
             var out: [String: SourceActivity] = [:]
@@ -656,12 +656,12 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
+    package func webhooks(source: String, matching query: WebhookQuery, after cursor: WebhookCursor?, limit: Int) async throws -> [WebhookSummary] {
         let (sql, binds) = WebhookListing.bySource(source, query: query, after: cursor, limit: limit) { _ in "?" }
         return try await listing(sql, binds)
     }
 
-    public func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
+    package func webhooks(email: String, limit: Int) async throws -> [WebhookSummary] {
         let (sql, binds) = WebhookListing.byEmail(email, limit: limit) { _ in "?" }
         return try await listing(sql, binds)
     }
@@ -681,36 +681,36 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
+    package func messages(source: String, webhookID: String) async throws -> [MessageRecord] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: WebhookListing.messages { _ in "?" }, arguments: [source, webhookID]).map { row in try MessageRecord(row: row) }
         }
     }
 
     /// Opening the file migrated it: ready at once.
-    public func ready() async throws {}
+    package func ready() async throws {}
 
-    public func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
+    package func revokeConsoleSession(nonce: String, expires: Date, now: Date) async throws {
         try await pool.write { db in
             try db.execute(sql: ConsoleRevocations.pruneExpired { _ in "?" }, arguments: [now.timeIntervalSince1970])
             try db.execute(sql: ConsoleRevocations.upsert({ _ in "?" }, greatest: "max"), arguments: [nonce, expires.timeIntervalSince1970])
         }
     }
 
-    public func revokeConsoleSessions(issuedBefore: Date) async throws {
+    package func revokeConsoleSessions(issuedBefore: Date) async throws {
         try await pool.write { db in
             try db.execute(sql: ConsoleRevocations.upsert({ _ in "?" }, greatest: "max"),
                            arguments: [ConsoleRevocations.everywhere, issuedBefore.timeIntervalSince1970])
         }
     }
 
-    public func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
+    package func consoleSessionRevoked(nonce: String, issuedAt: Date) async throws -> Bool {
         try await pool.read { db in
             try Int.fetchOne(db, sql: ConsoleRevocations.isRevoked { _ in "?" }, arguments: [nonce, issuedAt.timeIntervalSince1970]) == 1
         }
     }
 
-    public func saveProgress(name: String, value: String?, at: Date) async throws {
+    package func saveProgress(name: String, value: String?, at: Date) async throws {
         try await pool.write { db in
             if let value {
                 try db.execute(sql: BackfillProgress.upsert { _ in "?" }, arguments: [name, value, at.timeIntervalSince1970])
@@ -720,7 +720,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func progress(prefix: String) async throws -> [ProgressEntry] {
+    package func progress(prefix: String) async throws -> [ProgressEntry] {
         let (low, high) = BackfillProgress.bounds(prefix)
         return try await pool.read { db in
             try Row.fetchAll(db, sql: BackfillProgress.select { _ in "?" }, arguments: [low, high]).map {

@@ -3,7 +3,7 @@ import KoalaCore
 import ServiceLifecycle
 
 /// What happened when a webhook was offered to the store.
-public enum AcceptOutcome: Sendable, Equatable {
+package enum AcceptOutcome: Sendable, Equatable {
     /// Stored for the first time, with this many messages queued, dead-lettered at once, and waiting for an identity.
     case accepted(queued: Int, deadLettered: Int, waiting: Int)
     /// A webhook with the same (source, webhook id) was stored before; nothing changed.
@@ -14,31 +14,31 @@ public enum AcceptOutcome: Sendable, Equatable {
 }
 
 /// A message waiting in (or leased from) the outbox.
-public struct OutboxMessage: Sendable, Equatable {
+package struct OutboxMessage: Sendable, Equatable {
     /// The outbox row: the order messages were stored in.
-    public let seq: Int64
+    package let seq: Int64
     /// Koala's idempotency key.
-    public let messageID: String
+    package let messageID: String
     let source: String
     let route: String
     /// Where it is sent.
-    public let endpoint: KoalaEndpoint
+    package let endpoint: KoalaEndpoint
     /// Which list of the batch.
-    public let kind: KoalaMessage.Kind
+    package let kind: KoalaMessage.Kind
     /// Who it is about (one person or account per request).
-    public let identity: KoalaIdentity
+    package let identity: KoalaIdentity
     /// The item exactly as it goes into `events[]` / `identifies[]`, already JSON-encoded.
-    public let itemJSON: String
+    package let itemJSON: String
     /// When it happened.
-    public let eventTime: Date
+    package let eventTime: Date
     /// When it was stored.
-    public let createdAt: Date
+    package let createdAt: Date
     /// Failed attempts so far.
-    public let attempts: Int
+    package let attempts: Int
     /// Which destination this entry is delivered to.
-    public var destination: Destination = .koala
+    package var destination: Destination = .koala
 
-    public init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
+    package init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
                 identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {
         self.seq = seq
         self.messageID = messageID
@@ -55,21 +55,21 @@ public struct OutboxMessage: Sendable, Equatable {
 }
 
 /// Which stored webhooks the console lists. Every field narrows; nil matches all.
-public struct WebhookQuery: Sendable, Equatable {
+package struct WebhookQuery: Sendable, Equatable {
     /// Its event type, exactly.
-    public var eventType: String?
+    package var eventType: String?
     /// Its id, exactly.
-    public var webhookID: String?
+    package var webhookID: String?
     /// Received at or after.
-    public var since: Date?
+    package var since: Date?
     /// Received before.
-    public var until: Date?
+    package var until: Date?
     /// Only webhooks with a message in this state (`.pending` also takes messages waiting for an identity).
-    public var state: OutboxStatus?
+    package var state: OutboxStatus?
     /// Only webhooks that produced no message at all.
-    public var noMessages = false
+    package var noMessages = false
 
-    public init(eventType: String? = nil, since: Date? = nil, until: Date? = nil, state: OutboxStatus? = nil, noMessages: Bool = false) {
+    package init(eventType: String? = nil, since: Date? = nil, until: Date? = nil, state: OutboxStatus? = nil, noMessages: Bool = false) {
         self.eventType = eventType
         self.since = since
         self.until = until
@@ -79,79 +79,79 @@ public struct WebhookQuery: Sendable, Equatable {
 }
 
 /// Where a listing of webhooks (newest first) goes on from: the last one shown.
-public struct WebhookCursor: Sendable, Hashable, Comparable {
+package struct WebhookCursor: Sendable, Hashable, Comparable {
     /// When the last one shown arrived (seconds since 1970).
-    public let receivedAt: Double
+    package let receivedAt: Double
     /// Its source.
-    public let source: String
+    package let source: String
     /// Its id.
-    public let webhookID: String
+    package let webhookID: String
 
-    public init(receivedAt: Double, source: String, webhookID: String) {
+    package init(receivedAt: Double, source: String, webhookID: String) {
         self.receivedAt = receivedAt
         self.source = source
         self.webhookID = webhookID
     }
 
     /// Newest first: a later time, then a later (source, id), comes first.
-    public static func < (a: WebhookCursor, b: WebhookCursor) -> Bool {
+    package static func < (a: WebhookCursor, b: WebhookCursor) -> Bool {
         (a.receivedAt, a.source, a.webhookID) > (b.receivedAt, b.source, b.webhookID)
     }
 }
 
 /// One stored webhook in a listing, with how many of its messages are in each state.
-public struct WebhookSummary: Sendable, Equatable {
+package struct WebhookSummary: Sendable, Equatable {
     /// Its source.
-    public let source: String
+    package let source: String
     /// Its id.
-    public let webhookID: String
+    package let webhookID: String
     /// Its event type.
-    public let eventType: String
+    package let eventType: String
     /// When it arrived.
-    public let receivedAt: Date
+    package let receivedAt: Date
     /// Messages by state, every destination counted.
-    public let messages: [OutboxStatus: Int]
+    package let messages: [OutboxStatus: Int]
 
     /// Its place in a listing.
-    public var cursor: WebhookCursor { WebhookCursor(receivedAt: receivedAt.timeIntervalSince1970, source: source, webhookID: webhookID) }
+    package var cursor: WebhookCursor { WebhookCursor(receivedAt: receivedAt.timeIntervalSince1970, source: source, webhookID: webhookID) }
 }
 
 /// One outbox entry of a webhook, as the console shows it.
-public struct MessageRecord: Sendable, Equatable {
+package struct MessageRecord: Sendable, Equatable {
     /// Where it goes.
-    public let destination: Destination
+    package let destination: Destination
     /// The idempotency key.
-    public let messageID: String
+    package let messageID: String
     /// The route that produced it.
-    public let route: String
+    package let route: String
     /// The endpoint it is sent to.
-    public let endpoint: KoalaEndpoint
+    package let endpoint: KoalaEndpoint
     /// Where it is in the outbox.
-    public let state: OutboxStatus
+    package let state: OutboxStatus
     /// How many times it was sent.
-    public let attempts: Int
+    package let attempts: Int
     /// The destination's last answer when a send failed.
-    public let lastError: String?
+    package let lastError: String?
     /// Why it was dead-lettered.
-    public let deadReason: String?
+    package let deadReason: String?
     /// The destination's answer that dead-lettered it.
-    public let deadDetail: String?
+    package let deadDetail: String?
     /// When it is tried next (while pending).
-    public let nextAttemptAt: Date?
+    package let nextAttemptAt: Date?
     /// When it was delivered, handled in dry run or dead-lettered.
-    public let finishedAt: Date?
+    package let finishedAt: Date?
 }
 
 /// What one source has stored lately: across replicas and restarts, since it is read from the store.
-public struct SourceActivity: Sendable, Equatable {
+package struct SourceActivity: Sendable, Equatable {
     /// When its latest stored webhook arrived.
-    public var lastReceived: Date?
+    package var lastReceived: Date?
     /// Webhooks stored in the last hour.
-    public var lastHour = 0
+    package var lastHour = 0
     /// Webhooks stored in the last day.
-    public var lastDay = 0
+    package var lastDay = 0
 
-    public init(lastReceived: Date? = nil, lastHour: Int = 0, lastDay: Int = 0) {
+    package init(lastReceived: Date? = nil, lastHour: Int = 0, lastDay: Int = 0) {
         self.lastReceived = lastReceived
         self.lastHour = lastHour
         self.lastDay = lastDay
@@ -159,15 +159,15 @@ public struct SourceActivity: Sendable, Equatable {
 }
 
 /// Queue depth and age, for metrics and `/readyz`.
-public struct QueueStats: Sendable, Equatable {
+package struct QueueStats: Sendable, Equatable {
     /// Messages due or backing off.
-    public var pending = 0
+    package var pending = 0
     /// Messages waiting for an identity.
-    public var waiting = 0
+    package var waiting = 0
     /// Dead letters.
-    public var dead = 0
+    package var dead = 0
     /// Seconds since the oldest pending message was stored.
-    public var oldestPendingAge: Double = 0
+    package var oldestPendingAge: Double = 0
 
     /// Counts `n` messages of `status`; `oldest` is the creation time of the oldest, for pending ones.
     mutating func add(_ status: OutboxStatus?, count n: Int, oldest: Double?, now: Date) {
@@ -183,11 +183,11 @@ public struct QueueStats: Sendable, Equatable {
 }
 
 /// Where a page of stored webhooks ended.
-public struct StoredCursor: Sendable, Equatable {
+package struct StoredCursor: Sendable, Equatable {
     let receivedAt: Date
     let webhookID: String
 
-    public init(receivedAt: Date, webhookID: String) {
+    package init(receivedAt: Date, webhookID: String) {
         self.receivedAt = receivedAt
         self.webhookID = webhookID
     }
@@ -196,14 +196,14 @@ public struct StoredCursor: Sendable, Equatable {
 /// A message's place in the outbox. The raw values are what both backends keep in `outbox.status`; this is the one
 /// place the states are defined, and every SQL text names them with `\(literal: .pending)` (scripts/check-architecture
 /// refuses a bare number).
-public enum OutboxStatus: Int64, Sendable, CaseIterable {
+package enum OutboxStatus: Int64, Sendable, CaseIterable {
     case pending = 0, delivered = 1, dead = 2, waiting = 3
     /// Handled in dry run (no project key): the request was logged, never sent. Kept and aged out like a
     /// delivered message, but `replay` queues it again, and it never reads as delivered.
     case dryRun = 4
 
     /// The name people read (`replay`, `dead-letters`, `simulate --stored`).
-    public var name: String {
+    package var name: String {
         switch self {
         case .pending: "pending"
         case .delivered: "delivered"
@@ -234,7 +234,7 @@ public enum OutboxStatus: Int64, Sendable, CaseIterable {
 
 /// The outbox's two queues. Live traffic is claimed first; messages an operator replayed wait in their own lane
 /// and get a small, capped share of each claim round, so a large replay never delays new webhooks.
-public enum OutboxLane: Int64, Sendable, CaseIterable {
+package enum OutboxLane: Int64, Sendable, CaseIterable {
     case live = 0, replay = 1
 
     /// The lane as a literal in SQL text (see `OutboxStatus.sql`).
@@ -250,27 +250,27 @@ extension DefaultStringInterpolation {
 }
 
 /// A message as stored, for comparing a replay with what was routed before.
-public struct StoredMessage: Sendable, Equatable {
+package struct StoredMessage: Sendable, Equatable {
     /// Where the message is in the outbox.
-    public typealias State = OutboxStatus
+    package typealias State = OutboxStatus
     /// Koala's idempotency key.
-    public let messageID: String
+    package let messageID: String
     /// The route that produced it.
-    public let route: String
+    package let route: String
     /// The item as sent.
-    public let itemJSON: String
+    package let itemJSON: String
     /// Its status.
-    public let state: State
+    package let state: State
 }
 
 /// What a retention run or a `forget` removed.
-public struct PruneReport: Sendable, Equatable {
+package struct PruneReport: Sendable, Equatable {
     /// Webhooks removed.
-    public var webhooks = 0
+    package var webhooks = 0
     /// Messages removed.
-    public var messages = 0
+    package var messages = 0
     /// Identity memory entries removed.
-    public var identities = 0
+    package var identities = 0
 
     init(webhooks: Int = 0, messages: Int = 0, identities: Int = 0) {
         self.webhooks = webhooks
@@ -280,7 +280,7 @@ public struct PruneReport: Sendable, Equatable {
 }
 
 /// What happened to some leased messages.
-public enum DeliveryOutcome: Sendable, Equatable {
+package enum DeliveryOutcome: Sendable, Equatable {
     case delivered([Int64], at: Date)
     /// Handled in dry run: logged, never sent.
     case dryRun([Int64], at: Date)
@@ -290,7 +290,7 @@ public enum DeliveryOutcome: Sendable, Equatable {
 }
 
 /// How a message that waited for an identity is settled, each outcome with what it needs.
-public enum WaitingResolution: Sendable, Equatable {
+package enum WaitingResolution: Sendable, Equatable {
     /// Its identity is known now: pending, with the content of the routing done again.
     case released(KoalaMessage)
     /// Routed again, it waits for another memory entry.
@@ -300,32 +300,32 @@ public enum WaitingResolution: Sendable, Equatable {
 }
 
 /// A message that will not be sent without an operator's action.
-public struct DeadLetter: Sendable, Equatable {
+package struct DeadLetter: Sendable, Equatable {
     let seq: Int64
     /// Koala's idempotency key.
-    public let messageID: String
+    package let messageID: String
     /// The source it came from.
-    public let source: String
+    package let source: String
     /// The webhook that produced it.
-    public let webhookID: String
+    package let webhookID: String
     /// The route that produced it.
-    public let route: String
+    package let route: String
     /// Why it is dead.
-    public let reason: String
+    package let reason: String
     /// The destination's answer, when it rejected the message.
-    public let detail: String?
+    package let detail: String?
     let itemJSON: String
     /// When it was dead-lettered.
-    public let failedAt: Date
+    package let failedAt: Date
     /// Which output of the route (nil for a row whose output this version does not know).
-    public var output: KoalaMessage.Output?
+    package var output: KoalaMessage.Output?
     /// The destination it failed to reach.
-    public var destination: Destination = .koala
+    package var destination: Destination = .koala
     var endpoint: KoalaEndpoint = .person
     /// Who it is about.
-    public var identity = KoalaIdentity()
+    package var identity = KoalaIdentity()
     /// How many times it was sent.
-    public var attempts = 0
+    package var attempts = 0
     var createdAt = Date(timeIntervalSince1970: 0)
 
     /// Whether a retry can send it: it has someone to send it for.
@@ -334,7 +334,7 @@ public struct DeadLetter: Sendable, Equatable {
     }
 
     /// The dead letter as JSON, for `dead-letters --json` and the admin API.
-    public var json: JSONValue {
+    package var json: JSONValue {
         var object: [String: JSONValue] = [
             "message_id": .string(messageID), "destination": .string(destination.rawValue), "source": .string(source),
             "webhook_id": .string(webhookID), "route": .string(route), "endpoint": .string(endpoint.path),
@@ -352,23 +352,23 @@ public struct DeadLetter: Sendable, Equatable {
 }
 
 /// Which dead letters an operator means. Empty fields match everything.
-public struct DeadLetterFilter: Sendable, Equatable {
+package struct DeadLetterFilter: Sendable, Equatable {
     /// Only these message ids (any, when empty).
-    public var messageIDs: [String] = []
+    package var messageIDs: [String] = []
     /// Only this destination (any, when nil).
-    public var destination: Destination?
+    package var destination: Destination?
     /// Only this source.
-    public var source: String?
+    package var source: String?
     /// Only this route.
-    public var route: String?
+    package var route: String?
     /// Matches when the reason contains this text.
-    public var reason: String?
+    package var reason: String?
     /// Failed at or after.
-    public var since: Date?
+    package var since: Date?
     /// Failed before.
-    public var until: Date?
+    package var until: Date?
 
-    public init(messageIDs: [String] = [], destination: Destination? = nil, source: String? = nil, route: String? = nil,
+    package init(messageIDs: [String] = [], destination: Destination? = nil, source: String? = nil, route: String? = nil,
                 reason: String? = nil, since: Date? = nil, until: Date? = nil) {
         self.messageIDs = messageIDs
         self.destination = destination
@@ -381,14 +381,14 @@ public struct DeadLetterFilter: Sendable, Equatable {
 }
 
 /// How many messages are in each state, and how many webhooks are stored.
-public struct OutboxCounts: Sendable, Equatable {
+package struct OutboxCounts: Sendable, Equatable {
     var pending: Int
     var delivered: Int
     var dead: Int
     var webhooks: Int
     var waiting: Int = 0
     /// Messages handled in dry run: logged, never sent.
-    public var dryRun: Int = 0
+    package var dryRun: Int = 0
 
     mutating func add(_ status: OutboxStatus?, count n: Int) {
         switch status {
@@ -404,19 +404,19 @@ public struct OutboxCounts: Sendable, Equatable {
 
 /// A message whose identity comes from a `recall` that missed when it was routed, and whose memory entry
 /// has since arrived (or whose wait has run out).
-public struct WaitingMessage: Sendable, Equatable {
+package struct WaitingMessage: Sendable, Equatable {
     /// The outbox row.
-    public let seq: Int64
+    package let seq: Int64
     /// Koala's idempotency key.
-    public let messageID: String
+    package let messageID: String
     /// The source it came from.
-    public let source: String
+    package let source: String
     /// The webhook it came from.
-    public let webhookID: String
+    package let webhookID: String
     /// The memory key it waits for.
-    public let waitingFor: MemoryKey
+    package let waitingFor: MemoryKey
     /// When it stops waiting and is dead-lettered.
-    public let deadline: Date
+    package let deadline: Date
 }
 
 /// The durable store behind ingest and delivery. Accepting a webhook and queueing its messages is one
@@ -430,7 +430,7 @@ public struct WaitingMessage: Sendable, Equatable {
 /// The contract is split by role, so each part of the service depends on the few methods it uses: ingest on
 /// `IngestStore`, the sender on `OutboxStore`, the identity resolver on `WaitingStore`, operators' tools (replay,
 /// dead letters, the console, retention, backfill) on `OperatorStore`.
-public protocol WebhookStore: Service, IngestStore, OutboxStore, WaitingStore, OperatorStore {
+package protocol WebhookStore: Service, IngestStore, OutboxStore, WaitingStore, OperatorStore {
     /// Whether the store can take webhooks right now (for `/readyz`): it answers, and, when the last write was
     /// refused (a full disk, a read-only database), a small write now succeeds.
     func health() async -> StoreHealth
@@ -440,7 +440,7 @@ public protocol WebhookStore: Service, IngestStore, OutboxStore, WaitingStore, O
 }
 
 /// What ingest needs of the store.
-public protocol IngestStore: Sendable {
+package protocol IngestStore: Sendable {
     /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
     /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
     /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
@@ -454,7 +454,7 @@ public protocol IngestStore: Sendable {
 }
 
 /// What the identity resolver needs of the store: the messages waiting for an identity, and what releases them.
-public protocol WaitingStore: Sendable {
+package protocol WaitingStore: Sendable {
     /// What was remembered for `source` under these keys: identities and states.
     func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered]
     /// Leases waiting messages whose memory entry now exists or whose wait has run out.
@@ -466,7 +466,7 @@ public protocol WaitingStore: Sendable {
 }
 
 /// What a sender needs of the store: the outbox of its destination.
-public protocol OutboxStore: Sendable {
+package protocol OutboxStore: Sendable {
     /// Leases up to `limit` due messages, oldest first, skipping every person (or account) that has an
     /// earlier message still waiting or in flight, so one person's messages go out in order, one request at a time.
     func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage]
@@ -477,7 +477,7 @@ public protocol OutboxStore: Sendable {
 
 /// What operators' tools need of the store: retention and erasure, replay, dead letters, the console's
 /// listings and sessions, and backfill's progress.
-public protocol OperatorStore: Sendable {
+package protocol OperatorStore: Sendable {
     /// Deletes stored webhooks received before `cutoff` (except those whose messages still wait or are
     /// pending) and delivered messages finished before it. Dead letters stay until handled.
     func prune(before cutoff: Date) async throws -> PruneReport
@@ -531,7 +531,7 @@ public protocol OperatorStore: Sendable {
 extension WebhookStore {
     /// Runs the store for as long as `body` runs, then stops it: for commands and tests that use a store
     /// outside a service group. An error from `body` wins; otherwise an error the store stopped with.
-    public func whileRunning<T>(_ body: () async throws -> T) async throws -> T {
+    package func whileRunning<T>(_ body: () async throws -> T) async throws -> T {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.run() }
             let result: Result<T, any Error>
@@ -550,12 +550,12 @@ extension WebhookStore {
 
 extension WebhookStore {
     /// Koala's entries of a stored webhook, by message id.
-    public func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
+    package func storedMessages(source: String, webhookID: String) async throws -> [String: StoredMessage] {
         try await storedMessages(source: source, webhookID: webhookID, destination: .koala)
     }
 
     /// Koala's due messages (the destination every store call meant before there were several).
-    public func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
+    package func claimDue(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxMessage] {
         try await claimDue(now: now, limit: limit, lease: lease, destination: .koala)
     }
 
@@ -579,13 +579,13 @@ extension WebhookStore {
 }
 
 /// Why a store cannot be opened or used.
-public enum StoreError: Error, CustomStringConvertible {
+package enum StoreError: Error, CustomStringConvertible {
     case unsupportedURL(String)
     case notDurable(String)
     /// The store has stopped (the service is shutting down) or was never started a second time.
     case stopped
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .unsupportedURL(let url): "unsupported database '\(PostgresURL.redacted(url))': use a file path, sqlite:PATH or postgres://…"
         case .notDurable(let detail): "the database is not configured durably: \(detail)"

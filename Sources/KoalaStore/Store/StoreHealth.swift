@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 
 /// Whether a store can take webhooks: the one answer `/readyz` gives, with why not.
-public enum StoreHealth: Sendable, Equatable {
+package enum StoreHealth: Sendable, Equatable {
     /// It answers and takes writes.
     case ok
     /// It does not answer (not started, unreachable).
@@ -11,10 +11,10 @@ public enum StoreHealth: Sendable, Equatable {
     case refusingWrites(String)
 
     /// Whether webhooks can be taken.
-    public var isReady: Bool { self == .ok }
+    package var isReady: Bool { self == .ok }
 
     /// As `/readyz` says it.
-    public var description: String {
+    package var description: String {
         switch self {
         case .ok: "ok"
         case .unavailable: "unavailable"
