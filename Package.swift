@@ -144,6 +144,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "KoalaStoreTests",
+            dependencies: ["KoalaCore", "KoalaStore"]
+        ),
+        .testTarget(
             name: "KoalaDeliveryTests",
             dependencies: ["KoalaCore", "KoalaStore", "KoalaDelivery", "KoalaTestSupport"]
         ),

@@ -164,23 +164,6 @@ struct StoreTests {
         }
     }
 
-    /// A PostgreSQL batch is one statement, which cannot insert or update one row twice: a second copy of a
-    /// webhook, or a webhook remembering a key another of the batch remembers, waits for the next batch, in order.
-    @Test func aPostgresBatchNeverHoldsOneWebhookOrMemoryKeyTwice() {
-        func request(_ id: String, source: String = "stripe", keys: [String] = []) -> AcceptRequest {
-            AcceptRequest(webhook: webhook(id, source: source), messages: [],
-                          remembers: keys.map { Remembered(key: MemoryKey(namespace: "customer", key: $0), identity: KoalaIdentity(email: "a@x.io")) },
-                          linger: 0, identityWait: 0)
-        }
-        var queue = [request("a", keys: ["k1"]), request("b", keys: ["k1"]), request("a"), request("c", keys: ["k2"]),
-                     request("a", source: "paddle", keys: ["k1"]), request("d"), request("e")]
-        let first = PostgresStore.takeBatch(from: &queue, limit: 4) { $0 }
-        #expect(first.map { "\($0.webhook.source)/\($0.webhook.webhookID)" } == ["stripe/a", "stripe/c", "paddle/a", "stripe/d"])
-        #expect(queue.map { "\($0.webhook.source)/\($0.webhook.webhookID)" } == ["stripe/b", "stripe/a", "stripe/e"])
-        let second = PostgresStore.takeBatch(from: &queue, limit: 4) { $0 }
-        #expect(second.map(\.webhook.webhookID) == ["b", "a", "e"] && queue.isEmpty)
-    }
-
     /// The console's overview reads each source's latest webhook and its counts for the last hour and day.
     @Test(arguments: Backend.configured) func sourceActivityCountsTheLastHourAndDay(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
