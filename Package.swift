@@ -45,6 +45,15 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Rule tooling beside the core: rule tests, sample checks, expectation updates (check/test, the console's rules page).
+        .target(
+            name: "KoalaRuleTools",
+            dependencies: [
+                "KoalaCore",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The durable journal and outbox: the store protocol, SQLite and PostgreSQL, retention.
         .target(
             name: "KoalaStore",
@@ -77,6 +86,7 @@ let package = Package(
                 "KoalaCore",
                 "KoalaStore",
                 "KoalaDelivery",
+                "KoalaRuleTools",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -97,6 +107,7 @@ let package = Package(
                 "KoalaCore",
                 "KoalaStore",
                 "KoalaDelivery",
+                "KoalaRuleTools",
                 "KoalaApp",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -138,7 +149,7 @@ let package = Package(
         .testTarget(
             name: "KoalaCoreTests",
             dependencies: [
-                "KoalaCore", "KoalaTestSupport",
+                "KoalaCore", "KoalaRuleTools", "KoalaTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -161,6 +172,7 @@ let package = Package(
             name: "KoalaIntegrationTests",
             dependencies: [
                 "KoalaCore",
+                "KoalaRuleTools",
                 "KoalaStore",
                 "KoalaDelivery",
                 "KoalaApp",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KoalaApp
 import KoalaCore
+import KoalaRuleTools
 import KoalaDelivery
 import KoalaStore
 import Logging

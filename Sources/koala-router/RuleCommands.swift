@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import KoalaApp
 import KoalaCore
+import KoalaRuleTools
 import KoalaDelivery
 import KoalaStore
 

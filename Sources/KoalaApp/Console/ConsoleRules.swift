@@ -1,5 +1,6 @@
 import Foundation
 import KoalaCore
+import KoalaRuleTools
 
 /// The console's rules page: the loaded files, their sources and routes, the last reload's result, and the
 /// rule tests (`<rules>/tests`, as `koala-router test` runs them) run against the rules in use.

@@ -26,7 +26,7 @@ package struct VerifiedWebhook: Sendable {
     let bodySHA256: String
     /// The `webhook.` fields rules read (id, type, time, source, received_at, body_sha256), built once:
     /// routing reads them several times per webhook.
-    let fields: JSONValue
+    package let fields: JSONValue
     /// Why the provider's event time could not be used (so `eventTime` is the time of receipt); not stored.
     package var eventTimeProblem: String?
     /// The remembered states its routes were compared against when it was accepted (nil: not recorded, as for

@@ -2,13 +2,13 @@
 /// the expression it read, and what that read in this webhook (its type and a short escaped excerpt), e.g.
 /// `person.email ← body.data.object.amount_total: 129900 (a number), not an email address`.
 /// These reasons are shown by `simulate`, stored with dead letters and compared by rule tests.
-enum IdentityDiagnosis {
+package enum IdentityDiagnosis {
     /// How every reason for a message with no identity at all begins, so dead letters can be filtered by it.
     static let missingPrefix = "identity missing: "
 
     /// What a value read from a webhook is, for a reason: `129900 (a number)`, `"ada(at)acme.io" (text)`,
     /// `missing`, `null`, `blank text`, `an object with keys id, email`, `a list of 2 items`.
-    static func excerpt(_ value: JSONValue?) -> String {
+    package static func excerpt(_ value: JSONValue?) -> String {
         guard let value else { return "missing" }
         switch value {
         case .null: return "null"

@@ -40,11 +40,13 @@ package struct WebhookRouter: Sendable {
         routing(webhook, memory: Self.entries(memory)).messages
     }
 
-    func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [RouteResult] {
+    /// Each route's verdict on the webhook (matched, or why not) with what it produced: for `simulate` and `check`.
+    package func explain(_ webhook: VerifiedWebhook, memory: [MemoryKey: Remembered] = [:]) -> [RouteResult] {
         routing(webhook, memory: memory).results
     }
 
-    static func entries(_ identities: [MemoryKey: KoalaIdentity]) -> [MemoryKey: Remembered] {
+    /// Remembered identities as memory entries (for callers that know identities only).
+    package static func entries(_ identities: [MemoryKey: KoalaIdentity]) -> [MemoryKey: Remembered] {
         identities.reduce(into: [:]) { $0[$1.key] = Remembered(key: $1.key, identity: $1.value) }
     }
 

@@ -147,7 +147,7 @@ package indirect enum Condition: Sendable, CustomStringConvertible {
 extension Condition {
     /// Why the condition holds for every webhook, or for none, whatever the payload says: the part and the values
     /// (`status != verified or status != unverified` is always true). Nil when it depends on the payload.
-    var constantOutcome: String? {
+    package var constantOutcome: String? {
         func text(_ value: JSONValue) -> String { value.textValue ?? value.encoded() }
         switch self {
         case .compare(.literal(let a), let op, .literal(let b)):

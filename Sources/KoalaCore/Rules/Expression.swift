@@ -50,7 +50,7 @@ package indirect enum Expression: Sendable, CustomStringConvertible {
     }
 
     /// Every path this expression reads, in filters' arguments and templates too.
-    var paths: [Path] {
+    package var paths: [Path] {
         switch self {
         case .literal: []
         case .path(let path): [path]
@@ -66,7 +66,7 @@ package indirect enum Expression: Sendable, CustomStringConvertible {
     }
 
     /// Whether this expression reads a path under `root` (e.g. `person.email`).
-    func reads(root: Path.Root) -> Bool {
+    package func reads(root: Path.Root) -> Bool {
         paths.contains { $0.root == root }
     }
 
@@ -113,10 +113,12 @@ package struct Path: Sendable, CustomStringConvertible {
         case select(field: [String], negated: Bool, value: Expression)
     }
 
-    let root: Root
-    let components: [Component]
+    /// Where the path starts: the body, the headers, the webhook, or a value of the route.
+    package let root: Root
+    /// The steps from the root, in order.
+    package let components: [Component]
 
-    init(root: Root, components: [Component]) {
+    package init(root: Root, components: [Component]) {
         self.root = root
         self.components = components
     }
@@ -141,9 +143,12 @@ package struct Path: Sendable, CustomStringConvertible {
 
 /// One step of a pipeline, e.g. `cents`, `default('unknown')`, `join(', ')`.
 package struct Filter: Sendable, CustomStringConvertible {
-    let name: String
-    let arguments: [Expression]
-    let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
+    /// The filter's name as written (`cents`, `default`).
+    package let name: String
+    /// Its arguments, each an expression of its own.
+    package let arguments: [Expression]
+    /// The filter itself: the piped value and the arguments' values in, the result out (nil: missing).
+    package let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
 
     package var description: String {
         arguments.isEmpty ? name : "\(name)(\(arguments.map(\.description).joined(separator: ", ")))"
@@ -243,7 +248,7 @@ extension Expression {
 
 extension Path {
     /// Equality used by selections and conditions: numbers compare by value, text and numbers by their text.
-    static func looselyEqual(_ a: JSONValue?, _ b: JSONValue?) -> Bool {
+    package static func looselyEqual(_ a: JSONValue?, _ b: JSONValue?) -> Bool {
         guard let a, let b else { return a == nil && b == nil }
         if a == b { return true }
         if let x = a.doubleValue, let y = b.doubleValue, a.stringValue == nil || b.stringValue == nil { return x == y }
@@ -251,7 +256,8 @@ extension Path {
         return false
     }
 
-    func resolve(in context: EvaluationContext) -> JSONValue? {
+    /// The value the path reads in `context`; nil when any step finds nothing (a missing value, never a trap).
+    package func resolve(in context: EvaluationContext) -> JSONValue? {
         var current: JSONValue
         var rest = components[...]
         switch root {
@@ -301,7 +307,7 @@ extension Path {
 }
 
 /// Functions callable in expressions.
-enum Functions {
+package enum Functions {
     /// `changes` laid over `base`: objects merge key by key (Stripe lists only the changed keys of a hash),
     /// anything else (arrays, values) is replaced whole (Stripe sends a changed array entire).
     static func overlay(_ changes: JSONValue, on base: JSONValue) -> JSONValue {
@@ -313,7 +319,7 @@ enum Functions {
     }
 
     /// The functions that compute a subscription's MRR from its payload (and remembered discounts).
-    static let mrrFunctions: Set<String> = ["stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "stripe_mrr_pending",
+    package static let mrrFunctions: Set<String> = ["stripe_mrr", "stripe_mrr_basis", "stripe_list_mrr", "stripe_mrr_pending",
                                             "paddle_mrr", "paddle_mrr_basis", "paddle_list_mrr", "clerk_mrr", "clerk_mrr_basis"]
 
     static let names: [String: ClosedRange<Int>] = [

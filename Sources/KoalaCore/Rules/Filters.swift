@@ -2,13 +2,14 @@ import Foundation
 
 /// The filters an expression pipeline may use. Each takes the piped value (nil when missing) and its
 /// evaluated arguments, and returns nil when the value is missing or of a type it cannot convert.
-enum Filters {
-    struct Definition: Sendable {
+package enum Filters {
+    /// One filter of the rule language: how many arguments it takes, what it reads and what it does.
+    package struct Definition: Sendable {
         let arity: ClosedRange<Int>
         let summary: String
         /// What it reads from the piped value: a value of another kind gives a missing result, and `check`
         /// says so when a sample shows one.
-        let input: Input
+        package let input: Input
         let apply: @Sendable (JSONValue?, [JSONValue?]) -> JSONValue?
 
         init(arity: ClosedRange<Int>, summary: String, input: Input = .anything,
@@ -21,7 +22,7 @@ enum Filters {
     }
 
     /// The kinds of value a filter reads.
-    enum Input: Sendable {
+    package enum Input: Sendable {
         /// Any value, passed on or replaced (`default`, `map`, `join`, …).
         case anything
         /// Text, or a number or boolean written as text.
@@ -36,7 +37,7 @@ enum Filters {
         case time
 
         /// What the filter takes, when `value` is not of it (nil when it can read `value`).
-        func refusal(of value: JSONValue) -> String? {
+        package func refusal(of value: JSONValue) -> String? {
             switch self {
             case .anything: nil
             case .text: value.textValue == nil ? "text (or a number)" : nil
@@ -48,7 +49,8 @@ enum Filters {
         }
     }
 
-    static let all: [String: Definition] = [
+    /// Every filter, by name: the one table the parser, `check` and README's reference read.
+    package static let all: [String: Definition] = [
         "lower": .init(arity: 0...0, summary: "lower-cases text", input: .text) { value, _ in
             text(value).map { .string($0.lowercased()) }
         },

@@ -42,10 +42,11 @@ package struct RuleTableErrors: Error, CustomStringConvertible, Sendable {
 /// A position inside a rule file.
 package struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
     let file: String
-    let line: Int
+    /// The line, from 1.
+    package let line: Int
     let column: Int
 
-    init(file: String, line: Int, column: Int) {
+    package init(file: String, line: Int, column: Int) {
         self.file = file
         self.line = line
         self.column = column
@@ -55,7 +56,8 @@ package struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
         SourceLocation(file: file, line: line, column: column + columns)
     }
 
-    func error(_ message: String, hint: String = "") -> RuleError {
+    /// An error at this place, with what to do about it in `hint`.
+    package func error(_ message: String, hint: String = "") -> RuleError {
         RuleError(file: file, line: line, column: column, message: message, hint: hint)
     }
 

@@ -82,7 +82,7 @@ package struct RuleLoader: Sendable {
 }
 
 /// Parses one rule file.
-struct FileParser {
+package struct FileParser {
     let path: String
     let text: String
     let environment: [String: String]
@@ -97,7 +97,7 @@ struct FileParser {
     /// The shortest key accepted: 128 bits, as a guessable HMAC key (or an empty one) authenticates anyone.
     static let minimumSecretBytes = 16
 
-    init(path: String, text: String, environment: [String: String]) {
+    package init(path: String, text: String, environment: [String: String]) {
         self.path = path
         self.text = text
         self.environment = environment
@@ -844,7 +844,8 @@ struct FileParser {
         return SourceLocation(file: path, line: mark?.line ?? 1, column: mark?.column ?? 1)
     }
 
-    func yamlError(_ error: YamlError) -> RuleError {
+    /// A YAML error of this file, said in the rule author's terms at its line and column.
+    package func yamlError(_ error: YamlError) -> RuleError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _), .composer(let context, let problem, let mark, _):
             let (what, cause) = Self.explainYAML(problem)

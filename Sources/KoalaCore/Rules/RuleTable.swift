@@ -69,7 +69,8 @@ package final class Route: Sendable {
     package let name: String
     /// Where it is written.
     package let location: SourceLocation
-    let types: [TypePattern]
+    /// The event types it takes.
+    package let types: [TypePattern]
     /// The event types it takes, as written (globs included).
     package var typePatterns: [String] { types.map(\.description) }
     /// What it produces: `track`, `identify`, `account`.
@@ -91,7 +92,7 @@ package final class Route: Sendable {
     /// `track.destinations` and the like: an output limited further.
     let outputDestinations: [KoalaMessage.Output: [Destination]]
     /// Every expression of the route with where it is written, for checks that point at the rule.
-    let sites: [ExpressionSite]
+    package let sites: [ExpressionSite]
 
     /// Every `recall` used by this route, so ingest can look them up before routing.
     package let recalls: [(namespace: String, key: Expression)]
@@ -142,17 +143,21 @@ package final class Route: Sendable {
 }
 
 /// A value expression as written in a rule file: which field (`track.properties.mode`), where, and what.
-struct ExpressionSite: Sendable {
-    let what: String
-    let location: SourceLocation
-    let expression: Expression
+package struct ExpressionSite: Sendable {
+    /// The field it fills, e.g. `track.properties.mode`.
+    package let what: String
+    /// Where it is written.
+    package let location: SourceLocation
+    /// The expression.
+    package let expression: Expression
 }
 
 /// An event type pattern: exact text, or a glob where `*` matches any run of characters.
 package struct TypePattern: Sendable, CustomStringConvertible {
-    let pattern: String
+    /// The pattern as written.
+    package let pattern: String
     /// Whether the pattern has `*` or `?`, decided once: every webhook is matched against every route.
-    let isGlob: Bool
+    package let isGlob: Bool
 
     init(_ pattern: String) {
         self.pattern = pattern
@@ -161,7 +166,8 @@ package struct TypePattern: Sendable, CustomStringConvertible {
 
     package var description: String { pattern }
 
-    func matches(_ type: String) -> Bool {
+    /// Whether an event type is one this pattern takes.
+    package func matches(_ type: String) -> Bool {
         // Byte checks: String.contains(String) goes through the generic searcher, which allocates.
         guard isGlob else { return pattern == type }
         return Self.glob(Array(pattern.unicodeScalars)[...], Array(type.unicodeScalars)[...])
@@ -223,7 +229,7 @@ package struct BillingSpec: Sendable {
     /// Whether this block describes a discount rather than a subscription.
     var describesDiscount: Bool { expression("discount_id") != nil }
     /// The keys with their expressions, as written (all but `new_when`).
-    let fields: FieldList
+    package let fields: FieldList
     /// `new_when`: when this webhook starts a subscription (a condition, as `when.where`). A subscription first
     /// seen on any other webhook existed before the service saw it: its revenue is a `baseline` movement, not
     /// `new` business.

@@ -19,7 +19,7 @@ extension String {
     var trimmingWhitespace: String { trimming(while: \.isWhitespace) }
 
     /// Without leading and trailing spaces and tabs, as `trimmingCharacters(in: .whitespaces)`.
-    var trimmingSpaces: String { trimming(while: \.isSpace) }
+    package var trimmingSpaces: String { trimming(while: \.isSpace) }
 
     private func trimming(while drop: (Unicode.Scalar) -> Bool) -> String {
         let scalars = unicodeScalars
@@ -36,5 +36,5 @@ extension Substring {
     var trimmingWhitespace: String { String(self).trimmingWhitespace }
 
     /// As `String.trimmingSpaces`.
-    var trimmingSpaces: String { String(self).trimmingSpaces }
+    package var trimmingSpaces: String { String(self).trimmingSpaces }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+@testable import KoalaRuleTools
 import KoalaTestSupport
 
 @Suite("Routing webhooks to Koala messages")

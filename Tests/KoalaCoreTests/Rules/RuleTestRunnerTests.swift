@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+@testable import KoalaRuleTools
 import KoalaTestSupport
 
 @Suite("Rule tests (koala-router test)")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+@testable import KoalaRuleTools
 import KoalaTestSupport
 
 /// Issue 16, part 2: `check` routes every sample through the rules and points at the rule for what the

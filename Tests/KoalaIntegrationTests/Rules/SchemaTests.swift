@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KoalaCore
+@testable import KoalaRuleTools
 import KoalaTestSupport
 
 /// Issue 16, part 5: the editor schemas in schema/ accept every shipped file, refuse the mistakes the

@@ -1,4 +1,5 @@
 import Foundation
+import KoalaCore
 import HTTPTypes
 import Yams
 
@@ -339,7 +340,7 @@ struct SourceCheck {
 
     /// The payload paths `expression` reads, grouped: the paths of one `coalesce(…)` are alternatives (one
     /// group), every other path is a group of its own.
-    static func pathGroups(_ expression: Expression) -> [[Path]] {
+    static func pathGroups(_ expression: KoalaCore.Expression) -> [[Path]] {
         switch expression {
         case .literal: return []
         case .path(let path): return path.root == .body ? [[path]] : []
@@ -386,7 +387,7 @@ struct SourceCheck {
     }
 
     /// A filter given a value of a type it cannot convert, anywhere in `expression`.
-    static func filterProblems(_ expression: Expression, in context: EvaluationContext) -> [(filter: String, takes: String, input: String, value: JSONValue)] {
+    static func filterProblems(_ expression: KoalaCore.Expression, in context: EvaluationContext) -> [(filter: String, takes: String, input: String, value: JSONValue)] {
         switch expression {
         case .literal, .path: return []
         case .template(let parts):

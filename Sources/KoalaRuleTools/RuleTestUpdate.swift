@@ -1,4 +1,5 @@
 import Foundation
+import KoalaCore
 import Yams
 
 /// `koala-router test --update`: rewrites the `expect:` block of every failing test from what the rules

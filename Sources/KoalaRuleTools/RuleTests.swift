@@ -1,4 +1,5 @@
 import Foundation
+import KoalaCore
 import HTTPTypes
 import Yams
 
