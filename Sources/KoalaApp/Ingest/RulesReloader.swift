@@ -13,16 +13,19 @@ package final class RulesReloader: Service, Sendable {
     let holder: RulesHolder
     let directory: String
     let environment: [String: String]
+    /// The free-mail list the reloaded rules route with (the one loaded at start).
+    let freeMail: FreeMailDomains
     let pollInterval: TimeInterval
     let metrics: RouterMetrics
     let logger: Logger
     let handleSignals: Bool
 
-    init(holder: RulesHolder, directory: String, environment: [String: String], pollInterval: TimeInterval,
-                metrics: RouterMetrics, logger: Logger, handleSignals: Bool = true) {
+    init(holder: RulesHolder, directory: String, environment: [String: String], freeMail: FreeMailDomains = .shipped,
+         pollInterval: TimeInterval, metrics: RouterMetrics, logger: Logger, handleSignals: Bool = true) {
         self.holder = holder
         self.directory = directory
         self.environment = environment
+        self.freeMail = freeMail
         self.pollInterval = pollInterval
         self.metrics = metrics
         self.logger = logger
@@ -97,7 +100,7 @@ package final class RulesReloader: Service, Sendable {
     @discardableResult
     func reload() -> Bool {
         do {
-            let table = try RuleLoader(environment: environment).load(directory: directory)
+            let table = try RuleLoader(environment: environment, freeMail: freeMail).load(directory: directory)
             let before = holder.table
             holder.replace(with: table)
             metrics.rulesReloaded(success: true)

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// Email and domain rules shared by the rule language and the router. Every input is hostile: the
 /// result is either an address Koala can key a person by, or nil.
@@ -205,39 +204,54 @@ enum Punycode {
     }
 }
 
-/// Free-mail and disposable email providers whose domain is never a company.
-package enum FreeMailDomains {
-    /// Site-specific changes to the shipped list: domains added, and shipped domains that are companies here.
-    private static let overrides = Mutex<(added: Set<String>, removed: Set<String>)>(([], []))
+/// Free-mail and disposable email providers whose domain is never a company: the shipped list with a site's
+/// changes, as a value. The rule loader gives it to every source; routing makes it `current` for the webhook it
+/// routes, so `company_domain` and the account domain read the list of the rules in use, and tests of their own
+/// lists run side by side.
+package struct FreeMailDomains: Sendable, Equatable {
+    /// Domains added to the shipped list.
+    package var added: Set<String> = []
+    /// Shipped domains that are companies here.
+    package var removed: Set<String> = []
 
-    /// Applies a list file: one domain per line adds it, `!domain` removes a shipped one, `#` starts a comment.
-    package static func configure(file path: String) throws {
+    /// The shipped list as it is.
+    package static let shipped = FreeMailDomains()
+
+    /// The list in effect for the work under way: the routed source's while a webhook is routed, else the shipped one.
+    @TaskLocal package static var current = FreeMailDomains.shipped
+
+    package init(added: Set<String> = [], removed: Set<String> = []) {
+        self.added = added
+        self.removed = removed
+    }
+
+    /// The shipped list changed by a list file: one domain per line adds it, `!domain` removes a shipped one,
+    /// `#` starts a comment.
+    package static func load(file path: String) throws -> FreeMailDomains {
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        var added = Set<String>(), removed = Set<String>()
+        var list = FreeMailDomains()
         for raw in text.split(whereSeparator: \.isNewline) {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first?
                 .trimmingSpaces.lowercased() ?? ""
             if line.isEmpty { continue }
-            if line.hasPrefix("!") { removed.insert(String(line.dropFirst())) } else { added.insert(line) }
+            if line.hasPrefix("!") { list.removed.insert(String(line.dropFirst())) } else { list.added.insert(line) }
         }
-        configure(added: added, removed: removed)
+        return list
     }
 
-    static func configure(added: Set<String>, removed: Set<String>) {
-        overrides.withLock { $0 = (added, removed) }
-    }
+    /// Whether `domain` (normalised) is a free-mail or disposable provider's in the list `current`.
+    static func contains(_ domain: String) -> Bool { current.contains(domain) }
 
     /// Whether `domain` (normalised) is a free-mail or disposable provider's: the domain or one of its parent
     /// domains is listed, or is a regional provider's (`yahoo.co.uk`, `gmx.de`). Whole registrable domains only:
     /// `mail.acme-corp.io` is a company's, even though `mail` names a provider elsewhere.
-    static func contains(_ domain: String) -> Bool {
-        let (added, removed) = overrides.withLock { $0 }
+    package func contains(_ domain: String) -> Bool {
         var candidate = Substring(domain)
         while true {
             let name = String(candidate)
             if added.contains(name) { return true }
             if removed.contains(name) { return false }
-            if list.contains(name) || isRegionalProvider(candidate) { return true }
+            if Self.list.contains(name) || Self.isRegionalProvider(candidate) { return true }
             // Up one level, while at least two labels are left.
             guard let dot = candidate.firstIndex(of: "."), candidate[candidate.index(after: dot)...].contains(".") else { return false }
             candidate = candidate[candidate.index(after: dot)...]

@@ -139,6 +139,18 @@ package struct WebhookRouter: Sendable {
     /// building a sentence for every route that does not match every webhook.
     package func routing(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered] = [:],
                         destinations: [Destination] = [.koala], explaining: Bool = true) -> Routing {
+        // Company domains are judged with this source's free-mail list (bound only when it is not the shipped one,
+        // which is what `current` is otherwise: no binding on the common path).
+        guard source.freeMail != FreeMailDomains.current else {
+            return routingWithList(webhook, memory: recalled, destinations: destinations, explaining: explaining)
+        }
+        return FreeMailDomains.$current.withValue(source.freeMail) {
+            routingWithList(webhook, memory: recalled, destinations: destinations, explaining: explaining)
+        }
+    }
+
+    private func routingWithList(_ webhook: VerifiedWebhook, memory recalled: [MemoryKey: Remembered],
+                                 destinations: [Destination], explaining: Bool) -> Routing {
         var memory = recalled
         var base = EvaluationContext(
             body: webhook.json,

@@ -4,9 +4,12 @@ import Yams
 /// Reads rule files and validates them completely, collecting every error with its file, line and column.
 package struct RuleLoader: Sendable {
     let environment: [String: String]
+    /// The free-mail list every source routes with.
+    let freeMail: FreeMailDomains
 
-    package init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment, freeMail: FreeMailDomains = .shipped) {
         self.environment = environment
+        self.freeMail = freeMail
     }
 
     /// Loads every `*.yaml` / `*.yml` file directly inside `directory` (sub-folders such as `tests/` are not rules).
@@ -61,7 +64,8 @@ package struct RuleLoader: Sendable {
         for (path, text) in files {
             hashInput += Array(path.utf8) + [0] + Array(text.utf8) + [0]
             var file = FileParser(path: path, text: text, environment: environment)
-            if let source = file.parse() {
+            if var source = file.parse() {
+                source.freeMail = freeMail
                 if let previous = sourceFiles[source.name] {
                     errors.append(RuleError(file: path, line: 1, column: 1,
                         message: "source '\(source.name)' is already defined in \(previous)",

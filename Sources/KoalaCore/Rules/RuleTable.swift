@@ -60,6 +60,8 @@ package struct SourceDefinition: Sendable {
         if case .disabled(let reason) = state { return reason }
         return nil
     }
+    /// The free-mail list its routing uses (the shipped one, changed by `KOALA_ROUTER_FREE_MAIL_DOMAINS_FILE`).
+    package var freeMail = FreeMailDomains.shipped
 }
 
 /// One route: when it matches, who the person is, and the messages it produces. A class: every webhook

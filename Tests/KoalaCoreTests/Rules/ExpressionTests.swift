@@ -159,17 +159,50 @@ struct ExpressionTests {
     }
 }
 
-@Suite("Free-mail list", .serialized)
+/// The list is a value: each test (and each source's routing) has its own, side by side.
+@Suite("Free-mail list")
 struct FreeMailListTests {
     @Test func theListCanBeExtendedAndTrimmed() throws {
-        defer { FreeMailDomains.configure(added: [], removed: []) }
         let file = temporaryDirectory() + "/free-mail.txt"
         try "# ours\nstaff-mail.example\n!fastmail.com   # our customers' company mail\n".write(toFile: file, atomically: true, encoding: .utf8)
         #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == nil)
-        try FreeMailDomains.configure(file: file)
-        #expect(Identity.companyDomain(ofEmail: "a@staff-mail.example") == nil)
-        #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == "fastmail.com")
-        #expect(Identity.companyDomain(ofEmail: "a@gmail.com") == nil)
+        let list = try FreeMailDomains.load(file: file)
+        #expect(list == FreeMailDomains(added: ["staff-mail.example"], removed: ["fastmail.com"]))
+        FreeMailDomains.$current.withValue(list) {
+            #expect(Identity.companyDomain(ofEmail: "a@staff-mail.example") == nil)
+            #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == "fastmail.com")
+            #expect(Identity.companyDomain(ofEmail: "a@gmail.com") == nil)
+        }
+        // Outside, the shipped list holds.
+        #expect(Identity.companyDomain(ofEmail: "a@fastmail.com") == nil)
+        #expect(Identity.companyDomain(ofEmail: "a@staff-mail.example") == "staff-mail.example")
+    }
+
+    /// A source routes with the list the loader was given: the account domain and `email_domain` follow it.
+    @Test func routingUsesTheListTheRulesWereLoadedWith() throws {
+        let rules = """
+            source: shop
+            verify: { scheme: stripe, secrets: [STRIPE_WEBHOOK_SECRET] }
+            routes:
+              - name: signup
+                when: { type: customer.created }
+                person: { email: body.email }
+                identify:
+                  traits:
+                    company: body.email | email_domain
+            """
+        let environment = ["STRIPE_WEBHOOK_SECRET": "whsec_rule_tests_x"]
+        let shipped = try RuleLoader(environment: environment).load(files: [("acme.yaml", rules)])
+        let ours = try RuleLoader(environment: environment, freeMail: FreeMailDomains(removed: ["fastmail.com"])).load(files: [("acme.yaml", rules)])
+        let body = Array(#"{"id":"e1","type":"customer.created","email":"ada@fastmail.com"}"#.utf8)
+        let webhook = VerifiedWebhook(source: "shop", webhookID: "e1", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 1),
+                                      receivedAt: Date(timeIntervalSince1970: 1), headers: [:], body: body, json: try JSONValue.parse(body),
+                                      secretLabel: "STRIPE_WEBHOOK_SECRET", rulesVersion: "v")
+        let traitOf = { (table: RuleTable) -> JSONValue? in
+            WebhookRouter(source: table.sources["shop"]!).route(webhook).first?.item["traits"]?["company"]
+        }
+        #expect(traitOf(shipped) == nil)
+        #expect(traitOf(ours) == .string("fastmail.com"))
     }
 }
 
