@@ -1,6 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// Upcoming language features the library builds with (as Hummingbird does).
+let upcoming: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility")]
+
 let package = Package(
     name: "koala-router",
     platforms: [.macOS(.v14)],
@@ -43,7 +46,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            swiftSettings: upcoming
         ),
         // Rule tooling beside the core: rule tests, sample checks, expectation updates (check/test, the console's rules page).
         .target(
@@ -52,7 +56,8 @@ let package = Package(
                 "KoalaCore",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            swiftSettings: upcoming
         ),
         // The durable journal and outbox: the store protocol, SQLite and PostgreSQL, retention.
         .target(
@@ -63,7 +68,8 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            swiftSettings: upcoming
         ),
         // Delivery to Koala: batching, the client, the sender and its health; the metrics registry.
         .target(
@@ -77,7 +83,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            swiftSettings: upcoming
         ),
         // The service: HTTP ingest and admin API (Hummingbird), configuration, rule reloading, background services.
         .target(
@@ -91,6 +98,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -99,7 +107,8 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            swiftSettings: upcoming
         ),
         .executableTarget(
             name: "koala-router",

@@ -3,6 +3,7 @@ import Foundation
 import KoalaCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
 /// Reads a provider's list API politely: at most `requestsPerSecond` requests (a token bucket shared by every

@@ -4,6 +4,7 @@ import Hummingbird
 import KoalaCore
 import KoalaDelivery
 import KoalaStore
+import Logging
 
 /// The console's dead letters: filtered like `koala-router dead-letters`, with retry and drop for one or for
 /// everything a filter matches, each behind a confirmation page (a GET that changes nothing) whose form

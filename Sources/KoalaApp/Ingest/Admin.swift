@@ -4,6 +4,7 @@ import Hummingbird
 import KoalaCore
 import KoalaDelivery
 import KoalaStore
+import Logging
 import NIOCore
 
 /// Time arguments: ISO-8601 (`2024-11-29T09:00:00Z`) or an age (`90s`, `30m`, `2h`, `7d`) counted back from now.
