@@ -1,7 +1,7 @@
 import Foundation
 
 /// Parses the expression text found in rule files. Positions in errors are columns within the text,
-/// added to the scalar's own location by the caller. Public for the fuzz harness.
+/// added to the scalar's own location by the caller. Package access for the fuzz harness.
 package struct ExpressionParser {
     enum TokenKind: Equatable {
         case word(String)

@@ -107,8 +107,9 @@ private final class DeadlineRace<T: Sendable>: Sendable {
 /// gets its 503 promptly. The operation keeps running in the background; if it commits after all, the
 /// provider's retry finds a duplicate and is answered 200, so nothing acknowledged is lost.
 ///
-/// Deliberately unstructured (the one such task in the service): a structured deadline has to wait for the
-/// cancelled operation, and a query on a database that stopped answering ends only when it answers again —
+/// Deliberately unstructured (one of two such tasks in the service; the other is a backfill's read-ahead): a
+/// structured deadline has to wait for the cancelled operation, and a query on a database that stopped
+/// answering ends only when it answers again —
 /// tried with a task group and closing the connection on cancellation, the sender then hung for good after
 /// a frozen database came back (`aDatabaseThatStopsAnsweringGets503sOnTime`).
 func withDeadline<T: Sendable>(_ seconds: Double, _ name: String,
