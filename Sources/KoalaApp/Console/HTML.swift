@@ -1,7 +1,7 @@
 import Foundation
 import KoalaCore
 
-/// HTML built from escaped text: every value that reaches a page goes through `HTML.text` or `HTML.attribute`.
+/// The console's escaping (the templates' content type, `ConsoleTemplates`) and its age wording.
 enum HTML {
     /// Text for an element's content or a quoted attribute value: `& < > " '` become entities, and control,
     /// bidi and invisible format characters are shown as `\u{…}` so a payload cannot hide or reorder text.
@@ -25,14 +25,6 @@ enum HTML {
             }
         }
         return out
-    }
-
-    /// A UTC time with its age: `2026-11-30 09:12:04 UTC (3 min ago)`.
-    static func time(_ date: Date?, now: Date = Date()) -> String {
-        guard let date else { return "never" }
-        let iso = Timestamps.iso(date)   // 2026-11-30T09:12:04.000Z
-        let shown = iso.prefix(19).replacingOccurrences(of: "T", with: " ") + " UTC"
-        return "<time datetime=\"\(text(iso))\">\(text(shown))</time> (\(age(now.timeIntervalSince(date))))"
     }
 
     /// `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`; a time ahead is `in 5 min`.

@@ -111,7 +111,7 @@ func buildRouter(_ components: RouterComponents, configuration: RouterConfigurat
                     metrics: configuration.metricsAddress == nil)
     if let token = configuration.adminToken {
         addAdminRoutes(to: router, components: components, token: token)
-        Console(components: components, sessions: ConsoleSessions(adminToken: token, store: components.store, logger: logger),
+        Console(data: ConsoleData(components), sessions: ConsoleSessions(adminToken: token, store: components.store, logger: logger),
                 routesDirectory: configuration.routesDirectory,
                 logger: logger).addRoutes(to: router)
     } else {

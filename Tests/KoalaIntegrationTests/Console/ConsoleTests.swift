@@ -29,6 +29,11 @@ struct ConsoleTests {
     static let formHeaders: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
 
     /// Signs in and returns the `Cookie` header value.
+    /// A Set-Cookie value's attributes (after the name and value), in any order.
+    static func attributes(_ setCookie: String) -> Set<String> {
+        Set(setCookie.split(separator: ";").dropFirst().map { $0.trimmingCharacters(in: .whitespaces) })
+    }
+
     static func signIn(_ client: some TestClientProtocol) async throws -> String {
         let response = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: formHeaders, body: form(["token": token]))
         #expect(response.status == .seeOther)
@@ -91,14 +96,14 @@ struct ConsoleTests {
             let right = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: Self.formHeaders, body: Self.form(["token": Self.token]))
             #expect(right.status == .seeOther && right.headers[.location] == "/console")
             let cookie = try #require(right.headers[.setCookie])
-            #expect(cookie.contains("; Path=/console; Max-Age=43200; HttpOnly; SameSite=Strict"))
+            #expect(Self.attributes(cookie) == ["Path=/console", "Max-Age=43200", "HttpOnly", "SameSite=Strict"])
             #expect(!cookie.contains("Secure"), "served over plain HTTP with no proxy saying otherwise")
             #expect(!cookie.contains(Self.token), "the cookie is a signed session, not the token")
 
             var behindTLS = Self.formHeaders
             behindTLS[HTTPField.Name("X-Forwarded-Proto")!] = "https"
             let secure = try await client.executeRequest(uri: "/console/sign-in", method: .post, headers: behindTLS, body: Self.form(["token": Self.token]))
-            #expect(secure.headers[.setCookie]?.hasSuffix("; Secure") == true)
+            #expect(Self.attributes(secure.headers[.setCookie] ?? "").contains("Secure"))
 
             let session = String(cookie.prefix { $0 != ";" })
             let overview = try await client.executeRequest(uri: "/console", method: .get, headers: [.cookie: session], body: nil)
@@ -141,7 +146,8 @@ struct ConsoleTests {
 
             let out = try await client.executeRequest(uri: "/console/sign-out", method: .post, headers: headers, body: Self.form(["csrf": csrf]))
             #expect(out.status == .seeOther && out.headers[.location] == "/console/sign-in")
-            #expect(out.headers[.setCookie]?.hasPrefix("koala_console=; Path=/console; Max-Age=0;") == true)
+            let cleared = out.headers[.setCookie] ?? ""
+            #expect(cleared.hasPrefix("koala_console=;") && Self.attributes(cleared).isSuperset(of: ["Path=/console", "Max-Age=0", "HttpOnly", "SameSite=Strict"]))
             // The old cookie no longer opens the console.
             let after = try await client.executeRequest(uri: "/console", method: .get, headers: [.cookie: cookie], body: nil)
             #expect(after.status == .seeOther)
@@ -209,5 +215,30 @@ struct ConsoleTests {
         #expect(HTML.text("admin\u{202E}gnp.exe\u{200B}\u{0}") == "admin\\u{202E}gnp.exe\\u{200B}\\u{0}")
         #expect(HTML.text("line one\nline two\ttab") == "line one\nline two\ttab")
         #expect(HTML.age(0.5) == "just now" && HTML.age(42) == "42 s ago" && HTML.age(300) == "5 min ago" && HTML.age(-7200) == "in 2 h")
+    }
+
+    /// The templates escape every value, and every name a template reads is a property some view declares (a
+    /// misspelt name would render as nothing, silently).
+    @Test func everyTemplateEscapesAndReadsOnlyDeclaredNames() throws {
+        let folder = repositoryRoot + "/Sources/KoalaApp/Console"
+        var declared: Set<String> = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder) where file.hasSuffix(".swift") {
+            let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+            for match in text.matches(of: /(?:let|var) (\w+)\s*[:=]/) { declared.insert(String(match.output.1)) }
+        }
+        #expect(ConsoleTemplates.sources.count >= 12)
+        for (name, text) in ConsoleTemplates.sources {
+            #expect(ConsoleTemplates.unescapedTags(in: text).isEmpty, "\(name) has an unescaped tag")
+            for tag in text.matches(of: /\{\{([#^]?)\s*([A-Za-z][\w.]*)\s*\}\}/) {
+                for part in tag.output.2.split(separator: ".") {
+                    let known = declared.contains(String(part))
+                    #expect(known, "template \(name) reads '\(tag.output.2)', which no console view declares")
+                }
+            }
+        }
+        #expect(ConsoleTemplates.unescapedTags(in: "<p>{{{raw}}}</p>") == ["{{{"] && ConsoleTemplates.unescapedTags(in: "{{& raw}}") == ["{{&"])
+        // Rendering: markup in a value is text, in the layout's title as in a page.
+        let page = ConsoleTemplates.render(NoticeView(layout: .signedOut("<b>t</b>"), alert: "<script>x</script>\u{202E}"))
+        #expect(page.contains("<title>&lt;b&gt;t&lt;/b&gt; · koala-router</title>") && page.contains("&lt;script&gt;x&lt;/script&gt;\\u{202E}"))
     }
 }
