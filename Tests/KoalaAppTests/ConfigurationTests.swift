@@ -16,6 +16,8 @@ struct ConfigurationTests {
                 return "\(error)"
             }
         }
+        #expect(await problem(["KOALA_ROUTER_DATABASE": "mysql://koala:hunter2@db/koala"])
+                == "invalid setting KOALA_ROUTER_DATABASE: unsupported database 'mysql://koala:REDACTED@db/koala': use a file path, sqlite:PATH or postgres://…")
         #expect(await problem(["KOALA_ROUTER_PORT": "eighty"]) == "invalid setting KOALA_ROUTER_PORT: 'eighty' is not a number in 0...65535")
         #expect(await problem(["KOALA_API_URL": "ftp://x"]) == "invalid setting KOALA_API_URL: 'ftp://x' is not an http(s) URL")
         #expect(await problem(["LOG_FORMAT": "xml"]) == "invalid setting LOG_FORMAT: 'xml' is not json or text")
@@ -85,14 +87,36 @@ struct ConfigurationTests {
         }
         // A value from the file is checked like any other, and named by its setting.
         try "koala_router:\n  port: eighty\n".write(toFile: file, atomically: true, encoding: .utf8)
-        await #expect(throws: RouterConfiguration.Invalid.self) { try await RouterConfiguration.load(environment: [:], configFile: file) }
-        await #expect(throws: RouterConfiguration.Invalid.self) {
+        await #expect(throws: KoalaRouterError.self) { try await RouterConfiguration.load(environment: [:], configFile: file) }
+        await #expect(throws: KoalaRouterError.self) {
             try await RouterConfiguration.load(environment: ["KOALA_ROUTER_CONFIG": "/nonexistent/koala-router.yaml"])
         }
-        let unreadable = await #expect(throws: RouterConfiguration.Invalid.self) {
+        let unreadable = await #expect(throws: KoalaRouterError.self) {
             try await RouterConfiguration.load(environment: ["KOALA_PUBLIC_API_KEY_FILE": "/nonexistent/key"])
         }
+        #expect(unreadable?.code == .invalidSetting && unreadable?.setting == "KOALA_PUBLIC_API_KEY_FILE")
         #expect(unreadable?.description == "invalid setting KOALA_PUBLIC_API_KEY_FILE: KOALA_PUBLIC_API_KEY_FILE names '/nonexistent/key', which cannot be read; mount the secret there or unset KOALA_PUBLIC_API_KEY_FILE")
+    }
+
+    /// A program embedding the router catches one error type: a broken rule file and an unusable database come out of
+    /// `makeRouterApplication` as `KoalaRouterError`s with their codes and the messages the CLI prints.
+    @Test func theLibraryThrowsOneErrorTypeWithCodes() async throws {
+        let routes = temporaryDirectory()
+        try "source: stripe\nroutes: [\n".write(toFile: routes + "/broken.yaml", atomically: true, encoding: .utf8)
+        var configuration = try await RouterConfiguration.load(environment: [:])
+        configuration.routesDirectory = routes
+        let broken = await #expect(throws: KoalaRouterError.self) {
+            _ = try await makeRouterApplication(configuration, logger: Logger(label: "test"))
+        }
+        #expect(broken?.code == .rules && broken?.setting == nil && broken?.message.contains("broken.yaml") == true)
+
+        configuration.routesDirectory = repositoryRoot + "/routes"
+        configuration.database = "mysql://koala:hunter2@db/koala"
+        let database = await #expect(throws: KoalaRouterError.self) {
+            _ = try await makeRouterApplication(configuration, logger: Logger(label: "test"))
+        }
+        #expect(database?.code == .storage && database?.description.hasPrefix("KOALA_ROUTER_DATABASE: unsupported database") == true)
+        #expect(database?.description.contains("hunter2") == false)
     }
 
     /// Each setting is declared once, in its component's table; README's table must list exactly those, with

@@ -37,9 +37,10 @@ struct StoreLayerTests {
         #expect(url.database == "koala" && url.sslmode == .require && url.schema == "koala" && url.poolSize == 4)
         #expect(url.statementTimeoutMS == 2000)
         #expect(!PostgresURL.redacted("postgres://router:s3cr3t@db/koala").contains("s3cr3t"))
-        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?sslmode=maybe") }
-        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?schema=Robert';DROP") }
-        #expect(throws: PostgresURL.Invalid.self) { try PostgresURL("postgres://db/koala?pool=3") }
+        for address in ["postgres://db/koala?sslmode=maybe", "postgres://db/koala?schema=Robert';DROP", "postgres://db/koala?pool=3"] {
+            #expect { try PostgresURL(address) } throws: { ($0 as? StoreError)?.code == .invalidAddress }
+        }
+        #expect(StoreError.unsupported("mysql://u:hunter2@db/x").description.hasPrefix("KOALA_ROUTER_DATABASE: unsupported database"))
     }
 
     /// Outbox states and lanes reach SQL as literals from their enums, so partial indexes (`WHERE status = 0`) match.

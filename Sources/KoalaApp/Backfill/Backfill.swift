@@ -120,12 +120,6 @@ package struct Backfill: Sendable {
         package let rate: Double
     }
 
-    /// Why a run cannot start or stopped.
-    package struct Failure: Error, CustomStringConvertible {
-        /// What is wrong and what to do.
-        package let description: String
-    }
-
     let ingest: Ingest
     /// Where the run's progress is kept (the store `ingest` writes to).
     let store: any OperatorStore & IngestStore
@@ -156,7 +150,7 @@ package struct Backfill: Sendable {
         let started = ContinuousClock.now
         let table = ingest.rules.table
         guard let source = table.sources[options.source] else {
-            throw Failure(description: "unknown source '\(options.source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))")
+            throw KoalaRouterError(.backfill, "unknown source '\(options.source)'; sources: \(table.sources.keys.sorted().joined(separator: ", "))")
         }
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         let http = ProviderHTTP(client: client, baseURL: options.apiURL, headers: options.provider.headers(key: options.apiKey),
@@ -377,7 +371,7 @@ package struct Backfill: Sendable {
         case .duplicate:
             return .skipped(Skip.unchanged)
         case .stateChanged:
-            throw Failure(description: "the remembered state of \(object.kind) \(object.id) kept changing while it was routed (webhooks for it are arriving); run again")
+            throw KoalaRouterError(.backfill, "the remembered state of \(object.kind) \(object.id) kept changing while it was routed (webhooks for it are arriving); run again")
         case .accepted:
             let (q, d, w, a, p) = counted(routing.messages)
             return .stored(queued: q, dead: d, waiting: w, accounts: a, people: p)

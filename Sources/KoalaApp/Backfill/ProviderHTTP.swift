@@ -10,12 +10,6 @@ import Synchronization
 /// task of the run), 429 answered by waiting what `Retry-After` says, 5xx, timeouts and dropped connections
 /// retried with growing pauses, any other answer an error that says what to fix.
 package final class ProviderHTTP: Sendable {
-    /// Why a read failed for good.
-    package struct Failure: Error, CustomStringConvertible {
-        /// What happened and what to do.
-        package let description: String
-    }
-
     let client: HTTPClient
     let baseURL: String
     let headers: [(String, String)]
@@ -78,12 +72,12 @@ package final class ProviderHTTP: Sendable {
                     do {
                         return try JSONValue.parse(Array(body.readableBytesView))
                     } catch {
-                        throw Failure(description: "GET \(Self.redacted(url)): the answer is not JSON (\(error))")
+                        throw KoalaRouterError(.provider, "GET \(Self.redacted(url)): the answer is not JSON (\(error))")
                     }
                 }
                 let text = LogText.bounded(LogText.escaped(String(decoding: body.readableBytesView, as: UTF8.self)), limit: 300)
                 if status == 429 || status >= 500 {
-                    if last { throw Failure(description: "GET \(Self.redacted(url)) answered \(status) \(attempts) times; last: \(text)") }
+                    if last { throw KoalaRouterError(.provider, "GET \(Self.redacted(url)) answered \(status) \(attempts) times; last: \(text)") }
                     var wait = pause
                     if status == 429 {
                         counters.withLock { $0.limited += 1 }
@@ -99,20 +93,20 @@ package final class ProviderHTTP: Sendable {
                 let hint = status == 401 || status == 403
                     ? "the API key was refused: check it is set and may read this list (a read-only key is enough)"
                     : "the provider refused the request"
-                throw Failure(description: "GET \(Self.redacted(url)) answered \(status): \(hint); the provider said: \(text)")
-            } catch let failure as Failure {
+                throw KoalaRouterError(.provider, "GET \(Self.redacted(url)) answered \(status): \(hint); the provider said: \(text)")
+            } catch let failure as KoalaRouterError {
                 throw failure
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
-                if last { throw Failure(description: "GET \(Self.redacted(url)) failed \(attempts) times; last: \(error)") }
+                if last { throw KoalaRouterError(.provider, "GET \(Self.redacted(url)) failed \(attempts) times; last: \(error)") }
                 counters.withLock { $0.retried += 1 }
                 logger.warning("provider API unreachable; retrying", metadata: ["error": "\(error)", "wait_s": "\(pause)"])
                 try await Task.sleep(for: .milliseconds(Int64(pause * 1000)))
                 pause = min(pause * 2, 30)
             }
         }
-        throw Failure(description: "GET \(Self.redacted(url)) gave up")
+        throw KoalaRouterError(.provider, "GET \(Self.redacted(url)) gave up")
     }
 
     /// Seconds to wait from `Retry-After`: a number of seconds or an HTTP date.

@@ -19,8 +19,8 @@ import Yams
 /// number instead of a setting silently left at its default.
 enum ConfigFile {
     static func check(_ path: String) throws {
-        func invalid(_ problem: String) -> RouterConfiguration.Invalid {
-            RouterConfiguration.Invalid(setting: "KOALA_ROUTER_CONFIG", problem: problem)
+        func invalid(_ problem: String) -> KoalaRouterError {
+            KoalaRouterError.invalid(setting: "KOALA_ROUTER_CONFIG", problem: problem)
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw invalid("cannot read '\(path)'; point KOALA_ROUTER_CONFIG (or --config) at a readable YAML file")

@@ -87,13 +87,6 @@ public struct RouterConfiguration: Sendable, Configurable {
         set { connections.maxBodyBytes = newValue }
     }
 
-    /// A setting whose value cannot be used, named as in the environment.
-    public struct Invalid: Error, CustomStringConvertible {
-        let setting: String
-        let problem: String
-        public var description: String { "invalid setting \(setting): \(problem)" }
-    }
-
     /// Each key names its own section (`koala_router`, `koala`, `log`).
     package static let section = ""
 
@@ -105,7 +98,9 @@ public struct RouterConfiguration: Sendable, Configurable {
             .text("koala_router.routes", \.routesDirectory, help: "Folder of rule files"),
             Setting("koala_router.database", help: "SQLite file or postgres:// URL", isSecret: true, apply: { config, text throws(SettingProblem) in
                 if PostgresURL.isPostgres(text) {
-                    do { _ = try PostgresURL(text) } catch let error as PostgresURL.Invalid { throw SettingProblem(error.problem) } catch { throw SettingProblem("\(error)") }
+                    do { _ = try PostgresURL(text) } catch let error as StoreError { throw SettingProblem(error.message) } catch { throw SettingProblem("\(error)") }
+                } else if RouterConfiguration.sqlitePath(text) == nil {
+                    throw SettingProblem(StoreError.unsupported(text).message)
                 }
                 config.database = text
             }, show: { PostgresURL.redacted($0.database) }),
@@ -174,10 +169,10 @@ public struct RouterConfiguration: Sendable, Configurable {
     /// The key and base URL `backfill` and `reconcile` read `kind`'s API with; an error naming the setting to set.
     package func providerAPI(_ kind: ProviderKind) throws -> (key: String, url: String) {
         guard let key = providerAPIKeys[kind] else {
-            throw Invalid(setting: "\(kind.settingPrefix)_API_KEY", problem: "not set: give a read-only API key of \(kind.displayName) (README, Backfill and reconcile)")
+            throw KoalaRouterError.invalid(setting: "\(kind.settingPrefix)_API_KEY", problem: "not set: give a read-only API key of \(kind.displayName) (README, Backfill and reconcile)")
         }
         guard let url = providerAPIURLs[kind] ?? kind.defaultURL else {
-            throw Invalid(setting: "\(kind.settingPrefix)_API_URL", problem: "not set: \(kind.displayName) has an API address per site, e.g. https://acme.chargebee.com")
+            throw KoalaRouterError.invalid(setting: "\(kind.settingPrefix)_API_URL", problem: "not set: \(kind.displayName) has an API address per site, e.g. https://acme.chargebee.com")
         }
         return (key, url)
     }
@@ -186,9 +181,9 @@ public struct RouterConfiguration: Sendable, Configurable {
     var providersWithKeys: [ProviderKind] { ProviderKind.allCases.filter { providerAPIKeys[$0] != nil } }
 
     /// `host:port` (`[::1]:9090` for an IPv6 address) split; throws when the port is not 0...65535.
-    static func hostAndPort(_ address: String) throws(Invalid) -> (String, Int) {
+    static func hostAndPort(_ address: String) throws(KoalaRouterError) -> (String, Int) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
-            throw Invalid(setting: "KOALA_ROUTER_METRICS_ADDRESS", problem: "'\(address)' is not host:port")
+            throw KoalaRouterError.invalid(setting: "KOALA_ROUTER_METRICS_ADDRESS", problem: "'\(address)' is not host:port")
         }
         var host = String(address[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -211,14 +206,14 @@ public struct RouterConfiguration: Sendable, Configurable {
         switch (rudderstackWriteKey, rudderstackDataPlaneURL) {
         case (let key?, let url?): out.append((.rudderstack, url, key))
         case (nil, nil): break
-        case (nil, _?): throw Invalid(setting: "RUDDERSTACK_WRITE_KEY", problem: "RUDDERSTACK_DATA_PLANE_URL is set but no write key; set both")
-        case (_?, nil): throw Invalid(setting: "RUDDERSTACK_DATA_PLANE_URL", problem: "RUDDERSTACK_WRITE_KEY is set but no data plane URL; set both")
+        case (nil, _?): throw KoalaRouterError.invalid(setting: "RUDDERSTACK_WRITE_KEY", problem: "RUDDERSTACK_DATA_PLANE_URL is set but no write key; set both")
+        case (_?, nil): throw KoalaRouterError.invalid(setting: "RUDDERSTACK_DATA_PLANE_URL", problem: "RUDDERSTACK_WRITE_KEY is set but no data plane URL; set both")
         }
         switch (segmentCompatibleWriteKey, segmentCompatibleURL) {
         case (let key?, let url?): out.append((.segmentCompatible, url, key))
         case (nil, nil): break
-        case (nil, _?): throw Invalid(setting: "SEGMENT_COMPATIBLE_WRITE_KEY", problem: "SEGMENT_COMPATIBLE_URL is set but no write key; set both")
-        case (_?, nil): throw Invalid(setting: "SEGMENT_COMPATIBLE_URL", problem: "SEGMENT_COMPATIBLE_WRITE_KEY is set but no URL; set both")
+        case (nil, _?): throw KoalaRouterError.invalid(setting: "SEGMENT_COMPATIBLE_WRITE_KEY", problem: "SEGMENT_COMPATIBLE_URL is set but no write key; set both")
+        case (_?, nil): throw KoalaRouterError.invalid(setting: "SEGMENT_COMPATIBLE_URL", problem: "SEGMENT_COMPATIBLE_WRITE_KEY is set but no URL; set both")
         }
         return out
     }
@@ -271,7 +266,7 @@ public struct RouterConfiguration: Sendable, Configurable {
                 // Only the file: a set `NAME` is read by the environment provider above and wins.
                 fromFiles[name] = try EnvironmentValue.resolve(name, in: [name + "_FILE": env[name + "_FILE"] ?? ""])
             } catch {
-                throw Invalid(setting: name + "_FILE", problem: error.description)
+                throw KoalaRouterError.invalid(setting: name + "_FILE", problem: error.description)
             }
         }
         if !fromFiles.isEmpty { providers.append(InMemoryProvider(name: "*_FILE secrets", values: values(fromFiles))) }
@@ -281,7 +276,7 @@ public struct RouterConfiguration: Sendable, Configurable {
             do {
                 providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(path)))
             } catch {
-                throw Invalid(setting: "KOALA_ROUTER_CONFIG", problem: "\(path): \(error)")
+                throw KoalaRouterError.invalid(setting: "KOALA_ROUTER_CONFIG", problem: "\(path): \(error)")
             }
             config.configFile = path
         }
@@ -303,7 +298,7 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// Sets `component`'s settings found in `reader` (scoped to its section), then checks them together.
-    static func read<C: Configurable>(_ component: inout C, from reader: ConfigReader) throws(Invalid) {
+    static func read<C: Configurable>(_ component: inout C, from reader: ConfigReader) throws(KoalaRouterError) {
         let scoped = C.section.isEmpty ? reader : reader.scoped(to: ConfigKey([C.section]))
         for setting in C.settings {
             let key = ConfigKey(setting.key.split(separator: ".").map(String.init))
@@ -311,13 +306,13 @@ public struct RouterConfiguration: Sendable, Configurable {
             do {
                 try setting.apply(&component, text)
             } catch {
-                throw Invalid(setting: C.environmentName(of: setting), problem: error.text)
+                throw KoalaRouterError.invalid(setting: C.environmentName(of: setting), problem: error.text)
             }
         }
         do {
             try component.validate()
         } catch {
-            throw Invalid(setting: error.setting, problem: error.problem)
+            throw KoalaRouterError.invalid(setting: error.setting, problem: error.problem)
         }
     }
 
@@ -328,10 +323,15 @@ public struct RouterConfiguration: Sendable, Configurable {
     }
 
     /// The SQLite path named by `database`.
-    var sqlitePath: String? {
+    var sqlitePath: String? { Self.sqlitePath(database) }
+
+    /// The SQLite file `database` names (`PATH`, `sqlite:PATH`, `sqlite://PATH`); nil for PostgreSQL and for any
+    /// other `scheme://` address (`mysql://…` is refused, never taken for a file name).
+    static func sqlitePath(_ database: String) -> String? {
         if PostgresURL.isPostgres(database) { return nil }
         if database.hasPrefix("sqlite://") { return String(database.dropFirst("sqlite://".count)) }
         if database.hasPrefix("sqlite:") { return String(database.dropFirst("sqlite:".count)) }
+        if database.contains("://") { return nil }
         return database
     }
 }
@@ -339,7 +339,7 @@ public struct RouterConfiguration: Sendable, Configurable {
 extension Configurable {
     /// The component with its settings read from `reader` (the root reader: the component scopes it to its
     /// section); a bad value throws naming the setting as in the environment.
-    init(reader: ConfigReader) throws(RouterConfiguration.Invalid) {
+    init(reader: ConfigReader) throws(KoalaRouterError) {
         self.init()
         try RouterConfiguration.read(&self, from: reader)
     }

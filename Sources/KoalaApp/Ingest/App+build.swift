@@ -20,7 +20,7 @@ package func openStore(_ configuration: RouterConfiguration, serving: Bool = tru
         return try PostgresStore(url: configuration.database, logger: logger)
     }
     guard let path = configuration.sqlitePath else {
-        throw StoreError.unsupportedURL(configuration.database)
+        throw StoreError.unsupported(configuration.database)
     }
     return try await SQLiteStore(path: path, ownsDatabase: serving)
 }
@@ -132,9 +132,14 @@ package func runConcurrencyOnEventLoops() -> Bool {
 
 /// The service as a Hummingbird application, for a Swift program that embeds koala-router: the same settings as
 /// `koala-router serve` (`RouterConfiguration.load(…)` reads flags, environment, secret files and the config file),
-/// the same store, rules, ingest, delivery and background services. Run it with `runService()`.
+/// the same store, rules, ingest, delivery and background services. Run it with `runService()`. What it throws is a
+/// `KoalaRouterError` (a rule file that does not load, a store that cannot be opened), or cancellation.
 public func makeRouterApplication(_ configuration: RouterConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
-    try await buildApplication(configuration, logger: logger).0
+    do {
+        return try await buildApplication(configuration, logger: logger).0
+    } catch {
+        throw KoalaRouterError.wrapping(error)
+    }
 }
 
 /// Builds the whole service — components, routes, the HTTP server with its connection limits, and the

@@ -66,15 +66,6 @@ extension PostgresRowSequence {
     }
 }
 
-/// A store call that took too long: the database is down, unreachable or overloaded.
-package struct StoreUnavailable: Error, CustomStringConvertible {
-    let operation: String
-    let seconds: Double
-    package var description: String {
-        "the database did not answer '\(operation)' within \(seconds) s (is PostgreSQL up and reachable?)"
-    }
-}
-
 /// Who answers a deadline-bound call first: the operation or its timer.
 private final class DeadlineRace<T: Sendable>: Sendable {
     private let state = Mutex<(done: Bool, timer: Task<Void, Never>?)>((false, nil))
@@ -123,7 +114,7 @@ func withDeadline<T: Sendable>(_ seconds: Double, _ name: String,
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
             if Task.isCancelled { return }
             work.cancel()
-            race.finish(with: .failure(StoreUnavailable(operation: name, seconds: seconds)))
+            race.finish(with: .failure(StoreError.unavailable(operation: name, seconds: seconds)))
         })
     }
 }

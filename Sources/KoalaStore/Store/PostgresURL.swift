@@ -26,13 +26,6 @@ package struct PostgresURL: Sendable, Equatable {
     /// How long start-up (connecting, checking durability, migrating) may take before `run()` gives up.
     var startTimeoutMS = 10000
 
-    /// Why a database URL cannot be used.
-    package struct Invalid: Error, CustomStringConvertible {
-        /// What is wrong, without the password.
-        package let problem: String
-        package var description: String { "KOALA_ROUTER_DATABASE: \(problem)" }
-    }
-
     /// Whether `text` names a PostgreSQL database (`postgres://` or `postgresql://`).
     package static func isPostgres(_ text: String) -> Bool {
         text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
@@ -40,7 +33,7 @@ package struct PostgresURL: Sendable, Equatable {
 
     package init(_ text: String) throws {
         guard Self.isPostgres(text), let components = URLComponents(string: text) else {
-            throw Invalid(problem: "expected postgres://user:password@host:5432/database, got \(Self.redacted(text))")
+            throw StoreError.invalidAddress("expected postgres://user:password@host:5432/database, got \(Self.redacted(text))")
         }
         if let host = components.host, !host.isEmpty { self.host = host }
         if let port = components.port { self.port = port }
@@ -53,30 +46,30 @@ package struct PostgresURL: Sendable, Equatable {
             switch item.name {
             case "sslmode":
                 guard let mode = SSLMode(rawValue: value) else {
-                    throw Invalid(problem: "sslmode '\(value)' is not one of disable, prefer, require, verify-full")
+                    throw StoreError.invalidAddress("sslmode '\(value)' is not one of disable, prefer, require, verify-full")
                 }
                 sslmode = mode
             case "host":
                 socketDirectory = value
             case "schema":
                 guard value.range(of: "^[a-z_][a-z0-9_]{0,62}$", options: .regularExpression) != nil else {
-                    throw Invalid(problem: "schema '\(value)' must be lower-case letters, digits and underscores")
+                    throw StoreError.invalidAddress("schema '\(value)' must be lower-case letters, digits and underscores")
                 }
                 schema = value
             case "pool_size":
-                guard let n = Int(value), (1...200).contains(n) else { throw Invalid(problem: "pool_size must be 1…200, got '\(value)'") }
+                guard let n = Int(value), (1...200).contains(n) else { throw StoreError.invalidAddress("pool_size must be 1…200, got '\(value)'") }
                 poolSize = n
             case "statement_timeout_ms":
-                guard let n = Int(value), n > 0 else { throw Invalid(problem: "statement_timeout_ms must be a positive number, got '\(value)'") }
+                guard let n = Int(value), n > 0 else { throw StoreError.invalidAddress("statement_timeout_ms must be a positive number, got '\(value)'") }
                 statementTimeoutMS = n
             case "operation_timeout_ms":
-                guard let n = Int(value), n > 0 else { throw Invalid(problem: "operation_timeout_ms must be a positive number, got '\(value)'") }
+                guard let n = Int(value), n > 0 else { throw StoreError.invalidAddress("operation_timeout_ms must be a positive number, got '\(value)'") }
                 operationTimeoutMS = n
             case "start_timeout_ms":
-                guard let n = Int(value), n > 0 else { throw Invalid(problem: "start_timeout_ms must be a positive number, got '\(value)'") }
+                guard let n = Int(value), n > 0 else { throw StoreError.invalidAddress("start_timeout_ms must be a positive number, got '\(value)'") }
                 startTimeoutMS = n
             default:
-                throw Invalid(problem: "unknown option '\(item.name)' (known: sslmode, host, schema, pool_size, statement_timeout_ms, operation_timeout_ms, start_timeout_ms)")
+                throw StoreError.invalidAddress("unknown option '\(item.name)' (known: sslmode, host, schema, pool_size, statement_timeout_ms, operation_timeout_ms, start_timeout_ms)")
             }
         }
     }

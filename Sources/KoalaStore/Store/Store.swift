@@ -578,20 +578,62 @@ extension WebhookStore {
     }
 }
 
-/// Why a store cannot be opened or used.
-package enum StoreError: Error, CustomStringConvertible {
-    case unsupportedURL(String)
-    case notDurable(String)
-    /// The store has stopped (the service is shutting down) or was never started a second time.
-    case stopped
-
-    package var description: String {
-        switch self {
-        case .unsupportedURL(let url): "unsupported database '\(PostgresURL.redacted(url))': use a file path, sqlite:PATH or postgres://…"
-        case .notDurable(let detail): "the database is not configured durably: \(detail)"
-        case .stopped: "the store has stopped; nothing more is stored"
+/// The store's one error: why it cannot be opened or used, with a code to branch on and a message for a person
+/// (what is wrong and what to do; never a password).
+package struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What kind of problem it is; stable, for code and tests to branch on.
+    package struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String {
+            case invalidAddress = "invalid_address"
+            case notDurable = "not_durable"
+            case stopped
+            case unavailable
         }
+
+        private let base: Base
+
+        /// `KOALA_ROUTER_DATABASE` cannot be used: not a file path, `sqlite:` or `postgres://` address, or a bad option.
+        package static let invalidAddress = Code(base: .invalidAddress)
+        /// The database would not keep a committed webhook through a crash (`synchronous`, `fsync` off).
+        package static let notDurable = Code(base: .notDurable)
+        /// The store has stopped (the service is shutting down) or was started a second time.
+        package static let stopped = Code(base: .stopped)
+        /// The database did not answer in time: down, unreachable or overloaded.
+        package static let unavailable = Code(base: .unavailable)
+
+        package var description: String { base.rawValue }
     }
+
+    /// What kind of problem it is.
+    package let code: Code
+    /// What is wrong and what to do.
+    package let message: String
+
+    package init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// A database address that cannot be used (the description names the setting).
+    package static func invalidAddress(_ problem: String) -> StoreError { StoreError(.invalidAddress, problem) }
+
+    /// An address that names no database kind we know.
+    package static func unsupported(_ address: String) -> StoreError {
+        .invalidAddress("unsupported database '\(PostgresURL.redacted(address))': use a file path, sqlite:PATH or postgres://…")
+    }
+
+    /// A database that would lose a committed webhook in a crash.
+    package static func notDurable(_ detail: String) -> StoreError { StoreError(.notDurable, "the database is not configured durably: \(detail)") }
+
+    /// The store has stopped; nothing more is stored.
+    package static let stopped = StoreError(.stopped, "the store has stopped; nothing more is stored")
+
+    /// A call that took longer than its deadline.
+    package static func unavailable(operation: String, seconds: Double) -> StoreError {
+        StoreError(.unavailable, "the database did not answer '\(operation)' within \(seconds) s (is PostgreSQL up and reachable?)")
+    }
+
+    package var description: String { code == .invalidAddress ? "KOALA_ROUTER_DATABASE: \(message)" : message }
 }
 
 extension Remembered {

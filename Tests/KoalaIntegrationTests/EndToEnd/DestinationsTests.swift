@@ -111,7 +111,7 @@ struct DestinationsTests {
     @Test func aHalfConfiguredDestinationIsAnError() throws {
         var config = RouterConfiguration(environment: [:])
         config.rudderstackWriteKey = "wk"
-        #expect(throws: RouterConfiguration.Invalid.self) { try config.segmentDestinations() }
+        #expect(throws: KoalaRouterError.self) { try config.segmentDestinations() }
         config.rudderstackDataPlaneURL = "https://acme.dataplane.rudderstack.com"
         #expect(try config.segmentDestinations().map(\.destination) == [.rudderstack])
     }

@@ -278,7 +278,7 @@ struct CredentialStorageTests {
         #expect(PostgresURL.redacted("postgres://router:p@ss/w#rd@db/koala?sslmode=require") == "postgres://router:REDACTED@db/koala?sslmode=require")
         #expect(PostgresURL.redacted("postgres://router@db/koala") == "postgres://router@db/koala")
         #expect(PostgresURL.redacted("data/koala-router.sqlite") == "data/koala-router.sqlite")
-        #expect(!StoreError.unsupportedURL("mysql://u:hunter2@db/x").description.contains("hunter2"))
+        #expect(!StoreError.unsupported("mysql://u:hunter2@db/x").description.contains("hunter2"))
     }
 }
 
