@@ -2,7 +2,7 @@
 import PackageDescription
 
 /// Upcoming language features the library builds with (as Hummingbird does).
-let upcoming: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility")]
+let upcoming: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility"), .enableUpcomingFeature("InternalImportsByDefault")]
 
 let package = Package(
     name: "koala-router",

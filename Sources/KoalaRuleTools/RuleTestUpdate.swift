@@ -1,6 +1,6 @@
 import Foundation
 import HTTPTypes
-import KoalaCore
+package import KoalaCore
 import Yams
 
 /// `koala-router test --update`: rewrites the `expect:` block of every failing test from what the rules

@@ -1,5 +1,5 @@
 import Foundation
-import KoalaCore
+package import KoalaCore
 import HTTPTypes
 import Yams
 

@@ -1,10 +1,10 @@
 import AsyncHTTPClient
-import Foundation
+package import Foundation
 import HTTPTypes
-import KoalaCore
+package import KoalaCore
 import KoalaDelivery
-import KoalaStore
-import Logging
+package import KoalaStore
+package import Logging
 import Synchronization
 
 /// `backfill` and `reconcile`: read a provider's current objects through its list API and route each as a

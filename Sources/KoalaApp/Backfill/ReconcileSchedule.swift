@@ -1,8 +1,8 @@
 import Foundation
 import KoalaCore
-import KoalaDelivery
-import KoalaStore
-import Logging
+package import KoalaDelivery
+package import KoalaStore
+package import Logging
 import ServiceLifecycle
 
 extension Backfill {

@@ -1,9 +1,9 @@
 import Configuration
-import Foundation
-import KoalaCore
+public import Foundation
+public import KoalaCore
 import KoalaDelivery
 import KoalaStore
-import Logging
+public import Logging
 import NIOCore
 import SystemPackage
 

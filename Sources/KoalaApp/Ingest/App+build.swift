@@ -1,11 +1,11 @@
-import AsyncHTTPClient
+package import AsyncHTTPClient
 import Foundation
 import HTTPTypes
-import Hummingbird
+public import Hummingbird
 import KoalaCore
 import KoalaDelivery
-import KoalaStore
-import Logging
+package import KoalaStore
+public import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle

@@ -1,6 +1,6 @@
 import Foundation
 import HTTPTypes
-import KoalaCore
+public import KoalaCore
 import KoalaDelivery
 import KoalaStore
 import NIOCore

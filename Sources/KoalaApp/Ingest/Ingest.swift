@@ -1,9 +1,9 @@
-import Foundation
-import HTTPTypes
-import KoalaCore
-import KoalaDelivery
-import KoalaStore
-import Logging
+package import Foundation
+package import HTTPTypes
+package import KoalaCore
+package import KoalaDelivery
+package import KoalaStore
+package import Logging
 
 /// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
 package struct Ingest: Sendable {

@@ -1,12 +1,12 @@
 import AsyncHTTPClient
 import Foundation
 import HTTPTypes
-import Hummingbird
+package import Hummingbird
 import KoalaCore
 import KoalaDelivery
 import KoalaStore
 import Logging
-import NIOCore
+package import NIOCore
 import NIOPosix
 import ServiceLifecycle
 

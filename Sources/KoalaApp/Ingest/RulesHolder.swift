@@ -1,5 +1,5 @@
 import Foundation
-import KoalaCore
+package import KoalaCore
 import Synchronization
 
 /// The current rule table, swapped atomically on reload. A webhook reads it once and is routed

@@ -2,7 +2,7 @@ import Foundation
 import KoalaCore
 import KoalaDelivery
 import KoalaStore
-import Logging
+package import Logging
 
 /// One JSON object per line on standard error, for log pipelines: `time`, `level`, `message`, `logger`,
 /// then the metadata (source, webhook_id, route, message ids, …). `LOG_FORMAT=json` selects it.

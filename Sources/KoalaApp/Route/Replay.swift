@@ -1,7 +1,7 @@
-import Foundation
-import KoalaCore
+package import Foundation
+package import KoalaCore
 import KoalaDelivery
-import KoalaStore
+package import KoalaStore
 
 /// Re-routes stored webhooks through the current rule table and compares with what was routed before.
 /// Message ids are deterministic, so unchanged outputs are harmless to send again; the report says what

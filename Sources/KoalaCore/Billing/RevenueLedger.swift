@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// How a subscription's MRR was told.
 package enum MRRBasis: String, Sendable, CaseIterable {

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// A webhook that passed signature verification and whose body is valid JSON. Everything after
 /// ingest works on this value; nothing unverified ever becomes one.

@@ -1,4 +1,4 @@
-import Logging
+package import Logging
 
 /// Text from a payload (or anything else outside our control) made safe to print on one line: every
 /// control character (C0, DEL, C1), line or paragraph separator and invisible format character (bidi

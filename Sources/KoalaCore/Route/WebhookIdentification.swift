@@ -1,5 +1,5 @@
-import Foundation
-import HTTPTypes
+package import Foundation
+package import HTTPTypes
 
 /// Why a verified body could not become a webhook.
 package struct IdentificationProblem: Error, Sendable {

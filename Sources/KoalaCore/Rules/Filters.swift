@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// The filters an expression pipeline may use. Each takes the piped value (nil when missing) and its
 /// evaluated arguments, and returns nil when the value is missing or of a type it cannot convert.

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// Monthly recurring revenue computed from a provider's subscription object, not guessed from its first
 /// price: every item's unit amount × quantity, normalised to a month from its billing interval, less the

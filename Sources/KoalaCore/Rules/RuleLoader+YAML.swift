@@ -1,5 +1,5 @@
 import Foundation
-import Yams
+package import Yams
 
 /// YAML helpers: typed reads of nodes with their positions, and YAML errors in the rule author's terms.
 extension FileParser {

@@ -1,5 +1,5 @@
-import Foundation
-import HTTPTypes
+package import Foundation
+package import HTTPTypes
 
 /// A signature in one header over a template of the body and optionally a timestamp and id from other
 /// headers. Presets cover GitHub, Shopify, Lemon Squeezy and Orb; the `hmac` scheme exposes every knob.

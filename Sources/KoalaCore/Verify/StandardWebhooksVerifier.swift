@@ -1,5 +1,5 @@
-import Foundation
-import HTTPTypes
+package import Foundation
+package import HTTPTypes
 
 /// Standard Webhooks (and Svix, which wrote it): `webhook-id`, `webhook-timestamp`, `webhook-signature`
 /// (or the `svix-*` spellings); signs `"{id}.{timestamp}.{body}"` with HMAC-SHA256; the signature header is a

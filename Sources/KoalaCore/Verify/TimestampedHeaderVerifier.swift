@@ -1,5 +1,5 @@
-import Foundation
-import HTTPTypes
+package import Foundation
+package import HTTPTypes
 
 /// Schemes whose one header carries both a timestamp and one or more hex HMAC-SHA256 signatures over
 /// `"{timestamp}{separator}{body}"`: Stripe, Paddle Billing, WorkOS, Recurly.

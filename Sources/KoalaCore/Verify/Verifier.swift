@@ -1,5 +1,5 @@
-import Foundation
-import HTTPTypes
+package import Foundation
+package import HTTPTypes
 
 /// One webhook secret. The label (the environment variable it came from) may be logged and exported;
 /// the key never is.

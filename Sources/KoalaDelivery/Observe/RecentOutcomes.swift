@@ -1,5 +1,5 @@
-import Foundation
-import KoalaCore
+package import Foundation
+package import KoalaCore
 import Synchronization
 
 /// How many webhooks of each source ended in each outcome over the last day, in one-minute buckets, for the

@@ -1,6 +1,6 @@
 import Foundation
-import KoalaCore
-import KoalaStore
+package import KoalaCore
+package import KoalaStore
 import Prometheus
 import Synchronization
 

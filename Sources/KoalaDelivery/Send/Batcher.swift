@@ -1,6 +1,6 @@
 import Foundation
-import KoalaCore
-import KoalaStore
+package import KoalaCore
+package import KoalaStore
 
 /// One HTTP request to Koala: one person (or account), at most `maxPerType` events and identifies.
 package struct KoalaBatch: Sendable, Equatable {

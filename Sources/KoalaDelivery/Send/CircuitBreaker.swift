@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// The circuit breaker as a value: it takes the outcomes of requests and the time, and says what the sender may do
 /// next. No clock and no lock of its own (`DeliveryHealth` holds it behind one), so its tests need neither HTTP

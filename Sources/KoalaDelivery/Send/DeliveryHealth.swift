@@ -1,5 +1,5 @@
-import Foundation
-import KoalaCore
+package import Foundation
+package import KoalaCore
 import KoalaStore
 import Synchronization
 

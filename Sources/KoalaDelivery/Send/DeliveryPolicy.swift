@@ -1,5 +1,5 @@
-import Foundation
-import KoalaCore
+package import Foundation
+package import KoalaCore
 
 /// How the sender delivers: batching delay, concurrency, leases, retries. Its settings are declared here,
 /// once; `RouterConfiguration` reads them.

@@ -1,4 +1,4 @@
-import Logging
+package import Logging
 
 /// Consecutive failed rounds of a background loop (the store unreachable, say). Logs the first failure,
 /// every hundredth, and the recovery, rather than every poll.

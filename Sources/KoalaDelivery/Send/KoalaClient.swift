@@ -1,8 +1,8 @@
-import AsyncHTTPClient
-import Foundation
+package import AsyncHTTPClient
+package import Foundation
 import KoalaCore
 import KoalaStore
-import Logging
+package import Logging
 import NIOCore
 import NIOHTTP1
 

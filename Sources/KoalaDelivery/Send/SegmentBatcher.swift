@@ -1,6 +1,6 @@
 import Foundation
-import KoalaCore
-import KoalaStore
+package import KoalaCore
+package import KoalaStore
 
 /// The same messages as Segment-compatible calls (Segment's HTTP Tracking API, RudderStack's HTTP API and
 /// others that accept it): a `track` output is a `track` call, an `identify` output an `identify`, an

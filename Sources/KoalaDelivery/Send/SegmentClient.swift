@@ -1,5 +1,5 @@
-import AsyncHTTPClient
-import Foundation
+package import AsyncHTTPClient
+package import Foundation
 import KoalaCore
 
 /// Sends `/v1/batch` requests to a Segment-compatible API: Segment's HTTP Tracking API, RudderStack's HTTP

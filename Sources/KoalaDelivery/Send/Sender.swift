@@ -1,7 +1,7 @@
 import Foundation
-import KoalaCore
-import KoalaStore
-import Logging
+package import KoalaCore
+package import KoalaStore
+package import Logging
 import ServiceLifecycle
 
 /// Where a sender delivers, and how.

@@ -1,5 +1,5 @@
-import Foundation
-import KoalaCore
+package import Foundation
+package import KoalaCore
 import Logging
 import PostgresNIO
 import ServiceLifecycle

@@ -1,6 +1,6 @@
 import Foundation
 import KoalaCore
-import Logging
+package import Logging
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization

@@ -1,6 +1,6 @@
-import Foundation
+package import Foundation
 import KoalaCore
-import Logging
+package import Logging
 import ServiceLifecycle
 
 /// Background service that prunes raw webhooks (they hold personal data) and delivered messages after

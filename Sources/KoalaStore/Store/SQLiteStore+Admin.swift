@@ -1,6 +1,6 @@
-import Foundation
+package import Foundation
 import GRDB
-import KoalaCore
+package import KoalaCore
 import ServiceLifecycle
 import Synchronization
 

@@ -1,6 +1,6 @@
-import Foundation
-import KoalaCore
-import ServiceLifecycle
+package import Foundation
+package import KoalaCore
+package import ServiceLifecycle
 
 /// What happened when a webhook was offered to the store.
 package enum AcceptOutcome: Sendable, Equatable {
