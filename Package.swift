@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        // Counts allocations for the benchmark (koala-router-allocations); linked into nothing else.
+        .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
         // postgres-nio accepts swift-crypto 3 to 5; stay on 3.x, which async-http-client's stack already builds.
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
     ],
@@ -143,7 +145,18 @@ let package = Package(
             dependencies: [
                 "KoalaCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Allocations per webhook on ingest's pure path (scripts/bench/run), counted by the preloaded malloc interposer.
+        .executableTarget(
+            name: "koala-router-allocations",
+            dependencies: [
+                "KoalaCore",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ]
         ),
         // Helpers every test target shares: the repository root, temporary folders, signed sample webhooks.

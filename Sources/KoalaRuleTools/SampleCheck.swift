@@ -156,7 +156,7 @@ struct SourceCheck {
     func run() -> [SampleCheck.Finding] {
         var findings: [SampleCheck.Finding] = []
         var reported = Set<String>()
-        func add(_ severity: SampleCheck.Severity, _ location: CustomStringConvertible, _ message: String, _ hint: String, once key: String) {
+        func add(_ severity: SampleCheck.Severity, _ location: any CustomStringConvertible, _ message: String, _ hint: String, once key: String) {
             guard reported.insert(key).inserted else { return }
             findings.append(.init(severity: severity, location: location.description, message: message, hint: hint))
         }

@@ -9,18 +9,29 @@ import Synchronization
 //                                             checks its Stripe signature (the same verifier), nothing else
 //   koala-router-bench fake-koala PORT        a fast Koala stand-in: answers 200 at once, counts message ids
 //                                             (GET /count) and requests (GET /requests)
+//   koala-router-bench latency KOALA_PORT ROUTER_PORT HOOKS.tsv RATE SECONDS
+//                                             webhook-to-Koala latency at a fixed rate (Latency.swift)
 //   koala-router-bench fake-stripe PORT N     Stripe's list API over N customers, each with one subscription
 //                                             (every fifth with a 20 % coupon, every seventh trialing), 100 a page
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3, let port = Int(arguments[2]) else {
-    FileHandle.standardError.write(Data("usage: koala-router-bench baseline PORT SECRET | fake-koala PORT | fake-stripe PORT N\n".utf8))
+    FileHandle.standardError.write(Data("usage: koala-router-bench baseline PORT SECRET | fake-koala PORT | fake-stripe PORT N | latency KOALA_PORT ROUTER_PORT HOOKS RATE SECONDS\n".utf8))
     exit(2)
 }
 let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
 let router = Router()
 
 switch arguments[1] {
+case "latency":
+    guard arguments.count >= 7, let routerPort = Int(arguments[3]), let rate = Double(arguments[5]), let seconds = Double(arguments[6]) else { exit(2) }
+    do {
+        try await latencyRun(koalaPort: port, routerPort: routerPort, hooksFile: arguments[4], rate: rate, seconds: seconds, logger: logger)
+        exit(0)
+    } catch {
+        FileHandle.standardError.write(Data("koala-router-bench latency: \(error)\n".utf8))
+        exit(1)
+    }
 case "baseline":
     guard arguments.count >= 4 else { exit(2) }
     guard let stripe = Schemes.all["stripe"] else { exit(2) }

@@ -322,7 +322,8 @@ extension VerifiedWebhook {
 /// The same webhook routed by the same route and output always gets the same id, so retries and replays
 /// are absorbed by Koala's idempotency.
 package enum MessageID {
-    static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
+    /// The id of the message `route` makes as `output` from a webhook (a UUID-shaped hash of the four).
+    package static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
         var input = Array("koala-router:v1".utf8)
         for part in [source, webhookID, route, output.rawValue] {
             input += Array("\(part.utf8.count):".utf8) + Array(part.utf8)
