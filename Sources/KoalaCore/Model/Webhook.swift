@@ -324,15 +324,37 @@ extension VerifiedWebhook {
 package enum MessageID {
     /// The id of the message `route` makes as `output` from a webhook (a UUID-shaped hash of the four).
     package static func derive(source: String, webhookID: String, route: String, output: KoalaMessage.Output) -> String {
-        var input = Array("koala-router:v1".utf8)
-        for part in [source, webhookID, route, output.rawValue] {
-            input += Array("\(part.utf8.count):".utf8) + Array(part.utf8)
+        // Built in one buffer and formatted in place: this runs for every message of every webhook.
+        var input: [UInt8] = []
+        input.reserveCapacity(48 + source.utf8.count + webhookID.utf8.count + route.utf8.count)
+        input.append(contentsOf: "koala-router:v1".utf8)
+        func add(_ part: String) {
+            input.append(contentsOf: String(part.utf8.count).utf8)
+            input.append(UInt8(ascii: ":"))
+            input.append(contentsOf: part.utf8)
         }
-        var bytes = Array(Crypto.digest(.sha256, input).prefix(16))
-        bytes[6] = (bytes[6] & 0x0F) | 0x80  // version 8
-        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
-        let hex = Hex.encode(bytes)
-        let h = Array(hex)
-        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+        add(source)
+        add(webhookID)
+        add(route)
+        add(output.rawValue)
+        return Crypto.withDigest(.sha256, input) { digest in
+            String(unsafeUninitializedCapacity: 36) { out in
+                let hex = Array("0123456789abcdef".utf8)
+                var o = 0
+                for index in 0..<16 {
+                    if index == 4 || index == 6 || index == 8 || index == 10 {
+                        out[o] = UInt8(ascii: "-")
+                        o += 1
+                    }
+                    var byte = digest[index]
+                    if index == 6 { byte = (byte & 0x0F) | 0x80 }  // version 8
+                    if index == 8 { byte = (byte & 0x3F) | 0x80 }  // RFC 4122 variant
+                    out[o] = hex[Int(byte >> 4)]
+                    out[o + 1] = hex[Int(byte & 0x0F)]
+                    o += 2
+                }
+                return o
+            }
+        }
     }
 }

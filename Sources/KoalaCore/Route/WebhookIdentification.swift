@@ -23,7 +23,7 @@ extension SourceDefinition {
             guard keptHeaders.contains(key) else { continue }
             headerMap[key] = headerMap[key].map { $0 + ", " + field.value } ?? field.value
         }
-        let digest = Hex.encode(Crypto.digest(.sha256, body))
+        let digest = Crypto.withDigest(.sha256, body) { Hex.encode($0) }
         let context = EvaluationContext(body: json, headers: headerMap, webhook: ["body_sha256": .string(digest)])
         guard let webhookID = Self.identifier(self.webhookID, in: context, body: body), !webhookID.isEmpty else {
             return .failure(IdentificationProblem(outcome: .missingID, message: "webhook id not found at \(self.webhookID)"))

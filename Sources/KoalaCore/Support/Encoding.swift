@@ -5,6 +5,17 @@ package enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
     package static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        // Contiguous bytes (arrays, buffers) are written straight into the string's storage.
+        let direct = bytes.withContiguousStorageIfAvailable { input in
+            String(unsafeUninitializedCapacity: input.count * 2) { out in
+                for (index, byte) in input.enumerated() {
+                    out[2 * index] = digits[Int(byte >> 4)]
+                    out[2 * index + 1] = digits[Int(byte & 0x0F)]
+                }
+                return input.count * 2
+            }
+        }
+        if let direct { return direct }
         var out = [UInt8]()
         out.reserveCapacity(64)
         for byte in bytes {

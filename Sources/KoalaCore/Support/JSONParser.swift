@@ -16,11 +16,18 @@ struct JSONParser {
     /// Numbers that are not an integer within Int64 become `.string` of their text as written (`2e2`,
     /// `200.0`, `99999999999999999990`), for reading identifiers without a floating-point round trip.
     private var numbersAsWritten = false
+    /// The members of the objects being read, innermost last: one stack for the whole parse, so an object costs
+    /// one dictionary allocated at its final size instead of a dictionary that grows member by member.
+    private var members: [(key: String, value: JSONValue)] = []
+    /// The items of the arrays being read, innermost last (as `members`).
+    private var items: [JSONValue] = []
     static let maxDepth = 512
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, numbersAsWritten: Bool = false) throws(Failure) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.numbersAsWritten = numbersAsWritten
+        parser.members.reserveCapacity(32)
+        parser.items.reserveCapacity(16)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -74,12 +81,12 @@ struct JSONParser {
         try enter()
         defer { depth -= 1 }
         i += 1
-        var object: [String: JSONValue] = [:]
         skipWhitespace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
             i += 1
-            return .object(object)
+            return .object([:])
         }
+        let base = members.count
         while true {
             skipWhitespace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw Failure(offset: i, message: "expected a quoted key") }
@@ -88,11 +95,19 @@ struct JSONParser {
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw Failure(offset: i, message: "expected ':'") }
             i += 1
             skipWhitespace()
-            object[key] = try parseValue()
+            let value = try parseValue()
+            members.append((key, value))
             skipWhitespace()
             guard i < bytes.count else { throw Failure(offset: i, message: "unexpected end of input") }
             if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(object) }
+            if bytes[i] == UInt8(ascii: "}") {
+                i += 1
+                // A repeated key keeps its last value, as before.
+                var object = [String: JSONValue](minimumCapacity: members.count - base)
+                for member in members[base...] { object[member.key] = member.value }
+                members.removeSubrange(base...)
+                return .object(object)
+            }
             throw Failure(offset: i, message: "expected ',' or '}'")
         }
     }
@@ -101,19 +116,25 @@ struct JSONParser {
         try enter()
         defer { depth -= 1 }
         i += 1
-        var items: [JSONValue] = []
         skipWhitespace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
             i += 1
-            return .array(items)
+            return .array([])
         }
+        let base = items.count
         while true {
             skipWhitespace()
-            items.append(try parseValue())
+            let item = try parseValue()
+            items.append(item)
             skipWhitespace()
             guard i < bytes.count else { throw Failure(offset: i, message: "unexpected end of input") }
             if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+            if bytes[i] == UInt8(ascii: "]") {
+                i += 1
+                let array = Array(items[base...])
+                items.removeSubrange(base...)
+                return .array(array)
+            }
             throw Failure(offset: i, message: "expected ',' or ']'")
         }
     }

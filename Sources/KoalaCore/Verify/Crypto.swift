@@ -58,6 +58,18 @@ package enum Crypto {
         return Array(out.prefix(Int(outLength)))
     }
 
+    /// Calls `body` with the digest of `data`, held on the stack (no array is allocated for it).
+    package static func withDigest<Result>(_ algorithm: Algorithm, _ data: some ContiguousBytesLike,
+                                           _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(EVP_MAX_MD_SIZE)) { out in
+            var outLength: UInt32 = 0
+            data.withBytes { dataBytes in
+                _ = EVP_Digest(dataBytes.baseAddress, dataBytes.count, out.baseAddress, &outLength, algorithm.md, nil)
+            }
+            return body(UnsafeBufferPointer(rebasing: out[..<Int(outLength)]))
+        }
+    }
+
     /// Constant-time equality (`CRYPTO_memcmp`). Lengths are public; contents are not.
     package static func constantTimeEquals(_ a: some ContiguousBytesLike, _ b: some ContiguousBytesLike) -> Bool {
         a.withBytes { aBytes in

@@ -170,4 +170,32 @@ struct IdentificationTests {
         let both = svix.merging(["webhook-id": "msg_1", "webhook-timestamp": String(ts), "webhook-signature": signature]) { $1 }
         #expect(verifier.verify(headers: fields(both), body: body, now: now) == .success(Verification(secretLabel: "CLERK_WEBHOOK_SECRET")))
     }
+
+    /// The domain fast path (text already in normal form, returned as it is) agrees with the general path on
+    /// edge cases and on 20,000 random strings over the characters that decide it.
+    @Test func theDomainFastPathAgreesWithTheGeneralPath() {
+        let label63 = String(repeating: "a", count: 63), label64 = String(repeating: "a", count: 64)
+        var cases = ["acme.io", "a.b", "sub.acme.co.uk", "xn--p1ai.xn--p1ai", "acme.xn--p1ai", "a-b.io", "-a.io", "a-.io", "a..io",
+                     ".io", "io", "acme.io.", "acme.c0m", "acme.io-", "ACME.io", "acme.IO", "ac_me.io", "a.b-", "1.2.3.4",
+                     "\(label63).io", "\(label64).io", String(repeating: "a.", count: 127) + "io", String(repeating: "a.", count: 128) + "io",
+                     "ümlaut.de", "acme。io"]
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("ab0-.xnA")
+        for _ in 0..<20_000 {
+            cases.append(String((0..<Int.random(in: 1...12, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }))
+        }
+        for text in cases {
+            #expect(Identity.normalizeDomain(text) == Identity.normalizeDomainInGeneral(text), "\(text)")
+            if Identity.isNormalASCIIDomain(text) { #expect(Identity.normalizeDomainInGeneral(text) == text, "\(text)") }
+        }
+        #expect(Identity.isNormalASCIIDomain("acme.io") && !Identity.isNormalASCIIDomain("ACME.io"))
+    }
+
+    /// The parser reads members and items through one stack per parse: nesting, repeated keys (the last wins) and
+    /// empty containers come out as before.
+    @Test func theParserBuildsNestedContainersFromItsStacks() throws {
+        let value = try JSONValue.parse(Array(#"{"a":1,"b":{"c":[1,[2,3],{"d":[]}],"e":{}},"a":2,"f":[{"g":"h"},{"g":"i","g":"j"}]}"#.utf8))
+        #expect(value == ["a": 2, "b": ["c": [1, [2, 3], ["d": []]], "e": [:]], "f": [["g": "h"], ["g": "j"]]])
+        #expect(throws: (any Error).self) { try JSONValue.parse(Array(#"{"a":[1,2}"#.utf8)) }
+    }
 }
