@@ -142,15 +142,19 @@ struct JSONParser {
     private mutating func parseString() throws(Failure) -> String {
         i += 1  // opening quote
         let start = i
+        var ascii = true
         // Fast path: no escapes.
         while i < bytes.count {
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
                 i += 1
+                // ASCII is valid UTF-8 as it is; only other text needs the (slower, generic) validation.
+                if ascii { return String(decoding: slice, as: UTF8.self) }
                 guard let s = String(validating: slice, as: UTF8.self) else { throw Failure(offset: start, message: "invalid UTF-8 in a string") }
                 return s
             }
+            if c >= 0x80 { ascii = false }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw Failure(offset: i, message: "control character in a string") }
             i += 1

@@ -82,6 +82,38 @@ package struct TimestampedHeaderVerifier: SignatureVerifier {
     {
         var timestamp: Substring?
         var signatures: [Substring] = []
+        // ASCII headers (every real one) are split by byte; any other text by character, as before.
+        if let separator = itemSeparator.asciiValue, header.utf8.allSatisfy({ $0 < 0x80 }) {
+            func take(_ item: Substring) {
+                // As `split(separator: "=", maxSplits: 1)`: a key and a value, both non-empty before trimming.
+                guard let equals = item.utf8.firstIndex(of: UInt8(ascii: "=")), equals != item.startIndex else { return }
+                let rest = item[item.utf8.index(after: equals)...]
+                guard !rest.isEmpty else { return }
+                let key = trimmed(item[..<equals]), value = trimmed(rest)
+                if key == timestampKey { timestamp = value } else if key == signatureKey { signatures.append(value) }
+            }
+            var start = header.startIndex, index = header.startIndex
+            while index != header.endIndex {
+                if header.utf8[index] == separator {
+                    take(header[start..<index])
+                    start = header.utf8.index(after: index)
+                }
+                index = header.utf8.index(after: index)
+            }
+            take(header[start...])
+            guard let timestamp, !signatures.isEmpty else { return nil }
+            return (timestamp, signatures)
+        }
+        return keyValuesByCharacter(header, itemSeparator: itemSeparator, timestampKey: timestampKey, signatureKey: signatureKey)
+    }
+
+    /// `keyValues` by `Character` (grapheme clusters): for headers that are not ASCII, and as the reference a test
+    /// holds the byte path to.
+    static func keyValuesByCharacter(_ header: String, itemSeparator: Character, timestampKey: String, signatureKey: String)
+        -> (timestamp: Substring, signatures: [Substring])?
+    {
+        var timestamp: Substring?
+        var signatures: [Substring] = []
         for item in header.split(separator: itemSeparator) {
             let pair = item.split(separator: "=", maxSplits: 1)
             guard pair.count == 2 else { continue }

@@ -106,4 +106,23 @@ struct CryptoTests {
         #expect(Hex.decode("zz") == nil)
         #expect(Hex.encode([0, 255, 160]) == "00ffa0")
     }
+
+    /// Signature headers are split by byte when they are ASCII; that path gives what splitting by character gives,
+    /// for the real shapes and for 20,000 random headers over the characters that matter.
+    @Test func splittingAHeaderByByteAgreesWithSplittingByCharacter() {
+        var headers = ["t=1,v1=ab", "t=1,v1=ab,v1=cd,v0=ef", " t = 1 , v1 = ab ", "t=,v1=ab", "=1,v1=ab", "t==1,v1=a=b", ",,t=1,,v1=ab,,",
+                       "v1=ab", "t=1", "", "t=1;h1=ab", "ts=1;h1=ab;h1=cd"]
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("tv1h=,; a")
+        for _ in 0..<20_000 {
+            headers.append(String((0..<Int.random(in: 0...16, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }))
+        }
+        for header in headers {
+            for (separator, t, v) in [(Character(","), "t", "v1"), (Character(";"), "ts", "h1")] {
+                let bytes = TimestampedHeaderVerifier.keyValues(header, itemSeparator: separator, timestampKey: t, signatureKey: v)
+                let characters = TimestampedHeaderVerifier.keyValuesByCharacter(header, itemSeparator: separator, timestampKey: t, signatureKey: v)
+                #expect(bytes?.timestamp == characters?.timestamp && bytes?.signatures == characters?.signatures, "\(header)")
+            }
+        }
+    }
 }
