@@ -198,6 +198,29 @@ package enum Timestamps {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         if month <= 2 { year += 1 }
+        // Years of four digits (every real time) are written straight into the string: 24 bytes, one allocation.
+        if (0...9999).contains(year) {
+            return String(unsafeUninitializedCapacity: 24) { out in
+                var o = 0
+                func put(_ v: Int64, _ width: Int) {
+                    var v = v, digit = width
+                    while digit > 0 {
+                        digit -= 1
+                        out[o + digit] = UInt8(ascii: "0") + UInt8(v % 10)
+                        v /= 10
+                    }
+                    o += width
+                }
+                func mark(_ c: Unicode.Scalar) {
+                    out[o] = UInt8(ascii: c)
+                    o += 1
+                }
+                put(year, 4); mark("-"); put(month, 2); mark("-"); put(day, 2); mark("T")
+                put(secondOfDay / 3600, 2); mark(":"); put(secondOfDay / 60 % 60, 2); mark(":"); put(secondOfDay % 60, 2)
+                mark("."); put(ms, 3); mark("Z")
+                return o
+            }
+        }
         func pad(_ v: Int64, _ width: Int) -> String {
             let s = String(v)
             return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s

@@ -101,6 +101,21 @@ struct ExpressionTests {
         #expect(try eval("'not a date' | iso8601") == nil)
         #expect(Timestamps.iso(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
         #expect(Timestamps.iso(Date(timeIntervalSince1970: 951_782_400)) == "2000-02-29T00:00:00.000Z")
+        // The in-place writer against the calendar, over 10,000 random times from 1600 to 9999 and the edges.
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        var generator = SystemRandomNumberGenerator()
+        let times = (0..<10_000).map { _ in Double.random(in: -11_676_096_000 ... 253_402_300_799.999, using: &generator) }
+            + [-0.001, 0.0005, 253_402_300_799.999, -11_676_096_000, 1_733_000_000.9999]
+        for t in times {
+            // As the date holds it (seconds since 2001 in a Double), which is what is formatted.
+            let millis = (Date(timeIntervalSince1970: t).timeIntervalSince1970 * 1000).rounded(.down)
+            let whole = Date(timeIntervalSince1970: (millis / 1000).rounded(.down))
+            let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: whole)
+            let ms = Int(millis - (millis / 1000).rounded(.down) * 1000)
+            let expected = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!, ms)
+            #expect(Timestamps.iso(Date(timeIntervalSince1970: t)) == expected, "\(t)")
+        }
     }
 
     @Test func emailDomainSkipsFreeMail() throws {
