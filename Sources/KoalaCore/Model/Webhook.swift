@@ -339,7 +339,7 @@ package enum MessageID {
         add(output.rawValue)
         return Crypto.withDigest(.sha256, input) { digest in
             String(unsafeUninitializedCapacity: 36) { out in
-                let hex = Array("0123456789abcdef".utf8)
+                let hex = Hex.digits
                 var o = 0
                 for index in 0..<16 {
                     if index == 4 || index == 6 || index == 8 || index == 10 {

@@ -2,7 +2,8 @@ import Foundation
 
 /// Hexadecimal encoding, and decoding of either case.
 package enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
+    /// The lowercase hex digits, in order (also for code that writes hex in place, as message ids do).
+    package static let digits = Array("0123456789abcdef".utf8)
 
     package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         // Contiguous bytes (arrays, buffers) are written straight into the string's storage.
