@@ -396,7 +396,7 @@ extension PostgresStore {
                      AS m(id, route, output, endpoint, kind, person_key, email, profile_id, domain, account_id, item, event_time,
                           status, due, problem, wait_namespace, wait_key, destination, user_id, source, webhook_id, created_at)
                 WHERE (m.source, m.webhook_id) IN (SELECT source, webhook_id FROM hook)
-                ON CONFLICT (message_id, destination) DO NOTHING
+                ON CONFLICT (\(unescaped: OutboxKey.columns)) DO NOTHING
                 RETURNING source, webhook_id, message_id, status
             ), remembered AS (
                 INSERT INTO identities (source, namespace, key, email, profile_id, domain, updated_at, state, state_at)

@@ -86,6 +86,13 @@ extension PostgresStore {
         (8, "backfill progress", [
             BackfillProgress.createTable(real: "double precision"),
         ]),
+        // A message id is a hash of (source, webhook_id, route, output): keyed by those columns instead, new entries
+        // land where webhook ids grow rather than at random, and the key serves a webhook's messages too.
+        (9, "messages keyed by their webhook", [
+            "ALTER TABLE outbox ADD CONSTRAINT outbox_key UNIQUE (\(OutboxKey.columns))",
+            "ALTER TABLE outbox DROP CONSTRAINT outbox_message_destination",
+            "DROP INDEX outbox_webhook",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other

@@ -86,7 +86,7 @@ extension SQLiteStore {
             INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                 domain, account_id, item, event_time, created_at, status, next_attempt_at, dead_reason, finished_at,
                 wait_namespace, wait_key, user_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, destination) DO NOTHING
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (\(OutboxKey.columns)) DO NOTHING
             """)
         let now = webhook.receivedAt.timeIntervalSince1970
         var queued = 0, dead = 0, waiting = 0

@@ -140,6 +140,44 @@ extension SQLiteStore {
         migrator.registerMigration("v11: backfill progress") { db in
             try db.execute(sql: BackfillProgress.createTable(real: "REAL"))
         }
+        migrator.registerMigration("v12: messages keyed by their webhook") { db in
+            // A message id is a hash of (source, webhook_id, route, output), so the entry's key can be those
+            // columns instead: providers' webhook ids mostly grow with time, so new entries land beside each other,
+            // where the hash put each one on a page of its own (a fifth of the WAL under load). The key also
+            // serves a webhook's messages, so `outbox_webhook` goes. SQLite cannot drop a table's UNIQUE
+            // constraint in place: the table is rebuilt, rows, seq and the AUTOINCREMENT counter kept.
+            let counter = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") ?? 0
+            let columns = """
+                seq, message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id, domain,
+                account_id, item, event_time, created_at, status, attempts, next_attempt_at, lease_until, last_error, dead_reason,
+                dead_detail, finished_at, wait_namespace, wait_key, lane, user_id
+                """
+            try db.execute(sql: """
+                CREATE TABLE outbox_v12 (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    message_id TEXT NOT NULL,
+                    destination TEXT NOT NULL DEFAULT 'koala',
+                    source TEXT NOT NULL, webhook_id TEXT NOT NULL, route TEXT NOT NULL, output TEXT NOT NULL,
+                    endpoint TEXT NOT NULL, kind TEXT NOT NULL, person_key TEXT NOT NULL,
+                    email TEXT, profile_id TEXT, domain TEXT, account_id TEXT, item TEXT NOT NULL,
+                    event_time REAL NOT NULL, created_at REAL NOT NULL,
+                    status INTEGER NOT NULL DEFAULT \(literal: .pending), attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at REAL NOT NULL, lease_until REAL NOT NULL DEFAULT 0,
+                    last_error TEXT, dead_reason TEXT, dead_detail TEXT, finished_at REAL,
+                    wait_namespace TEXT, wait_key TEXT, lane INTEGER NOT NULL DEFAULT \(literal: .live), user_id TEXT,
+                    UNIQUE (\(OutboxKey.columns))
+                );
+                INSERT INTO outbox_v12 (\(columns)) SELECT \(columns) FROM outbox;
+                DROP TABLE outbox;
+                ALTER TABLE outbox_v12 RENAME TO outbox;
+                UPDATE sqlite_sequence SET seq = max(seq, \(counter)) WHERE name = 'outbox';
+                CREATE INDEX outbox_person ON outbox(destination, person_key, seq) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_dead ON outbox(finished_at) WHERE status = \(literal: .dead);
+                CREATE INDEX outbox_waiting ON outbox(source, wait_namespace, wait_key) WHERE status = \(literal: .waiting);
+                CREATE INDEX outbox_claim ON outbox(destination, lane, seq) WHERE status = \(literal: .pending);
+                CREATE INDEX outbox_email ON outbox(email);
+                """)
+        }
         return migrator
     }
 }

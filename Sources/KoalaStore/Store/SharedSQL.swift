@@ -63,6 +63,13 @@ struct SQLStatement: Sendable {
     }
 }
 
+/// What makes an outbox entry one of a kind: a message (whose id is a hash of its webhook, route and output, see
+/// `MessageID.derive`) for one destination. Written as the webhook's columns rather than the id, so the index
+/// grows where webhook ids do instead of at random, and finds a webhook's messages too.
+enum OutboxKey {
+    static let columns = "source, webhook_id, route, output, destination"
+}
+
 /// The outbox statements whose text both stores share: dead letters, replay, pruning and forgetting.
 enum OutboxSQL {
     /// The dead letters a filter selects (a WHERE condition).
@@ -121,7 +128,7 @@ enum OutboxSQL {
             INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,
                 domain, account_id, item, event_time, created_at, status, next_attempt_at, lane, user_id)
             VALUES (\(placeholders), \(literal: .pending), \(due), \(literal: .replay), \(userID))
-            ON CONFLICT (message_id, destination) DO UPDATE SET
+            ON CONFLICT (\(OutboxKey.columns)) DO UPDATE SET
                 item = excluded.item, person_key = excluded.person_key, email = excluded.email, user_id = excluded.user_id,
                 profile_id = excluded.profile_id, domain = excluded.domain, account_id = excluded.account_id,
                 status = \(literal: .pending), next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,

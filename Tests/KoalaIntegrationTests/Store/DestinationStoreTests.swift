@@ -104,4 +104,52 @@ struct DestinationStoreTests {
             #expect(next.first.map { $0.seq > 41 } == true)     // seq keeps growing after the rebuild
         }
     }
+
+    /// Issue 30, item 3: an outbox written before entries were keyed by their webhook (v12) keeps its entries, their
+    /// order and its AUTOINCREMENT counter (a seq once used, even by a deleted entry, is never reused); a message is
+    /// still stored once per destination however often it comes; and no index keyed by the message id's hash is left.
+    @Test func anOutboxKeyedByMessageIDIsRekeyedByWebhook() async throws {
+        let path = temporaryDirectory() + "/v11.sqlite"
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteStore.migrator.migrate(queue, upTo: "v11: backfill progress")
+        try await queue.write { db in
+            for (seq, webhookID) in [(41, "w_a"), (99, "w_b")] {
+                try db.execute(sql: """
+                    INSERT INTO outbox (seq, message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email,
+                                        item, event_time, created_at, status, next_attempt_at)
+                    VALUES (?, ?, 'koala', 'stripe', ?, 'r', 'track', 'person', 'track', 'e:a@x.io', 'a@x.io', '{}', 100, 100, 0, 0)
+                    """, arguments: [seq, MessageID.derive(source: "stripe", webhookID: webhookID, route: "r", output: .track), webhookID])
+            }
+            try db.execute(sql: "DELETE FROM outbox WHERE seq = 99")
+        }
+        try queue.close()
+        let store = try await SQLiteStore(path: path)
+        try await store.whileRunning {
+            #expect(try await store.claimDue(now: Date(), limit: 10, lease: 60, destination: .koala).map(\.seq) == [41])
+            let new = message("w_new", email: "b@x.io", to: [.koala, .segment])
+            _ = try await store.accept(webhook("w_new"), messages: [new, new], remembers: [], linger: 0, identityWait: 60)
+            #expect(try await store.enqueueReplay([new], at: Date()) == 2)   // the same two entries, queued again, not new ones
+            let later = Date().addingTimeInterval(1)
+            let koala = try await store.claimDue(now: later, limit: 10, lease: 60, destination: .koala)
+            #expect(koala.map(\.messageID) == [new.messageID])
+            #expect(koala.first.map { $0.seq > 99 } == true)
+            #expect(try await store.claimDue(now: later, limit: 10, lease: 60, destination: .segment).count == 1)
+        }
+        let reopened = try DatabaseQueue(path: path)
+        defer { try? reopened.close() }
+        try await reopened.read { db in
+            let indexes = try String.fetchAll(db, sql: "SELECT name FROM pragma_index_list('outbox') ORDER BY name")
+            #expect(!indexes.contains("outbox_webhook"))
+            var keyed: [[String]] = []
+            for name in indexes {
+                keyed.append(try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno", arguments: [name]))
+            }
+            #expect(keyed.contains(["source", "webhook_id", "route", "output", "destination"]))
+            #expect(!keyed.contains { $0.first == "message_id" })
+            // A webhook's messages are found through the key.
+            let detail = try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT seq FROM outbox WHERE source = 'stripe' AND webhook_id = 'w_a'")
+                .map { $0["detail"] as String? ?? "" }.joined(separator: "; ")
+            #expect(detail.contains("INDEX sqlite_autoindex_outbox_1 (source=? AND webhook_id=?)"), "\(detail)")
+        }
+    }
 }
