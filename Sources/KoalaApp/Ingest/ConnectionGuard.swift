@@ -129,7 +129,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let timedOut: @Sendable (String) -> Void
     private let refusedOverCap: @Sendable () -> Void
     private var phase = Phase.idle
-    private var deadline: Scheduled<Void>?
+    /// When the current phase's time is up; nil while responding or lingering.
+    private var phaseDeadline: NIODeadline?
+    /// One timer per connection, never later than `phaseDeadline`. A phase that starts does not re-arm it unless its
+    /// deadline is earlier: when the timer fires before the deadline then current, it is armed again for it. A
+    /// request on a kept-alive connection thus schedules and cancels nothing (three timers each before).
+    private var timer: Scheduled<Void>?
+    private var timerDue = NIODeadline.distantFuture
+    /// Ends a lingering close.
+    private var lingerTimer: Scheduled<Void>?
     private var closeAfterResponse = false
     /// An answer was written before the request's body had all arrived: closing must linger.
     private var answeredEarly = false
@@ -155,8 +163,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        stopTimers()
         release()
         self.context = nil
     }
@@ -169,7 +176,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Counts the connection against its client's cap (closing it when the client already holds the cap), and
     /// starts the idle deadline. Runs once, whichever of handlerAdded and channelActive comes when it is active.
     private func opened(_ context: ChannelHandlerContext) {
-        guard phase == .idle, deadline == nil, counted == nil else { return }
+        guard phase == .idle, phaseDeadline == nil, counted == nil else { return }
         let peer = context.channel.remoteAddress
         if let clients, !ClientAddress.isTrusted(peer, limits.trustedProxies) {
             let client = ClientAddress(peer: peer, trusted: []).text
@@ -189,8 +196,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        stopTimers()
         release()
         finishLingering()
         context.fireChannelInactive()
@@ -262,11 +268,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         // close when it closes or the time is up.
         if let promise { lingerCloses.append(promise) }
         phase = .lingering
-        deadline?.cancel()
-        let loop = context.eventLoop.assumeIsolated()
-        deadline = loop.scheduleTask(in: limits.lingeringClose) { [weak self] in
+        phaseDeadline = nil
+        lingerTimer?.cancel()
+        lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: limits.lingeringClose) { [weak self] in
             guard let self, let context = self.context else { return }
-            self.deadline = nil
+            self.lingerTimer = nil
             self.endLingering(context)
         }
         context.flush()
@@ -295,23 +301,49 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         guard phase != .lingering else { return }
         phase = next
         if next == .idle { answeredEarly = false }
-        deadline?.cancel()
-        deadline = nil
-        guard let context else { return }
         let limit: TimeAmount
         switch next {
         case .idle: limit = limits.idleTimeout
         case .readingHead: limit = limits.headerTimeout
         case .readingBody: limit = limits.bodyTimeout
-        case .responding, .lingering: return
+        case .responding, .lingering:
+            phaseDeadline = nil
+            return
         }
-        let loop = context.eventLoop.assumeIsolated()
-        deadline = loop.scheduleTask(in: limit) { [weak self] in
-            guard let self, let context = self.context else { return }
-            self.deadline = nil
-            self.timedOut(next.rawValue)
-            context.close(promise: nil)
+        let due = NIODeadline.now() + limit
+        phaseDeadline = due
+        if timer == nil || timerDue > due { arm(at: due) }
+    }
+
+    private func arm(at due: NIODeadline) {
+        guard let context else { return }
+        timer?.cancel()
+        timerDue = due
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [weak self] in
+            self?.timerFired()
         }
+    }
+
+    /// Closes the connection if its phase's time is up; otherwise (the phase changed since the timer was armed)
+    /// arms it again for the deadline now current.
+    private func timerFired() {
+        timer = nil
+        guard let due = phaseDeadline, let context else { return }
+        if due > .now() {
+            arm(at: due)
+            return
+        }
+        phaseDeadline = nil
+        timedOut(phase.rawValue)
+        context.close(promise: nil)
+    }
+
+    private func stopTimers() {
+        timer?.cancel()
+        timer = nil
+        lingerTimer?.cancel()
+        lingerTimer = nil
+        phaseDeadline = nil
     }
 }
 

@@ -54,6 +54,10 @@ package enum LogText {
 /// it prints are escaped with `LogText`: nothing from a payload can forge a log line.
 package struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
     var inner: Inner
+    /// The logger's own metadata, escaped, kept here rather than in `inner`: swift-log's `StreamLogHandler`
+    /// renders all of its metadata again each time one key is set, and Hummingbird and ingest set keys on every
+    /// request's logger, at any log level. Handed to `inner` with each event instead (the line reads the same).
+    var ownMetadata: Logger.Metadata = [:]
 
     package init(_ inner: Inner) {
         self.inner = inner
@@ -65,8 +69,8 @@ package struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
     }
 
     package var metadata: Logger.Metadata {
-        get { inner.metadata }
-        set { inner.metadata = newValue.mapValues(LogText.escaped) }
+        get { ownMetadata }
+        set { ownMetadata = newValue.mapValues(LogText.escaped) }
     }
 
     package var metadataProvider: Logger.MetadataProvider? {
@@ -74,16 +78,21 @@ package struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
         set { inner.metadataProvider = newValue }
     }
 
-    /// Metadata of the wrapped handler.
+    /// Metadata of this logger, escaped when set.
     package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { inner[metadataKey: key] }
-        set { inner[metadataKey: key] = newValue.map(LogText.escaped) }
+        get { ownMetadata[key] }
+        set { ownMetadata[key] = newValue.map(LogText.escaped) }
     }
 
     package func log(event: LogEvent) {
         var event = event
         event.message = Logger.Message(stringLiteral: LogText.escaped(event.message.description))
-        event.metadata = event.metadata?.mapValues(LogText.escaped)
+        let added = event.metadata?.mapValues(LogText.escaped)
+        if let added {
+            event.metadata = ownMetadata.isEmpty ? added : ownMetadata.merging(added, uniquingKeysWith: { _, new in new })
+        } else if !ownMetadata.isEmpty {
+            event.metadata = ownMetadata
+        }
         inner.log(event: event)
     }
 }

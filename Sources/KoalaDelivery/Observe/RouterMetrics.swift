@@ -22,10 +22,32 @@ package final class RouterMetrics: Sendable {
 
     package init() {}
 
-    /// A counter's identity in the caches below: its name and its label values (the names are fixed per metric).
+    /// A series' labels, up to three, held inline: finding a series on the hot paths allocates nothing (an array
+    /// of labels and one of their values did, per call, three times per webhook).
+    struct Labels {
+        let pairs: ((String, String), (String, String)?, (String, String)?)
+
+        init(_ first: (String, String), _ second: (String, String)? = nil, _ third: (String, String)? = nil) {
+            pairs = (first, second, third)
+        }
+
+        /// As the registry takes them, for a series made for the first time.
+        var list: [(String, String)] { [pairs.0] + [pairs.1, pairs.2].compactMap { $0 } }
+    }
+
+    /// A series' identity in the caches below: its name and its label values (the names are fixed per metric).
     struct SeriesKey: Hashable {
         let name: String
-        let values: [String]
+        let first: String
+        let second: String?
+        let third: String?
+
+        init(_ name: String, _ labels: Labels) {
+            self.name = name
+            first = labels.pairs.0.1
+            second = labels.pairs.1?.1
+            third = labels.pairs.2?.1
+        }
     }
 
     /// The registry validates names, labels and help text and looks the series up under its lock on every
@@ -33,18 +55,18 @@ package final class RouterMetrics: Sendable {
     private let counters = Mutex<[SeriesKey: Counter]>([:])
     private let histograms = Mutex<[SeriesKey: DurationHistogram]>([:])
 
-    private func counter(name: String, labels: [(String, String)], help: String) -> Counter {
-        let key = SeriesKey(name: name, values: labels.map(\.1))
+    private func counter(name: String, labels: Labels, help: String) -> Counter {
+        let key = SeriesKey(name, labels)
         if let found = counters.withLock({ $0[key] }) { return found }
-        let made = registry.makeCounter(name: name, labels: labels, help: help)
+        let made = registry.makeCounter(name: name, labels: labels.list, help: help)
         counters.withLock { $0[key] = made }
         return made
     }
 
-    private func durationHistogram(name: String, labels: [(String, String)], buckets: [Duration], help: String) -> DurationHistogram {
-        let key = SeriesKey(name: name, values: labels.map(\.1))
+    private func durationHistogram(name: String, labels: Labels, buckets: [Duration], help: String) -> DurationHistogram {
+        let key = SeriesKey(name, labels)
         if let found = histograms.withLock({ $0[key] }) { return found }
-        let made = registry.makeDurationHistogram(name: name, labels: labels, buckets: buckets, help: help)
+        let made = registry.makeDurationHistogram(name: name, labels: labels.list, buckets: buckets, help: help)
         histograms.withLock { $0[key] = made }
         return made
     }
@@ -54,7 +76,7 @@ package final class RouterMetrics: Sendable {
         recent.record(source: source, outcome: outcome)
         counter(
             name: "koala_router_webhooks_received_total",
-            labels: [("source", source), ("outcome", outcome.rawValue)],
+            labels: Labels(("source", source), ("outcome", outcome.rawValue)),
             help: "Webhooks received, by source and outcome (accepted, duplicate, or why they were refused)."
         ).increment()
     }
@@ -62,7 +84,7 @@ package final class RouterMetrics: Sendable {
     /// A connection closed as it opened: `client_cap` (its client address already held its share).
     package func connectionRefused(reason: String) {
         counter(
-            name: "koala_router_connections_refused_total", labels: [("reason", reason)],
+            name: "koala_router_connections_refused_total", labels: Labels(("reason", reason)),
             help: "Connections closed as they opened: client_cap (the client address held KOALA_ROUTER_MAX_CONNECTIONS_PER_CLIENT)."
         ).increment()
     }
@@ -70,7 +92,7 @@ package final class RouterMetrics: Sendable {
     /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
     package func connectionTimedOut(phase: String) {
         counter(
-            name: "koala_router_connections_timed_out_total", labels: [("phase", phase)],
+            name: "koala_router_connections_timed_out_total", labels: Labels(("phase", phase)),
             help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
         ).increment()
     }
@@ -79,7 +101,7 @@ package final class RouterMetrics: Sendable {
     package func secretUsed(source: String, label: String) {
         counter(
             name: "koala_router_webhook_secret_verified_total",
-            labels: [("source", source), ("secret", label)],
+            labels: Labels(("source", source), ("secret", label)),
             help: "Webhooks verified, by source and by the label of the secret that matched."
         ).increment()
     }
@@ -88,7 +110,7 @@ package final class RouterMetrics: Sendable {
     package func messagesQueued(source: String, route: String, count: Int) {
         guard count > 0 else { return }
         counter(
-            name: "koala_router_messages_queued_total", labels: [("source", source), ("route", route)],
+            name: "koala_router_messages_queued_total", labels: Labels(("source", source), ("route", route)),
             help: "Koala messages produced by routes and queued for delivery."
         ).increment(by: Int64(count))
     }
@@ -97,7 +119,7 @@ package final class RouterMetrics: Sendable {
     /// person (an invalid `profile_id` beside a valid email, say).
     package func identityFieldDropped(source: String, route: String, field: String) {
         counter(
-            name: "koala_router_identity_fields_dropped_total", labels: [("source", source), ("route", route), ("field", field)],
+            name: "koala_router_identity_fields_dropped_total", labels: Labels(("source", source), ("route", route), ("field", field)),
             help: "Identity fields left out of messages sent by another field, because they were unusable."
         ).increment()
     }
@@ -105,9 +127,9 @@ package final class RouterMetrics: Sendable {
     /// Counts what a reconcile read and what it had to correct (objects whose state differed from the one
     /// known, so it sent messages): a webhook missed shows here.
     package func reconciled(source: String, objects: Int, corrections: Int) {
-        counter(name: "koala_router_reconcile_objects_total", labels: [("source", source)],
+        counter(name: "koala_router_reconcile_objects_total", labels: Labels(("source", source)),
                 help: "Provider objects read by reconcile.").increment(by: Int64(objects))
-        counter(name: "koala_router_reconcile_corrections_total", labels: [("source", source)],
+        counter(name: "koala_router_reconcile_corrections_total", labels: Labels(("source", source)),
                 help: "Objects whose provider state differed from the one known: corrections reconcile sent.").increment(by: Int64(corrections))
     }
 
@@ -116,14 +138,14 @@ package final class RouterMetrics: Sendable {
         guard count > 0 else { return }
         counter(
             name: "koala_router_messages_total",
-            labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)],
+            labels: Labels(("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)),
             help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered, dry_run)."
         ).increment(by: Int64(count))
     }
 
     func koalaResponse(status: String, destination: Destination = .koala) {
         counter(
-            name: "koala_router_koala_responses_total", labels: [("destination", destination.rawValue), ("status", status)],
+            name: "koala_router_koala_responses_total", labels: Labels(("destination", destination.rawValue), ("status", status)),
             help: "Answers from Koala (and the other destinations) by HTTP status (or timeout / connection_error)."
         ).increment()
     }
@@ -136,7 +158,7 @@ package final class RouterMetrics: Sendable {
     /// Time from a webhook's acceptance to Koala's confirmation of one of its messages.
     func deliveryLatency(endpoint: KoalaEndpoint, seconds: Double, destination: Destination = .koala) {
         durationHistogram(
-            name: "koala_router_delivery_latency_seconds", labels: [("destination", destination.rawValue), ("endpoint", endpoint.rawValue)],
+            name: "koala_router_delivery_latency_seconds", labels: Labels(("destination", destination.rawValue), ("endpoint", endpoint.rawValue)),
             buckets: Self.latencyBuckets,
             help: "Accepted to confirmed by the destination, per message."
         ).recordNanoseconds(Int64(max(0, seconds) * 1_000_000_000))
@@ -154,7 +176,7 @@ package final class RouterMetrics: Sendable {
 
     func koalaRefusing(destination: Destination = .koala) {
         counter(
-            name: "koala_router_koala_refusals_total", labels: [("destination", destination.rawValue)],
+            name: "koala_router_koala_refusals_total", labels: Labels(("destination", destination.rawValue)),
             help: "Answers meaning the destination refuses every request (401/403/404, or Koala's 'ingest suspended')."
         ).increment()
     }
@@ -162,7 +184,7 @@ package final class RouterMetrics: Sendable {
     /// Counts a rule reload and its result.
     package func rulesReloaded(success: Bool) {
         counter(
-            name: "koala_router_rules_reloads_total", labels: [("result", success ? "success" : "failure")],
+            name: "koala_router_rules_reloads_total", labels: Labels(("result", success ? "success" : "failure")),
             help: "Rule table reloads, by result; a failed reload keeps the previous table."
         ).increment()
     }
