@@ -53,8 +53,12 @@ func addRoutes(to router: Router<RouterRequestContext>, components: RouterCompon
             return jsonResponse(.serviceUnavailable, ["error": .string("\(why), retry later")], close: true, retryAfter: 1)
         case .body(let bytes, let reserved):
             defer { guards.bodies.release(reserved, client: client.text) }
+            // After the commit the handler continues on the connection's own event loop, which writes the answer.
+            let loop = context.eventLoop
+            let resumer: AcceptResumer = { work in if loop.inEventLoop { work() } else { loop.execute(work) } }
             let answer = await components.ingest.handle(admitted, headers: request.headers, body: bytes, client: client,
-                                                        requestID: context.logger[metadataKey: "hb.request.id"]?.description)
+                                                        requestID: context.logger[metadataKey: "hb.request.id"]?.description,
+                                                        resumingOn: resumer)
             if answer.status == .unauthorized { guards.signatureFailures.failed(failureKey) }
             return jsonResponse(answer.status, answer.body, retryAfter: answer.retryAfter)
         }

@@ -112,8 +112,9 @@ package struct Ingest: Sendable {
         }
     }
 
+    /// `resume`: where the handler continues after the commit (the connection's event loop).
     func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], client: ClientAddress = .unknown, now: Date = Date(),
-                requestID: String? = nil) async -> Answer {
+                requestID: String? = nil, resumingOn resume: AcceptResumer? = nil) async -> Answer {
         var logger = self.logger
         if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
         let source = admitted.source, name = source.name
@@ -155,7 +156,7 @@ package struct Ingest: Sendable {
         let webhookID = webhook.webhookID, eventType = webhook.eventType
         let router = WebhookRouter(source: source)
         do {
-            let (routing, outcome) = try await routeAndStore(webhook, router: router)
+            let (routing, outcome) = try await routeAndStore(webhook, router: router, resumingOn: resume)
             let messages = routing.messages
             switch outcome {
             case .accepted(let queued, let dead, let waiting):
@@ -210,7 +211,8 @@ package struct Ingest: Sendable {
     /// Recalls memory, routes and stores. Webhooks that remember the same state are taken one at a time, so
     /// an update compares against the state of the update before it, not a state both read at once.
     /// `extra`: memory stored with it besides what its routes remember (a snapshot's digest).
-    func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter, extra: [Remembered] = []) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
+    func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter, extra: [Remembered] = [],
+                       resumingOn resume: AcceptResumer? = nil) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
         let recallKeys = router.recallKeys(webhook)
         let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in
@@ -223,7 +225,7 @@ package struct Ingest: Sendable {
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
                 let outcome = try await store.accept(journaled, messages: routing.messages, remembers: extra.isEmpty ? routing.remembers : routing.remembers + extra,
-                                                     linger: linger, identityWait: identityWait)
+                                                     linger: linger, identityWait: identityWait, resumingOn: resume)
                 if outcome != .stateChanged || attempt >= 4 { return (routing, outcome) }
             }
         }

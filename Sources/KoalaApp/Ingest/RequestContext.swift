@@ -48,10 +48,13 @@ package struct RouterRequestContext: RequestContext, RemoteAddressRequestContext
     package var coreContext: CoreRequestContextStorage
     /// The connection's peer (a proxy, when one is in front).
     package let remoteAddress: SocketAddress?
+    /// The event loop of the request's connection: ingest continues there after the store's commit.
+    package let eventLoop: any EventLoop
 
     /// The context of a request arriving on `source.channel`.
     package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        eventLoop = source.channel.eventLoop
     }
 }

@@ -11,9 +11,9 @@ extension PostgresStore {
     /// one implicit transaction carry it. Its text is the same for every batch (every value is a bind in an
     /// array), so each connection parses and plans it once.
     package func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
-                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+                       linger: TimeInterval, identityWait: TimeInterval, resumingOn resume: AcceptResumer?) async throws -> AcceptOutcome {
         try await refusals.observing(Self.refusal) {
-            try await store(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
+            try await store(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait, resume: resume)
         }
     }
 
@@ -34,16 +34,16 @@ extension PostgresStore {
     package var writeRefusal: String? { refusals.current }
 
     func store(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
-                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+               linger: TimeInterval, identityWait: TimeInterval, resume: AcceptResumer? = nil) async throws -> AcceptOutcome {
         let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
         // The states this webhook was routed against (and those it remembers): if another replica moved one
         // since, nothing is stored and ingest routes it again. Checked under transaction advisory locks on
         // those keys, taken in key order, so two replicas never both pass the check for one key.
-        guard let routedStates = webhook.routedStates else { return try await commitWithOthers(request) }
+        guard let routedStates = webhook.routedStates else { return try await commitWithOthers(request, resume: resume) }
         var expected: [MemoryKey: Double?] = [:]
         for entry in remembers where entry.state != nil { expected[entry.key] = .some(nil) }
         for entry in routedStates { expected[entry.key] = entry.stateAt?.timeIntervalSince1970 }
-        guard !expected.isEmpty else { return try await commitWithOthers(request) }
+        guard !expected.isEmpty else { return try await commitWithOthers(request, resume: resume) }
         let guarded = expected.sorted { ($0.key.namespace, $0.key.key) < ($1.key.namespace, $1.key.key) }
         let source = webhook.source
         return try await withTransaction("accept") { connection, logger in
@@ -86,10 +86,10 @@ extension PostgresStore {
     /// webhook twice or two webhooks remembering the same key (the later waits for the next batch), so it
     /// stores exactly what the accepts one after another would. If a batch fails (a deadlock with another
     /// replica, one bad row), each of its accepts is redone alone, so one failure never takes others along.
-    func commitWithOthers(_ request: AcceptRequest) async throws -> AcceptOutcome {
+    func commitWithOthers(_ request: AcceptRequest, resume: AcceptResumer?) async throws -> AcceptOutcome {
         try await started.wait()
         return try await withCheckedThrowingContinuation { continuation in
-            let queued = QueuedAccept(request: request, continuation: continuation)
+            let queued = QueuedAccept(request: request, continuation: continuation, resume: resume)
             let start = acceptQueue.withLock { queue -> Bool? in
                 guard !queue.stopped else { return nil }
                 queue.requests.append(queued)
@@ -122,7 +122,7 @@ extension PostgresStore {
                 defer { queue.requests = [] }
                 return queue.requests
             }
-            for queued in left { queued.continuation.resume(throwing: StoreError.stopped) }
+            for queued in left { queued.finish(throwing: StoreError.stopped) }
         }
     }
 
@@ -144,21 +144,21 @@ extension PostgresStore {
                 let outcomes = try await withConnection("accept") { connection, logger in
                     try await Self.store(batch.map(\.request), on: connection, logger: logger)
                 }
-                for (queued, outcome) in zip(batch, outcomes) { queued.continuation.resume(returning: outcome) }
+                for (queued, outcome) in zip(batch, outcomes) { queued.finish(returning: outcome) }
                 continue
             } catch where batch.count == 1 {
-                batch[0].continuation.resume(throwing: error)
+                batch[0].finish(throwing: error)
                 continue
             } catch {}
             await withTaskGroup(of: Void.self) { group in
                 for queued in batch {
                     group.addTask {
                         do {
-                            queued.continuation.resume(returning: try await self.withConnection("accept") { connection, logger in
+                            queued.finish(returning: try await self.withConnection("accept") { connection, logger in
                                 try await Self.store([queued.request], on: connection, logger: logger)[0]
                             })
                         } catch {
-                            queued.continuation.resume(throwing: error)
+                            queued.finish(throwing: error)
                         }
                     }
                 }

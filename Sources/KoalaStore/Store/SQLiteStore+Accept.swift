@@ -7,17 +7,16 @@ import Synchronization
 /// Accepting webhooks: the group-commit writer, one transaction per batch, a savepoint each only when one fails; and what is remembered.
 extension SQLiteStore {
     package func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
-                       linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+                       linger: TimeInterval, identityWait: TimeInterval, resumingOn resume: AcceptResumer?) async throws -> AcceptOutcome {
         try await refusals.observing(refusal) {
-            try await queueAccept(webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
+            try await queueAccept(AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
+                                                identityWait: identityWait), resume: resume)
         }
     }
 
-    func queueAccept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
-                             linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome {
+    func queueAccept(_ accept: AcceptRequest, resume: AcceptResumer?) async throws -> AcceptOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            let request = QueuedAccept(request: AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger,
-                                                             identityWait: identityWait), continuation: continuation)
+            let request = QueuedAccept(request: accept, continuation: continuation, resume: resume)
             let queued = acceptQueue.withLock { queue -> Bool in
                 if queue.stopped { return false }
                 queue.requests.append(request)
@@ -43,7 +42,7 @@ extension SQLiteStore {
             // Usually no accept fails: the whole batch goes in one transaction with no savepoint to journal.
             // If one does fail, that transaction is rolled back and the batch is redone with a savepoint each.
             if let outcomes = try? await pool.write({ db in try batch.map { try Self.acceptOne(db, $0.request) } }) {
-                for (request, outcome) in zip(batch, outcomes) { request.continuation.resume(returning: outcome) }
+                for (request, outcome) in zip(batch, outcomes) { request.finish(returning: outcome) }
                 continue
             }
             do {
@@ -62,10 +61,10 @@ extension SQLiteStore {
                     }
                 }
                 for (request, result) in zip(batch, results) {
-                    request.continuation.resume(with: result)
+                    request.finish(result)
                 }
             } catch {
-                for request in batch { request.continuation.resume(throwing: error) }
+                for request in batch { request.finish(throwing: error) }
             }
         }
     }

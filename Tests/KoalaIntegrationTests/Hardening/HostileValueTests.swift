@@ -286,7 +286,8 @@ struct CredentialStorageTests {
 struct NeverCalledStore: WebhookStore {
     struct Called: Error {}
     func fail<T>() throws -> T { Issue.record("the store was called"); throw Called() }
-    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered], linger: TimeInterval, identityWait: TimeInterval) async throws -> AcceptOutcome { try fail() }
+    func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered], linger: TimeInterval, identityWait: TimeInterval,
+                resumingOn resume: AcceptResumer?) async throws -> AcceptOutcome { try fail() }
     func recall(source: String, keys: [MemoryKey]) async throws -> [MemoryKey: Remembered] { try fail() }
     func claimWaiting(now: Date, limit: Int) async throws -> [WaitingMessage] { try fail() }
     func resolveWaiting(_ seq: Int64, _ resolution: WaitingResolution, linger: TimeInterval, at: Date) async throws { try fail() as Void }

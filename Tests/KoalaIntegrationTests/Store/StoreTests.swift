@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import KoalaApp
 @testable import KoalaCore
@@ -36,6 +37,29 @@ struct StoreTests {
             let counts = try await store.counts()
             #expect(counts.pending == 1)
             #expect(counts.webhooks == 2)
+        }
+    }
+
+    /// Issue 30, item 2: an accept's caller is answered through the resumer it passed (ingest passes one that runs on
+    /// the connection's event loop), once per accept, whether the webhook was new or a duplicate; without one the
+    /// caller is answered where the commit finishes.
+    @Test(arguments: Backend.configured) func anAcceptIsAnsweredThroughItsResumer(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        let resumed = Mutex(0)
+        let resumer: AcceptResumer = { work in
+            resumed.withLock { $0 += 1 }
+            work()
+        }
+        try await store.whileRunning {
+            let first = try await store.accept(webhook("evt_r"), messages: [message("evt_r", .track, email: "a@x.io")], remembers: [],
+                                               linger: 0, identityWait: 60, resumingOn: resumer)
+            #expect(first == .accepted(queued: 1, deadLettered: 0, waiting: 0))
+            let again = try await store.accept(webhook("evt_r"), messages: [message("evt_r", .track, email: "a@x.io")], remembers: [],
+                                               linger: 0, identityWait: 60, resumingOn: resumer)
+            #expect(again == .duplicate)
+            #expect(resumed.withLock { $0 } == 2)
+            _ = try await store.accept(webhook("evt_s"), messages: [], remembers: [], linger: 0, identityWait: 60)
+            #expect(resumed.withLock { $0 } == 2)
         }
     }
 
