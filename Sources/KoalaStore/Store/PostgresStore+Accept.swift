@@ -34,7 +34,7 @@ extension PostgresStore {
     package var writeRefusal: String? { refusals.current }
 
     func store(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
-               linger: TimeInterval, identityWait: TimeInterval, resume: AcceptResumer? = nil) async throws -> AcceptOutcome {
+               linger: TimeInterval, identityWait: TimeInterval, resume: AcceptResumer?) async throws -> AcceptOutcome {
         let request = AcceptRequest(webhook: webhook, messages: messages, remembers: remembers, linger: linger, identityWait: identityWait)
         // The states this webhook was routed against (and those it remembers): if another replica moved one
         // since, nothing is stored and ingest routes it again. Checked under transaction advisory locks on

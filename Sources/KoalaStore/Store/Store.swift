@@ -444,7 +444,8 @@ package protocol IngestStore: Sendable {
     /// Stores the verified webhook, its messages and the identities it remembers atomically, or reports a
     /// duplicate and changes nothing. Messages with a `problem` are stored directly as dead letters; messages
     /// waiting for a memory entry wait up to `identityWait`. Pending messages become due after `linger`.
-    /// `resume` says where the caller continues once the commit is done (nil: where it finishes).
+    /// `resume` says where the caller continues once a group commit has stored it (nil: where the commit finishes).
+    /// PostgreSQL's accepts checked against moved states commit on their own, and continue where that commit ends.
     func accept(_ webhook: VerifiedWebhook, messages: [KoalaMessage], remembers: [Remembered],
                 linger: TimeInterval, identityWait: TimeInterval, resumingOn resume: AcceptResumer?) async throws -> AcceptOutcome
 
