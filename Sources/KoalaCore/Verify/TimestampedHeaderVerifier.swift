@@ -85,7 +85,7 @@ package struct TimestampedHeaderVerifier: SignatureVerifier {
         // ASCII headers (every real one) are split by byte; any other text by character, as before.
         if let separator = itemSeparator.asciiValue, header.utf8.allSatisfy({ $0 < 0x80 }) {
             func take(_ item: Substring) {
-                // As `split(separator: "=", maxSplits: 1)`: a key and a value, both non-empty before trimming.
+                // A key (before the first '=') and a value, both non-empty before trimming.
                 guard let equals = item.utf8.firstIndex(of: UInt8(ascii: "=")), equals != item.startIndex else { return }
                 let rest = item[item.utf8.index(after: equals)...]
                 guard !rest.isEmpty else { return }
@@ -115,8 +115,9 @@ package struct TimestampedHeaderVerifier: SignatureVerifier {
         var timestamp: Substring?
         var signatures: [Substring] = []
         for item in header.split(separator: itemSeparator) {
-            let pair = item.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2 else { continue }
+            // The key is what comes before the first '=' ("=t=1" has an empty key, not the key t), as the byte path reads it.
+            let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty else { continue }
             let key = trimmed(pair[0])
             let value = trimmed(pair[1])
             if key == timestampKey { timestamp = value } else if key == signatureKey { signatures.append(value) }
