@@ -20,8 +20,11 @@ public enum FuzzHarness {
 
     // MARK: json
 
-    /// Any bytes: parsing never traps, and what parses encodes to JSON that parses to the same encoding.
+    /// Any bytes: parsing never traps; the tape accepts what the reference tree parser accepts, reads the same values
+    /// (also with numbers as written) and refuses the rest with the same error; and what parses encodes to JSON that
+    /// parses to the same encoding.
     public static func json(_ bytes: [UInt8]) -> String? {
+        if let difference = compareWithReference(bytes) { return difference }
         guard let value = try? JSONValue.parse(bytes) else { return nil }
         let encoded = value.encoded()
         guard let again = try? JSONValue.parse(Array(encoded.utf8)) else { return "its encoding is not JSON: \(LogText.bounded(encoded, limit: 200))" }
@@ -32,28 +35,64 @@ public enum FuzzHarness {
         return nil
     }
 
+    /// How the tape and the reference parser differ on `bytes`, if they do.
+    public static func compareWithReference(_ bytes: [UInt8]) -> String? {
+        let shown = LogText.bounded(String(decoding: bytes, as: UTF8.self), limit: 200)
+        for asWritten in [false, true] {
+            let reference = bytes.withUnsafeBufferPointer { buffer in
+                Result { () throws(ReferenceJSONParser.Failure) -> JSONValue in try ReferenceJSONParser.parse(buffer, numbersAsWritten: asWritten) }
+            }
+            let tape = Result { () throws(JSONValue.ParseError) -> JSONValue in
+                let tape = try JSONTape.parse(bytes)
+                return asWritten ? tape.readingNumbersAsWritten().value : tape.value
+            }
+            switch (reference, tape) {
+            case (.success(let a), .success(let b)):
+                if a != b { return "the tape reads \(LogText.preview(b)), the reference \(LogText.preview(a)) (numbers as written: \(asWritten)): \(shown)" }
+            case (.failure(let a), .failure(let b)):
+                if a.description != b.description { return "the tape says '\(b)', the reference '\(a)': \(shown)" }
+            case (.success, .failure(let b)):
+                return "the tape refuses what the reference accepts ('\(b)'): \(shown)"
+            case (.failure(let a), .success):
+                return "the tape accepts what the reference refuses ('\(a)'): \(shown)"
+            }
+        }
+        return nil
+    }
+
     // MARK: expression
 
     static let defaultBody: JSONValue = ["data": ["object": ["email": "Ada@Acme-Corp.io", "amount": 4900, "items": [["id": 1], ["id": "x"]]]]]
 
-    /// `expression text` NUL `JSON body`: parsing, evaluating and describing an expression or condition never traps.
+    /// `expression text` NUL `JSON body`: parsing, evaluating and describing an expression or condition never traps,
+    /// and reading the body from its tape (as ingest does) gives what reading it from its tree gives.
     public static func expression(_ bytes: [UInt8]) -> String? {
         let split = bytes.firstIndex(of: 0) ?? bytes.endIndex
         let text = String(decoding: bytes[..<split], as: UTF8.self)
-        let body = split < bytes.endIndex ? (try? JSONValue.parse(Array(bytes[(split + 1)...]))) ?? defaultBody : defaultBody
-        let context = EvaluationContext(body: body, headers: ["x-event": "a.b", "content-type": "application/json"],
-                                        webhook: ["id": "evt_1", "type": "invoice.paid", "time": "2024-11-29T09:12:00.000Z"],
-                                        person: ["email": "ada@acme-corp.io"])
+        let bodyBytes = split < bytes.endIndex ? Array(bytes[(split + 1)...]) : []
+        let parsed = try? JSONTape.parse(bodyBytes)
+        let body = parsed?.value ?? defaultBody
+        let tape = parsed ?? (try? JSONTape.parse(Array(defaultBody.encoded().utf8))) ?? .null
+        let headers = ["x-event": "a.b", "content-type": "application/json"]
+        let webhook: JSONValue = ["id": "evt_1", "type": "invoice.paid", "time": "2024-11-29T09:12:00.000Z"]
+        let person: JSONValue = ["email": "ada@acme-corp.io"]
+        let context = EvaluationContext(body: body, headers: headers, webhook: webhook, person: person)
+        let onTape = EvaluationContext(body: tape, headers: headers, webhook: webhook, person: person)
         if var parser = try? ExpressionParser(text), let expression = try? parser.parseComplete() {
             let value = expression.evaluate(in: context)
             _ = value?.encoded()
             _ = expression.description
             _ = expression.recalls
+            let fromTape = expression.evaluate(in: onTape)
+            if fromTape != value {
+                return "\(expression) reads \(fromTape.map { LogText.preview($0) } ?? "nothing") from the tape, \(value.map { LogText.preview($0) } ?? "nothing") from the tree"
+            }
         }
         if var parser = try? ExpressionParser(text), let condition = try? parser.parseCompleteCondition() {
-            _ = condition.evaluate(in: context)
+            let holds = condition.evaluate(in: context)
             _ = condition.explain(in: context)
             _ = condition.description
+            if condition.evaluate(in: onTape) != holds { return "\(condition) is \(!holds) on the tape, \(holds) on the tree" }
         }
         _ = ExpressionParser.looksLikeExpression(text)
         return nil

@@ -168,7 +168,7 @@ extension RuleTestRunner {
             throw RuleError(file: sample, line: 0, column: 0, message: "cannot read the sample", hint: "give the path of a JSON payload, e.g. routes/samples/\(source)/…json")
         }
         let body = [UInt8](data)
-        guard let json = try? JSONValue.parse(body) else {
+        guard let json = try? JSONTape.parse(body) else {
             throw RuleError(file: sample, line: 0, column: 0, message: "the sample is not valid JSON", hint: "save the webhook's body exactly as the provider sent it")
         }
         var eventType: String?

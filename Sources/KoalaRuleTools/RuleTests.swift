@@ -190,7 +190,7 @@ struct TestFile {
             }
             guard let (earlierBody, earlierHeaders, earlierMemory) = input(earlierMap, node: at, name: earlier) else { return nil }
             for (key, entry) in earlierMemory where memory[key] == nil { memory[key] = entry }
-            guard let json = try? JSONValue.parse(earlierBody),
+            guard let json = try? JSONTape.parse(earlierBody),
                   case .success(let webhook) = source.webhook(body: earlierBody, json: json, headers: earlierHeaders,
                                                                 receivedAt: Date(timeIntervalSince1970: 0), secretLabel: "test", rulesVersion: table.version)
             else {
@@ -222,9 +222,9 @@ struct TestFile {
             fail(node, "test '\(name)' has no 'expect'", "list the expected messages, or write 'expect: []' for no output")
             return
         }
-        let json: JSONValue
+        let json: JSONTape
         do {
-            json = try JSONValue.parse(body)
+            json = try JSONTape.parse(body)
         } catch {
             outcomes.append(.init(file: path, line: at(node).line, name: name, failures: ["the webhook is not valid JSON: \(error)"]))
             return

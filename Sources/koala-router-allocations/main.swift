@@ -53,7 +53,7 @@ func run(_ batch: ArraySlice<Sample>, steps: Int) -> Int {
     for sample in batch {
         guard case .success(let verification) = verifier.verify(headers: sample.headers, body: sample.body, now: now) else { fail("a webhook did not verify") }
         if steps < 2 { continue }
-        guard let json = try? JSONValue.parse(sample.body) else { fail("a webhook is not JSON") }
+        guard let json = try? JSONTape.parse(sample.body) else { fail("a webhook is not JSON") }
         if steps < 3 { continue }
         guard case .success(let webhook) = source.webhook(body: sample.body, json: json, headers: sample.headers, receivedAt: now,
                                                           secretLabel: verification.secretLabel, rulesVersion: table.version) else {

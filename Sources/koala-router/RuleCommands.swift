@@ -178,8 +178,8 @@ struct Simulate: AsyncParsableCommand {
                 headers[name] = parts[1].trimmingCharacters(in: .whitespaces)
             }
             let body = [UInt8](data)
-            let json: JSONValue
-            do { json = try JSONValue.parse(body) } catch {
+            let json: JSONTape
+            do { json = try JSONTape.parse(body) } catch {
                 print("400: body is not valid JSON: \(error)")
                 throw ExitCode(1)
             }

@@ -45,13 +45,13 @@ struct CoreHostileValueTests {
         let router = WebhookRouter(source: try #require(table.sources["stripe"]))
         let body = stripeEvent(id: "evt_c", type: "customer.created", object: ["id": "cus_9\u{0}x", "object": "customer", "email": "ada@acme-corp.io"])
         let webhook = VerifiedWebhook(source: "stripe", webhookID: "evt_c", eventType: "customer.created", eventTime: Date(), receivedAt: Date(),
-                                      headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                      headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
         #expect(router.routing(webhook).remembers.isEmpty)
         let subscription = stripeEvent(id: "evt_s", type: "customer.subscription.created", object: [
             "id": "sub_1", "object": "subscription", "customer": "cus_9\u{0}x", "status": "active",
         ])
         let sub = VerifiedWebhook(source: "stripe", webhookID: "evt_s", eventType: "customer.subscription.created", eventTime: Date(),
-                                  receivedAt: Date(), headers: [:], body: subscription, json: try JSONValue.parse(subscription),
+                                  receivedAt: Date(), headers: [:], body: subscription, json: try JSONTape.parse(subscription),
                                   secretLabel: "S", rulesVersion: "v")
         #expect(router.recallKeys(sub).isEmpty)
         #expect(router.route(sub).allSatisfy { $0.waitingFor == nil && $0.problem != nil })

@@ -10,7 +10,7 @@ struct StoreLayerTests {
     func webhook(_ id: String, source: String = "stripe") -> VerifiedWebhook {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
-                               receivedAt: Date(timeIntervalSince1970: 100), headers: [:], body: body, json: try! JSONValue.parse(body),
+                               receivedAt: Date(timeIntervalSince1970: 100), headers: [:], body: body, json: try! JSONTape.parse(body),
                                secretLabel: "S", rulesVersion: "v")
     }
 

@@ -288,7 +288,8 @@ package struct Backfill: Sendable {
             var headers = HTTPFields()
             for (name, value) in headerList { if let field = HTTPField.Name(name) { headers[field] = value } }
             let body = Array(json.encoded().utf8)
-            guard case .success(let w) = source.webhook(body: body, json: json, headers: headers, receivedAt: readAt,
+            guard let tape = try? JSONTape.parse(body),
+                  case .success(let w) = source.webhook(body: body, json: tape, headers: headers, receivedAt: readAt,
                                                          secretLabel: options.mode.rawValue, rulesVersion: rulesVersion) else { return nil }
             return w
         }

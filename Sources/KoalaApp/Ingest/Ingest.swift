@@ -128,9 +128,9 @@ package struct Ingest: Sendable {
             return rejected(failure, source: name, client: client)
         }
 
-        let json: JSONValue
+        let json: JSONTape
         do {
-            json = try JSONValue.parse(body)
+            json = try JSONTape.parse(body)
         } catch {
             rejections.warning("webhook body is not JSON", key: "invalid_json\u{0}\(name)", client: client, metadata: ["source": "\(name)", "detail": "\(error)"])
             metrics.webhookReceived(source: name, outcome: .invalidJSON)

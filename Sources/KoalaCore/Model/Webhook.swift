@@ -17,7 +17,8 @@ package struct VerifiedWebhook: Sendable {
     package let headers: [String: String]
     /// The body exactly as received.
     package let body: [UInt8]
-    let json: JSONValue
+    /// The body parsed (a tape over `body`: rules read it without building a tree).
+    let json: JSONTape
     /// Which configured secret verified it (its environment name; never the secret).
     package let secretLabel: String
     /// Version of the rule table that routed it.
@@ -42,7 +43,7 @@ package struct VerifiedWebhook: Sendable {
     package var isSnapshot: Bool { eventType.hasPrefix(Self.snapshotTypePrefix) }
 
     package init(source: String, webhookID: String, eventType: String, eventTime: Date, receivedAt: Date,
-                headers: [String: String], body: [UInt8], json: JSONValue, secretLabel: String, rulesVersion: String,
+                headers: [String: String], body: [UInt8], json: JSONTape, secretLabel: String, rulesVersion: String,
                 bodySHA256: String? = nil) {
         self.source = source
         self.webhookID = webhookID

@@ -14,7 +14,7 @@ extension SourceDefinition {
     static let maxIdentifierBytes = 255
 
     /// Reads the webhook id, type and time where the rule file says they are. Used by ingest, `test` and `simulate`.
-    package func webhook(body: [UInt8], json: JSONValue, headers: HTTPFields, receivedAt: Date, secretLabel: String,
+    package func webhook(body: [UInt8], json: JSONTape, headers: HTTPFields, receivedAt: Date, secretLabel: String,
                         rulesVersion: String) -> Result<VerifiedWebhook, IdentificationProblem> {
         // Rules see only what may be stored (an allow-list): a credential can never be copied into a message.
         var headerMap: [String: String] = [:]
@@ -72,8 +72,16 @@ extension SourceDefinition {
             guard path.root == .body, case .double? = path.resolve(in: context) else { return false }
             return true
         }
-        guard readsFraction, let asWritten = try? JSONValue.parse(body, numbersAsWritten: true) else { return value.textValue }
-        return expression.evaluate(in: EvaluationContext(body: asWritten, headers: context.headers, webhook: context.webhook))?.textValue
+        guard readsFraction else { return value.textValue }
+        let asWritten: EvaluationContext.Body
+        switch context.body {
+        case .tape(let tape): asWritten = .tape(tape.readingNumbersAsWritten())
+        case .tree:
+            guard let tree = try? JSONValue.parse(body, numbersAsWritten: true) else { return value.textValue }
+            asWritten = .tree(tree)
+        }
+        return expression.evaluate(in: EvaluationContext(body: asWritten, headers: context.headers, webhook: context.webhook,
+                                                         person: context.person, memory: context.memory))?.textValue
     }
 
     /// A value that should have been a time, for the warning: a number beyond a double is said as such (JSON

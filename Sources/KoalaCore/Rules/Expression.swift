@@ -157,7 +157,13 @@ package struct Filter: Sendable, CustomStringConvertible {
 
 /// Everything an expression can read while a webhook is routed.
 package struct EvaluationContext: Sendable {
-    let body: JSONValue
+    /// What `body.…` reads: a webhook's tape (ingest, routing), or a tree (rule tests' inline values, fuzzing).
+    enum Body: Sendable {
+        case tape(JSONTape)
+        case tree(JSONValue)
+    }
+
+    let body: Body
     /// Header names lower-cased.
     let headers: [String: String]
     var person: JSONValue
@@ -167,6 +173,15 @@ package struct EvaluationContext: Sendable {
 
     package init(body: JSONValue, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
                 memory: [MemoryKey: JSONValue] = [:]) {
+        self.init(body: .tree(body), headers: headers, webhook: webhook, person: person, memory: memory)
+    }
+
+    package init(body: JSONTape, headers: [String: String], webhook: JSONValue, person: JSONValue = .object([:]),
+                memory: [MemoryKey: JSONValue] = [:]) {
+        self.init(body: .tape(body), headers: headers, webhook: webhook, person: person, memory: memory)
+    }
+
+    init(body: Body, headers: [String: String], webhook: JSONValue, person: JSONValue, memory: [MemoryKey: JSONValue]) {
         self.body = body
         self.headers = headers
         self.webhook = webhook
@@ -261,7 +276,11 @@ extension Path {
         var current: JSONValue
         var rest = components[...]
         switch root {
-        case .body: current = context.body
+        case .body:
+            switch context.body {
+            case .tree(let body): current = body
+            case .tape(let tape): return Path.walk(tape, from: JSONTape.root, rest, in: context)
+            }
         case .person: current = context.person
         case .webhook: current = context.webhook
         case .headers:
@@ -273,6 +292,32 @@ extension Path {
             rest = rest.dropFirst()
         }
         return Path.walk(current, rest, in: context)
+    }
+
+    /// Follows `components` through `tape` from the entry `start`, as `walk` does through a tree: no value is built
+    /// until the path ends (a selection builds the fields it compares).
+    static func walk(_ tape: JSONTape, from start: Int, _ components: ArraySlice<Component>, in context: EvaluationContext) -> JSONValue? {
+        var current = start
+        for component in components {
+            switch component {
+            case .key(let key):
+                guard let next = tape.member(key, of: current) else { return nil }
+                current = next
+            case .index(let index):
+                guard let next = tape.element(index, of: current) else { return nil }
+                current = next
+            case .select(let field, let negated, let valueExpression):
+                guard tape.isArray(current) else { return nil }
+                let wanted = valueExpression.evaluate(in: context)
+                guard let found = tape.elements(of: current).first(where: { item in
+                    var entry: Int? = item
+                    for key in field { entry = entry.flatMap { tape.member(key, of: $0) } }
+                    return Path.looselyEqual(entry.map { tape.value(at: $0) }, wanted) != negated
+                }) else { return nil }
+                current = found
+            }
+        }
+        return tape.value(at: current)
     }
 
     /// Follows `components` from `value`; nil as soon as one is missing or does not fit.

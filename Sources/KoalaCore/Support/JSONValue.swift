@@ -19,15 +19,9 @@ package enum JSONValue: Sendable, Hashable {
     /// a number that is not an integer within Int64 is the text it was written as (a `.string`), so that
     /// `99999999999999999990` and `…991`, or `2e2` and `200.0`, stay different identifiers.
     package static func parse(_ bytes: some ContiguousBytesLike, numbersAsWritten: Bool = false) throws -> JSONValue {
-        let result = bytes.withBytes { raw in
-            Result { () throws(JSONParser.Failure) -> JSONValue in
-                try JSONParser.parse(raw.bindMemory(to: UInt8.self), numbersAsWritten: numbersAsWritten)
-            }
-        }
-        switch result {
-        case .success(let value): return value
-        case .failure(let failure): throw ParseError(description: failure.description)
-        }
+        let array = bytes as? [UInt8] ?? bytes.withBytes { Array($0) }
+        let tape = try JSONTape.parse(array)
+        return numbersAsWritten ? tape.readingNumbersAsWritten().value : tape.value
     }
 
     /// The member named `key` of an object; nil for other values.

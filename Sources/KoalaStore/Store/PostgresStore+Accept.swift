@@ -283,7 +283,7 @@ extension PostgresStore {
         var webhook = VerifiedWebhook(source: source, webhookID: try row.get("webhook_id"), eventType: try row.get("event_type"),
                                       eventTime: Date(timeIntervalSince1970: try row.get("event_time")),
                                       receivedAt: Date(timeIntervalSince1970: try row.get("received_at")), headers: headers, body: body,
-                                      json: (try? JSONValue.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
+                                      json: (try? JSONTape.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
                                       rulesVersion: try row.get("rules_version"))
         webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: try row.get("routed_states", as: String?.self))
         return webhook

@@ -61,7 +61,7 @@ extension SQLiteStore {
             var webhook = VerifiedWebhook(source: source, webhookID: webhookID, eventType: row["event_type"],
                                           eventTime: Date(timeIntervalSince1970: row["event_time"]),
                                           receivedAt: Date(timeIntervalSince1970: row["received_at"]), headers: headers, body: body,
-                                          json: (try? JSONValue.parse(body)) ?? .null, secretLabel: row["secret_label"],
+                                          json: (try? JSONTape.parse(body)) ?? .null, secretLabel: row["secret_label"],
                                           rulesVersion: row["rules_version"])
             webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: row["routed_states"])
             return webhook

@@ -19,7 +19,7 @@ struct IdentificationTests {
 
     func identify(_ source: SourceDefinition, _ body: String, headers: [String: String] = [:]) -> Result<VerifiedWebhook, IdentificationProblem> {
         let bytes = Array(body.utf8)
-        return source.webhook(body: bytes, json: try! JSONValue.parse(bytes), headers: fields(headers), receivedAt: Date(timeIntervalSince1970: 1_700_000_000),
+        return source.webhook(body: bytes, json: try! JSONTape.parse(bytes), headers: fields(headers), receivedAt: Date(timeIntervalSince1970: 1_700_000_000),
                               secretLabel: "S", rulesVersion: "v")
     }
 

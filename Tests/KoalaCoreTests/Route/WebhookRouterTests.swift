@@ -13,7 +13,7 @@ struct WebhookRouterTests {
 
     func webhook(_ body: [UInt8], type: String, id: String) throws -> VerifiedWebhook {
         VerifiedWebhook(source: "stripe", webhookID: id, eventType: type, eventTime: Date(timeIntervalSince1970: 1_732_871_520),
-                        receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body),
+                        receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body),
                         secretLabel: "STRIPE_WEBHOOK_SECRET", rulesVersion: "test")
     }
 
@@ -129,7 +129,7 @@ struct WebhookRouterTests {
             let (sourceName, samples) = try #require(found)
             let source = try #require(table.sources[sourceName])
             for sample in samples {
-                let json = try JSONValue.parse(sample.body)
+                let json = try JSONTape.parse(sample.body)
                 guard case .success(let w) = source.webhook(body: sample.body, json: json, headers: sample.headers, receivedAt: Date(timeIntervalSince1970: 0),
                                                             secretLabel: "t", rulesVersion: "t") else { continue }
                 let explained = WebhookRouter(source: source).routing(w, memory: sample.memory)
@@ -182,7 +182,7 @@ struct WebhookRouterTests {
         func run(_ email: String) throws -> KoalaMessage {
             let body = Array(JSONValue.object(["email": .string(email), "plan": "pro", "workspace": "dev"]).encoded().utf8)
             let w = VerifiedWebhook(source: "shop", webhookID: "w1", eventType: "plan.changed", eventTime: Date(timeIntervalSince1970: 0),
-                                    receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                    receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
             return try #require(router.route(w).first)
         }
         let company = try run("ops@Acme.io")
@@ -223,7 +223,7 @@ struct NoNullsTests {
         let source = try #require(table.sources["shop"])
         let body = Array(#"{"id":"evt_n","type":"customer.created","data":{"object":\#(object)}}"#.utf8)
         let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_n", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 0),
-                                      receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "t")
+                                      receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "t")
         let messages = WebhookRouter(source: source).route(webhook)
         #expect(messages.count == 1 && messages[0].problem == nil)
         return messages.first?.item["traits"]

@@ -211,7 +211,7 @@ struct FreeMailListTests {
         let ours = try RuleLoader(environment: environment, freeMail: FreeMailDomains(removed: ["fastmail.com"])).load(files: [("acme.yaml", rules)])
         let body = Array(#"{"id":"e1","type":"customer.created","email":"ada@fastmail.com"}"#.utf8)
         let webhook = VerifiedWebhook(source: "shop", webhookID: "e1", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 1),
-                                      receivedAt: Date(timeIntervalSince1970: 1), headers: [:], body: body, json: try JSONValue.parse(body),
+                                      receivedAt: Date(timeIntervalSince1970: 1), headers: [:], body: body, json: try JSONTape.parse(body),
                                       secretLabel: "STRIPE_WEBHOOK_SECRET", rulesVersion: "v")
         let traitOf = { (table: RuleTable) -> JSONValue? in
             WebhookRouter(source: table.sources["shop"]!).route(webhook).first?.item["traits"]?["company"]

@@ -116,7 +116,7 @@ struct MRRTests {
         let body: JSONValue = ["id": "evt_t", "type": "customer.subscription.created", "created": 1732871520, "data": ["object": subscription]]
         let bytes = Array(body.encoded().utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: "evt_t", eventType: "customer.subscription.created", eventTime: Date(),
-                                      receivedAt: Date(), headers: [:], body: bytes, json: body, secretLabel: "S", rulesVersion: "t")
+                                      receivedAt: Date(), headers: [:], body: bytes, json: try JSONTape.parse(bytes), secretLabel: "S", rulesVersion: "t")
         let notes = router.mrrNotes(webhook, memory: WebhookRouter.entries([MemoryKey(namespace: "stripe_customer", key: "cus_t"): KoalaIdentity(email: "a@acme-corp.io")]))
         #expect(notes == [
             "subscription-started: track.properties.mrr left out: stripe_mrr(body.data.object): a price is tiered: its amount depends on the quantity's tiers",

@@ -109,7 +109,7 @@ struct RuleLoaderTests {
         let source = try #require(table.sources["shop"])
         let body = Array(#"{"id":"evt_1","type":"invoice.paid","created":1732871520,"email":"ada@acme.io"}"#.utf8)
         let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_1", eventType: "invoice.paid", eventTime: Date(), receivedAt: Date(),
-                                      headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                      headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
         let both = WebhookRouter(source: source).routing(webhook, destinations: [.koala, .segment])
         #expect(both.messages.map { "\($0.route)/\($0.output.rawValue):\($0.destinations.map(\.rawValue).joined(separator: "+"))" }
                 == ["koala-only/track:koala", "segment-only/track:segment", "everywhere/identify:koala+segment",
@@ -141,7 +141,7 @@ struct RuleLoaderTests {
             let json: JSONValue = ["id": "evt_1", "type": "invoice.paid", "email": "ada@acme.io", "customer": customer]
             let body = Array(json.encoded().utf8)
             let webhook = VerifiedWebhook(source: "shop", webhookID: "evt_1", eventType: "invoice.paid", eventTime: Date(), receivedAt: Date(),
-                                          headers: [:], body: body, json: json, secretLabel: "S", rulesVersion: "v")
+                                          headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
             return WebhookRouter(source: source).route(webhook)
         }
         #expect(try route("cus_42").first?.identity == KoalaIdentity(email: "ada@acme.io", userID: "cus_42"))

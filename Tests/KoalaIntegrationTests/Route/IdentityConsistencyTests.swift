@@ -29,7 +29,7 @@ struct IdentityConsistencyTests {
         let table = try RuleLoader(environment: ["STRIPE_WEBHOOK_SECRET": testSecret]).load(files: [("routes/stripe.yaml", Self.rules)])
         let body = Array(#"{"id":"evt_id","type":"customer.created","created":1732871520,"data":{"object":\#(object)}}"#.utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: "evt_id", eventType: "customer.created", eventTime: Date(timeIntervalSince1970: 1_732_871_520),
-                                      receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "t")
+                                      receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "t")
         return WebhookRouter(source: try #require(table.sources["stripe"])).route(webhook)
     }
 

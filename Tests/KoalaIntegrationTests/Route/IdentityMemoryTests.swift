@@ -33,7 +33,7 @@ struct IdentityMemoryTests {
 
     func webhook(_ body: [UInt8], id: String, type: String) throws -> VerifiedWebhook {
         VerifiedWebhook(source: "stripe", webhookID: id, eventType: type, eventTime: Date(timeIntervalSince1970: 1_732_871_520),
-                        receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                        receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
     /// A `recall` in `when.where` is looked up before routing like any other: the shipped Clerk route that
@@ -44,7 +44,7 @@ struct IdentityMemoryTests {
         let router = WebhookRouter(source: try #require(table.sources["clerk"]))
         let body = Array(#"{"type":"organization.updated","timestamp":1732871800000,"data":{"id":"org_1","name":"Hut 8","object":"organization"}}"#.utf8)
         let webhook = VerifiedWebhook(source: "clerk", webhookID: "msg_1", eventType: "organization.updated", eventTime: Date(timeIntervalSince1970: 1_732_871_800),
-                                      receivedAt: Date(), headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                      receivedAt: Date(), headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
         let key = MemoryKey(namespace: "clerk_organization", key: "org_1")
         #expect(router.recallKeys(webhook) == [MemoryKey(namespace: "clerk_organization_profile", key: "org_1"), key])
         #expect(router.route(webhook).isEmpty)
@@ -128,7 +128,7 @@ struct IdentityMemoryTests {
             func accept(_ id: String, source: String, _ identity: KoalaIdentity) async throws {
                 let body = Array(#"{"id":"\#(id)"}"#.utf8)
                 let w = VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
-                                        body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                        body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
                 _ = try await store.accept(w, messages: [], remembers: [Remembered(key: MemoryKey(namespace: "c", key: "k1"), identity: identity)],
                                            linger: 0, identityWait: 0)
             }

@@ -127,7 +127,7 @@ struct ReplayTests {
             _ = try await store.enqueueReplay(replayed, at: Date())
             let body = Array(#"{"id":"live"}"#.utf8)
             let live = VerifiedWebhook(source: "s", webhookID: "live", eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
-                                       body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                       body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
             _ = try await store.accept(live, messages: [KoalaMessage(messageID: "live", source: "s", webhookID: "live", route: "r", output: .track,
                                                                       endpoint: .person, kind: .track, identity: KoalaIdentity(email: "new@acme.io"),
                                                                       item: ["message_id": "live"], eventTime: Date())],

@@ -17,7 +17,7 @@ struct StateMemoryTests {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         let time = Date(timeIntervalSince1970: seconds)
         let w = VerifiedWebhook(source: "paddle", webhookID: id, eventType: "t", eventTime: time, receivedAt: Date(), headers: [:],
-                                body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
         return (w, [Remembered(key: MemoryKey(namespace: "sub", key: "s1"), identity: identity, state: state, stateAt: time)])
     }
 

@@ -18,7 +18,7 @@ struct DeadLetterTests {
         for (n, (route, email, problem)) in [("paid", "a@acme.io", nil), ("refund", "b@acme.io", nil), ("paid", nil, "identity missing: no email")].enumerated() {
             let body = Array(#"{"id":"w\#(n)"}"#.utf8)
             let webhook = VerifiedWebhook(source: "stripe", webhookID: "w\(n)", eventType: "t", eventTime: Date(), receivedAt: Date(),
-                                          headers: [:], body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                          headers: [:], body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
             let id = MessageID.derive(source: "stripe", webhookID: "w\(n)", route: route, output: .track)
             ids.append(id)
             let message = KoalaMessage(messageID: id, source: "stripe", webhookID: "w\(n)", route: route, output: .track, endpoint: .person,

@@ -13,7 +13,7 @@ struct DestinationStoreTests {
     func webhook(_ id: String) -> VerifiedWebhook {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
-                               receivedAt: Date(), headers: [:], body: body, json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                               receivedAt: Date(), headers: [:], body: body, json: try! JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
     func message(_ webhookID: String, email: String, to destinations: [Destination]) -> KoalaMessage {

@@ -16,7 +16,7 @@ struct PostgresStoreTests {
     func webhook(_ id: String) -> VerifiedWebhook {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
-                               receivedAt: Date(), headers: [:], body: body, json: try! JSONValue.parse(body), secretLabel: "S",
+                               receivedAt: Date(), headers: [:], body: body, json: try! JSONTape.parse(body), secretLabel: "S",
                                rulesVersion: "v")
     }
 

@@ -11,7 +11,7 @@ struct RetentionTests {
     func accept(_ store: any WebhookStore, _ id: String, email: String, at: Date, remember: Bool = false) async throws -> Int64? {
         let body = Array(#"{"id":"\#(id)","data":{"object":{"customer_email":"\#(email)"}}}"#.utf8)
         let webhook = VerifiedWebhook(source: "stripe", webhookID: id, eventType: "t", eventTime: at, receivedAt: at, headers: [:],
-                                      body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                      body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
         let mid = MessageID.derive(source: "stripe", webhookID: id, route: "r", output: .track)
         let message = KoalaMessage(messageID: mid, source: "stripe", webhookID: id, route: "r", output: .track, endpoint: .person,
                                    kind: .track, identity: KoalaIdentity(email: email), item: ["message_id": .string(mid), "type": "track"],
@@ -68,7 +68,7 @@ struct RetentionTests {
         try await store.whileRunning {
             let body = Array(#"{"id":"s"}"#.utf8)
             let w = VerifiedWebhook(source: "paddle", webhookID: "s", eventType: "t", eventTime: Date(), receivedAt: Date(), headers: [:],
-                                    body: body, json: try JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                                    body: body, json: try JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
             let keys = ["by_identity", "by_value", "other"].map { MemoryKey(namespace: "sub", key: $0) }
             _ = try await store.accept(w, messages: [], remembers: [
                 Remembered(key: keys[0], identity: KoalaIdentity(email: "ada@acme.io"), state: ["mrr": 10], stateAt: Date()),

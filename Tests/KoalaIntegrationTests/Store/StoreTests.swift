@@ -13,7 +13,7 @@ struct StoreTests {
         let body = Array(#"{"id":"\#(id)"}"#.utf8)
         return VerifiedWebhook(source: source, webhookID: id, eventType: "t", eventTime: Date(timeIntervalSince1970: 100),
                                receivedAt: receivedAt, headers: ["content-type": "application/json"], body: body,
-                               json: try! JSONValue.parse(body), secretLabel: "S", rulesVersion: "v")
+                               json: try! JSONTape.parse(body), secretLabel: "S", rulesVersion: "v")
     }
 
     func message(_ webhookID: String, _ output: KoalaMessage.Output, email: String, problem: String? = nil, time: Double = 100) -> KoalaMessage {

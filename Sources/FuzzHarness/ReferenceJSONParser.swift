@@ -1,9 +1,10 @@
 import Foundation
+import KoalaCore
 
-/// A strict RFC 8259 parser straight from bytes into `JSONValue`. Foundation's JSONDecoder decodes an
-/// untyped value by trying one type after another and throwing on each miss, which dominated ingest CPU;
-/// this reads each byte once.
-struct JSONParser {
+/// The tree parser the router used before `JSONTape` (issue 30): strict RFC 8259, straight from bytes into a tree of
+/// `JSONValue`s. Kept here, out of the product, as the reference the `json` fuzz target compares the tape with on
+/// every input: the same values, the same errors at the same offsets.
+struct ReferenceJSONParser {
     struct Failure: Error, CustomStringConvertible {
         let offset: Int
         let message: String
@@ -24,7 +25,7 @@ struct JSONParser {
     static let maxDepth = 512
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, numbersAsWritten: Bool = false) throws(Failure) -> JSONValue {
-        var parser = JSONParser(bytes: bytes)
+        var parser = ReferenceJSONParser(bytes: bytes)
         parser.numbersAsWritten = numbersAsWritten
         parser.members.reserveCapacity(32)
         parser.items.reserveCapacity(16)
@@ -227,7 +228,7 @@ struct JSONParser {
     private mutating func parseNumber() throws(Failure) -> JSONValue {
         let start = i
         if bytes[i] == UInt8(ascii: "-") { i += 1 }
-        func digits(_ p: inout JSONParser) -> Int {
+        func digits(_ p: inout ReferenceJSONParser) -> Int {
             let s = p.i
             while p.i < p.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(p.bytes[p.i]) { p.i += 1 }
             return p.i - s
