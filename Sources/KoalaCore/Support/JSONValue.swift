@@ -79,7 +79,7 @@ package enum JSONValue: Sendable, Hashable {
 
     // MARK: Encoding
 
-    /// Compact JSON with object keys sorted, so equal values always encode to equal bytes.
+    /// Compact JSON with object keys sorted by their UTF-8 bytes, so equal values always encode to equal bytes.
     package func encoded() -> String {
         var out = ""
         out.reserveCapacity(256)
@@ -104,7 +104,9 @@ package enum JSONValue: Sendable, Hashable {
             out += "]"
         case .object(let object):
             out += "{"
-            for (index, (key, value)) in object.sorted(by: { $0.key < $1.key }).enumerated() {
+            // By UTF-8 bytes, not String's `<`: that one calls `"cafe\u{301}"` and `"caf\u{e9}6"` neither less nor
+            // greater, so their order followed the dictionary's and the same value could encode two ways (fuzzing found it).
+            for (index, (key, value)) in object.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }).enumerated() {
                 if index > 0 { out += "," }
                 JSONValue.writeString(key, to: &out)
                 out += ":"

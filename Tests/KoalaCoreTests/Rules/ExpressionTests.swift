@@ -250,4 +250,13 @@ struct JSONParserTests {
     @Test func invalidUTF8IsRefused() {
         #expect((try? JSONValue.parse([0x22, 0xFF, 0x22] as [UInt8])) == nil)
     }
+
+    /// Keys are written in the order of their bytes. String's `<` calls "cafe\u{301}" and "caf\u{e9}6" neither
+    /// less nor greater, so with it the order was whatever the dictionary's was that time.
+    @Test func keysEncodeInOneOrder() {
+        for _ in 0..<50 {
+            let value: JSONValue = .object(Dictionary(uniqueKeysWithValues: [("caf\u{e9}6", 2), ("cafe\u{301}", 1), ("K", 0), ("\u{212A}x", 3)].shuffled()))
+            #expect(value.encoded() == "{\"K\":0,\"cafe\u{301}\":1,\"caf\u{e9}6\":2,\"\u{212A}x\":3}")
+        }
+    }
 }
