@@ -31,6 +31,22 @@ package struct KoalaBatch: Sendable, Equatable {
             return Batcher.build(part, events: part.filter { $0.kind == .track }, identifies: part.filter { $0.kind != .track })
         }
     }
+
+    /// What every log line about this request says of it, so it can be found from the webhooks it carries: their
+    /// sources and webhook ids (the first five, then how many more) and, for a request of one, its message id.
+    var correlation: [String: String] {
+        func distinct(_ values: [String]) -> [String] {
+            var seen: Set<String> = []
+            return values.filter { seen.insert($0).inserted }
+        }
+        let ids = distinct(messages.map(\.webhookID))
+        var fields = [
+            "source": distinct(messages.map(\.source)).joined(separator: ","),
+            "webhook_id": ids.prefix(5).joined(separator: ",") + (ids.count > 5 ? " +\(ids.count - 5) more" : ""),
+        ]
+        if messageIDs.count == 1 { fields["message_id"] = messageIDs[0] }
+        return fields
+    }
 }
 
 /// Groups leased messages into Koala requests. Pure and deterministic.

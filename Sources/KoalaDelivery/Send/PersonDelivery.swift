@@ -101,14 +101,14 @@ struct PersonDelivery {
             }
             state = .finished
             if now.timeIntervalSince(batch.oldestCreatedAt) > policy.retryBudget {
-                events.append(.log(.error, "retry budget exhausted; dead-lettering", ["reason": reason, "messages": "\(remaining.count)"]))
+                events.append(.log(.error, "retry budget exhausted; dead-lettering", batch.correlation.merging(["reason": reason, "messages": "\(remaining.count)"]) { $1 }))
                 outcomes.append(.dead(remaining, reason: "retry budget exhausted", detail: reason, at: now))
                 events.append(.finished(batch.endpoint, .deadLettered, count: remaining.count))
             } else {
                 let delay = max(policy.backoff(attempt: batch.attempts + 1), retryAfter ?? 0)
-                events.append(.log(.warning, "delivery will be retried", [
+                events.append(.log(.warning, "delivery will be retried", batch.correlation.merging([
                     "reason": reason, "retry_in_s": String(format: "%.1f", delay), "messages": "\(remaining.count)",
-                ]))
+                ]) { $1 }))
                 outcomes.append(.retry(remaining, next: now.addingTimeInterval(delay), error: reason))
                 events.append(.finished(batch.endpoint, .retried, count: remaining.count))
             }
@@ -118,18 +118,16 @@ struct PersonDelivery {
                 let hint = destination == .koala ? "wrong KOALA_PUBLIC_API_KEY, or ingest suspended" : "wrong or revoked write key, or wrong URL"
                 events.append(.refusing)
                 events.append(.log(.critical, "\(name) refuses requests from this service (\(hint)); messages go to the dead letters until it accepts again",
-                                   ["status": "\(status)", "answer": "\(body.prefix(200))"]))
+                                   batch.correlation.merging(["status": "\(status)", "answer": "\(body.prefix(200))"]) { $1 }))
             } else if batch.messages.count > 1 {
                 // One bad message must not take the rest of its request with it.
-                events.append(.log(.warning, "\(name) rejected a request of several messages; sending its halves apart to find the one at fault", [
-                    "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
-                ]))
+                events.append(.log(.warning, "\(name) rejected a request of several messages; sending its halves apart to find the one at fault",
+                                   batch.correlation.merging(["status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)"]) { $1 }))
                 state = .isolating(status: status, body: body)
                 return events
             }
-            events.append(.log(.error, "\(name) rejected a request; dead-lettering", [
-                "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)",
-            ]))
+            events.append(.log(.error, "\(name) rejected a request; dead-lettering",
+                               batch.correlation.merging(["status": "\(status)", "endpoint": "\(batch.endpoint.path)", "messages": "\(batch.seqs.count)"]) { $1 }))
             outcomes.append(.dead(batch.seqs, reason: Self.rejectedReason(destination, status), detail: body, at: now))
             events.append(.finished(batch.endpoint, .deadLettered, count: batch.seqs.count))
             index += 1

@@ -137,7 +137,9 @@ package final class Sender: Service, Sendable {
             let requests = SegmentMapping.requests(due, destination: destination)
             plan = requests.batches.isEmpty ? [] : [requests.batches]
             for (message, reason) in requests.refused {
-                logger.error("a message cannot be sent to \(transport.name); dead-lettering", metadata: ["message_id": "\(message.messageID)", "reason": "\(reason)"])
+                logger.error("a message cannot be sent to \(transport.name); dead-lettering", metadata: [
+                    "message_id": "\(message.messageID)", "source": "\(message.source)", "webhook_id": "\(message.webhookID)", "reason": "\(reason)",
+                ])
                 refusedOutcomes.append(.dead([message.seq], reason: reason, detail: nil, at: clock()))
                 metrics.messagesFinished(endpoint: message.endpoint, outcome: .deadLettered, count: 1, destination: destination)
             }
@@ -174,9 +176,9 @@ package final class Sender: Service, Sendable {
     func isolate(_ batch: KoalaBatch, status: Int, body: String) async -> (outcomes: [DeliveryOutcome], retry: (next: Date, error: String)?) {
         let halves = batch.halves()
         guard !halves.isEmpty else {
-            logger.error("\(transport.name) rejected a message; dead-lettering", metadata: [
-                "status": "\(status)", "endpoint": "\(batch.endpoint.path)", "message_id": "\(batch.messageIDs.first ?? "")",
-            ])
+            logger.error("\(transport.name) rejected a message; dead-lettering", metadata: batch.correlation.mapValues { "\($0)" }.merging([
+                "status": "\(status)", "endpoint": "\(batch.endpoint.path)",
+            ]) { $1 })
             report([.finished(batch.endpoint, .deadLettered, count: batch.seqs.count)])
             return ([.dead(batch.seqs, reason: PersonDelivery.rejectedReason(transport.destination, status), detail: body, at: clock())], nil)
         }

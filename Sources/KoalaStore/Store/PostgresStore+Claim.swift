@@ -24,7 +24,7 @@ extension PostgresStore {
             // ANALYZE), it scanned every pending row for each candidate, 17 s for a 30,000-message backlog.
             func claim(lane: OutboxLane, limit: Int) async throws -> [OutboxMessage] {
                 let due = try await connection.query("""
-                    SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain, o.account_id,
+                    SELECT o.seq, o.message_id, o.source, o.webhook_id, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain, o.account_id,
                            o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key
                     FROM outbox o
                     WHERE o.status = \(literal: .pending) AND o.destination = \(name) AND o.lane = \(literal: lane) AND o.next_attempt_at <= \(t) AND o.lease_until <= \(t)
@@ -57,7 +57,7 @@ extension PostgresStore {
                     let next = try await connection.query("""
                         SELECT x.* FROM unnest(\(open), \(open.map { claimed[$0]!.last!.message.seq })) AS c(person_key, after)
                         CROSS JOIN LATERAL (
-                            SELECT o.seq, o.message_id, o.source, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain,
+                            SELECT o.seq, o.message_id, o.source, o.webhook_id, o.route, o.endpoint, o.kind, o.email, o.profile_id, o.domain,
                                    o.account_id, o.user_id, o.item, o.event_time, o.created_at, o.attempts, o.person_key,
                                    o.next_attempt_at <= \(t) AND o.lease_until <= \(t) AS ready
                             FROM outbox o

@@ -85,7 +85,7 @@ extension SQLiteStore {
             claimed[key, default: []].append(row)
         }
         let next = try db.cachedStatement(sql: """
-            SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
+            SELECT seq, message_id, source, webhook_id, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                    event_time, created_at, attempts, person_key, next_attempt_at, lease_until
             FROM outbox INDEXED BY outbox_person
             WHERE status = \(literal: .pending) AND destination = ? AND person_key = ? AND seq > ?
@@ -111,7 +111,7 @@ extension SQLiteStore {
         let t = now.timeIntervalSince1970
         return try await pool.write { db in
             let select = """
-                SELECT seq, message_id, source, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
+                SELECT seq, message_id, source, webhook_id, route, endpoint, kind, email, profile_id, domain, account_id, user_id, item,
                        event_time, created_at, attempts, person_key
                 FROM outbox o INDEXED BY outbox_claim
                 WHERE o.status = \(literal: .pending) AND o.destination = :destination AND o.lane = :lane AND o.next_attempt_at <= :now AND o.lease_until <= :now

@@ -19,7 +19,8 @@ package struct OutboxMessage: Sendable, Equatable {
     package let seq: Int64
     /// Koala's idempotency key.
     package let messageID: String
-    let source: String
+    /// The source (rule file) of the webhook it came from.
+    package let source: String
     let route: String
     /// Where it is sent.
     package let endpoint: KoalaEndpoint
@@ -37,6 +38,8 @@ package struct OutboxMessage: Sendable, Equatable {
     package let attempts: Int
     /// Which destination this entry is delivered to.
     package var destination: Destination = .koala
+    /// The provider's id of the webhook it came from (claims read it, so every log line about the message names it).
+    package var webhookID = ""
 
     package init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
                 identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {

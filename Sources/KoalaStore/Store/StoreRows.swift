@@ -38,6 +38,7 @@ extension OutboxMessage {
                   eventTime: try row.date("event_time", or: Date(timeIntervalSince1970: 0)),
                   createdAt: try row.date("created_at", or: Date(timeIntervalSince1970: 0)), attempts: try row.count("attempts"))
         self.destination = destination
+        webhookID = try row.text("webhook_id", or: "")
     }
 }
 

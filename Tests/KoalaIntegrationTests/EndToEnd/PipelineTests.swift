@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
 import Testing
 @testable import KoalaApp
@@ -201,13 +202,21 @@ struct PipelineTests {
         let koala = try await FakeKoala.start()
         defer { koala.stop() }
         koala.script([.status(400, body: #"{"error":"Invalid request","message":"nope"}"#)])
-        let (app, components) = try await buildApplication(testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala), logger: quietLogger)
+        let capture = CapturingLogHandler()
+        let logger = Logger(label: "pipeline", factory: { _ in capture })
+        let (app, components) = try await buildApplication(testConfiguration(database: temporaryDirectory() + "/db.sqlite", koala: koala), logger: logger)
         try await app.test(.live) { client in
             _ = try await post(client, invoicePaid(id: "evt_400", email: "a@acme.io"))
             #expect(await eventually { (try? await components.store.counts().dead) == 1 })
             let dead = try await components.store.deadLetters(limit: 10)
             #expect(dead.first?.reason == "koala rejected (400)")
             #expect(dead.first?.detail == #"{"error":"Invalid request","message":"nope"}"#)
+        }
+        // The lines about this webhook and its message, at ingest and at delivery, name the webhook (log correlation).
+        let lines = capture.lines.filter { $0.contains("webhook accepted") || $0.contains("dead-lettering") }
+        #expect(lines.count == 2, "\(capture.lines)")
+        for line in lines {
+            #expect(line.contains("source=stripe") && line.contains("webhook_id=evt_400"), "\(line)")
         }
         #expect(koala.attempts == 1)
     }
