@@ -81,7 +81,7 @@ package final class IdentityResolver: Service, Sendable {
                 case .wait(let key):
                     try await store.resolveWaiting(message.seq, .stillWaiting(for: key), linger: linger, at: now)
                 case .send:
-                    logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)"])
+                    logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)", "webhook_id": "\(message.webhookID)"])
                     try await store.resolveWaiting(message.seq, .released(fresh), linger: linger, at: now)
                 }
             }
