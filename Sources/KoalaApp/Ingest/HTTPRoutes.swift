@@ -76,6 +76,10 @@ func addHealthRoutes(to router: Router<RouterRequestContext>, components: Router
             if let stats = try? await components.store.queueStats(now: Date()) {
                 components.metrics.queue(stats)
             }
+            for sender in [components.sender] + components.destinationSenders {
+                components.metrics.circuit(destination: sender.destination, sender.health.snapshot)
+            }
+            if let process = ProcessStats.current() { components.metrics.process(process) }
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

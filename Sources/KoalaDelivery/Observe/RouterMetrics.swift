@@ -174,6 +174,40 @@ package final class RouterMetrics: Sendable {
                            help: "Age of the oldest message not yet delivered (0 when none).").set(to: stats.oldestPendingAge)
     }
 
+    /// Each destination's circuit, refreshed at each scrape: 1 while sending has stopped after a streak of failures
+    /// (one probe per interval), with the streak's length.
+    package func circuit(destination: Destination, _ breaker: CircuitBreaker) {
+        registry.makeGauge(name: "koala_router_circuit_open", labels: [("destination", destination.rawValue)],
+                           help: "1 while a destination's circuit is open (sending stopped after failures in a row, one probe per interval), 0 while closed.")
+            .set(to: breaker.isOpen ? 1 : 0)
+        registry.makeGauge(name: "koala_router_delivery_consecutive_failures", labels: [("destination", destination.rawValue)],
+                           help: "Failed requests in a row to a destination (0 after a success).")
+            .set(to: Double(breaker.consecutiveFailures))
+    }
+
+    /// The CPU time already counted in `process_cpu_seconds_total`.
+    private let countedCPU = Mutex<Double>(0)
+
+    /// The process's CPU, memory and file descriptors under the names every Prometheus client uses, refreshed at
+    /// each scrape.
+    package func process(_ stats: ProcessStats) {
+        let cpu = registry.makeCounter(name: "process_cpu_seconds_total", labels: [], help: "Total user and system CPU time spent in seconds.")
+        let delta = countedCPU.withLock { counted -> Double in
+            let delta = max(0, stats.cpuSeconds - counted)
+            counted = max(counted, stats.cpuSeconds)
+            return delta
+        }
+        if delta > 0 { cpu.increment(by: delta) }
+        registry.makeGauge(name: "process_resident_memory_bytes", labels: [], help: "Resident memory size in bytes.").set(to: stats.residentBytes)
+        registry.makeGauge(name: "process_virtual_memory_bytes", labels: [], help: "Virtual memory size in bytes.").set(to: stats.virtualBytes)
+        registry.makeGauge(name: "process_open_fds", labels: [], help: "Number of open file descriptors.").set(to: stats.openFileDescriptors)
+        if let limit = stats.maxFileDescriptors {
+            registry.makeGauge(name: "process_max_fds", labels: [], help: "Maximum number of open file descriptors.").set(to: limit)
+        }
+        registry.makeGauge(name: "process_start_time_seconds", labels: [], help: "Start time of the process since unix epoch in seconds.")
+            .set(to: stats.startTime)
+    }
+
     func koalaRefusing(destination: Destination = .koala) {
         counter(
             name: "koala_router_koala_refusals_total", labels: Labels(("destination", destination.rawValue)),

@@ -101,6 +101,18 @@ struct EveryMetricTests {
             #expect(value(text, "koala_router_queue_messages", [#"state="pending""#]) == 1)
             #expect((value(text, "koala_router_queue_oldest_pending_age_seconds") ?? 0) > 0)
             #expect(value(text, "koala_router_rules_info", [#"version="\#(components.rules.table.version)""#]) == 1)
+            #expect(value(text, "koala_router_circuit_open", [#"destination="koala""#]) == 0, "one failure does not open the circuit")
+            // Five failures in a row open it.
+            #expect(await eventually { koala.attempts >= 5 })
+            try await Task.sleep(nanoseconds: 100_000_000)
+            text = try await scrape()
+            #expect(value(text, "koala_router_circuit_open", [#"destination="koala""#]) == 1)
+            #expect((value(text, "koala_router_delivery_consecutive_failures", [#"destination="koala""#]) ?? 0) >= 5)
+            // The process's own figures, under the names every Prometheus client uses.
+            #expect((value(text, "process_cpu_seconds_total") ?? 0) > 0)
+            #expect((value(text, "process_resident_memory_bytes") ?? 0) > 10_000_000)
+            #expect((value(text, "process_open_fds") ?? 0) > 3)
+            #expect(abs((value(text, "process_start_time_seconds") ?? 0) - Date().timeIntervalSince1970) < 24 * 3600)
 
             koala.up()
             #expect(await eventually { koala.deliveredMessageIDs.count == 1 })
@@ -111,6 +123,8 @@ struct EveryMetricTests {
             #expect(value(text, "koala_router_delivery_latency_seconds_count", [#"endpoint="person""#]) == 1)
             #expect(value(text, "koala_router_queue_messages", [#"state="pending""#]) == 0)
             #expect(value(text, "koala_router_queue_oldest_pending_age_seconds") == 0)
+            #expect(value(text, "koala_router_circuit_open", [#"destination="koala""#]) == 0, "a success closes it")
+            #expect(value(text, "koala_router_delivery_consecutive_failures", [#"destination="koala""#]) == 0)
 
             koala.script([.status(400, body: "bad")])
             try await post(invoicePaid(id: "evt_metrics_2", email: "b@acme.io"))
