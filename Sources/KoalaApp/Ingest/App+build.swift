@@ -153,11 +153,14 @@ package func buildApplication(
     let components = try await buildComponents(configuration, logger: logger, store: existingStore, httpClient: httpClient)
     let limits = configuration.connections
     let guards = components.guards, metrics = components.metrics
+    // At 0 from the start, so the first timeout or refusal shows as an increase (a series that appears at 1 does not).
+    for phase in ConnectionGuard.phasesWithDeadlines { metrics.connectionTimedOut(phase: phase.rawValue, count: 0) }
+    metrics.connectionRefused(reason: ConnectionGuard.clientCapReason, count: 0)
     var app = Application(
         router: buildRouter(components, configuration: configuration, logger: logger),
         server: .http1(configuration: .init(additionalChannelHandlers: [
             ConnectionGuard(limits: limits, clients: guards.connections, timedOut: { metrics.connectionTimedOut(phase: $0) },
-                            refusedOverCap: { metrics.connectionRefused(reason: "client_cap") }),
+                            refusedOverCap: { metrics.connectionRefused(reason: ConnectionGuard.clientCapReason) }),
         ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "koala-router",
                              backlog: 1024, availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),

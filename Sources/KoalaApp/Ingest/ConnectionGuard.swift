@@ -123,6 +123,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     enum Phase: String { case idle, readingHead = "headers", readingBody = "body", responding, lingering }
+    /// The phases whose deadline can close a connection (the `phase` label of the timeouts metric).
+    static let phasesWithDeadlines: [Phase] = [.idle, .readingHead, .readingBody]
+    /// The `reason` label of a connection closed because its client held its share.
+    static let clientCapReason = "client_cap"
 
     private let limits: ConnectionLimits
     private let clients: ClientConnections?

@@ -34,6 +34,8 @@ package final class RulesReloader: Service, Sendable {
 
     package func run() async throws {
         metrics.rulesVersion(holder.table.version)
+        metrics.rulesReloaded(success: true, count: 0)
+        metrics.rulesReloaded(success: false, count: 0)
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 if self.handleSignals {

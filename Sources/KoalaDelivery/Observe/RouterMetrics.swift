@@ -82,19 +82,19 @@ package final class RouterMetrics: Sendable {
     }
 
     /// A connection closed as it opened: `client_cap` (its client address already held its share).
-    package func connectionRefused(reason: String) {
+    package func connectionRefused(reason: String, count: Int64 = 1) {
         counter(
             name: "koala_router_connections_refused_total", labels: Labels(("reason", reason)),
             help: "Connections closed as they opened: client_cap (the client address held KOALA_ROUTER_MAX_CONNECTIONS_PER_CLIENT)."
-        ).increment()
+        ).increment(by: count)
     }
 
     /// A connection closed because a deadline passed: `idle`, `headers` (slowloris) or `body`.
-    package func connectionTimedOut(phase: String) {
+    package func connectionTimedOut(phase: String, count: Int64 = 1) {
         counter(
             name: "koala_router_connections_timed_out_total", labels: Labels(("phase", phase)),
             help: "Connections closed at a deadline: idle (no request), headers (too slow to send them), body (too slow or short)."
-        ).increment()
+        ).increment(by: count)
     }
 
     /// Which secret (by its label, never its value) verified a webhook: shows when an old secret is unused.
@@ -215,12 +215,12 @@ package final class RouterMetrics: Sendable {
         ).increment()
     }
 
-    /// Counts a rule reload and its result.
-    package func rulesReloaded(success: Bool) {
+    /// Counts a rule reload and its result (`count` 0 makes the series, so the first reload shows as an increase).
+    package func rulesReloaded(success: Bool, count: Int64 = 1) {
         counter(
             name: "koala_router_rules_reloads_total", labels: Labels(("result", success ? "success" : "failure")),
             help: "Rule table reloads, by result; a failed reload keeps the previous table."
-        ).increment()
+        ).increment(by: count)
     }
 
     /// `koala_router_rules_info{version="…"} 1` for the table in service.
