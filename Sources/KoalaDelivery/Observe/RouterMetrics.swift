@@ -135,12 +135,23 @@ package final class RouterMetrics: Sendable {
 
     /// Counts messages that reached a final state.
     package func messagesFinished(endpoint: KoalaEndpoint, outcome: MessageOutcome, count: Int, destination: Destination = .koala) {
-        guard count > 0 else { return }
+        guard count >= 0 else { return }
         counter(
             name: "koala_router_messages_total",
             labels: Labels(("destination", destination.rawValue), ("endpoint", endpoint.rawValue), ("outcome", outcome.rawValue)),
             help: "Messages by destination, endpoint and delivery outcome (delivered, retried, dead_lettered, dry_run)."
         ).increment(by: Int64(count))
+    }
+
+    /// A destination's sender started: its message outcomes and refusals exist at 0 from now on, so the first dead
+    /// letter or refusal shows as an increase (a series that appears at 1 does not: `increase` and the alerts on it
+    /// would miss it). A dry run has only `dry_run` messages and no refusals.
+    package func destinationStarted(_ destination: Destination, dryRun: Bool = false) {
+        let outcomes: [MessageOutcome] = dryRun ? [.dryRun] : [.delivered, .retried, .deadLettered]
+        for endpoint in KoalaEndpoint.allCases {
+            for outcome in outcomes { messagesFinished(endpoint: endpoint, outcome: outcome, count: 0, destination: destination) }
+        }
+        if !dryRun { koalaRefusing(destination: destination, count: 0) }
     }
 
     func koalaResponse(status: String, destination: Destination = .koala) {
@@ -208,11 +219,11 @@ package final class RouterMetrics: Sendable {
             .set(to: stats.startTime)
     }
 
-    func koalaRefusing(destination: Destination = .koala) {
+    func koalaRefusing(destination: Destination = .koala, count: Int64 = 1) {
         counter(
             name: "koala_router_koala_refusals_total", labels: Labels(("destination", destination.rawValue)),
             help: "Answers meaning the destination refuses every request (401/403/404, or Koala's 'ingest suspended')."
-        ).increment()
+        ).increment(by: count)
     }
 
     /// Counts a rule reload and its result (`count` 0 makes the series, so the first reload shows as an increase).

@@ -80,9 +80,12 @@ package final class Sender: Service, Sendable {
     package var destination: Destination { transport.destination }
 
     package func run() async throws {
+        var dryRun = false
         if case .koala(let client) = transport, client.isDryRun {
+            dryRun = true
             logger.warning("KOALA_PUBLIC_API_KEY is not set: DRY RUN, requests are logged and their messages recorded as dry_run (never sent; 'replay' queues them once a key is set), nothing is sent to Koala")
         }
+        metrics.destinationStarted(transport.destination, dryRun: dryRun)
         await loop()
         logger.info("sender stopped; anything not confirmed by \(transport.name) is sent after the next start")
     }

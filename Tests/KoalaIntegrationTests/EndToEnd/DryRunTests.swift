@@ -29,7 +29,7 @@ struct DryRunTests {
             let stored = try await dryComponents.store.storedMessages(source: "stripe", webhookID: "evt_dry_1", destination: .koala)
             #expect(stored.values.map(\.state) == [.dryRun])
             let metrics = String(buffer: try await client.executeRequest(uri: "/metrics", method: .get, headers: [:], body: nil).body)
-            let line = metrics.split(separator: "\n").first { $0.hasPrefix("koala_router_messages_total") && $0.contains(#"outcome="dry_run""#) }
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("koala_router_messages_total") && $0.contains(#"outcome="dry_run""#) && $0.contains(#"endpoint="person""#) }
             #expect(line?.hasSuffix(" 1") == true, "\(metrics.split(separator: "\n").filter { $0.hasPrefix("koala_router_messages_total") })")
             #expect(!metrics.contains(#"outcome="delivered""#))
         }

@@ -303,6 +303,9 @@ struct DashboardTests {
         #expect(values("Circuit and failure streak", "koala circuit open").last == 0, "and it closed again")
         #expect((values("Oldest pending message", "oldest pending").max() ?? 0) >= 5, "messages waited through the outage")
         #expect((values("Dead letters", "in the store").last ?? 0) >= 1, "the rejected request's messages are dead letters")
+        // The first dead letter and the first refusal of the process show (their series start at 0).
+        #expect(values("Dead letters", "koala dead-lettered").contains { $0 > 0 })
+        #expect(values("Destination refusing every request", "koala").contains { $0 > 0 })
         #expect(values("Rule reloads", "failure").contains { $0 > 0 })
         #expect(values("Rule reloads", "success").contains { $0 > 0 })
         #expect(values("Identity fields dropped", "signup signup person.profile_id").contains { $0 > 0 })
