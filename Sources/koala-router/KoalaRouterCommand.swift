@@ -71,10 +71,19 @@ struct Serve: AsyncParsableCommand {
             logger.warning("Swift concurrency stays on its own thread pool (the runtime refused NIO's event loops); requests pay a thread switch each")
         }
         do {
-            let (app, _) = try await buildApplication(config, logger: logger)
+            let traces: (tracing: WebhookTracing, service: (any Service)?)
+            do {
+                traces = try TraceExport.make(environment: ProcessInfo.processInfo.environment, logger: logger)
+            } catch let refused as TraceExport.Refused {
+                FileHandle.standardError.write(Data("koala-router: \(refused)\n".utf8))
+                throw ExitCode(1)
+            }
+            let (app, _) = try await buildApplication(config, logger: logger, tracing: traces.tracing)
             logger.info("listening", metadata: ["address": "\(config.host):\(config.port)", "database": "\(PostgresURL.redacted(config.database))"])
             // SIGTERM/SIGINT: stop accepting, let the sender's round finish, close the store; give up after the grace period.
-            var group = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // The exporter starts first, so it stops last and sends the spans of the shutdown too.
+            var group = ServiceGroupConfiguration(services: (traces.service.map { [$0] } ?? []) + [app], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                  logger: logger)
             group.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownGrace * 1000))
             try await ServiceGroup(configuration: group).run()
         } catch let errors as RuleTableErrors {

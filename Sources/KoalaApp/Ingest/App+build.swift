@@ -3,7 +3,7 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 import KoalaCore
-import KoalaDelivery
+package import KoalaDelivery
 package import KoalaStore
 public import Logging
 import NIOCore
@@ -57,7 +57,7 @@ package struct RouterComponents: Sendable {
 /// Loads the rules and wires the pipeline: store → ingest, identity resolver → sender → Koala client.
 /// Nothing runs yet; `buildApplication` runs the background parts as services.
 func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store existingStore: (any WebhookStore)?,
-                     httpClient: HTTPClient) async throws -> RouterComponents {
+                     httpClient: HTTPClient, tracing: WebhookTracing = .off) async throws -> RouterComponents {
     let freeMail = try configuration.freeMailDomainsFile.map(FreeMailDomains.load(file:)) ?? .shipped
     let table = try RuleLoader(environment: configuration.environment, freeMail: freeMail).load(directory: configuration.routesDirectory)
     for warning in table.warnings { logger.warning("\(warning)") }
@@ -79,7 +79,7 @@ func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store
     let destinationSenders = others.map { other in
         Sender(store: store, segment: SegmentClient(http: httpClient, baseURL: other.url, writeKey: other.writeKey,
                                                     timeout: configuration.delivery.requestTimeout),
-               destination: other.destination, policy: configuration.delivery, metrics: metrics, logger: logger)
+               destination: other.destination, policy: configuration.delivery, metrics: metrics, tracing: tracing, logger: logger)
     }
     if !others.isEmpty {
         logger.info("destinations", metadata: ["destinations": "\(([Destination.koala] + others.map(\.destination)).map(\.rawValue).joined(separator: ","))"])
@@ -88,9 +88,10 @@ func buildComponents(_ configuration: RouterConfiguration, logger: Logger, store
     var ingest = Ingest(rules: rules, store: store, linger: configuration.delivery.linger, identityWait: configuration.identityWait,
                         destinations: [.koala] + others.map(\.destination), metrics: metrics, logger: logger)
     ingest.rejections = guards.rejections
+    ingest.tracing = tracing
     return RouterComponents(
         rules: rules, store: store,
-        sender: Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, logger: logger),
+        sender: Sender(store: store, client: client, policy: configuration.delivery, metrics: metrics, tracing: tracing, logger: logger),
         destinationSenders: destinationSenders,
         ingest: ingest,
         metrics: metrics,
@@ -148,9 +149,10 @@ package func buildApplication(
     _ configuration: RouterConfiguration,
     logger: Logger,
     store existingStore: (any WebhookStore)? = nil,
-    httpClient: HTTPClient = .shared
+    httpClient: HTTPClient = .shared,
+    tracing: WebhookTracing = .off
 ) async throws -> (some ApplicationProtocol, RouterComponents) {
-    let components = try await buildComponents(configuration, logger: logger, store: existingStore, httpClient: httpClient)
+    let components = try await buildComponents(configuration, logger: logger, store: existingStore, httpClient: httpClient, tracing: tracing)
     let limits = configuration.connections
     let guards = components.guards, metrics = components.metrics
     // At 0 from the start, so the first timeout or refusal shows as an increase (a series that appears at 1 does not).

@@ -4,6 +4,7 @@ package import KoalaCore
 package import KoalaDelivery
 package import KoalaStore
 package import Logging
+import Tracing
 
 /// The ingest stage without HTTP: verify, parse, route, store. Returns the HTTP answer to give.
 package struct Ingest: Sendable {
@@ -21,6 +22,8 @@ package struct Ingest: Sendable {
     /// Refusals are logged through it: the first of a kind in full, the rest summed up (`serve` shares one with the
     /// HTTP routes and runs it as a service).
     var rejections: RejectionLog
+    /// The spans of each webhook (receive → verify → route → store), when on.
+    var tracing = WebhookTracing.off
 
     package init(rules: RulesHolder, store: any IngestStore, linger: TimeInterval, identityWait: TimeInterval = 900,
                 destinations: [Destination] = [.koala], metrics: RouterMetrics = RouterMetrics(), logger: Logger) {
@@ -115,16 +118,48 @@ package struct Ingest: Sendable {
     /// `resume`: where the handler continues after the commit (the connection's event loop).
     func handle(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], client: ClientAddress = .unknown, now: Date = Date(),
                 requestID: String? = nil, resumingOn resume: AcceptResumer? = nil) async -> Answer {
+        // The webhook's trace: a child of the provider's `traceparent` when the request carries one.
+        guard let receive = tracing.start("webhook.receive", parent: tracing.context(from: headers, using: HeaderReader()), kind: .server) else {
+            return await process(admitted, headers: headers, body: body, client: client, now: now, requestID: requestID, resumingOn: resume, span: nil)
+        }
+        receive.attributes["koala.source"] = admitted.source.name
+        receive.attributes["http.request.body.size"] = body.count
+        let answer = await process(admitted, headers: headers, body: body, client: client, now: now, requestID: requestID, resumingOn: resume,
+                                   span: receive)
+        receive.attributes["http.response.status_code"] = Int(answer.status.code)
+        if answer.status.code >= 400 {
+            receive.setStatus(SpanStatus(code: .error, message: answer.body["error"]?.stringValue))
+        }
+        receive.end()
+        return answer
+    }
+
+    /// Reads the trace context of an incoming request from its header fields.
+    struct HeaderReader: Extractor {
+        func extract(key: String, from carrier: HTTPFields) -> String? { HTTPField.Name(key).flatMap { carrier[$0] } }
+    }
+
+    /// What `handle` does, in the span `span` (nil when tracing is off).
+    private func process(_ admitted: Admitted, headers: HTTPFields, body: [UInt8], client: ClientAddress, now: Date, requestID: String?,
+                         resumingOn resume: AcceptResumer?, span: (any Span)?) async -> Answer {
         var logger = self.logger
         if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
         let source = admitted.source, name = source.name
+        let traceParent = span.flatMap { tracing.traceParent(of: $0.context) }
+        if let traceID = WebhookTracing.traceID(of: traceParent) { logger[metadataKey: "trace_id"] = .string(traceID) }
 
+        // Verification, parsing and identification: after them the webhook is trusted and named.
+        let verify = tracing.start("webhook.verify", parent: span?.context)
         let verification: Verification
         switch admitted.verifier.verify(headers: headers, body: body, now: now) {
         case .success(let v):
             verification = v
             metrics.secretUsed(source: name, label: v.secretLabel)
+            verify?.attributes["koala.secret"] = v.secretLabel
         case .failure(let failure):
+            verify?.attributes["koala.outcome"] = failure.outcome.rawValue
+            verify?.setStatus(SpanStatus(code: .error, message: failure.outcome.rawValue))
+            verify?.end()
             return rejected(failure, source: name, client: client)
         }
 
@@ -134,10 +169,12 @@ package struct Ingest: Sendable {
         } catch {
             rejections.warning("webhook body is not JSON", key: "invalid_json\u{0}\(name)", client: client, metadata: ["source": "\(name)", "detail": "\(error)"])
             metrics.webhookReceived(source: name, outcome: .invalidJSON)
+            verify?.setStatus(SpanStatus(code: .error, message: WebhookOutcome.invalidJSON.rawValue))
+            verify?.end()
             return Answer(status: .badRequest, body: ["error": .string("body is not valid JSON: \(error)")])
         }
 
-        let webhook: VerifiedWebhook
+        var webhook: VerifiedWebhook
         switch source.webhook(body: body, json: json, headers: headers, receivedAt: now, secretLabel: verification.secretLabel,
                               rulesVersion: admitted.rulesVersion) {
         case .success(let w):
@@ -146,7 +183,16 @@ package struct Ingest: Sendable {
             metrics.webhookReceived(source: name, outcome: problem.outcome)
             rejections.warning("webhook refused", key: "refused\u{0}\(name)\u{0}\(problem.outcome.rawValue)", client: client,
                                metadata: ["source": "\(name)", "reason": "\(problem.outcome.rawValue)", "detail": "\(problem.message)"])
+            verify?.setStatus(SpanStatus(code: .error, message: problem.outcome.rawValue))
+            verify?.end()
             return Answer(status: .badRequest, body: ["error": .string(problem.message)])
+        }
+        verify?.end()
+        if let span {
+            // Trusted from here: the span names the webhook.
+            span.attributes["koala.webhook_id"] = webhook.webhookID
+            span.attributes["koala.event_type"] = webhook.eventType
+            webhook.traceParent = traceParent
         }
         if let problem = webhook.eventTimeProblem {
             logger.warning("event time unusable; using the time of receipt", metadata: [
@@ -156,8 +202,9 @@ package struct Ingest: Sendable {
         let webhookID = webhook.webhookID, eventType = webhook.eventType
         let router = WebhookRouter(source: source)
         do {
-            let (routing, outcome) = try await routeAndStore(webhook, router: router, resumingOn: resume)
+            let (routing, outcome) = try await routeAndStore(webhook, router: router, resumingOn: resume, trace: span?.context)
             let messages = routing.messages
+            span?.attributes["koala.outcome"] = outcome.webhookOutcome.rawValue
             switch outcome {
             case .accepted(let queued, let dead, let waiting):
                 metrics.webhookReceived(source: name, outcome: .accepted)
@@ -211,24 +258,62 @@ package struct Ingest: Sendable {
     /// Recalls memory, routes and stores. Webhooks that remember the same state are taken one at a time, so
     /// an update compares against the state of the update before it, not a state both read at once.
     /// `extra`: memory stored with it besides what its routes remember (a snapshot's digest).
+    /// `trace`: the webhook's span, parent of a route and a store span per attempt (when tracing).
     func routeAndStore(_ webhook: VerifiedWebhook, router: WebhookRouter, extra: [Remembered] = [],
-                       resumingOn resume: AcceptResumer? = nil) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
+                       resumingOn resume: AcceptResumer? = nil, trace: ServiceContext? = nil) async throws -> (WebhookRouter.Routing, AcceptOutcome) {
         let stateKeys = router.stateKeys(webhook).map { "\(webhook.source)\u{0}\($0.namespace)\u{0}\($0.key)" }
         let recallKeys = router.recallKeys(webhook)
-        let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations] in
+        let work: @Sendable () async throws -> (WebhookRouter.Routing, AcceptOutcome) = { [store, linger, identityWait, destinations, tracing] in
             // The store refuses (stateChanged) when another replica moved a state between recall and accept.
             var attempt = 0
             while true {
                 attempt += 1
-                let memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
+                let route = tracing.start("webhook.route", parent: trace)
+                route?.attributes["koala.attempt"] = attempt
+                let memory: [MemoryKey: Remembered]
+                do {
+                    memory = recallKeys.isEmpty ? [:] : try await store.recall(source: webhook.source, keys: recallKeys)
+                } catch {
+                    route?.recordError(error)
+                    route?.end()
+                    throw error
+                }
                 let routing = router.routing(webhook, memory: memory, destinations: destinations, explaining: false)
+                if let route {
+                    route.attributes["koala.rules_version"] = webhook.rulesVersion
+                    route.attributes["koala.routes"] = Array(Set(routing.messages.map(\.route))).sorted()
+                    route.attributes["koala.messages"] = routing.messages.count
+                    route.end()
+                }
                 var journaled = webhook
                 if !recallKeys.isEmpty { journaled.routedStates = memory.values.filter { $0.state != nil } }
-                let outcome = try await store.accept(journaled, messages: routing.messages, remembers: extra.isEmpty ? routing.remembers : routing.remembers + extra,
+                let commit = tracing.start("webhook.store", parent: trace)
+                let outcome: AcceptOutcome
+                do {
+                    outcome = try await store.accept(journaled, messages: routing.messages, remembers: extra.isEmpty ? routing.remembers : routing.remembers + extra,
                                                      linger: linger, identityWait: identityWait, resumingOn: resume)
+                } catch {
+                    commit?.recordError(error)
+                    commit?.setStatus(SpanStatus(code: .error, message: "store unavailable"))
+                    commit?.end()
+                    throw error
+                }
+                commit?.attributes["koala.outcome"] = outcome.webhookOutcome.rawValue
+                commit?.end()
                 if outcome != .stateChanged || attempt >= 4 { return (routing, outcome) }
             }
         }
         return stateKeys.isEmpty ? try await work() : try await stateLocks.withLocks(stateKeys, work)
+    }
+}
+
+extension AcceptOutcome {
+    /// What the webhook's outcome is called in metrics and spans.
+    var webhookOutcome: WebhookOutcome {
+        switch self {
+        case .accepted: .accepted
+        case .duplicate: .duplicate
+        case .stateChanged: .stateContended
+        }
     }
 }

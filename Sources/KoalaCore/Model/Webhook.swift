@@ -34,6 +34,9 @@ package struct VerifiedWebhook: Sendable {
     /// webhooks stored before state memory). Stored with it, so routing it again later (a message that waited
     /// for an identity, a replay, `simulate --stored`) decides as ingest did, whatever states came since.
     package var routedStates: [Remembered]?
+    /// The W3C `traceparent` of the span that received it, when tracing is on: stored with it, so the spans that
+    /// deliver its messages join its trace, after a restart too. Nil when tracing is off.
+    package var traceParent: String?
 
     /// The type of every snapshot begins so (`snapshot.customer`, `snapshot.subscription`, …).
     package static let snapshotTypePrefix = "snapshot."

@@ -45,6 +45,8 @@ package struct KoalaBatch: Sendable, Equatable {
             "webhook_id": ids.prefix(5).joined(separator: ",") + (ids.count > 5 ? " +\(ids.count - 5) more" : ""),
         ]
         if messageIDs.count == 1 { fields["message_id"] = messageIDs[0] }
+        let traces = distinct(messages.compactMap { WebhookTracing.traceID(of: $0.traceParent) })
+        if !traces.isEmpty { fields["trace_id"] = traces.prefix(5).joined(separator: ",") + (traces.count > 5 ? " +\(traces.count - 5) more" : "") }
         return fields
     }
 }

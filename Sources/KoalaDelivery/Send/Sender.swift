@@ -2,6 +2,7 @@ import Foundation
 package import KoalaCore
 package import KoalaStore
 package import Logging
+import Tracing
 import ServiceLifecycle
 
 /// Where a sender delivers, and how.
@@ -50,22 +51,27 @@ package final class Sender: Service, Sendable {
     let logger: Logger
     /// The time, for every decision (tests pass their own).
     let clock: @Sendable () -> Date
+    /// Spans of each claim and request, in the traces of the webhooks whose messages they carry (when on).
+    let tracing: WebhookTracing
 
     /// Koala's sender.
     package convenience init(store: any OutboxStore, client: KoalaClient, policy: DeliveryPolicy, metrics: RouterMetrics = RouterMetrics(),
-                            health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
-        self.init(store: store, transport: .koala(client), policy: policy, metrics: metrics, health: health, logger: logger)
+                            health: DeliveryHealth = DeliveryHealth(), tracing: WebhookTracing = .off, logger: Logger) {
+        self.init(store: store, transport: .koala(client), policy: policy, metrics: metrics, health: health, tracing: tracing, logger: logger)
     }
 
     /// The sender of a Segment-compatible destination.
     package convenience init(store: any OutboxStore, segment client: SegmentClient, destination: Destination, policy: DeliveryPolicy,
-                            metrics: RouterMetrics = RouterMetrics(), health: DeliveryHealth = DeliveryHealth(), logger: Logger) {
-        self.init(store: store, transport: .segment(client, destination), policy: policy, metrics: metrics, health: health, logger: logger)
+                            metrics: RouterMetrics = RouterMetrics(), health: DeliveryHealth = DeliveryHealth(), tracing: WebhookTracing = .off,
+                            logger: Logger) {
+        self.init(store: store, transport: .segment(client, destination), policy: policy, metrics: metrics, health: health, tracing: tracing,
+                  logger: logger)
     }
 
-    init(store: any OutboxStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth, logger: Logger,
-         clock: @escaping @Sendable () -> Date = Date.init) {
+    init(store: any OutboxStore, transport: Transport, policy: DeliveryPolicy, metrics: RouterMetrics, health: DeliveryHealth,
+         tracing: WebhookTracing = .off, logger: Logger, clock: @escaping @Sendable () -> Date = Date.init) {
         self.clock = clock
+        self.tracing = tracing
         self.store = store
         self.transport = transport
         self.policy = policy
@@ -126,9 +132,11 @@ package final class Sender: Service, Sendable {
             logger.info("circuit open: probing \(transport.name)")
         }
         // A probe is one message: one request tells whether the destination is back.
-        let due = try await store.claimDue(now: clock(), limit: probe ? 1 : policy.claimLimit, lease: policy.lease,
+        let claimStart = clock()
+        var due = try await store.claimDue(now: claimStart, limit: probe ? 1 : policy.claimLimit, lease: policy.lease,
                                            destination: transport.destination)
         guard !due.isEmpty else { return false }
+        if tracing.isOn { await traceClaim(&due, from: claimStart, to: clock(), probe: probe) }
         var plan: [[KoalaBatch]]
         var refusedOutcomes: [DeliveryOutcome] = []
         switch transport {
@@ -171,6 +179,67 @@ package final class Sender: Service, Sendable {
         return true
     }
 
+    /// While tracing: gives the claimed messages their webhooks' trace parents, and records in each of those traces
+    /// when its messages were claimed (one `outbox.claim` span per webhook, over the claim's time).
+    func traceClaim(_ due: inout [OutboxMessage], from start: Date, to end: Date, probe: Bool) async {
+        let refs = Set(due.map { WebhookRef(source: $0.source, webhookID: $0.webhookID) })
+        // Spans are not worth a failed round: without the store's answer this round has none.
+        guard let parents = try? await store.traceParents(of: refs), !parents.isEmpty else { return }
+        var counts: [WebhookRef: Int] = [:]
+        for index in due.indices {
+            let ref = WebhookRef(source: due[index].source, webhookID: due[index].webhookID)
+            due[index].traceParent = parents[ref]
+            counts[ref, default: 0] += 1
+        }
+        for (ref, parent) in parents {
+            guard let span = tracing.start("outbox.claim", parent: tracing.context(traceParent: parent), at: start) else { continue }
+            span.attributes["koala.destination"] = transport.destination.rawValue
+            span.attributes["koala.webhook_id"] = ref.webhookID
+            span.attributes["koala.messages"] = counts[ref] ?? 0
+            span.attributes["koala.round_messages"] = due.count
+            if probe { span.attributes["koala.probe"] = true }
+            span.end(at: WebhookTracing.Moment(end))
+        }
+    }
+
+    /// Sends one request; while tracing, in a `<destination>.send` span: a child of the first traced webhook it
+    /// carries, linked to the others', holding the destination's answer.
+    func send(_ batch: KoalaBatch) async -> DeliveryResult {
+        guard tracing.isOn else { return await transport.send(batch) }
+        var parents: [String] = [], seen: Set<String> = []
+        for message in batch.messages { if let parent = message.traceParent, seen.insert(parent).inserted { parents.append(parent) } }
+        guard let first = parents.first,
+              let span = tracing.start("\(transport.destination.rawValue).send", parent: tracing.context(traceParent: first), kind: .client) else {
+            return await transport.send(batch)
+        }
+        for other in parents.dropFirst() {
+            if let context = tracing.context(traceParent: other) { span.addLink(SpanLink(context: context, attributes: [:])) }
+        }
+        var webhooks: [String] = [], named: Set<String> = []
+        for message in batch.messages where named.insert(message.webhookID).inserted { webhooks.append(message.webhookID) }
+        span.attributes["koala.destination"] = transport.destination.rawValue
+        span.attributes["koala.endpoint"] = batch.endpoint.rawValue
+        span.attributes["koala.messages"] = batch.messages.count
+        span.attributes["koala.message_ids"] = batch.messageIDs
+        span.attributes["koala.webhook_ids"] = webhooks
+        span.attributes["koala.attempt"] = batch.attempts + 1
+        let result = await transport.send(batch)
+        span.attributes["koala.answer"] = result.metricLabel
+        switch result {
+        case .delivered(let status):
+            span.attributes["http.response.status_code"] = status
+        case .dryRun:
+            break
+        case .rejected(let status, _):
+            span.attributes["http.response.status_code"] = status
+            span.setStatus(SpanStatus(code: .error, message: "rejected: \(status)"))
+        case .retry:
+            span.setStatus(SpanStatus(code: .error, message: "retry: \(result.metricLabel)"))
+        }
+        span.end()
+        return result
+    }
+
     /// The destination rejected `batch` (a 4xx that is not a refusal of the whole service) and it holds several
     /// messages: its halves are sent apart, in order, and a rejected half is split again, so only the messages
     /// it refuses are dead-lettered, each with its answer. For one bad message among n that is at most
@@ -187,7 +256,7 @@ package final class Sender: Service, Sendable {
         }
         var outcomes: [DeliveryOutcome] = []
         for (position, half) in halves.enumerated() {
-            let result = await transport.send(half)
+            let result = await send(half)
             metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
             let now = clock()
             switch result {
@@ -225,7 +294,7 @@ package final class Sender: Service, Sendable {
             case .done:
                 return person.outcomes
             case .send(let batch):
-                let result = await transport.send(batch)
+                let result = await send(batch)
                 metrics.koalaResponse(status: result.metricLabel, destination: transport.destination)
                 let now = clock()
                 report(health.update { breaker in person.received(result, at: now, breaker: &breaker) })

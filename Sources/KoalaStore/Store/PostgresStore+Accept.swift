@@ -312,6 +312,7 @@ extension AcceptRequest {
 struct AcceptRows {
     var hookSources: [String] = [], hookIDs: [String] = [], types: [String] = [], hookTimes: [Double] = [], received: [Double] = []
     var headers: [String] = [], bodies: [ByteBuffer] = [], labels: [String] = [], versions: [String] = [], routedStates: [String] = []
+    var traceParents: [String] = []
     var sources: [String] = [], webhookIDs: [String] = [], createdAt: [Double] = []
     var ids: [String] = [], routes: [String] = [], outputs: [String] = [], endpoints: [String] = [], kinds: [String] = []
     var personKeys: [String] = [], emails: [String] = [], profiles: [String] = [], domains: [String] = [], accounts: [String] = []
@@ -330,6 +331,7 @@ struct AcceptRows {
         hookTimes.append(webhook.eventTime.timeIntervalSince1970); received.append(now)
         headers.append(JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()); bodies.append(ByteBuffer(bytes: webhook.body))
         labels.append(webhook.secretLabel); versions.append(webhook.rulesVersion); routedStates.append(webhook.routedStatesJSON ?? "")
+        traceParents.append(webhook.traceParent ?? "")
         for message in request.messages {
             for destination in message.destinations {
                 let status = OutboxStatus(message.disposition)
@@ -370,13 +372,14 @@ extension PostgresStore {
         return """
             WITH hook AS (
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
-                                      routed_states)
+                                      routed_states, trace_parent)
                 SELECT w.source, w.webhook_id, w.event_type, w.event_time, w.received_at, w.headers, w.body, w.secret_label,
-                       w.rules_version, NULLIF(w.routed_states, '')
+                       w.rules_version, NULLIF(w.routed_states, ''), NULLIF(w.trace_parent, '')
                 FROM unnest(\(rows.hookSources)::text[], \(rows.hookIDs)::text[], \(rows.types)::text[], \(rows.hookTimes)::float8[],
                             \(rows.received)::float8[], \(rows.headers)::text[], \(rows.bodies)::bytea[], \(rows.labels)::text[],
-                            \(rows.versions)::text[], \(rows.routedStates)::text[])
-                     AS w(source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states)
+                            \(rows.versions)::text[], \(rows.routedStates)::text[], \(rows.traceParents)::text[])
+                     AS w(source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states,
+                          trace_parent)
                 ORDER BY w.source, w.webhook_id
                 ON CONFLICT DO NOTHING RETURNING source, webhook_id
             ), queued AS (

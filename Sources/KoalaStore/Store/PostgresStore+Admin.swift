@@ -86,6 +86,18 @@ extension PostgresStore {
 
     // MARK: Dead letters
 
+    package func traceParents(of webhooks: Set<WebhookRef>) async throws -> [WebhookRef: String] {
+        guard !webhooks.isEmpty else { return [:] }
+        let query = OutboxSQL.traceParents(webhooks, .postgres).query
+        return try await withConnection("read trace parents") { connection, logger in
+            var found: [WebhookRef: String] = [:]
+            for row in try await connection.query(query, logger: logger).rows() {
+                found[WebhookRef(source: try row.get("source"), webhookID: try row.get("webhook_id"))] = try row.get("trace_parent")
+            }
+            return found
+        }
+    }
+
     /// Appends the conditions selecting the dead letters a filter means.
     package func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         let query = OutboxSQL.deadLetters(filter, limit: limit, .postgres).query

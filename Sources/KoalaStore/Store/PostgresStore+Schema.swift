@@ -93,6 +93,9 @@ extension PostgresStore {
             "ALTER TABLE outbox DROP CONSTRAINT outbox_message_destination",
             "DROP INDEX outbox_webhook",
         ]),
+        (10, "the trace a webhook was received in", [
+            "ALTER TABLE webhooks ADD COLUMN trace_parent text",
+        ]),
     ]
 
     /// The migration lock of one schema: replicas on the same schema take turns, other schemas (other

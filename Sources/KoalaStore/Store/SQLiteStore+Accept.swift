@@ -74,12 +74,12 @@ extension SQLiteStore {
         let headers = JSONValue.object(webhook.headers.mapValues { .string($0) }).encoded()
         try db.cachedStatement(sql: """
                 INSERT INTO webhooks (source, webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version,
-                                      routed_states)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                                      routed_states, trace_parent)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """).execute(
             arguments: [webhook.source, webhook.webhookID, webhook.eventType, webhook.eventTime.timeIntervalSince1970,
                         webhook.receivedAt.timeIntervalSince1970, headers, Data(webhook.body), webhook.secretLabel,
-                        webhook.rulesVersion, webhook.routedStatesJSON])
+                        webhook.rulesVersion, webhook.routedStatesJSON, webhook.traceParent])
         guard db.changesCount == 1 else { return .duplicate }
         let insert = try db.cachedStatement(sql: """
             INSERT INTO outbox (message_id, destination, source, webhook_id, route, output, endpoint, kind, person_key, email, profile_id,

@@ -74,6 +74,18 @@ extension SQLiteStore {
         }
     }
 
+    package func traceParents(of webhooks: Set<WebhookRef>) async throws -> [WebhookRef: String] {
+        guard !webhooks.isEmpty else { return [:] }
+        let statement = OutboxSQL.traceParents(webhooks, .sqlite)
+        return try await pool.read { db in
+            var found: [WebhookRef: String] = [:]
+            for row in try Row.fetchAll(db, sql: statement.text, arguments: statement.arguments) {
+                found[WebhookRef(source: row["source"], webhookID: row["webhook_id"])] = row["trace_parent"]
+            }
+            return found
+        }
+    }
+
     /// SQL and arguments selecting the dead letters a filter means.
     package func deadLetters(matching filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         let statement = OutboxSQL.deadLetters(filter, limit: limit, .sqlite)

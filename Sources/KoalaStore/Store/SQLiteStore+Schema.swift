@@ -178,6 +178,9 @@ extension SQLiteStore {
                 CREATE INDEX outbox_email ON outbox(email);
                 """)
         }
+        migrator.registerMigration("v13: the trace a webhook was received in") { db in
+            try db.execute(sql: "ALTER TABLE webhooks ADD COLUMN trace_parent TEXT")
+        }
         return migrator
     }
 }

@@ -85,6 +85,19 @@ enum OutboxSQL {
         return clauses.joined(separator: " AND ")
     }
 
+    /// The trace parents of some webhooks, by the journal's key (source first).
+    static func traceParents(_ webhooks: Set<WebhookRef>, _ dialect: SQLDialect) -> SQLStatement {
+        var sql = SQLStatement(dialect)
+        let bySource = Dictionary(grouping: webhooks, by: \.source)
+        var clauses: [String] = []
+        for source in bySource.keys.sorted() {
+            let sourceValue = sql.bind(source)
+            clauses.append("(source = \(sourceValue) AND \(sql.oneOf("webhook_id", bySource[source, default: []].map(\.webhookID).sorted())))")
+        }
+        sql.text = "SELECT source, webhook_id, trace_parent FROM webhooks WHERE trace_parent IS NOT NULL AND (\(clauses.joined(separator: " OR ")))"
+        return sql
+    }
+
     static func deadLetters(_ filter: DeadLetterFilter, limit: Int, _ dialect: SQLDialect) -> SQLStatement {
         var sql = SQLStatement(dialect)
         let condition = deadLetterCondition(filter, into: &sql)

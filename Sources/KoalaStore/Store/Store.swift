@@ -40,6 +40,8 @@ package struct OutboxMessage: Sendable, Equatable {
     package var destination: Destination = .koala
     /// The provider's id of the webhook it came from (claims read it, so every log line about the message names it).
     package var webhookID = ""
+    /// The `traceparent` its webhook was received in; the sender reads it (`traceParents(of:)`) only while tracing.
+    package var traceParent: String?
 
     package init(seq: Int64, messageID: String, source: String, route: String, endpoint: KoalaEndpoint, kind: KoalaMessage.Kind,
                 identity: KoalaIdentity, itemJSON: String, eventTime: Date, createdAt: Date, attempts: Int) {
@@ -486,6 +488,23 @@ package protocol OutboxStore: Sendable {
 
     /// Records many delivery outcomes in one transaction (the sender writes a whole round at once).
     func record(_ outcomes: [DeliveryOutcome]) async throws
+
+    /// The W3C `traceparent` each of these webhooks was received in; those stored without one (tracing was off, or
+    /// the webhook is gone) are left out. The sender asks only while tracing, so its spans join the webhooks' traces.
+    func traceParents(of webhooks: Set<WebhookRef>) async throws -> [WebhookRef: String]
+}
+
+/// One stored webhook, by the key of the journal.
+package struct WebhookRef: Hashable, Sendable {
+    /// The source's name (its rule file's `source:`).
+    package let source: String
+    /// The provider's event id.
+    package let webhookID: String
+
+    package init(source: String, webhookID: String) {
+        self.source = source
+        self.webhookID = webhookID
+    }
 }
 
 /// What operators' tools need of the store: retention and erasure, replay, dead letters, the console's

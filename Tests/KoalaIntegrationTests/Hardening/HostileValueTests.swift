@@ -294,6 +294,7 @@ struct NeverCalledStore: WebhookStore {
     func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? { try fail() }
     func claimDue(now: Date, limit: Int, lease: TimeInterval, destination: Destination) async throws -> [OutboxMessage] { try fail() }
     func record(_ outcomes: [DeliveryOutcome]) async throws { try fail() as Void }
+    func traceParents(of webhooks: Set<WebhookRef>) async throws -> [WebhookRef: String] { try fail() }
     func prune(before cutoff: Date) async throws -> PruneReport { try fail() }
     func forget(email: String) async throws -> PruneReport { try fail() }
     func storedWebhooks(source: String, since: Date, until: Date, after cursor: StoredCursor?, limit: Int) async throws -> [VerifiedWebhook] { try fail() }

@@ -60,6 +60,27 @@ struct DestinationStoreTests {
         }
     }
 
+    /// The trace a webhook was received in is stored with it, for the sender's spans: read back by webhook, several
+    /// sources at once; a webhook stored while tracing was off, or unknown, is left out.
+    @Test(arguments: Backend.configured) func theTraceParentIsStoredWithTheWebhook(_ backend: Backend) async throws {
+        let store = try await makeStore(backend)
+        try await store.whileRunning {
+            let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            var traced = webhook("w_t")
+            traced.traceParent = parent
+            _ = try await store.accept(traced, messages: [message("w_t", email: "a@x.io", to: [.koala])], remembers: [], linger: 0, identityWait: 60)
+            _ = try await store.accept(webhook("w_plain"), messages: [message("w_plain", email: "b@x.io", to: [.koala])], remembers: [],
+                                       linger: 0, identityWait: 60)
+            let asked: Set<WebhookRef> = [WebhookRef(source: "stripe", webhookID: "w_t"), WebhookRef(source: "stripe", webhookID: "w_plain"),
+                                          WebhookRef(source: "paddle", webhookID: "w_t"), WebhookRef(source: "stripe", webhookID: "w_none")]
+            #expect(try await store.traceParents(of: asked) == [WebhookRef(source: "stripe", webhookID: "w_t"): parent])
+            #expect(try await store.traceParents(of: []).isEmpty)
+            // Claims do not read it (the sender asks only while tracing).
+            let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60, destination: .koala)
+            #expect(claimed.count == 2 && claimed.allSatisfy { $0.traceParent == nil })
+        }
+    }
+
     /// `person.user_id` travels with the message to every destination's entry (Koala's request never shows it).
     @Test(arguments: Backend.configured) func theUserIDIsKeptForTheSegmentEntry(_ backend: Backend) async throws {
         let store = try await makeStore(backend)
