@@ -81,7 +81,9 @@ package final class IdentityResolver: Service, Sendable {
                 case .wait(let key):
                     try await store.resolveWaiting(message.seq, .stillWaiting(for: key), linger: linger, at: now)
                 case .send:
-                    logger.debug("identity resolved", metadata: ["message_id": "\(message.messageID)", "source": "\(message.source)", "webhook_id": "\(message.webhookID)"])
+                    var metadata: Logger.Metadata = ["message_id": "\(message.messageID)", "source": "\(message.source)", "webhook_id": "\(message.webhookID)"]
+                    if let traceID = WebhookTracing.traceID(of: webhook.traceParent) { metadata["trace_id"] = "\(traceID)" }
+                    logger.debug("identity resolved", metadata: metadata)
                     try await store.resolveWaiting(message.seq, .released(fresh), linger: linger, at: now)
                 }
             }

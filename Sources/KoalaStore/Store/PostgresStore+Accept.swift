@@ -267,7 +267,8 @@ extension PostgresStore {
     package func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await withConnection("read webhook") { connection, logger in
             let rows = try await connection.query("""
-                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states, trace_parent
+                FROM webhooks
                 WHERE source = \(source) AND webhook_id = \(webhookID)
                 """, logger: logger).rows()
             return try rows.first.map { try Self.webhook($0, source: source) }
@@ -286,6 +287,7 @@ extension PostgresStore {
                                       json: (try? JSONTape.parse(body)) ?? .null, secretLabel: try row.get("secret_label"),
                                       rulesVersion: try row.get("rules_version"))
         webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: try row.get("routed_states", as: String?.self))
+        webhook.traceParent = try row.get("trace_parent", as: String?.self)
         return webhook
     }
 }

@@ -41,7 +41,8 @@ extension PostgresStore {
         try await withConnection("read webhooks") { connection, logger in
             var sql = SQLStatement(.postgres)
             sql.text = """
-                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
+                SELECT webhook_id, event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states, trace_parent
+                FROM webhooks
                 WHERE source = \(sql.bind(source)) AND received_at >= \(sql.bind(since.timeIntervalSince1970))
                   AND received_at < \(sql.bind(until.timeIntervalSince1970))
                 """

@@ -50,7 +50,7 @@ extension SQLiteStore {
     package func storedWebhook(source: String, webhookID: String) async throws -> VerifiedWebhook? {
         try await pool.read { db in
             guard let row = try Row.fetchOne(db, sql: """
-                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states FROM webhooks
+                SELECT event_type, event_time, received_at, headers, body, secret_label, rules_version, routed_states, trace_parent FROM webhooks
                 WHERE source = ? AND webhook_id = ?
                 """, arguments: [source, webhookID]) else { return nil }
             let body = [UInt8]((row["body"] as Data?) ?? Data())
@@ -64,6 +64,7 @@ extension SQLiteStore {
                                           json: (try? JSONTape.parse(body)) ?? .null, secretLabel: row["secret_label"],
                                           rulesVersion: row["rules_version"])
             webhook.routedStates = VerifiedWebhook.routedStates(fromJSON: row["routed_states"])
+            webhook.traceParent = row["trace_parent"]
             return webhook
         }
     }

@@ -75,6 +75,9 @@ struct DestinationStoreTests {
                                           WebhookRef(source: "paddle", webhookID: "w_t"), WebhookRef(source: "stripe", webhookID: "w_none")]
             #expect(try await store.traceParents(of: asked) == [WebhookRef(source: "stripe", webhookID: "w_t"): parent])
             #expect(try await store.traceParents(of: []).isEmpty)
+            // A stored webhook read again (a message that waited for an identity, a replay) keeps it too.
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_t")?.traceParent == parent)
+            #expect(try await store.storedWebhook(source: "stripe", webhookID: "w_plain")?.traceParent == nil)
             // Claims do not read it (the sender asks only while tracing).
             let claimed = try await store.claimDue(now: Date().addingTimeInterval(1), limit: 10, lease: 60, destination: .koala)
             #expect(claimed.count == 2 && claimed.allSatisfy { $0.traceParent == nil })
